@@ -1,0 +1,150 @@
+package annex
+
+import (
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// DefaultStorageBackend names the backend given on annex's command line. A
+// HostedResource that names no backend is stored there.
+const DefaultStorageBackend = "default"
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// HostedResource declares a custom resource type that annex serves from its own
+// storage. Its spec is a CustomResourceDefinition spec plus a storage policy.
+type HostedResource struct {
+	metav1.TypeMeta
+	metav1.ObjectMeta
+
+	Spec   HostedResourceSpec
+	Status HostedResourceStatus
+}
+
+// HostedResourceSpec is the CustomResourceDefinition v1 spec plus a storage
+// policy. The CRD parts are the upstream v1 types, not copies: a HostedResource
+// is handed to the embedded apiextensions server as a v1 CRD, and validating it
+// with the upstream CRD validation keeps both in step.
+type HostedResourceSpec struct {
+	Group                 string
+	Names                 apiextensionsv1.CustomResourceDefinitionNames
+	Scope                 apiextensionsv1.ResourceScope
+	Versions              []apiextensionsv1.CustomResourceDefinitionVersion
+	Conversion            *apiextensionsv1.CustomResourceConversion
+	PreserveUnknownFields bool
+
+	Storage HostedResourceStorage
+}
+
+// HostedResourceStorage says where and for how long a hosted type's objects are kept.
+type HostedResourceStorage struct {
+	// Backend is the name of a StorageBackend, or "default".
+	Backend string
+	// Retention bounds how many objects are kept and for how long.
+	Retention *RetentionPolicy
+}
+
+// RetentionPolicy bounds the objects of a high-volume type.
+type RetentionPolicy struct {
+	// MaxAge is how long an object is kept after its creation.
+	MaxAge *metav1.Duration
+	// MaxObjectsPerNamespace is how many objects a namespace keeps; the oldest go first.
+	MaxObjectsPerNamespace *int64
+}
+
+// HostedResourceStatus is the observed state of a HostedResource.
+type HostedResourceStatus struct {
+	ObservedGeneration int64
+	Conditions         []metav1.Condition
+}
+
+// Condition types of a HostedResource.
+const (
+	HostedResourceNamesAccepted       = "NamesAccepted"
+	HostedResourceEstablished         = "Established"
+	HostedResourceAPIServiceAvailable = "APIServiceAvailable"
+)
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// HostedResourceList is a list of HostedResources.
+type HostedResourceList struct {
+	metav1.TypeMeta
+	metav1.ListMeta
+
+	Items []HostedResource
+}
+
+// StorageBackendType is the kind of store a StorageBackend describes.
+type StorageBackendType string
+
+// Storage backend types.
+const (
+	StorageBackendEmbedded StorageBackendType = "Embedded"
+	StorageBackendEtcd     StorageBackendType = "Etcd"
+	StorageBackendPostgres StorageBackendType = "Postgres"
+)
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// StorageBackend describes a store that hosted resources can live in.
+type StorageBackend struct {
+	metav1.TypeMeta
+	metav1.ObjectMeta
+
+	Spec   StorageBackendSpec
+	Status StorageBackendStatus
+}
+
+// StorageBackendSpec is a discriminated union on Type.
+type StorageBackendSpec struct {
+	Type     StorageBackendType
+	Etcd     *EtcdStorage
+	Postgres *PostgresStorage
+}
+
+// EtcdStorage is an external etcd cluster.
+type EtcdStorage struct {
+	// Endpoints are the client URLs of the cluster's members.
+	Endpoints []string
+	// TLSSecretRef names a Secret with tls.crt, tls.key and ca.crt.
+	TLSSecretRef *SecretReference
+}
+
+// PostgresStorage is a PostgreSQL database.
+type PostgresStorage struct {
+	// DSNSecretRef names the Secret key that holds the connection string.
+	DSNSecretRef SecretKeySelector
+}
+
+// SecretReference names a Secret.
+type SecretReference struct {
+	Namespace string
+	Name      string
+}
+
+// SecretKeySelector names one key of a Secret.
+type SecretKeySelector struct {
+	Namespace string
+	Name      string
+	Key       string
+}
+
+// StorageBackendStatus is the observed state of a StorageBackend.
+type StorageBackendStatus struct {
+	ObservedGeneration int64
+	Conditions         []metav1.Condition
+}
+
+// StorageBackendReady is the condition type that says whether a backend serves requests.
+const StorageBackendReady = "Ready"
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// StorageBackendList is a list of StorageBackends.
+type StorageBackendList struct {
+	metav1.TypeMeta
+	metav1.ListMeta
+
+	Items []StorageBackend
+}

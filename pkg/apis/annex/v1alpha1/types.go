@@ -1,0 +1,203 @@
+package v1alpha1
+
+import (
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// +genclient
+// +genclient:nonNamespaced
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// HostedResource declares a custom resource type that annex serves from its own
+// storage instead of the cluster's etcd. A CustomResourceDefinition manifest
+// becomes a HostedResource by changing only its apiVersion and kind.
+type HostedResource struct {
+	metav1.TypeMeta `json:",inline"`
+	// Standard object metadata. The name must be spec.names.plural+"."+spec.group.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec describes the hosted type and where its objects are stored.
+	Spec HostedResourceSpec `json:"spec"`
+	// status is the observed state of the hosted type.
+	// +optional
+	Status HostedResourceStatus `json:"status,omitempty"`
+}
+
+// HostedResourceSpec is a CustomResourceDefinition v1 spec plus a storage policy.
+type HostedResourceSpec struct {
+	// group is the API group of the hosted type (for example "reports.example.com").
+	// It must contain a dot and must not belong to the cluster's built-in APIs.
+	Group string `json:"group"`
+	// names are the resource and kind names of the hosted type.
+	Names apiextensionsv1.CustomResourceDefinitionNames `json:"names"`
+	// scope is Cluster or Namespaced.
+	Scope apiextensionsv1.ResourceScope `json:"scope"`
+	// versions are the served versions of the type; exactly one is the storage version.
+	// +listType=atomic
+	Versions []apiextensionsv1.CustomResourceDefinitionVersion `json:"versions"`
+	// conversion says how objects are converted between versions.
+	// +optional
+	Conversion *apiextensionsv1.CustomResourceConversion `json:"conversion,omitempty"`
+	// preserveUnknownFields is accepted for compatibility with CRD manifests and must be false;
+	// use x-kubernetes-preserve-unknown-fields in the schema instead.
+	// +optional
+	PreserveUnknownFields bool `json:"preserveUnknownFields,omitempty"`
+
+	// storage says where and for how long the type's objects are kept.
+	// +optional
+	Storage HostedResourceStorage `json:"storage,omitempty"`
+}
+
+// HostedResourceStorage says where and for how long a hosted type's objects are kept.
+type HostedResourceStorage struct {
+	// backend is the name of the StorageBackend that holds the objects;
+	// "default" (the default) is the backend given on annex's command line.
+	// +optional
+	Backend string `json:"backend,omitempty"`
+	// retention bounds how many objects are kept and for how long.
+	// +optional
+	Retention *RetentionPolicy `json:"retention,omitempty"`
+}
+
+// RetentionPolicy bounds the objects of a high-volume type.
+type RetentionPolicy struct {
+	// maxAge is how long an object is kept after its creation, for example "168h".
+	// +optional
+	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+	// maxObjectsPerNamespace is how many objects a namespace keeps; the oldest are deleted first.
+	// +optional
+	MaxObjectsPerNamespace *int64 `json:"maxObjectsPerNamespace,omitempty"`
+}
+
+// HostedResourceStatus is the observed state of a HostedResource.
+type HostedResourceStatus struct {
+	// observedGeneration is the generation of the spec that the conditions describe.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// conditions say whether the names were accepted and the type is served.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// HostedResourceList is a list of HostedResources.
+type HostedResourceList struct {
+	metav1.TypeMeta `json:",inline"`
+	// Standard list metadata.
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+
+	// items are the HostedResources.
+	Items []HostedResource `json:"items"`
+}
+
+// StorageBackendType is the kind of store a StorageBackend describes.
+// +enum
+type StorageBackendType string
+
+// Storage backend types.
+const (
+	// StorageBackendEmbedded is the etcd that annex runs in its own process.
+	StorageBackendEmbedded StorageBackendType = "Embedded"
+	// StorageBackendEtcd is an external etcd cluster.
+	StorageBackendEtcd StorageBackendType = "Etcd"
+	// StorageBackendPostgres is a PostgreSQL database.
+	StorageBackendPostgres StorageBackendType = "Postgres"
+)
+
+// +genclient
+// +genclient:nonNamespaced
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// StorageBackend describes a store that hosted resources can live in.
+type StorageBackend struct {
+	metav1.TypeMeta `json:",inline"`
+	// Standard object metadata. The name must be a DNS label.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec says what kind of store this is and how to reach it.
+	Spec StorageBackendSpec `json:"spec"`
+	// status is the observed state of the store.
+	// +optional
+	Status StorageBackendStatus `json:"status,omitempty"`
+}
+
+// StorageBackendSpec is a discriminated union on type: the member named by type
+// is required and the others are forbidden.
+// +union
+type StorageBackendSpec struct {
+	// type is Embedded, Etcd or Postgres.
+	// +unionDiscriminator
+	Type StorageBackendType `json:"type"`
+	// etcd is an external etcd cluster; required when type is Etcd.
+	// +optional
+	Etcd *EtcdStorage `json:"etcd,omitempty"`
+	// postgres is a PostgreSQL database; required when type is Postgres.
+	// +optional
+	Postgres *PostgresStorage `json:"postgres,omitempty"`
+}
+
+// EtcdStorage is an external etcd cluster.
+type EtcdStorage struct {
+	// endpoints are the client URLs of the cluster's members, for example "https://etcd-0.etcd:2379".
+	// +listType=atomic
+	Endpoints []string `json:"endpoints"`
+	// tlsSecretRef names a Secret with the keys tls.crt, tls.key and ca.crt for client authentication.
+	// +optional
+	TLSSecretRef *SecretReference `json:"tlsSecretRef,omitempty"`
+}
+
+// PostgresStorage is a PostgreSQL database.
+type PostgresStorage struct {
+	// dsnSecretRef names the Secret key that holds the connection string.
+	DSNSecretRef SecretKeySelector `json:"dsnSecretRef"`
+}
+
+// SecretReference names a Secret.
+type SecretReference struct {
+	// namespace of the Secret.
+	Namespace string `json:"namespace"`
+	// name of the Secret.
+	Name string `json:"name"`
+}
+
+// SecretKeySelector names one key of a Secret.
+type SecretKeySelector struct {
+	// namespace of the Secret.
+	Namespace string `json:"namespace"`
+	// name of the Secret.
+	Name string `json:"name"`
+	// key within the Secret's data.
+	Key string `json:"key"`
+}
+
+// StorageBackendStatus is the observed state of a StorageBackend.
+type StorageBackendStatus struct {
+	// observedGeneration is the generation of the spec that the conditions describe.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// conditions say whether the store is reachable.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// StorageBackendList is a list of StorageBackends.
+type StorageBackendList struct {
+	metav1.TypeMeta `json:",inline"`
+	// Standard list metadata.
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+
+	// items are the StorageBackends.
+	Items []StorageBackend `json:"items"`
+}

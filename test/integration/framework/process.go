@@ -1,0 +1,80 @@
+//go:build integration
+
+package framework
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// process is a child process whose exit is observed in the background, so
+// that a wait can fail fast when the child dies.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+
+	mu  sync.Mutex
+	err error // the result of Wait, valid once done is closed
+}
+
+func startProcess(bin string, args []string, dir string, out io.Writer) (*process, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = childAttrs()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// exited reports whether the process has ended, and how.
+func (p *process) exited() (bool, error) {
+	select {
+	case <-p.done:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.err == nil {
+			return true, errors.New("exit status 0")
+		}
+		return true, p.err
+	default:
+		return false, nil
+	}
+}
+
+// stop asks the process to terminate and kills it if it has not within
+// timeout. A process that already died on its own is reported as an error,
+// since annex must keep running for the whole test binary.
+func (p *process) stop(timeout time.Duration) error {
+	if exited, err := p.exited(); exited {
+		return fmt.Errorf("it had already exited: %v", err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(timeout):
+	}
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	<-p.done
+	return fmt.Errorf("it did not stop within %s of SIGTERM and was killed", timeout)
+}
