@@ -28,7 +28,7 @@ var (
 func init() {
 	// The generated conversion and defaulting functions register themselves
 	// through localSchemeBuilder; the known types are added here.
-	localSchemeBuilder.Register(addKnownTypes, addDefaultingFuncs)
+	localSchemeBuilder.Register(addKnownTypes, addDefaultingFuncs, addFieldLabelConversionFuncs)
 }
 
 func addKnownTypes(scheme *runtime.Scheme) error {

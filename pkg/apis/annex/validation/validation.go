@@ -1,0 +1,261 @@
+// Package validation checks annex.dev objects and reports every problem with
+// its field path.
+package validation
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"k8s.io/apiextensions-apiserver/pkg/apihelpers"
+	"k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apiextensionsvalidation "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/validation"
+	apimachineryvalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"annex.dev/annex/pkg/apis/annex"
+)
+
+// reservedGroups are API groups a HostedResource may never declare: annex's
+// own group, and the groups the cluster serves itself.
+var reservedGroups = []string{annex.GroupName}
+
+// ValidateHostedResource validates a new HostedResource. The CRD parts are
+// checked by the upstream CustomResourceDefinition validation, so a
+// HostedResource is accepted exactly when the same CRD would be.
+func ValidateHostedResource(ctx context.Context, hr *annex.HostedResource) field.ErrorList {
+	crd, errs := toCRD(hr)
+	if len(errs) > 0 {
+		return errs
+	}
+	allErrs := crdErrors(apiextensionsvalidation.ValidateCustomResourceDefinition(ctx, crd))
+	allErrs = append(allErrs, validateGroup(hr.Spec.Group, field.NewPath("spec", "group"))...)
+	allErrs = append(allErrs, validateStorage(&hr.Spec.Storage, field.NewPath("spec", "storage"))...)
+	return allErrs
+}
+
+// ValidateHostedResourceUpdate validates an update of a HostedResource's spec and metadata.
+func ValidateHostedResourceUpdate(ctx context.Context, hr, old *annex.HostedResource) field.ErrorList {
+	crd, errs := toCRD(hr)
+	if len(errs) > 0 {
+		return errs
+	}
+	oldCRD, errs := toCRD(old)
+	if len(errs) > 0 {
+		return errs
+	}
+	allErrs := crdErrors(apiextensionsvalidation.ValidateCustomResourceDefinitionUpdate(ctx, crd, oldCRD))
+	allErrs = append(allErrs, validateGroup(hr.Spec.Group, field.NewPath("spec", "group"))...)
+	allErrs = append(allErrs, validateStorage(&hr.Spec.Storage, field.NewPath("spec", "storage"))...)
+	return allErrs
+}
+
+// ValidateHostedResourceStatusUpdate validates an update of a HostedResource's status.
+func ValidateHostedResourceStatusUpdate(hr, old *annex.HostedResource) field.ErrorList {
+	allErrs := apimachineryvalidation.ValidateObjectMetaUpdate(&hr.ObjectMeta, &old.ObjectMeta, field.NewPath("metadata"))
+	return append(allErrs, validateStatus(hr.Status.ObservedGeneration, hr.Status.Conditions, field.NewPath("status"))...)
+}
+
+// toCRD builds the internal CustomResourceDefinition that the HostedResource
+// declares, through the upstream v1 conversion.
+func toCRD(hr *annex.HostedResource) (*apiextensions.CustomResourceDefinition, field.ErrorList) {
+	in := &apiextensionsv1.CustomResourceDefinition{
+		ObjectMeta: hr.ObjectMeta,
+		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+			Group:                 hr.Spec.Group,
+			Names:                 hr.Spec.Names,
+			Scope:                 hr.Spec.Scope,
+			Versions:              hr.Spec.Versions,
+			Conversion:            hr.Spec.Conversion,
+			PreserveUnknownFields: hr.Spec.PreserveUnknownFields,
+		},
+	}
+	// A HostedResource has no stored versions of its own yet; the storage
+	// version stands in so the CRD's status rules hold.
+	for _, v := range hr.Spec.Versions {
+		if v.Storage {
+			in.Status.StoredVersions = append(in.Status.StoredVersions, v.Name)
+		}
+	}
+	out := &apiextensions.CustomResourceDefinition{}
+	if err := apiextensionsv1.Convert_v1_CustomResourceDefinition_To_apiextensions_CustomResourceDefinition(in, out, nil); err != nil {
+		return nil, field.ErrorList{field.Invalid(field.NewPath("spec"), "", fmt.Sprintf("cannot be read as a CustomResourceDefinition spec: %v", err))}
+	}
+	return out, nil
+}
+
+// crdErrors drops the errors about the synthesized CRD's status, which a
+// HostedResource does not have; the spec errors already say what is wrong.
+func crdErrors(errs field.ErrorList) field.ErrorList {
+	var out field.ErrorList
+	for _, err := range errs {
+		if strings.HasPrefix(err.Field, "status") {
+			continue
+		}
+		out = append(out, err)
+	}
+	return out
+}
+
+func validateGroup(group string, fldPath *field.Path) field.ErrorList {
+	for _, reserved := range reservedGroups {
+		if group == reserved || strings.HasSuffix(group, "."+reserved) {
+			return field.ErrorList{field.Invalid(fldPath, group, fmt.Sprintf("the group %q is annex's own API", reserved))}
+		}
+	}
+	if apihelpers.IsProtectedCommunityGroup(group) {
+		return field.ErrorList{field.Invalid(fldPath, group, "groups under k8s.io and kubernetes.io belong to the cluster's built-in APIs")}
+	}
+	return nil
+}
+
+func validateStorage(s *annex.HostedResourceStorage, fldPath *field.Path) field.ErrorList {
+	var allErrs field.ErrorList
+	if s.Backend == "" {
+		allErrs = append(allErrs, field.Required(fldPath.Child("backend"), `name a StorageBackend, or "default"`))
+	} else {
+		for _, msg := range validation.IsDNS1123Label(s.Backend) {
+			allErrs = append(allErrs, field.Invalid(fldPath.Child("backend"), s.Backend, msg))
+		}
+	}
+	if r := s.Retention; r != nil {
+		if r.MaxAge != nil && r.MaxAge.Duration <= 0 {
+			allErrs = append(allErrs, field.Invalid(fldPath.Child("retention", "maxAge"), r.MaxAge.Duration.String(), "must be greater than zero"))
+		}
+		if r.MaxObjectsPerNamespace != nil && *r.MaxObjectsPerNamespace <= 0 {
+			allErrs = append(allErrs, field.Invalid(fldPath.Child("retention", "maxObjectsPerNamespace"), *r.MaxObjectsPerNamespace, "must be greater than zero"))
+		}
+	}
+	return allErrs
+}
+
+// ValidateStorageBackend validates a new StorageBackend.
+func ValidateStorageBackend(sb *annex.StorageBackend) field.ErrorList {
+	allErrs := apimachineryvalidation.ValidateObjectMeta(&sb.ObjectMeta, false, apimachineryvalidation.NameIsDNSLabel, field.NewPath("metadata"))
+	return append(allErrs, validateStorageBackendSpec(&sb.Spec, field.NewPath("spec"))...)
+}
+
+// ValidateStorageBackendUpdate validates an update of a StorageBackend's spec and metadata.
+func ValidateStorageBackendUpdate(sb, old *annex.StorageBackend) field.ErrorList {
+	allErrs := apimachineryvalidation.ValidateObjectMetaUpdate(&sb.ObjectMeta, &old.ObjectMeta, field.NewPath("metadata"))
+	allErrs = append(allErrs, validateStorageBackendSpec(&sb.Spec, field.NewPath("spec"))...)
+	if sb.Spec.Type != old.Spec.Type {
+		allErrs = append(allErrs, field.Forbidden(field.NewPath("spec", "type"), "cannot be changed; create another StorageBackend instead"))
+	}
+	return allErrs
+}
+
+// ValidateStorageBackendStatusUpdate validates an update of a StorageBackend's status.
+func ValidateStorageBackendStatusUpdate(sb, old *annex.StorageBackend) field.ErrorList {
+	allErrs := apimachineryvalidation.ValidateObjectMetaUpdate(&sb.ObjectMeta, &old.ObjectMeta, field.NewPath("metadata"))
+	return append(allErrs, validateStatus(sb.Status.ObservedGeneration, sb.Status.Conditions, field.NewPath("status"))...)
+}
+
+func validateStorageBackendSpec(spec *annex.StorageBackendSpec, fldPath *field.Path) field.ErrorList {
+	var allErrs field.ErrorList
+	etcdPath, postgresPath := fldPath.Child("etcd"), fldPath.Child("postgres")
+	switch spec.Type {
+	case annex.StorageBackendEmbedded:
+	case annex.StorageBackendEtcd:
+		if spec.Etcd == nil {
+			allErrs = append(allErrs, field.Required(etcdPath, "required when type is Etcd"))
+		}
+	case annex.StorageBackendPostgres:
+		if spec.Postgres == nil {
+			allErrs = append(allErrs, field.Required(postgresPath, "required when type is Postgres"))
+		}
+	case "":
+		allErrs = append(allErrs, field.Required(fldPath.Child("type"), "one of Embedded, Etcd, Postgres"))
+	default:
+		allErrs = append(allErrs, field.NotSupported(fldPath.Child("type"), spec.Type,
+			[]annex.StorageBackendType{annex.StorageBackendEmbedded, annex.StorageBackendEtcd, annex.StorageBackendPostgres}))
+	}
+	if spec.Etcd != nil {
+		if spec.Type != annex.StorageBackendEtcd {
+			allErrs = append(allErrs, field.Forbidden(etcdPath, "may only be set when type is Etcd"))
+		}
+		allErrs = append(allErrs, validateEtcd(spec.Etcd, etcdPath)...)
+	}
+	if spec.Postgres != nil {
+		if spec.Type != annex.StorageBackendPostgres {
+			allErrs = append(allErrs, field.Forbidden(postgresPath, "may only be set when type is Postgres"))
+		}
+		allErrs = append(allErrs, validateSecretKey(&spec.Postgres.DSNSecretRef, postgresPath.Child("dsnSecretRef"))...)
+	}
+	return allErrs
+}
+
+func validateEtcd(e *annex.EtcdStorage, fldPath *field.Path) field.ErrorList {
+	var allErrs field.ErrorList
+	if len(e.Endpoints) == 0 {
+		allErrs = append(allErrs, field.Required(fldPath.Child("endpoints"), "at least one client URL of the etcd cluster"))
+	}
+	seen := map[string]bool{}
+	for i, ep := range e.Endpoints {
+		p := fldPath.Child("endpoints").Index(i)
+		if seen[ep] {
+			allErrs = append(allErrs, field.Duplicate(p, ep))
+			continue
+		}
+		seen[ep] = true
+		u, err := url.Parse(ep)
+		switch {
+		case err != nil:
+			allErrs = append(allErrs, field.Invalid(p, ep, err.Error()))
+		case u.Scheme != "http" && u.Scheme != "https":
+			allErrs = append(allErrs, field.Invalid(p, ep, "must be an http or https URL, for example https://etcd-0.etcd:2379"))
+		case u.Host == "":
+			allErrs = append(allErrs, field.Invalid(p, ep, "must name a host"))
+		case u.Path != "" && u.Path != "/", u.RawQuery != "", u.User != nil:
+			allErrs = append(allErrs, field.Invalid(p, ep, "must be scheme://host:port with no path, query or credentials"))
+		}
+	}
+	if ref := e.TLSSecretRef; ref != nil {
+		allErrs = append(allErrs, validateSecretName(ref.Namespace, ref.Name, fldPath.Child("tlsSecretRef"))...)
+	}
+	return allErrs
+}
+
+func validateSecretKey(ref *annex.SecretKeySelector, fldPath *field.Path) field.ErrorList {
+	allErrs := validateSecretName(ref.Namespace, ref.Name, fldPath)
+	if ref.Key == "" {
+		allErrs = append(allErrs, field.Required(fldPath.Child("key"), "the key of the Secret that holds the value"))
+	} else {
+		for _, msg := range validation.IsConfigMapKey(ref.Key) {
+			allErrs = append(allErrs, field.Invalid(fldPath.Child("key"), ref.Key, msg))
+		}
+	}
+	return allErrs
+}
+
+func validateSecretName(namespace, name string, fldPath *field.Path) field.ErrorList {
+	var allErrs field.ErrorList
+	if namespace == "" {
+		allErrs = append(allErrs, field.Required(fldPath.Child("namespace"), ""))
+	} else {
+		for _, msg := range validation.IsDNS1123Label(namespace) {
+			allErrs = append(allErrs, field.Invalid(fldPath.Child("namespace"), namespace, msg))
+		}
+	}
+	if name == "" {
+		allErrs = append(allErrs, field.Required(fldPath.Child("name"), ""))
+	} else {
+		for _, msg := range validation.IsDNS1123Subdomain(name) {
+			allErrs = append(allErrs, field.Invalid(fldPath.Child("name"), name, msg))
+		}
+	}
+	return allErrs
+}
+
+func validateStatus(observedGeneration int64, conditions []metav1.Condition, fldPath *field.Path) field.ErrorList {
+	allErrs := metav1validation.ValidateConditions(conditions, fldPath.Child("conditions"))
+	if observedGeneration < 0 {
+		allErrs = append(allErrs, field.Invalid(fldPath.Child("observedGeneration"), observedGeneration, "must not be negative"))
+	}
+	return allErrs
+}

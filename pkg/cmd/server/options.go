@@ -1,0 +1,172 @@
+// Package server holds annex-apiserver's options and command.
+package server
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apiserver/pkg/endpoints/openapi"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	genericoptions "k8s.io/apiserver/pkg/server/options"
+
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/apiserver"
+	generatedopenapi "annex.dev/annex/pkg/generated/openapi"
+)
+
+// Modes annex runs in.
+const (
+	// ModeAuto is aggregated when a cluster is given (a kubeconfig flag, or
+	// the in-cluster environment) and standalone otherwise.
+	ModeAuto = "auto"
+	// ModeAggregated serves behind a cluster's aggregation layer and
+	// delegates authentication, authorization and admission to it.
+	ModeAggregated = "aggregated"
+	// ModeStandalone needs no cluster: annex issues its own certificates and
+	// serves its admin directly.
+	ModeStandalone = "standalone"
+)
+
+// defaultEtcdPathPrefix is where annex keeps its objects in etcd; a distinct
+// prefix lets an external etcd be shared without collisions.
+const defaultEtcdPathPrefix = "/annex"
+
+// Options are annex-apiserver's command-line options.
+type Options struct {
+	ServerRunOptions   *genericoptions.ServerRunOptions
+	RecommendedOptions *genericoptions.RecommendedOptions
+
+	// Mode is auto, aggregated or standalone.
+	Mode string
+	// DataDir holds the embedded etcd's data and the certificates annex issues.
+	DataDir string
+	// AdminKubeconfig is where standalone mode writes the admin's kubeconfig.
+	AdminKubeconfig string
+	// EmbeddedEtcdQuotaBytes is the size at which the embedded etcd refuses writes.
+	EmbeddedEtcdQuotaBytes int64
+	// EmbeddedEtcdLogLevel is the embedded etcd's log level.
+	EmbeddedEtcdLogLevel string
+}
+
+// NewOptions returns the default options.
+func NewOptions() *Options {
+	o := &Options{
+		ServerRunOptions: genericoptions.NewServerRunOptions(),
+		RecommendedOptions: genericoptions.NewRecommendedOptions(
+			defaultEtcdPathPrefix,
+			apiserver.Codecs.LegacyCodec(v1alpha1.SchemeGroupVersion),
+		),
+		Mode:                   ModeAuto,
+		DataDir:                "/var/lib/annex",
+		EmbeddedEtcdQuotaBytes: 8 << 30,
+		EmbeddedEtcdLogLevel:   "error",
+	}
+	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
+		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
+	o.RecommendedOptions.SecureServing.BindPort = 8443
+	return o
+}
+
+// AddFlags adds the options' flags to fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	o.ServerRunOptions.AddUniversalFlags(fs)
+	o.RecommendedOptions.AddFlags(fs)
+	fs.StringVar(&o.Mode, "mode", o.Mode, "How annex runs: 'aggregated' behind a cluster's aggregation layer, 'standalone' with no cluster, "+
+		"or 'auto': aggregated when a kubeconfig flag or the in-cluster environment gives a cluster, standalone otherwise.")
+	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory of the embedded etcd's data and of the certificates annex issues itself. "+
+		"Unused for data when --etcd-servers is given.")
+	fs.StringVar(&o.AdminKubeconfig, "admin-kubeconfig", o.AdminKubeconfig, "Standalone mode: where to write the admin's kubeconfig "+
+		"(default <data-dir>/admin.kubeconfig).")
+	fs.Int64Var(&o.EmbeddedEtcdQuotaBytes, "embedded-etcd-quota-backend-bytes", o.EmbeddedEtcdQuotaBytes,
+		"Size of the embedded etcd's database at which it refuses writes.")
+	fs.StringVar(&o.EmbeddedEtcdLogLevel, "embedded-etcd-log-level", o.EmbeddedEtcdLogLevel, "Log level of the embedded etcd (debug, info, warn, error).")
+}
+
+// Complete resolves the mode and fills in what depends on it.
+func (o *Options) Complete() error {
+	if o.Mode == ModeAuto {
+		o.Mode = ModeStandalone
+		if o.clusterGiven() {
+			o.Mode = ModeAggregated
+		}
+	}
+	if o.AdminKubeconfig == "" {
+		o.AdminKubeconfig = filepath.Join(o.DataDir, "admin.kubeconfig")
+	}
+	if o.Mode == ModeStandalone {
+		o.completeStandalone()
+	}
+	return o.ServerRunOptions.Complete()
+}
+
+func (o *Options) clusterGiven() bool {
+	ro := o.RecommendedOptions
+	return ro.CoreAPI.CoreAPIKubeconfigPath != "" ||
+		ro.Authentication.RemoteKubeConfigFile != "" ||
+		ro.Authorization.RemoteKubeConfigFile != "" ||
+		os.Getenv("KUBERNETES_SERVICE_HOST") != ""
+}
+
+// embeddedEtcd says whether annex runs its own etcd.
+func (o *Options) embeddedEtcd() bool {
+	return len(o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList) == 0
+}
+
+// Validate reports every invalid option.
+func (o *Options) Validate() error {
+	var errs []error
+	switch o.Mode {
+	case ModeAggregated, ModeStandalone:
+	default:
+		errs = append(errs, fmt.Errorf("--mode must be auto, aggregated or standalone, not %q", o.Mode))
+	}
+	if o.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir must not be empty"))
+	}
+	errs = append(errs, o.ServerRunOptions.Validate()...)
+	ro := o.RecommendedOptions
+	// The embedded etcd's address is known only once it runs, so the etcd
+	// options are checked then, by Config.
+	if !o.embeddedEtcd() {
+		errs = append(errs, ro.Etcd.Validate()...)
+	}
+	errs = append(errs, ro.SecureServing.Validate()...)
+	errs = append(errs, ro.Authentication.Validate()...)
+	errs = append(errs, ro.Authorization.Validate()...)
+	errs = append(errs, ro.Audit.Validate()...)
+	errs = append(errs, ro.Features.Validate()...)
+	errs = append(errs, ro.CoreAPI.Validate()...)
+	errs = append(errs, ro.Admission.Validate()...)
+	errs = append(errs, ro.EgressSelector.Validate()...)
+	errs = append(errs, ro.Traces.Validate()...)
+	return utilerrors.NewAggregate(errs)
+}
+
+// Config builds the server's configuration. The storage must be reachable
+// (the embedded etcd running) when it is called.
+func (o *Options) Config() (*apiserver.Config, error) {
+	if errs := o.RecommendedOptions.Etcd.Validate(); len(errs) > 0 {
+		return nil, utilerrors.NewAggregate(errs)
+	}
+	serverConfig := genericapiserver.NewRecommendedConfig(apiserver.Codecs)
+	if err := o.ServerRunOptions.ApplyTo(&serverConfig.Config); err != nil {
+		return nil, err
+	}
+
+	namer := openapi.NewDefinitionNamer(apiserver.Scheme)
+	serverConfig.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(generatedopenapi.GetOpenAPIDefinitions, namer)
+	serverConfig.OpenAPIConfig.Info.Title = "annex"
+	serverConfig.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(generatedopenapi.GetOpenAPIDefinitions, namer)
+	serverConfig.OpenAPIV3Config.Info.Title = "annex"
+
+	if err := o.RecommendedOptions.ApplyTo(serverConfig); err != nil {
+		return nil, err
+	}
+	return &apiserver.Config{GenericConfig: serverConfig}, nil
+}

@@ -1,0 +1,115 @@
+package server
+
+import (
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"annex.dev/annex/pkg/certs"
+)
+
+// adminGroup is the group standalone mode's admin belongs to; the
+// authorizer lets it do anything, as the kube-apiserver does.
+const adminGroup = "system:masters"
+
+// completeStandalone turns off everything that needs a cluster: there is no
+// cluster to delegate authentication, authorization, admission or flow
+// control to. Clients authenticate with certificates of annex's own CA, and
+// the max-in-flight limits bound concurrency instead of APF.
+func (o *Options) completeStandalone() {
+	ro := o.RecommendedOptions
+	ro.CoreAPI = nil
+	ro.Admission = nil
+	ro.Features.EnablePriorityAndFairness = false
+	ro.Authentication.RemoteKubeConfigFileOptional = true
+	ro.Authentication.SkipInClusterLookup = true
+	ro.Authorization.RemoteKubeConfigFileOptional = true
+}
+
+func (o *Options) pkiDir() string { return filepath.Join(o.DataDir, "pki") }
+
+// standaloneCertificates issues (or reuses) annex's CA, its serving
+// certificate unless one was given, and the admin's client certificate.
+func (o *Options) standaloneCertificates() (*certs.CA, certs.Pair, error) {
+	ca, err := certs.LoadOrCreateCA(o.pkiDir(), "ca", "annex-ca")
+	if err != nil {
+		return nil, certs.Pair{}, err
+	}
+	serving := &o.RecommendedOptions.SecureServing.ServerCert.CertKey
+	if serving.CertFile == "" && serving.KeyFile == "" {
+		hosts, ips := servingNames(o.RecommendedOptions.SecureServing.BindAddress)
+		pair, err := ca.Ensure(o.pkiDir(), "serving", certs.Spec{
+			CommonName: "annex-apiserver", DNSNames: hosts, IPs: ips,
+			Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		})
+		if err != nil {
+			return nil, certs.Pair{}, err
+		}
+		serving.CertFile, serving.KeyFile = pair.CertFile, pair.KeyFile
+	}
+	admin, err := ca.Ensure(o.pkiDir(), "admin", certs.Spec{
+		CommonName: "annex-admin", Organization: []string{adminGroup},
+		Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, certs.Pair{}, err
+	}
+	if o.RecommendedOptions.Authentication.ClientCert.ClientCA == "" {
+		o.RecommendedOptions.Authentication.ClientCert.ClientCA = ca.CertFile
+	}
+	return ca, admin, nil
+}
+
+// servingNames are the names the serving certificate is valid for.
+func servingNames(bind net.IP) ([]string, []net.IP) {
+	hosts := []string{"localhost"}
+	if h, err := os.Hostname(); err == nil && h != "localhost" {
+		hosts = append(hosts, h)
+	}
+	ips := []net.IP{net.ParseIP("127.0.0.1").To4(), net.IPv6loopback}
+	if bind != nil && !bind.IsUnspecified() && !bind.IsLoopback() {
+		ips = append(ips, bind)
+	}
+	return hosts, ips
+}
+
+// writeAdminKubeconfig writes a kubeconfig for the admin that reaches the
+// server at addr and trusts annex's CA.
+func writeAdminKubeconfig(path string, ca *certs.CA, admin certs.Pair, addr net.Addr) error {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	if _, err := strconv.Atoi(port); err != nil {
+		return fmt.Errorf("serving address %s has no port", addr)
+	}
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["annex"] = &clientcmdapi.Cluster{
+		Server:                   "https://" + net.JoinHostPort(host, port),
+		CertificateAuthorityData: ca.CertPEM,
+	}
+	certPEM, err := os.ReadFile(admin.CertFile)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := os.ReadFile(admin.KeyFile)
+	if err != nil {
+		return err
+	}
+	cfg.AuthInfos["annex-admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: certPEM, ClientKeyData: keyPEM}
+	cfg.Contexts["annex"] = &clientcmdapi.Context{Cluster: "annex", AuthInfo: "annex-admin"}
+	cfg.CurrentContext = "annex"
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return clientcmd.WriteToFile(*cfg, path)
+}

@@ -1,0 +1,107 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/component-base/cli/globalflag"
+	"k8s.io/klog/v2"
+
+	"annex.dev/annex/pkg/certs"
+	"annex.dev/annex/pkg/storage/embedded"
+)
+
+// NewCommand returns the annex-apiserver command.
+func NewCommand(ctx context.Context) *cobra.Command {
+	o := NewOptions()
+	cmd := &cobra.Command{
+		Use:   "annex-apiserver",
+		Short: "An aggregated Kubernetes API server that hosts custom resources outside the cluster's etcd",
+		Long: `annex-apiserver serves custom resource types declared with HostedResource from its own
+storage, with the API semantics of the kube-apiserver. Behind a cluster's aggregation layer it
+delegates authentication, authorization and admission to the cluster; with no cluster
+(standalone mode) it issues its own certificates and writes an admin kubeconfig.`,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return Run(cmd.Context(), o)
+		},
+	}
+	cmd.SetContext(ctx)
+	fs := cmd.Flags()
+	o.AddFlags(fs)
+	globalflag.AddGlobalFlags(fs, cmd.Name())
+	return cmd
+}
+
+// Run starts the embedded etcd if there is no external one, then serves until
+// ctx is done, and shuts down gracefully: the API server first, etcd last.
+func Run(ctx context.Context, o *Options) error {
+	logger := klog.FromContext(ctx)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	if o.embeddedEtcd() {
+		etcd, err := embedded.Start(ctx, embedded.Options{
+			DataDir:           filepath.Join(o.DataDir, "etcd"),
+			QuotaBackendBytes: o.EmbeddedEtcdQuotaBytes,
+			LogLevel:          o.EmbeddedEtcdLogLevel,
+		})
+		if err != nil {
+			return err
+		}
+		defer etcd.Close()
+		go func() {
+			select {
+			case err := <-etcd.Err():
+				logger.Error(err, "Embedded etcd failed; shutting down")
+				cancel(fmt.Errorf("embedded etcd failed: %w", err))
+			case <-ctx.Done():
+			}
+		}()
+		transport := &o.RecommendedOptions.Etcd.StorageConfig.Transport
+		transport.ServerList = []string{etcd.ClientURL}
+		transport.TrustedCAFile, transport.CertFile, transport.KeyFile = etcd.CAFile, etcd.CertFile, etcd.KeyFile
+	}
+
+	var ca *certs.CA
+	var admin certs.Pair
+	if o.Mode == ModeStandalone {
+		var err error
+		if ca, admin, err = o.standaloneCertificates(); err != nil {
+			return fmt.Errorf("issuing standalone certificates in %s: %w", o.pkiDir(), err)
+		}
+	}
+
+	config, err := o.Config()
+	if err != nil {
+		return err
+	}
+	if o.Mode == ModeStandalone {
+		addr := config.GenericConfig.SecureServing.Listener.Addr()
+		if err := writeAdminKubeconfig(o.AdminKubeconfig, ca, admin, addr); err != nil {
+			return fmt.Errorf("writing the admin kubeconfig: %w", err)
+		}
+		logger.Info("Standalone mode: point kubectl at annex", "kubeconfig", o.AdminKubeconfig, "address", addr.String())
+	}
+	server, err := config.Complete().New(genericapiserver.NewEmptyDelegate())
+	if err != nil {
+		return err
+	}
+	if err := server.GenericAPIServer.PrepareRun().RunWithContext(ctx); err != nil {
+		return err
+	}
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}

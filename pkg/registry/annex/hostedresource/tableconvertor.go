@@ -1,0 +1,67 @@
+package hostedresource
+
+import (
+	"context"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metatable "k8s.io/apimachinery/pkg/api/meta/table"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apiserver/pkg/registry/rest"
+
+	"annex.dev/annex/pkg/apis/annex"
+)
+
+var columns = []metav1.TableColumnDefinition{
+	{Name: "Name", Type: "string", Format: "name", Description: "Name is plural.group."},
+	{Name: "Group", Type: "string", Description: "API group of the hosted type."},
+	{Name: "Kind", Type: "string", Description: "Kind of the hosted type."},
+	{Name: "Scope", Type: "string", Description: "Cluster or Namespaced."},
+	{Name: "Versions", Type: "string", Description: "Served versions; the storage version is marked with *."},
+	{Name: "Backend", Type: "string", Description: "StorageBackend that holds the objects."},
+	{Name: "Established", Type: "string", Description: "Whether annex serves the type."},
+	{Name: "Age", Type: "string", Description: "Time since creation."},
+}
+
+// NewTableConvertor returns the table kubectl get prints.
+func NewTableConvertor() rest.TableConvertor { return tableConvertor{} }
+
+type tableConvertor struct{}
+
+func (tableConvertor) ConvertToTable(ctx context.Context, obj runtime.Object, tableOptions runtime.Object) (*metav1.Table, error) {
+	table := &metav1.Table{ColumnDefinitions: columns}
+	if m, err := meta.ListAccessor(obj); err == nil {
+		table.ResourceVersion, table.Continue, table.RemainingItemCount = m.GetResourceVersion(), m.GetContinue(), m.GetRemainingItemCount()
+	} else if m, err := meta.CommonAccessor(obj); err == nil {
+		table.ResourceVersion = m.GetResourceVersion()
+	}
+	var err error
+	table.Rows, err = metatable.MetaToTableRow(obj, func(obj runtime.Object, m metav1.Object, name, age string) ([]interface{}, error) {
+		hr := obj.(*annex.HostedResource)
+		return []interface{}{name, hr.Spec.Group, hr.Spec.Names.Kind, string(hr.Spec.Scope), versions(hr), hr.Spec.Storage.Backend, condition(hr.Status.Conditions, annex.HostedResourceEstablished), age}, nil
+	})
+	return table, err
+}
+
+func versions(hr *annex.HostedResource) string {
+	var vs []string
+	for _, v := range hr.Spec.Versions {
+		if !v.Served {
+			continue
+		}
+		if v.Storage {
+			vs = append(vs, v.Name+"*")
+		} else {
+			vs = append(vs, v.Name)
+		}
+	}
+	return strings.Join(vs, ",")
+}
+
+func condition(conditions []metav1.Condition, conditionType string) string {
+	if c := meta.FindStatusCondition(conditions, conditionType); c != nil {
+		return string(c.Status)
+	}
+	return "Unknown"
+}

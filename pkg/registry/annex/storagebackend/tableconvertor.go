@@ -1,0 +1,51 @@
+package storagebackend
+
+import (
+	"context"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metatable "k8s.io/apimachinery/pkg/api/meta/table"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apiserver/pkg/registry/rest"
+
+	"annex.dev/annex/pkg/apis/annex"
+)
+
+var columns = []metav1.TableColumnDefinition{
+	{Name: "Name", Type: "string", Format: "name", Description: "Name of the backend, as HostedResources refer to it."},
+	{Name: "Type", Type: "string", Description: "Embedded, Etcd or Postgres."},
+	{Name: "Ready", Type: "string", Description: "Whether the backend serves requests."},
+	{Name: "Reason", Type: "string", Priority: 1, Description: "Why the backend is or is not ready."},
+	{Name: "Endpoints", Type: "string", Priority: 1, Description: "Client URLs of an external etcd."},
+	{Name: "Age", Type: "string", Description: "Time since creation."},
+}
+
+// NewTableConvertor returns the table kubectl get prints.
+func NewTableConvertor() rest.TableConvertor { return tableConvertor{} }
+
+type tableConvertor struct{}
+
+func (tableConvertor) ConvertToTable(ctx context.Context, obj runtime.Object, tableOptions runtime.Object) (*metav1.Table, error) {
+	table := &metav1.Table{ColumnDefinitions: columns}
+	if m, err := meta.ListAccessor(obj); err == nil {
+		table.ResourceVersion, table.Continue, table.RemainingItemCount = m.GetResourceVersion(), m.GetContinue(), m.GetRemainingItemCount()
+	} else if m, err := meta.CommonAccessor(obj); err == nil {
+		table.ResourceVersion = m.GetResourceVersion()
+	}
+	var err error
+	table.Rows, err = metatable.MetaToTableRow(obj, func(obj runtime.Object, m metav1.Object, name, age string) ([]interface{}, error) {
+		sb := obj.(*annex.StorageBackend)
+		ready, reason := "Unknown", ""
+		if c := meta.FindStatusCondition(sb.Status.Conditions, annex.StorageBackendReady); c != nil {
+			ready, reason = string(c.Status), c.Reason
+		}
+		var endpoints string
+		if sb.Spec.Etcd != nil {
+			endpoints = strings.Join(sb.Spec.Etcd.Endpoints, ",")
+		}
+		return []interface{}{name, string(sb.Spec.Type), ready, reason, endpoints, age}, nil
+	})
+	return table, err
+}
