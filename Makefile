@@ -1,0 +1,80 @@
+# annex: an aggregated Kubernetes API server for custom resources.
+
+SHELL := /usr/bin/env bash -o pipefail
+.DEFAULT_GOAL := help
+
+BIN_DIR      := bin
+ANNEX        := $(BIN_DIR)/annex-apiserver
+RUN_DIR      := .annex
+RUN_PORT     ?= 8443
+# The test control plane lives outside the clone, keyed by version.
+TOOLS_BIN     = $(shell hack/tools/install.sh --print)
+GO_TEST_FLAGS ?=
+
+##@ General
+
+.PHONY: help
+help: ## Show the targets.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_-]+:.*?##/ { printf "  %-18s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Build and run
+
+.PHONY: build
+build: ## Build bin/annex-apiserver.
+	go build -o $(ANNEX) ./cmd/annex-apiserver
+
+.PHONY: run
+run: build ## Run annex standalone on its embedded etcd; data and kubeconfig in .annex/.
+	@mkdir -p $(RUN_DIR)
+	@echo "annex: starting in standalone mode on https://127.0.0.1:$(RUN_PORT), data in $(RUN_DIR)/data"
+	@echo "annex: in another terminal:"
+	@echo "         export KUBECONFIG=$(CURDIR)/$(RUN_DIR)/kubeconfig"
+	@echo "         kubectl api-resources --api-group=annex.dev"
+	@echo "         kubectl apply -f config/samples/"
+	@echo "annex: (no kubectl? 'make tools' builds one into \$$(hack/tools/install.sh --print)/kubectl)"
+	$(ANNEX) --mode=standalone --bind-address=127.0.0.1 --secure-port=$(RUN_PORT) \
+		--data-dir=$(RUN_DIR)/data --admin-kubeconfig=$(RUN_DIR)/kubeconfig
+
+##@ Development
+
+.PHONY: generate
+generate: ## Regenerate deepcopy, conversion, defaults, OpenAPI and clients.
+	hack/update-codegen.sh
+
+.PHONY: verify
+verify: verify-gofmt verify-vet verify-codegen ## Check formatting, vet and that generated code is current.
+
+.PHONY: verify-codegen
+verify-codegen: ## Fail when generated code is stale (leaves the tree as it is).
+	hack/verify-codegen.sh
+
+.PHONY: verify-gofmt
+verify-gofmt: ## Fail when a Go file is not gofmt'ed.
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+.PHONY: verify-vet
+verify-vet: ## Run go vet, integration tests included.
+	go vet ./...
+	go vet -tags integration ./test/...
+
+.PHONY: tools
+tools: ## Build the test control plane (kube-apiserver, etcd, kubectl, ...) into a cache.
+	hack/tools/install.sh
+
+##@ Test
+
+.PHONY: test
+test: test-unit test-integration ## Run all tests (unit and integration).
+
+.PHONY: test-unit
+test-unit: ## Run the unit tests.
+	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-integration
+test-integration: tools build ## Run the integration tests against a real kube-apiserver.
+	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
+		go test -tags integration -count=1 -timeout 30m $(GO_TEST_FLAGS) ./test/integration/...
+
+.PHONY: clean
+clean: ## Remove build output (not .annex/ data, not the tools cache).
+	rm -rf $(BIN_DIR)
