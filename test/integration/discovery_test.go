@@ -163,11 +163,13 @@ func TestDiscovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		wantHeader := []string{"NAME", "GROUP", "KIND", "SCOPE", "VERSIONS", "BACKEND", "AGE"}
+		wantHeader := []string{"NAME", "GROUP", "KIND", "SCOPE", "VERSIONS", "BACKEND", "ESTABLISHED", "AGE"}
 		if header := strings.Fields(lines[0]); !slices.Equal(header, wantHeader) {
 			t.Errorf("kubectl get hostedresources header: got %q, want %q", lines[0], wantHeader)
 		}
-		if !hasRow(lines[1:], "widgets."+group, group, "Widget", "Namespaced", "v1", "default") {
+		// The Versions cell may mark the storage version (v1*); the rest is exact.
+		row := strings.ReplaceAll(findRow(lines[1:], "widgets."+group), "*", "")
+		if !hasRow([]string{row}, "widgets."+group, group, "Widget", "Namespaced", "v1", "default") {
 			t.Errorf("kubectl get hostedresources has no row for widgets.%s with its group, kind, scope, versions and backend:\n%s", group, out)
 		}
 	})
@@ -217,6 +219,16 @@ func kubectlEventually(t *testing.T, args ...string) string {
 		t.Fatalf("kubectl %s never succeeded: %v", strings.Join(args, " "), lastErr)
 	}
 	return out
+}
+
+// findRow returns the line of a kubectl table whose first cell is name.
+func findRow(lines []string, name string) string {
+	for _, line := range lines {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == name {
+			return line
+		}
+	}
+	return ""
 }
 
 // hasRow reports whether a line of a kubectl table starts with the given cells.

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
@@ -185,7 +186,8 @@ func TestStorageBackendCRUD(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			before := obj.Object["status"]
+			// A copy: setTestCondition edits the status map in place.
+			before := runtime.DeepCopyJSONValue(obj.Object["status"])
 			setTestCondition(t, obj, "set through the main resource")
 			obj.SetLabels(map[string]string{"main": "update"})
 			updated, err = storageBackends(t).Update(testContext(t), obj, metav1.UpdateOptions{})

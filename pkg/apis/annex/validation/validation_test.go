@@ -1,0 +1,220 @@
+package validation
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
+
+	"annex.dev/annex/pkg/apis/annex"
+)
+
+func validHostedResource() *annex.HostedResource {
+	return &annex.HostedResource{
+		ObjectMeta: metav1.ObjectMeta{Name: "widgets.example.com"},
+		Spec: annex.HostedResourceSpec{
+			Group: "example.com",
+			Names: apiextensionsv1.CustomResourceDefinitionNames{Plural: "widgets", Singular: "widget", Kind: "Widget", ListKind: "WidgetList"},
+			Scope: apiextensionsv1.NamespaceScoped,
+			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{
+				Name: "v1", Served: true, Storage: true,
+				Schema: &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: &apiextensionsv1.JSONSchemaProps{
+					Type: "object",
+					Properties: map[string]apiextensionsv1.JSONSchemaProps{
+						"spec": {Type: "object", Properties: map[string]apiextensionsv1.JSONSchemaProps{"size": {Type: "integer"}}},
+					},
+				}},
+			}},
+			Conversion: &apiextensionsv1.CustomResourceConversion{Strategy: apiextensionsv1.NoneConverter},
+			Storage:    annex.HostedResourceStorage{Backend: annex.DefaultStorageBackend},
+		},
+	}
+}
+
+// wantFields checks that errs name exactly the fields in want (and say why, with reason).
+func wantFields(t *testing.T, errs field.ErrorList, want map[string]string) {
+	t.Helper()
+	got := map[string]string{}
+	for _, e := range errs {
+		got[e.Field] += e.Error() + "; "
+	}
+	for path, reason := range want {
+		msg, ok := got[path]
+		if !ok {
+			t.Errorf("no error for %s; got %v", path, errs)
+			continue
+		}
+		if !strings.Contains(msg, reason) {
+			t.Errorf("error for %s = %q, want it to say %q", path, msg, reason)
+		}
+	}
+	for path := range got {
+		if _, ok := want[path]; !ok {
+			t.Errorf("unexpected error for %s: %s", path, got[path])
+		}
+	}
+}
+
+func TestValidateHostedResource(t *testing.T) {
+	tests := map[string]struct {
+		mutate func(*annex.HostedResource)
+		want   map[string]string
+	}{
+		"valid": {mutate: func(*annex.HostedResource) {}},
+		"group without a dot": {
+			mutate: func(hr *annex.HostedResource) { hr.Spec.Group, hr.Name = "example", "widgets.example" },
+			want:   map[string]string{"spec.group": "at least one dot"},
+		},
+		"name is not plural.group": {
+			mutate: func(hr *annex.HostedResource) { hr.Name = "gadgets.example.com" },
+			want:   map[string]string{"metadata.name": `spec.names.plural+"."+spec.group`},
+		},
+		"kind not a DNS label plural": {
+			mutate: func(hr *annex.HostedResource) { hr.Spec.Names.Plural, hr.Name = "Widgets", "Widgets.example.com" },
+			want:   map[string]string{"metadata.name": "lower case", "spec.names.plural": "lower case"},
+		},
+		"two storage versions": {
+			mutate: func(hr *annex.HostedResource) {
+				v2 := *hr.Spec.Versions[0].DeepCopy()
+				v2.Name = "v2"
+				hr.Spec.Versions = append(hr.Spec.Versions, v2)
+			},
+			want: map[string]string{"spec.versions": "exactly one version marked as storage version"},
+		},
+		"no schema": {
+			mutate: func(hr *annex.HostedResource) { hr.Spec.Versions[0].Schema = nil },
+			want:   map[string]string{"spec.versions[0].schema.openAPIV3Schema": "Required"},
+		},
+		"annex's own group": {
+			mutate: func(hr *annex.HostedResource) { hr.Spec.Group, hr.Name = "annex.dev", "widgets.annex.dev" },
+			want:   map[string]string{"spec.group": "annex's own API"},
+		},
+		"a built-in group": {
+			mutate: func(hr *annex.HostedResource) { hr.Spec.Group, hr.Name = "apps.k8s.io", "widgets.apps.k8s.io" },
+			want: map[string]string{
+				"spec.group": "built-in APIs",
+				"metadata.annotations[api-approved.kubernetes.io]": "protected groups",
+			},
+		},
+		"preserveUnknownFields": {
+			mutate: func(hr *annex.HostedResource) { hr.Spec.PreserveUnknownFields = true },
+			want:   map[string]string{"spec.preserveUnknownFields": "x-kubernetes-preserve-unknown-fields"},
+		},
+		"backend not a DNS label": {
+			mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.Backend = "Big_Store" },
+			want:   map[string]string{"spec.storage.backend": "RFC 1123 label"},
+		},
+		"no backend": {
+			mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.Backend = "" },
+			want:   map[string]string{"spec.storage.backend": "Required"},
+		},
+		"retention not positive": {
+			mutate: func(hr *annex.HostedResource) {
+				hr.Spec.Storage.Retention = &annex.RetentionPolicy{MaxAge: &metav1.Duration{Duration: -time.Hour}, MaxObjectsPerNamespace: ptr.To[int64](0)}
+			},
+			want: map[string]string{
+				"spec.storage.retention.maxAge":                 "greater than zero",
+				"spec.storage.retention.maxObjectsPerNamespace": "greater than zero",
+			},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			hr := validHostedResource()
+			tc.mutate(hr)
+			wantFields(t, ValidateHostedResource(context.Background(), hr), tc.want)
+		})
+	}
+}
+
+func TestValidateHostedResourceUpdate(t *testing.T) {
+	old := validHostedResource()
+	old.ResourceVersion = "1"
+
+	changed := old.DeepCopy()
+	changed.Spec.Versions[0].Schema.OpenAPIV3Schema.Description = "widgets"
+	wantFields(t, ValidateHostedResourceUpdate(context.Background(), changed, old), nil)
+
+	broken := old.DeepCopy()
+	broken.Spec.Versions[0].Storage = false
+	wantFields(t, ValidateHostedResourceUpdate(context.Background(), broken, old), map[string]string{
+		"spec.versions": "exactly one version marked as storage version",
+	})
+}
+
+func TestValidateStorageBackend(t *testing.T) {
+	secret := annex.SecretKeySelector{Namespace: "annex-system", Name: "pg", Key: "dsn"}
+	tests := map[string]struct {
+		sb   annex.StorageBackend
+		want map[string]string
+	}{
+		"embedded": {sb: annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendEmbedded}}},
+		"etcd": {sb: annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendEtcd, Etcd: &annex.EtcdStorage{
+			Endpoints: []string{"https://etcd-0.etcd:2379", "https://etcd-1.etcd:2379"}, TLSSecretRef: &annex.SecretReference{Namespace: "annex-system", Name: "etcd-client"},
+		}}}},
+		"postgres": {sb: annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendPostgres, Postgres: &annex.PostgresStorage{DSNSecretRef: secret}}}},
+		"no type": {
+			sb:   annex.StorageBackend{},
+			want: map[string]string{"spec.type": "Required"},
+		},
+		"unknown type": {
+			sb:   annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: "Redis"}},
+			want: map[string]string{"spec.type": "Unsupported value"},
+		},
+		"etcd without its member": {
+			sb:   annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendEtcd}},
+			want: map[string]string{"spec.etcd": "required when type is Etcd"},
+		},
+		"member of another type": {
+			sb: annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendEmbedded, Postgres: &annex.PostgresStorage{DSNSecretRef: secret}}},
+			want: map[string]string{"spec.postgres": "only be set when type is Postgres"},
+		},
+		"bad endpoints": {
+			sb: annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendEtcd, Etcd: &annex.EtcdStorage{
+				Endpoints: []string{"etcd-0:2379", "https://etcd-1:2379/v3", "https://etcd-2:2379", "https://etcd-2:2379"},
+			}}},
+			want: map[string]string{
+				"spec.etcd.endpoints[0]": "http or https URL",
+				"spec.etcd.endpoints[1]": "no path",
+				"spec.etcd.endpoints[3]": "Duplicate value",
+			},
+		},
+		"no endpoints": {
+			sb:   annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendEtcd, Etcd: &annex.EtcdStorage{}}},
+			want: map[string]string{"spec.etcd.endpoints": "Required"},
+		},
+		"incomplete secret reference": {
+			sb: annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendPostgres, Postgres: &annex.PostgresStorage{
+				DSNSecretRef: annex.SecretKeySelector{Name: "Bad_Name", Key: "a/b"},
+			}}},
+			want: map[string]string{
+				"spec.postgres.dsnSecretRef.namespace": "Required",
+				"spec.postgres.dsnSecretRef.name":      "RFC 1123 subdomain",
+				"spec.postgres.dsnSecretRef.key":       "valid config key",
+			},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			sb := tc.sb
+			sb.Name = "backend"
+			wantFields(t, ValidateStorageBackend(&sb), tc.want)
+		})
+	}
+
+	t.Run("name is not a DNS label", func(t *testing.T) {
+		sb := annex.StorageBackend{ObjectMeta: metav1.ObjectMeta{Name: "pg.example"}, Spec: annex.StorageBackendSpec{Type: annex.StorageBackendEmbedded}}
+		wantFields(t, ValidateStorageBackend(&sb), map[string]string{"metadata.name": "must not contain dots"})
+	})
+	t.Run("type is immutable", func(t *testing.T) {
+		old := annex.StorageBackend{ObjectMeta: metav1.ObjectMeta{Name: "b", ResourceVersion: "1"}, Spec: annex.StorageBackendSpec{Type: annex.StorageBackendEmbedded}}
+		sb := *old.DeepCopy()
+		sb.Spec = annex.StorageBackendSpec{Type: annex.StorageBackendPostgres, Postgres: &annex.PostgresStorage{DSNSecretRef: secret}}
+		wantFields(t, ValidateStorageBackendUpdate(&sb, &old), map[string]string{"spec.type": "cannot be changed"})
+	})
+}
