@@ -171,7 +171,7 @@ func TestValidateStorageBackend(t *testing.T) {
 			want: map[string]string{"spec.etcd": "required when type is Etcd"},
 		},
 		"member of another type": {
-			sb: annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendEmbedded, Postgres: &annex.PostgresStorage{DSNSecretRef: secret}}},
+			sb:   annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendEmbedded, Postgres: &annex.PostgresStorage{DSNSecretRef: secret}}},
 			want: map[string]string{"spec.postgres": "only be set when type is Postgres"},
 		},
 		"bad endpoints": {
