@@ -84,7 +84,7 @@ type Environment struct {
 
 	assets   string
 	env      *envtest.Environment
-	annex    *process
+	annex    *Process
 	annexCA  []byte
 	logFiles []*os.File
 }
@@ -232,7 +232,7 @@ func (e *Environment) startAnnex(bin string) error {
 		return err
 	}
 
-	if e.AnnexPort, err = freePort(); err != nil {
+	if e.AnnexPort, err = FreePort(); err != nil {
 		return err
 	}
 	dataDir := filepath.Join(e.Dir, "annex-data")
@@ -257,7 +257,7 @@ func (e *Environment) startAnnex(bin string) error {
 	if err != nil {
 		return err
 	}
-	e.annex, err = startProcess(bin, args, e.Dir, out)
+	e.annex, err = StartProcess(bin, args, e.Dir, out)
 	if err != nil {
 		return fmt.Errorf("starting %s: %w", bin, err)
 	}
@@ -327,7 +327,7 @@ func (e *Environment) waitForAnnex(ctx context.Context) error {
 	var available string // the last Available condition seen, for the error
 	var lastErr error
 	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, registrationTimeout, true, func(ctx context.Context) (bool, error) {
-		if exited, err := e.annex.exited(); exited {
+		if exited, err := e.annex.Exited(); exited {
 			return false, fmt.Errorf("annex exited before it became available: %v", err)
 		}
 		svc, err := dyn.Resource(apiServices).Get(ctx, Version+"."+Group, metav1.GetOptions{})
@@ -400,7 +400,7 @@ func (e *Environment) DumpLogs(w io.Writer) {
 func (e *Environment) Stop() error {
 	var errs []error
 	if e.annex != nil {
-		if err := e.annex.stop(annexStopTimeout); err != nil {
+		if err := e.annex.Stop(annexStopTimeout); err != nil {
 			errs = append(errs, fmt.Errorf("stopping annex: %w", err))
 		}
 	}
@@ -448,7 +448,8 @@ func (e *Environment) annexLogTail(n int) string {
 
 // freePort asks the kernel for a free port on 127.0.0.1. Another process
 // could take it before annex binds it; on a test machine that is rare enough.
-func freePort() (int, error) {
+// FreePort returns a free TCP port on 127.0.0.1.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

@@ -13,9 +13,9 @@ import (
 	"time"
 )
 
-// process is a child process whose exit is observed in the background, so
+// Process is a child process whose exit is observed in the background, so
 // that a wait can fail fast when the child dies.
-type process struct {
+type Process struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 
@@ -23,7 +23,8 @@ type process struct {
 	err error // the result of Wait, valid once done is closed
 }
 
-func startProcess(bin string, args []string, dir string, out io.Writer) (*process, error) {
+// StartProcess starts bin with args in dir, its output to out.
+func StartProcess(bin string, args []string, dir string, out io.Writer) (*Process, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = out, out
@@ -31,7 +32,7 @@ func startProcess(bin string, args []string, dir string, out io.Writer) (*proces
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
+	p := &Process{cmd: cmd, done: make(chan struct{})}
 	go func() {
 		err := cmd.Wait()
 		p.mu.Lock()
@@ -42,8 +43,8 @@ func startProcess(bin string, args []string, dir string, out io.Writer) (*proces
 	return p, nil
 }
 
-// exited reports whether the process has ended, and how.
-func (p *process) exited() (bool, error) {
+// Exited reports whether the process has ended, and how.
+func (p *Process) Exited() (bool, error) {
 	select {
 	case <-p.done:
 		p.mu.Lock()
@@ -57,11 +58,11 @@ func (p *process) exited() (bool, error) {
 	}
 }
 
-// stop asks the process to terminate and kills it if it has not within
+// Stop asks the process to terminate and kills it if it has not within
 // timeout. A process that already died on its own is reported as an error,
 // since annex must keep running for the whole test binary.
-func (p *process) stop(timeout time.Duration) error {
-	if exited, err := p.exited(); exited {
+func (p *Process) Stop(timeout time.Duration) error {
+	if exited, err := p.Exited(); exited {
 		return fmt.Errorf("it had already exited: %v", err)
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {

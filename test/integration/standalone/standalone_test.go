@@ -1,0 +1,192 @@
+//go:build integration
+
+// Package standalone tests annex with no cluster, as `make run` starts it:
+// its own certificates, the embedded etcd, and kubectl through the admin
+// kubeconfig it writes.
+package standalone
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"annex.dev/annex/test/integration/framework"
+)
+
+type annex struct {
+	t          *testing.T
+	dir        string
+	port       int
+	kubeconfig string
+	log        *bytes.Buffer
+	proc       *framework.Process
+}
+
+// start runs the annex binary in standalone mode on dir and waits until it is ready.
+func start(t *testing.T, dir string, port int) *annex {
+	t.Helper()
+	bin := os.Getenv("ANNEX_APISERVER_BIN")
+	if bin == "" {
+		t.Fatal("ANNEX_APISERVER_BIN must name the annex-apiserver binary (make test-integration sets it)")
+	}
+	a := &annex{t: t, dir: dir, port: port, kubeconfig: filepath.Join(dir, "kubeconfig"), log: &bytes.Buffer{}}
+	proc, err := framework.StartProcess(bin, []string{
+		"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
+		"--data-dir=" + filepath.Join(dir, "data"), "--admin-kubeconfig=" + a.kubeconfig,
+	}, dir, a.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.proc = proc
+	t.Cleanup(func() {
+		if exited, _ := proc.Exited(); !exited {
+			_ = proc.Stop(30 * time.Second)
+		}
+		if t.Failed() {
+			t.Logf("annex log:\n%s", a.log.String())
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		if exited, err := proc.Exited(); exited {
+			return false, fmt.Errorf("annex exited while starting: %v", err)
+		}
+		if _, err := os.Stat(a.kubeconfig); err != nil {
+			return false, nil
+		}
+		code, _ := a.get(ctx, "/readyz")
+		return code == http.StatusOK, nil
+	})
+	if err != nil {
+		t.Fatalf("annex did not become ready: %v\n%s", err, a.log.String())
+	}
+	return a
+}
+
+func (a *annex) restConfig() *rest.Config {
+	a.t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", a.kubeconfig)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return cfg
+}
+
+// get sends a GET with the given valueless query parameters as the admin
+// and returns the status code and body.
+func (a *annex) get(ctx context.Context, path string, params ...string) (int, string) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", a.kubeconfig)
+	if err != nil {
+		return 0, err.Error()
+	}
+	client, err := rest.UnversionedRESTClientFor(withCodec(cfg))
+	if err != nil {
+		return 0, err.Error()
+	}
+	req := client.Get().AbsPath(path)
+	for _, p := range params {
+		req = req.Param(p, "")
+	}
+	var code int
+	body, _ := req.Do(ctx).StatusCode(&code).Raw()
+	return code, string(body)
+}
+
+func withCodec(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.GroupVersion = &metav1.SchemeGroupVersion
+	cfg.NegotiatedSerializer = metav1Codecs
+	return cfg
+}
+
+func (a *annex) kubectl(args ...string) string {
+	a.t.Helper()
+	kubectl := filepath.Join(os.Getenv(framework.AssetsEnv), "kubectl")
+	cmd := exec.Command(kubectl, append([]string{"--kubeconfig", a.kubeconfig, "--cache-dir", filepath.Join(a.dir, "kubectl-cache")}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		a.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func TestStandalone(t *testing.T) {
+	dir := t.TempDir()
+	port, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, dir, port)
+	ctx := context.Background()
+
+	samples, err := filepath.Abs("../../../config/samples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := a.kubectl("apply", "-f", samples); !strings.Contains(out, "hostedresource.annex.dev/policyreports.reports.example.com created") {
+		t.Errorf("kubectl apply of the samples said:\n%s", out)
+	}
+	if out := a.kubectl("get", "hostedresources"); !strings.Contains(out, "policyreports.reports.example.com") || !strings.Contains(out, "PolicyReport") {
+		t.Errorf("kubectl get hostedresources:\n%s", out)
+	}
+
+	t.Run("health and metrics", func(t *testing.T) {
+		code, body := a.get(ctx, "/readyz", "verbose")
+		if code != http.StatusOK || !strings.Contains(body, "[+]etcd-readiness ok") {
+			t.Errorf("/readyz: %d\n%s", code, body)
+		}
+		if code, body := a.get(ctx, "/livez"); code != http.StatusOK {
+			t.Errorf("/livez: %d %s", code, body)
+		}
+		code, body = a.get(ctx, "/metrics")
+		if code != http.StatusOK || !strings.Contains(body, "apiserver_request_total") {
+			t.Errorf("/metrics: %d, %d bytes, no apiserver_request_total", code, len(body))
+		}
+	})
+
+	t.Run("a client without the admin certificate is refused", func(t *testing.T) {
+		cfg := a.restConfig()
+		anonymous := rest.AnonymousClientConfig(cfg)
+		client, err := rest.UnversionedRESTClientFor(withCodec(anonymous))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = client.Get().AbsPath("/apis/annex.dev/v1alpha1/storagebackends").Do(ctx).Error()
+		if !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
+			t.Errorf("anonymous list: got %v, want 401 or 403", err)
+		}
+	})
+
+	firstCA := a.restConfig().CAData
+	if err := a.proc.Stop(30 * time.Second); err != nil {
+		t.Fatalf("annex did not stop cleanly on SIGTERM: %v", err)
+	}
+
+	// Restart on the same data: the objects and the CA are still there, so
+	// the kubeconfig users already have keeps working.
+	b := start(t, dir, port)
+	if !bytes.Equal(b.restConfig().CAData, firstCA) {
+		t.Error("the CA changed across a restart; existing kubeconfigs would stop working")
+	}
+	if out := b.kubectl("get", "storagebackend", "embedded", "-o", "jsonpath={.spec.type}"); out != "Embedded" {
+		t.Errorf("after a restart, storagebackend embedded has type %q, want Embedded", out)
+	}
+	if out := b.kubectl("get", "hostedresources", "-o", "name"); !strings.Contains(out, "policyreports.reports.example.com") {
+		t.Errorf("after a restart, hostedresources: %q", out)
+	}
+}
