@@ -37,17 +37,19 @@ type annex struct {
 }
 
 // start runs the annex binary in standalone mode on dir and waits until it is ready.
-func start(t *testing.T, dir string, port int) *annex {
+// With no --etcd-servers among extraArgs it keeps its data in an embedded etcd.
+func start(t *testing.T, dir string, port int, extraArgs ...string) *annex {
 	t.Helper()
 	bin := os.Getenv("ANNEX_APISERVER_BIN")
 	if bin == "" {
 		t.Fatal("ANNEX_APISERVER_BIN must name the annex-apiserver binary (make test-integration sets it)")
 	}
 	a := &annex{t: t, dir: dir, port: port, kubeconfig: filepath.Join(dir, "kubeconfig"), log: &bytes.Buffer{}}
-	proc, err := framework.StartProcess(bin, []string{
+	args := append([]string{
 		"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
 		"--data-dir=" + filepath.Join(dir, "data"), "--admin-kubeconfig=" + a.kubeconfig,
-	}, dir, a.log)
+	}, extraArgs...)
+	proc, err := framework.StartProcess(bin, args, dir, a.log)
 	if err != nil {
 		t.Fatal(err)
 	}
