@@ -3,12 +3,15 @@
 package apiserver
 
 import (
+	"context"
 	"fmt"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apiextensionsapiserver "k8s.io/apiextensions-apiserver/pkg/apiserver"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	discoveryendpoint "k8s.io/apiserver/pkg/endpoints/discovery/aggregated"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 
@@ -41,13 +44,18 @@ func init() {
 	)
 }
 
-// Config is the configuration of the annex.dev server.
+// Config is the configuration of annex's chain of servers.
 type Config struct {
+	// GenericConfig configures the annex.dev server, the head of the chain.
 	GenericConfig *genericapiserver.RecommendedConfig
+	// HostedResources configures the embedded apiextensions-apiserver that
+	// serves the hosted types; the annex.dev server delegates to it.
+	HostedResources *apiextensionsapiserver.Config
 }
 
 type completedConfig struct {
-	GenericConfig genericapiserver.CompletedConfig
+	GenericConfig   genericapiserver.CompletedConfig
+	HostedResources apiextensionsapiserver.CompletedConfig
 }
 
 // CompletedConfig is a Config whose defaults are filled in.
@@ -57,17 +65,32 @@ type CompletedConfig struct {
 
 // Complete fills in the fields that were not set.
 func (cfg *Config) Complete() CompletedConfig {
-	return CompletedConfig{&completedConfig{GenericConfig: cfg.GenericConfig.Complete()}}
+	// Both servers publish into one aggregated discovery document, which the
+	// head serves at /apis: without this, hosted groups would be missing.
+	if cfg.GenericConfig.AggregatedDiscoveryGroupManager == nil {
+		cfg.GenericConfig.AggregatedDiscoveryGroupManager = discoveryendpoint.NewResourceManager("apis")
+	}
+	cfg.HostedResources.GenericConfig.AggregatedDiscoveryGroupManager = cfg.GenericConfig.AggregatedDiscoveryGroupManager
+	return CompletedConfig{&completedConfig{
+		GenericConfig:   cfg.GenericConfig.Complete(),
+		HostedResources: cfg.HostedResources.Complete(),
+	}}
 }
 
-// AnnexServer serves the annex.dev API group.
+// AnnexServer serves the annex.dev API group and, through its delegate, the hosted types.
 type AnnexServer struct {
 	GenericAPIServer *genericapiserver.GenericAPIServer
+	// HostedResources is the embedded apiextensions-apiserver.
+	HostedResources *apiextensionsapiserver.CustomResourceDefinitions
 }
 
-// New returns the annex.dev server; requests it does not serve go to delegate.
+// New returns the chain annex.dev server -> hosted-resource server -> delegate.
 func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*AnnexServer, error) {
-	genericServer, err := c.GenericConfig.New("annex-apiserver", delegate)
+	hosted, err := c.HostedResources.New(delegate)
+	if err != nil {
+		return nil, fmt.Errorf("creating the hosted-resource server: %w", err)
+	}
+	genericServer, err := c.GenericConfig.New("annex-apiserver", hosted.GenericAPIServer)
 	if err != nil {
 		return nil, err
 	}
@@ -92,5 +115,24 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 	if err := genericServer.InstallAPIGroup(&apiGroupInfo); err != nil {
 		return nil, fmt.Errorf("installing the annex.dev API group: %w", err)
 	}
-	return &AnnexServer{GenericAPIServer: genericServer}, nil
+	return &AnnexServer{GenericAPIServer: genericServer, HostedResources: hosted}, nil
+}
+
+// Runner runs a prepared server until its context is done.
+type Runner interface {
+	RunWithContext(ctx context.Context) error
+}
+
+// PrepareRun prepares the chain to run. Only the head of the chain serves
+// /openapi/v2 and /openapi/v3, so the hosted-resource server's OpenAPI
+// controllers are pointed at the head's documents: the hosted types' schemas
+// are then published next to annex.dev's, where kubectl explain and the
+// cluster's aggregator look for them.
+func (s *AnnexServer) PrepareRun() Runner {
+	prepared := s.GenericAPIServer.PrepareRun()
+	hosted := s.HostedResources.GenericAPIServer
+	hosted.StaticOpenAPISpec = s.GenericAPIServer.StaticOpenAPISpec
+	hosted.OpenAPIVersionedService = s.GenericAPIServer.OpenAPIVersionedService
+	hosted.OpenAPIV3VersionedService = s.GenericAPIServer.OpenAPIV3VersionedService
+	return prepared
 }

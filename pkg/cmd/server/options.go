@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/pflag"
+	apiextensionsapiserver "k8s.io/apiextensions-apiserver/pkg/apiserver"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
@@ -159,7 +160,8 @@ func (o *Options) Config() (*apiserver.Config, error) {
 		return nil, err
 	}
 
-	namer := openapi.NewDefinitionNamer(apiserver.Scheme)
+	// One OpenAPI document describes both servers of the chain.
+	namer := openapi.NewDefinitionNamer(apiserver.Scheme, apiextensionsapiserver.Scheme)
 	serverConfig.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(generatedopenapi.GetOpenAPIDefinitions, namer)
 	serverConfig.OpenAPIConfig.Info.Title = "annex"
 	serverConfig.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(generatedopenapi.GetOpenAPIDefinitions, namer)
@@ -168,5 +170,9 @@ func (o *Options) Config() (*apiserver.Config, error) {
 	if err := o.RecommendedOptions.ApplyTo(serverConfig); err != nil {
 		return nil, err
 	}
-	return &apiserver.Config{GenericConfig: serverConfig}, nil
+	hosted, err := o.hostedResourcesConfig(serverConfig)
+	if err != nil {
+		return nil, err
+	}
+	return &apiserver.Config{GenericConfig: serverConfig, HostedResources: hosted}, nil
 }

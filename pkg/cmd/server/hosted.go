@@ -1,0 +1,68 @@
+package server
+
+import (
+	"fmt"
+
+	noopoteltrace "go.opentelemetry.io/otel/trace/noop"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apiextensionsapiserver "k8s.io/apiextensions-apiserver/pkg/apiserver"
+	apiextensionsoptions "k8s.io/apiextensions-apiserver/pkg/cmd/server/options"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/apiserver/pkg/util/webhook"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+)
+
+// hostedResourcesConfig derives the embedded apiextensions-apiserver's
+// configuration from annex's, as the kube-apiserver derives its own
+// apiextensions server: the same serving, authentication, authorization and
+// admission, with storage codecs for CustomResourceDefinitions and for
+// custom resources.
+func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfig) (*apiextensionsapiserver.Config, error) {
+	// A shallow copy: the request chain and its settings are shared.
+	genericConfig := annex.Config
+	// Each server adds its own hooks; sharing the map would add them twice.
+	genericConfig.PostStartHooks = map[string]genericapiserver.PostStartHookConfigEntry{}
+	genericConfig.RESTOptionsGetter = nil
+	genericConfig.MergedResourceConfig = apiextensionsapiserver.DefaultAPIResourceConfigSource()
+
+	etcdOptions := *o.RecommendedOptions.Etcd
+	etcdOptions.StorageConfig.Codec = apiextensionsapiserver.Codecs.LegacyCodec(apiextensionsv1.SchemeGroupVersion)
+	etcdOptions.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
+		apiextensionsv1.SchemeGroupVersion, schema.GroupKind{Group: apiextensionsv1.GroupName})
+	// annex's own storage already reports on the same etcd.
+	etcdOptions.SkipHealthEndpoints = true
+	if err := etcdOptions.ApplyTo(&genericConfig); err != nil {
+		return nil, err
+	}
+	crdRESTOptionsGetter := apiextensionsoptions.NewCRDRESTOptionsGetter(etcdOptions, genericConfig.ResourceTransformers, genericConfig.StorageObjectCountTracker)
+
+	sharedInformers := annex.SharedInformerFactory
+	if sharedInformers == nil {
+		// Standalone mode has no cluster to watch; the factory is required
+		// and reads annex itself.
+		client, err := kubernetes.NewForConfig(genericConfig.LoopbackClientConfig)
+		if err != nil {
+			return nil, fmt.Errorf("creating the loopback client: %w", err)
+		}
+		sharedInformers = informers.NewSharedInformerFactory(client, 0)
+	}
+
+	return &apiextensionsapiserver.Config{
+		GenericConfig: &genericapiserver.RecommendedConfig{
+			Config:                genericConfig,
+			SharedInformerFactory: sharedInformers,
+		},
+		ExtraConfig: apiextensionsapiserver.ExtraConfig{
+			CRDRESTOptionsGetter: crdRESTOptionsGetter,
+			// One replica establishes a type at once; with more, the
+			// establishing controller waits for the others to see it.
+			MasterCount:     1,
+			ServiceResolver: webhook.NewDefaultServiceResolver(),
+			AuthResolverWrapper: webhook.NewDefaultAuthenticationInfoResolverWrapper(
+				nil, nil, genericConfig.LoopbackClientConfig, noopoteltrace.NewTracerProvider()),
+		},
+	}, nil
+}
