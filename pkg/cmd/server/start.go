@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/certs"
+	"annex.dev/annex/pkg/controllers"
 	"annex.dev/annex/pkg/storage/embedded"
 )
 
@@ -97,6 +98,22 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
+	mgr, err := controllers.NewManager(server.GenericAPIServer.LoopbackClientConfig)
+	if err != nil {
+		return err
+	}
+	// The controllers reach annex through its loopback client, so they start
+	// once it serves; a manager that fails takes annex down with it rather
+	// than leaving hosted types unreconciled.
+	server.GenericAPIServer.AddPostStartHookOrDie("start-annex-controllers", func(hookCtx genericapiserver.PostStartHookContext) error {
+		go func() {
+			if err := mgr.Start(hookCtx.Context); err != nil {
+				logger.Error(err, "The controllers stopped")
+				cancel(fmt.Errorf("controllers: %w", err))
+			}
+		}()
+		return nil
+	})
 	if err := server.PrepareRun().RunWithContext(ctx); err != nil {
 		return err
 	}

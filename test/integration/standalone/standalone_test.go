@@ -116,15 +116,22 @@ func withCodec(cfg *rest.Config) *rest.Config {
 	return cfg
 }
 
+// kubectl runs the built kubectl as the admin and fails the test if it fails.
 func (a *annex) kubectl(args ...string) string {
 	a.t.Helper()
-	kubectl := filepath.Join(os.Getenv(framework.AssetsEnv), "kubectl")
-	cmd := exec.Command(kubectl, append([]string{"--kubeconfig", a.kubeconfig, "--cache-dir", filepath.Join(a.dir, "kubectl-cache")}, args...)...)
-	out, err := cmd.CombinedOutput()
+	out, err := a.kubectlErr(args...)
 	if err != nil {
 		a.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return string(out)
+	return out
+}
+
+// kubectlErr runs the built kubectl as the admin and returns its combined output.
+func (a *annex) kubectlErr(args ...string) (string, error) {
+	kubectl := filepath.Join(os.Getenv(framework.AssetsEnv), "kubectl")
+	cmd := exec.Command(kubectl, append([]string{"--kubeconfig", a.kubeconfig, "--cache-dir", filepath.Join(a.dir, "kubectl-cache")}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 func TestStandalone(t *testing.T) {

@@ -1,0 +1,219 @@
+// Package hostedresource reconciles each HostedResource into the internal
+// CustomResourceDefinition that the embedded apiextensions server serves,
+// and reports the CRD's progress in the HostedResource's status.
+package hostedresource
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"annex.dev/annex/pkg/apis/annex"
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+)
+
+const (
+	// Finalizer holds a HostedResource until its objects and its type are gone.
+	Finalizer = "annex.dev/hosted-objects"
+	// OwnerLabel marks the CRDs that a HostedResource owns; its value is the HostedResource's name.
+	OwnerLabel   = "annex.dev/hosted-resource"
+	fieldManager = "annex-hostedresource-controller"
+)
+
+// Condition reasons of a HostedResource.
+const (
+	ReasonTerminating = "Terminating"
+	ReasonCRDConflict = "CustomResourceDefinitionConflict"
+	ReasonPending     = "Pending"
+)
+
+// Reconciler creates, updates and deletes the internal CRD of each HostedResource.
+type Reconciler struct {
+	Client client.Client
+}
+
+// SetupWithManager registers the reconciler: it runs on every change of a
+// HostedResource and of the CRD it owns.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("hostedresource").
+		For(&v1alpha1.HostedResource{}).
+		Watches(&apiextensionsv1.CustomResourceDefinition{},
+			handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+				// CRDs and HostedResources share their names.
+				return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: obj.GetName()}}}
+			}),
+			builder.WithPredicates(predicate.NewPredicateFuncs(func(obj client.Object) bool {
+				_, ok := obj.GetLabels()[OwnerLabel]
+				return ok
+			}))).
+		Complete(r)
+}
+
+// Reconcile brings the CRD of one HostedResource in line with it.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	logger := ctrl.LoggerFrom(ctx)
+	hr := &v1alpha1.HostedResource{}
+	if err := r.Client.Get(ctx, req.NamespacedName, hr); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if !hr.DeletionTimestamp.IsZero() {
+		return r.finalize(ctx, hr)
+	}
+	if controllerutil.AddFinalizer(hr, Finalizer) {
+		if err := r.Client.Update(ctx, hr); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	err := r.Client.Get(ctx, req.NamespacedName, crd)
+	switch {
+	case apierrors.IsNotFound(err):
+		crd = desiredCRD(hr)
+		if err := r.Client.Create(ctx, crd, client.FieldOwner(fieldManager)); err != nil {
+			return reconcile.Result{}, r.reportError(ctx, hr, err)
+		}
+		logger.Info("Created the hosted type", "group", hr.Spec.Group, "kind", hr.Spec.Names.Kind)
+	case err != nil:
+		return reconcile.Result{}, err
+	case crd.Labels[OwnerLabel] != hr.Name:
+		// Someone created this CRD on annex directly; it is not ours to change.
+		return reconcile.Result{}, r.setStatus(ctx, hr, metav1.Condition{
+			Type: annex.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: ReasonCRDConflict,
+			Message: fmt.Sprintf("a CustomResourceDefinition %s that this HostedResource does not own exists on annex; delete it to let annex serve the type", crd.Name),
+		})
+	default:
+		desired := desiredCRD(hr)
+		if !apiequality.Semantic.DeepEqual(crd.Spec, desired.Spec) {
+			crd.Spec = desired.Spec
+			if err := r.Client.Update(ctx, crd, client.FieldOwner(fieldManager)); err != nil {
+				return reconcile.Result{}, r.reportError(ctx, hr, err)
+			}
+			logger.Info("Updated the hosted type", "group", hr.Spec.Group, "kind", hr.Spec.Names.Kind)
+		}
+	}
+	return reconcile.Result{}, r.setStatus(ctx, hr, conditionsFrom(crd)...)
+}
+
+// finalize deletes the CRD, which makes the apiextensions server delete every
+// object of the type, and releases the HostedResource once the CRD is gone.
+func (r *Reconciler) finalize(ctx context.Context, hr *v1alpha1.HostedResource) (reconcile.Result, error) {
+	if !controllerutil.ContainsFinalizer(hr, Finalizer) {
+		return reconcile.Result{}, nil
+	}
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	err := r.Client.Get(ctx, client.ObjectKey{Name: hr.Name}, crd)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, err
+	}
+	if err == nil && crd.Labels[OwnerLabel] == hr.Name {
+		if crd.DeletionTimestamp.IsZero() {
+			if err := r.Client.Delete(ctx, crd); err != nil && !apierrors.IsNotFound(err) {
+				return reconcile.Result{}, err
+			}
+			ctrl.LoggerFrom(ctx).Info("Deleting the hosted type and its objects", "group", hr.Spec.Group, "kind", hr.Spec.Names.Kind)
+		}
+		message := "deleting the objects of the type, then the type"
+		if c := apiextensionsCondition(crd, apiextensionsv1.Terminating); c != nil && c.Message != "" {
+			message = c.Message
+		}
+		if err := r.setStatus(ctx, hr, metav1.Condition{
+			Type: annex.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: ReasonTerminating, Message: message,
+		}); err != nil {
+			return reconcile.Result{}, err
+		}
+		// The CRD's deletion wakes this reconciler; the requeue is a safety net.
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
+	}
+	controllerutil.RemoveFinalizer(hr, Finalizer)
+	return reconcile.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, hr))
+}
+
+// reportError records in the status why the CRD could not be written, and
+// returns err so that the request is retried.
+func (r *Reconciler) reportError(ctx context.Context, hr *v1alpha1.HostedResource, err error) error {
+	if statusErr := r.setStatus(ctx, hr, metav1.Condition{
+		Type: annex.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: "Invalid", Message: err.Error(),
+	}); statusErr != nil {
+		return fmt.Errorf("%w (and updating the status: %v)", err, statusErr)
+	}
+	return err
+}
+
+func (r *Reconciler) setStatus(ctx context.Context, hr *v1alpha1.HostedResource, conditions ...metav1.Condition) error {
+	updated := hr.DeepCopy()
+	updated.Status.ObservedGeneration = hr.Generation
+	for _, c := range conditions {
+		c.ObservedGeneration = hr.Generation
+		meta.SetStatusCondition(&updated.Status.Conditions, c)
+	}
+	if apiequality.Semantic.DeepEqual(updated.Status, hr.Status) {
+		return nil
+	}
+	return r.Client.Status().Update(ctx, updated)
+}
+
+// desiredCRD is the CRD that a HostedResource declares.
+func desiredCRD(hr *v1alpha1.HostedResource) *apiextensionsv1.CustomResourceDefinition {
+	spec := hr.Spec.DeepCopy()
+	return &apiextensionsv1.CustomResourceDefinition{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:   hr.Name,
+			Labels: map[string]string{OwnerLabel: hr.Name},
+		},
+		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+			Group:                 spec.Group,
+			Names:                 spec.Names,
+			Scope:                 spec.Scope,
+			Versions:              spec.Versions,
+			Conversion:            spec.Conversion,
+			PreserveUnknownFields: spec.PreserveUnknownFields,
+		},
+	}
+}
+
+// conditionsFrom translates the CRD's NamesAccepted and Established conditions.
+func conditionsFrom(crd *apiextensionsv1.CustomResourceDefinition) []metav1.Condition {
+	var out []metav1.Condition
+	for _, t := range []struct {
+		crd apiextensionsv1.CustomResourceDefinitionConditionType
+		hr  string
+	}{
+		{apiextensionsv1.NamesAccepted, annex.HostedResourceNamesAccepted},
+		{apiextensionsv1.Established, annex.HostedResourceEstablished},
+	} {
+		c := metav1.Condition{Type: t.hr, Status: metav1.ConditionUnknown, Reason: ReasonPending, Message: "waiting for the hosted-resource server"}
+		if crdCondition := apiextensionsCondition(crd, t.crd); crdCondition != nil {
+			c.Status = metav1.ConditionStatus(crdCondition.Status)
+			c.Reason, c.Message = crdCondition.Reason, crdCondition.Message
+			if c.Reason == "" {
+				c.Reason = string(crdCondition.Status)
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func apiextensionsCondition(crd *apiextensionsv1.CustomResourceDefinition, t apiextensionsv1.CustomResourceDefinitionConditionType) *apiextensionsv1.CustomResourceDefinitionCondition {
+	for i := range crd.Status.Conditions {
+		if crd.Status.Conditions[i].Type == t {
+			return &crd.Status.Conditions[i]
+		}
+	}
+	return nil
+}
