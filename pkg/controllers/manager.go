@@ -10,10 +10,13 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
+	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/controllers/apiservice"
 	"annex.dev/annex/pkg/controllers/hostedresource"
 )
 
@@ -25,21 +28,66 @@ func init() {
 	utilruntime.Must(apiextensionsv1.AddToScheme(Scheme))
 }
 
+// clusterScheme holds the cluster's types that annex reads and writes.
+var clusterScheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(apiregistrationv1.AddToScheme(clusterScheme))
+	utilruntime.Must(apiextensionsv1.AddToScheme(clusterScheme))
+}
+
+// Options say which controllers run and how.
+type Options struct {
+	// Cluster reaches the cluster in aggregated mode; nil in standalone mode.
+	Cluster *rest.Config
+	// APIService is where the cluster sends hosted requests. With Cluster,
+	// it turns on the apiservice controller.
+	APIService *apiservice.Target
+	// LeaderElection makes one replica at a time run the controllers, with a
+	// Lease in the cluster, in APIService.Namespace.
+	LeaderElection bool
+}
+
 // NewManager returns a manager with every controller registered. loopback
 // reaches annex itself.
-func NewManager(loopback *rest.Config) (ctrl.Manager, error) {
-	mgr, err := ctrl.NewManager(loopback, ctrl.Options{
+func NewManager(loopback *rest.Config, opts Options) (ctrl.Manager, error) {
+	mgrOptions := ctrl.Options{
 		Scheme: Scheme,
 		Logger: klog.Background().WithName("controllers"),
 		// annex serves its own /metrics and /readyz; the manager must not open ports.
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-	})
+	}
+	if opts.LeaderElection {
+		if opts.Cluster == nil || opts.APIService == nil {
+			return nil, fmt.Errorf("leader election needs a cluster and the namespace of annex's Service")
+		}
+		mgrOptions.LeaderElection = true
+		mgrOptions.LeaderElectionID = "annex-controllers"
+		mgrOptions.LeaderElectionNamespace = opts.APIService.Namespace
+		mgrOptions.LeaderElectionConfig = opts.Cluster
+		// A stopping replica hands the lease over at once.
+		mgrOptions.LeaderElectionReleaseOnCancel = true
+	}
+	mgr, err := ctrl.NewManager(loopback, mgrOptions)
 	if err != nil {
 		return nil, fmt.Errorf("creating the controller manager: %w", err)
 	}
 	if err := (&hostedresource.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the hostedresource controller: %w", err)
+	}
+	if opts.Cluster != nil && opts.APIService != nil {
+		clusterCluster, err := cluster.New(opts.Cluster, func(o *cluster.Options) { o.Scheme = clusterScheme })
+		if err != nil {
+			return nil, fmt.Errorf("connecting to the cluster: %w", err)
+		}
+		if err := mgr.Add(clusterCluster); err != nil {
+			return nil, err
+		}
+		r := &apiservice.Reconciler{Annex: mgr.GetClient(), Cluster: clusterCluster.GetClient(), Target: *opts.APIService}
+		if err := r.SetupWithManager(mgr, clusterCluster); err != nil {
+			return nil, fmt.Errorf("setting up the apiservice controller: %w", err)
+		}
 	}
 	return mgr, nil
 }

@@ -53,6 +53,20 @@ type Options struct {
 	EmbeddedEtcdQuotaBytes int64
 	// EmbeddedEtcdLogLevel is the embedded etcd's log level.
 	EmbeddedEtcdLogLevel string
+
+	// APIService says how the cluster reaches annex; aggregated mode registers
+	// each hosted group/version with it.
+	APIService APIServiceOptions
+	// LeaderElect makes one replica at a time run the controllers.
+	LeaderElect bool
+}
+
+// APIServiceOptions describe the Service through which the cluster's aggregator reaches annex.
+type APIServiceOptions struct {
+	Namespace, Name string
+	Port            int32
+	// CABundleFile holds the CA that verifies annex's serving certificate.
+	CABundleFile string
 }
 
 // NewOptions returns the default options.
@@ -67,6 +81,7 @@ func NewOptions() *Options {
 		DataDir:                "/var/lib/annex",
 		EmbeddedEtcdQuotaBytes: 8 << 30,
 		EmbeddedEtcdLogLevel:   "error",
+		APIService:             APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443},
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
@@ -87,6 +102,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&o.EmbeddedEtcdQuotaBytes, "embedded-etcd-quota-backend-bytes", o.EmbeddedEtcdQuotaBytes,
 		"Size of the embedded etcd's database at which it refuses writes.")
 	fs.StringVar(&o.EmbeddedEtcdLogLevel, "embedded-etcd-log-level", o.EmbeddedEtcdLogLevel, "Log level of the embedded etcd (debug, info, warn, error).")
+	fs.StringVar(&o.APIService.Namespace, "apiservice-namespace", o.APIService.Namespace, "Aggregated mode: namespace of annex's Service, and of the controllers' leader-election Lease.")
+	fs.StringVar(&o.APIService.Name, "apiservice-service-name", o.APIService.Name, "Aggregated mode: name of annex's Service, which the APIServices of hosted groups point at.")
+	fs.Int32Var(&o.APIService.Port, "apiservice-service-port", o.APIService.Port, "Aggregated mode: port of annex's Service.")
+	fs.StringVar(&o.APIService.CABundleFile, "apiservice-ca-bundle-file", o.APIService.CABundleFile, "Aggregated mode: PEM file with the CA that verifies annex's serving certificate; "+
+		"it becomes the caBundle of the APIServices of hosted groups. Without it, hosted groups are not registered with the cluster.")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Aggregated mode: run the controllers in one replica at a time, elected with a Lease in the cluster. Set it when running more than one replica.")
 }
 
 // Complete resolves the mode and fills in what depends on it.
@@ -126,6 +147,12 @@ func (o *Options) Validate() error {
 	case ModeAggregated, ModeStandalone:
 	default:
 		errs = append(errs, fmt.Errorf("--mode must be auto, aggregated or standalone, not %q", o.Mode))
+	}
+	if o.Mode == ModeStandalone && o.LeaderElect {
+		errs = append(errs, errors.New("--leader-elect needs a cluster: standalone mode runs one replica"))
+	}
+	if o.APIService.Port < 1 || o.APIService.Port > 65535 {
+		errs = append(errs, fmt.Errorf("--apiservice-service-port must be between 1 and 65535, not %d", o.APIService.Port))
 	}
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))

@@ -4,15 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/rest"
+	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/component-base/cli/globalflag"
 	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/certs"
 	"annex.dev/annex/pkg/controllers"
+	"annex.dev/annex/pkg/controllers/apiservice"
 	"annex.dev/annex/pkg/storage/embedded"
 )
 
@@ -98,7 +102,11 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	mgr, err := controllers.NewManager(server.GenericAPIServer.LoopbackClientConfig)
+	controllerOptions, err := o.controllerOptions(ctx, config.GenericConfig.ClientConfig)
+	if err != nil {
+		return err
+	}
+	mgr, err := controllers.NewManager(server.GenericAPIServer.LoopbackClientConfig, controllerOptions)
 	if err != nil {
 		return err
 	}
@@ -121,4 +129,27 @@ func Run(ctx context.Context, o *Options) error {
 		return err
 	}
 	return nil
+}
+
+// controllerOptions turns on the cluster-facing controllers in aggregated mode.
+func (o *Options) controllerOptions(ctx context.Context, cluster *rest.Config) (controllers.Options, error) {
+	if o.Mode != ModeAggregated || cluster == nil {
+		return controllers.Options{}, nil
+	}
+	opts := controllers.Options{Cluster: cluster, LeaderElection: o.LeaderElect}
+	if o.APIService.CABundleFile == "" {
+		klog.FromContext(ctx).Info("Warning: no --apiservice-ca-bundle-file, so hosted groups are not registered with the cluster's aggregation layer")
+		return opts, nil
+	}
+	caBundle, err := os.ReadFile(o.APIService.CABundleFile)
+	if err != nil {
+		return opts, fmt.Errorf("reading --apiservice-ca-bundle-file: %w", err)
+	}
+	if _, err := certutil.ParseCertsPEM(caBundle); err != nil {
+		return opts, fmt.Errorf("--apiservice-ca-bundle-file %s holds no PEM certificate: %w", o.APIService.CABundleFile, err)
+	}
+	opts.APIService = &apiservice.Target{
+		Namespace: o.APIService.Namespace, Name: o.APIService.Name, Port: o.APIService.Port, CABundle: caBundle,
+	}
+	return opts, nil
 }

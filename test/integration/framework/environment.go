@@ -249,6 +249,11 @@ func (e *Environment) startAnnex(bin string) error {
 		"--authentication-kubeconfig=" + kubeconfigFile,
 		"--authorization-kubeconfig=" + kubeconfigFile,
 		"--data-dir=" + dataDir,
+		// Hosted groups are registered through the same Service as annex.dev.
+		"--apiservice-namespace=" + Namespace,
+		"--apiservice-service-name=" + ServiceName,
+		"--apiservice-service-port=" + strconv.Itoa(e.AnnexPort),
+		"--apiservice-ca-bundle-file=" + filepath.Join(e.Dir, "annex-ca.crt"),
 	}
 	args = append(args, strings.Fields(os.Getenv(AnnexExtraArgsEnv))...)
 
@@ -360,6 +365,10 @@ func (e *Environment) waitForAnnex(ctx context.Context) error {
 	}
 	return nil
 }
+
+// EtcdURL is the client URL of the cluster's etcd, for tests that check
+// what the cluster stores.
+func (e *Environment) EtcdURL() string { return e.env.ControlPlane.Etcd.URL.String() }
 
 // NewUser provisions a user with no groups beyond system:authenticated (and
 // so, until a test binds it to a role, no permissions) and returns a client

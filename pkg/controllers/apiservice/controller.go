@@ -1,0 +1,282 @@
+// Package apiservice registers each hosted group/version with the cluster's
+// aggregation layer: one APIService per served version, pointing at annex's
+// Service with annex's CA bundle.
+//
+// An APIService is deleted only when no HostedResource serves its
+// group/version any more; stopping or restarting annex never touches them,
+// so that a rolling restart leaves the cluster's discovery intact.
+package apiservice
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/version"
+	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/cluster"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"annex.dev/annex/pkg/apis/annex"
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+)
+
+// ManagedByLabel marks the APIServices annex owns; annex never changes or
+// deletes an APIService without it.
+const ManagedByLabel = "annex.dev/managed-by"
+
+const managedByValue = "annex-apiserver"
+
+// Condition reasons of APIServiceAvailable.
+const (
+	ReasonGroupServedByCluster = "GroupServedByCluster"
+	ReasonAPIServiceConflict   = "APIServiceConflict"
+	ReasonRegistered           = "Registered"
+)
+
+// Target is where the cluster's aggregator sends hosted requests.
+type Target struct {
+	// Namespace and Name of annex's Service, and its Port.
+	Namespace, Name string
+	Port            int32
+	// CABundle verifies annex's serving certificate.
+	CABundle []byte
+}
+
+// Reconciler keeps the cluster's APIServices in line with the HostedResources.
+type Reconciler struct {
+	// Annex reads HostedResources and writes their status.
+	Annex client.Client
+	// Cluster reads and writes the cluster's APIServices and reads its CRDs.
+	Cluster client.Client
+	Target  Target
+}
+
+var crdGVK = apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition")
+
+// everything is the one request this reconciler handles: the set of
+// APIServices depends on all HostedResources together.
+var everything = []reconcile.Request{{NamespacedName: client.ObjectKey{Name: "hosted-groups"}}}
+
+func all[T any](context.Context, T) []reconcile.Request { return everything }
+
+// SetupWithManager registers the reconciler. clusterCluster is the cluster
+// whose aggregator annex registers with; it must have been added to mgr.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, clusterCluster cluster.Cluster) error {
+	crds := &metav1.PartialObjectMetadata{}
+	crds.SetGroupVersionKind(crdGVK)
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("apiservice").
+		Watches(&v1alpha1.HostedResource{}, handler.EnqueueRequestsFromMapFunc(all[client.Object])).
+		WatchesRawSource(source.Kind(clusterCluster.GetCache(), &apiregistrationv1.APIService{},
+			handler.TypedEnqueueRequestsFromMapFunc(all[*apiregistrationv1.APIService]))).
+		WatchesRawSource(source.Kind(clusterCluster.GetCache(), crds,
+			handler.TypedEnqueueRequestsFromMapFunc(all[*metav1.PartialObjectMetadata]))).
+		Complete(r)
+}
+
+// groupVersion is one hosted group/version and the HostedResources that serve it.
+type groupVersion struct {
+	schema.GroupVersion
+	hostedResources []string
+}
+
+func apiServiceName(gv schema.GroupVersion) string { return gv.Version + "." + gv.Group }
+
+// Reconcile creates, updates and deletes APIServices and reports on each HostedResource.
+func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	logger := ctrl.LoggerFrom(ctx)
+	hrs := &v1alpha1.HostedResourceList{}
+	if err := r.Annex.List(ctx, hrs); err != nil {
+		return reconcile.Result{}, err
+	}
+	apiServices := &apiregistrationv1.APIServiceList{}
+	if err := r.Cluster.List(ctx, apiServices); err != nil {
+		return reconcile.Result{}, err
+	}
+	existing := map[string]*apiregistrationv1.APIService{}
+	for i := range apiServices.Items {
+		existing[apiServices.Items[i].Name] = &apiServices.Items[i]
+	}
+	clusterCRDs := &metav1.PartialObjectMetadataList{}
+	clusterCRDs.SetGroupVersionKind(crdGVK)
+	if err := r.Cluster.List(ctx, clusterCRDs); err != nil {
+		return reconcile.Result{}, err
+	}
+	crdsByGroup := map[string][]string{}
+	for _, crd := range clusterCRDs.Items {
+		// A CRD's name is <plural>.<group>.
+		if _, group, ok := strings.Cut(crd.Name, "."); ok {
+			crdsByGroup[group] = append(crdsByGroup[group], crd.Name)
+		}
+	}
+
+	desired := desiredGroupVersions(hrs.Items)
+	// What each HostedResource is told, by name.
+	problems := map[string][]string{}
+	pending := map[string][]string{}
+	for _, gv := range desired {
+		name := apiServiceName(gv.GroupVersion)
+		var problem string
+		switch current := existing[name]; {
+		case len(crdsByGroup[gv.Group]) > 0:
+			problem = fmt.Sprintf("%s: the cluster serves group %s itself through CustomResourceDefinitions %s; annex leaves the cluster untouched",
+				ReasonGroupServedByCluster, gv.Group, strings.Join(crdsByGroup[gv.Group], ", "))
+		case current != nil && current.Labels[ManagedByLabel] != managedByValue:
+			problem = fmt.Sprintf("%s: the cluster already has APIService %s, which annex does not manage", ReasonAPIServiceConflict, name)
+		default:
+			apiService, err := r.ensure(ctx, gv, current, versionPriority(gv.GroupVersion, desired))
+			if err != nil {
+				return reconcile.Result{}, err
+			}
+			if !available(apiService) {
+				for _, hr := range gv.hostedResources {
+					pending[hr] = append(pending[hr], fmt.Sprintf("APIService %s is not available yet: %s", name, availableMessage(apiService)))
+				}
+			}
+		}
+		if problem != "" {
+			for _, hr := range gv.hostedResources {
+				problems[hr] = append(problems[hr], problem)
+			}
+		}
+	}
+
+	for name, apiService := range existing {
+		if apiService.Labels[ManagedByLabel] != managedByValue {
+			continue
+		}
+		if _, ok := desired[name]; ok {
+			continue
+		}
+		if err := r.Cluster.Delete(ctx, apiService); err != nil && !apierrors.IsNotFound(err) {
+			return reconcile.Result{}, err
+		}
+		logger.Info("Deleted an APIService that no HostedResource serves any more", "apiService", name)
+	}
+
+	for i := range hrs.Items {
+		if err := r.report(ctx, &hrs.Items[i], problems[hrs.Items[i].Name], pending[hrs.Items[i].Name]); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	return reconcile.Result{}, nil
+}
+
+// desiredGroupVersions maps APIService names to the served group/versions of all HostedResources.
+func desiredGroupVersions(hrs []v1alpha1.HostedResource) map[string]*groupVersion {
+	desired := map[string]*groupVersion{}
+	for _, hr := range hrs {
+		for _, v := range hr.Spec.Versions {
+			if !v.Served {
+				continue
+			}
+			gv := schema.GroupVersion{Group: hr.Spec.Group, Version: v.Name}
+			name := apiServiceName(gv)
+			if desired[name] == nil {
+				desired[name] = &groupVersion{GroupVersion: gv}
+			}
+			desired[name].hostedResources = append(desired[name].hostedResources, hr.Name)
+		}
+	}
+	return desired
+}
+
+// versionPriority orders the versions of a group as Kubernetes orders them
+// (v2 > v1 > v1beta2 > v1alpha1), so that clients prefer the most stable one.
+func versionPriority(gv schema.GroupVersion, desired map[string]*groupVersion) int32 {
+	var versions []string
+	for _, other := range desired {
+		if other.Group == gv.Group {
+			versions = append(versions, other.Version)
+		}
+	}
+	sort.Slice(versions, func(i, j int) bool { return version.CompareKubeAwareVersionStrings(versions[i], versions[j]) > 0 })
+	for i, v := range versions {
+		if v == gv.Version {
+			return int32(100 - i)
+		}
+	}
+	return 1
+}
+
+func (r *Reconciler) ensure(ctx context.Context, gv *groupVersion, current *apiregistrationv1.APIService, priority int32) (*apiregistrationv1.APIService, error) {
+	port := r.Target.Port
+	spec := apiregistrationv1.APIServiceSpec{
+		Service:              &apiregistrationv1.ServiceReference{Namespace: r.Target.Namespace, Name: r.Target.Name, Port: &port},
+		Group:                gv.Group,
+		Version:              gv.Version,
+		CABundle:             r.Target.CABundle,
+		GroupPriorityMinimum: 1000,
+		VersionPriority:      priority,
+	}
+	if current == nil {
+		apiService := &apiregistrationv1.APIService{
+			ObjectMeta: metav1.ObjectMeta{Name: apiServiceName(gv.GroupVersion), Labels: map[string]string{ManagedByLabel: managedByValue}},
+			Spec:       spec,
+		}
+		if err := r.Cluster.Create(ctx, apiService); err != nil {
+			return nil, fmt.Errorf("registering %s with the cluster: %w", apiService.Name, err)
+		}
+		ctrl.LoggerFrom(ctx).Info("Registered a hosted group/version with the cluster", "apiService", apiService.Name)
+		return apiService, nil
+	}
+	if apiequality.Semantic.DeepEqual(current.Spec, spec) {
+		return current, nil
+	}
+	updated := current.DeepCopy()
+	updated.Spec = spec
+	if err := r.Cluster.Update(ctx, updated); err != nil {
+		return nil, fmt.Errorf("updating APIService %s: %w", updated.Name, err)
+	}
+	return updated, nil
+}
+
+func available(apiService *apiregistrationv1.APIService) bool {
+	for _, c := range apiService.Status.Conditions {
+		if c.Type == apiregistrationv1.Available {
+			return c.Status == apiregistrationv1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func availableMessage(apiService *apiregistrationv1.APIService) string {
+	for _, c := range apiService.Status.Conditions {
+		if c.Type == apiregistrationv1.Available {
+			return c.Reason + ": " + c.Message
+		}
+	}
+	return "the aggregator has not checked it yet"
+}
+
+// report sets the APIServiceAvailable condition of one HostedResource.
+func (r *Reconciler) report(ctx context.Context, hr *v1alpha1.HostedResource, problems, pending []string) error {
+	c := metav1.Condition{Type: annex.HostedResourceAPIServiceAvailable, ObservedGeneration: hr.Generation}
+	switch {
+	case len(problems) > 0:
+		reason, _, _ := strings.Cut(problems[0], ":")
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, reason, strings.Join(problems, "; ")
+	case len(pending) > 0:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "Pending", strings.Join(pending, "; ")
+	default:
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, ReasonRegistered, "every served version is registered with the cluster and available"
+	}
+	updated := hr.DeepCopy()
+	meta.SetStatusCondition(&updated.Status.Conditions, c)
+	if apiequality.Semantic.DeepEqual(updated.Status, hr.Status) {
+		return nil
+	}
+	return client.IgnoreNotFound(r.Annex.Status().Update(ctx, updated))
+}

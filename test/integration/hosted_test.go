@@ -1,0 +1,186 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/yaml"
+
+	"annex.dev/annex/test/integration/framework"
+)
+
+var (
+	apiServicesGVR = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
+	crdsGVR        = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+)
+
+// hostedResource is a namespaced type with one served version, as a
+// HostedResource in group group.
+func hostedResource(t *testing.T, kind, plural, group string) *unstructured.Unstructured {
+	t.Helper()
+	manifest := `apiVersion: annex.dev/v1alpha1
+kind: HostedResource
+metadata:
+  name: ` + plural + `.` + group + `
+spec:
+  group: ` + group + `
+  names: {kind: ` + kind + `, plural: ` + plural + `}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer, default: 3}
+`
+	obj := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(manifest), &obj.Object); err != nil {
+		t.Fatal(err)
+	}
+	return obj
+}
+
+// waitForCondition waits until the HostedResource has the condition with the status.
+func waitForCondition(t *testing.T, name, conditionType string, status metav1.ConditionStatus) metav1.Condition {
+	t.Helper()
+	var last metav1.Condition
+	err := wait.PollUntilContextTimeout(testContext(t), 250*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		hr, err := adminClient(t).Resource(framework.HostedResources).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		conditions, _, _ := unstructured.NestedSlice(hr.Object, "status", "conditions")
+		for _, c := range conditions {
+			m := c.(map[string]any)
+			if m["type"] == conditionType {
+				last = metav1.Condition{Type: conditionType, Status: metav1.ConditionStatus(m["status"].(string)), Reason: m["reason"].(string), Message: m["message"].(string)}
+			}
+		}
+		return last.Status == status, nil
+	})
+	if err != nil {
+		t.Fatalf("HostedResource %s: condition %s did not become %s; last: %+v", name, conditionType, status, last)
+	}
+	return last
+}
+
+// TestHostedTypeThroughTheCluster declares a type on annex and uses it
+// through the cluster's kube-apiserver, as any client of the cluster would.
+func TestHostedTypeThroughTheCluster(t *testing.T) {
+	ctx := testContext(t)
+	admin := adminClient(t)
+	group := "hosted.example.net"
+	hr := create(t, admin, framework.HostedResources, hostedResource(t, "Gadget", "gadgets", group))
+
+	waitForCondition(t, hr.GetName(), "Established", metav1.ConditionTrue)
+	c := waitForCondition(t, hr.GetName(), "APIServiceAvailable", metav1.ConditionTrue)
+	if c.Reason != "Registered" {
+		t.Errorf("APIServiceAvailable reason = %q, want Registered", c.Reason)
+	}
+	apiService, err := admin.Resource(apiServicesGVR).Get(ctx, "v1."+group, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the APIService of the hosted group/version: %v", err)
+	}
+	if caBundle, _, _ := unstructured.NestedString(apiService.Object, "spec", "caBundle"); caBundle == "" {
+		t.Error("the APIService has no caBundle")
+	}
+	if skip, _, _ := unstructured.NestedBool(apiService.Object, "spec", "insecureSkipTLSVerify"); skip {
+		t.Error("the APIService skips TLS verification")
+	}
+
+	// The hosted type answers through the cluster, in a namespace of the cluster.
+	ns := uniqueName("hosted")
+	nsObj := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}}
+	create(t, admin, schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}, nsObj)
+	gadgets := schema.GroupVersionResource{Group: group, Version: "v1", Resource: "gadgets"}
+	var created *unstructured.Unstructured
+	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		created, err = admin.Resource(gadgets).Namespace(ns).Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": group + "/v1", "kind": "Gadget", "metadata": map[string]any{"name": "g1"}, "spec": map[string]any{},
+		}}, metav1.CreateOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("creating a Gadget through the cluster: %v", err)
+	}
+	if size, _, _ := unstructured.NestedInt64(created.Object, "spec", "size"); size != 3 {
+		t.Errorf("the schema default was not applied through the cluster: spec.size = %d", size)
+	}
+	if out, stderr, err := env.Kubectl(ctx, "get", "gadgets", "-n", ns); err != nil || !strings.Contains(out, "g1") {
+		t.Errorf("kubectl get gadgets through the cluster: %v\n%s%s", err, out, stderr)
+	}
+
+	t.Run("the cluster's etcd holds nothing of the hosted type", func(t *testing.T) {
+		client, err := clientv3.New(clientv3.Config{Endpoints: []string{env.EtcdURL()}, DialTimeout: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		resp, err := client.Get(ctx, "/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) == 0 {
+			t.Fatal("the cluster's etcd holds no keys at all; is this the right etcd?")
+		}
+		for _, kv := range resp.Kvs {
+			key := string(kv.Key)
+			if strings.HasPrefix(key, "/registry/apiregistration.k8s.io/apiservices/") {
+				continue // the registration itself is the cluster's to hold
+			}
+			if strings.Contains(key, group) || strings.Contains(key, "gadgets") || strings.Contains(key, "/annex.dev/") {
+				t.Errorf("the cluster's etcd holds %s", key)
+			}
+		}
+	})
+
+	t.Run("a group the cluster serves with a CRD is left to the cluster", func(t *testing.T) {
+		clusterGroup := "owned.example.net"
+		crd := hostedResource(t, "Thing", "things", clusterGroup)
+		crd.SetAPIVersion("apiextensions.k8s.io/v1")
+		crd.SetKind("CustomResourceDefinition")
+		unstructured.RemoveNestedField(crd.Object, "spec", "storage")
+		create(t, admin, crdsGVR, crd)
+		clash := hostedResource(t, "Widget", "widgets", clusterGroup)
+		create(t, admin, framework.HostedResources, clash)
+		c := waitForCondition(t, clash.GetName(), "APIServiceAvailable", metav1.ConditionFalse)
+		if c.Reason != "GroupServedByCluster" || !strings.Contains(c.Message, "things."+clusterGroup) {
+			t.Errorf("APIServiceAvailable = %+v, want reason GroupServedByCluster naming the cluster's CRD", c)
+		}
+		// The cluster's own (local) APIService for the group is untouched.
+		apiService, err := admin.Resource(apiServicesGVR).Get(ctx, "v1."+clusterGroup, metav1.GetOptions{})
+		if err == nil {
+			if svc, found, _ := unstructured.NestedMap(apiService.Object, "spec", "service"); found && svc != nil {
+				t.Errorf("the cluster's APIService v1.%s now points at a service: %v", clusterGroup, svc)
+			}
+		}
+	})
+
+	// Deleting the declaration removes the type and its APIService.
+	if err := admin.Resource(framework.HostedResources).Delete(ctx, hr.GetName(), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := admin.Resource(apiServicesGVR).Get(ctx, "v1."+group, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		t.Errorf("APIService v1.%s is still registered after its HostedResource was deleted", group)
+	}
+}
