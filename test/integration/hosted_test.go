@@ -150,22 +150,22 @@ func TestHostedTypeThroughTheCluster(t *testing.T) {
 		}
 	})
 
-	t.Run("a group the cluster serves with a CRD is left to the cluster", func(t *testing.T) {
+	t.Run("a group the cluster serves with a CRD is refused", func(t *testing.T) {
 		clusterGroup := "owned.example.net"
 		crd := hostedResource(t, "Thing", "things", clusterGroup)
 		crd.SetAPIVersion("apiextensions.k8s.io/v1")
 		crd.SetKind("CustomResourceDefinition")
 		unstructured.RemoveNestedField(crd.Object, "spec", "storage")
 		create(t, admin, crdsGVR, crd)
+
 		clash := hostedResource(t, "Widget", "widgets", clusterGroup)
-		create(t, admin, framework.HostedResources, clash)
-		c := waitForCondition(t, clash.GetName(), "APIServiceAvailable", metav1.ConditionFalse)
-		if c.Reason != "GroupServedByCluster" || !strings.Contains(c.Message, "things."+clusterGroup) {
-			t.Errorf("APIServiceAvailable = %+v, want reason GroupServedByCluster naming the cluster's CRD", c)
+		_, err := admin.Resource(framework.HostedResources).Create(ctx, clash, metav1.CreateOptions{})
+		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "CustomResourceDefinition things."+clusterGroup) {
+			t.Fatalf("creating a HostedResource in a group the cluster serves: got %v, want 422 naming the cluster's CRD", err)
 		}
-		// The cluster's own (local) APIService for the group is untouched.
-		apiService, err := admin.Resource(apiServicesGVR).Get(ctx, "v1."+clusterGroup, metav1.GetOptions{})
-		if err == nil {
+		expectCauses(t, causeFields(err), "spec.group")
+		expectAbsent(t, framework.HostedResources, clash.GetName())
+		if apiService, err := admin.Resource(apiServicesGVR).Get(ctx, "v1."+clusterGroup, metav1.GetOptions{}); err == nil {
 			if svc, found, _ := unstructured.NestedMap(apiService.Object, "spec", "service"); found && svc != nil {
 				t.Errorf("the cluster's APIService v1.%s now points at a service: %v", clusterGroup, svc)
 			}

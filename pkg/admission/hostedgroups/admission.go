@@ -1,0 +1,117 @@
+// Package hostedgroups holds the admission plugin that refuses a
+// HostedResource whose group the cluster already serves: two servers for one
+// group would split it, and taking a group over from a cluster CRD is the
+// job of a deliberate migration, not of a create.
+package hostedgroups
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apiserver/pkg/admission"
+	"k8s.io/client-go/dynamic"
+
+	"annex.dev/annex/pkg/apis/annex"
+	"annex.dev/annex/pkg/controllers/apiservice"
+)
+
+// PluginName is the name of the plugin in --enable-admission-plugins.
+const PluginName = "HostedGroupOwnership"
+
+var (
+	crds        = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	apiServices = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
+)
+
+// Register adds the plugin to plugins.
+func Register(plugins *admission.Plugins) {
+	plugins.Register(PluginName, func(io.Reader) (admission.Interface, error) {
+		return &plugin{Handler: admission.NewHandler(admission.Create)}, nil
+	})
+}
+
+type plugin struct {
+	*admission.Handler
+	cluster dynamic.Interface
+}
+
+var (
+	_ admission.ValidationInterface     = &plugin{}
+	_ admission.InitializationValidator = &plugin{}
+)
+
+// SetDynamicClient receives the client of the cluster.
+func (p *plugin) SetDynamicClient(client dynamic.Interface) { p.cluster = client }
+
+// ValidateInitialization fails when the plugin has no client of the cluster.
+func (p *plugin) ValidateInitialization() error {
+	if p.cluster == nil {
+		return fmt.Errorf("%s needs a client of the cluster", PluginName)
+	}
+	return nil
+}
+
+// Validate refuses a new HostedResource whose group the cluster serves with
+// CustomResourceDefinitions or with APIServices that annex does not manage.
+// It asks the cluster at the time of the request: HostedResources are
+// created rarely, and a cache could let a fresh CRD slip through.
+func (p *plugin) Validate(ctx context.Context, a admission.Attributes, _ admission.ObjectInterfaces) error {
+	if a.GetResource().GroupResource() != annex.Resource("hostedresources") || a.GetSubresource() != "" {
+		return nil
+	}
+	hr, ok := a.GetObject().(*annex.HostedResource)
+	if !ok {
+		return apierrors.NewBadRequest(fmt.Sprintf("expected a HostedResource, got %T", a.GetObject()))
+	}
+	group := hr.Spec.Group
+	owners, err := p.clusterOwners(ctx, group)
+	if err != nil {
+		return apierrors.NewServiceUnavailable(fmt.Sprintf("cannot check whether the cluster serves group %s: %v", group, err))
+	}
+	if len(owners) == 0 {
+		return nil
+	}
+	return apierrors.NewInvalid(annex.Kind("HostedResource"), hr.Name, field.ErrorList{
+		field.Invalid(field.NewPath("spec", "group"), group, fmt.Sprintf(
+			"the cluster already serves this group (%s); annex leaves it to the cluster", strings.Join(owners, ", "))),
+	})
+}
+
+func (p *plugin) clusterOwners(ctx context.Context, group string) ([]string, error) {
+	var owners []string
+	list, err := p.cluster.Resource(crds).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	for _, crd := range list.Items {
+		if _, g, _ := strings.Cut(crd.GetName(), "."); g == group {
+			owners = append(owners, "CustomResourceDefinition "+crd.GetName())
+		}
+	}
+	list, err = p.cluster.Resource(apiServices).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	for _, svc := range list.Items {
+		_, g, _ := strings.Cut(svc.GetName(), ".")
+		if g != group || svc.GetLabels()[apiservice.ManagedByLabel] != "" {
+			continue
+		}
+		// The aggregator registers a local APIService for each cluster CRD
+		// group; those are named by the CRDs above already.
+		if _, hasService, _ := unstructured.NestedMap(svc.Object, "spec", "service"); !hasService && len(owners) > 0 {
+			continue
+		}
+		owners = append(owners, "APIService "+svc.GetName())
+	}
+	sort.Strings(owners)
+	return owners, nil
+}
