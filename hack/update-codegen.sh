@@ -19,6 +19,9 @@ mkdir -p "$GOBIN"
 source "$codegen/kube_codegen.sh"
 
 apiextensionsv1=k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1
+# Standalone mode serves core/v1 namespaces; server-side apply and kubectl
+# explain need their OpenAPI definitions.
+corev1=k8s.io/api/core/v1
 
 kube::codegen::gen_helpers \
   --boilerplate "$boilerplate" \
@@ -30,6 +33,7 @@ kube::codegen::gen_openapi \
   --output-dir "$root/pkg/generated/openapi" \
   --output-pkg "$module/pkg/generated/openapi" \
   --extra-pkgs "$apiextensionsv1" \
+  --extra-pkgs "$corev1" \
   --output-model-name-file zz_generated.model_name.go \
   --report-filename "$root/hack/api-rules/violation_exceptions.list" \
   ${UPDATE_API_KNOWN_VIOLATIONS:+--update-report} \
@@ -54,3 +58,6 @@ kube::codegen::gen_client \
   --output-dir "$root/pkg/generated" \
   --output-pkg "$module/pkg/generated" \
   "$root/pkg/apis"
+
+# The example PolicyReport API generates its own client, as a CRD user would.
+"$root/examples/reports/hack/update-codegen.sh"

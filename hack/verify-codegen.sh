@@ -13,13 +13,13 @@ cd "$root"
 git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} cp --parents {} "$tmp/" 2>/dev/null || true
 # The generated files are removed first so that a generator that no longer
 # produces a file is noticed too.
-find "$tmp/pkg" -name 'zz_generated.*.go' -delete
-rm -rf "$tmp/pkg/generated"
+find "$tmp/pkg" "$tmp/examples/reports/api" -name 'zz_generated.*.go' -delete
+rm -rf "$tmp/pkg/generated" "$tmp/examples/reports/generated"
 
 (cd "$tmp" && hack/update-codegen.sh >/dev/null)
 
 status=0
-for dir in pkg/apis pkg/generated hack/api-rules; do
+for dir in pkg/apis pkg/generated hack/api-rules examples/reports/api examples/reports/generated; do
   if ! diff -Naupr "$root/$dir" "$tmp/$dir"; then
     status=1
   fi
