@@ -20,6 +20,7 @@ import (
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	hostedresourcestorage "annex.dev/annex/pkg/registry/annex/hostedresource/storage"
 	storagebackendstorage "annex.dev/annex/pkg/registry/annex/storagebackend/storage"
+	"annex.dev/annex/pkg/registry/core"
 )
 
 var (
@@ -51,11 +52,15 @@ type Config struct {
 	// HostedResources configures the embedded apiextensions-apiserver that
 	// serves the hosted types; the annex.dev server delegates to it.
 	HostedResources *apiextensionsapiserver.Config
+	// ServeCoreAPI serves /api/v1 namespaces, for standalone mode where no
+	// cluster provides them.
+	ServeCoreAPI bool
 }
 
 type completedConfig struct {
 	GenericConfig   genericapiserver.CompletedConfig
 	HostedResources apiextensionsapiserver.CompletedConfig
+	ServeCoreAPI    bool
 }
 
 // CompletedConfig is a Config whose defaults are filled in.
@@ -74,6 +79,7 @@ func (cfg *Config) Complete() CompletedConfig {
 	return CompletedConfig{&completedConfig{
 		GenericConfig:   cfg.GenericConfig.Complete(),
 		HostedResources: cfg.HostedResources.Complete(),
+		ServeCoreAPI:    cfg.ServeCoreAPI,
 	}}
 }
 
@@ -114,6 +120,11 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 	}
 	if err := genericServer.InstallAPIGroup(&apiGroupInfo); err != nil {
 		return nil, fmt.Errorf("installing the annex.dev API group: %w", err)
+	}
+	if c.ServeCoreAPI {
+		if err := core.InstallLegacyAPI(genericServer, optsGetter); err != nil {
+			return nil, fmt.Errorf("installing /api/v1 namespaces: %w", err)
+		}
 	}
 	return &AnnexServer{GenericAPIServer: genericServer, HostedResources: hosted}, nil
 }

@@ -20,6 +20,7 @@ import (
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/apiserver"
 	generatedopenapi "annex.dev/annex/pkg/generated/openapi"
+	"annex.dev/annex/pkg/registry/core"
 )
 
 // Modes annex runs in.
@@ -191,7 +192,7 @@ func (o *Options) Config() (*apiserver.Config, error) {
 	}
 
 	// One OpenAPI document describes both servers of the chain.
-	namer := openapi.NewDefinitionNamer(apiserver.Scheme, apiextensionsapiserver.Scheme)
+	namer := openapi.NewDefinitionNamer(apiserver.Scheme, apiextensionsapiserver.Scheme, core.OpenAPIScheme)
 	serverConfig.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(generatedopenapi.GetOpenAPIDefinitions, namer)
 	serverConfig.OpenAPIConfig.Info.Title = "annex"
 	serverConfig.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(generatedopenapi.GetOpenAPIDefinitions, namer)
@@ -200,9 +201,15 @@ func (o *Options) Config() (*apiserver.Config, error) {
 	if err := o.RecommendedOptions.ApplyTo(serverConfig); err != nil {
 		return nil, err
 	}
+	if o.Mode == ModeStandalone {
+		if err := applyStandaloneAdmission(serverConfig); err != nil {
+			return nil, err
+		}
+	}
+	// After admission: the hosted-resource server shares the chain.
 	hosted, err := o.hostedResourcesConfig(serverConfig)
 	if err != nil {
 		return nil, err
 	}
-	return &apiserver.Config{GenericConfig: serverConfig, HostedResources: hosted}, nil
+	return &apiserver.Config{GenericConfig: serverConfig, HostedResources: hosted, ServeCoreAPI: o.Mode == ModeStandalone}, nil
 }

@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 	"strconv"
 
+	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	standaloneadmission "annex.dev/annex/pkg/admission/standalone"
 	"annex.dev/annex/pkg/certs"
 )
 
@@ -30,6 +32,24 @@ func (o *Options) completeStandalone() {
 	ro.Authentication.RemoteKubeConfigFileOptional = true
 	ro.Authentication.SkipInClusterLookup = true
 	ro.Authorization.RemoteKubeConfigFileOptional = true
+	// No garbage collector runs without a cluster: a foreground deletion's
+	// finalizer would never be removed.
+	ro.Etcd.EnableGarbageCollection = false
+}
+
+// applyStandaloneAdmission runs NamespaceLifecycle against annex's own
+// namespaces: objects cannot be created in a namespace that does not exist
+// or is being deleted.
+func applyStandaloneAdmission(config *genericapiserver.RecommendedConfig) error {
+	lifecycle, start, err := standaloneadmission.NewNamespaceLifecycle(config.LoopbackClientConfig)
+	if err != nil {
+		return err
+	}
+	config.AdmissionControl = lifecycle
+	return config.AddPostStartHook("start-namespace-lifecycle-informers", func(ctx genericapiserver.PostStartHookContext) error {
+		start(ctx.Context)
+		return nil
+	})
 }
 
 func (o *Options) pkiDir() string { return filepath.Join(o.DataDir, "pki") }

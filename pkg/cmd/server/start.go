@@ -17,6 +17,7 @@ import (
 	"annex.dev/annex/pkg/certs"
 	"annex.dev/annex/pkg/controllers"
 	"annex.dev/annex/pkg/controllers/apiservice"
+	namespacecontroller "annex.dev/annex/pkg/controllers/namespace"
 	"annex.dev/annex/pkg/storage/embedded"
 )
 
@@ -122,6 +123,18 @@ func Run(ctx context.Context, o *Options) error {
 		}()
 		return nil
 	})
+	if o.Mode == ModeStandalone {
+		// Without a cluster, annex finalizes its own namespaces.
+		server.GenericAPIServer.AddPostStartHookOrDie("start-namespace-controller", func(hookCtx genericapiserver.PostStartHookContext) error {
+			go func() {
+				if err := namespacecontroller.Run(hookCtx.Context, server.GenericAPIServer.LoopbackClientConfig, 2); err != nil {
+					logger.Error(err, "The namespace controller stopped")
+					cancel(fmt.Errorf("namespace controller: %w", err))
+				}
+			}()
+			return nil
+		})
+	}
 	if err := server.PrepareRun().RunWithContext(ctx); err != nil {
 		return err
 	}
