@@ -150,6 +150,21 @@ func TestHostedTypeThroughTheCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("a HostedResource whose kind clashes is not accepted", func(t *testing.T) {
+		clash := hostedResource(t, "Gadget", "gizmos", group)
+		create(t, admin, framework.HostedResources, clash)
+		c := waitForCondition(t, clash.GetName(), "NamesAccepted", metav1.ConditionFalse)
+		if !strings.HasSuffix(c.Reason, "Conflict") || !strings.Contains(c.Message, "Gadget") {
+			t.Errorf("NamesAccepted = %+v, want a ...Conflict reason naming the kind", c)
+		}
+		if _, err := admin.Resource(schema.GroupVersionResource{Group: group, Version: "v1", Resource: "gizmos"}).Namespace(ns).List(ctx, metav1.ListOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("listing gizmos through the cluster: got %v, want 404: the clashing type must not be served", err)
+		}
+		if _, err := admin.Resource(gadgets).Namespace(ns).Get(ctx, "g1", metav1.GetOptions{}); err != nil {
+			t.Errorf("the first type stopped serving: %v", err)
+		}
+	})
+
 	t.Run("a group the cluster serves with a CRD is refused", func(t *testing.T) {
 		clusterGroup := "owned.example.net"
 		crd := hostedResource(t, "Thing", "things", clusterGroup)
