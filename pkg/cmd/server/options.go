@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/pflag"
 	apiextensionsapiserver "k8s.io/apiextensions-apiserver/pkg/apiserver"
@@ -56,6 +57,12 @@ type Options struct {
 	// EmbeddedEtcdLogLevel is the embedded etcd's log level.
 	EmbeddedEtcdLogLevel string
 
+	// PostgresDSNFile holds the connection string of a PostgreSQL database
+	// to keep the data in, instead of etcd.
+	PostgresDSNFile string
+	// PostgresCompactInterval is how often old revisions are removed from PostgreSQL.
+	PostgresCompactInterval time.Duration
+
 	// APIService says how the cluster reaches annex; aggregated mode registers
 	// each hosted group/version with it.
 	APIService APIServiceOptions
@@ -79,11 +86,12 @@ func NewOptions() *Options {
 			defaultEtcdPathPrefix,
 			apiserver.Codecs.LegacyCodec(v1alpha1.SchemeGroupVersion),
 		),
-		Mode:                   ModeAuto,
-		DataDir:                "/var/lib/annex",
-		EmbeddedEtcdQuotaBytes: 8 << 30,
-		EmbeddedEtcdLogLevel:   "error",
-		APIService:             APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443},
+		Mode:                    ModeAuto,
+		DataDir:                 "/var/lib/annex",
+		EmbeddedEtcdQuotaBytes:  8 << 30,
+		EmbeddedEtcdLogLevel:    "error",
+		PostgresCompactInterval: 5 * time.Minute,
+		APIService:              APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443},
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
@@ -106,6 +114,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&o.EmbeddedEtcdQuotaBytes, "embedded-etcd-quota-backend-bytes", o.EmbeddedEtcdQuotaBytes,
 		"Size of the embedded etcd's database at which it refuses writes.")
 	fs.StringVar(&o.EmbeddedEtcdLogLevel, "embedded-etcd-log-level", o.EmbeddedEtcdLogLevel, "Log level of the embedded etcd (debug, info, warn, error).")
+	fs.StringVar(&o.PostgresDSNFile, "postgres-dsn-file", o.PostgresDSNFile, "File holding the connection string of a PostgreSQL database "+
+		"(postgres://user:password@host:port/database?sslmode=verify-full) to keep the data in instead of etcd. Exclusive with --etcd-servers.")
+	fs.DurationVar(&o.PostgresCompactInterval, "postgres-compact-interval", o.PostgresCompactInterval, "How often old revisions are removed from PostgreSQL.")
 	fs.StringVar(&o.APIService.Namespace, "apiservice-namespace", o.APIService.Namespace, "Aggregated mode: namespace of annex's Service, and of the controllers' leader-election Lease.")
 	fs.StringVar(&o.APIService.Name, "apiservice-service-name", o.APIService.Name, "Aggregated mode: name of annex's Service, which the APIServices of hosted groups point at.")
 	fs.Int32Var(&o.APIService.Port, "apiservice-service-port", o.APIService.Port, "Aggregated mode: port of annex's Service.")
@@ -141,7 +152,7 @@ func (o *Options) clusterGiven() bool {
 
 // embeddedEtcd says whether annex runs its own etcd.
 func (o *Options) embeddedEtcd() bool {
-	return len(o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList) == 0
+	return len(o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList) == 0 && o.PostgresDSNFile == ""
 }
 
 // Validate reports every invalid option.
@@ -163,9 +174,15 @@ func (o *Options) Validate() error {
 	}
 	errs = append(errs, o.ServerRunOptions.Validate()...)
 	ro := o.RecommendedOptions
-	// The embedded etcd's address is known only once it runs, so the etcd
-	// options are checked then, by Config.
-	if !o.embeddedEtcd() {
+	if o.PostgresDSNFile != "" && len(ro.Etcd.StorageConfig.Transport.ServerList) > 0 {
+		errs = append(errs, errors.New("--postgres-dsn-file and --etcd-servers exclude each other: choose one store"))
+	}
+	if o.PostgresDSNFile != "" && o.PostgresCompactInterval <= 0 {
+		errs = append(errs, errors.New("--postgres-compact-interval must be positive: without compaction the database grows without bound"))
+	}
+	// The address of an embedded etcd or of kine is known only once it runs,
+	// so the etcd options are checked then, by Config.
+	if !o.embeddedEtcd() && o.PostgresDSNFile == "" {
 		errs = append(errs, ro.Etcd.Validate()...)
 	}
 	errs = append(errs, ro.SecureServing.Validate()...)

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/rest"
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/component-base/cli/globalflag"
+	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/certs"
@@ -19,6 +22,7 @@ import (
 	"annex.dev/annex/pkg/controllers/apiservice"
 	namespacecontroller "annex.dev/annex/pkg/controllers/namespace"
 	"annex.dev/annex/pkg/storage/embedded"
+	"annex.dev/annex/pkg/storage/postgres"
 )
 
 // NewCommand returns the annex-apiserver command.
@@ -77,6 +81,25 @@ func Run(ctx context.Context, o *Options) error {
 		transport := &o.RecommendedOptions.Etcd.StorageConfig.Transport
 		transport.ServerList = []string{etcd.ClientURL}
 		transport.TrustedCAFile, transport.CertFile, transport.KeyFile = etcd.CAFile, etcd.CertFile, etcd.KeyFile
+	}
+
+	if o.PostgresDSNFile != "" {
+		dsn, err := os.ReadFile(o.PostgresDSNFile)
+		if err != nil {
+			return fmt.Errorf("reading --postgres-dsn-file: %w", err)
+		}
+		pg, err := postgres.Start(ctx, postgres.Options{
+			DSN:               strings.TrimSpace(string(dsn)),
+			SocketDir:         filepath.Join(o.DataDir, "kine"),
+			CompactInterval:   o.PostgresCompactInterval,
+			NotifyInterval:    5 * time.Second,
+			MetricsRegisterer: legacyregistry.Registerer(),
+		})
+		if err != nil {
+			return err
+		}
+		defer pg.Close()
+		o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList = []string{pg.Endpoint}
 	}
 
 	var ca *certs.CA

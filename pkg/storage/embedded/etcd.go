@@ -4,6 +4,7 @@ package embedded
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"k8s.io/klog/v2"
 
@@ -88,6 +90,10 @@ func Start(ctx context.Context, opts Options) (*Etcd, error) {
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "error"
 	}
+	// Periodic progress notifications let the watch cache advance its
+	// resourceVersion on idle resources (bookmarks, consistent reads), as the
+	// kube-apiserver's etcd is configured.
+	cfg.WatchProgressNotifyInterval = 5 * time.Second
 	// The apiserver's storage layer compacts on its own schedule
 	// (--etcd-compaction-interval), as it does for the cluster's etcd.
 	cfg.AutoCompactionRetention = "0"
@@ -114,6 +120,11 @@ func Start(ctx context.Context, opts Options) (*Etcd, error) {
 		CertFile:  client.CertFile,
 		KeyFile:   client.KeyFile,
 	}, nil
+}
+
+// ClientTLS returns the TLS configuration of a client of this etcd.
+func (e *Etcd) ClientTLS() (*tls.Config, error) {
+	return transport.TLSInfo{CertFile: e.CertFile, KeyFile: e.KeyFile, TrustedCAFile: e.CAFile}.ClientConfig()
 }
 
 // Err reports a failure of the running etcd.

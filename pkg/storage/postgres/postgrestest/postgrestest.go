@@ -1,0 +1,129 @@
+// Package postgrestest starts a throw-away PostgreSQL server for tests: a new
+// cluster in a temporary directory (initdb), listening on a free loopback
+// port, stopped and removed when the test ends. It uses the PostgreSQL
+// server binaries of the machine (hack/install-postgres.sh installs them).
+package postgrestest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"testing"
+)
+
+// Server is a running PostgreSQL server.
+type Server struct {
+	// DSN connects as a superuser to the database "annex".
+	DSN  string
+	Port int
+	dir  string
+	bin  string
+	run  func(name string, args ...string) *exec.Cmd
+}
+
+// binDir finds the directory of initdb and pg_ctl.
+func binDir() (string, error) {
+	if dir := os.Getenv("POSTGRES_BIN_DIR"); dir != "" {
+		return dir, nil
+	}
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		dir := string(bytes.TrimSpace(out))
+		if _, err := os.Stat(filepath.Join(dir, "initdb")); err == nil {
+			return dir, nil
+		}
+	}
+	// Debian keeps the server binaries out of PATH, one directory per version.
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	sort.Strings(matches)
+	if len(matches) == 0 {
+		return "", fmt.Errorf("no PostgreSQL server binaries (initdb) found: run hack/install-postgres.sh, or set POSTGRES_BIN_DIR")
+	}
+	return filepath.Dir(matches[len(matches)-1]), nil
+}
+
+// Start starts a PostgreSQL server for t.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin, err := binDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "annex-postgres-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+
+	// PostgreSQL refuses to run as root; as root, run it as the postgres user.
+	run := func(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }
+	if os.Geteuid() == 0 {
+		pg, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatalf("running as root needs the postgres user to start PostgreSQL: %v", err)
+		}
+		uid, _ := strconv.Atoi(pg.Uid)
+		gid, _ := strconv.Atoi(pg.Gid)
+		if err := os.Chown(dir, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+		run = func(name string, args ...string) *exec.Cmd {
+			return exec.Command("runuser", append([]string{"-u", "postgres", "--", name}, args...)...)
+		}
+	}
+
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Port: port, dir: dir, bin: bin, run: run}
+	data := filepath.Join(dir, "data")
+	s.must(t, filepath.Join(bin, "initdb"), "-D", data, "-U", "annex", "--auth=trust", "--no-sync", "-E", "UTF8")
+	s.must(t, filepath.Join(bin, "pg_ctl"), "-D", data, "-l", filepath.Join(dir, "postgres.log"), "-w", "-t", "60",
+		"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", port, dir), "start")
+	t.Cleanup(func() { s.Stop(t) })
+	s.must(t, filepath.Join(bin, "createdb"), "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "annex", "annex")
+	s.DSN = fmt.Sprintf("postgres://annex@127.0.0.1:%d/annex?sslmode=disable", port)
+	return s
+}
+
+// Stop stops the server; stopping it twice does nothing.
+func (s *Server) Stop(t testing.TB) {
+	data := filepath.Join(s.dir, "data")
+	if _, err := os.Stat(filepath.Join(data, "postmaster.pid")); err != nil {
+		return
+	}
+	if out, err := s.run(filepath.Join(s.bin, "pg_ctl"), "-D", data, "-m", "fast", "-w", "stop").CombinedOutput(); err != nil {
+		t.Errorf("stopping PostgreSQL: %v\n%s", err, out)
+	}
+}
+
+// Restart starts a stopped server again on the same port and data.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	data := filepath.Join(s.dir, "data")
+	s.must(t, filepath.Join(s.bin, "pg_ctl"), "-D", data, "-l", filepath.Join(s.dir, "postgres.log"), "-w", "-t", "60",
+		"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", s.Port, s.dir), "start")
+}
+
+func (s *Server) must(t testing.TB, name string, args ...string) {
+	t.Helper()
+	if out, err := s.run(name, args...).CombinedOutput(); err != nil {
+		log, _ := os.ReadFile(filepath.Join(s.dir, "postgres.log"))
+		t.Fatalf("%s %v: %v\n%s\n%s", filepath.Base(name), args, err, out, log)
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

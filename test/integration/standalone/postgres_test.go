@@ -1,0 +1,46 @@
+//go:build integration
+
+package standalone
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"annex.dev/annex/pkg/storage/postgres/postgrestest"
+	"annex.dev/annex/test/integration/framework"
+)
+
+// TestPostgres runs annex on PostgreSQL (--postgres-dsn-file): a type and its
+// objects are stored there and survive a restart of annex, and no etcd is
+// started.
+func TestPostgres(t *testing.T) {
+	pg := postgrestest.Start(t)
+	dir := t.TempDir()
+	dsnFile := write(t, dir, "dsn", pg.DSN+"\n")
+	if err := os.Chmod(dsnFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, dir, port, "--postgres-dsn-file="+dsnFile)
+	a.kubectl("apply", "-f", write(t, dir, "gadgets.yaml", gadgets))
+	a.kubectl("wait", "--for=condition=Established", "--timeout=30s", "hostedresource/gadgets.example.com")
+	a.kubectl("apply", "-f", write(t, dir, "g1.yaml", "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g1}\nspec: {size: 7}\n"))
+	if _, err := os.Stat(filepath.Join(dir, "data", "etcd")); !os.IsNotExist(err) {
+		t.Errorf("annex started an embedded etcd although --postgres-dsn-file was given (stat: %v)", err)
+	}
+
+	if err := a.proc.Stop(30 * time.Second); err != nil {
+		t.Fatalf("annex did not stop cleanly: %v", err)
+	}
+	b := start(t, dir, port, "--postgres-dsn-file="+dsnFile)
+	b.kubectl("wait", "--for=condition=Established", "--timeout=30s", "hostedresource/gadgets.example.com")
+	if out := b.kubectl("get", "gadget", "g1", "-o", "jsonpath={.spec.size}"); strings.TrimSpace(out) != "7" {
+		t.Errorf("after a restart on PostgreSQL, gadget g1 has spec.size %q, want 7", out)
+	}
+}
