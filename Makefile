@@ -42,7 +42,19 @@ generate: ## Regenerate deepcopy, conversion, defaults, OpenAPI and clients.
 	hack/update-codegen.sh
 
 .PHONY: verify
-verify: verify-gofmt verify-vet verify-codegen ## Check formatting, vet and that generated code is current.
+verify: verify-gofmt verify-vet verify-codegen verify-manifests ## Check formatting, vet, and that generated code and manifests are current.
+
+.PHONY: manifests
+manifests: ## Render the plain manifests in config/ from charts/annex.
+	hack/update-manifests.sh
+
+.PHONY: verify-manifests
+verify-manifests: ## Fail when config/ is not what charts/annex renders.
+	hack/verify-manifests.sh
+
+.PHONY: lint-chart
+lint-chart: tools ## Lint charts/annex strictly.
+	$(TOOLS_BIN)/helm lint --strict charts/annex --set image.repository=annex-apiserver
 
 .PHONY: verify-codegen
 verify-codegen: ## Fail when generated code is stale (leaves the tree as it is).
@@ -55,7 +67,7 @@ verify-gofmt: ## Fail when a Go file is not gofmt'ed.
 .PHONY: verify-vet
 verify-vet: ## Run go vet, integration tests included.
 	go vet ./...
-	go vet -tags integration ./test/...
+	go vet -tags integration ./test/... ./pkg/...
 
 .PHONY: tools
 tools: ## Build the test control plane (kube-apiserver, etcd, kubectl, ...) into a cache.
@@ -64,7 +76,7 @@ tools: ## Build the test control plane (kube-apiserver, etcd, kubectl, ...) into
 ##@ Test
 
 .PHONY: test
-test: test-unit test-integration ## Run all tests (unit and integration).
+test: test-unit test-integration test-chart ## Run all tests (unit, integration, the Helm chart's).
 
 .PHONY: test-unit
 test-unit: ## Run the unit tests.
@@ -75,15 +87,27 @@ test-unit: ## Run the unit tests.
 # of its own.
 COMPACTION_TEST := TestPolicyReportSemantics/watch_and_lists/a_continue_token_expires_with_compaction
 
+.PHONY: postgres
+postgres: ## Install PostgreSQL's server binaries if missing (the tests start their own servers).
+	hack/install-postgres.sh
+
 .PHONY: test-integration
-test-integration: tools build ## Run the integration tests against a real kube-apiserver.
+test-integration: tools build postgres ## Run the integration tests: a real kube-apiserver, and the upstream storage suite on every store.
+	go test -tags integration -count=1 -timeout 20m $(GO_TEST_FLAGS) ./pkg/storage/suite/
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
 		go test -tags integration -count=1 -timeout 30m $(GO_TEST_FLAGS) ./test/integration/...
-	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
+	@log=$$(mktemp) && status=0 && \
+		KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
 		ANNEX_APISERVER_EXTRA_ARGS=--etcd-compaction-interval=2s \
 		go test -tags integration -count=1 -timeout 10m -v -run '^$(COMPACTION_TEST)$$' $(GO_TEST_FLAGS) ./test/integration/ \
-		| tee /dev/stderr | grep -- '--- PASS: $(COMPACTION_TEST)' >/dev/null
+		>$$log 2>&1 || status=$$?; cat $$log; \
+		if [ $$status -ne 0 ] || ! grep -q -- '--- PASS: $(COMPACTION_TEST)' $$log; then \
+			rm -f $$log; echo "FAIL: $(COMPACTION_TEST) did not pass"; exit 1; fi; rm -f $$log
 
+.PHONY: test-chart
+test-chart: tools build ## Test charts/annex: lint, render, dry-run, install, serve and uninstall in a real kube-apiserver.
+	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
+		go test -tags integration -count=1 -timeout 15m $(GO_TEST_FLAGS) ./test/chart/...
 
 .PHONY: clean
 clean: ## Remove build output (not .annex/ data, not the tools cache).
