@@ -68,6 +68,7 @@ verify-gofmt: ## Fail when a Go file is not gofmt'ed.
 verify-vet: ## Run go vet, integration tests included.
 	go vet ./...
 	go vet -tags integration ./test/... ./pkg/...
+	cd bench && go vet -tags integration ./...
 
 .PHONY: tools
 tools: ## Build the test control plane (kube-apiserver, etcd, kubectl, ...) into a cache.
@@ -76,7 +77,7 @@ tools: ## Build the test control plane (kube-apiserver, etcd, kubectl, ...) into
 ##@ Test
 
 .PHONY: test
-test: test-unit test-integration test-chart ## Run all tests (unit, integration, the Helm chart's).
+test: test-unit test-integration test-chart bench-quick ## Run all tests (unit, integration, the Helm chart's) and the quick benchmark.
 
 .PHONY: test-unit
 test-unit: ## Run the unit tests.
@@ -108,6 +109,23 @@ test-integration: tools build postgres ## Run the integration tests: a real kube
 test-chart: tools build ## Test charts/annex: lint, render, dry-run, install, serve and uninstall in a real kube-apiserver.
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
 		go test -tags integration -count=1 -timeout 15m $(GO_TEST_FLAGS) ./test/chart/...
+
+##@ Benchmarks
+
+# The benchmark is its own Go module (bench/go.mod) so that its plotting
+# dependencies stay out of annex's go.mod; it imports the integration
+# framework, hence -tags integration.
+BENCH_RUN = cd bench && KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) go run -tags integration .
+
+.PHONY: bench
+bench: tools build ## Benchmark A (CRD), B (annex) and C (annex via the aggregator), under 30 minutes on 2 cores: docs/benchmarks.md, plots, profiles in bench/out/.
+	$(BENCH_RUN) --mode=full --out=out --doc=../docs/benchmarks.md --plots=../docs/benchmarks --command="make bench"
+
+.PHONY: bench-quick
+bench-quick: tools build ## Prove the benchmark harness end to end in seconds (tiny counts, output in a temp dir, no thresholds).
+	cd bench && go test -tags integration ./...
+	@out=$$(mktemp -d -t annex-bench-XXXXXX) && echo "bench-quick: output in $$out" && \
+		$(BENCH_RUN) --mode=quick --out=$$out --command="make bench-quick"
 
 .PHONY: clean
 clean: ## Remove build output (not .annex/ data, not the tools cache).

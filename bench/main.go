@@ -1,0 +1,193 @@
+// Command bench measures annex side by side with the kube-apiserver's CRD
+// path in one run on one machine: the same workload against
+//
+//	A: the type as a CRD in the kube-apiserver (stored in the cluster's etcd),
+//	B: the type as a HostedResource, requests sent straight to annex,
+//	C: the same HostedResource, requests sent through the kube-apiserver,
+//
+// and against a 1 KiB ConfigMap as the reference for a typed object. It
+// starts the control plane of the integration tests (kube-apiserver, etcd,
+// annex registered through an APIService), writes the raw results as JSON,
+// a Markdown report with the ratios B/A and C/A, PNG plots and, in the full
+// mode, CPU and heap profiles of annex.
+//
+// It imports the integration test framework, so it builds with
+// `-tags integration`; see `make bench` and `make bench-quick`.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"annex.dev/annex/test/integration/framework"
+)
+
+func main() {
+	var (
+		mode    = flag.String("mode", "quick", "quick (seconds, tiny counts, proves the harness) or full (under 30 minutes on 2 cores)")
+		outDir  = flag.String("out", "", "directory for results.json, logs and profiles (required)")
+		doc     = flag.String("doc", "", "where to write the Markdown report (default <out>/benchmarks.md)")
+		plots   = flag.String("plots", "", "directory for the PNG plots (default <out>)")
+		command = flag.String("command", "", "the command that reproduces this run, for the report")
+		fsync   = flag.Bool("cluster-etcd-fsync", true, "run the cluster's etcd with fsync, as in production and as annex's embedded etcd runs (envtest turns fsync off)")
+	)
+	flag.Parse()
+	if *outDir == "" {
+		fmt.Fprintln(os.Stderr, "bench: --out is required")
+		os.Exit(2)
+	}
+	if *doc == "" {
+		*doc = filepath.Join(*outDir, "benchmarks.md")
+	}
+	if *plots == "" {
+		*plots = *outDir
+	}
+	if *command == "" {
+		*command = "cd bench && go run -tags integration . " + strings.Join(os.Args[1:], " ")
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	if err := run(ctx, *mode, *outDir, *doc, *plots, *command, *fsync); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, mode, outDir, doc, plotDir, command string, fsync bool) (retErr error) {
+	pl, err := planFor(mode)
+	if err != nil {
+		return err
+	}
+	for _, d := range []string{outDir, plotDir, filepath.Dir(doc)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	p := &progress{out: os.Stdout, start: time.Now(), every: 5 * time.Second}
+	if mode == "quick" {
+		p.every = time.Second
+	}
+	p.logf("bench: %s mode, output in %s, report %s", mode, outDir, doc)
+	p.logf("%s", pl.budget())
+
+	if fsync {
+		restore, err := etcdWithFsync(outDir)
+		if err != nil {
+			return err
+		}
+		defer restore()
+	}
+	p.stage("start kube-apiserver, etcd and annex")
+	env, err := framework.Start(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if retErr != nil {
+			env.KeepDir = true
+			p.logf("environment kept in %s (annex log %s, kube-apiserver log %s)", env.Dir, env.AnnexLog, env.APIServerLog)
+		}
+		if err := env.Stop(); err != nil && retErr == nil {
+			retErr = err
+		}
+	}()
+	b, err := newBench(env)
+	if err != nil {
+		return err
+	}
+	r := &results{
+		Mode:    mode,
+		Command: command,
+		Started: time.Now().UTC(),
+		Plan:    pl,
+		Machine: describeMachine(),
+		Versions: map[string]string{
+			"kube-apiserver": b.kas.version(ctx),
+			"etcd (cluster)": b.etcd.version(ctx),
+			"annex":          b.annex.version(ctx),
+		},
+		ClusterEtcdFsync: fsync,
+	}
+	p.logf("versions: %v", r.Versions)
+
+	r.Run(ctx, p, b, outDir)
+	r.Seconds = time.Since(p.start).Seconds()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+
+	p.stage("write results, plots and report")
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(outDir, "results.json"), data, 0o644); err != nil {
+		return err
+	}
+	plotFiles, err := writePlots(r, plotDir)
+	if err != nil {
+		return fmt.Errorf("plotting: %w", err)
+	}
+	if err := writeReport(r, doc, plotFiles); err != nil {
+		return err
+	}
+	p.logf("wrote %s, %s and %d plots in %s", filepath.Join(outDir, "results.json"), doc, len(plotFiles), plotDir)
+	fmt.Println()
+	fmt.Print(summaryTable(r))
+	return nil
+}
+
+// etcdWithFsync points KUBEBUILDER_ASSETS at a copy of the assets directory
+// whose etcd drops the --unsafe-no-fsync=true that envtest adds: the
+// cluster's etcd then syncs its WAL as in production and as annex's embedded
+// etcd does, and neither side of a write-throughput ratio is favoured.
+func etcdWithFsync(outDir string) (restore func(), err error) {
+	orig := os.Getenv(framework.AssetsEnv)
+	if orig == "" {
+		return nil, fmt.Errorf("%s is not set: point it at the directory printed by hack/tools/install.sh", framework.AssetsEnv)
+	}
+	dir, err := filepath.Abs(filepath.Join(outDir, "assets"))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(orig)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		link := filepath.Join(dir, e.Name())
+		_ = os.Remove(link)
+		if e.Name() == "etcd" {
+			continue
+		}
+		if err := os.Symlink(filepath.Join(orig, e.Name()), link); err != nil {
+			return nil, err
+		}
+	}
+	script := fmt.Sprintf(`#!/bin/sh
+# Written by annex's bench: runs the cluster's etcd with fsync (envtest turns it off).
+for a do
+  shift
+  case "$a" in --unsafe-no-fsync|--unsafe-no-fsync=*) ;; *) set -- "$@" "$a" ;; esac
+done
+exec %q "$@"
+`, filepath.Join(orig, "etcd"))
+	if err := os.WriteFile(filepath.Join(dir, "etcd"), []byte(script), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Setenv(framework.AssetsEnv, dir); err != nil {
+		return nil, err
+	}
+	return func() { _ = os.Setenv(framework.AssetsEnv, orig) }, nil
+}
