@@ -25,8 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// The storage modes and TLS sources that render; postgres is refused until
-// annex has a PostgreSQL backend (TestRefusals).
+// The storage modes and TLS sources that render.
 var (
 	storageModes = map[string][]string{
 		"embedded": nil,
@@ -35,6 +34,11 @@ var (
 			"storage.etcd.endpoints={https://etcd-0.etcd:2379,https://etcd-1.etcd:2379}",
 			"storage.etcd.tls.secretName=etcd-client",
 			"replicas=3",
+		},
+		"postgres": {
+			"storage.mode=postgres",
+			"storage.postgres.dsnSecret.name=annex-postgres",
+			"replicas=2",
 		},
 	}
 	tlsSources = []string{"chart", "certManager", "existingSecret"}
@@ -183,7 +187,7 @@ func checkRendered(t *testing.T, objs []*unstructured.Unstructured, namespace, m
 		t.Errorf("terminationGracePeriodSeconds %s must cover --shutdown-delay-duration %s and the watch drain %s", grace, delay, drain)
 	}
 	// Each file annex is told to read lies in a volume that provides it.
-	for _, flag := range []string{"--tls-cert-file", "--tls-private-key-file", "--apiservice-ca-bundle-file", "--etcd-cafile", "--audit-policy-file"} {
+	for _, flag := range []string{"--tls-cert-file", "--tls-private-key-file", "--apiservice-ca-bundle-file", "--etcd-cafile", "--postgres-dsn-file", "--audit-policy-file"} {
 		if path, ok := args[flag]; ok && !mountedFile(pod, objs, path) {
 			t.Errorf("%s=%s is not a file of any mounted volume", flag, path)
 		}
@@ -232,9 +236,15 @@ func mountedFile(pod corev1.PodTemplateSpec, objs []*unstructured.Unstructured, 
 						return found
 					}
 				}
+				// A Secret of the user's that the volume projects key by key.
+				for _, item := range v.Secret.Items {
+					if item.Path == key {
+						return true
+					}
+				}
 				// A Secret of the user's or of cert-manager's: it must hold
 				// the keys of a kubernetes.io/tls Secret with its CA.
-				return key == "tls.crt" || key == "tls.key" || key == "ca.crt"
+				return len(v.Secret.Items) == 0 && (key == "tls.crt" || key == "tls.key" || key == "ca.crt")
 			case v.ConfigMap != nil:
 				for _, o := range objs {
 					if o.GetKind() == "ConfigMap" && o.GetName() == v.ConfigMap.Name {
@@ -337,10 +347,6 @@ func TestRefusals(t *testing.T) {
 		sets []string
 		want string
 	}{
-		"postgres is not available yet": {
-			sets: []string{"image.repository=" + testImage, "storage.mode=postgres", "storage.postgres.dsnSecret.name=annex-postgres"},
-			want: "storage.mode=postgres is not available yet",
-		},
 		"postgres values are checked": {
 			sets: []string{"image.repository=" + testImage, "storage.mode=postgres"},
 			want: "/storage/postgres/dsnSecret/name",

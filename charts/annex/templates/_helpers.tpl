@@ -83,9 +83,6 @@ Refuses values that the schema cannot express. Every template includes it, so
 that `helm template -s` of any one file refuses them too.
 */}}
 {{- define "annex.validate" -}}
-{{- if eq .Values.storage.mode "postgres" }}
-{{- fail "storage.mode=postgres is not available yet: annex has no PostgreSQL backend in this release. Use storage.mode=embedded or storage.mode=etcd." }}
-{{- end }}
 {{- if eq .Values.storage.mode "etcd" }}
 {{- if not .Values.storage.etcd.endpoints }}
 {{- fail "storage.etcd.endpoints is required when storage.mode is etcd" }}

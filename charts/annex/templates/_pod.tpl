@@ -1,6 +1,6 @@
 {{/*
 The pod of annex, shared by the StatefulSet (embedded mode) and the Deployment
-(etcd mode). Every file annex reads is mounted read-only under /etc/annex;
+(etcd and postgres modes). Every file annex reads is mounted read-only under /etc/annex;
 only the data directory and /tmp are writable.
 */}}
 {{- define "annex.args" -}}
@@ -29,6 +29,10 @@ only the data directory and /tmp are writable.
 - --etcd-cafile=/etc/annex/etcd/ca.crt
 - --etcd-certfile=/etc/annex/etcd/tls.crt
 - --etcd-keyfile=/etc/annex/etcd/tls.key
+{{- end }}
+{{- if eq .Values.storage.mode "postgres" }}
+- --postgres-dsn-file=/etc/annex/postgres/{{ .Values.storage.postgres.dsnSecret.key }}
+- --postgres-compact-interval={{ .Values.storage.postgres.compactInterval }}
 {{- end }}
 {{- if .Values.audit.enabled }}
 - --audit-policy-file=/etc/annex/audit/policy.yaml
@@ -126,6 +130,11 @@ spec:
       mountPath: /etc/annex/etcd
       readOnly: true
     {{- end }}
+    {{- if eq .Values.storage.mode "postgres" }}
+    - name: postgres
+      mountPath: /etc/annex/postgres
+      readOnly: true
+    {{- end }}
     {{- if .Values.audit.enabled }}
     - name: audit
       mountPath: /etc/annex/audit
@@ -152,6 +161,16 @@ spec:
   - name: etcd-tls
     secret:
       secretName: {{ .Values.storage.etcd.tls.secretName }}
+  {{- end }}
+  {{- if eq .Values.storage.mode "postgres" }}
+  # Only the DSN's key is mounted, with owner-only permissions: it may hold a password.
+  - name: postgres
+    secret:
+      secretName: {{ .Values.storage.postgres.dsnSecret.name }}
+      defaultMode: 0400
+      items:
+      - key: {{ .Values.storage.postgres.dsnSecret.key }}
+        path: {{ .Values.storage.postgres.dsnSecret.key }}
   {{- end }}
   {{- if .Values.audit.enabled }}
   - name: audit
