@@ -1,16 +1,15 @@
 package storagebackend
 
 import (
-	"context"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
-	metatable "k8s.io/apimachinery/pkg/api/meta/table"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	"annex.dev/annex/pkg/apis/annex"
+	"annex.dev/annex/pkg/registry/table"
 )
 
 var columns = []metav1.TableColumnDefinition{
@@ -23,19 +22,8 @@ var columns = []metav1.TableColumnDefinition{
 }
 
 // NewTableConvertor returns the table kubectl get prints.
-func NewTableConvertor() rest.TableConvertor { return tableConvertor{} }
-
-type tableConvertor struct{}
-
-func (tableConvertor) ConvertToTable(ctx context.Context, obj runtime.Object, tableOptions runtime.Object) (*metav1.Table, error) {
-	table := &metav1.Table{ColumnDefinitions: columns}
-	if m, err := meta.ListAccessor(obj); err == nil {
-		table.ResourceVersion, table.Continue, table.RemainingItemCount = m.GetResourceVersion(), m.GetContinue(), m.GetRemainingItemCount()
-	} else if m, err := meta.CommonAccessor(obj); err == nil {
-		table.ResourceVersion = m.GetResourceVersion()
-	}
-	var err error
-	table.Rows, err = metatable.MetaToTableRow(obj, func(obj runtime.Object, m metav1.Object, name, age string) ([]interface{}, error) {
+func NewTableConvertor() rest.TableConvertor {
+	return table.NewConvertor(columns, func(obj runtime.Object, name, age string) []interface{} {
 		sb := obj.(*annex.StorageBackend)
 		ready, reason := "Unknown", ""
 		if c := meta.FindStatusCondition(sb.Status.Conditions, annex.StorageBackendReady); c != nil {
@@ -45,7 +33,6 @@ func (tableConvertor) ConvertToTable(ctx context.Context, obj runtime.Object, ta
 		if sb.Spec.Etcd != nil {
 			endpoints = strings.Join(sb.Spec.Etcd.Endpoints, ",")
 		}
-		return []interface{}{name, string(sb.Spec.Type), ready, reason, endpoints, age}, nil
+		return []interface{}{name, string(sb.Spec.Type), ready, reason, endpoints, age}
 	})
-	return table, err
 }
