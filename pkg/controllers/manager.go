@@ -5,6 +5,7 @@ package controllers
 import (
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -12,12 +13,14 @@ import (
 	"k8s.io/klog/v2"
 	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/controllers/apiservice"
 	"annex.dev/annex/pkg/controllers/hostedresource"
+	"annex.dev/annex/pkg/controllers/storagebackend"
 )
 
 // Scheme holds the types annex's controllers read and write.
@@ -34,6 +37,7 @@ var clusterScheme = runtime.NewScheme()
 func init() {
 	utilruntime.Must(apiregistrationv1.AddToScheme(clusterScheme))
 	utilruntime.Must(apiextensionsv1.AddToScheme(clusterScheme))
+	utilruntime.Must(corev1.AddToScheme(clusterScheme))
 }
 
 // Options say which controllers run and how.
@@ -46,6 +50,9 @@ type Options struct {
 	// LeaderElection makes one replica at a time run the controllers, with a
 	// Lease in the cluster, in APIService.Namespace.
 	LeaderElection bool
+	// DefaultStore is what annex keeps its own data in; an Embedded
+	// StorageBackend is ready only on the embedded etcd.
+	DefaultStore storagebackend.Store
 }
 
 // NewManager returns a manager with every controller registered. loopback
@@ -75,6 +82,22 @@ func NewManager(loopback *rest.Config, opts Options) (ctrl.Manager, error) {
 	}
 	if err := (&hostedresource.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the hostedresource controller: %w", err)
+	}
+	prober := &storagebackend.Prober{Store: opts.DefaultStore}
+	if opts.Cluster != nil {
+		// Uncached: a probe reads the one Secret it needs, so annex needs
+		// get on Secrets, not list and watch of every Secret in the cluster.
+		secrets, err := client.New(opts.Cluster, client.Options{Scheme: clusterScheme})
+		if err != nil {
+			return nil, fmt.Errorf("building the cluster's client: %w", err)
+		}
+		prober.Secrets = secrets
+	}
+	if err := (&storagebackend.Reconciler{Client: mgr.GetClient(), Prober: prober}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the storagebackend controller: %w", err)
+	}
+	if err := (&storagebackend.HostedResourceReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the hostedresource-storagebackend controller: %w", err)
 	}
 	if opts.Cluster != nil && opts.APIService != nil {
 		clusterCluster, err := cluster.New(opts.Cluster, func(o *cluster.Options) { o.Scheme = clusterScheme })

@@ -56,13 +56,22 @@ func TestStorageBackendCRUD(t *testing.T) {
 	t.Run("update with a stale resourceVersion conflicts", func(t *testing.T) {
 		name := uniqueName("stale")
 		stale := create(t, adminClient(t), framework.StorageBackends, storageBackend(name, "Embedded", nil))
-		fresh := stale.DeepCopy()
-		fresh.SetLabels(map[string]string{"writer": "first"})
-		if _, err := storageBackends(t).Update(testContext(t), fresh, metav1.UpdateOptions{}); err != nil {
+		// The storagebackend controller writes the status too: the first
+		// update reads afresh.
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			fresh, err := storageBackends(t).Get(testContext(t), name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			fresh.SetLabels(map[string]string{"writer": "first"})
+			_, err = storageBackends(t).Update(testContext(t), fresh, metav1.UpdateOptions{})
+			return err
+		})
+		if err != nil {
 			t.Fatalf("first update: %v", err)
 		}
 		stale.SetLabels(map[string]string{"writer": "second"})
-		_, err := storageBackends(t).Update(testContext(t), stale, metav1.UpdateOptions{})
+		_, err = storageBackends(t).Update(testContext(t), stale, metav1.UpdateOptions{})
 		if !apierrors.IsConflict(err) {
 			t.Fatalf("update with stale resourceVersion %s: want 409 Conflict, got %v", stale.GetResourceVersion(), err)
 		}
@@ -325,6 +334,10 @@ func TestStorageBackendWatch(t *testing.T) {
 		defer w.Stop()
 		for _, want := range []string{first, second} {
 			ev := nextEvent(t, w)
+			for ev.Type == watch.Modified {
+				// The storagebackend controller's status writes.
+				ev = nextEvent(t, w)
+			}
 			obj, _ := ev.Object.(*unstructured.Unstructured)
 			if ev.Type != watch.Added || obj == nil || obj.GetName() != want {
 				t.Fatalf("watch event: got %s %v, want ADDED %s", ev.Type, objectName(ev.Object), want)

@@ -63,6 +63,9 @@ const (
 	HostedResourceNamesAccepted       = "NamesAccepted"
 	HostedResourceEstablished         = "Established"
 	HostedResourceAPIServiceAvailable = "APIServiceAvailable"
+	// HostedResourceStorageBackendReady says whether the StorageBackend that
+	// spec.storage.backend names can hold the type's objects.
+	HostedResourceStorageBackendReady = "StorageBackendReady"
 )
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object

@@ -13,10 +13,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apiserver/pkg/admission"
 	"k8s.io/apiserver/pkg/endpoints/openapi"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
 
+	"annex.dev/annex/pkg/admission/backendchange"
 	"annex.dev/annex/pkg/admission/hostedgroups"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/apiserver"
@@ -97,7 +99,14 @@ func NewOptions() *Options {
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
 	o.RecommendedOptions.SecureServing.BindPort = 8443
 	hostedgroups.Register(o.RecommendedOptions.Admission.Plugins)
-	o.RecommendedOptions.Admission.RecommendedPluginOrder = append(o.RecommendedOptions.Admission.RecommendedPluginOrder, hostedgroups.PluginName)
+	backendchange.Register(o.RecommendedOptions.Admission.Plugins)
+	o.RecommendedOptions.Admission.RecommendedPluginOrder = append(o.RecommendedOptions.Admission.RecommendedPluginOrder,
+		hostedgroups.PluginName, backendchange.PluginName)
+	// The loopback client configuration exists once SecureServing is
+	// applied, which RecommendedOptions.ApplyTo does before admission.
+	o.RecommendedOptions.ExtraAdmissionInitializers = func(c *genericapiserver.RecommendedConfig) ([]admission.PluginInitializer, error) {
+		return []admission.PluginInitializer{backendchange.Initializer{Loopback: c.LoopbackClientConfig}}, nil
+	}
 	return o
 }
 

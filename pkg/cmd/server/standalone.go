@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"k8s.io/apiserver/pkg/admission"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"annex.dev/annex/pkg/admission/backendchange"
 	standaloneadmission "annex.dev/annex/pkg/admission/standalone"
 	"annex.dev/annex/pkg/certs"
 )
@@ -38,14 +40,18 @@ func (o *Options) completeStandalone() {
 }
 
 // applyStandaloneAdmission runs NamespaceLifecycle against annex's own
-// namespaces: objects cannot be created in a namespace that does not exist
-// or is being deleted.
+// namespaces (objects cannot be created in a namespace that does not exist
+// or is being deleted), then annex's own plugins that need no cluster.
 func applyStandaloneAdmission(config *genericapiserver.RecommendedConfig) error {
 	lifecycle, start, err := standaloneadmission.NewNamespaceLifecycle(config.LoopbackClientConfig)
 	if err != nil {
 		return err
 	}
-	config.AdmissionControl = lifecycle
+	backendChange, err := backendchange.New(config.LoopbackClientConfig)
+	if err != nil {
+		return err
+	}
+	config.AdmissionControl = admission.NewChainHandler(lifecycle, backendChange)
 	return config.AddPostStartHook("start-namespace-lifecycle-informers", func(ctx genericapiserver.PostStartHookContext) error {
 		start(ctx.Context)
 		return nil

@@ -21,6 +21,7 @@ import (
 	"annex.dev/annex/pkg/controllers"
 	"annex.dev/annex/pkg/controllers/apiservice"
 	namespacecontroller "annex.dev/annex/pkg/controllers/namespace"
+	"annex.dev/annex/pkg/controllers/storagebackend"
 	"annex.dev/annex/pkg/storage/embedded"
 	"annex.dev/annex/pkg/storage/postgres"
 )
@@ -60,6 +61,8 @@ func Run(ctx context.Context, o *Options) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
+	// Before the store starts: starting it fills in --etcd-servers.
+	store := o.defaultStore()
 	if o.embeddedEtcd() {
 		etcd, err := embedded.Start(ctx, embedded.Options{
 			DataDir:           filepath.Join(o.DataDir, "etcd"),
@@ -126,7 +129,7 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	controllerOptions, err := o.controllerOptions(ctx, config.GenericConfig.ClientConfig)
+	controllerOptions, err := o.controllerOptions(ctx, config.GenericConfig.ClientConfig, store)
 	if err != nil {
 		return err
 	}
@@ -167,12 +170,25 @@ func Run(ctx context.Context, o *Options) error {
 	return nil
 }
 
-// controllerOptions turns on the cluster-facing controllers in aggregated mode.
-func (o *Options) controllerOptions(ctx context.Context, cluster *rest.Config) (controllers.Options, error) {
-	if o.Mode != ModeAggregated || cluster == nil {
-		return controllers.Options{}, nil
+// defaultStore is what annex keeps its own data in. Call it before Run
+// points --etcd-servers at the store it starts.
+func (o *Options) defaultStore() storagebackend.Store {
+	switch {
+	case o.PostgresDSNFile != "":
+		return storagebackend.StorePostgres
+	case o.embeddedEtcd():
+		return storagebackend.StoreEmbeddedEtcd
 	}
-	opts := controllers.Options{Cluster: cluster, LeaderElection: o.LeaderElect}
+	return storagebackend.StoreEtcd
+}
+
+// controllerOptions turns on the cluster-facing controllers in aggregated mode.
+func (o *Options) controllerOptions(ctx context.Context, cluster *rest.Config, store storagebackend.Store) (controllers.Options, error) {
+	opts := controllers.Options{DefaultStore: store}
+	if o.Mode != ModeAggregated || cluster == nil {
+		return opts, nil
+	}
+	opts.Cluster, opts.LeaderElection = cluster, o.LeaderElect
 	if o.APIService.CABundleFile == "" {
 		klog.FromContext(ctx).Info("Warning: no --apiservice-ca-bundle-file, so hosted groups are not registered with the cluster's aggregation layer")
 		return opts, nil

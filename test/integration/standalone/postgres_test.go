@@ -35,6 +35,13 @@ func TestPostgres(t *testing.T) {
 		t.Errorf("annex started an embedded etcd although --postgres-dsn-file was given (stat: %v)", err)
 	}
 
+	// An Embedded backend is not served by an annex on PostgreSQL.
+	a.kubectl("apply", "-f", write(t, dir, "embedded.yaml", "apiVersion: annex.dev/v1alpha1\nkind: StorageBackend\nmetadata: {name: embedded}\nspec: {type: Embedded}\n"))
+	a.kubectl("wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=NotRunning", "--timeout=30s", "storagebackend/embedded")
+	if out := a.kubectl("get", "storagebackend", "embedded", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].message}`); !strings.Contains(out, "annex runs on PostgreSQL") {
+		t.Errorf("Embedded backend on an annex that runs on PostgreSQL: Ready message %q, want it to say annex runs on PostgreSQL", out)
+	}
+
 	if err := a.proc.Stop(30 * time.Second); err != nil {
 		t.Fatalf("annex did not stop cleanly: %v", err)
 	}

@@ -1,0 +1,92 @@
+// Package storagebackend keeps each StorageBackend's Ready condition in line
+// with a real probe of its store, and tells each HostedResource whether the
+// backend it names can hold its objects.
+package storagebackend
+
+import (
+	"context"
+	"time"
+
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"annex.dev/annex/pkg/apis/annex"
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+)
+
+// DefaultProbeInterval is how often a StorageBackend is probed again, so
+// that its status follows the store.
+const DefaultProbeInterval = 30 * time.Second
+
+// Reconciler probes each StorageBackend and records the result in its Ready
+// condition.
+type Reconciler struct {
+	Client client.Client
+	Prober *Prober
+	// Interval between probes of one backend; DefaultProbeInterval when zero.
+	Interval time.Duration
+}
+
+// SetupWithManager registers the reconciler. Status writes do not trigger
+// it (only creations and spec changes do); the periodic requeue follows the
+// store and the Secrets, which are not watched so that annex needs no list
+// or watch permission on the cluster's Secrets.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("storagebackend").
+		For(&v1alpha1.StorageBackend{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A probe of a dead store waits for its timeout; let others proceed.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(r)
+}
+
+func (r *Reconciler) interval() time.Duration {
+	if r.Interval > 0 {
+		return r.Interval
+	}
+	return DefaultProbeInterval
+}
+
+// Reconcile probes one StorageBackend and writes its status when the result changed.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	sb := &v1alpha1.StorageBackend{}
+	if err := r.Client.Get(ctx, req.NamespacedName, sb); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if !sb.DeletionTimestamp.IsZero() {
+		return reconcile.Result{}, nil
+	}
+	result := r.Prober.Probe(ctx, sb)
+	condition := metav1.Condition{
+		Type: annex.StorageBackendReady, Status: metav1.ConditionFalse,
+		Reason: result.Reason, Message: result.Message, ObservedGeneration: sb.Generation,
+	}
+	if result.Ready {
+		condition.Status = metav1.ConditionTrue
+	}
+	updated := sb.DeepCopy()
+	updated.Status.ObservedGeneration = sb.Generation
+	meta.SetStatusCondition(&updated.Status.Conditions, condition)
+	if !apiequality.Semantic.DeepEqual(updated.Status, sb.Status) {
+		previous := meta.FindStatusCondition(sb.Status.Conditions, annex.StorageBackendReady)
+		if previous == nil || previous.Status != condition.Status || previous.Reason != condition.Reason {
+			ctrl.LoggerFrom(ctx).Info("StorageBackend readiness changed", "ready", condition.Status, "reason", condition.Reason, "message", condition.Message)
+		}
+		if err := r.Client.Status().Update(ctx, updated); err != nil {
+			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+				// Changed or deleted meanwhile: probe again on a fresh read.
+				return reconcile.Result{RequeueAfter: time.Second}, nil
+			}
+			return reconcile.Result{}, err
+		}
+	}
+	return reconcile.Result{RequeueAfter: r.interval()}, nil
+}

@@ -1,0 +1,139 @@
+package storagebackend
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"annex.dev/annex/pkg/apis/annex"
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	annexac "annex.dev/annex/pkg/generated/applyconfiguration/annex/v1alpha1"
+)
+
+// Reasons of a HostedResource's StorageBackendReady condition.
+const (
+	ReasonDefaultStore           = "DefaultStore"
+	ReasonStorageBackendNotFound = "StorageBackendNotFound"
+	ReasonStorageBackendNotReady = "StorageBackendNotReady"
+	ReasonStorageBackendPending  = "StorageBackendPending"
+	ReasonRoutingNotAvailable    = "RoutingNotAvailable"
+)
+
+// hostedResourceFieldManager owns the StorageBackendReady condition and
+// nothing else, so that its server-side applies never conflict with the
+// other writers of a HostedResource's status.
+const hostedResourceFieldManager = "annex-storagebackend-controller"
+
+// HostedResourceReconciler sets the StorageBackendReady condition of each
+// HostedResource from the StorageBackend it names.
+type HostedResourceReconciler struct {
+	Client client.Client
+}
+
+// SetupWithManager registers the reconciler: it runs on every change of a
+// HostedResource, and of a StorageBackend for the HostedResources naming it.
+func (r *HostedResourceReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("hostedresource-storagebackend").
+		For(&v1alpha1.HostedResource{}).
+		Watches(&v1alpha1.StorageBackend{}, handler.EnqueueRequestsFromMapFunc(r.namingBackend)).
+		Complete(r)
+}
+
+// namingBackend lists the HostedResources that name a StorageBackend. It
+// filters the cached list rather than using a field index: an index must be
+// registered before the manager starts, when annex does not serve yet, and
+// HostedResources are few.
+func (r *HostedResourceReconciler) namingBackend(ctx context.Context, obj client.Object) []reconcile.Request {
+	list := &v1alpha1.HostedResourceList{}
+	if err := r.Client.List(ctx, list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing the HostedResources of a StorageBackend", "storageBackend", obj.GetName())
+		return nil
+	}
+	requests := make([]reconcile.Request, 0, len(list.Items))
+	for _, hr := range list.Items {
+		if hr.Spec.Storage.Backend != obj.GetName() {
+			continue
+		}
+		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKey{Name: hr.Name}})
+	}
+	return requests
+}
+
+// Reconcile applies one HostedResource's StorageBackendReady condition when it changed.
+func (r *HostedResourceReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	hr := &v1alpha1.HostedResource{}
+	if err := r.Client.Get(ctx, req.NamespacedName, hr); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if !hr.DeletionTimestamp.IsZero() {
+		return reconcile.Result{}, nil
+	}
+	desired, err := r.condition(ctx, hr.Spec.Storage.Backend)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	desired.ObservedGeneration = hr.Generation
+	desired.LastTransitionTime = metav1.Now()
+	current := meta.FindStatusCondition(hr.Status.Conditions, annex.HostedResourceStorageBackendReady)
+	if current != nil {
+		if current.Status == desired.Status && current.Reason == desired.Reason &&
+			current.Message == desired.Message && current.ObservedGeneration == desired.ObservedGeneration {
+			return reconcile.Result{}, nil
+		}
+		if current.Status == desired.Status {
+			desired.LastTransitionTime = current.LastTransitionTime
+		}
+	}
+	apply := annexac.HostedResource(hr.Name).WithStatus(annexac.HostedResourceStatus().WithConditions(
+		metav1ac.Condition().
+			WithType(desired.Type).
+			WithStatus(desired.Status).
+			WithReason(desired.Reason).
+			WithMessage(desired.Message).
+			WithObservedGeneration(desired.ObservedGeneration).
+			WithLastTransitionTime(desired.LastTransitionTime)))
+	return reconcile.Result{}, client.IgnoreNotFound(
+		r.Client.Status().Apply(ctx, apply, client.FieldOwner(hostedResourceFieldManager), client.ForceOwnership))
+}
+
+// condition is the StorageBackendReady condition of a HostedResource that names backend.
+func (r *HostedResourceReconciler) condition(ctx context.Context, backend string) (metav1.Condition, error) {
+	c := metav1.Condition{Type: annex.HostedResourceStorageBackendReady, Status: metav1.ConditionFalse}
+	if backend == annex.DefaultStorageBackend {
+		c.Status, c.Reason = metav1.ConditionTrue, ReasonDefaultStore
+		c.Message = "annex stores this type in its default store, the one given on its command line"
+		return c, nil
+	}
+	sb := &v1alpha1.StorageBackend{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: backend}, sb); err != nil {
+		if client.IgnoreNotFound(err) != nil {
+			return c, err
+		}
+		c.Reason = ReasonStorageBackendNotFound
+		c.Message = fmt.Sprintf("StorageBackend %q does not exist", backend)
+		return c, nil
+	}
+	ready := meta.FindStatusCondition(sb.Status.Conditions, annex.StorageBackendReady)
+	switch {
+	case ready == nil || ready.Status == metav1.ConditionUnknown:
+		c.Status, c.Reason = metav1.ConditionUnknown, ReasonStorageBackendPending
+		c.Message = fmt.Sprintf("StorageBackend %q has not been probed yet", backend)
+	case ready.Status != metav1.ConditionTrue:
+		c.Reason = ReasonStorageBackendNotReady
+		c.Message = fmt.Sprintf("StorageBackend %q is not ready (%s): %s", backend, ready.Reason, ready.Message)
+	default:
+		// Per-resource routing is not built yet: say so rather than
+		// pretend that the objects live in the named backend.
+		c.Reason = ReasonRoutingNotAvailable
+		c.Message = "annex serves this type from its default store; storing a type in another StorageBackend is not available yet"
+	}
+	return c, nil
+}

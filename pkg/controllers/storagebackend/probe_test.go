@@ -1,0 +1,179 @@
+package storagebackend
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+)
+
+func etcdBackend(tlsSecret *v1alpha1.SecretReference, endpoints ...string) *v1alpha1.StorageBackend {
+	return &v1alpha1.StorageBackend{
+		ObjectMeta: metav1.ObjectMeta{Name: "etcd"},
+		Spec: v1alpha1.StorageBackendSpec{
+			Type: v1alpha1.StorageBackendEtcd,
+			Etcd: &v1alpha1.EtcdStorage{Endpoints: endpoints, TLSSecretRef: tlsSecret},
+		},
+	}
+}
+
+func postgresBackend(namespace, name, key string) *v1alpha1.StorageBackend {
+	return &v1alpha1.StorageBackend{
+		ObjectMeta: metav1.ObjectMeta{Name: "postgres"},
+		Spec: v1alpha1.StorageBackendSpec{
+			Type:     v1alpha1.StorageBackendPostgres,
+			Postgres: &v1alpha1.PostgresStorage{DSNSecretRef: v1alpha1.SecretKeySelector{Namespace: namespace, Name: name, Key: key}},
+		},
+	}
+}
+
+func secrets(t *testing.T, objs ...client.Object) client.Reader {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	return fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
+}
+
+func secret(name string, data map[string]string) *corev1.Secret {
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "annex-system", Name: name}, Data: map[string][]byte{}}
+	for k, v := range data {
+		s.Data[k] = []byte(v)
+	}
+	return s
+}
+
+// closedAddress is a loopback address on which nothing listens.
+func closedAddress(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+func expect(t *testing.T, got Result, ready bool, reason string, messageParts ...string) {
+	t.Helper()
+	t.Logf("probe: %s: %s", got.Reason, got.Message)
+	if got.Ready != ready || got.Reason != reason {
+		t.Errorf("probe: ready=%v reason=%q (%s), want ready=%v reason=%q", got.Ready, got.Reason, got.Message, ready, reason)
+	}
+	for _, part := range messageParts {
+		if !strings.Contains(got.Message, part) {
+			t.Errorf("probe message %q does not contain %q", got.Message, part)
+		}
+	}
+}
+
+func TestProbeEmbedded(t *testing.T) {
+	sb := &v1alpha1.StorageBackend{Spec: v1alpha1.StorageBackendSpec{Type: v1alpha1.StorageBackendEmbedded}}
+	expect(t, (&Prober{Store: StoreEmbeddedEtcd}).Probe(context.Background(), sb), true, ReasonRunning)
+	expect(t, (&Prober{Store: StorePostgres}).Probe(context.Background(), sb), false, ReasonNotRunning, "annex runs on PostgreSQL")
+	expect(t, (&Prober{Store: StoreEtcd}).Probe(context.Background(), sb), false, ReasonNotRunning, "annex runs on an external etcd")
+}
+
+func TestProbeSecrets(t *testing.T) {
+	ctx := context.Background()
+	ref := &v1alpha1.SecretReference{Namespace: "annex-system", Name: "etcd-tls"}
+	t.Run("standalone has no Secrets", func(t *testing.T) {
+		expect(t, (&Prober{}).Probe(ctx, etcdBackend(ref, "https://127.0.0.1:2379")), false, ReasonSecretsNeedACluster, "annex-system/etcd-tls")
+		expect(t, (&Prober{}).Probe(ctx, postgresBackend("annex-system", "pg", "dsn")), false, ReasonSecretsNeedACluster, "annex-system/pg")
+	})
+	t.Run("missing Secret", func(t *testing.T) {
+		p := &Prober{Secrets: secrets(t)}
+		expect(t, p.Probe(ctx, etcdBackend(ref, "https://127.0.0.1:2379")), false, ReasonSecretNotFound, "annex-system/etcd-tls")
+		expect(t, p.Probe(ctx, postgresBackend("annex-system", "pg", "dsn")), false, ReasonSecretNotFound, "annex-system/pg")
+	})
+	t.Run("invalid TLS", func(t *testing.T) {
+		p := &Prober{Secrets: secrets(t,
+			secret("empty", nil),
+			secret("bad-ca", map[string]string{"ca.crt": "not a certificate"}),
+			secret("half-pair", map[string]string{corev1.TLSCertKey: "x"}),
+		)}
+		for name, want := range map[string]string{"empty": "none of", "bad-ca": "ca.crt", "half-pair": "both"} {
+			expect(t, p.Probe(ctx, etcdBackend(&v1alpha1.SecretReference{Namespace: "annex-system", Name: name}, "https://127.0.0.1:2379")), false, ReasonInvalidTLS, want)
+		}
+	})
+	t.Run("Secret without the DSN key", func(t *testing.T) {
+		p := &Prober{Secrets: secrets(t, secret("pg", map[string]string{"other": "x"}))}
+		expect(t, p.Probe(ctx, postgresBackend("annex-system", "pg", "dsn")), false, ReasonInvalidSecret, `"dsn"`)
+	})
+	t.Run("invalid DSN, not quoted", func(t *testing.T) {
+		const dsn = "postgres://user:s3cret@127.0.0.1:notaport/db"
+		p := &Prober{Secrets: secrets(t, secret("pg", map[string]string{"dsn": dsn}))}
+		got := p.Probe(ctx, postgresBackend("annex-system", "pg", "dsn"))
+		expect(t, got, false, ReasonInvalidDSN)
+		if strings.Contains(got.Message, "s3cret") {
+			t.Errorf("the message carries the password: %q", got.Message)
+		}
+	})
+}
+
+func TestProbeEtcdUnreachable(t *testing.T) {
+	addr := closedAddress(t)
+	got := (&Prober{}).Probe(context.Background(), etcdBackend(nil, "http://"+addr))
+	expect(t, got, false, ReasonUnreachable, addr, "connection refused")
+}
+
+// TestProbeTimeout checks that an endpoint which accepts connections but
+// never answers holds the probe no longer than its timeout.
+func TestProbeTimeout(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, conn := range held {
+			conn.Close()
+		}
+	})
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, conn)
+			mu.Unlock()
+		}
+	}()
+	p := &Prober{Timeout: time.Second, Secrets: secrets(t, secret("pg", map[string]string{"dsn": "postgres://annex:pw@" + l.Addr().String() + "/annex?sslmode=disable"}))}
+	for name, sb := range map[string]*v1alpha1.StorageBackend{
+		"etcd":     etcdBackend(nil, "http://"+l.Addr().String()),
+		"postgres": postgresBackend("annex-system", "pg", "dsn"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			got := p.Probe(context.Background(), sb)
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("the probe of a silent endpoint took %s with a timeout of 1s", took)
+			}
+			expect(t, got, false, ReasonUnreachable)
+			if strings.Contains(got.Message, ":pw@") {
+				t.Errorf("the message carries the DSN: %q", got.Message)
+			}
+		})
+	}
+}

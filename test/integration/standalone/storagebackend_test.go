@@ -1,0 +1,147 @@
+//go:build integration
+
+package standalone
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+
+	"annex.dev/annex/test/integration/framework"
+)
+
+// closedPort returns a loopback address on which nothing listens.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// TestStorageBackendStatus checks that each StorageBackend's Ready condition
+// comes from a real probe, that a HostedResource says whether the backend it
+// names can hold it, and that a type with objects cannot change backend.
+func TestStorageBackendStatus(t *testing.T) {
+	dir := t.TempDir()
+	port, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, dir, port)
+
+	backends := fmt.Sprintf(`apiVersion: annex.dev/v1alpha1
+kind: StorageBackend
+metadata: {name: embedded}
+spec: {type: Embedded}
+---
+apiVersion: annex.dev/v1alpha1
+kind: StorageBackend
+metadata: {name: dead-etcd}
+spec:
+  type: Etcd
+  etcd: {endpoints: ["http://%s"]}
+---
+apiVersion: annex.dev/v1alpha1
+kind: StorageBackend
+metadata: {name: postgres}
+spec:
+  type: Postgres
+  postgres: {dsnSecretRef: {namespace: annex-system, name: pg, key: dsn}}
+`, closedPort(t))
+	a.kubectl("apply", "-f", write(t, dir, "backends.yaml", backends))
+
+	ready := func(kind, name string) (string, string, string) {
+		t.Helper()
+		out := a.kubectl("get", kind, name, "-o", `jsonpath={range .status.conditions[?(@.type=="`+map[string]string{
+			"storagebackend": "Ready", "hostedresource": "StorageBackendReady"}[kind]+`")]}{.status}|{.reason}|{.message}{end}`)
+		status, rest, _ := strings.Cut(out, "|")
+		reason, message, _ := strings.Cut(rest, "|")
+		return status, reason, message
+	}
+	waitFor := func(kind, name, condition, status string) {
+		t.Helper()
+		a.kubectl("wait", "--for=condition="+condition+"="+status, "--timeout=30s", kind+"/"+name)
+	}
+
+	waitFor("storagebackend", "embedded", "Ready", "True")
+	if _, reason, _ := ready("storagebackend", "embedded"); reason != "Running" {
+		t.Errorf("embedded backend: reason %q, want Running", reason)
+	}
+	waitFor("storagebackend", "dead-etcd", "Ready", "False")
+	if _, reason, message := ready("storagebackend", "dead-etcd"); reason != "Unreachable" || !strings.Contains(message, "connection refused") {
+		t.Errorf("etcd backend on a closed port: reason %q message %q, want Unreachable and the refused connection", reason, message)
+	}
+	waitFor("storagebackend", "postgres", "Ready", "False")
+	if _, reason, message := ready("storagebackend", "postgres"); reason != "SecretsNeedACluster" || !strings.Contains(message, "annex-system/pg") {
+		t.Errorf("postgres backend in standalone mode: reason %q message %q, want SecretsNeedACluster naming the Secret", reason, message)
+	}
+	t.Logf("%s", a.kubectl("get", "storagebackends", "-o", "wide"))
+	if out := a.kubectl("get", "storagebackends"); !strings.Contains(out, "dead-etcd") || !strings.Contains(out, "False") {
+		t.Errorf("kubectl get storagebackends does not show the unready backend:\n%s", out)
+	}
+
+	hr := func(backend string) string {
+		return strings.Replace(gadgets, "  scope: Cluster\n", "  scope: Cluster\n  storage: {backend: "+backend+"}\n", 1)
+	}
+	apply := func(backend string) (string, error) {
+		return a.kubectlErr("apply", "-f", write(t, dir, "gadgets-"+backend+".yaml", hr(backend)))
+	}
+
+	t.Run("a HostedResource naming a missing backend says so", func(t *testing.T) {
+		if out, err := apply("missing"); err != nil {
+			t.Fatalf("creating a HostedResource that names a missing backend: %v\n%s", err, out)
+		}
+		waitFor("hostedresource", "gadgets.example.com", "StorageBackendReady", "False")
+		if _, reason, message := ready("hostedresource", "gadgets.example.com"); reason != "StorageBackendNotFound" || !strings.Contains(message, `"missing"`) {
+			t.Errorf("StorageBackendReady: reason %q message %q, want StorageBackendNotFound naming the backend", reason, message)
+		}
+	})
+
+	t.Run("a ready backend other than default is not pretended to be used", func(t *testing.T) {
+		if out, err := apply("embedded"); err != nil {
+			t.Fatalf("changing the backend of a type with no objects: %v\n%s", err, out)
+		}
+		a.kubectl("wait", "--for=jsonpath={.status.conditions[?(@.type==\"StorageBackendReady\")].reason}=RoutingNotAvailable", "--timeout=30s", "hostedresource/gadgets.example.com")
+		if status, _, message := ready("hostedresource", "gadgets.example.com"); status != "False" || !strings.Contains(message, "not available yet") {
+			t.Errorf("StorageBackendReady on the embedded backend: status %q message %q, want False saying routing is not available", status, message)
+		}
+		if _, err := apply("dead-etcd"); err != nil {
+			t.Fatalf("changing the backend of a type with no objects again: %v", err)
+		}
+		waitFor("hostedresource", "gadgets.example.com", "StorageBackendReady", "False")
+		a.kubectl("wait", "--for=jsonpath={.status.conditions[?(@.type==\"StorageBackendReady\")].reason}=StorageBackendNotReady", "--timeout=30s", "hostedresource/gadgets.example.com")
+	})
+
+	t.Run("the default backend is ready", func(t *testing.T) {
+		if out, err := apply("default"); err != nil {
+			t.Fatalf("changing the backend of a type with no objects back to default: %v\n%s", err, out)
+		}
+		waitFor("hostedresource", "gadgets.example.com", "StorageBackendReady", "True")
+	})
+
+	t.Run("a type with objects cannot change backend", func(t *testing.T) {
+		a.kubectl("wait", "--for=condition=Established", "--timeout=30s", "hostedresource/gadgets.example.com")
+		a.kubectl("apply", "-f", write(t, dir, "g1.yaml", "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g1}\nspec: {}\n"))
+		out, err := apply("embedded")
+		if err == nil || !strings.Contains(out, "spec.storage.backend") || !strings.Contains(out, "moving a type between backends is not supported") {
+			t.Errorf("changing the backend of a type with an object: want a rejection on spec.storage.backend saying moving is not supported, got %v\n%s", err, out)
+		}
+		if out := a.kubectl("get", "hr", "gadgets.example.com", "-o", "jsonpath={.spec.storage.backend}"); out != "default" {
+			t.Errorf("spec.storage.backend = %q after the rejected change, want default", out)
+		}
+		// Other changes of the type still go through.
+		a.kubectl("label", "hr", "gadgets.example.com", "team=a")
+		// Once the objects are gone the change is allowed again.
+		a.kubectl("delete", "gadget", "g1", "--timeout=30s")
+		if out, err := apply("embedded"); err != nil {
+			t.Errorf("changing the backend after the objects were deleted: %v\n%s", err, out)
+		}
+	})
+}

@@ -1,0 +1,144 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"annex.dev/annex/test/integration/framework"
+)
+
+var secretsResource = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+
+// readyCondition waits until StorageBackend name has a Ready condition with
+// the given reason, and returns its status and message.
+func readyCondition(t *testing.T, name, reason string) (string, string) {
+	t.Helper()
+	var status, message, last string
+	err := wait.PollUntilContextTimeout(testContext(t), 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		obj, err := storageBackends(t).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		conditions, _, _ := unstructured.NestedSlice(obj.Object, "status", "conditions")
+		for _, c := range conditions {
+			c, _ := c.(map[string]any)
+			if c["type"] != "Ready" {
+				continue
+			}
+			last, _ = c["reason"].(string)
+			status, _ = c["status"].(string)
+			message, _ = c["message"].(string)
+			return last == reason, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("StorageBackend %s: Ready reason %q (%s), want %q: %v", name, last, message, reason, err)
+	}
+	return status, message
+}
+
+// TestStorageBackendProbes checks that in aggregated mode annex probes the
+// stores that StorageBackends describe, with credentials from the cluster's Secrets.
+func TestStorageBackendProbes(t *testing.T) {
+	t.Run("an etcd that answers is Reachable", func(t *testing.T) {
+		name := uniqueName("probe-etcd")
+		obj := storageBackend(name, "Etcd", nil)
+		if err := unstructured.SetNestedStringSlice(obj.Object, []string{env.EtcdURL()}, "spec", "etcd", "endpoints"); err != nil {
+			t.Fatal(err)
+		}
+		create(t, adminClient(t), framework.StorageBackends, obj)
+		if status, message := readyCondition(t, name, "Reachable"); status != "True" || !strings.Contains(message, "1 of 1") {
+			t.Errorf("Ready = %s (%s), want True with the endpoints that answer", status, message)
+		}
+	})
+
+	t.Run("a missing Secret is reported", func(t *testing.T) {
+		name := uniqueName("probe-nosecret")
+		obj := storageBackend(name, "Postgres", nil)
+		if err := unstructured.SetNestedField(obj.Object, uniqueName("absent"), "spec", "postgres", "dsnSecretRef", "name"); err != nil {
+			t.Fatal(err)
+		}
+		create(t, adminClient(t), framework.StorageBackends, obj)
+		if status, _ := readyCondition(t, name, "SecretNotFound"); status != "False" {
+			t.Errorf("Ready = %s, want False", status)
+		}
+	})
+
+	t.Run("the DSN is read from the cluster's Secret and never shown", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		secretName := uniqueName("pg-dsn")
+		const password = "not-for-status"
+		secret := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "v1", "kind": "Secret",
+			"metadata":   map[string]any{"name": secretName, "namespace": framework.Namespace},
+			"stringData": map[string]any{"dsn": "postgres://annex:" + password + "@" + addr + "/annex?sslmode=disable"},
+		}}
+		if _, err := adminClient(t).Resource(secretsResource).Namespace(framework.Namespace).Create(testContext(t), secret, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = adminClient(t).Resource(secretsResource).Namespace(framework.Namespace).Delete(context.Background(), secretName, metav1.DeleteOptions{})
+		})
+		name := uniqueName("probe-pg")
+		obj := storageBackend(name, "Postgres", nil)
+		if err := unstructured.SetNestedField(obj.Object, secretName, "spec", "postgres", "dsnSecretRef", "name"); err != nil {
+			t.Fatal(err)
+		}
+		create(t, adminClient(t), framework.StorageBackends, obj)
+		status, message := readyCondition(t, name, "Unreachable")
+		if status != "False" || !strings.Contains(message, "connection refused") {
+			t.Errorf("Ready = %s (%s), want False with the refused connection", status, message)
+		}
+		if strings.Contains(message, password) {
+			t.Errorf("the Ready message shows the DSN's password: %q", message)
+		}
+	})
+}
+
+// TestHostedResourceBackendChange checks, through the cluster, that a type's
+// backend may change while it has no objects and not once it has one.
+func TestHostedResourceBackendChange(t *testing.T) {
+	group := uniqueName("backendchange") + ".example.com"
+	ns := createNamespace(t, "backendchange")
+	gvr := serveHostedType(t, "Crate", "crates", group, ns)
+	name := "crates." + group
+	if c := waitForCondition(t, name, "StorageBackendReady", metav1.ConditionTrue); c.Reason != "DefaultStore" {
+		t.Errorf("StorageBackendReady reason %q on the default backend, want DefaultStore", c.Reason)
+	}
+	change := func() error {
+		_, err := adminClient(t).Resource(framework.HostedResources).Patch(testContext(t), name, types.MergePatchType,
+			[]byte(`{"spec":{"storage":{"backend":"elsewhere"}}}`), metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
+		return err
+	}
+	if err := change(); err != nil {
+		t.Fatalf("changing the backend of a type with no objects: %v", err)
+	}
+	if _, err := adminClient(t).Resource(gvr).Namespace(ns).Create(testContext(t), hostedObject(gvr, "Crate", "c1", 1), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err := change()
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "moving a type between backends is not supported") {
+		t.Fatalf("changing the backend of a type with an object: want 422 saying moving is not supported, got %v", err)
+	}
+	if fields := causeFields(err); len(fields) != 1 || fields[0] != "spec.storage.backend" {
+		t.Errorf("the rejection names fields %v, want spec.storage.backend", fields)
+	}
+}
