@@ -1,0 +1,54 @@
+//go:build integration
+
+package framework
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// ServingCertificate is a throw-away CA and a serving certificate it signed,
+// written to files as annex's flags want them.
+type ServingCertificate struct {
+	// CAFile holds the CA; CAPEM is its content, for a caBundle.
+	CAFile string
+	CAPEM  []byte
+	// CertFile and KeyFile are for --tls-cert-file and --tls-private-key-file.
+	CertFile, KeyFile string
+}
+
+// WriteServingCertificate issues a serving certificate for hosts (DNS names
+// or IP addresses) from a new CA and writes dir/name.crt, dir/name.key and
+// dir/name-ca.crt. Replicas that share it are interchangeable to clients.
+func WriteServingCertificate(dir, name string, hosts ...string) (*ServingCertificate, error) {
+	ca, err := newCertAuthority(name + "-ca")
+	if err != nil {
+		return nil, err
+	}
+	pair, err := ca.sign(name, hosts...)
+	if err != nil {
+		return nil, err
+	}
+	s := &ServingCertificate{CAFile: filepath.Join(dir, name+"-ca.crt"), CAPEM: ca.CertPEM()}
+	if s.CertFile, s.KeyFile, err = pair.write(dir, name); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(s.CAFile, s.CAPEM, 0o600); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// RegisterAnnex registers annex with the cluster exactly as Start does (the
+// namespace, an ExternalName Service to localhost on port, the APIService of
+// annex.dev trusting caPEM), for tests that run annex themselves on a control
+// plane from StartControlPlane. It does not wait for the APIService.
+func (e *Environment) RegisterAnnex(ctx context.Context, port int, caPEM []byte) error {
+	if e.annex != nil {
+		return fmt.Errorf("this environment already runs and registers its own annex")
+	}
+	e.AnnexPort, e.annexCA = port, caPEM
+	return e.register(ctx)
+}
