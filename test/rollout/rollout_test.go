@@ -164,6 +164,14 @@ func TestRollingRestart(t *testing.T) {
 	// replica that stops serving before the Service stops routing to it;
 	// then as the chart runs annex.
 	t.Run("without shutdown delay", func(t *testing.T) {
+		// Whether the client notices depends on timing (one dial or one
+		// request landing in a window of a few hundred milliseconds), so this
+		// half runs on request, not in every CI run, where a lucky miss would
+		// fail the build. When written it failed the client in 2 runs of 2:
+		// 1 of 19 lists and 5 of 205 new connections; 13 of 165 creates.
+		if os.Getenv("ANNEX_ROLLOUT_WITHOUT_DELAY") == "" {
+			t.Skip("set ANNEX_ROLLOUT_WITHOUT_DELAY=1 to show that the checks catch a replica stopping without the shutdown delay")
+		}
 		res := rollOut(ctx, t, "nodelay", replicas, lb)
 		failures := res.failures()
 		if len(failures) == 0 {
