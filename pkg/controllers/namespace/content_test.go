@@ -3,6 +3,7 @@ package namespace
 import (
 	"context"
 	"errors"
+	"sort"
 	"strings"
 	"testing"
 
@@ -91,7 +92,9 @@ func TestDeleteContent(t *testing.T) {
 	if !errors.Is(result.err(), errContentRemaining) {
 		t.Errorf("err() = %v, want errContentRemaining", result.err())
 	}
-	if strings.Join(collections, ",") != "widgets,gizmos" {
+	// The resources are deleted in no particular order.
+	sort.Strings(collections)
+	if strings.Join(collections, ",") != "gizmos,widgets" {
 		t.Errorf("deletecollection called for %v, want widgets and gizmos", collections)
 	}
 	for _, o := range []struct{ resource, namespace, name string }{
