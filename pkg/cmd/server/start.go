@@ -22,6 +22,7 @@ import (
 	"annex.dev/annex/pkg/controllers/apiservice"
 	namespacecontroller "annex.dev/annex/pkg/controllers/namespace"
 	"annex.dev/annex/pkg/controllers/storagebackend"
+	"annex.dev/annex/pkg/controllers/warmup"
 	"annex.dev/annex/pkg/storage/embedded"
 	"annex.dev/annex/pkg/storage/postgres"
 )
@@ -161,6 +162,19 @@ func Run(ctx context.Context, o *Options) error {
 			return nil
 		})
 	}
+	// Every replica, leader or not, opens the storage of each hosted type up
+	// front, and reports ready only once those of the types it found at start are open.
+	warmer, err := warmup.New(server.GenericAPIServer.LoopbackClientConfig)
+	if err != nil {
+		return err
+	}
+	if err := server.GenericAPIServer.AddReadyzChecks(warmer); err != nil {
+		return err
+	}
+	server.GenericAPIServer.AddPostStartHookOrDie("warm-hosted-type-storage", func(hookCtx genericapiserver.PostStartHookContext) error {
+		go warmer.Run(hookCtx.Context)
+		return nil
+	})
 	if err := server.PrepareRun().RunWithContext(ctx); err != nil {
 		return err
 	}
