@@ -140,46 +140,6 @@ func (r *replica) waitReady(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
-// startEtcd runs the test control plane's etcd on loopback, as the store the
-// replicas share, and returns its client URL.
-func startEtcd(t *testing.T, dir string) string {
-	t.Helper()
-	clientPort, err := framework.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	peerPort, err := framework.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
-	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
-	logPath := filepath.Join(dir, "annex-etcd.log")
-	log, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proc, err := framework.StartProcess(filepath.Join(os.Getenv(framework.AssetsEnv), "etcd"), []string{
-		"--data-dir=" + filepath.Join(dir, "annex-etcd"),
-		"--listen-client-urls=" + clientURL, "--advertise-client-urls=" + clientURL,
-		"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
-		"--initial-cluster=default=" + peerURL,
-	}, dir, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := proc.Stop(10 * time.Second); err != nil {
-			t.Errorf("stopping annex's etcd: %v", err)
-		}
-		_ = log.Close()
-		if t.Failed() {
-			t.Logf("annex's etcd log: %s%s", logPath, tail(logPath, 20))
-		}
-	})
-	return clientURL
-}
-
 // tail returns the last n lines of the file at path, to append to a message.
 func tail(path string, n int) string {
 	data, err := os.ReadFile(path)

@@ -77,7 +77,7 @@ func TestRollingRestart(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	etcdURL := startEtcd(t, dir)
+	etcdURL := framework.StartEtcd(t, dir)
 	cert, err := framework.WriteServingCertificate(dir, "annex-serving",
 		framework.ServiceName+"."+framework.Namespace+".svc", "localhost", "127.0.0.1")
 	if err != nil {

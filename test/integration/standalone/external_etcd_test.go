@@ -3,12 +3,10 @@
 package standalone
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,43 +16,11 @@ import (
 	"annex.dev/annex/test/integration/framework"
 )
 
-// startEtcd runs the test control plane's etcd on loopback and returns its client URL.
-func startEtcd(t *testing.T, dir string) string {
-	t.Helper()
-	clientPort, err := framework.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	peerPort, err := framework.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
-	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
-	log := &bytes.Buffer{}
-	proc, err := framework.StartProcess(filepath.Join(os.Getenv(framework.AssetsEnv), "etcd"), []string{
-		"--data-dir=" + filepath.Join(dir, "external-etcd"),
-		"--listen-client-urls=" + clientURL, "--advertise-client-urls=" + clientURL,
-		"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
-		"--initial-cluster=default=" + peerURL,
-	}, dir, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = proc.Stop(10 * time.Second)
-		if t.Failed() {
-			t.Logf("etcd log:\n%s", log.String())
-		}
-	})
-	return clientURL
-}
-
 // TestExternalEtcd runs annex with --etcd-servers: the objects land in that
 // etcd under annex's prefix, and no embedded etcd is started.
 func TestExternalEtcd(t *testing.T) {
 	dir := t.TempDir()
-	etcdURL := startEtcd(t, dir)
+	etcdURL := framework.StartEtcd(t, dir)
 	port, err := framework.FreePort()
 	if err != nil {
 		t.Fatal(err)

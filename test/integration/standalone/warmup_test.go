@@ -25,7 +25,7 @@ import (
 // it starts, not on the type's first request.
 func TestWatchResumesOnAnotherReplica(t *testing.T) {
 	dir := t.TempDir()
-	etcdURL := startEtcd(t, dir)
+	etcdURL := framework.StartEtcd(t, dir)
 	portA, err := framework.FreePort()
 	if err != nil {
 		t.Fatal(err)
