@@ -16,7 +16,6 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/version"
@@ -30,6 +29,7 @@ import (
 
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/controllers/conditions"
 )
 
 // ManagedByLabel marks the APIServices annex owns; annex never changes or
@@ -273,10 +273,11 @@ func (r *Reconciler) report(ctx context.Context, hr *v1alpha1.HostedResource, pr
 	default:
 		c.Status, c.Reason, c.Message = metav1.ConditionTrue, ReasonRegistered, "every served version is registered with the cluster and available"
 	}
-	updated := hr.DeepCopy()
-	meta.SetStatusCondition(&updated.Status.Conditions, c)
-	if apiequality.Semantic.DeepEqual(updated.Status, hr.Status) {
-		return nil
-	}
-	return client.IgnoreNotFound(r.Annex.Status().Update(ctx, updated))
+	return statusOwner.Apply(ctx, r.Annex, hr, c)
+}
+
+// statusOwner applies APIServiceAvailable, the one condition this controller owns.
+var statusOwner = conditions.Owner{
+	FieldManager: "annex-apiservice-controller",
+	Types:        []string{annex.HostedResourceAPIServiceAvailable},
 }

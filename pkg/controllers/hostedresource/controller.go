@@ -11,7 +11,6 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -23,6 +22,7 @@ import (
 
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/controllers/conditions"
 )
 
 const (
@@ -154,17 +154,15 @@ func (r *Reconciler) reportError(ctx context.Context, hr *v1alpha1.HostedResourc
 	return err
 }
 
-func (r *Reconciler) setStatus(ctx context.Context, hr *v1alpha1.HostedResource, conditions ...metav1.Condition) error {
-	updated := hr.DeepCopy()
-	updated.Status.ObservedGeneration = hr.Generation
-	for _, c := range conditions {
-		c.ObservedGeneration = hr.Generation
-		meta.SetStatusCondition(&updated.Status.Conditions, c)
-	}
-	if apiequality.Semantic.DeepEqual(updated.Status, hr.Status) {
-		return nil
-	}
-	return r.Client.Status().Update(ctx, updated)
+// statusOwner applies the conditions this controller owns, and observedGeneration.
+var statusOwner = conditions.Owner{
+	FieldManager:       fieldManager,
+	Types:              []string{annex.HostedResourceNamesAccepted, annex.HostedResourceEstablished},
+	ObservedGeneration: true,
+}
+
+func (r *Reconciler) setStatus(ctx context.Context, hr *v1alpha1.HostedResource, conds ...metav1.Condition) error {
+	return statusOwner.Apply(ctx, r.Client, hr, conds...)
 }
 
 // desiredCRD is the CRD that a HostedResource declares.

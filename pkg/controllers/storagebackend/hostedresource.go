@@ -6,7 +6,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -14,7 +13,7 @@ import (
 
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
-	annexac "annex.dev/annex/pkg/generated/applyconfiguration/annex/v1alpha1"
+	"annex.dev/annex/pkg/controllers/conditions"
 )
 
 // Reasons of a HostedResource's StorageBackendReady condition.
@@ -80,28 +79,13 @@ func (r *HostedResourceReconciler) Reconcile(ctx context.Context, req reconcile.
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	desired.ObservedGeneration = hr.Generation
-	desired.LastTransitionTime = metav1.Now()
-	current := meta.FindStatusCondition(hr.Status.Conditions, annex.HostedResourceStorageBackendReady)
-	if current != nil {
-		if current.Status == desired.Status && current.Reason == desired.Reason &&
-			current.Message == desired.Message && current.ObservedGeneration == desired.ObservedGeneration {
-			return reconcile.Result{}, nil
-		}
-		if current.Status == desired.Status {
-			desired.LastTransitionTime = current.LastTransitionTime
-		}
-	}
-	apply := annexac.HostedResource(hr.Name).WithStatus(annexac.HostedResourceStatus().WithConditions(
-		metav1ac.Condition().
-			WithType(desired.Type).
-			WithStatus(desired.Status).
-			WithReason(desired.Reason).
-			WithMessage(desired.Message).
-			WithObservedGeneration(desired.ObservedGeneration).
-			WithLastTransitionTime(desired.LastTransitionTime)))
-	return reconcile.Result{}, client.IgnoreNotFound(
-		r.Client.Status().Apply(ctx, apply, client.FieldOwner(hostedResourceFieldManager), client.ForceOwnership))
+	return reconcile.Result{}, statusOwner.Apply(ctx, r.Client, hr, desired)
+}
+
+// statusOwner applies StorageBackendReady, the one condition this controller owns.
+var statusOwner = conditions.Owner{
+	FieldManager: hostedResourceFieldManager,
+	Types:        []string{annex.HostedResourceStorageBackendReady},
 }
 
 // condition is the StorageBackendReady condition of a HostedResource that names backend.
