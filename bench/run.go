@@ -333,7 +333,7 @@ func (r *results) runCRUD(ctx context.Context, p *progress, b *bench) {
 	r.HeapPerObject = map[string]map[string]float64{}
 	// The headline shape and its typed reference first: if the budget runs
 	// out, the phases it cuts are the last ones.
-	for _, s := range []shape{shapeReport, shapeConfigMap, shapeFlat, shapeReportLarge} {
+	for _, s := range []shape{shapeReport, shapeConfigMap, shapeReportLarge, shapeFlat} {
 		r.CRUD[s.Name] = map[string]crudStats{}
 		targets := []*target{b.A, b.B, b.C}
 		if s == shapeConfigMap {
