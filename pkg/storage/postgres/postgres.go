@@ -42,7 +42,8 @@ type Options struct {
 	// NotifyInterval is how often kine sends watch progress notifications,
 	// from which the watch cache's bookmarks come.
 	NotifyInterval time.Duration
-	// MetricsRegisterer receives kine's SQL and compaction metrics; nil for none.
+	// MetricsRegisterer receives kine's SQL and compaction metrics and the
+	// database's size and compaction lag (metrics.go); nil for none.
 	MetricsRegisterer prometheus.Registerer
 }
 
@@ -60,6 +61,9 @@ type Server struct {
 	cancel  context.CancelFunc
 	wg      *sync.WaitGroup
 	stopped chan struct{}
+	// closeMetrics unregisters the statistics collector and closes its
+	// connection.
+	closeMetrics func()
 }
 
 // Start connects to PostgreSQL, creates kine's table if it is missing and
@@ -106,8 +110,25 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("starting kine on PostgreSQL: %w", redact(err, opts.DSN))
 	}
 
+	closeMetrics := func() {}
+	if opts.MetricsRegisterer != nil {
+		stats, err := newStatsCollector(opts.DSN, logger)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		unregister, err := registerMetrics(opts.MetricsRegisterer, stats)
+		if err != nil {
+			stats.db.Close()
+			cancel()
+			return nil, fmt.Errorf("registering the PostgreSQL metrics: %w", err)
+		}
+		closeMetrics = func() { unregister(); stats.db.Close() }
+	}
+
 	listener, err := net.Listen("unix", socket)
 	if err != nil {
+		closeMetrics()
 		cancel()
 		return nil, fmt.Errorf("listening on %s: %w", socket, err)
 	}
@@ -120,7 +141,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	)
 	server.New(backend, "unix", opts.NotifyInterval, "").Register(grpcServer)
 
-	s := &Server{Endpoint: "unix://" + socket, grpc: grpcServer, cancel: cancel, wg: wg, stopped: make(chan struct{})}
+	s := &Server{Endpoint: "unix://" + socket, grpc: grpcServer, cancel: cancel, wg: wg, stopped: make(chan struct{}), closeMetrics: closeMetrics}
 	go func() {
 		defer close(s.stopped)
 		if err := grpcServer.Serve(listener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -138,6 +159,7 @@ func (s *Server) Close() {
 	s.grpc.GracefulStop()
 	timer.Stop()
 	<-s.stopped
+	s.closeMetrics()
 	s.cancel()
 	s.wg.Wait()
 }
