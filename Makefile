@@ -123,9 +123,13 @@ BENCH_RUN = cd bench && KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CU
 bench: tools build ## Benchmark A (CRD), B (annex) and C (annex via the aggregator), under 30 minutes on 2 cores: docs/benchmarks.md, plots, profiles in bench/out/.
 	$(BENCH_RUN) --mode=full --out=out --doc=../docs/benchmarks.md --plots=../docs/benchmarks --command="make bench"
 
+.PHONY: bench-backends
+bench-backends: tools build postgres ## Measure annex on each store (embedded etcd, external etcd, PostgreSQL): creates and watch latency across two replicas, under 5 minutes; writes the section "Storage backends" of docs/benchmarks.md.
+	$(BENCH_RUN) --mode=backends --out=out/backends --doc=../docs/benchmarks.md --command="make bench-backends"
+
 .PHONY: bench-quick
-bench-quick: tools build ## Prove the benchmark harness end to end in seconds (tiny counts, output in a temp dir, no thresholds).
-	cd bench && go test -tags integration ./...
+bench-quick: tools build postgres ## Prove the benchmark harness end to end in seconds (tiny counts, output in a temp dir, no thresholds).
+	cd bench && KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) go test -tags integration -count=1 ./...
 	@out=$$(mktemp -d -t annex-bench-XXXXXX) && echo "bench-quick: output in $$out" && \
 		$(BENCH_RUN) --mode=quick --out=$$out --command="make bench-quick"
 

@@ -32,7 +32,8 @@ import (
 
 func main() {
 	var (
-		mode    = flag.String("mode", "quick", "quick (seconds, tiny counts, proves the harness) or full (under 30 minutes on 2 cores)")
+		mode = flag.String("mode", "quick", "quick (seconds, tiny counts, proves the harness) or full (under 30 minutes on 2 cores); "+
+			"backends (annex alone on each of its stores, under 5 minutes) or backends-quick")
 		outDir  = flag.String("out", "", "directory for results.json, logs and profiles (required)")
 		doc     = flag.String("doc", "", "where to write the Markdown report (default <out>/benchmarks.md)")
 		plots   = flag.String("plots", "", "directory for the PNG plots (default <out>)")
@@ -55,6 +56,13 @@ func main() {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	if strings.HasPrefix(*mode, "backends") {
+		if err := runBackends(ctx, os.Stdout, *mode, *outDir, *doc, *command); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, *mode, *outDir, *doc, *plots, *command, *fsync); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)

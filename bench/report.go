@@ -459,7 +459,8 @@ func writeReport(r *results, doc string, plots []string) error {
 		}
 		w("\n")
 	}
-	return os.WriteFile(doc, []byte(sb.String()), 0o644)
+	// The section "Storage backends" comes from the backends mode: keep it.
+	return os.WriteFile(doc, []byte(keepBackendsSection(doc, sb.String())), 0o644)
 }
 
 // trimPprof drops pprof's file and build lines, keeping the table.

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestReplaceSection(t *testing.T) {
+	section := backendsStart + "\nnew\n" + backendsEnd
+	for _, tc := range []struct{ name, doc, want string }{
+		{"empty", "", section + "\n"},
+		{"no section", "# Report\n\ntext\n", "# Report\n\ntext\n\n" + section + "\n"},
+		{"section in the middle", "# Report\n\n" + backendsStart + "\nold\n" + backendsEnd + "\n\nafter\n",
+			"# Report\n\n" + section + "\n\nafter\n"},
+		{"an end marker only", "# Report\n" + backendsEnd + "\n", "# Report\n" + backendsEnd + "\n\n" + section + "\n"},
+	} {
+		if got := replaceSection(tc.doc, section, backendsStart, backendsEnd); got != tc.want {
+			t.Errorf("%s: got\n%q\nwant\n%q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// The full mode rewrites the report; the backends section must survive it.
+func TestKeepBackendsSection(t *testing.T) {
+	doc := filepath.Join(t.TempDir(), "benchmarks.md")
+	section := backendsStart + "\n## Storage backends\n\nfigures\n" + backendsEnd
+	if err := os.WriteFile(doc, []byte("# Old report\n\n"+section+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := keepBackendsSection(doc, "# New report\n\n## Notes\n")
+	if !strings.HasPrefix(got, "# New report\n\n## Notes\n") || !strings.Contains(got, section) || strings.Contains(got, "Old report") {
+		t.Errorf("got %q", got)
+	}
+	// Without a file or without a section, the new report is unchanged.
+	if got := keepBackendsSection(filepath.Join(t.TempDir(), "missing.md"), "# New\n"); got != "# New\n" {
+		t.Errorf("no file: got %q", got)
+	}
+}
