@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	"k8s.io/apiextensions-apiserver/pkg/apihelpers"
 	"k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsvalidation "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/validation"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apimachineryvalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
@@ -35,7 +37,7 @@ func ValidateHostedResource(ctx context.Context, hr *annex.HostedResource) field
 	}
 	allErrs := crdErrors(apiextensionsvalidation.ValidateCustomResourceDefinition(ctx, crd))
 	allErrs = append(allErrs, validateGroup(hr.Spec.Group, field.NewPath("spec", "group"))...)
-	allErrs = append(allErrs, validateStorage(&hr.Spec.Storage, field.NewPath("spec", "storage"))...)
+	allErrs = append(allErrs, validateStorage(&hr.Spec.Storage, nil, field.NewPath("spec", "storage"))...)
 	return allErrs
 }
 
@@ -51,7 +53,7 @@ func ValidateHostedResourceUpdate(ctx context.Context, hr, old *annex.HostedReso
 	}
 	allErrs := crdErrors(apiextensionsvalidation.ValidateCustomResourceDefinitionUpdate(ctx, crd, oldCRD))
 	allErrs = append(allErrs, validateGroup(hr.Spec.Group, field.NewPath("spec", "group"))...)
-	allErrs = append(allErrs, validateStorage(&hr.Spec.Storage, field.NewPath("spec", "storage"))...)
+	allErrs = append(allErrs, validateStorage(&hr.Spec.Storage, &old.Spec.Storage, field.NewPath("spec", "storage"))...)
 	return allErrs
 }
 
@@ -114,7 +116,8 @@ func validateGroup(group string, fldPath *field.Path) field.ErrorList {
 	return nil
 }
 
-func validateStorage(s *annex.HostedResourceStorage, fldPath *field.Path) field.ErrorList {
+// validateStorage checks spec.storage; old is the stored object's on an update, nil on a create.
+func validateStorage(s, old *annex.HostedResourceStorage, fldPath *field.Path) field.ErrorList {
 	var allErrs field.ErrorList
 	if s.Backend == "" {
 		allErrs = append(allErrs, field.Required(fldPath.Child("backend"), `name a StorageBackend, or "default"`))
@@ -123,13 +126,35 @@ func validateStorage(s *annex.HostedResourceStorage, fldPath *field.Path) field.
 			allErrs = append(allErrs, field.Invalid(fldPath.Child("backend"), s.Backend, msg))
 		}
 	}
-	if r := s.Retention; r != nil {
-		if r.MaxAge != nil && r.MaxAge.Duration <= 0 {
-			allErrs = append(allErrs, field.Invalid(fldPath.Child("retention", "maxAge"), r.MaxAge.Duration.String(), "must be greater than zero"))
+	// An unchanged policy is not checked again, so that rules added later
+	// never block an update (a finalizer's removal) of an existing object.
+	if old == nil || !apiequality.Semantic.DeepEqual(s.Retention, old.Retention) {
+		allErrs = append(allErrs, validateRetention(s.Retention, fldPath.Child("retention"))...)
+	}
+	return allErrs
+}
+
+// minRetentionMaxAge is the shortest maxAge: a creation timestamp has a
+// resolution of one second, so a shorter one cannot be honoured.
+const minRetentionMaxAge = time.Second
+
+func validateRetention(r *annex.RetentionPolicy, fldPath *field.Path) field.ErrorList {
+	if r == nil {
+		return nil
+	}
+	var allErrs field.ErrorList
+	if r.MaxAge == nil && r.MaxObjectsPerNamespace == nil {
+		allErrs = append(allErrs, field.Required(fldPath, "set maxAge, maxObjectsPerNamespace or both; to keep every object, leave retention out"))
+	}
+	if r.MaxAge != nil && r.MaxAge.Duration < minRetentionMaxAge {
+		msg := "must be greater than zero"
+		if r.MaxAge.Duration > 0 {
+			msg = fmt.Sprintf("must be at least %s: creation timestamps, which ages are measured from, have a resolution of one second", minRetentionMaxAge)
 		}
-		if r.MaxObjectsPerNamespace != nil && *r.MaxObjectsPerNamespace <= 0 {
-			allErrs = append(allErrs, field.Invalid(fldPath.Child("retention", "maxObjectsPerNamespace"), *r.MaxObjectsPerNamespace, "must be greater than zero"))
-		}
+		allErrs = append(allErrs, field.Invalid(fldPath.Child("maxAge"), r.MaxAge.Duration.String(), msg))
+	}
+	if r.MaxObjectsPerNamespace != nil && *r.MaxObjectsPerNamespace <= 0 {
+		allErrs = append(allErrs, field.Invalid(fldPath.Child("maxObjectsPerNamespace"), *r.MaxObjectsPerNamespace, "must be greater than zero"))
 	}
 	return allErrs
 }

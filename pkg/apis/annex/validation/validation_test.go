@@ -122,6 +122,21 @@ func TestValidateHostedResource(t *testing.T) {
 				"spec.storage.retention.maxObjectsPerNamespace": "greater than zero",
 			},
 		},
+		"retention maxAge under a second": {
+			mutate: func(hr *annex.HostedResource) {
+				hr.Spec.Storage.Retention = &annex.RetentionPolicy{MaxAge: &metav1.Duration{Duration: 500 * time.Millisecond}}
+			},
+			want: map[string]string{"spec.storage.retention.maxAge": "must be at least 1s"},
+		},
+		"retention with a bound of one": {
+			mutate: func(hr *annex.HostedResource) {
+				hr.Spec.Storage.Retention = &annex.RetentionPolicy{MaxAge: &metav1.Duration{Duration: time.Second}, MaxObjectsPerNamespace: ptr.To[int64](1)}
+			},
+		},
+		"retention without a bound": {
+			mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.Retention = &annex.RetentionPolicy{} },
+			want:   map[string]string{"spec.storage.retention": "set maxAge, maxObjectsPerNamespace or both"},
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -144,6 +159,20 @@ func TestValidateHostedResourceUpdate(t *testing.T) {
 	broken.Spec.Versions[0].Storage = false
 	wantFields(t, ValidateHostedResourceUpdate(context.Background(), broken, old), map[string]string{
 		"spec.versions": "exactly one version marked as storage version",
+	})
+
+	// A policy stored before a rule existed does not block other updates,
+	// such as the removal of a finalizer, but a change of it is checked.
+	stored := old.DeepCopy()
+	stored.Spec.Storage.Retention = &annex.RetentionPolicy{}
+	stored.Finalizers = []string{"annex.dev/hosted-objects"}
+	unfinalized := stored.DeepCopy()
+	unfinalized.Finalizers = nil
+	wantFields(t, ValidateHostedResourceUpdate(context.Background(), unfinalized, stored), nil)
+	retuned := stored.DeepCopy()
+	retuned.Spec.Storage.Retention.MaxAge = &metav1.Duration{Duration: time.Millisecond}
+	wantFields(t, ValidateHostedResourceUpdate(context.Background(), retuned, stored), map[string]string{
+		"spec.storage.retention.maxAge": "at least 1s",
 	})
 }
 
