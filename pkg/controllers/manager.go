@@ -20,6 +20,7 @@ import (
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/controllers/apiservice"
 	"annex.dev/annex/pkg/controllers/hostedresource"
+	"annex.dev/annex/pkg/controllers/retention"
 	"annex.dev/annex/pkg/controllers/storagebackend"
 )
 
@@ -53,6 +54,8 @@ type Options struct {
 	// DefaultStore is what annex keeps its own data in; an Embedded
 	// StorageBackend is ready only on the embedded etcd.
 	DefaultStore storagebackend.Store
+	// Retention says how often and how fast retention policies are enforced.
+	Retention retention.Options
 }
 
 // NewManager returns a manager with every controller registered. loopback
@@ -98,6 +101,9 @@ func NewManager(loopback *rest.Config, opts Options) (ctrl.Manager, error) {
 	}
 	if err := (&storagebackend.HostedResourceReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the hostedresource-storagebackend controller: %w", err)
+	}
+	if err := (&retention.Reconciler{Client: mgr.GetClient(), Options: opts.Retention}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the retention controller: %w", err)
 	}
 	if opts.Cluster != nil && opts.APIService != nil {
 		clusterCluster, err := cluster.New(opts.Cluster, func(o *cluster.Options) { o.Scheme = clusterScheme })

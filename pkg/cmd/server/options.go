@@ -22,6 +22,7 @@ import (
 	"annex.dev/annex/pkg/admission/hostedgroups"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/apiserver"
+	"annex.dev/annex/pkg/controllers/retention"
 	generatedopenapi "annex.dev/annex/pkg/generated/openapi"
 	"annex.dev/annex/pkg/registry/core"
 )
@@ -70,6 +71,8 @@ type Options struct {
 	APIService APIServiceOptions
 	// LeaderElect makes one replica at a time run the controllers.
 	LeaderElect bool
+	// Retention says how often and how fast retention policies are enforced.
+	Retention retention.Options
 }
 
 // APIServiceOptions describe the Service through which the cluster's aggregator reaches annex.
@@ -98,6 +101,11 @@ func NewOptions() *Options {
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
 	o.RecommendedOptions.SecureServing.BindPort = 8443
+	o.Retention = retention.Options{
+		Interval:         retention.DefaultInterval,
+		BatchSize:        retention.DefaultBatchSize,
+		DeletesPerSecond: retention.DefaultDeletesPerSecond,
+	}
 	hostedgroups.Register(o.RecommendedOptions.Admission.Plugins)
 	backendchange.Register(o.RecommendedOptions.Admission.Plugins)
 	o.RecommendedOptions.Admission.RecommendedPluginOrder = append(o.RecommendedOptions.Admission.RecommendedPluginOrder,
@@ -132,6 +140,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.APIService.CABundleFile, "apiservice-ca-bundle-file", o.APIService.CABundleFile, "Aggregated mode: PEM file with the CA that verifies annex's serving certificate; "+
 		"it becomes the caBundle of the APIServices of hosted groups. Without it, hosted groups are not registered with the cluster.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Aggregated mode: run the controllers in one replica at a time, elected with a Lease in the cluster. Set it when running more than one replica.")
+	fs.DurationVar(&o.Retention.Interval, "retention-interval", o.Retention.Interval, "How often the objects of each hosted type with spec.storage.retention are checked against it.")
+	fs.IntVar(&o.Retention.BatchSize, "retention-batch-size", o.Retention.BatchSize, "The most objects of one hosted type that a retention pass deletes; "+
+		"the rest are deleted by the next pass, a second later.")
+	fs.Float64Var(&o.Retention.DeletesPerSecond, "retention-deletes-per-second", o.Retention.DeletesPerSecond, "The rate of retention's deletes, all hosted types together.")
 }
 
 // Complete resolves the mode and fills in what depends on it.
@@ -180,6 +192,15 @@ func (o *Options) Validate() error {
 	}
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
+	}
+	if o.Retention.Interval < time.Second {
+		errs = append(errs, fmt.Errorf("--retention-interval must be at least 1s, not %s", o.Retention.Interval))
+	}
+	if o.Retention.BatchSize < 1 {
+		errs = append(errs, fmt.Errorf("--retention-batch-size must be at least 1, not %d", o.Retention.BatchSize))
+	}
+	if !(o.Retention.DeletesPerSecond > 0) {
+		errs = append(errs, fmt.Errorf("--retention-deletes-per-second must be greater than zero, not %v", o.Retention.DeletesPerSecond))
 	}
 	errs = append(errs, o.ServerRunOptions.Validate()...)
 	ro := o.RecommendedOptions

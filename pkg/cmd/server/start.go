@@ -199,6 +199,7 @@ func (o *Options) defaultStore() storagebackend.Store {
 // controllerOptions turns on the cluster-facing controllers in aggregated mode.
 func (o *Options) controllerOptions(ctx context.Context, cluster *rest.Config, store storagebackend.Store) (controllers.Options, error) {
 	opts := controllers.Options{DefaultStore: store}
+	opts.Retention = o.Retention
 	if o.Mode != ModeAggregated || cluster == nil {
 		return opts, nil
 	}
