@@ -4,7 +4,9 @@ package apiserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 
 	apiextensionsapiserver "k8s.io/apiextensions-apiserver/pkg/apiserver"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,13 +16,17 @@ import (
 	discoveryendpoint "k8s.io/apiserver/pkg/endpoints/discovery/aggregated"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/apiserver/pkg/server/healthz"
 
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/install"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	annexclientset "annex.dev/annex/pkg/generated/clientset/versioned"
+	annexinformers "annex.dev/annex/pkg/generated/informers/externalversions"
 	hostedresourcestorage "annex.dev/annex/pkg/registry/annex/hostedresource/storage"
 	storagebackendstorage "annex.dev/annex/pkg/registry/annex/storagebackend/storage"
 	"annex.dev/annex/pkg/registry/core"
+	"annex.dev/annex/pkg/storage/routing"
 )
 
 var (
@@ -55,12 +61,16 @@ type Config struct {
 	// ServeCoreAPI serves /api/v1 namespaces, for standalone mode where no
 	// cluster provides them.
 	ServeCoreAPI bool
+	// Router is the hosted types' RESTOptionsGetter (HostedResources uses
+	// it); the server gives it the listers it reads.
+	Router *routing.Router
 }
 
 type completedConfig struct {
 	GenericConfig   genericapiserver.CompletedConfig
 	HostedResources apiextensionsapiserver.CompletedConfig
 	ServeCoreAPI    bool
+	Router          *routing.Router
 }
 
 // CompletedConfig is a Config whose defaults are filled in.
@@ -80,6 +90,7 @@ func (cfg *Config) Complete() CompletedConfig {
 		GenericConfig:   cfg.GenericConfig.Complete(),
 		HostedResources: cfg.HostedResources.Complete(),
 		ServeCoreAPI:    cfg.ServeCoreAPI,
+		Router:          cfg.Router,
 	}}
 }
 
@@ -126,7 +137,41 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 			return nil, fmt.Errorf("installing /api/v1 namespaces: %w", err)
 		}
 	}
+	if c.Router != nil {
+		if err := startRouting(c.Router, genericServer, hosted); err != nil {
+			return nil, err
+		}
+	}
 	return &AnnexServer{GenericAPIServer: genericServer, HostedResources: hosted}, nil
+}
+
+// startRouting gives the router the CRDs of the hosted-resource server's own
+// informer and annex.dev's HostedResources and StorageBackends, read through
+// loopback; annex is ready once they have synced.
+func startRouting(router *routing.Router, server *genericapiserver.GenericAPIServer, hosted *apiextensionsapiserver.CustomResourceDefinitions) error {
+	client, err := annexclientset.NewForConfig(server.LoopbackClientConfig)
+	if err != nil {
+		return fmt.Errorf("creating the loopback client of storage routing: %w", err)
+	}
+	factory := annexinformers.NewSharedInformerFactory(client, 0)
+	hostedResources := factory.Annex().V1alpha1().HostedResources()
+	backends := factory.Annex().V1alpha1().StorageBackends()
+	crds := hosted.Informers.Apiextensions().V1().CustomResourceDefinitions()
+	hrInformer, sbInformer, crdInformer := hostedResources.Informer(), backends.Informer(), crds.Informer()
+	synced := func() bool { return hrInformer.HasSynced() && sbInformer.HasSynced() && crdInformer.HasSynced() }
+	router.SetListers(crds.Lister(), hostedResources.Lister(), backends.Lister(), synced)
+	if err := server.AddPostStartHook("start-storage-routing", func(ctx genericapiserver.PostStartHookContext) error {
+		factory.Start(ctx.Done())
+		return nil
+	}); err != nil {
+		return err
+	}
+	return server.AddReadyzChecks(healthz.NamedCheck("storage-routing", func(*http.Request) error {
+		if !synced() {
+			return errors.New("reading the hosted types and storage backends")
+		}
+		return nil
+	}))
 }
 
 // Runner runs a prepared server until its context is done.

@@ -4,11 +4,13 @@ package controllers
 
 import (
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
@@ -56,6 +58,8 @@ type Options struct {
 	DefaultStore storagebackend.Store
 	// Retention says how often and how fast retention policies are enforced.
 	Retention retention.Options
+	// ProbeInterval is how often each StorageBackend is probed.
+	ProbeInterval time.Duration
 }
 
 // NewManager returns a manager with every controller registered. loopback
@@ -83,7 +87,11 @@ func NewManager(loopback *rest.Config, opts Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the controller manager: %w", err)
 	}
-	if err := (&hostedresource.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	objects, err := metadata.NewForConfig(loopback)
+	if err != nil {
+		return nil, fmt.Errorf("building the loopback metadata client: %w", err)
+	}
+	if err := (&hostedresource.Reconciler{Client: mgr.GetClient(), Objects: objects}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the hostedresource controller: %w", err)
 	}
 	prober := &storagebackend.Prober{Store: opts.DefaultStore}
@@ -96,7 +104,7 @@ func NewManager(loopback *rest.Config, opts Options) (ctrl.Manager, error) {
 		}
 		prober.Secrets = secrets
 	}
-	if err := (&storagebackend.Reconciler{Client: mgr.GetClient(), Prober: prober}).SetupWithManager(mgr); err != nil {
+	if err := (&storagebackend.Reconciler{Client: mgr.GetClient(), Prober: prober, Interval: opts.ProbeInterval}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the storagebackend controller: %w", err)
 	}
 	if err := (&storagebackend.HostedResourceReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {

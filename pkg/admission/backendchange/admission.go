@@ -14,18 +14,16 @@ import (
 	"fmt"
 	"io"
 
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apiserver/pkg/admission"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
 	"annex.dev/annex/pkg/apis/annex"
-	"annex.dev/annex/pkg/controllers/hostedresource"
+	"annex.dev/annex/pkg/storage/routing"
 )
 
 // PluginName is the name of the plugin in --enable-admission-plugins.
@@ -151,48 +149,9 @@ func (p *plugin) hasObjects(ctx context.Context, name string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if crd.Labels[hostedresource.OwnerLabel] != name {
+	if crd.Labels[routing.OwnerLabel] != name {
 		// A CRD created on annex directly: its objects are not this HostedResource's.
 		return false, nil
 	}
-	version := servedVersion(crd)
-	if version == "" {
-		return false, fmt.Errorf("the type serves no version to list its objects with")
-	}
-	gvr := schema.GroupVersionResource{Group: crd.Spec.Group, Version: version, Resource: crd.Spec.Names.Plural}
-	list, err := p.objects.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
-	if apierrors.IsNotFound(err) && !established(crd) {
-		// Never served, so nothing was ever stored.
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return len(list.Items) > 0, nil
-}
-
-// servedVersion is the storage version if it is served, else any served version.
-func servedVersion(crd *apiextensionsv1.CustomResourceDefinition) string {
-	served := ""
-	for _, v := range crd.Spec.Versions {
-		if !v.Served {
-			continue
-		}
-		if v.Storage {
-			return v.Name
-		}
-		if served == "" {
-			served = v.Name
-		}
-	}
-	return served
-}
-
-func established(crd *apiextensionsv1.CustomResourceDefinition) bool {
-	for _, c := range crd.Status.Conditions {
-		if c.Type == apiextensionsv1.Established {
-			return c.Status == apiextensionsv1.ConditionTrue
-		}
-	}
-	return false
+	return routing.HasObjects(ctx, p.objects, crd)
 }

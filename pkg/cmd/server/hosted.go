@@ -1,18 +1,22 @@
 package server
 
 import (
+	"context"
 	"fmt"
 
 	noopoteltrace "go.opentelemetry.io/otel/trace/noop"
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsapiserver "k8s.io/apiextensions-apiserver/pkg/apiserver"
-	apiextensionsoptions "k8s.io/apiextensions-apiserver/pkg/cmd/server/options"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/util/webhook"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+
+	"annex.dev/annex/pkg/storage/routing"
 )
 
 // hostedResourcesConfig derives the embedded apiextensions-apiserver's
@@ -20,7 +24,7 @@ import (
 // apiextensions server: the same serving, authentication, authorization and
 // admission, with storage codecs for CustomResourceDefinitions and for
 // custom resources.
-func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfig) (*apiextensionsapiserver.Config, error) {
+func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfig) (*apiextensionsapiserver.Config, *routing.Router, error) {
 	// A shallow copy: the request chain and its settings are shared.
 	genericConfig := annex.Config
 	// Each server adds its own hooks; sharing the map would add them twice.
@@ -35,9 +39,27 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 	// annex's own storage already reports on the same etcd.
 	etcdOptions.SkipHealthEndpoints = true
 	if err := etcdOptions.ApplyTo(&genericConfig); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	crdRESTOptionsGetter := apiextensionsoptions.NewCRDRESTOptionsGetter(etcdOptions, genericConfig.ResourceTransformers, genericConfig.StorageObjectCountTracker)
+	// Each hosted type is stored in the backend its HostedResource names.
+	routerOptions := routing.Options{
+		Etcd:                    etcdOptions,
+		ResourceTransformers:    genericConfig.ResourceTransformers,
+		Tracker:                 genericConfig.StorageObjectCountTracker,
+		EmbeddedDefault:         o.runsEmbeddedEtcd,
+		DataDir:                 o.DataDir,
+		PostgresCompactInterval: o.PostgresCompactInterval,
+	}
+	if o.Mode == ModeAggregated && annex.ClientConfig != nil {
+		cluster, err := kubernetes.NewForConfig(annex.ClientConfig)
+		if err != nil {
+			return nil, nil, fmt.Errorf("creating the cluster's client: %w", err)
+		}
+		routerOptions.Secrets = func(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+			return cluster.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+		}
+	}
+	router := routing.New(routerOptions)
 
 	sharedInformers := annex.SharedInformerFactory
 	if sharedInformers == nil {
@@ -45,7 +67,7 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 		// and reads annex itself.
 		client, err := kubernetes.NewForConfig(genericConfig.LoopbackClientConfig)
 		if err != nil {
-			return nil, fmt.Errorf("creating the loopback client: %w", err)
+			return nil, nil, fmt.Errorf("creating the loopback client: %w", err)
 		}
 		sharedInformers = informers.NewSharedInformerFactory(client, 0)
 	}
@@ -56,7 +78,7 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 			SharedInformerFactory: sharedInformers,
 		},
 		ExtraConfig: apiextensionsapiserver.ExtraConfig{
-			CRDRESTOptionsGetter: crdRESTOptionsGetter,
+			CRDRESTOptionsGetter: router,
 			// One replica establishes a type at once; with more, the
 			// establishing controller waits for the others to see it.
 			MasterCount:     1,
@@ -64,5 +86,5 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 			AuthResolverWrapper: webhook.NewDefaultAuthenticationInfoResolverWrapper(
 				nil, nil, genericConfig.LoopbackClientConfig, noopoteltrace.NewTracerProvider()),
 		},
-	}, nil
+	}, router, nil
 }

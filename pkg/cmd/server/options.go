@@ -4,6 +4,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -65,6 +66,9 @@ type Options struct {
 	PostgresDSNFile string
 	// PostgresCompactInterval is how often old revisions are removed from PostgreSQL.
 	PostgresCompactInterval time.Duration
+	// StorageBackendProbeInterval is how often each StorageBackend is probed;
+	// requests for the types of a backend found unready get a 503 at once.
+	StorageBackendProbeInterval time.Duration
 
 	// APIService says how the cluster reaches annex; aggregated mode registers
 	// each hosted group/version with it.
@@ -73,6 +77,10 @@ type Options struct {
 	LeaderElect bool
 	// Retention says how often and how fast retention policies are enforced.
 	Retention retention.Options
+
+	// runsEmbeddedEtcd is set by Run before it starts the embedded etcd and
+	// points --etcd-servers at it.
+	runsEmbeddedEtcd bool
 }
 
 // APIServiceOptions describe the Service through which the cluster's aggregator reaches annex.
@@ -91,12 +99,13 @@ func NewOptions() *Options {
 			defaultEtcdPathPrefix,
 			apiserver.Codecs.LegacyCodec(v1alpha1.SchemeGroupVersion),
 		),
-		Mode:                    ModeAuto,
-		DataDir:                 "/var/lib/annex",
-		EmbeddedEtcdQuotaBytes:  8 << 30,
-		EmbeddedEtcdLogLevel:    "error",
-		PostgresCompactInterval: 5 * time.Minute,
-		APIService:              APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443},
+		Mode:                        ModeAuto,
+		DataDir:                     "/var/lib/annex",
+		EmbeddedEtcdQuotaBytes:      8 << 30,
+		EmbeddedEtcdLogLevel:        "error",
+		PostgresCompactInterval:     5 * time.Minute,
+		StorageBackendProbeInterval: 10 * time.Second,
+		APIService:                  APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443},
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
@@ -134,6 +143,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.PostgresDSNFile, "postgres-dsn-file", o.PostgresDSNFile, "File holding the connection string of a PostgreSQL database "+
 		"(postgres://user:password@host:port/database?sslmode=verify-full) to keep the data in instead of etcd. Exclusive with --etcd-servers.")
 	fs.DurationVar(&o.PostgresCompactInterval, "postgres-compact-interval", o.PostgresCompactInterval, "How often old revisions are removed from PostgreSQL.")
+	fs.DurationVar(&o.StorageBackendProbeInterval, "storage-backend-probe-interval", o.StorageBackendProbeInterval, "How often each StorageBackend is probed. "+
+		"Requests for the types of a backend found unready are answered 503 at once; until the next probe notices an outage they wait for the store.")
 	fs.StringVar(&o.APIService.Namespace, "apiservice-namespace", o.APIService.Namespace, "Aggregated mode: namespace of annex's Service, and of the controllers' leader-election Lease.")
 	fs.StringVar(&o.APIService.Name, "apiservice-service-name", o.APIService.Name, "Aggregated mode: name of annex's Service, which the APIServices of hosted groups point at.")
 	fs.Int32Var(&o.APIService.Port, "apiservice-service-port", o.APIService.Port, "Aggregated mode: port of annex's Service.")
@@ -189,6 +200,9 @@ func (o *Options) Validate() error {
 	}
 	if o.APIService.Port < 1 || o.APIService.Port > 65535 {
 		errs = append(errs, fmt.Errorf("--apiservice-service-port must be between 1 and 65535, not %d", o.APIService.Port))
+	}
+	if o.StorageBackendProbeInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--storage-backend-probe-interval must be at least 1s, not %s", o.StorageBackendProbeInterval))
 	}
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
@@ -254,9 +268,14 @@ func (o *Options) Config() (*apiserver.Config, error) {
 		}
 	}
 	// After admission: the hosted-resource server shares the chain.
-	hosted, err := o.hostedResourcesConfig(serverConfig)
+	hosted, router, err := o.hostedResourcesConfig(serverConfig)
 	if err != nil {
 		return nil, err
 	}
-	return &apiserver.Config{GenericConfig: serverConfig, HostedResources: hosted, ServeCoreAPI: o.Mode == ModeStandalone}, nil
+	// Innermost, after authentication and authorization: a request for a
+	// hosted type whose backend cannot serve gets a 503 with the reason.
+	serverConfig.BuildHandlerChainFunc = func(handler http.Handler, c *genericapiserver.Config) http.Handler {
+		return genericapiserver.DefaultBuildHandlerChain(router.WithBackendCheck(handler, c.Serializer), c)
+	}
+	return &apiserver.Config{GenericConfig: serverConfig, HostedResources: hosted, ServeCoreAPI: o.Mode == ModeStandalone, Router: router}, nil
 }

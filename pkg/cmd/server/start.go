@@ -64,6 +64,7 @@ func Run(ctx context.Context, o *Options) error {
 
 	// Before the store starts: starting it fills in --etcd-servers.
 	store := o.defaultStore()
+	o.runsEmbeddedEtcd = store == storagebackend.StoreEmbeddedEtcd
 	if o.embeddedEtcd() {
 		etcd, err := embedded.Start(ctx, embedded.Options{
 			DataDir:           filepath.Join(o.DataDir, "etcd"),
@@ -119,6 +120,8 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
+	// After the server has stopped, before the stores close.
+	defer config.Router.Close()
 	if o.Mode == ModeStandalone {
 		addr := config.GenericConfig.SecureServing.Listener.Addr()
 		if err := writeAdminKubeconfig(o.AdminKubeconfig, ca, admin, addr); err != nil {
@@ -168,6 +171,7 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
+	warmer.Available = func(group, resource string) error { return config.Router.Check(group, resource, true) }
 	if err := server.GenericAPIServer.AddReadyzChecks(warmer); err != nil {
 		return err
 	}
@@ -198,7 +202,7 @@ func (o *Options) defaultStore() storagebackend.Store {
 
 // controllerOptions turns on the cluster-facing controllers in aggregated mode.
 func (o *Options) controllerOptions(ctx context.Context, cluster *rest.Config, store storagebackend.Store) (controllers.Options, error) {
-	opts := controllers.Options{DefaultStore: store}
+	opts := controllers.Options{DefaultStore: store, ProbeInterval: o.StorageBackendProbeInterval}
 	opts.Retention = o.Retention
 	if o.Mode != ModeAggregated || cluster == nil {
 		return opts, nil

@@ -5,6 +5,7 @@ package hostedresource
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/metadata"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,13 +25,14 @@ import (
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/controllers/conditions"
+	"annex.dev/annex/pkg/storage/routing"
 )
 
 const (
 	// Finalizer holds a HostedResource until its objects and its type are gone.
 	Finalizer = "annex.dev/hosted-objects"
 	// OwnerLabel marks the CRDs that a HostedResource owns; its value is the HostedResource's name.
-	OwnerLabel   = "annex.dev/hosted-resource"
+	OwnerLabel   = routing.OwnerLabel
 	fieldManager = "annex-hostedresource-controller"
 )
 
@@ -38,11 +41,20 @@ const (
 	ReasonTerminating = "Terminating"
 	ReasonCRDConflict = "CustomResourceDefinitionConflict"
 	ReasonPending     = "Pending"
+	// ReasonMovingStorageBackend: the type is re-created on the backend its
+	// HostedResource now names.
+	ReasonMovingStorageBackend = "MovingStorageBackend"
+	// ReasonStorageBackendChangeRefused: the type has objects on the backend
+	// it was created on, which annex does not move.
+	ReasonStorageBackendChangeRefused = "StorageBackendChangeRefused"
 )
 
 // Reconciler creates, updates and deletes the internal CRD of each HostedResource.
 type Reconciler struct {
 	Client client.Client
+	// Objects lists hosted objects through annex, uncached, to tell whether a
+	// type can move to another backend.
+	Objects metadata.Interface
 }
 
 // SetupWithManager registers the reconciler: it runs on every change of a
@@ -96,6 +108,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			Type: annex.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: ReasonCRDConflict,
 			Message: fmt.Sprintf("a CustomResourceDefinition %s that this HostedResource does not own exists on annex; delete it to let annex serve the type", crd.Name),
 		})
+	case routing.BackendOf(crd) != routing.BackendOfHostedResource(hr):
+		return r.moveBackend(ctx, hr, crd)
 	default:
 		desired := desiredCRD(hr)
 		if !apiequality.Semantic.DeepEqual(crd.Spec, desired.Spec) {
@@ -143,6 +157,44 @@ func (r *Reconciler) finalize(ctx context.Context, hr *v1alpha1.HostedResource) 
 	return reconcile.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, hr))
 }
 
+// moveBackend re-creates the CRD of a type whose HostedResource names
+// another backend than the one the type was created on: a type's storage is
+// bound to a backend for the CRD's life. It does so only for a type with no
+// objects (admission refuses the change otherwise; this catches an object
+// created meanwhile, since requests other than annex's own are refused while
+// the backends differ).
+func (r *Reconciler) moveBackend(ctx context.Context, hr *v1alpha1.HostedResource, crd *apiextensionsv1.CustomResourceDefinition) (reconcile.Result, error) {
+	from, to := routing.BackendOf(crd), routing.BackendOfHostedResource(hr)
+	moving := metav1.Condition{
+		Type: annex.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: ReasonMovingStorageBackend,
+		Message: fmt.Sprintf("re-creating the type, which has no objects, on StorageBackend %q (it was on %q)", to, from),
+	}
+	if !crd.DeletionTimestamp.IsZero() {
+		// The CRD's deletion wakes this reconciler; the requeue is a safety net.
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, r.setStatus(ctx, hr, moving)
+	}
+	has, err := routing.HasObjects(ctx, r.Objects, crd)
+	if err != nil {
+		statusErr := r.setStatus(ctx, hr, metav1.Condition{
+			Type: annex.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: ReasonMovingStorageBackend,
+			Message: fmt.Sprintf("cannot tell whether the type has objects on StorageBackend %q, so it stays there for now: %v", from, err),
+		})
+		return reconcile.Result{}, errors.Join(err, statusErr)
+	}
+	if has {
+		return reconcile.Result{}, r.setStatus(ctx, hr, metav1.Condition{
+			Type: annex.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: ReasonStorageBackendChangeRefused,
+			Message: fmt.Sprintf("the type has objects on StorageBackend %q, and annex does not move objects between backends: "+
+				"set spec.storage.backend back to %q (requests are refused until then), or delete the objects", from, from),
+		})
+	}
+	if err := r.Client.Delete(ctx, crd, client.Preconditions{UID: &crd.UID}); err != nil && !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, err
+	}
+	ctrl.LoggerFrom(ctx).Info("Re-creating the hosted type on another storage backend", "group", hr.Spec.Group, "kind", hr.Spec.Names.Kind, "from", from, "to", to)
+	return reconcile.Result{RequeueAfter: 5 * time.Second}, r.setStatus(ctx, hr, moving)
+}
+
 // reportError records in the status why the CRD could not be written, and
 // returns err so that the request is retried.
 func (r *Reconciler) reportError(ctx context.Context, hr *v1alpha1.HostedResource, err error) error {
@@ -172,6 +224,8 @@ func desiredCRD(hr *v1alpha1.HostedResource) *apiextensionsv1.CustomResourceDefi
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   hr.Name,
 			Labels: map[string]string{OwnerLabel: hr.Name},
+			// The type's storage is built on this backend, for the CRD's life.
+			Annotations: map[string]string{routing.BackendAnnotation: routing.BackendOfHostedResource(hr)},
 		},
 		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
 			Group:                 spec.Group,

@@ -22,7 +22,7 @@ const (
 	ReasonStorageBackendNotFound = "StorageBackendNotFound"
 	ReasonStorageBackendNotReady = "StorageBackendNotReady"
 	ReasonStorageBackendPending  = "StorageBackendPending"
-	ReasonRoutingNotAvailable    = "RoutingNotAvailable"
+	ReasonStorageBackendReady    = "StorageBackendReady"
 )
 
 // hostedResourceFieldManager owns the StorageBackendReady condition and
@@ -114,10 +114,8 @@ func (r *HostedResourceReconciler) condition(ctx context.Context, backend string
 		c.Reason = ReasonStorageBackendNotReady
 		c.Message = fmt.Sprintf("StorageBackend %q is not ready (%s): %s", backend, ready.Reason, ready.Message)
 	default:
-		// Per-resource routing is not built yet: say so rather than
-		// pretend that the objects live in the named backend.
-		c.Reason = ReasonRoutingNotAvailable
-		c.Message = "annex serves this type from its default store; storing a type in another StorageBackend is not available yet"
+		c.Status, c.Reason = metav1.ConditionTrue, ReasonStorageBackendReady
+		c.Message = fmt.Sprintf("annex stores this type in StorageBackend %q: %s", backend, ready.Message)
 	}
 	return c, nil
 }

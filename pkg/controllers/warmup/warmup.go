@@ -13,6 +13,7 @@ package warmup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -31,10 +32,18 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+
+	"annex.dev/annex/pkg/storage/routing"
 )
 
 // Warmer opens the storage of each established hosted type once.
 type Warmer struct {
+	// Available, when set, says why a type's storage cannot open now;
+	// errors that wrap routing.ErrStarting pass by themselves. A type whose
+	// backend is unavailable is left to its first request, so that it does
+	// not hold the replica's readiness.
+	Available func(group, resource string) error
+
 	crds     apiextensionsclient.Interface
 	metadata metadata.Interface
 
@@ -119,6 +128,11 @@ func (w *Warmer) warm(ctx context.Context, logger klog.Logger, crd *apiextension
 		// watch cache of this version. The handler answers 404 for a moment
 		// after a type is established: retry briefly.
 		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			if w.Available != nil {
+				if err := w.Available(gvr.Group, gvr.Resource); err != nil && !errors.Is(err, routing.ErrStarting) {
+					return false, err
+				}
+			}
 			_, err := w.metadata.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
 			return err == nil, nil
 		})

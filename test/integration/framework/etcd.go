@@ -10,10 +10,26 @@ import (
 	"time"
 )
 
-// StartEtcd runs the test control plane's etcd (from KUBEBUILDER_ASSETS) on
-// loopback, without TLS, with its data and log in dir, and stops it when the
-// test ends. It returns the client URL, for annex's --etcd-servers.
+// Etcd is the test control plane's etcd run on loopback without TLS; a
+// test can stop it and start it again on the same address and data.
+type Etcd struct {
+	// URL is the client URL, for --etcd-servers or a StorageBackend.
+	URL  string
+	dir  string
+	args []string
+	log  *os.File
+	proc *Process
+}
+
+// StartEtcd runs an etcd (from KUBEBUILDER_ASSETS) with its data and log in
+// dir, stopped when the test ends, and returns its client URL.
 func StartEtcd(t testing.TB, dir string) string {
+	return StartEtcdServer(t, dir).URL
+}
+
+// StartEtcdServer runs an etcd (from KUBEBUILDER_ASSETS) with its data and
+// log in dir, stopped when the test ends.
+func StartEtcdServer(t testing.TB, dir string) *Etcd {
 	t.Helper()
 	clientPort, err := FreePort()
 	if err != nil {
@@ -30,17 +46,17 @@ func StartEtcd(t testing.TB, dir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proc, err := StartProcess(filepath.Join(os.Getenv(AssetsEnv), "etcd"), []string{
+	e := &Etcd{URL: clientURL, dir: dir, log: log, args: []string{
 		"--data-dir=" + filepath.Join(dir, "external-etcd"),
 		"--listen-client-urls=" + clientURL, "--advertise-client-urls=" + clientURL,
 		"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
 		"--initial-cluster=default=" + peerURL,
-	}, dir, log)
-	if err != nil {
+	}}
+	if err := e.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := proc.Stop(10 * time.Second); err != nil {
+		if err := e.Stop(); err != nil {
 			t.Errorf("stopping etcd: %v", err)
 		}
 		_ = log.Close()
@@ -52,5 +68,25 @@ func StartEtcd(t testing.TB, dir string) string {
 			t.Logf("etcd log (%s), last lines:\n%s", logPath, data)
 		}
 	})
-	return clientURL
+	return e
+}
+
+// Start starts a stopped etcd again, with its data.
+func (e *Etcd) Start() error {
+	proc, err := StartProcess(filepath.Join(os.Getenv(AssetsEnv), "etcd"), e.args, e.dir, e.log)
+	if err != nil {
+		return err
+	}
+	e.proc = proc
+	return nil
+}
+
+// Stop stops etcd; stopping a stopped etcd does nothing.
+func (e *Etcd) Stop() error {
+	if e.proc == nil {
+		return nil
+	}
+	proc := e.proc
+	e.proc = nil
+	return proc.Stop(10 * time.Second)
 }

@@ -104,19 +104,21 @@ spec:
 		}
 	})
 
-	t.Run("a ready backend other than default is not pretended to be used", func(t *testing.T) {
+	established := func() {
+		t.Helper()
+		a.kubectl("wait", "--for=condition=Established", "--timeout=60s", "hostedresource/gadgets.example.com")
+	}
+
+	t.Run("a ready backend other than default is ready", func(t *testing.T) {
+		// The type has no objects, and its backend does not exist: it moves.
 		if out, err := apply("embedded"); err != nil {
 			t.Fatalf("changing the backend of a type with no objects: %v\n%s", err, out)
 		}
-		a.kubectl("wait", "--for=jsonpath={.status.conditions[?(@.type==\"StorageBackendReady\")].reason}=RoutingNotAvailable", "--timeout=30s", "hostedresource/gadgets.example.com")
-		if status, _, message := ready("hostedresource", "gadgets.example.com"); status != "False" || !strings.Contains(message, "not available yet") {
-			t.Errorf("StorageBackendReady on the embedded backend: status %q message %q, want False saying routing is not available", status, message)
+		waitFor("hostedresource", "gadgets.example.com", "StorageBackendReady", "True")
+		if _, reason, message := ready("hostedresource", "gadgets.example.com"); reason != "StorageBackendReady" || !strings.Contains(message, `"embedded"`) {
+			t.Errorf("StorageBackendReady on the embedded backend: reason %q message %q, want StorageBackendReady naming the backend", reason, message)
 		}
-		if _, err := apply("dead-etcd"); err != nil {
-			t.Fatalf("changing the backend of a type with no objects again: %v", err)
-		}
-		waitFor("hostedresource", "gadgets.example.com", "StorageBackendReady", "False")
-		a.kubectl("wait", "--for=jsonpath={.status.conditions[?(@.type==\"StorageBackendReady\")].reason}=StorageBackendNotReady", "--timeout=30s", "hostedresource/gadgets.example.com")
+		established()
 	})
 
 	t.Run("the default backend is ready", func(t *testing.T) {
@@ -124,10 +126,32 @@ spec:
 			t.Fatalf("changing the backend of a type with no objects back to default: %v\n%s", err, out)
 		}
 		waitFor("hostedresource", "gadgets.example.com", "StorageBackendReady", "True")
+		established()
+	})
+
+	t.Run("a type on an unready backend answers 503 and stays there while annex cannot look into it", func(t *testing.T) {
+		if out, err := apply("dead-etcd"); err != nil {
+			t.Fatalf("changing the backend of a type with no objects: %v\n%s", err, out)
+		}
+		a.kubectl("wait", "--for=jsonpath={.status.conditions[?(@.type==\"StorageBackendReady\")].reason}=StorageBackendNotReady", "--timeout=30s", "hostedresource/gadgets.example.com")
+		established()
+		if out, err := a.kubectlErr("get", "gadgets"); err == nil || !strings.Contains(out, "ServiceUnavailable") || !strings.Contains(out, `"dead-etcd"`) {
+			t.Errorf("listing a type on an unready backend: want a 503 naming the backend, got %v\n%s", err, out)
+		}
+		// Whether the type has objects in the unreachable store is unknown.
+		if out, err := apply("default"); err == nil || !strings.Contains(out, "cannot tell whether") {
+			t.Errorf("moving a type off an unreachable backend: want a 503 saying annex cannot tell whether it has objects, got %v\n%s", err, out)
+		}
+		// Once the backend is deleted, nothing can be stranded in it.
+		a.kubectl("delete", "storagebackend", "dead-etcd")
+		if out, err := apply("default"); err != nil {
+			t.Fatalf("moving a type off a deleted backend: %v\n%s", err, out)
+		}
+		waitFor("hostedresource", "gadgets.example.com", "StorageBackendReady", "True")
+		established()
 	})
 
 	t.Run("a type with objects cannot change backend", func(t *testing.T) {
-		a.kubectl("wait", "--for=condition=Established", "--timeout=30s", "hostedresource/gadgets.example.com")
 		a.kubectl("apply", "-f", write(t, dir, "g1.yaml", "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g1}\nspec: {}\n"))
 		out, err := apply("embedded")
 		if err == nil || !strings.Contains(out, "spec.storage.backend") || !strings.Contains(out, "moving a type between backends is not supported") {
