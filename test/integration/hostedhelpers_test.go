@@ -21,7 +21,20 @@ import (
 // resource.
 func serveHostedType(t *testing.T, kind, plural, group, ns string) schema.GroupVersionResource {
 	t.Helper()
-	hr := create(t, adminClient(t), framework.HostedResources, hostedResource(t, kind, plural, group))
+	return serveHostedTypeOn(t, kind, plural, group, ns, "")
+}
+
+// serveHostedTypeOn is serveHostedType with the objects in the named
+// StorageBackend ("" for the default).
+func serveHostedTypeOn(t *testing.T, kind, plural, group, ns, backend string) schema.GroupVersionResource {
+	t.Helper()
+	obj := hostedResource(t, kind, plural, group)
+	if backend != "" {
+		if err := unstructured.SetNestedField(obj.Object, backend, "spec", "storage", "backend"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hr := create(t, adminClient(t), framework.HostedResources, obj)
 	waitForCondition(t, hr.GetName(), "APIServiceAvailable", metav1.ConditionTrue)
 	gvr := schema.GroupVersionResource{Group: group, Version: "v1", Resource: plural}
 	// The aggregator picks the new APIService up asynchronously: until it
