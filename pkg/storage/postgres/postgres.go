@@ -52,6 +52,10 @@ type Options struct {
 // annex replicas on one database. Writes through this process wake its
 // watchers at once.
 
+// emulatedEtcdVersion is the etcd version kine reports (kine's own default):
+// one whose watch progress requests the apiserver trusts.
+const emulatedEtcdVersion = "3.6.11"
+
 // Server is a running kine in front of PostgreSQL.
 type Server struct {
 	// Endpoint is the etcd client URL of kine (unix://...).
@@ -139,7 +143,12 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		grpc.MaxRecvMsgSize(int(embed.DefaultMaxRequestBytes)+512*1024),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 	)
-	server.New(backend, "unix", opts.NotifyInterval, "").Register(grpcServer)
+	// kine answers watch progress requests; the apiserver uses them (for
+	// consistent reads from the watch cache and for watch-list) only when
+	// the etcd version in a Status answer says so. Its checker is global to
+	// the process: a kine with no version would turn them off for every
+	// store, etcd included.
+	server.New(backend, "unix", opts.NotifyInterval, emulatedEtcdVersion).Register(grpcServer)
 
 	s := &Server{Endpoint: "unix://" + socket, grpc: grpcServer, cancel: cancel, wg: wg, stopped: make(chan struct{}), closeMetrics: closeMetrics}
 	go func() {
