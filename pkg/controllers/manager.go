@@ -10,6 +10,7 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apiserver/pkg/storage"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -24,6 +25,7 @@ import (
 	"annex.dev/annex/pkg/controllers/hostedresource"
 	"annex.dev/annex/pkg/controllers/retention"
 	"annex.dev/annex/pkg/controllers/storagebackend"
+	"annex.dev/annex/pkg/controllers/usage"
 )
 
 // Scheme holds the types annex's controllers read and write.
@@ -60,6 +62,9 @@ type Options struct {
 	Retention retention.Options
 	// ProbeInterval is how often each StorageBackend is probed.
 	ProbeInterval time.Duration
+	// ObjectStats returns the storage's latest count of a resource
+	// (plural.group); nil turns the usage controller off.
+	ObjectStats func(resource string) (storage.Stats, error)
 }
 
 // NewManager returns a manager with every controller registered. loopback
@@ -109,6 +114,11 @@ func NewManager(loopback *rest.Config, opts Options) (ctrl.Manager, error) {
 	}
 	if err := (&storagebackend.HostedResourceReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the hostedresource-storagebackend controller: %w", err)
+	}
+	if opts.ObjectStats != nil {
+		if err := (&usage.Reconciler{Client: mgr.GetClient(), Stats: opts.ObjectStats}).SetupWithManager(mgr); err != nil {
+			return nil, fmt.Errorf("setting up the usage controller: %w", err)
+		}
 	}
 	if err := (&retention.Reconciler{Client: mgr.GetClient(), Options: opts.Retention}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the retention controller: %w", err)

@@ -56,6 +56,10 @@ type RetentionPolicy struct {
 type HostedResourceStatus struct {
 	ObservedGeneration int64
 	Conditions         []metav1.Condition
+	// ObjectCount and EstimatedSizeBytes are the type's objects as its
+	// storage last counted them.
+	ObjectCount        *int64
+	EstimatedSizeBytes *int64
 }
 
 // Condition types of a HostedResource.
@@ -137,6 +141,10 @@ type SecretKeySelector struct {
 type StorageBackendStatus struct {
 	ObservedGeneration int64
 	Conditions         []metav1.Condition
+	// SizeBytes is the store's database size as the store reports it.
+	SizeBytes *int64
+	// ObjectCount is the number of objects of the types kept in the backend.
+	ObjectCount *int64
 }
 
 // StorageBackendReady is the condition type that says whether a backend serves requests.

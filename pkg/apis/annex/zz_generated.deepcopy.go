@@ -154,6 +154,16 @@ func (in *HostedResourceStatus) DeepCopyInto(out *HostedResourceStatus) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	if in.ObjectCount != nil {
+		in, out := &in.ObjectCount, &out.ObjectCount
+		*out = new(int64)
+		**out = **in
+	}
+	if in.EstimatedSizeBytes != nil {
+		in, out := &in.EstimatedSizeBytes, &out.EstimatedSizeBytes
+		*out = new(int64)
+		**out = **in
+	}
 	return
 }
 
@@ -359,6 +369,16 @@ func (in *StorageBackendStatus) DeepCopyInto(out *StorageBackendStatus) {
 		for i := range *in {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
+	}
+	if in.SizeBytes != nil {
+		in, out := &in.SizeBytes, &out.SizeBytes
+		*out = new(int64)
+		**out = **in
+	}
+	if in.ObjectCount != nil {
+		in, out := &in.ObjectCount, &out.ObjectCount
+		*out = new(int64)
+		**out = **in
 	}
 	return
 }

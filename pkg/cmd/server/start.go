@@ -137,6 +137,9 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
+	if tracker := config.GenericConfig.StorageObjectCountTracker; tracker != nil {
+		controllerOptions.ObjectStats = tracker.Get
+	}
 	mgr, err := controllers.NewManager(server.GenericAPIServer.LoopbackClientConfig, controllerOptions)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -55,6 +56,27 @@ func (r *Reconciler) interval() time.Duration {
 	return DefaultProbeInterval
 }
 
+// objectCount sums the object counts of the types kept in the backend; nil
+// when none of them has been counted.
+func (r *Reconciler) objectCount(ctx context.Context, backend string) (*int64, error) {
+	var hrs v1alpha1.HostedResourceList
+	if err := r.Client.List(ctx, &hrs); err != nil {
+		return nil, err
+	}
+	var total *int64
+	for _, hr := range hrs.Items {
+		name := hr.Spec.Storage.Backend
+		if name == "" {
+			name = annex.DefaultStorageBackend
+		}
+		if name != backend || hr.Status.ObjectCount == nil {
+			continue
+		}
+		total = ptr.To(ptr.Deref(total, 0) + *hr.Status.ObjectCount)
+	}
+	return total, nil
+}
+
 // Reconcile probes one StorageBackend and writes its status when the result changed.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	sb := &v1alpha1.StorageBackend{}
@@ -75,6 +97,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	updated := sb.DeepCopy()
 	updated.Status.ObservedGeneration = sb.Generation
 	meta.SetStatusCondition(&updated.Status.Conditions, condition)
+	if result.SizeBytes != nil {
+		updated.Status.SizeBytes = result.SizeBytes
+	}
+	count, err := r.objectCount(ctx, sb.Name)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	updated.Status.ObjectCount = count
 	if !apiequality.Semantic.DeepEqual(updated.Status, sb.Status) {
 		previous := meta.FindStatusCondition(sb.Status.Conditions, annex.StorageBackendReady)
 		if previous == nil || previous.Status != condition.Status || previous.Reason != condition.Reason {

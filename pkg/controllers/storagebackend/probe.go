@@ -68,6 +68,8 @@ type Result struct {
 	Ready   bool
 	Reason  string
 	Message string
+	// SizeBytes is the database's size as the store reports it, when it answered.
+	SizeBytes *int64
 }
 
 func notReady(reason, format string, args ...any) Result {
@@ -174,6 +176,7 @@ func (p *Prober) probeEtcd(ctx context.Context, spec *v1alpha1.EtcdStorage) Resu
 	// which ones answer; then one linearizable read proves that a quorum does.
 	type answer struct {
 		version string
+		dbSize  int64
 		err     error
 	}
 	answers := make([]answer, len(spec.Endpoints))
@@ -193,18 +196,20 @@ func (p *Prober) probeEtcd(ctx context.Context, spec *v1alpha1.EtcdStorage) Resu
 				answers[i].err = err
 				return
 			}
-			answers[i].version = st.Version
+			answers[i].version, answers[i].dbSize = st.Version, st.DbSize
 		}()
 	}
 	wg.Wait()
 	var failures []string
 	version := ""
+	var size int64
 	for i, a := range answers {
 		if a.err != nil {
 			failures = append(failures, fmt.Sprintf("%s: %v", spec.Endpoints[i], a.err))
 			continue
 		}
 		version = a.version
+		size = max(size, a.dbSize)
 	}
 	answered := len(spec.Endpoints) - len(failures)
 	if answered == 0 {
@@ -219,7 +224,7 @@ func (p *Prober) probeEtcd(ctx context.Context, spec *v1alpha1.EtcdStorage) Resu
 	if len(failures) > 0 {
 		msg += "; not answering: " + strings.Join(failures, "; ")
 	}
-	return Result{Ready: true, Reason: ReasonReachable, Message: msg}
+	return Result{Ready: true, Reason: ReasonReachable, Message: msg, SizeBytes: &size}
 }
 
 // dial opens and closes a connection to an etcd endpoint, so that a refused
@@ -326,9 +331,10 @@ func probePostgresDSN(ctx context.Context, dsn string, timeout time.Duration, so
 		defer cancel()
 		_ = conn.Close(closeCtx)
 	}()
-	var one int
-	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
-		return notReady(ReasonUnreachable, "PostgreSQL accepted the connection but SELECT 1 failed: %s", redact(err))
+	var size int64
+	if err := conn.QueryRow(ctx, "SELECT pg_database_size(current_database())").Scan(&size); err != nil {
+		return notReady(ReasonUnreachable, "PostgreSQL accepted the connection but a query of the database's size failed: %s", redact(err))
 	}
-	return Result{Ready: true, Reason: ReasonReachable, Message: fmt.Sprintf("PostgreSQL %s answers", conn.PgConn().ParameterStatus("server_version"))}
+	return Result{Ready: true, Reason: ReasonReachable, Message: fmt.Sprintf("PostgreSQL %s answers", conn.PgConn().ParameterStatus("server_version")),
+		SizeBytes: &size}
 }

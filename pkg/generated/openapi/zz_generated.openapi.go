@@ -632,6 +632,20 @@ func schema_pkg_apis_annex_v1alpha1_HostedResourceStatus(ref common.ReferenceCal
 							},
 						},
 					},
+					"objectCount": {
+						SchemaProps: spec.SchemaProps{
+							Description: "objectCount is the number of objects of the type, as its storage last counted them (every --etcd-count-metric-poll-period, a minute by default).",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"estimatedSizeBytes": {
+						SchemaProps: spec.SchemaProps{
+							Description: "estimatedSizeBytes is the estimated size of the type's objects in its store, from the sizes of the objects annex last read.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
 				},
 			},
 		},
@@ -973,6 +987,20 @@ func schema_pkg_apis_annex_v1alpha1_StorageBackendStatus(ref common.ReferenceCal
 									},
 								},
 							},
+						},
+					},
+					"sizeBytes": {
+						SchemaProps: spec.SchemaProps{
+							Description: "sizeBytes is the size of the store's database as the store reports it at each probe: for etcd, the largest member's database; for PostgreSQL, the database's.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"objectCount": {
+						SchemaProps: spec.SchemaProps{
+							Description: "objectCount is the number of objects of the hosted types kept in this backend, the sum of their HostedResources' status.objectCount.",
+							Type:        []string{"integer"},
+							Format:      "int64",
 						},
 					},
 				},

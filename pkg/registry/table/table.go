@@ -4,9 +4,11 @@ package table
 
 import (
 	"context"
+	"strconv"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metatable "k8s.io/apimachinery/pkg/api/meta/table"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/registry/rest"
@@ -39,4 +41,29 @@ func (c convertor) ConvertToTable(ctx context.Context, obj runtime.Object, table
 		return c.row(obj, name, age), nil
 	})
 	return table, err
+}
+
+// Count prints an optional count: empty until it is known.
+func Count(n *int64) string {
+	if n == nil {
+		return ""
+	}
+	return strconv.FormatInt(*n, 10)
+}
+
+// Bytes prints an optional size in binary units (12.3Mi), empty until it is known.
+func Bytes(n *int64) string {
+	if n == nil {
+		return ""
+	}
+	// One decimal are enough to read a size at a glance.
+	for _, unit := range []struct {
+		suffix string
+		size   int64
+	}{{"Ti", 1 << 40}, {"Gi", 1 << 30}, {"Mi", 1 << 20}, {"Ki", 1 << 10}} {
+		if *n >= unit.size {
+			return strconv.FormatFloat(float64(*n)/float64(unit.size), 'f', 1, 64) + unit.suffix
+		}
+	}
+	return resource.NewQuantity(*n, resource.BinarySI).String()
 }

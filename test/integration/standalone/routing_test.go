@@ -39,7 +39,7 @@ func TestHostedTypeOnAnotherBackend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"--storage-backend-probe-interval=1s"}
+	args := []string{"--storage-backend-probe-interval=1s", "--etcd-count-metric-poll-period=1s"}
 	a := start(t, dir, port, args...)
 
 	a.kubectl("apply", "-f", write(t, dir, "types.yaml", fmt.Sprintf(`apiVersion: annex.dev/v1alpha1
@@ -94,6 +94,27 @@ spec: {size: 1}
 	if got, want := strings.Join(outsideKeys(), " "), "/annex/example.com/gadgets/g1 /annex/example.com/gadgets/g2"; got != want {
 		t.Errorf("the external etcd holds %q, want only the gadgets: %q", got, want)
 	}
+	// The counts reach the statuses, and kubectl get shows them.
+	jsonpath := func(object, path string) string {
+		return a.kubectl("get", object, "-o", "jsonpath="+path)
+	}
+	if err := eventually(60*time.Second, func() bool {
+		return jsonpath("hostedresource/gadgets.example.com", "{.status.objectCount}") == "2" &&
+			jsonpath("hostedresource/gizmos.example.com", "{.status.objectCount}") == "1" &&
+			jsonpath("storagebackend/outside", "{.status.objectCount}") == "2"
+	}); err != nil {
+		t.Errorf("object counts: gadgets %q, gizmos %q, backend outside %q; want 2, 1, 2",
+			jsonpath("hostedresource/gadgets.example.com", "{.status.objectCount}"),
+			jsonpath("hostedresource/gizmos.example.com", "{.status.objectCount}"),
+			jsonpath("storagebackend/outside", "{.status.objectCount}"))
+	}
+	if size := jsonpath("storagebackend/outside", "{.status.sizeBytes}"); size == "" || size == "0" {
+		t.Errorf("storagebackend outside: status.sizeBytes %q, want the etcd's database size", size)
+	}
+	if out := a.kubectl("get", "storagebackends"); !strings.Contains(out, "OBJECTS") || !strings.Contains(out, "SIZE") || !hasRow(out, "outside", "Etcd", "True", "2") {
+		t.Errorf("kubectl get storagebackends does not show the backend's objects and size:\n%s", out)
+	}
+
 	names := func(resource string) string {
 		t.Helper()
 		return a.kubectl("get", resource, "-o", "jsonpath={.items[*].metadata.name}")

@@ -81,6 +81,14 @@ type HostedResourceStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// objectCount is the number of objects of the type, as its storage last counted
+	// them (every --etcd-count-metric-poll-period, a minute by default).
+	// +optional
+	ObjectCount *int64 `json:"objectCount,omitempty"`
+	// estimatedSizeBytes is the estimated size of the type's objects in its store,
+	// from the sizes of the objects annex last read.
+	// +optional
+	EstimatedSizeBytes *int64 `json:"estimatedSizeBytes,omitempty"`
 }
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
@@ -187,6 +195,14 @@ type StorageBackendStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// sizeBytes is the size of the store's database as the store reports it at each
+	// probe: for etcd, the largest member's database; for PostgreSQL, the database's.
+	// +optional
+	SizeBytes *int64 `json:"sizeBytes,omitempty"`
+	// objectCount is the number of objects of the hosted types kept in this backend,
+	// the sum of their HostedResources' status.objectCount.
+	// +optional
+	ObjectCount *int64 `json:"objectCount,omitempty"`
 }
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object

@@ -296,6 +296,8 @@ func Convert_annex_HostedResourceSpec_To_v1alpha1_HostedResourceSpec(in *annex.H
 func autoConvert_v1alpha1_HostedResourceStatus_To_annex_HostedResourceStatus(in *HostedResourceStatus, out *annex.HostedResourceStatus, s conversion.Scope) error {
 	out.ObservedGeneration = in.ObservedGeneration
 	out.Conditions = *(*[]metav1.Condition)(unsafe.Pointer(&in.Conditions))
+	out.ObjectCount = (*int64)(unsafe.Pointer(in.ObjectCount))
+	out.EstimatedSizeBytes = (*int64)(unsafe.Pointer(in.EstimatedSizeBytes))
 	return nil
 }
 
@@ -307,6 +309,8 @@ func Convert_v1alpha1_HostedResourceStatus_To_annex_HostedResourceStatus(in *Hos
 func autoConvert_annex_HostedResourceStatus_To_v1alpha1_HostedResourceStatus(in *annex.HostedResourceStatus, out *HostedResourceStatus, s conversion.Scope) error {
 	out.ObservedGeneration = in.ObservedGeneration
 	out.Conditions = *(*[]metav1.Condition)(unsafe.Pointer(&in.Conditions))
+	out.ObjectCount = (*int64)(unsafe.Pointer(in.ObjectCount))
+	out.EstimatedSizeBytes = (*int64)(unsafe.Pointer(in.EstimatedSizeBytes))
 	return nil
 }
 
@@ -510,6 +514,8 @@ func Convert_annex_StorageBackendSpec_To_v1alpha1_StorageBackendSpec(in *annex.S
 func autoConvert_v1alpha1_StorageBackendStatus_To_annex_StorageBackendStatus(in *StorageBackendStatus, out *annex.StorageBackendStatus, s conversion.Scope) error {
 	out.ObservedGeneration = in.ObservedGeneration
 	out.Conditions = *(*[]metav1.Condition)(unsafe.Pointer(&in.Conditions))
+	out.SizeBytes = (*int64)(unsafe.Pointer(in.SizeBytes))
+	out.ObjectCount = (*int64)(unsafe.Pointer(in.ObjectCount))
 	return nil
 }
 
@@ -521,6 +527,8 @@ func Convert_v1alpha1_StorageBackendStatus_To_annex_StorageBackendStatus(in *Sto
 func autoConvert_annex_StorageBackendStatus_To_v1alpha1_StorageBackendStatus(in *annex.StorageBackendStatus, out *StorageBackendStatus, s conversion.Scope) error {
 	out.ObservedGeneration = in.ObservedGeneration
 	out.Conditions = *(*[]metav1.Condition)(unsafe.Pointer(&in.Conditions))
+	out.SizeBytes = (*int64)(unsafe.Pointer(in.SizeBytes))
+	out.ObjectCount = (*int64)(unsafe.Pointer(in.ObjectCount))
 	return nil
 }
 

@@ -20,6 +20,7 @@ var columns = []metav1.TableColumnDefinition{
 	{Name: "Versions", Type: "string", Description: "Served versions; the storage version is marked with *."},
 	{Name: "Backend", Type: "string", Description: "StorageBackend that holds the objects."},
 	{Name: "Established", Type: "string", Description: "Whether annex serves the type."},
+	{Name: "Objects", Type: "string", Description: "Objects of the type, as its storage last counted them."},
 	{Name: "Age", Type: "string", Description: "Time since creation."},
 }
 
@@ -27,7 +28,7 @@ var columns = []metav1.TableColumnDefinition{
 func NewTableConvertor() rest.TableConvertor {
 	return table.NewConvertor(columns, func(obj runtime.Object, name, age string) []interface{} {
 		hr := obj.(*annex.HostedResource)
-		return []interface{}{name, hr.Spec.Group, hr.Spec.Names.Kind, string(hr.Spec.Scope), versions(hr), hr.Spec.Storage.Backend, condition(hr.Status.Conditions, annex.HostedResourceEstablished), age}
+		return []interface{}{name, hr.Spec.Group, hr.Spec.Names.Kind, string(hr.Spec.Scope), versions(hr), hr.Spec.Storage.Backend, condition(hr.Status.Conditions, annex.HostedResourceEstablished), table.Count(hr.Status.ObjectCount), age}
 	})
 }
 

@@ -17,6 +17,8 @@ var columns = []metav1.TableColumnDefinition{
 	{Name: "Type", Type: "string", Description: "Embedded, Etcd or Postgres."},
 	{Name: "Ready", Type: "string", Description: "Whether the backend serves requests."},
 	{Name: "Reason", Type: "string", Priority: 1, Description: "Why the backend is or is not ready."},
+	{Name: "Objects", Type: "string", Description: "Objects of the hosted types kept in the backend."},
+	{Name: "Size", Type: "string", Description: "Size of the store's database, as it reports it."},
 	{Name: "Endpoints", Type: "string", Priority: 1, Description: "Client URLs of an external etcd."},
 	{Name: "Age", Type: "string", Description: "Time since creation."},
 }
@@ -33,6 +35,6 @@ func NewTableConvertor() rest.TableConvertor {
 		if sb.Spec.Etcd != nil {
 			endpoints = strings.Join(sb.Spec.Etcd.Endpoints, ",")
 		}
-		return []interface{}{name, string(sb.Spec.Type), ready, reason, endpoints, age}
+		return []interface{}{name, string(sb.Spec.Type), ready, reason, table.Count(sb.Status.ObjectCount), table.Bytes(sb.Status.SizeBytes), endpoints, age}
 	})
 }

@@ -31,6 +31,12 @@ type HostedResourceStatusApplyConfiguration struct {
 	ObservedGeneration *int64 `json:"observedGeneration,omitempty"`
 	// conditions say whether the names were accepted and the type is served.
 	Conditions []v1.ConditionApplyConfiguration `json:"conditions,omitempty"`
+	// objectCount is the number of objects of the type, as its storage last counted
+	// them (every --etcd-count-metric-poll-period, a minute by default).
+	ObjectCount *int64 `json:"objectCount,omitempty"`
+	// estimatedSizeBytes is the estimated size of the type's objects in its store,
+	// from the sizes of the objects annex last read.
+	EstimatedSizeBytes *int64 `json:"estimatedSizeBytes,omitempty"`
 }
 
 // HostedResourceStatusApplyConfiguration constructs a declarative configuration of the HostedResourceStatus type for use with
@@ -57,5 +63,21 @@ func (b *HostedResourceStatusApplyConfiguration) WithConditions(values ...*v1.Co
 		}
 		b.Conditions = append(b.Conditions, *values[i])
 	}
+	return b
+}
+
+// WithObjectCount sets the ObjectCount field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the ObjectCount field is set to the value of the last call.
+func (b *HostedResourceStatusApplyConfiguration) WithObjectCount(value int64) *HostedResourceStatusApplyConfiguration {
+	b.ObjectCount = &value
+	return b
+}
+
+// WithEstimatedSizeBytes sets the EstimatedSizeBytes field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the EstimatedSizeBytes field is set to the value of the last call.
+func (b *HostedResourceStatusApplyConfiguration) WithEstimatedSizeBytes(value int64) *HostedResourceStatusApplyConfiguration {
+	b.EstimatedSizeBytes = &value
 	return b
 }

@@ -31,6 +31,12 @@ type StorageBackendStatusApplyConfiguration struct {
 	ObservedGeneration *int64 `json:"observedGeneration,omitempty"`
 	// conditions say whether the store is reachable.
 	Conditions []v1.ConditionApplyConfiguration `json:"conditions,omitempty"`
+	// sizeBytes is the size of the store's database as the store reports it at each
+	// probe: for etcd, the largest member's database; for PostgreSQL, the database's.
+	SizeBytes *int64 `json:"sizeBytes,omitempty"`
+	// objectCount is the number of objects of the hosted types kept in this backend,
+	// the sum of their HostedResources' status.objectCount.
+	ObjectCount *int64 `json:"objectCount,omitempty"`
 }
 
 // StorageBackendStatusApplyConfiguration constructs a declarative configuration of the StorageBackendStatus type for use with
@@ -57,5 +63,21 @@ func (b *StorageBackendStatusApplyConfiguration) WithConditions(values ...*v1.Co
 		}
 		b.Conditions = append(b.Conditions, *values[i])
 	}
+	return b
+}
+
+// WithSizeBytes sets the SizeBytes field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the SizeBytes field is set to the value of the last call.
+func (b *StorageBackendStatusApplyConfiguration) WithSizeBytes(value int64) *StorageBackendStatusApplyConfiguration {
+	b.SizeBytes = &value
+	return b
+}
+
+// WithObjectCount sets the ObjectCount field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the ObjectCount field is set to the value of the last call.
+func (b *StorageBackendStatusApplyConfiguration) WithObjectCount(value int64) *StorageBackendStatusApplyConfiguration {
+	b.ObjectCount = &value
 	return b
 }
