@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 
 	"annex.dev/annex/pkg/storage/postgres/postgrestest"
 	"annex.dev/annex/test/integration/framework"
@@ -170,6 +171,25 @@ func TestHostedTypesOnPostgresAndEtcd(t *testing.T) {
 	if got := strings.Join(pgKeys, " "); got != want(pgGroup) {
 		t.Errorf("PostgreSQL holds %q, want %q", got, want(pgGroup))
 	}
+	// The PostgreSQL backend's database reports on annex's /metrics, by name.
+	direct, err := env.AnnexAdminConfig(uniqueName("metrics-reader"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	directClient, err := kubernetes.NewForConfig(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := directClient.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		t.Fatalf("reading annex's /metrics: %v", err)
+	}
+	for _, name := range []string{"annex_postgres_database_size_bytes", "annex_postgres_compaction_lag_revisions"} {
+		if series := name + `{storage_backend="` + pgBackend + `"}`; !strings.Contains(string(metrics), series) {
+			t.Errorf("annex's /metrics has no %s", series)
+		}
+	}
+
 	// The cluster's etcd holds neither.
 	clusterEtcd, err := clientv3.New(clientv3.Config{Endpoints: []string{env.EtcdURL()}, DialTimeout: 10 * time.Second})
 	if err != nil {

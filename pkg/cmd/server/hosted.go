@@ -15,6 +15,7 @@ import (
 	"k8s.io/apiserver/pkg/util/webhook"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/component-base/metrics/legacyregistry"
 
 	"annex.dev/annex/pkg/storage/routing"
 )
@@ -49,6 +50,7 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 		EmbeddedDefault:         o.runsEmbeddedEtcd,
 		DataDir:                 o.DataDir,
 		PostgresCompactInterval: o.PostgresCompactInterval,
+		MetricsRegisterer:       legacyregistry.Registerer(),
 	}
 	if o.Mode == ModeAggregated && annex.ClientConfig != nil {
 		cluster, err := kubernetes.NewForConfig(annex.ClientConfig)

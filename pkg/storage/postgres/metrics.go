@@ -128,14 +128,20 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 // compaction counters with r. kine's counters are process-wide: a second
 // server in the process (tests) finds them registered already.
 // unregister removes the collector, not kine's counters.
-func registerMetrics(r prometheus.Registerer, c *statsCollector) (unregister func(), err error) {
+// The collector's metrics carry the label storage_backend, "default" for
+// annex's command-line store.
+func registerMetrics(r prometheus.Registerer, backend string, c *statsCollector) (unregister func(), err error) {
 	for _, kc := range []prometheus.Collector{kinemetrics.SQLTotal, kinemetrics.SQLTime, kinemetrics.CompactTotal, kinemetrics.InsertErrorsTotal} {
 		if err := r.Register(kc); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return nil, err
 		}
 	}
-	if err := r.Register(c); err != nil {
+	if backend == "" {
+		backend = "default"
+	}
+	labelled := prometheus.WrapRegistererWith(prometheus.Labels{"storage_backend": backend}, r)
+	if err := labelled.Register(c); err != nil {
 		return nil, err
 	}
-	return func() { r.Unregister(c) }, nil
+	return func() { labelled.Unregister(c) }, nil
 }

@@ -17,7 +17,8 @@ import (
 	"annex.dev/annex/pkg/storage/postgres/postgrestest"
 )
 
-// gauges gathers reg and returns the value of each unlabelled gauge.
+// gauges gathers reg and returns the value of each gauge of the default
+// backend (labelled storage_backend="default") or without labels.
 func gauges(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
 	t.Helper()
 	families, err := reg.Gather()
@@ -27,7 +28,9 @@ func gauges(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
 	out := map[string]float64{}
 	for _, f := range families {
 		for _, m := range f.GetMetric() {
-			if g := m.GetGauge(); g != nil && len(m.GetLabel()) == 0 {
+			labels := m.GetLabel()
+			defaultBackend := len(labels) == 1 && labels[0].GetName() == "storage_backend" && labels[0].GetValue() == "default"
+			if g := m.GetGauge(); g != nil && (len(labels) == 0 || defaultBackend) {
 				out[f.GetName()] = g.GetValue()
 			}
 		}

@@ -45,6 +45,11 @@ type Options struct {
 	// MetricsRegisterer receives kine's SQL and compaction metrics and the
 	// database's size and compaction lag (metrics.go); nil for none.
 	MetricsRegisterer prometheus.Registerer
+	// Backend names the StorageBackend served, "" for annex's command-line
+	// store: the storage_backend label of the database's metrics. Only the
+	// command-line store also reports kine's connection pool (kine names
+	// those metrics without a label).
+	Backend string
 }
 
 // kine polls the database for rows written by other replicas once a second
@@ -93,11 +98,15 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	bctx, cancel := context.WithCancel(context.Background())
 	wg := &sync.WaitGroup{}
 	start := time.Now()
+	poolMetrics := opts.MetricsRegisterer
+	if opts.Backend != "" {
+		poolMetrics = nil
+	}
 	_, backend, err := pgsql.New(bctx, wg, &drivers.Config{
 		Scheme:            scheme,
 		DataSourceName:    dataSource,
 		CompactInterval:   opts.CompactInterval,
-		MetricsRegisterer: opts.MetricsRegisterer,
+		MetricsRegisterer: poolMetrics,
 		// kine's own defaults for the rest.
 		CompactTimeout:   5 * time.Second,
 		CompactMinRetain: 1000,
@@ -121,7 +130,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			cancel()
 			return nil, err
 		}
-		unregister, err := registerMetrics(opts.MetricsRegisterer, stats)
+		unregister, err := registerMetrics(opts.MetricsRegisterer, opts.Backend, stats)
 		if err != nil {
 			stats.db.Close()
 			cancel()

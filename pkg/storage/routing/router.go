@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionslisters "k8s.io/apiextensions-apiserver/pkg/client/listers/apiextensions/v1"
@@ -89,6 +90,9 @@ type Options struct {
 	DataDir string
 	// PostgresCompactInterval is how often PostgreSQL backends are compacted.
 	PostgresCompactInterval time.Duration
+	// MetricsRegisterer receives the database metrics of PostgreSQL
+	// backends, labelled with the backend's name; nil for none.
+	MetricsRegisterer prometheus.Registerer
 	// Secrets reads a Secret of the cluster; nil when there is no cluster.
 	Secrets func(ctx context.Context, namespace, name string) (*corev1.Secret, error)
 }
@@ -342,10 +346,12 @@ func (r *Router) startPostgres(ctx context.Context, name string, ref *v1alpha1.S
 		return nil, nil, fmt.Errorf("StorageBackend %q: Secret %s/%s has no key %q with a connection string", name, ref.Namespace, ref.Name, ref.Key)
 	}
 	pg, err := postgres.Start(ctx, postgres.Options{
-		DSN:             dsn,
-		SocketDir:       filepath.Join(r.backendDir(name), "kine"),
-		CompactInterval: r.opts.PostgresCompactInterval,
-		NotifyInterval:  5 * time.Second,
+		DSN:               dsn,
+		SocketDir:         filepath.Join(r.backendDir(name), "kine"),
+		CompactInterval:   r.opts.PostgresCompactInterval,
+		NotifyInterval:    5 * time.Second,
+		MetricsRegisterer: r.opts.MetricsRegisterer,
+		Backend:           name,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("StorageBackend %q: %w", name, err)
