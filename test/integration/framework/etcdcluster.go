@@ -1,0 +1,544 @@
+//go:build integration
+
+package framework
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"k8s.io/client-go/util/cert"
+	"k8s.io/client-go/util/keyutil"
+)
+
+const (
+	// etcdStartTimeout bounds how long a cluster (or a restarted member)
+	// may take to serve.
+	etcdStartTimeout = 60 * time.Second
+	// etcdStopTimeout is how long a member gets to exit after SIGTERM.
+	etcdStopTimeout = 10 * time.Second
+)
+
+// EtcdCluster is a real etcd cluster of separate processes (the etcd of
+// KUBEBUILDER_ASSETS) on 127.0.0.1, as annex meets an external etcd in
+// production: every member serves clients over TLS and accepts only clients
+// that present a certificate issued by the cluster's CA, and the members talk
+// to each other over mutual TLS too. Each member keeps its data in a
+// directory of its own, so a test can stop or kill it and start it again
+// with its data.
+type EtcdCluster struct {
+	// Members are the cluster's members, in the order of --initial-cluster.
+	Members []*EtcdMember
+	// CAFile verifies the members' certificates; CertFile and KeyFile are a
+	// client certificate they accept: annex's --etcd-cafile, --etcd-certfile
+	// and --etcd-keyfile.
+	CAFile, CertFile, KeyFile string
+	// Dir holds the certificates, and each member's data and log.
+	Dir string
+}
+
+// EtcdMember is one etcd process of an EtcdCluster.
+type EtcdMember struct {
+	// Name is the member's --name.
+	Name string
+	// ClientURL and PeerURL are where the member listens (https, 127.0.0.1).
+	ClientURL, PeerURL string
+	// DataDir is the member's --data-dir; it survives Stop, Kill and Restart.
+	DataDir string
+	// LogPath receives the member's output, across restarts.
+	LogPath string
+
+	bin  string
+	args []string
+	dir  string
+
+	mu   sync.Mutex
+	proc *Process
+	log  *os.File
+}
+
+// StartEtcdCluster starts an etcd cluster of size members and waits until it
+// has a leader and serves a linearizable read. Everything it starts is stopped,
+// and its files removed, when the test ends; if the test failed, the last lines
+// of each member's log are logged first.
+func StartEtcdCluster(t testing.TB, size int) *EtcdCluster {
+	t.Helper()
+	if size < 1 {
+		t.Fatalf("an etcd cluster needs at least one member, not %d", size)
+	}
+	bin := filepath.Join(os.Getenv(AssetsEnv), "etcd")
+	if err := checkExecutable(bin); err != nil {
+		t.Fatalf("%v (set %s to the directory printed by hack/tools/install.sh)", err, AssetsEnv)
+	}
+	// TempDir first: its removal then runs after the members have stopped.
+	c := &EtcdCluster{Dir: t.TempDir()}
+	t.Cleanup(func() { c.cleanup(t) })
+
+	if err := c.writeCertificates(size); err != nil {
+		t.Fatal(err)
+	}
+	ports, err := distinctFreePorts(2 * size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var initial []string
+	for i := range size {
+		m := &EtcdMember{
+			Name:      "member" + strconv.Itoa(i),
+			ClientURL: "https://127.0.0.1:" + strconv.Itoa(ports[2*i]),
+			PeerURL:   "https://127.0.0.1:" + strconv.Itoa(ports[2*i+1]),
+			bin:       bin,
+			dir:       c.Dir,
+		}
+		m.DataDir = filepath.Join(c.Dir, m.Name)
+		m.LogPath = filepath.Join(c.Dir, m.Name+".log")
+		c.Members = append(c.Members, m)
+		initial = append(initial, m.Name+"="+m.PeerURL)
+	}
+	pki := filepath.Join(c.Dir, "pki")
+	for _, m := range c.Members {
+		serving := filepath.Join(pki, m.Name)
+		m.args = []string{
+			"--name=" + m.Name,
+			"--data-dir=" + m.DataDir,
+			"--listen-client-urls=" + m.ClientURL, "--advertise-client-urls=" + m.ClientURL,
+			"--listen-peer-urls=" + m.PeerURL, "--initial-advertise-peer-urls=" + m.PeerURL,
+			"--initial-cluster=" + strings.Join(initial, ","),
+			"--initial-cluster-state=new", "--initial-cluster-token=annex-test",
+			// Clients: TLS, and a certificate from the cluster's CA required.
+			"--cert-file=" + serving + ".crt", "--key-file=" + serving + ".key",
+			"--client-cert-auth", "--trusted-ca-file=" + c.CAFile,
+			// Peers: mutual TLS with the same CA.
+			"--peer-cert-file=" + serving + ".crt", "--peer-key-file=" + serving + ".key",
+			"--peer-client-cert-auth", "--peer-trusted-ca-file=" + c.CAFile,
+			// As a kube-apiserver's etcd is configured (kubeadm): progress
+			// notifications let the watch cache advance on idle resources,
+			// and the apiserver compacts on its own schedule.
+			"--watch-progress-notify-interval=5s",
+			"--auto-compaction-retention=0",
+			"--log-level=info",
+		}
+	}
+	for _, m := range c.Members {
+		if err := m.start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), etcdStartTimeout)
+	defer cancel()
+	if err := c.WaitHealthy(ctx); err != nil {
+		t.Fatalf("the etcd cluster did not become healthy: %v%s", err, c.logTails(20))
+	}
+	return c
+}
+
+// ClientURLs returns every member's client URL, for --etcd-servers.
+func (c *EtcdCluster) ClientURLs() []string {
+	urls := make([]string, len(c.Members))
+	for i, m := range c.Members {
+		urls[i] = m.ClientURL
+	}
+	return urls
+}
+
+// ClientTLS is the TLS configuration of a client of the cluster.
+func (c *EtcdCluster) ClientTLS() (*tls.Config, error) {
+	return transport.TLSInfo{CertFile: c.CertFile, KeyFile: c.KeyFile, TrustedCAFile: c.CAFile}.ClientConfig()
+}
+
+// Client returns a client of every member, closed when the test ends.
+func (c *EtcdCluster) Client(t testing.TB) *clientv3.Client {
+	t.Helper()
+	client, err := c.newClient(c.ClientURLs()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	return client
+}
+
+func (c *EtcdCluster) newClient(endpoints ...string) (*clientv3.Client, error) {
+	tlsConfig, err := c.ClientTLS()
+	if err != nil {
+		return nil, err
+	}
+	return clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		TLS:         tlsConfig,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+}
+
+// Leader returns the member that the running members agree leads the
+// cluster, asking each with the maintenance API's Status.
+func (c *EtcdCluster) Leader(ctx context.Context) (*EtcdMember, error) {
+	byID := map[uint64]*EtcdMember{}
+	var leaders []uint64
+	var errs []error
+	for _, m := range c.Members {
+		if !m.Running() {
+			continue
+		}
+		st, err := c.status(ctx, m)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", m.Name, err))
+			continue
+		}
+		byID[st.Header.MemberId] = m
+		leaders = append(leaders, st.Leader)
+	}
+	if len(leaders) == 0 {
+		return nil, fmt.Errorf("no member answered Status: %w", errors.Join(errs...))
+	}
+	for _, l := range leaders[1:] {
+		if l != leaders[0] {
+			return nil, fmt.Errorf("the members disagree on the leader: %x", leaders)
+		}
+	}
+	leader, ok := byID[leaders[0]]
+	if !ok {
+		return nil, fmt.Errorf("the leader %x is not among the members that answered", leaders[0])
+	}
+	return leader, nil
+}
+
+func (c *EtcdCluster) status(ctx context.Context, m *EtcdMember) (*clientv3.StatusResponse, error) {
+	client, err := c.newClient(m.ClientURL)
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return client.Status(ctx, m.ClientURL)
+}
+
+// WaitHealthy waits until every running member answers Status, they agree on
+// a leader, and every running member has applied what that leader has
+// committed, that is until a read from any running member sees the latest writes.
+func (c *EtcdCluster) WaitHealthy(ctx context.Context) error {
+	var last error
+	for {
+		last = c.healthy(ctx)
+		if last == nil {
+			return nil
+		}
+		for _, m := range c.Members {
+			m.mu.Lock()
+			proc := m.proc
+			m.mu.Unlock()
+			if proc == nil {
+				continue
+			}
+			if exited, err := proc.Exited(); exited {
+				return fmt.Errorf("etcd %s exited: %v", m.Name, err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w; last: %v", ctx.Err(), last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (c *EtcdCluster) healthy(ctx context.Context) error {
+	// Until a member listens, a client would wait out gRPC's reconnection
+	// backoff (a second) before asking again.
+	for _, m := range c.Members {
+		if !m.Running() {
+			continue
+		}
+		conn, err := net.DialTimeout("tcp", strings.TrimPrefix(m.ClientURL, "https://"), time.Second)
+		if err != nil {
+			return fmt.Errorf("%s does not listen yet: %w", m.Name, err)
+		}
+		_ = conn.Close()
+	}
+	leader, err := c.Leader(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := c.status(ctx, leader)
+	if err != nil {
+		return err
+	}
+	for _, m := range c.Members {
+		if !m.Running() || m == leader {
+			continue
+		}
+		ms, err := c.status(ctx, m)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.Name, err)
+		}
+		if ms.RaftAppliedIndex < st.RaftIndex {
+			return fmt.Errorf("%s has applied raft index %d of the leader's %d", m.Name, ms.RaftAppliedIndex, st.RaftIndex)
+		}
+	}
+	// A linearizable read goes through the leader and a quorum.
+	client, err := c.newClient(leader.ClientURL)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = client.Get(rctx, "health")
+	return err
+}
+
+// Running says whether the member's process is running.
+func (m *EtcdMember) Running() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil {
+		return false
+	}
+	exited, _ := m.proc.Exited()
+	return !exited
+}
+
+// Kill ends the member with SIGKILL, as a crash or an OOM kill would, and
+// waits until its process is gone.
+func (m *EtcdMember) Kill() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil {
+		return fmt.Errorf("etcd %s is not running", m.Name)
+	}
+	m.note("SIGKILL")
+	err := m.proc.kill()
+	m.proc = nil
+	return err
+}
+
+// Stop ends the member with SIGTERM (SIGKILL after a timeout), as an orderly
+// shutdown would.
+func (m *EtcdMember) Stop() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil {
+		return fmt.Errorf("etcd %s is not running", m.Name)
+	}
+	m.note("SIGTERM")
+	err := m.proc.Stop(etcdStopTimeout)
+	m.proc = nil
+	if err != nil {
+		return fmt.Errorf("stopping etcd %s: %w", m.Name, err)
+	}
+	return nil
+}
+
+// Restart starts a stopped or killed member again, on the same addresses
+// and data. It does not wait: use the cluster's WaitHealthy.
+func (m *EtcdMember) Restart() error {
+	m.mu.Lock()
+	running := m.proc != nil
+	m.mu.Unlock()
+	if running {
+		return fmt.Errorf("etcd %s is running", m.Name)
+	}
+	return m.start()
+}
+
+func (m *EtcdMember) start() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.log == nil {
+		log, err := os.OpenFile(m.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		m.log = log
+	}
+	m.note("starting " + m.bin + " " + strings.Join(m.args, " "))
+	proc, err := StartProcess(m.bin, m.args, m.dir, m.log)
+	if err != nil {
+		return fmt.Errorf("starting etcd %s: %w", m.Name, err)
+	}
+	m.proc = proc
+	return nil
+}
+
+// note marks an event of the test in the member's log.
+func (m *EtcdMember) note(what string) {
+	if m.log != nil {
+		fmt.Fprintf(m.log, "=== %s test: %s\n", time.Now().Format(time.RFC3339Nano), what)
+	}
+}
+
+func (m *EtcdMember) logTail(n int) string {
+	data, err := os.ReadFile(m.LogPath)
+	if err != nil || len(data) == 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return fmt.Sprintf("\n--- last %d lines of %s ---\n%s\n---", len(lines), m.LogPath, strings.Join(lines, "\n"))
+}
+
+func (c *EtcdCluster) logTails(n int) string {
+	var b strings.Builder
+	for _, m := range c.Members {
+		b.WriteString(m.logTail(n))
+	}
+	return b.String()
+}
+
+// cleanup stops every running member; on failure it logs their last lines.
+func (c *EtcdCluster) cleanup(t testing.TB) {
+	for _, m := range c.Members {
+		if m.Running() {
+			if err := m.Stop(); err != nil {
+				t.Errorf("%v", err)
+			}
+		} else {
+			// A member the test killed, or one that died: reap it.
+			m.mu.Lock()
+			if m.proc != nil {
+				_ = m.proc.kill()
+				m.proc = nil
+			}
+			m.mu.Unlock()
+		}
+		if m.log != nil {
+			_ = m.log.Close()
+		}
+	}
+	if t.Failed() {
+		t.Logf("etcd cluster in %s:%s", c.Dir, c.logTails(30))
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *Process) kill() error {
+	if exited, _ := p.Exited(); exited {
+		return nil
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("process %d still running 10s after SIGKILL", p.cmd.Process.Pid)
+	}
+}
+
+// writeCertificates issues the cluster's CA, a certificate per member that
+// serves clients and peers and authenticates it to its peers, and a client
+// certificate.
+func (c *EtcdCluster) writeCertificates(size int) error {
+	pki := filepath.Join(c.Dir, "pki")
+	if err := os.MkdirAll(pki, 0o700); err != nil {
+		return err
+	}
+	ca, err := newCertAuthority("etcd-ca")
+	if err != nil {
+		return err
+	}
+	c.CAFile = filepath.Join(pki, "ca.crt")
+	if err := os.WriteFile(c.CAFile, ca.CertPEM(), 0o600); err != nil {
+		return err
+	}
+	for i := range size {
+		// A member dials its peers, and its own client listener for its
+		// HTTP gateway, with this certificate: it is a client's too.
+		pair, err := signEtcdCert(ca, "member"+strconv.Itoa(i),
+			[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+			[]string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
+		if err != nil {
+			return err
+		}
+		if _, _, err := pair.write(pki, "member"+strconv.Itoa(i)); err != nil {
+			return err
+		}
+	}
+	client, err := ca.sign("annex-apiserver")
+	if err != nil {
+		return err
+	}
+	c.CertFile, c.KeyFile, err = client.write(pki, "client")
+	return err
+}
+
+// signEtcdCert issues a certificate with the given usages and SANs; the
+// framework's sign issues either a serving or a client certificate, and an
+// etcd member needs one that is both.
+func signEtcdCert(ca *certAuthority, commonName string, usages []x509.ExtKeyUsage, dnsNames []string, ips []net.IP) (*keyPair, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := rand.Int(rand.Reader, big.NewInt(math.MaxInt64))
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: commonName},
+		NotBefore:    now.Add(-time.Minute),
+		NotAfter:     now.Add(certValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  usages,
+		DNSNames:     dnsNames,
+		IPAddresses:  ips,
+	}, ca.cert, key.Public(), ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("signing certificate for %q: %w", commonName, err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := cert.EncodeCertificates(leaf)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := keyutil.MarshalPrivateKeyToPEM(key)
+	if err != nil {
+		return nil, err
+	}
+	return &keyPair{CertPEM: certPEM, KeyPEM: keyPEM}, nil
+}
+
+// distinctFreePorts returns n free ports of 127.0.0.1, all different. The
+// listeners stay open until all are chosen so the kernel cannot hand out
+// one twice.
+func distinctFreePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
