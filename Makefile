@@ -99,6 +99,8 @@ test-integration: tools build postgres ## Run the integration tests: a real kube
 		go test -tags integration -count=1 -timeout 30m $(GO_TEST_FLAGS) ./test/integration/...
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
 		go test -tags integration -count=1 -timeout 5m $(GO_TEST_FLAGS) ./test/rollout/
+	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
+		go test -tags integration -count=1 -timeout 5m $(GO_TEST_FLAGS) ./test/etcdfault/
 	@log=$$(mktemp) && status=0 && \
 		KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
 		ANNEX_APISERVER_EXTRA_ARGS=--etcd-compaction-interval=2s \
