@@ -3,6 +3,7 @@
 package framework
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -10,11 +11,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,7 +28,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"k8s.io/client-go/util/cert"
@@ -161,15 +164,37 @@ func (c *EtcdCluster) ClientURLs() []string {
 	return urls
 }
 
-// ClientTLS is the TLS configuration of a client of the cluster.
+// ClientTLS is the TLS configuration of a client of the cluster: it trusts
+// the cluster's CA and presents the client certificate.
 func (c *EtcdCluster) ClientTLS() (*tls.Config, error) {
-	return transport.TLSInfo{CertFile: c.CertFile, KeyFile: c.KeyFile, TrustedCAFile: c.CAFile}.ClientConfig()
+	caPEM, err := os.ReadFile(c.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("no certificate in %s", c.CAFile)
+	}
+	pair, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
 }
 
-// Client returns a client of every member, closed when the test ends.
+// Client returns an etcd client of every member, closed when the test ends.
 func (c *EtcdCluster) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	client, err := c.newClient(c.ClientURLs()...)
+	tlsConfig, err := c.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := clientv3.New(clientv3.Config{
+		Endpoints:   c.ClientURLs(),
+		TLS:         tlsConfig,
+		DialTimeout: 10 * time.Second,
+		Logger:      zap.NewNop(),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,17 +202,63 @@ func (c *EtcdCluster) Client(t testing.TB) *clientv3.Client {
 	return client
 }
 
-func (c *EtcdCluster) newClient(endpoints ...string) (*clientv3.Client, error) {
+// etcdStatus is the part of etcd's maintenance Status the helper reads. The
+// helper asks each member through etcd's JSON gateway (the v3 API over HTTPS
+// on the client port), on a new connection each time, so that a question to
+// a member just restarted never waits out gRPC's reconnection backoff.
+type etcdStatus struct {
+	Header struct {
+		MemberID uint64 `json:"member_id,string"`
+	} `json:"header"`
+	Leader           uint64 `json:"leader,string"`
+	RaftIndex        uint64 `json:"raftIndex,string"`
+	RaftAppliedIndex uint64 `json:"raftAppliedIndex,string"`
+}
+
+// call posts a v3 API request as JSON to the member and decodes the answer.
+func (c *EtcdCluster) call(ctx context.Context, m *EtcdMember, path string, in, out any) error {
 	tlsConfig, err := c.ClientTLS()
 	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.ClientURL+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	// A new connection each time: a member killed and started again must
+	// not be asked over a connection to its previous process.
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig, DisableKeepAlives: true}}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s: %s", path, resp.Status, bytes.TrimSpace(data))
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+func (c *EtcdCluster) status(ctx context.Context, m *EtcdMember) (*etcdStatus, error) {
+	var st etcdStatus
+	if err := c.call(ctx, m, "/v3/maintenance/status", struct{}{}, &st); err != nil {
 		return nil, err
 	}
-	return clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
-		TLS:         tlsConfig,
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	})
+	return &st, nil
 }
 
 // Leader returns the member that the running members agree leads the
@@ -205,7 +276,7 @@ func (c *EtcdCluster) Leader(ctx context.Context) (*EtcdMember, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", m.Name, err))
 			continue
 		}
-		byID[st.Header.MemberId] = m
+		byID[st.Header.MemberID] = m
 		leaders = append(leaders, st.Leader)
 	}
 	if len(leaders) == 0 {
@@ -223,20 +294,10 @@ func (c *EtcdCluster) Leader(ctx context.Context) (*EtcdMember, error) {
 	return leader, nil
 }
 
-func (c *EtcdCluster) status(ctx context.Context, m *EtcdMember) (*clientv3.StatusResponse, error) {
-	client, err := c.newClient(m.ClientURL)
-	if err != nil {
-		return nil, err
-	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	return client.Status(ctx, m.ClientURL)
-}
-
 // WaitHealthy waits until every running member answers Status, they agree on
-// a leader, and every running member has applied what that leader has
-// committed, that is until a read from any running member sees the latest writes.
+// a leader, every running member has applied what that leader had committed,
+// and a linearizable read succeeds: until the cluster serves reads and
+// writes, and a read from any running member sees what was written before.
 func (c *EtcdCluster) WaitHealthy(ctx context.Context) error {
 	var last error
 	for {
@@ -264,18 +325,6 @@ func (c *EtcdCluster) WaitHealthy(ctx context.Context) error {
 }
 
 func (c *EtcdCluster) healthy(ctx context.Context) error {
-	// Until a member listens, a client would wait out gRPC's reconnection
-	// backoff (a second) before asking again.
-	for _, m := range c.Members {
-		if !m.Running() {
-			continue
-		}
-		conn, err := net.DialTimeout("tcp", strings.TrimPrefix(m.ClientURL, "https://"), time.Second)
-		if err != nil {
-			return fmt.Errorf("%s does not listen yet: %w", m.Name, err)
-		}
-		_ = conn.Close()
-	}
 	leader, err := c.Leader(ctx)
 	if err != nil {
 		return err
@@ -296,16 +345,8 @@ func (c *EtcdCluster) healthy(ctx context.Context) error {
 			return fmt.Errorf("%s has applied raft index %d of the leader's %d", m.Name, ms.RaftAppliedIndex, st.RaftIndex)
 		}
 	}
-	// A linearizable read goes through the leader and a quorum.
-	client, err := c.newClient(leader.ClientURL)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	_, err = client.Get(rctx, "health")
-	return err
+	// A linearizable read (the default) needs the leader and a quorum.
+	return c.call(ctx, leader, "/v3/kv/range", map[string]string{"key": "aGVhbHRo"}, nil) // "health"
 }
 
 // Running says whether the member's process is running.
