@@ -18,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,6 +33,7 @@ import (
 
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/storage/routing"
 )
 
 // Defaults of Options.
@@ -227,29 +227,12 @@ func targetOf(hr *v1alpha1.HostedResource) (target, bool) {
 	if r.MaxObjectsPerNamespace != nil {
 		p.MaxObjects = *r.MaxObjectsPerNamespace
 	}
-	version := servedVersion(hr.Spec.Versions)
+	version := routing.ServedVersion(hr.Spec.Versions)
 	if version == "" || (p.MaxAge <= 0 && p.MaxObjects <= 0) {
 		return target{}, false
 	}
 	gvr := schema.GroupVersionResource{Group: hr.Spec.Group, Version: version, Resource: hr.Spec.Names.Plural}
 	return target{gvr: gvr, policy: p}, true
-}
-
-// servedVersion is the storage version if it is served, else the first served one.
-func servedVersion(versions []apiextensionsv1.CustomResourceDefinitionVersion) string {
-	first := ""
-	for _, v := range versions {
-		if !v.Served {
-			continue
-		}
-		if v.Storage {
-			return v.Name
-		}
-		if first == "" {
-			first = v.Name
-		}
-	}
-	return first
 }
 
 // passResult is what one pass did.

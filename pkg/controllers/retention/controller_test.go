@@ -24,6 +24,7 @@ import (
 
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/storage/routing"
 )
 
 // fixture is a reconciler over one hosted type, with a fake clock, the
@@ -338,8 +339,8 @@ func TestServedVersion(t *testing.T) {
 		{[]apiextensionsv1.CustomResourceDefinitionVersion{v("v1alpha1", false, false), v("v1beta1", true, false), v("v1", false, true)}, "v1beta1"},
 		{[]apiextensionsv1.CustomResourceDefinitionVersion{v("v1", false, true)}, ""},
 	} {
-		if got := servedVersion(tc.versions); got != tc.want {
-			t.Errorf("servedVersion(%v) = %q, want %q", tc.versions, got, tc.want)
+		if got := routing.ServedVersion(tc.versions); got != tc.want {
+			t.Errorf("ServedVersion(%v) = %q, want %q", tc.versions, got, tc.want)
 		}
 	}
 }

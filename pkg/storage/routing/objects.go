@@ -31,7 +31,7 @@ func HasObjects(ctx context.Context, objects metadata.Interface, crd *apiextensi
 			return false, err
 		}
 	}
-	version := servedVersion(crd)
+	version := ServedVersion(crd.Spec.Versions)
 	if version == "" {
 		return false, errors.New("the type serves no version to list its objects with")
 	}
@@ -47,10 +47,11 @@ func HasObjects(ctx context.Context, objects metadata.Interface, crd *apiextensi
 	return len(list.Items) > 0, nil
 }
 
-// servedVersion is the storage version if it is served, else any served version.
-func servedVersion(crd *apiextensionsv1.CustomResourceDefinition) string {
+// ServedVersion is the storage version if it is served, else the first
+// served one: the version to list a type's objects with; "" if none is served.
+func ServedVersion(versions []apiextensionsv1.CustomResourceDefinitionVersion) string {
 	served := ""
-	for _, v := range crd.Spec.Versions {
+	for _, v := range versions {
 		if !v.Served {
 			continue
 		}
