@@ -38,3 +38,14 @@ func TestKeepBackendsSection(t *testing.T) {
 		t.Errorf("no file: got %q", got)
 	}
 }
+
+func TestParseStoreMetrics(t *testing.T) {
+	body := []byte(`annex_postgres_database_size_bytes{storage_backend="default"} 1.5e+07
+annex_postgres_database_size_bytes{storage_backend="other"} 9
+annex_postgres_current_revision 42
+`)
+	got := parseStoreMetrics(body, "annex_postgres_database_size_bytes", "annex_postgres_current_revision")
+	if got["annex_postgres_database_size_bytes"] != 1.5e+07 || got["annex_postgres_current_revision"] != 42 {
+		t.Errorf("got %v", got)
+	}
+}

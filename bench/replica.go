@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -104,11 +105,21 @@ func (r *replica) waitServed(ctx context.Context, s shape, ns string) error {
 	return nil
 }
 
-// metrics reads the named unlabelled metrics from the replica's /metrics.
+// defaultBackendLabel is on the metrics of annex's command-line store.
+const defaultBackendLabel = `{storage_backend="default"}`
+
+// metrics reads the named metrics of annex's command-line store (labelled
+// storage_backend="default", or unlabelled) from the replica's /metrics.
 func (r *replica) metrics(ctx context.Context, names ...string) (map[string]float64, error) {
 	body, err := r.target.Server.get(ctx, "/metrics")
 	if err != nil {
 		return nil, err
 	}
-	return parseMetrics(body, names...), nil
+	return parseStoreMetrics(body, names...), nil
+}
+
+// parseStoreMetrics is parseMetrics for the metrics of annex's
+// command-line store, which carry storage_backend="default".
+func parseStoreMetrics(body []byte, names ...string) map[string]float64 {
+	return parseMetrics(bytes.ReplaceAll(body, []byte(defaultBackendLabel+" "), []byte(" ")), names...)
 }
