@@ -143,8 +143,8 @@ func TestDiscovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if header := strings.Fields(lines[0]); !slices.Equal(header, []string{"NAME", "TYPE", "READY", "AGE"}) {
-			t.Errorf("kubectl get storagebackends header: got %q, want NAME TYPE READY AGE", lines[0])
+		if header := strings.Fields(lines[0]); !slices.Equal(header, []string{"NAME", "TYPE", "READY", "OBJECTS", "SIZE", "AGE"}) {
+			t.Errorf("kubectl get storagebackends header: got %q, want NAME TYPE READY OBJECTS SIZE AGE", lines[0])
 		}
 		if !hasRow(lines[1:], name, "Embedded") {
 			t.Errorf("kubectl get storagebackends has no row starting %q %q:\n%s", name, "Embedded", out)
@@ -163,7 +163,7 @@ func TestDiscovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		wantHeader := []string{"NAME", "GROUP", "KIND", "SCOPE", "VERSIONS", "BACKEND", "ESTABLISHED", "AGE"}
+		wantHeader := []string{"NAME", "GROUP", "KIND", "SCOPE", "VERSIONS", "BACKEND", "ESTABLISHED", "OBJECTS", "AGE"}
 		if header := strings.Fields(lines[0]); !slices.Equal(header, wantHeader) {
 			t.Errorf("kubectl get hostedresources header: got %q, want %q", lines[0], wantHeader)
 		}
