@@ -10,13 +10,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/watch"
 
 	"annex.dev/annex/test/integration/framework"
 )
@@ -291,9 +288,14 @@ func (r *backendsResults) runBackend(ctx context.Context, p *progress, k backend
 	}
 
 	p.stage(fmt.Sprintf("%s: watch latency, %d creates through annex-1 at %.0f/s", k.Name, pl.WatchEvents, pl.WatchRate))
-	stats, err := measureReplicaWatch(ctx, r1.target, watchers, shapeReport, nsWatch, pl.WatchEvents, pl.WatchRate, pl.EventWait)
+	samples, err := watchLatencies(ctx, r1.target, watchers, shapeReport, nsWatch, pl.WatchEvents, pl.WatchRate, pl.EventWait)
 	if err != nil {
 		return fail("watch: %v", err)
+	}
+	// One figure per watch: the writing replica's, then the other's.
+	stats := make([]watchStats, len(samples))
+	for i, s := range samples {
+		stats[i] = merge(pl.WatchEvents, s)
 	}
 	res.Same = stats[0]
 	if len(stats) > 1 {
@@ -330,97 +332,6 @@ func installReportType(ctx context.Context, r *replica, namespaces ...string) er
 		return fmt.Errorf("creating HostedResource %s: %w", hr.GetName(), err)
 	}
 	return r.waitServed(ctx, shapeReport, namespaces[0])
-}
-
-// measureReplicaWatch opens one watch of shape s in the empty namespace ns
-// on each of watchers, creates events objects through writer one after
-// another at rate per second, and measures, for each watcher, the time from
-// each create's response to the ADDED event. It waits at most eventWait
-// after the last create for the last events.
-func measureReplicaWatch(ctx context.Context, writer *target, watchers []*target, s shape, ns string, events int, rate float64, eventWait time.Duration) ([]watchStats, error) {
-	gvr := writer.gvr(s)
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	received := make([][]seen, len(watchers))
-	var wg sync.WaitGroup
-	for i, t := range watchers {
-		wi, err := t.Dyn.Resource(gvr).Namespace(ns).Watch(wctx, metav1.ListOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("opening a watch on %s: %w", t.Name, err)
-		}
-		wg.Go(func() {
-			defer wi.Stop()
-			for {
-				select {
-				case <-wctx.Done():
-					return
-				case ev, ok := <-wi.ResultChan():
-					if !ok {
-						return
-					}
-					if ev.Type != watch.Added {
-						continue
-					}
-					m, err := meta.Accessor(ev.Object)
-					if err != nil {
-						continue
-					}
-					received[i] = append(received[i], seen{name: m.GetName(), at: time.Now()})
-					if len(received[i]) == events {
-						return
-					}
-				}
-			}
-		})
-	}
-	// A watch is registered once its response has started; give the
-	// servers a moment anyway before the first create.
-	time.Sleep(time.Second)
-
-	res := writer.Dyn.Resource(gvr).Namespace(ns)
-	apiVersion := gvr.GroupVersion().String()
-	created := make(map[string]time.Time, events)
-	interval := time.Duration(float64(time.Second) / rate)
-	next := time.Now()
-	for i := range events {
-		time.Sleep(time.Until(next))
-		next = next.Add(interval)
-		obj := s.object(apiVersion, ns, i)
-		if _, err := res.Create(ctx, obj, metav1.CreateOptions{}); err != nil {
-			cancel()
-			wg.Wait()
-			return nil, fmt.Errorf("creating %s: %w", obj.GetName(), err)
-		}
-		created[obj.GetName()] = time.Now()
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(eventWait):
-		cancel()
-		<-done
-	}
-
-	out := make([]watchStats, len(watchers))
-	for i, r := range received {
-		out[i] = watchStats{Watchers: 1, Events: events, Missed: events - len(r)}
-		var lat []time.Duration
-		for _, e := range r {
-			at, ok := created[e.name]
-			if !ok {
-				continue
-			}
-			d := e.at.Sub(at)
-			if d < 0 {
-				out[i].Early++
-				d = 0
-			}
-			lat = append(lat, d)
-		}
-		out[i].Latency = summarise(lat)
-	}
-	return out, nil
 }
 
 // loadAverages is /proc/loadavg's 1, 5 and 15 minute load averages.

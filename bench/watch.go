@@ -33,18 +33,56 @@ type seen struct {
 // measures, for each watcher and object, the time from the create's response
 // to the watcher receiving the ADDED event.
 func measureWatch(ctx context.Context, p *progress, t *target, s shape, ns string, watchers, events int, rate float64) (watchStats, error) {
-	gvr := t.gvr(s)
-	res := t.Dyn.Resource(gvr).Namespace(ns)
-	out := watchStats{Watchers: watchers, Events: events}
+	on := make([]*target, watchers)
+	for i := range on {
+		on[i] = t
+	}
+	samples, err := watchLatencies(ctx, t, on, s, ns, events, rate, 15*time.Second)
+	if err != nil {
+		return watchStats{Watchers: watchers, Events: events}, err
+	}
+	out := merge(events, samples...)
+	p.logf("%s watch with %d watchers: p50 %.2fms p99 %.2fms over %d events (%d before the create's response, %d missed)",
+		t.Name, watchers, out.Latency.P50, out.Latency.P99, out.Latency.N, out.Early, out.Missed)
+	return out, nil
+}
 
+// watchSamples is what one watch received.
+type watchSamples struct {
+	latencies     []time.Duration
+	early, missed int
+}
+
+// merge summarises the samples of several watches of the same events.
+func merge(events int, samples ...watchSamples) watchStats {
+	out := watchStats{Watchers: len(samples), Events: events}
+	var lat []time.Duration
+	for _, s := range samples {
+		lat = append(lat, s.latencies...)
+		out.Early += s.early
+		out.Missed += s.missed
+	}
+	out.Latency = summarise(lat)
+	return out
+}
+
+// watchLatencies opens one watch of shape s in the empty namespace ns on each
+// of watchers (a target may appear more than once), creates events objects
+// through writer one after another at rate per second, and returns, for each
+// watch, the time from each create's response to the ADDED event. It waits
+// at most eventWait after the last create for the last events.
+func watchLatencies(ctx context.Context, writer *target, watchers []*target, s shape, ns string, events int, rate float64, eventWait time.Duration) ([]watchSamples, error) {
+	gvr := writer.gvr(s)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	received := make([][]seen, watchers)
+	received := make([][]seen, len(watchers))
 	var wg sync.WaitGroup
-	for w := range watchers {
-		wi, err := res.Watch(wctx, metav1.ListOptions{})
+	for i, t := range watchers {
+		wi, err := t.Dyn.Resource(gvr).Namespace(ns).Watch(wctx, metav1.ListOptions{})
 		if err != nil {
-			return out, fmt.Errorf("opening watch %d: %w", w, err)
+			cancel()
+			wg.Wait()
+			return nil, fmt.Errorf("opening watch %d on %s: %w", i, t.Name, err)
 		}
 		wg.Go(func() {
 			defer wi.Stop()
@@ -63,18 +101,19 @@ func measureWatch(ctx context.Context, p *progress, t *target, s shape, ns strin
 					if err != nil {
 						continue
 					}
-					received[w] = append(received[w], seen{name: m.GetName(), at: time.Now()})
-					if len(received[w]) == events {
+					received[i] = append(received[i], seen{name: m.GetName(), at: time.Now()})
+					if len(received[i]) == events {
 						return
 					}
 				}
 			}
 		})
 	}
-	// The watches are registered when their responses start; give the
-	// server a moment anyway before the first create.
+	// A watch is registered once its response has started; give the
+	// servers a moment anyway before the first create.
 	time.Sleep(time.Second)
 
+	res := writer.Dyn.Resource(gvr).Namespace(ns)
 	apiVersion := gvr.GroupVersion().String()
 	created := make(map[string]time.Time, events)
 	interval := time.Duration(float64(time.Second) / rate)
@@ -84,7 +123,9 @@ func measureWatch(ctx context.Context, p *progress, t *target, s shape, ns strin
 		next = next.Add(interval)
 		obj := s.object(apiVersion, ns, i)
 		if _, err := res.Create(ctx, obj, metav1.CreateOptions{}); err != nil {
-			return out, fmt.Errorf("creating %s: %w", obj.GetName(), err)
+			cancel()
+			wg.Wait()
+			return nil, fmt.Errorf("creating %s: %w", obj.GetName(), err)
 		}
 		created[obj.GetName()] = time.Now()
 	}
@@ -92,14 +133,14 @@ func measureWatch(ctx context.Context, p *progress, t *target, s shape, ns strin
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(15 * time.Second):
+	case <-time.After(eventWait):
 		cancel()
 		<-done
 	}
 
-	var lat []time.Duration
-	for _, r := range received {
-		out.Missed += events - len(r)
+	out := make([]watchSamples, len(watchers))
+	for i, r := range received {
+		out[i].missed = events - len(r)
 		for _, e := range r {
 			at, ok := created[e.name]
 			if !ok {
@@ -107,14 +148,11 @@ func measureWatch(ctx context.Context, p *progress, t *target, s shape, ns strin
 			}
 			d := e.at.Sub(at)
 			if d < 0 {
-				out.Early++
+				out[i].early++
 				d = 0
 			}
-			lat = append(lat, d)
+			out[i].latencies = append(out[i].latencies, d)
 		}
 	}
-	out.Latency = summarise(lat)
-	p.logf("%s watch with %d watchers: p50 %.2fms p99 %.2fms over %d events (%d before the create's response, %d missed)",
-		t.Name, watchers, out.Latency.P50, out.Latency.P99, out.Latency.N, out.Early, out.Missed)
 	return out, nil
 }
