@@ -21,6 +21,7 @@ import (
 
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/storage/routing"
 )
 
 // DefaultProbeInterval is how often a StorageBackend is probed again, so
@@ -65,11 +66,7 @@ func (r *Reconciler) objectCount(ctx context.Context, backend string) (*int64, e
 	}
 	var total *int64
 	for _, hr := range hrs.Items {
-		name := hr.Spec.Storage.Backend
-		if name == "" {
-			name = annex.DefaultStorageBackend
-		}
-		if name != backend || hr.Status.ObjectCount == nil {
+		if routing.BackendOfHostedResource(&hr) != backend || hr.Status.ObjectCount == nil {
 			continue
 		}
 		total = ptr.To(ptr.Deref(total, 0) + *hr.Status.ObjectCount)
