@@ -7,16 +7,10 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 module=$(go list -m)
-codegen=$(go list -m -f '{{.Dir}}' k8s.io/code-generator)
 boilerplate="$root/hack/boilerplate.go.txt"
 
-# kube_codegen.sh installs the generators into GOBIN; keep them out of the
-# user's GOPATH/bin and reuse them between runs.
-export GOBIN="${ANNEX_CODEGEN_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/annex/codegen-$(go list -m -f '{{.Version}}' k8s.io/code-generator)}"
-mkdir -p "$GOBIN"
-
-# shellcheck source=/dev/null
-source "$codegen/kube_codegen.sh"
+# shellcheck source=hack/lib/codegen.sh
+source "$root/hack/lib/codegen.sh"
 
 apiextensionsv1=k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1
 # Standalone mode serves core/v1 namespaces; server-side apply and kubectl

@@ -8,16 +8,11 @@ reports=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 root=$(cd "$reports/../.." && pwd)
 cd "$root"
 module=$(go list -m)
-codegen=$(go list -m -f '{{.Dir}}' k8s.io/code-generator)
 boilerplate="$root/hack/boilerplate.go.txt"
 
-# The same generator cache as hack/update-codegen.sh: kube_codegen.sh
-# installs into GOBIN, so a run after the repository's codegen builds nothing.
-export GOBIN="${ANNEX_CODEGEN_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/annex/codegen-$(go list -m -f '{{.Version}}' k8s.io/code-generator)}"
-mkdir -p "$GOBIN"
-
-# shellcheck source=/dev/null
-source "$codegen/kube_codegen.sh"
+# The same generators and cache as hack/update-codegen.sh.
+# shellcheck source=hack/lib/codegen.sh
+source "$root/hack/lib/codegen.sh"
 
 kube::codegen::gen_helpers \
   --boilerplate "$boilerplate" \
