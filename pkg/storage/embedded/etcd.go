@@ -7,13 +7,20 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/logutil"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/certs"
@@ -27,12 +34,16 @@ type Options struct {
 	QuotaBackendBytes int64
 	// LogLevel is etcd's own log level (debug, info, warn, error).
 	LogLevel string
+	// LogOutput receives etcd's log, as JSON lines; stderr when nil.
+	LogOutput io.Writer
 }
 
 // Etcd is a running embedded etcd. It listens on 127.0.0.1 only and accepts
 // clients that present a certificate issued by its own CA, which only annex holds.
 type Etcd struct {
 	etcd *embed.Etcd
+	// closing is set once Close has begun; see quietClose.
+	closing *atomic.Bool
 	// ClientURL is where the client listener is.
 	ClientURL string
 	// CAFile, CertFile and KeyFile are what a client needs to connect.
@@ -62,24 +73,24 @@ func Start(ctx context.Context, opts Options) (*Etcd, error) {
 		return nil, err
 	}
 
-	clientURL, err := freeLoopbackURL()
-	if err != nil {
-		return nil, err
-	}
-	peerURL, err := freeLoopbackURL()
-	if err != nil {
-		return nil, err
-	}
+	// Both listeners bind port 0 and the kernel picks a free port as it binds:
+	// choosing a free port first and binding it later races with every other
+	// process on the machine. Clients learn the port from the listener. The
+	// single member never dials its peer URL.
+	listenURL := url.URL{Scheme: "https", Host: "127.0.0.1:0"}
 
 	cfg := embed.NewConfig()
 	cfg.Name = "annex"
 	cfg.Dir = filepath.Join(opts.DataDir, "data")
-	cfg.ListenClientUrls = []url.URL{*clientURL}
-	cfg.AdvertiseClientUrls = []url.URL{*clientURL}
-	cfg.ListenPeerUrls = []url.URL{*peerURL}
-	cfg.AdvertisePeerUrls = []url.URL{*peerURL}
+	cfg.ListenClientUrls = []url.URL{listenURL}
+	cfg.AdvertiseClientUrls = []url.URL{listenURL}
+	cfg.ListenPeerUrls = []url.URL{listenURL}
+	cfg.AdvertisePeerUrls = []url.URL{listenURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.ListenMetricsUrls = nil
+	// etcd's JSON gateway dials the listen address as configured, port 0;
+	// annex speaks gRPC only.
+	cfg.EnableGRPCGateway = false
 	cfg.ClientTLSInfo.CertFile, cfg.ClientTLSInfo.KeyFile = server.CertFile, server.KeyFile
 	cfg.ClientTLSInfo.TrustedCAFile, cfg.ClientTLSInfo.ClientCertAuth = ca.CertFile, true
 	cfg.PeerTLSInfo = cfg.ClientTLSInfo
@@ -90,6 +101,8 @@ func Start(ctx context.Context, opts Options) (*Etcd, error) {
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "error"
 	}
+	closing := new(atomic.Bool)
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newLogger(cfg.LogLevel, opts.LogOutput, closing))
 	// Periodic progress notifications let the watch cache advance its
 	// resourceVersion on idle resources (bookmarks, consistent reads), as the
 	// kube-apiserver's etcd is configured.
@@ -112,9 +125,11 @@ func Start(ctx context.Context, opts Options) (*Etcd, error) {
 		e.Close()
 		return nil, ctx.Err()
 	}
+	clientURL := url.URL{Scheme: "https", Host: e.Clients[0].Addr().String()}
 	logger.Info("Embedded etcd is ready", "dataDir", cfg.Dir, "clientURL", clientURL.String(), "took", time.Since(start).Round(time.Millisecond))
 	return &Etcd{
 		etcd:      e,
+		closing:   closing,
 		ClientURL: clientURL.String(),
 		CAFile:    ca.CertFile,
 		CertFile:  client.CertFile,
@@ -131,16 +146,42 @@ func (e *Etcd) ClientTLS() (*tls.Config, error) {
 func (e *Etcd) Err() <-chan error { return e.etcd.Err() }
 
 // Close stops etcd gracefully.
-func (e *Etcd) Close() { e.etcd.Close() }
+func (e *Etcd) Close() {
+	e.closing.Store(true)
+	e.etcd.Close()
+}
 
-// freeLoopbackURL finds a free port on 127.0.0.1. The port is released before
-// etcd binds it; another process could take it in between, in which case
-// etcd fails to start with a clear "address already in use".
-func freeLoopbackURL() (*url.URL, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("finding a free loopback port for embedded etcd: %w", err)
+// serveFailed is what etcd logs, at error level, when one of its listeners
+// stops serving. Close stops every listener, so each logs it at every clean
+// stop; only while etcd runs does it mean something failed.
+const serveFailed = "setting up serving from embedded etcd failed"
+
+// newLogger builds a logger like etcd's default one (JSON lines at level),
+// writing to out (stderr when nil), that leaves out serveFailed once closing
+// is set.
+func newLogger(level string, out io.Writer, closing *atomic.Bool) *zap.Logger {
+	var sink zapcore.WriteSyncer = zapcore.Lock(os.Stderr)
+	if out != nil {
+		sink = zapcore.Lock(zapcore.AddSync(out))
 	}
-	defer l.Close()
-	return &url.URL{Scheme: "https", Host: l.Addr().String()}, nil
+	enc := zapcore.NewJSONEncoder(logutil.DefaultZapLoggerConfig.EncoderConfig)
+	core := zapcore.NewCore(enc, sink, zap.NewAtomicLevelAt(logutil.ConvertToZapLevel(level)))
+	return zap.New(quietClose{core, closing}, zap.AddCaller(), zap.ErrorOutput(sink))
+}
+
+// quietClose drops serveFailed entries once etcd is being closed.
+type quietClose struct {
+	zapcore.Core
+	closing *atomic.Bool
+}
+
+func (q quietClose) With(fields []zapcore.Field) zapcore.Core {
+	return quietClose{q.Core.With(fields), q.closing}
+}
+
+func (q quietClose) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if q.closing.Load() && strings.HasPrefix(ent.Message, serveFailed) {
+		return ce
+	}
+	return q.Core.Check(ent, ce)
 }
