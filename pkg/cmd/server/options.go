@@ -78,6 +78,10 @@ type Options struct {
 	// Retention says how often and how fast retention policies are enforced.
 	Retention retention.Options
 
+	// standaloneAuthorization holds the authorization options that standalone
+	// mode takes out of RecommendedOptions (see completeStandalone).
+	standaloneAuthorization *genericoptions.DelegatingAuthorizationOptions
+
 	// runsEmbeddedEtcd is set by Run before it starts the embedded etcd and
 	// points --etcd-servers at it.
 	runsEmbeddedEtcd bool
@@ -159,6 +163,11 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 
 // Complete resolves the mode and fills in what depends on it.
 func (o *Options) Complete() error {
+	// The flags are parsed: settle the feature gates and the emulated version
+	// now, before anything reads them.
+	if err := o.ServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
+		return err
+	}
 	if o.Mode == ModeAuto {
 		o.Mode = ModeStandalone
 		if o.clusterGiven() {
@@ -263,6 +272,11 @@ func (o *Options) Config() (*apiserver.Config, error) {
 		return nil, err
 	}
 	if o.Mode == ModeStandalone {
+		authz, err := standaloneAuthorizer(o.standaloneAuthorization)
+		if err != nil {
+			return nil, err
+		}
+		serverConfig.Authorization.Authorizer = authz
 		if err := applyStandaloneAdmission(serverConfig); err != nil {
 			return nil, err
 		}

@@ -9,9 +9,15 @@ import (
 	"strconv"
 
 	"k8s.io/apiserver/pkg/admission"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+	"k8s.io/apiserver/pkg/authorization/authorizerfactory"
+	"k8s.io/apiserver/pkg/authorization/path"
+	"k8s.io/apiserver/pkg/authorization/union"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	genericoptions "k8s.io/apiserver/pkg/server/options"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/admission/backendchange"
 	standaloneadmission "annex.dev/annex/pkg/admission/standalone"
@@ -33,7 +39,11 @@ func (o *Options) completeStandalone() {
 	ro.Features.EnablePriorityAndFairness = false
 	ro.Authentication.RemoteKubeConfigFileOptional = true
 	ro.Authentication.SkipInClusterLookup = true
-	ro.Authorization.RemoteKubeConfigFileOptional = true
+	// There is no cluster to send SubjectAccessReviews to: standalone mode
+	// authorizes by itself (standaloneAuthorizer), so the delegated options,
+	// which would only warn that they have no cluster, are not applied.
+	o.standaloneAuthorization = ro.Authorization
+	ro.Authorization = nil
 	// No garbage collector runs without a cluster: a foreground deletion's
 	// finalizer would never be removed.
 	ro.Etcd.EnableGarbageCollection = false
@@ -56,6 +66,23 @@ func applyStandaloneAdmission(config *genericapiserver.RecommendedConfig) error 
 		start(ctx.Context)
 		return nil
 	})
+}
+
+// standaloneAuthorizer allows everything to the admin group and the
+// always-allowed paths (health checks) to everyone, and nothing else: what
+// the delegated authorizer of authz allows when it has no cluster to ask.
+func standaloneAuthorizer(authz *genericoptions.DelegatingAuthorizationOptions) (authorizer.Authorizer, error) {
+	authorizers := []authorizer.Authorizer{authorizerfactory.NewPrivilegedGroups(authz.AlwaysAllowGroups...)}
+	if len(authz.AlwaysAllowPaths) > 0 {
+		paths, err := path.NewAuthorizer(authz.AlwaysAllowPaths)
+		if err != nil {
+			return nil, err
+		}
+		authorizers = append(authorizers, paths)
+	}
+	klog.InfoS("Standalone mode: no cluster to delegate authorization to; members of these groups may do anything, everyone else only the health paths",
+		"groups", authz.AlwaysAllowGroups, "paths", authz.AlwaysAllowPaths)
+	return union.New(authorizers...), nil
 }
 
 func (o *Options) pkiDir() string { return filepath.Join(o.DataDir, "pki") }
