@@ -4,7 +4,6 @@ package integration
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"annex.dev/annex/test/integration/framework"
+	"annex.dev/annex/test/ports"
 )
 
 var secretsResource = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
@@ -78,12 +78,10 @@ func TestStorageBackendProbes(t *testing.T) {
 	})
 
 	t.Run("the DSN is read from the cluster's Secret and never shown", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, err := ports.Closed()
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := l.Addr().String()
-		l.Close()
 		secretName := uniqueName("pg-dsn")
 		const password = "not-for-status"
 		secret := &unstructured.Unstructured{Object: map[string]any{

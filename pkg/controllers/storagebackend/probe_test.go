@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/test/ports"
 )
 
 func etcdBackend(tlsSecret *v1alpha1.SecretReference, endpoints ...string) *v1alpha1.StorageBackend {
@@ -57,12 +58,8 @@ func secret(name string, data map[string]string) *corev1.Secret {
 // closedAddress is a loopback address on which nothing listens.
 func closedAddress(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := ports.Closed()
 	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return addr

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +32,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"annex.dev/annex/test/ports"
 )
 
 const (
@@ -174,9 +177,21 @@ func (e *Environment) startCluster() error {
 		ControlPlaneStartTimeout: 90 * time.Second,
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
-	e.env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdOut, Err: etcdOut}
+	// envtest would pick its ports by listening on port 0 and closing the
+	// listener, a window in which any connection on the machine can take the
+	// port; reserved ports cannot be taken.
+	free, err := ports.FreeN(3)
+	if err != nil {
+		return err
+	}
+	etcd := &envtest.Etcd{Out: etcdOut, Err: etcdOut,
+		URL: &url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(free[0]))}}
+	etcd.Configure().Set("listen-peer-urls", "http://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(free[1])))
+	e.env.ControlPlane.Etcd = etcd
 	apiServer := e.env.ControlPlane.GetAPIServer()
 	apiServer.Out, apiServer.Err = apiServerOut, apiServerOut
+	apiServer.SecurePort = free[2]
+	apiServer.SecureServing.ListenAddr.Address = "127.0.0.1"
 	apiServer.Configure().
 		// envtest defaults to RBAC as well; say so explicitly because the
 		// authorization tests depend on users without roles being denied.
@@ -455,17 +470,10 @@ func (e *Environment) annexLogTail(n int) string {
 	return fmt.Sprintf("\n--- last %d lines of %s ---\n%s\n---", len(lines), e.AnnexLog, strings.Join(lines, "\n"))
 }
 
-// freePort asks the kernel for a free port on 127.0.0.1. Another process
-// could take it before annex binds it; on a test machine that is rare enough.
-// FreePort returns a free TCP port on 127.0.0.1.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// FreePort returns a port of 127.0.0.1 for a server that this test process
+// starts, reserved so that no other test and no connection on the machine
+// takes it before the server binds it (see package ports).
+func FreePort() (int, error) { return ports.Free() }
 
 func checkExecutable(path string) error {
 	fi, err := os.Stat(path)

@@ -32,6 +32,8 @@ import (
 	"go.uber.org/zap"
 	"k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/keyutil"
+
+	"annex.dev/annex/test/ports"
 )
 
 const (
@@ -100,7 +102,7 @@ func StartEtcdCluster(t testing.TB, size int) *EtcdCluster {
 	if err := c.writeCertificates(size); err != nil {
 		t.Fatal(err)
 	}
-	ports, err := distinctFreePorts(2 * size)
+	free, err := ports.FreeN(2 * size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,8 +110,8 @@ func StartEtcdCluster(t testing.TB, size int) *EtcdCluster {
 	for i := range size {
 		m := &EtcdMember{
 			Name:      "member" + strconv.Itoa(i),
-			ClientURL: "https://127.0.0.1:" + strconv.Itoa(ports[2*i]),
-			PeerURL:   "https://127.0.0.1:" + strconv.Itoa(ports[2*i+1]),
+			ClientURL: "https://127.0.0.1:" + strconv.Itoa(free[2*i]),
+			PeerURL:   "https://127.0.0.1:" + strconv.Itoa(free[2*i+1]),
 			bin:       bin,
 			dir:       c.Dir,
 		}
@@ -566,20 +568,4 @@ func signEtcdCert(ca *certAuthority, commonName string, usages []x509.ExtKeyUsag
 		return nil, err
 	}
 	return &keyPair{CertPEM: certPEM, KeyPEM: keyPEM}, nil
-}
-
-// distinctFreePorts returns n free ports of 127.0.0.1, all different. The
-// listeners stay open until all are chosen so the kernel cannot hand out
-// one twice.
-func distinctFreePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

@@ -4,22 +4,18 @@ package standalone
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 
 	"annex.dev/annex/test/integration/framework"
+	"annex.dev/annex/test/ports"
 )
 
 // closedPort returns a loopback address on which nothing listens.
 func closedPort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := ports.Closed()
 	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return addr

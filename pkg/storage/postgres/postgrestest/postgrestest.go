@@ -7,7 +7,6 @@ package postgrestest
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -15,6 +14,8 @@ import (
 	"sort"
 	"strconv"
 	"testing"
+
+	"annex.dev/annex/test/ports"
 )
 
 // Server is a running PostgreSQL server.
@@ -77,7 +78,7 @@ func Start(t testing.TB) *Server {
 		}
 	}
 
-	port, err := freePort()
+	port, err := ports.Free()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,13 +118,4 @@ func (s *Server) must(t testing.TB, name string, args ...string) {
 		log, _ := os.ReadFile(filepath.Join(s.dir, "postgres.log"))
 		t.Fatalf("%s %v: %v\n%s\n%s", filepath.Base(name), args, err, out, log)
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
