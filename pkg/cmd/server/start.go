@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -54,6 +56,9 @@ delegates authentication, authorization and admission to the cluster; with no cl
 	globalflag.AddGlobalFlags(fs, cmd.Name())
 	return cmd
 }
+
+// controllersStopTimeout bounds how long shutdown waits for the controllers.
+const controllersStopTimeout = 20 * time.Second
 
 // Run starts the embedded etcd if there is no external one, then serves until
 // ctx is done, and shuts down gracefully: the API server first, etcd last.
@@ -140,37 +145,51 @@ func Run(ctx context.Context, o *Options) error {
 	if tracker := config.GenericConfig.StorageObjectCountTracker; tracker != nil {
 		controllerOptions.ObjectStats = tracker.Get
 	}
-	mgr, err := controllers.NewManager(server.GenericAPIServer.LoopbackClientConfig, controllerOptions)
+	controllersLoopback := finishOnShutdown(server.GenericAPIServer.LoopbackClientConfig)
+	mgr, err := controllers.NewManager(controllersLoopback, controllerOptions)
 	if err != nil {
 		return err
 	}
 	// The controllers reach annex through its loopback client, so they start
-	// once it serves; a manager that fails takes annex down with it rather
-	// than leaving hosted types unreconciled.
-	server.GenericAPIServer.AddPostStartHookOrDie("start-annex-controllers", func(hookCtx genericapiserver.PostStartHookContext) error {
-		go func() {
-			if err := mgr.Start(hookCtx.Context); err != nil {
-				logger.Error(err, "The controllers stopped")
-				cancel(fmt.Errorf("controllers: %w", err))
+	// once it serves, and stop before it stops serving: at shutdown their
+	// requests in flight finish instead of being cut off (and logged as
+	// errors by both sides). A manager that fails takes annex down with it
+	// rather than leaving hosted types unreconciled.
+	controllersCtx, stopControllers := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopControllers()
+	var controllersRunning sync.WaitGroup
+	runController := func(name string, run func(context.Context) error) {
+		controllersRunning.Go(func() {
+			if err := run(controllersCtx); err != nil {
+				logger.Error(err, "A controller stopped", "controller", name)
+				cancel(fmt.Errorf("%s: %w", name, err))
 			}
-		}()
-		return nil
-	})
-	if o.Mode == ModeStandalone {
-		// Without a cluster, annex finalizes its own namespaces.
-		server.GenericAPIServer.AddPostStartHookOrDie("start-namespace-controller", func(hookCtx genericapiserver.PostStartHookContext) error {
-			go func() {
-				if err := namespacecontroller.Run(hookCtx.Context, server.GenericAPIServer.LoopbackClientConfig, 2); err != nil {
-					logger.Error(err, "The namespace controller stopped")
-					cancel(fmt.Errorf("namespace controller: %w", err))
-				}
-			}()
-			return nil
 		})
 	}
+	server.GenericAPIServer.AddPostStartHookOrDie("start-annex-controllers", func(genericapiserver.PostStartHookContext) error {
+		runController("controllers", mgr.Start)
+		if o.Mode == ModeStandalone {
+			// Without a cluster, annex finalizes its own namespaces.
+			runController("namespace controller", func(ctx context.Context) error {
+				return namespacecontroller.Run(ctx, controllersLoopback, 2)
+			})
+		}
+		return nil
+	})
+	server.GenericAPIServer.AddPreShutdownHookOrDie("stop-annex-controllers", func() error {
+		stopControllers()
+		stopped := make(chan struct{})
+		go func() { controllersRunning.Wait(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(controllersStopTimeout):
+			logger.Info("Warning: the controllers did not stop in time; shutting down the server anyway", "timeout", controllersStopTimeout)
+		}
+		return nil
+	})
 	// Every replica, leader or not, opens the storage of each hosted type up
 	// front, and reports ready only once those of the types it found at start are open.
-	warmer, err := warmup.New(server.GenericAPIServer.LoopbackClientConfig)
+	warmer, err := warmup.New(controllersLoopback)
 	if err != nil {
 		return err
 	}
@@ -178,8 +197,9 @@ func Run(ctx context.Context, o *Options) error {
 	if err := server.GenericAPIServer.AddReadyzChecks(warmer); err != nil {
 		return err
 	}
-	server.GenericAPIServer.AddPostStartHookOrDie("warm-hosted-type-storage", func(hookCtx genericapiserver.PostStartHookContext) error {
-		go warmer.Run(hookCtx.Context)
+	server.GenericAPIServer.AddPostStartHookOrDie("warm-hosted-type-storage", func(genericapiserver.PostStartHookContext) error {
+		// Stopped with the controllers, for the same reason.
+		controllersRunning.Go(func() { warmer.Run(controllersCtx) })
 		return nil
 	})
 	if err := server.PrepareRun().RunWithContext(ctx); err != nil {
@@ -190,6 +210,32 @@ func Run(ctx context.Context, o *Options) error {
 	}
 	return nil
 }
+
+// finishOnShutdown returns a copy of the loopback config whose requests are
+// not cut off when the context of the controller sending them is cancelled:
+// the controllers stop (stop-annex-controllers) while annex still serves, so
+// a request in flight then completes, bounded by the config's timeout,
+// instead of being aborted and logged as an error by both sides. A watch
+// still ends when its reader stops: closing the body closes the stream.
+func finishOnShutdown(loopback *rest.Config) *rest.Config {
+	cfg := rest.CopyConfig(loopback)
+	if cfg.Timeout == 0 {
+		cfg.Timeout = controllersStopTimeout
+	}
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			if req.URL.Query().Get("watch") == "true" {
+				return rt.RoundTrip(req)
+			}
+			return rt.RoundTrip(req.WithContext(context.WithoutCancel(req.Context())))
+		})
+	})
+	return cfg
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 // defaultStore is what annex keeps its own data in. Call it before Run
 // points --etcd-servers at the store it starts.

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -134,6 +135,9 @@ func (a *annex) kubectlErr(args ...string) (string, error) {
 	return string(out), err
 }
 
+// klogError matches a line klog writes at error level.
+var klogError = regexp.MustCompile(`^E[0-9]{4} `)
+
 func TestStandalone(t *testing.T) {
 	dir := t.TempDir()
 	port, err := framework.FreePort()
@@ -185,6 +189,11 @@ func TestStandalone(t *testing.T) {
 	if err := a.proc.Stop(30 * time.Second); err != nil {
 		t.Fatalf("annex did not stop cleanly on SIGTERM: %v", err)
 	}
+	t.Run("standalone mode does not warn about the cluster it does not need", func(t *testing.T) {
+		if strings.Contains(a.log.String(), "No authorization-kubeconfig provided") {
+			t.Error("annex warned that it has no authorization kubeconfig")
+		}
+	})
 
 	// Restart on the same data: the objects and the CA are still there, so
 	// the kubeconfig users already have keeps working.
@@ -197,5 +206,39 @@ func TestStandalone(t *testing.T) {
 	}
 	if out := b.kubectl("get", "hostedresources", "-o", "name"); !strings.Contains(out, "policyreports.reports.example.com") {
 		t.Errorf("after a restart, hostedresources: %q", out)
+	}
+}
+
+// TestStandaloneStopsQuietly stops a running annex, as a user stops `make
+// run`, and reads what it logged from SIGTERM on: no error. (A stop in the
+// middle of a change, while annex's and apiextensions' own controllers are
+// writing, may log their cancelled requests, as the kube-apiserver does.)
+func TestStandaloneStopsQuietly(t *testing.T) {
+	port, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, t.TempDir(), port)
+	// The controllers have synced and probed the default store once its
+	// StorageBackend reports Ready.
+	a.kubectl("apply", "-f", filepath.Join("..", "..", "..", "config", "samples", "storagebackend.yaml"))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
+		out, err := a.kubectlErr("get", "storagebackend", "embedded", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		return err == nil && out == "True", nil
+	})
+	if err != nil {
+		t.Fatalf("storagebackend/embedded did not become Ready: %v", err)
+	}
+	running := a.log.Len()
+	if err := a.proc.Stop(30 * time.Second); err != nil {
+		t.Fatalf("annex did not stop cleanly on SIGTERM: %v", err)
+	}
+	stopping := a.log.String()[running:]
+	for _, line := range strings.Split(stopping, "\n") {
+		if klogError.MatchString(line) || strings.Contains(line, `"level":"error"`) {
+			t.Errorf("annex logged at SIGTERM: %s", line)
+		}
 	}
 }
