@@ -5,8 +5,10 @@
 # outside the clone, keyed by its version and its module's go.sum, so a fresh
 # clone on the same machine reuses it and a changed pin rebuilds only that tool.
 #
-# Usage: hack/tools/install.sh            build what is missing, print the bin directory
-#        hack/tools/install.sh --print    print the bin directory without building
+# Usage: hack/tools/install.sh              build what is missing, print the bin directory
+#        hack/tools/install.sh kubectl ...  build only the named tools (kube-apiserver,
+#                                           kube-controller-manager, kubectl, etcd, helm)
+#        hack/tools/install.sh --print      print the bin directory without building
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -58,16 +60,33 @@ kube_ldflags+=" -X k8s.io/component-base/version.gitMajor=$(echo "${kube_version
 kube_ldflags+=" -X k8s.io/component-base/version.gitMinor=$(echo "${kube_version#v}" | cut -d. -f2)"
 kube_ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
 
-build "$etcd_key" etcd etcd . "-X go.etcd.io/etcd/api/v3/version.GitSHA=annex-tools"
-build "$kube_key" kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$kube_ldflags"
-build "$kube_key" kube kubectl k8s.io/kubernetes/cmd/kubectl "$kube_ldflags"
-build "$kube_key" kube kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$kube_ldflags"
-build "$helm_key" helm helm helm.sh/helm/v3/cmd/helm \
-  "-X helm.sh/helm/v3/internal/version.version=$(version helm helm.sh/helm/v3)"
+all=(etcd kube-apiserver kubectl kube-controller-manager helm)
+wanted=("$@")
+if [[ ${#wanted[@]} -eq 0 ]]; then
+  wanted=("${all[@]}")
+fi
 
 mkdir -p "$bin"
-for t in "$kube_key/kube-apiserver" "$kube_key/kubectl" "$kube_key/kube-controller-manager" \
-  "$etcd_key/etcd" "$helm_key/helm"; do
-  ln -sfn "$cache/$t" "$bin/$(basename "$t")"
+for tool in "${wanted[@]}"; do
+  case "$tool" in
+  etcd)
+    build "$etcd_key" etcd etcd . "-X go.etcd.io/etcd/api/v3/version.GitSHA=annex-tools"
+    path="$etcd_key/etcd"
+    ;;
+  kube-apiserver | kubectl | kube-controller-manager)
+    build "$kube_key" kube "$tool" "k8s.io/kubernetes/cmd/$tool" "$kube_ldflags"
+    path="$kube_key/$tool"
+    ;;
+  helm)
+    build "$helm_key" helm helm helm.sh/helm/v3/cmd/helm \
+      "-X helm.sh/helm/v3/internal/version.version=$(version helm helm.sh/helm/v3)"
+    path="$helm_key/helm"
+    ;;
+  *)
+    echo "hack/tools/install.sh: unknown tool $tool (one of: ${all[*]})" >&2
+    exit 1
+    ;;
+  esac
+  ln -sfn "$cache/$path" "$bin/$tool"
 done
 echo "$bin"
