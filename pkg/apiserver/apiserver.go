@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	authorizerunion "k8s.io/apiserver/pkg/authorization/union"
 	discoveryendpoint "k8s.io/apiserver/pkg/endpoints/discovery/aggregated"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
@@ -21,6 +22,7 @@ import (
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/install"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/authorization/internalapi"
 	annexclientset "annex.dev/annex/pkg/generated/clientset/versioned"
 	annexinformers "annex.dev/annex/pkg/generated/informers/externalversions"
 	hostedresourcestorage "annex.dev/annex/pkg/registry/annex/hostedresource/storage"
@@ -107,6 +109,9 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 	if err != nil {
 		return nil, fmt.Errorf("creating the hosted-resource server: %w", err)
 	}
+	if err := guardInternalAPI(c.GenericConfig); err != nil {
+		return nil, err
+	}
 	genericServer, err := c.GenericConfig.New("annex-apiserver", hosted.GenericAPIServer)
 	if err != nil {
 		return nil, err
@@ -143,6 +148,27 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 		}
 	}
 	return &AnnexServer{GenericAPIServer: genericServer, HostedResources: hosted}, nil
+}
+
+// guardInternalAPI puts internalapi's authorizer in front of the head's:
+// only annex's loopback client may use the internal CRD API. The head's
+// handler chain authorizes every request of the chain (the delegates are
+// reached behind it), so this one place covers the hosted-resource server.
+// It must run after Complete, which registers the loopback user.
+func guardInternalAPI(c genericapiserver.CompletedConfig) error {
+	if c.Authorization.Authorizer == nil || c.LoopbackClientConfig == nil {
+		return errors.New("annex needs an authorizer and a loopback client to keep its internal CRD API to itself")
+	}
+	loopback, err := internalapi.LoopbackUser(c.Authentication.Authenticator, c.LoopbackClientConfig.BearerToken)
+	if err != nil {
+		return fmt.Errorf("finding annex's loopback user: %w", err)
+	}
+	guard, err := internalapi.NewAuthorizer(loopback)
+	if err != nil {
+		return fmt.Errorf("finding annex's loopback user: %w", err)
+	}
+	c.Authorization.Authorizer = authorizerunion.New(guard, c.Authorization.Authorizer)
+	return nil
 }
 
 // startRouting gives the router the CRDs of the hosted-resource server's own

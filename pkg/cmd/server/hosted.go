@@ -50,6 +50,9 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 		EmbeddedDefault:         o.runsEmbeddedEtcd,
 		DataDir:                 o.DataDir,
 		PostgresCompactInterval: o.PostgresCompactInterval,
+		PostgresConnectTimeout:  o.PostgresConnectTimeout,
+		PostgresStartTimeout:    o.PostgresStartTimeout,
+		RetryInterval:           o.StorageBackendRetryInterval,
 		MetricsRegisterer:       legacyregistry.Registerer(),
 	}
 	if o.Mode == ModeAggregated && annex.ClientConfig != nil {

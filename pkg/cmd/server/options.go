@@ -26,6 +26,8 @@ import (
 	"annex.dev/annex/pkg/controllers/retention"
 	generatedopenapi "annex.dev/annex/pkg/generated/openapi"
 	"annex.dev/annex/pkg/registry/core"
+	"annex.dev/annex/pkg/storage/postgres"
+	"annex.dev/annex/pkg/storage/routing"
 )
 
 // Modes annex runs in.
@@ -66,6 +68,14 @@ type Options struct {
 	PostgresDSNFile string
 	// PostgresCompactInterval is how often old revisions are removed from PostgreSQL.
 	PostgresCompactInterval time.Duration
+	// PostgresConnectTimeout bounds annex's first connection to a PostgreSQL
+	// database, before it starts kine on it.
+	PostgresConnectTimeout time.Duration
+	// PostgresStartTimeout bounds kine's start on a PostgreSQL database.
+	PostgresStartTimeout time.Duration
+	// StorageBackendRetryInterval is the wait before a StorageBackend that
+	// failed to start is tried again, doubled with each failure in a row.
+	StorageBackendRetryInterval time.Duration
 	// StorageBackendProbeInterval is how often each StorageBackend is probed;
 	// requests for the types of a backend found unready get a 503 at once.
 	StorageBackendProbeInterval time.Duration
@@ -108,6 +118,9 @@ func NewOptions() *Options {
 		EmbeddedEtcdQuotaBytes:      8 << 30,
 		EmbeddedEtcdLogLevel:        "error",
 		PostgresCompactInterval:     5 * time.Minute,
+		PostgresConnectTimeout:      postgres.DefaultConnectTimeout,
+		PostgresStartTimeout:        postgres.DefaultStartTimeout,
+		StorageBackendRetryInterval: routing.DefaultRetryInterval,
 		StorageBackendProbeInterval: 10 * time.Second,
 		APIService:                  APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443},
 	}
@@ -147,6 +160,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.PostgresDSNFile, "postgres-dsn-file", o.PostgresDSNFile, "File holding the connection string of a PostgreSQL database "+
 		"(postgres://user:password@host:port/database?sslmode=verify-full) to keep the data in instead of etcd. Exclusive with --etcd-servers.")
 	fs.DurationVar(&o.PostgresCompactInterval, "postgres-compact-interval", o.PostgresCompactInterval, "How often old revisions are removed from PostgreSQL.")
+	fs.DurationVar(&o.PostgresConnectTimeout, "postgres-connect-timeout", o.PostgresConnectTimeout, "How long annex waits for a PostgreSQL database "+
+		"(--postgres-dsn-file or a StorageBackend) to accept a connection before it reports it unreachable and tries again later.")
+	fs.DurationVar(&o.PostgresStartTimeout, "postgres-start-timeout", o.PostgresStartTimeout, "How long kine may take to start on a PostgreSQL database "+
+		"that accepted annex's connection; at most "+postgres.MaxStartTimeout.String()+".")
+	fs.DurationVar(&o.StorageBackendRetryInterval, "storage-backend-retry-interval", o.StorageBackendRetryInterval, "How long after a failed start a StorageBackend "+
+		"is tried again; the wait doubles with each failure in a row, up to 2m. Meanwhile the types on it answer 503 with the reason.")
 	fs.DurationVar(&o.StorageBackendProbeInterval, "storage-backend-probe-interval", o.StorageBackendProbeInterval, "How often each StorageBackend is probed. "+
 		"Requests for the types of a backend found unready are answered 503 at once; until the next probe notices an outage they wait for the store.")
 	fs.StringVar(&o.APIService.Namespace, "apiservice-namespace", o.APIService.Namespace, "Aggregated mode: namespace of annex's Service, and of the controllers' leader-election Lease.")
@@ -212,6 +231,15 @@ func (o *Options) Validate() error {
 	}
 	if o.StorageBackendProbeInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--storage-backend-probe-interval must be at least 1s, not %s", o.StorageBackendProbeInterval))
+	}
+	if o.PostgresConnectTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--postgres-connect-timeout must be positive, not %s", o.PostgresConnectTimeout))
+	}
+	if o.PostgresStartTimeout <= 0 || o.PostgresStartTimeout > postgres.MaxStartTimeout {
+		errs = append(errs, fmt.Errorf("--postgres-start-timeout must be positive and at most %s, not %s", postgres.MaxStartTimeout, o.PostgresStartTimeout))
+	}
+	if o.StorageBackendRetryInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--storage-backend-retry-interval must be at least 100ms, not %s", o.StorageBackendRetryInterval))
 	}
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))

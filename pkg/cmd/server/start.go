@@ -98,12 +98,14 @@ func Run(ctx context.Context, o *Options) error {
 		if err != nil {
 			return fmt.Errorf("reading --postgres-dsn-file: %w", err)
 		}
-		pg, err := postgres.Start(ctx, postgres.Options{
+		pg, err := startPostgres(ctx, postgres.Options{
 			DSN:               strings.TrimSpace(string(dsn)),
 			SocketDir:         filepath.Join(o.DataDir, "kine"),
 			CompactInterval:   o.PostgresCompactInterval,
 			NotifyInterval:    5 * time.Second,
 			MetricsRegisterer: legacyregistry.Registerer(),
+			ConnectTimeout:    o.PostgresConnectTimeout,
+			StartTimeout:      o.PostgresStartTimeout,
 		})
 		if err != nil {
 			return err
@@ -236,6 +238,27 @@ func finishOnShutdown(loopback *rest.Config) *rest.Config {
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// startPostgres starts annex's own store on PostgreSQL, trying again with
+// backoff while the database is unavailable, until ctx is done: annex has
+// nothing to serve without it, and waits rather than exits.
+func startPostgres(ctx context.Context, opts postgres.Options) (*postgres.Server, error) {
+	logger := klog.FromContext(ctx)
+	delay := time.Second
+	for {
+		pg, err := postgres.Start(ctx, opts)
+		if err == nil || !errors.Is(err, postgres.ErrUnavailable) || ctx.Err() != nil {
+			return pg, err
+		}
+		logger.Error(err, "Cannot start annex's store on PostgreSQL; trying again", "retryAfter", delay)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
 
 // defaultStore is what annex keeps its own data in. Call it before Run
 // points --etcd-servers at the store it starts.

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/k3s-io/kine/pkg/drivers"
 	"github.com/k3s-io/kine/pkg/drivers/pgsql"
 	"github.com/k3s-io/kine/pkg/server"
@@ -50,7 +52,35 @@ type Options struct {
 	// command-line store also reports kine's connection pool (kine names
 	// those metrics without a label).
 	Backend string
+	// ConnectTimeout bounds Start's own first connection to the database,
+	// made before kine is started; DefaultConnectTimeout when zero.
+	ConnectTimeout time.Duration
+	// StartTimeout bounds kine's start once that connection succeeded;
+	// DefaultStartTimeout when zero, and never more than MaxStartTimeout.
+	StartTimeout time.Duration
 }
+
+// ErrUnavailable marks a failure to start that may pass by itself: the
+// database did not answer, refused the connection, or kine could not start
+// on it in time. Trying again later may succeed; a bad connection string
+// will not.
+var ErrUnavailable = errors.New("PostgreSQL is unavailable")
+
+// DefaultConnectTimeout is how long Start waits for the database to accept a
+// connection before it says the database is unreachable.
+const DefaultConnectTimeout = 10 * time.Second
+
+// DefaultStartTimeout bounds kine's start (creating its table, migrating).
+const DefaultStartTimeout = time.Minute
+
+// MaxStartTimeout keeps kine's start clear of a crash of kine v0.16: it
+// tries to connect 300 times, a second apart, and when every attempt failed
+// goes on with a nil *sql.DB and dereferences it, which takes the whole
+// process down. Start cancels kine's context before that (kine then returns
+// the context's error), and connects once itself before starting kine, so
+// that a database that is down, or refuses annex's credentials, is reported
+// at once with its reason.
+const MaxStartTimeout = 4 * time.Minute
 
 // kine polls the database for rows written by other replicas once a second
 // (a constant of kine's): that is the floor of the watch latency between two
@@ -93,34 +123,35 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 
+	connectTimeout := opts.ConnectTimeout
+	if connectTimeout <= 0 {
+		connectTimeout = DefaultConnectTimeout
+	}
+	startTimeout := opts.StartTimeout
+	if startTimeout <= 0 {
+		startTimeout = DefaultStartTimeout
+	}
+	startTimeout = min(startTimeout, MaxStartTimeout)
+	start := time.Now()
+	if err := checkReachable(ctx, opts.DSN, connectTimeout); err != nil {
+		return nil, err
+	}
+
 	// kine's backend lives as long as the server, not as long as the
-	// start-up context.
+	// start-up context; but its start is cut short when that context ends
+	// or when it takes longer than startTimeout (see MaxStartTimeout).
 	bctx, cancel := context.WithCancel(context.Background())
 	wg := &sync.WaitGroup{}
-	start := time.Now()
-	poolMetrics := opts.MetricsRegisterer
-	if opts.Backend != "" {
-		poolMetrics = nil
+	stopGuard := context.AfterFunc(ctx, cancel)
+	guard := time.AfterFunc(startTimeout, cancel)
+	backend, err := startKine(bctx, wg, opts, scheme, dataSource)
+	timerStopped, ctxStopped := guard.Stop(), stopGuard()
+	if err == nil && !(timerStopped && ctxStopped) {
+		err = fmt.Errorf("kine did not start on PostgreSQL within %s", startTimeout)
 	}
-	_, backend, err := pgsql.New(bctx, wg, &drivers.Config{
-		Scheme:            scheme,
-		DataSourceName:    dataSource,
-		CompactInterval:   opts.CompactInterval,
-		MetricsRegisterer: poolMetrics,
-		// kine's own defaults for the rest.
-		CompactTimeout:   5 * time.Second,
-		CompactMinRetain: 1000,
-		CompactBatchSize: 1000,
-		PollBatchSize:    500,
-	})
 	if err != nil {
 		cancel()
-		// The error may carry the connection string; say only where it failed.
-		return nil, fmt.Errorf("connecting to PostgreSQL: %w", redact(err, opts.DSN))
-	}
-	if err := backend.Start(bctx); err != nil {
-		cancel()
-		return nil, fmt.Errorf("starting kine on PostgreSQL: %w", redact(err, opts.DSN))
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 
 	closeMetrics := func() {}
@@ -168,6 +199,83 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}()
 	logger.Info("PostgreSQL storage is ready", "socket", socket, "took", time.Since(start).Round(time.Millisecond))
 	return s, nil
+}
+
+// startKine creates kine's PostgreSQL backend and starts it.
+func startKine(ctx context.Context, wg *sync.WaitGroup, opts Options, scheme, dataSource string) (server.Backend, error) {
+	var poolMetrics prometheus.Registerer
+	if opts.Backend == "" && opts.MetricsRegisterer != nil {
+		poolMetrics = tolerantRegisterer{opts.MetricsRegisterer}
+	}
+	_, backend, err := pgsql.New(ctx, wg, &drivers.Config{
+		Scheme:            scheme,
+		DataSourceName:    dataSource,
+		CompactInterval:   opts.CompactInterval,
+		MetricsRegisterer: poolMetrics,
+		// kine's own defaults for the rest.
+		CompactTimeout:   5 * time.Second,
+		CompactMinRetain: 1000,
+		CompactBatchSize: 1000,
+		PollBatchSize:    500,
+	})
+	if err != nil {
+		// The error may carry the connection string; say only where it failed.
+		return nil, fmt.Errorf("connecting to PostgreSQL: %w", redact(err, opts.DSN))
+	}
+	if err := backend.Start(ctx); err != nil {
+		return nil, fmt.Errorf("starting kine on PostgreSQL: %w", redact(err, opts.DSN))
+	}
+	return backend, nil
+}
+
+// tolerantRegisterer lets kine register its connection pool's collector
+// again after a start that was cut short (see MaxStartTimeout) and retried,
+// where kine's MustRegister would panic on the duplicate.
+type tolerantRegisterer struct{ prometheus.Registerer }
+
+func (r tolerantRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				panic(err)
+			}
+		}
+	}
+}
+
+// invalidCatalogName is PostgreSQL's error code for a database that does
+// not exist; kine creates its database.
+const invalidCatalogName = "3D000"
+
+// checkReachable connects once to the database kine will use, within
+// timeout, and says why it could not: the server does not answer, refuses
+// the credentials, and so on. A database that does not exist yet is fine:
+// kine creates it.
+func checkReachable(ctx context.Context, dsn string, timeout time.Duration) error {
+	cfg, err := pgx.ParseConfig(kineDSN(dsn))
+	if err != nil {
+		// The parse error may quote the connection string.
+		return errors.New("the PostgreSQL connection string does not parse")
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err == nil {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+		return nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == invalidCatalogName {
+		return nil
+	}
+	err = redact(err, dsn)
+	if cfg.Password != "" && strings.Contains(err.Error(), cfg.Password) {
+		err = errors.New(strings.ReplaceAll(err.Error(), cfg.Password, "<password>"))
+	}
+	return fmt.Errorf("%w: it is unreachable (no connection within %s): %w", ErrUnavailable, timeout, err)
 }
 
 // Close stops serving, waits up to 10 s for requests in flight, and closes

@@ -70,9 +70,14 @@ func BackendOfHostedResource(hr *v1alpha1.HostedResource) string {
 // the condition passes by itself.
 var ErrStarting = errors.New("starting")
 
-// retryAfterFailure is how long a backend that failed to start is reported
-// as failed before the next attempt.
-const retryAfterFailure = 10 * time.Second
+// DefaultRetryInterval is how long a backend that failed to start is
+// reported as failed before the next attempt; the wait doubles with each
+// failure in a row, up to maxRetryInterval.
+const DefaultRetryInterval = 10 * time.Second
+
+// maxRetryInterval bounds the wait between two attempts to start a backend
+// (unless the first wait is already longer).
+const maxRetryInterval = 2 * time.Minute
 
 // Options configure a Router.
 type Options struct {
@@ -90,6 +95,17 @@ type Options struct {
 	DataDir string
 	// PostgresCompactInterval is how often PostgreSQL backends are compacted.
 	PostgresCompactInterval time.Duration
+	// PostgresConnectTimeout bounds the first connection to a PostgreSQL
+	// backend's database when it starts; postgres.DefaultConnectTimeout
+	// when zero.
+	PostgresConnectTimeout time.Duration
+	// PostgresStartTimeout bounds the start of kine on a PostgreSQL
+	// backend's database; postgres.DefaultStartTimeout when zero.
+	PostgresStartTimeout time.Duration
+	// RetryInterval is the wait before a backend that failed to start is
+	// tried again, doubled with each failure in a row;
+	// DefaultRetryInterval when zero.
+	RetryInterval time.Duration
 	// MetricsRegisterer receives the database metrics of PostgreSQL
 	// backends, labelled with the backend's name; nil for none.
 	MetricsRegisterer prometheus.Registerer
@@ -125,6 +141,10 @@ type backendRuntime struct {
 	err    error
 	ended  time.Time
 	close  func()
+	// failures counts the failed attempts in a row, this one included;
+	// retryAfter is the wait before the next.
+	failures   int
+	retryAfter time.Duration
 }
 
 func (b *backendRuntime) state() (starting bool, getter generic.RESTOptionsGetter, err error) {
@@ -221,28 +241,65 @@ func (r *Router) backendGetter(name string) (generic.RESTOptionsGetter, error) {
 }
 
 // runtime returns the backend's runtime, starting it if it never started or
-// if it failed long enough ago.
+// if it failed long enough ago. A backend that cannot be reached fails on its
+// own (its types answer 503 with the reason) and is tried again with
+// exponential backoff; nothing about it may take the process down.
 func (r *Router) runtime(name string) *backendRuntime {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	failures := 0
 	if b, ok := r.runtimes[name]; ok {
-		if starting, _, err := b.state(); starting || err == nil || time.Since(b.ended) < retryAfterFailure {
+		starting, _, err := b.state()
+		if starting || err == nil || time.Since(b.ended) < b.retryAfter {
 			return b
 		}
+		failures = b.failures
 	}
 	b := &backendRuntime{done: make(chan struct{})}
 	r.runtimes[name] = b
 	go func() {
 		defer close(b.done)
-		b.getter, b.close, b.err = r.start(r.ctx, name)
+		b.getter, b.close, b.err = r.startSafely(name)
 		b.ended = time.Now()
+		logger := klog.FromContext(r.ctx)
 		if b.err != nil {
-			klog.FromContext(r.ctx).Error(b.err, "Cannot start a storage backend", "storageBackend", name)
+			b.failures = failures + 1
+			b.retryAfter = r.retryInterval(b.failures)
+			logger.Error(b.err, "Cannot start a storage backend", "storageBackend", name, "failures", b.failures, "retryAfter", b.retryAfter)
+			b.err = fmt.Errorf("%w (failed attempt %d in a row, at %s; annex tries again %s later)", b.err, b.failures,
+				b.ended.UTC().Format(time.RFC3339), b.retryAfter)
 		} else {
-			klog.FromContext(r.ctx).Info("Started a storage backend", "storageBackend", name)
+			logger.Info("Started a storage backend", "storageBackend", name)
 		}
 	}()
 	return b
+}
+
+// retryInterval is the wait after the given number of failures in a row.
+func (r *Router) retryInterval(failures int) time.Duration {
+	base := r.opts.RetryInterval
+	if base <= 0 {
+		base = DefaultRetryInterval
+	}
+	limit := max(maxRetryInterval, base)
+	d := base
+	for i := 1; i < failures && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+// startSafely is start, with a panic while starting turned into the
+// backend's failure: the storage libraries annex embeds run their start in
+// this goroutine, and a backend must not take annex down.
+func (r *Router) startSafely(name string) (getter generic.RESTOptionsGetter, closer func(), err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			getter, closer = nil, nil
+			err = fmt.Errorf("StorageBackend %q: starting its storage failed: %v", name, p)
+		}
+	}()
+	return r.start(r.ctx, name)
 }
 
 // start builds a backend's storage options from its StorageBackend.
@@ -352,6 +409,8 @@ func (r *Router) startPostgres(ctx context.Context, name string, ref *v1alpha1.S
 		NotifyInterval:    5 * time.Second,
 		MetricsRegisterer: r.opts.MetricsRegisterer,
 		Backend:           name,
+		ConnectTimeout:    r.opts.PostgresConnectTimeout,
+		StartTimeout:      r.opts.PostgresStartTimeout,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("StorageBackend %q: %w", name, err)

@@ -1,11 +1,16 @@
 package routing
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionslisters "k8s.io/apiextensions-apiserver/pkg/client/listers/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -128,5 +133,75 @@ func TestBackendOf(t *testing.T) {
 	}
 	if got := BackendOfHostedResource(hostedResource("a.example.com", "")); got != "default" {
 		t.Errorf("a HostedResource without a backend asks for %q, want default", got)
+	}
+}
+
+// TestBackendThatCannotBeReached starts a PostgreSQL backend whose database
+// does not answer: each attempt fails at once with the reason, the Router
+// tries again after a wait that doubles, and the types on it are refused
+// with that reason meanwhile.
+func TestBackendThatCannotBeReached(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn := fmt.Sprintf("postgres://annex@127.0.0.1:%d/annex?sslmode=disable", l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+
+	var mu sync.Mutex
+	var attempts []time.Time
+	r := New(Options{
+		DataDir:                t.TempDir(),
+		PostgresConnectTimeout: time.Second,
+		RetryInterval:          200 * time.Millisecond,
+		Secrets: func(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+			mu.Lock()
+			attempts = append(attempts, time.Now())
+			mu.Unlock()
+			return &corev1.Secret{Data: map[string][]byte{"dsn": []byte(dsn)}}, nil
+		},
+	})
+	defer r.Close()
+	sb := backend("pg", metav1.ConditionTrue, "Reachable")
+	sb.Spec = v1alpha1.StorageBackendSpec{Type: v1alpha1.StorageBackendPostgres,
+		Postgres: &v1alpha1.PostgresStorage{DSNSecretRef: v1alpha1.SecretKeySelector{Namespace: "annex-system", Name: "pg", Key: "dsn"}}}
+	r.SetListers(apiextensionslisters.NewCustomResourceDefinitionLister(indexer(crd("ledgers.example.com", "pg"))),
+		annexlisters.NewHostedResourceLister(indexer(hostedResource("ledgers.example.com", "pg"))),
+		annexlisters.NewStorageBackendLister(indexer(sb)), func() bool { return true })
+
+	// Requests keep coming, as they would; each may start an attempt.
+	var last error
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		last = r.Check("example.com", "ledgers", false)
+	}
+	if last == nil || errors.Is(last, ErrStarting) {
+		t.Fatalf("a type on a backend that cannot be reached: %v, want the reason it failed", last)
+	}
+	for _, want := range []string{`StorageBackend "pg"`, "unreachable", "connection refused", "tries again"} {
+		if !strings.Contains(last.Error(), want) {
+			t.Errorf("the error does not say %q: %v", want, last)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// 200ms, 400ms, 800ms, 1.6s: four or five attempts in 3s, not fifteen.
+	if len(attempts) < 3 || len(attempts) > 6 {
+		t.Fatalf("%d attempts to start the backend in 3s with a first retry after 200ms, want 3 to 6", len(attempts))
+	}
+	for i := 2; i < len(attempts); i++ {
+		prev, gap := attempts[i-1].Sub(attempts[i-2]), attempts[i].Sub(attempts[i-1])
+		if gap < prev*3/2 {
+			t.Errorf("attempt %d came %s after the one before, which came %s after its own: the wait does not grow", i+1, gap, prev)
+		}
+	}
+}
+
+func TestRetryInterval(t *testing.T) {
+	r := New(Options{})
+	defer r.Close()
+	for failures, want := range map[int]time.Duration{1: 10 * time.Second, 2: 20 * time.Second, 4: 80 * time.Second, 5: 2 * time.Minute, 50: 2 * time.Minute} {
+		if got := r.retryInterval(failures); got != want {
+			t.Errorf("after %d failures: wait %s, want %s", failures, got, want)
+		}
 	}
 }

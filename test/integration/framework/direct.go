@@ -5,6 +5,7 @@ package framework
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strconv"
 
@@ -19,15 +20,55 @@ import (
 // ConfigMap) and asks the cluster to authorize, so the user has the same
 // rights on annex as through the cluster.
 func (e *Environment) AnnexAdminConfig(name string) (*rest.Config, error) {
-	user, err := e.env.AddUser(envtest.User{Name: name, Groups: []string{"system:masters"}}, nil)
+	return e.AnnexUserConfig(name, "system:masters")
+}
+
+// AnnexUserConfig is AnnexAdminConfig for a user in the given groups only:
+// what the cluster's RBAC grants that user, it may try on annex directly.
+func (e *Environment) AnnexUserConfig(name string, groups ...string) (*rest.Config, error) {
+	user, err := e.env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("provisioning user %q: %w", name, err)
 	}
 	cfg := rest.CopyConfig(user.Config())
-	cfg.Host = "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(e.AnnexPort))
+	cfg.Host = e.annexURL()
 	cfg.CAData = append([]byte(nil), e.annexCA...)
 	cfg.CAFile = ""
 	return cfg, nil
+}
+
+// AnnexFrontProxyConfig returns a configuration that sends requests straight
+// to annex as the cluster's aggregator does: with the front-proxy client
+// certificate, asserting the user and groups in request headers. annex
+// trusts these headers as it trusts the aggregator.
+func (e *Environment) AnnexFrontProxyConfig(name string, groups ...string) *rest.Config {
+	cfg := &rest.Config{
+		Host: e.annexURL(),
+		TLSClientConfig: rest.TLSClientConfig{
+			CAData:   append([]byte(nil), e.annexCA...),
+			CertFile: filepath.Join(e.Dir, frontProxyClientName+".crt"),
+			KeyFile:  filepath.Join(e.Dir, frontProxyClientName+".key"),
+		},
+	}
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			req = req.Clone(req.Context())
+			req.Header.Set("X-Remote-User", name)
+			for _, g := range groups {
+				req.Header.Add("X-Remote-Group", g)
+			}
+			return rt.RoundTrip(req)
+		})
+	})
+	return cfg
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+func (e *Environment) annexURL() string {
+	return "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(e.AnnexPort))
 }
 
 // AnnexDataDir is where annex keeps its embedded etcd's data.

@@ -85,11 +85,15 @@ type Environment struct {
 	// KeepDir leaves Dir in place at Stop, for a post-mortem.
 	KeepDir bool
 
-	assets   string
-	env      *envtest.Environment
-	annex    *Process
-	annexCA  []byte
-	logFiles []*os.File
+	assets  string
+	env     *envtest.Environment
+	annex   *Process
+	annexCA []byte
+	// annexBin, annexArgs and annexOut start annex again (RestartAnnex).
+	annexBin  string
+	annexArgs []string
+	annexOut  io.Writer
+	logFiles  []*os.File
 }
 
 // Start brings up etcd, the kube-apiserver and annex, registers annex with
@@ -277,6 +281,7 @@ func (e *Environment) startAnnex(bin string) error {
 	if err != nil {
 		return err
 	}
+	e.annexBin, e.annexArgs, e.annexOut = bin, args, out
 	e.annex, err = StartProcess(bin, args, e.Dir, out)
 	if err != nil {
 		return fmt.Errorf("starting %s: %w", bin, err)

@@ -98,9 +98,6 @@ func TestHostedResourceLifecycle(t *testing.T) {
 	if out, err := a.kubectlErr("get", "gadgets"); err == nil {
 		t.Errorf("gadgets are still served after their HostedResource was deleted:\n%s", out)
 	}
-	if out := a.kubectl("get", "customresourcedefinitions", "-o", "name"); strings.TrimSpace(out) != "" {
-		t.Errorf("internal CRDs left behind: %q", out)
-	}
 	// Declaring the type again must not bring the old objects back.
 	a.kubectl("apply", "-f", filepath.Join(dir, "gadgets.yaml"))
 	a.kubectl("wait", "--for=condition=Established", "--timeout=30s", "hostedresource/gadgets.example.com")
