@@ -11,6 +11,19 @@ RUN_PORT     ?= 8443
 TOOLS_BIN     = $(shell hack/tools/install.sh --print)
 GO_TEST_FLAGS ?=
 
+# The release version (git describe, or the chart's appVersion as a
+# development build in a clone without tags; see hack/version.sh), stamped
+# into pkg/version. SOURCE_DATE_EPOCH (the commit's time unless set) is the
+# build date, so that builds are reproducible.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell hack/version.sh)
+endif
+ifeq ($(origin SOURCE_DATE_EPOCH),undefined)
+SOURCE_DATE_EPOCH := $(shell hack/version.sh --epoch)
+endif
+export VERSION SOURCE_DATE_EPOCH
+LDFLAGS := $(shell VERSION=$(VERSION) SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) hack/version.sh --ldflags)
+
 ##@ General
 
 .PHONY: help
@@ -20,8 +33,12 @@ help: ## Show the targets.
 ##@ Build and run
 
 .PHONY: build
-build: ## Build bin/annex-apiserver.
-	go build -o $(ANNEX) ./cmd/annex-apiserver
+build: ## Build bin/annex-apiserver, stamped with the version.
+	go build -ldflags "$(LDFLAGS)" -o $(ANNEX) ./cmd/annex-apiserver
+
+.PHONY: version
+version: ## Print the version that builds are stamped with.
+	@echo $(VERSION)
 
 .PHONY: run
 run: build ## Run annex standalone on its embedded etcd; data and kubeconfig in .annex/.
