@@ -18,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/certs"
+	"annex.dev/annex/pkg/cmd/uninstall"
 	"annex.dev/annex/pkg/controllers"
 	"annex.dev/annex/pkg/controllers/apiservice"
 	namespacecontroller "annex.dev/annex/pkg/controllers/namespace"
@@ -68,6 +69,7 @@ delegates authentication, authorization and admission to the cluster; with no cl
 	fs.StringVar(&printVersion, "version", "", "Print the version and exit; --version=json prints what GET /version answers.")
 	fs.Lookup("version").NoOptDefVal = "true"
 	globalflag.AddGlobalFlags(fs, cmd.Name())
+	cmd.AddCommand(uninstall.NewCommand())
 	return cmd
 }
 
