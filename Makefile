@@ -14,7 +14,7 @@ GO_TEST_FLAGS ?=
 # The release version (git describe, or the chart's appVersion as a
 # development build in a clone without tags; see hack/version.sh), stamped
 # into pkg/version. SOURCE_DATE_EPOCH (the commit's time unless set) is the
-# build date, so that builds are reproducible.
+# build date and every time in the image, so that builds are reproducible.
 ifeq ($(origin VERSION),undefined)
 VERSION := $(shell hack/version.sh)
 endif
@@ -23,6 +23,17 @@ SOURCE_DATE_EPOCH := $(shell hack/version.sh --epoch)
 endif
 export VERSION SOURCE_DATE_EPOCH
 LDFLAGS := $(shell VERSION=$(VERSION) SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) hack/version.sh --ldflags)
+
+# The container image (hack/image assembles it; no container engine needed).
+IMAGE_REPOSITORY ?= ghcr.io/annex-dev/annex-apiserver
+IMAGE_PLATFORMS  ?= linux/amd64 linux/arm64
+IMAGE_ARCHIVE    ?= $(BIN_DIR)/annex-apiserver.oci.tar
+IMAGE_SOURCE     ?= https://github.com/annex-dev/annex
+IMAGE_LICENSES   ?= Apache-2.0
+# The tests build the amd64 image alone, and run annex from the binary
+# taken out of it.
+TEST_IMAGE_ARCHIVE := $(BIN_DIR)/test-image/annex-apiserver.oci.tar
+TEST_IMAGE_BIN     := $(BIN_DIR)/test-image/annex-apiserver
 
 ##@ General
 
@@ -39,6 +50,19 @@ build: ## Build bin/annex-apiserver, stamped with the version.
 .PHONY: version
 version: ## Print the version that builds are stamped with.
 	@echo $(VERSION)
+
+.PHONY: image
+image: ## Build the OCI image for linux/amd64 and linux/arm64 into bin/annex-apiserver.oci.tar (no Docker engine needed).
+	@set -e; platforms=""; \
+	for p in $(IMAGE_PLATFORMS); do \
+		out=$(BIN_DIR)/$${p%/*}-$${p#*/}/annex-apiserver; \
+		echo "go build $$p -> $$out"; \
+		CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} go build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $$out ./cmd/annex-apiserver; \
+		platforms="$$platforms --platform=$$p=$(CURDIR)/$$out"; \
+	done; \
+	cd hack/image && go run . build $$platforms --repository=$(IMAGE_REPOSITORY) --version=$(VERSION) \
+		--revision=$$(git rev-parse HEAD 2>/dev/null) --source=$(IMAGE_SOURCE) --licenses=$(IMAGE_LICENSES) \
+		--epoch=$(SOURCE_DATE_EPOCH) --out=$(abspath $(IMAGE_ARCHIVE))
 
 .PHONY: run
 run: build ## Run annex standalone on its embedded etcd; data and kubeconfig in .annex/.
@@ -86,6 +110,7 @@ verify-vet: ## Run go vet, integration tests included.
 	go vet ./...
 	go vet -tags integration ./test/... ./pkg/...
 	cd bench && go vet -tags integration ./...
+	cd hack/image && go vet ./...
 
 .PHONY: tools
 tools: ## Build the test control plane (kube-apiserver, etcd, kubectl, ...) into a cache.
@@ -93,12 +118,24 @@ tools: ## Build the test control plane (kube-apiserver, etcd, kubectl, ...) into
 
 ##@ Test
 
+# The amd64 image alone, and its binary taken out of it.
+.PHONY: test-image-build
+test-image-build:
+	$(MAKE) image IMAGE_PLATFORMS=linux/amd64 IMAGE_ARCHIVE=$(TEST_IMAGE_ARCHIVE)
+	cd hack/image && go run . extract --archive=$(abspath $(TEST_IMAGE_ARCHIVE)) --platform=linux/amd64 \
+		--file=/annex-apiserver --out=$(abspath $(TEST_IMAGE_BIN))
+
 .PHONY: test
-test: test-unit test-integration test-chart bench-quick ## Run all tests (unit, integration, the Helm chart's) and the quick benchmark.
+test: test-unit test-image test-integration test-chart bench-quick ## Run all tests (unit, the image's, integration, the Helm chart's) and the quick benchmark.
 
 .PHONY: test-unit
 test-unit: ## Run the unit tests.
 	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-image
+test-image: test-image-build ## Test the image: its platforms, entrypoint, user and labels, its binary's --version, and that a second build gives the same digest.
+	cd hack/image && ANNEX_IMAGE_ARCHIVE=$(abspath $(TEST_IMAGE_ARCHIVE)) ANNEX_IMAGE_PLATFORMS="linux/amd64" \
+		go test -count=1 -timeout 15m $(GO_TEST_FLAGS) ./...
 
 # The compaction test needs annex to compact every few seconds, which the
 # shared environment of the other tests must not; it runs in an environment
