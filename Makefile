@@ -95,7 +95,7 @@ verify-manifests: ## Fail when config/ is not what charts/annex renders.
 
 .PHONY: lint-chart
 lint-chart: tools ## Lint charts/annex strictly.
-	$(TOOLS_BIN)/helm lint --strict charts/annex --set image.repository=annex-apiserver
+	$(TOOLS_BIN)/helm lint --strict charts/annex
 
 .PHONY: verify-codegen
 verify-codegen: ## Fail when generated code is stale (leaves the tree as it is).
@@ -164,8 +164,8 @@ test-integration: tools build postgres ## Run the integration tests: a real kube
 			rm -f $$log; echo "FAIL: $(COMPACTION_TEST) did not pass"; exit 1; fi; rm -f $$log
 
 .PHONY: test-chart
-test-chart: tools build ## Test charts/annex: lint, render, dry-run, install, serve and uninstall in a real kube-apiserver.
-	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
+test-chart: tools test-image-build ## Test charts/annex: lint, render, dry-run, install, serve and uninstall in a real kube-apiserver, annex run from the image's binary.
+	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(abspath $(TEST_IMAGE_BIN)) \
 		go test -tags integration -count=1 -timeout 15m $(GO_TEST_FLAGS) ./test/chart/...
 
 ##@ Benchmarks
