@@ -352,7 +352,7 @@ func TestRefusals(t *testing.T) {
 			sets: []string{"image.repository=" + testImage, "storage.mode=postgres"},
 			want: "/storage/postgres/dsnSecret/name",
 		},
-		"image is required":    {sets: nil, want: "/image/repository"},
+		"an empty image":       {sets: []string{"image.repository="}, want: "/image/repository"},
 		"unknown mode":         {sets: []string{"image.repository=" + testImage, "storage.mode=sqlite"}, want: "/storage/mode"},
 		"unknown TLS source":   {sets: []string{"image.repository=" + testImage, "tls.source=none"}, want: "/tls/source"},
 		"unknown value":        {sets: []string{"image.repository=" + testImage, "replica=3"}, want: "additional properties 'replica' not allowed"},
