@@ -37,9 +37,10 @@ RUN cd hack/image && go run . rootfs --out=/rootfs && chown 65532:65532 /rootfs/
 FROM scratch
 ARG VERSION
 ARG REVISION
-COPY --from=build /rootfs/etc /etc
-COPY --from=build /rootfs/tmp /tmp
-COPY --from=build --chown=65532:65532 /rootfs/home/nonroot /home/nonroot
+# One copy of the whole tree keeps the modes (/tmp is 1777); the second gives
+# nonroot its home.
+COPY --from=build /rootfs/ /
+COPY --from=build --chown=65532:65532 /rootfs/home/nonroot/ /home/nonroot/
 COPY --from=build /out/annex-apiserver /annex-apiserver
 USER 65532:65532
 WORKDIR /
