@@ -44,8 +44,10 @@ help: ## Show the targets.
 ##@ Build and run
 
 .PHONY: build
-build: ## Build bin/annex-apiserver, stamped with the version.
-	go build -ldflags "$(LDFLAGS)" -o $(ANNEX) ./cmd/annex-apiserver
+# make build compiles as make image does (static, -trimpath), so that the
+# image's build for this machine's platform reuses the compiled packages.
+build: ## Build bin/annex-apiserver (static), stamped with the version.
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(ANNEX) ./cmd/annex-apiserver
 
 .PHONY: version
 version: ## Print the version that builds are stamped with.
