@@ -11,6 +11,30 @@ RUN_PORT     ?= 8443
 TOOLS_BIN     = $(shell hack/tools/install.sh --print)
 GO_TEST_FLAGS ?=
 
+# The release version (git describe, or the chart's appVersion as a
+# development build in a clone without tags; see hack/version.sh), stamped
+# into pkg/version. SOURCE_DATE_EPOCH (the commit's time unless set) is the
+# build date and every time in the image, so that builds are reproducible.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell hack/version.sh)
+endif
+ifeq ($(origin SOURCE_DATE_EPOCH),undefined)
+SOURCE_DATE_EPOCH := $(shell hack/version.sh --epoch)
+endif
+export VERSION SOURCE_DATE_EPOCH
+LDFLAGS := $(shell VERSION=$(VERSION) SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) hack/version.sh --ldflags)
+
+# The container image (hack/image assembles it; no container engine needed).
+IMAGE_REPOSITORY ?= ghcr.io/annex-dev/annex-apiserver
+IMAGE_PLATFORMS  ?= linux/amd64 linux/arm64
+IMAGE_ARCHIVE    ?= $(BIN_DIR)/annex-apiserver.oci.tar
+IMAGE_SOURCE     ?= https://github.com/annex-dev/annex
+IMAGE_LICENSES   ?= Apache-2.0
+# The tests build the amd64 image alone, and run annex from the binary
+# taken out of it.
+TEST_IMAGE_ARCHIVE := $(BIN_DIR)/test-image/annex-apiserver.oci.tar
+TEST_IMAGE_BIN     := $(BIN_DIR)/test-image/annex-apiserver
+
 ##@ General
 
 .PHONY: help
@@ -20,8 +44,27 @@ help: ## Show the targets.
 ##@ Build and run
 
 .PHONY: build
-build: ## Build bin/annex-apiserver.
-	go build -o $(ANNEX) ./cmd/annex-apiserver
+# make build compiles as make image does (static, -trimpath), so that the
+# image's build for this machine's platform reuses the compiled packages.
+build: ## Build bin/annex-apiserver (static), stamped with the version.
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(ANNEX) ./cmd/annex-apiserver
+
+.PHONY: version
+version: ## Print the version that builds are stamped with.
+	@echo $(VERSION)
+
+.PHONY: image
+image: ## Build the OCI image for linux/amd64 and linux/arm64 into bin/annex-apiserver.oci.tar (no Docker engine needed).
+	@set -e; platforms=""; \
+	for p in $(IMAGE_PLATFORMS); do \
+		out=$(BIN_DIR)/$${p%/*}-$${p#*/}/annex-apiserver; \
+		echo "go build $$p -> $$out"; \
+		CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} go build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $$out ./cmd/annex-apiserver; \
+		platforms="$$platforms --platform=$$p=$(CURDIR)/$$out"; \
+	done; \
+	cd hack/image && go run . build $$platforms --repository=$(IMAGE_REPOSITORY) --version=$(VERSION) \
+		--revision=$$(git rev-parse HEAD 2>/dev/null) --source=$(IMAGE_SOURCE) --licenses=$(IMAGE_LICENSES) \
+		--epoch=$(SOURCE_DATE_EPOCH) --out=$(abspath $(IMAGE_ARCHIVE))
 
 .PHONY: run
 run: build ## Run annex standalone on its embedded etcd; data and kubeconfig in .annex/.
@@ -54,7 +97,7 @@ verify-manifests: ## Fail when config/ is not what charts/annex renders.
 
 .PHONY: lint-chart
 lint-chart: tools ## Lint charts/annex strictly.
-	$(TOOLS_BIN)/helm lint --strict charts/annex --set image.repository=annex-apiserver
+	$(TOOLS_BIN)/helm lint --strict charts/annex
 
 .PHONY: verify-codegen
 verify-codegen: ## Fail when generated code is stale (leaves the tree as it is).
@@ -69,6 +112,7 @@ verify-vet: ## Run go vet, integration tests included.
 	go vet ./...
 	go vet -tags integration ./test/... ./pkg/...
 	cd bench && go vet -tags integration ./...
+	cd hack/image && go vet ./...
 
 .PHONY: tools
 tools: ## Build the test control plane (kube-apiserver, etcd, kubectl, ...) into a cache.
@@ -80,12 +124,24 @@ kubectl: ## Build only kubectl v1.36.3 into the tools cache (about 2 minutes), f
 
 ##@ Test
 
+# The amd64 image alone, and its binary taken out of it.
+.PHONY: test-image-build
+test-image-build:
+	$(MAKE) image IMAGE_PLATFORMS=linux/amd64 IMAGE_ARCHIVE=$(TEST_IMAGE_ARCHIVE)
+	cd hack/image && go run . extract --archive=$(abspath $(TEST_IMAGE_ARCHIVE)) --platform=linux/amd64 \
+		--file=/annex-apiserver --out=$(abspath $(TEST_IMAGE_BIN))
+
 .PHONY: test
-test: test-unit test-integration test-chart bench-quick ## Run all tests (unit, integration, the Helm chart's) and the quick benchmark.
+test: test-unit test-image test-integration test-chart bench-quick ## Run all tests (unit, the image's, integration, the Helm chart's) and the quick benchmark.
 
 .PHONY: test-unit
 test-unit: ## Run the unit tests.
 	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-image
+test-image: test-image-build ## Test the image: its platforms, entrypoint, user and labels, its binary's --version, and that a second build gives the same digest.
+	cd hack/image && ANNEX_IMAGE_ARCHIVE=$(abspath $(TEST_IMAGE_ARCHIVE)) ANNEX_IMAGE_PLATFORMS="linux/amd64" \
+		go test -count=1 -timeout 15m $(GO_TEST_FLAGS) ./...
 
 # The compaction test needs annex to compact every few seconds, which the
 # shared environment of the other tests must not; it runs in an environment
@@ -98,7 +154,7 @@ postgres: ## Install PostgreSQL's server binaries if missing (the tests start th
 
 .PHONY: test-integration
 test-integration: tools build postgres ## Run the integration tests: a real kube-apiserver, the upstream storage suite on every store, PostgreSQL's metrics.
-	KUBEBUILDER_ASSETS=$(TOOLS_BIN) go test -tags integration -count=1 -timeout 20m $(GO_TEST_FLAGS) ./pkg/storage/suite/ ./pkg/storage/postgres/ ./pkg/controllers/storagebackend/
+	KUBEBUILDER_ASSETS=$(TOOLS_BIN) go test -tags integration -count=1 -timeout 20m $(GO_TEST_FLAGS) ./pkg/storage/suite/ ./pkg/storage/postgres/ ./pkg/controllers/storagebackend/ ./pkg/cmd/uninstall/
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
 		go test -tags integration -count=1 -timeout 30m $(GO_TEST_FLAGS) ./test/integration/...
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
@@ -114,8 +170,8 @@ test-integration: tools build postgres ## Run the integration tests: a real kube
 			rm -f $$log; echo "FAIL: $(COMPACTION_TEST) did not pass"; exit 1; fi; rm -f $$log
 
 .PHONY: test-chart
-test-chart: tools build ## Test charts/annex: lint, render, dry-run, install, serve and uninstall in a real kube-apiserver.
-	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
+test-chart: tools test-image-build ## Test charts/annex: lint, render, dry-run, install, serve and uninstall in a real kube-apiserver, annex run from the image's binary.
+	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(abspath $(TEST_IMAGE_BIN)) \
 		go test -tags integration -count=1 -timeout 15m $(GO_TEST_FLAGS) ./test/chart/...
 
 ##@ Benchmarks

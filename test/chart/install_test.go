@@ -48,7 +48,7 @@ func TestInstallServeUninstall(t *testing.T) {
 	)
 	annexBin := os.Getenv(framework.AnnexBinEnv)
 	if annexBin == "" {
-		t.Fatalf("%s is not set: build annex with `make build` and set it to bin/annex-apiserver", framework.AnnexBinEnv)
+		t.Fatalf("%s is not set: `make test-chart` sets it to the annex-apiserver binary taken out of the image (`make test-image-build`)", framework.AnnexBinEnv)
 	}
 	ctx := testContext(t, 6*time.Minute)
 	cs, err := kubernetes.NewForConfig(env.Config)
@@ -187,7 +187,7 @@ func TestInstallServeUninstall(t *testing.T) {
 	if len(hosted.Items) == 0 {
 		t.Fatal("before the hook runs, the hosted group's APIServices must still exist, or this test proves nothing")
 	}
-	runUninstallHook(t, ctx, cs, namespace, hooks)
+	runUninstallHook(t, ctx, cs, namespace, hooks, annexBin, sts.Spec.Template.Spec.Containers[0].Image)
 
 	t.Run("no APIService of annex remains", func(t *testing.T) {
 		if _, err := dyn.Resource(apiServices).Get(ctx, "v1alpha1.annex.dev", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
@@ -219,9 +219,9 @@ func TestInstallServeUninstall(t *testing.T) {
 
 // runUninstallHook does what the post-delete hook does: creates its
 // ServiceAccount and RBAC, runs the Job's container (command, arguments,
-// environment) with that ServiceAccount's token, then deletes them again
-// (hook-delete-policy hook-succeeded).
-func runUninstallHook(t *testing.T, ctx context.Context, cs kubernetes.Interface, namespace string, hooks []*unstructured.Unstructured) {
+// environment) from annex's binary with that ServiceAccount's token, then
+// deletes them again (hook-delete-policy hook-succeeded).
+func runUninstallHook(t *testing.T, ctx context.Context, cs kubernetes.Interface, namespace string, hooks []*unstructured.Unstructured, annexBin, annexImage string) {
 	t.Helper()
 	var job batchv1.Job
 	var rest []*unstructured.Unstructured
@@ -242,11 +242,10 @@ func runUninstallHook(t *testing.T, ctx context.Context, cs kubernetes.Interface
 		t.Fatal(err)
 	}
 	pod := newLocalPod(t, ctx, cs, namespace, &job.Spec.Template.Spec, nil)
-	kubectl, err := env.Tool("kubectl")
-	if err != nil {
-		t.Fatal(err)
+	if image := job.Spec.Template.Spec.Containers[0].Image; image != annexImage {
+		t.Errorf("the uninstall hook runs image %s, annex %s: an air-gapped install would have to mirror both", image, annexImage)
 	}
-	out, err := pod.run(t, ctx, map[string]string{"kubectl": kubectl})
+	out, err := pod.run(t, ctx, map[string]string{"/annex-apiserver": annexBin})
 	if err != nil {
 		t.Fatalf("the uninstall hook failed: %v\n%s", err, out)
 	}
@@ -307,6 +306,10 @@ func newLocalPod(t *testing.T, ctx context.Context, cs kubernetes.Interface, nam
 	t.Helper()
 	dir := t.TempDir()
 	p := &localPod{spec: spec, namespace: namespace, root: filepath.Join(dir, "root"), saDir: filepath.Join(dir, "serviceaccount"), log: filepath.Join(dir, "container.log")}
+	// The container's / (its working directory), even with no volumes.
+	if err := os.MkdirAll(p.root, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	c := spec.Containers[0]
 	for _, m := range c.VolumeMounts {
 		target := filepath.Join(p.root, m.MountPath)
@@ -468,10 +471,11 @@ func (p *localPod) command(t *testing.T, commands map[string]string) (bin string
 	}
 	if !p.inCluster {
 		kubeconfig := p.serviceAccountKubeconfig(t)
-		switch c.Command[0] {
-		case "/annex-apiserver":
+		// The server takes three kubeconfig flags; its subcommands and
+		// other programs read $KUBECONFIG.
+		if c.Command[0] == "/annex-apiserver" && (len(c.Args) == 0 || strings.HasPrefix(c.Args[0], "-")) {
 			args = append(args, "--kubeconfig="+kubeconfig, "--authentication-kubeconfig="+kubeconfig, "--authorization-kubeconfig="+kubeconfig)
-		default:
+		} else {
 			envv = append(envv, "KUBECONFIG="+kubeconfig)
 		}
 		return commands[c.Command[0]], args, envv

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -351,7 +352,7 @@ func TestRefusals(t *testing.T) {
 			sets: []string{"image.repository=" + testImage, "storage.mode=postgres"},
 			want: "/storage/postgres/dsnSecret/name",
 		},
-		"image is required":    {sets: nil, want: "/image/repository"},
+		"an empty image":       {sets: []string{"image.repository="}, want: "/image/repository"},
 		"unknown mode":         {sets: []string{"image.repository=" + testImage, "storage.mode=sqlite"}, want: "/storage/mode"},
 		"unknown TLS source":   {sets: []string{"image.repository=" + testImage, "tls.source=none"}, want: "/tls/source"},
 		"unknown value":        {sets: []string{"image.repository=" + testImage, "replica=3"}, want: "additional properties 'replica' not allowed"},
@@ -429,5 +430,39 @@ func TestPlainManifests(t *testing.T) {
 				t.Errorf("the kube-apiserver accepted %d of %d objects:\n%s", got, len(dryRun), stdout)
 			}
 		})
+	}
+}
+
+// TestDefaults renders the chart with no values at all, as `helm install
+// annex charts/annex` does: annex runs the published image of the chart's
+// appVersion, and the uninstall hook runs the same image.
+func TestDefaults(t *testing.T) {
+	ctx := testContext(t, time.Minute)
+	data, err := os.ReadFile(filepath.Join(chartDir, "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chart struct {
+		AppVersion string `json:"appVersion"`
+	}
+	if err := yaml.Unmarshal(data, &chart); err != nil {
+		t.Fatal(err)
+	}
+	out, err := helmTemplate(ctx, "annex", "annex-system", nil)
+	if err != nil {
+		t.Fatalf("helm template with no --set: %v", err)
+	}
+	objs := decodeManifests(t, out)
+	var sts appsv1.StatefulSet
+	fromUnstructured(t, find(t, objs, "StatefulSet", ""), &sts)
+	want := "ghcr.io/annex-dev/annex-apiserver:" + chart.AppVersion
+	if got := sts.Spec.Template.Spec.Containers[0].Image; got != want {
+		t.Errorf("annex's image is %s, want %s", got, want)
+	}
+	var job batchv1.Job
+	fromUnstructured(t, find(t, objs, "Job", ""), &job)
+	hook := job.Spec.Template.Spec.Containers[0]
+	if hook.Image != want || !slices.Equal(hook.Command, []string{"/annex-apiserver"}) || len(hook.Args) == 0 || hook.Args[0] != "delete-hosted-apiservices" {
+		t.Errorf("the uninstall hook runs %s %v %v, want %s /annex-apiserver delete-hosted-apiservices", hook.Image, hook.Command, hook.Args, want)
 	}
 }

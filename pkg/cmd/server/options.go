@@ -28,6 +28,7 @@ import (
 	"annex.dev/annex/pkg/registry/core"
 	"annex.dev/annex/pkg/storage/postgres"
 	"annex.dev/annex/pkg/storage/routing"
+	"annex.dev/annex/pkg/version"
 )
 
 // Modes annex runs in.
@@ -288,6 +289,9 @@ func (o *Options) Config() (*apiserver.Config, error) {
 	if err := o.ServerRunOptions.ApplyTo(&serverConfig.Config); err != nil {
 		return nil, err
 	}
+	// GET /version answers annex's release; the APIs and feature gates stay
+	// those of the Kubernetes version annex is built on.
+	serverConfig.EffectiveVersion = version.ServedBy(serverConfig.EffectiveVersion)
 
 	// One OpenAPI document describes both servers of the chain.
 	namer := openapi.NewDefinitionNamer(apiserver.Scheme, apiextensionsapiserver.Scheme, core.OpenAPIScheme)

@@ -20,6 +20,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/certs"
+	"annex.dev/annex/pkg/cmd/uninstall"
 	"annex.dev/annex/pkg/controllers"
 	"annex.dev/annex/pkg/controllers/apiservice"
 	namespacecontroller "annex.dev/annex/pkg/controllers/namespace"
@@ -27,11 +28,13 @@ import (
 	"annex.dev/annex/pkg/controllers/warmup"
 	"annex.dev/annex/pkg/storage/embedded"
 	"annex.dev/annex/pkg/storage/postgres"
+	"annex.dev/annex/pkg/version"
 )
 
 // NewCommand returns the annex-apiserver command.
 func NewCommand(ctx context.Context) *cobra.Command {
 	o := NewOptions()
+	var printVersion string
 	cmd := &cobra.Command{
 		Use:   "annex-apiserver",
 		Short: "An aggregated Kubernetes API server that hosts custom resources outside the cluster's etcd",
@@ -41,6 +44,18 @@ delegates authentication, authorization and admission to the cluster; with no cl
 (standalone mode) it issues its own certificates and writes an admin kubeconfig.`,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			switch printVersion {
+			case "":
+			case "true":
+				fmt.Fprintln(cmd.OutOrStdout(), version.String())
+				return nil
+			case "json":
+				fmt.Fprintln(cmd.OutOrStdout(), version.JSON())
+				return nil
+			default:
+				return fmt.Errorf("--version takes no value or 'json', not %q", printVersion)
+			}
+			klog.FromContext(cmd.Context()).Info("Starting annex-apiserver", "version", version.Get().GitVersion, "commit", version.Get().GitCommit)
 			if err := o.Complete(); err != nil {
 				return err
 			}
@@ -53,7 +68,10 @@ delegates authentication, authorization and admission to the cluster; with no cl
 	cmd.SetContext(ctx)
 	fs := cmd.Flags()
 	o.AddFlags(fs)
+	fs.StringVar(&printVersion, "version", "", "Print the version and exit; --version=json prints what GET /version answers.")
+	fs.Lookup("version").NoOptDefVal = "true"
 	globalflag.AddGlobalFlags(fs, cmd.Name())
+	cmd.AddCommand(uninstall.NewCommand())
 	return cmd
 }
 

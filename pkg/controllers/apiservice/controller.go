@@ -38,6 +38,9 @@ const ManagedByLabel = "annex.dev/managed-by"
 
 const managedByValue = "annex-apiserver"
 
+// ManagedBySelector selects the APIServices annex owns.
+const ManagedBySelector = ManagedByLabel + "=" + managedByValue
+
 // Condition reasons of APIServiceAvailable.
 const (
 	ReasonGroupServedByCluster = "GroupServedByCluster"
