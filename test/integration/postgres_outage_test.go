@@ -29,7 +29,11 @@ import (
 // 503 with the reason, and once the database is back they serve again and
 // the deletion completes.
 func TestPostgresBackendOutage(t *testing.T) {
-	ctx := testContext(t)
+	// Longer than testContext's 2 minutes: a 15 s outage, a restart of annex
+	// and up to 90 s for the deletion to complete fit in it on a loaded
+	// machine too.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
 	admin := adminClient(t)
 	pg := postgrestest.Start(t)
 	secret, backend := uniqueName("pg-dsn"), uniqueName("pg")
