@@ -89,6 +89,12 @@ type Options struct {
 	// Retention says how often and how fast retention policies are enforced.
 	Retention retention.Options
 
+	// StandaloneInPod lets standalone mode run where the in-cluster
+	// environment says there is a cluster (see Validate).
+	StandaloneInPod bool
+
+	// flags are the parsed flags, to tell a default from a value given.
+	flags *pflag.FlagSet
 	// standaloneAuthorization holds the authorization options that standalone
 	// mode takes out of RecommendedOptions (see completeStandalone).
 	standaloneAuthorization *genericoptions.DelegatingAuthorizationOptions
@@ -147,10 +153,13 @@ func NewOptions() *Options {
 
 // AddFlags adds the options' flags to fs.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	o.flags = fs
 	o.ServerRunOptions.AddUniversalFlags(fs)
 	o.RecommendedOptions.AddFlags(fs)
 	fs.StringVar(&o.Mode, "mode", o.Mode, "How annex runs: 'aggregated' behind a cluster's aggregation layer, 'standalone' with no cluster, "+
 		"or 'auto': aggregated when a kubeconfig flag or the in-cluster environment gives a cluster, standalone otherwise.")
+	fs.BoolVar(&o.StandaloneInPod, "standalone-in-pod", o.StandaloneInPod, "Allow --mode=standalone inside a pod. Standalone mode "+
+		"trusts no cluster and authorizes by itself; in a cluster, run it aggregated (the default there) unless a sandbox is meant.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory of the embedded etcd's data and of the certificates annex issues itself. "+
 		"Unused for data when --etcd-servers is given.")
 	fs.StringVar(&o.AdminKubeconfig, "admin-kubeconfig", o.AdminKubeconfig, "Standalone mode: where to write the admin's kubeconfig "+
@@ -208,8 +217,12 @@ func (o *Options) clusterGiven() bool {
 	return ro.CoreAPI.CoreAPIKubeconfigPath != "" ||
 		ro.Authentication.RemoteKubeConfigFile != "" ||
 		ro.Authorization.RemoteKubeConfigFile != "" ||
-		os.Getenv("KUBERNETES_SERVICE_HOST") != ""
+		inPod()
 }
+
+// inPod says whether annex runs in a pod of a cluster: the kubelet sets
+// KUBERNETES_SERVICE_HOST in every container.
+func inPod() bool { return os.Getenv("KUBERNETES_SERVICE_HOST") != "" }
 
 // embeddedEtcd says whether annex runs its own etcd.
 func (o *Options) embeddedEtcd() bool {
@@ -223,6 +236,10 @@ func (o *Options) Validate() error {
 	case ModeAggregated, ModeStandalone:
 	default:
 		errs = append(errs, fmt.Errorf("--mode must be auto, aggregated or standalone, not %q", o.Mode))
+	}
+	if o.Mode == ModeStandalone && inPod() && !o.StandaloneInPod {
+		errs = append(errs, errors.New("--mode=standalone inside a pod: standalone mode ignores the cluster's authentication, "+
+			"authorization and admission; run aggregated (--mode=auto or aggregated), or pass --standalone-in-pod to mean it"))
 	}
 	if o.Mode == ModeStandalone && o.LeaderElect {
 		errs = append(errs, errors.New("--leader-elect needs a cluster: standalone mode runs one replica"))

@@ -34,6 +34,12 @@ const adminGroup = "system:masters"
 // the max-in-flight limits bound concurrency instead of APF.
 func (o *Options) completeStandalone() {
 	ro := o.RecommendedOptions
+	// Standalone mode serves one machine's user: listen on loopback unless
+	// told otherwise, since anyone who reaches the port gets annex's own
+	// authentication to face, not a cluster's.
+	if o.flags == nil || !o.flags.Changed("bind-address") {
+		ro.SecureServing.BindAddress = net.ParseIP("127.0.0.1")
+	}
 	ro.CoreAPI = nil
 	ro.Admission = nil
 	ro.Features.EnablePriorityAndFairness = false
