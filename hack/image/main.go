@@ -22,6 +22,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 func main() {
@@ -122,24 +124,17 @@ func runExtract(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "annex-image-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	idx, err := ReadArchive(*archive, dir)
-	if err != nil {
-		return err
-	}
-	img, err := PlatformImage(idx, *platform)
-	if err != nil {
-		return err
-	}
-	data, err := FileFromImage(img, *file)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(*out, data, 0o755)
+	return withArchive(*archive, func(idx v1.ImageIndex) error {
+		img, err := PlatformImage(idx, *platform)
+		if err != nil {
+			return err
+		}
+		data, err := FileFromImage(img, *file)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(*out, data, 0o755)
+	})
 }
 
 func runDigest(args []string) error {
@@ -148,19 +143,27 @@ func runDigest(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	return withArchive(*archive, func(idx v1.ImageIndex) error {
+		d, err := idx.Digest()
+		if err != nil {
+			return err
+		}
+		fmt.Println(d)
+		return nil
+	})
+}
+
+// withArchive calls fn with the image index of an OCI archive, unpacked into
+// a temporary directory that is removed afterwards.
+func withArchive(archive string, fn func(v1.ImageIndex) error) error {
 	dir, err := os.MkdirTemp("", "annex-image-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	idx, err := ReadArchive(*archive, dir)
+	idx, err := ReadArchive(archive, dir)
 	if err != nil {
 		return err
 	}
-	d, err := idx.Digest()
-	if err != nil {
-		return err
-	}
-	fmt.Println(d)
-	return nil
+	return fn(idx)
 }
