@@ -35,6 +35,14 @@ func serveHostedTypeOn(t *testing.T, kind, plural, group, ns, backend string) sc
 		}
 	}
 	hr := create(t, adminClient(t), framework.HostedResources, obj)
+	if backend != "" {
+		// The type's objects are deleted from its backend before the type:
+		// wait for that while the backend (often started by the test, and
+		// stopped by an earlier cleanup) still runs. A type left
+		// terminating on a stopped backend makes its group undiscoverable,
+		// which holds up every later namespace deletion of the cluster.
+		t.Cleanup(func() { deleteAndWait(t, framework.HostedResources, hr.GetName()) })
+	}
 	waitForCondition(t, hr.GetName(), "APIServiceAvailable", metav1.ConditionTrue)
 	gvr := schema.GroupVersionResource{Group: group, Version: "v1", Resource: plural}
 	// The aggregator picks the new APIService up asynchronously: until it

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/storage/names"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
@@ -128,6 +129,20 @@ func deleteIfExists(t *testing.T, gvr schema.GroupVersionResource, name string) 
 	err := dynamicFor(t, env.Config).Resource(gvr).Delete(ctx, name, metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		t.Errorf("cleaning up %s %q: %v", gvr.Resource, name, err)
+	}
+}
+
+// deleteAndWait deletes name and waits until it is gone, finalizers and all.
+func deleteAndWait(t *testing.T, gvr schema.GroupVersionResource, name string) {
+	t.Helper()
+	deleteIfExists(t, gvr, name)
+	var lastErr error
+	err := wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, lastErr = dynamicFor(t, env.Config).Resource(gvr).Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(lastErr), nil
+	})
+	if err != nil {
+		t.Errorf("cleaning up %s %q: still there after 90s (last error: %v)", gvr.Resource, name, lastErr)
 	}
 }
 

@@ -203,7 +203,8 @@ spec: {size: 1}
 			_, err := a.kubectlErr("apply", "-f", write(t, dir, "t1.yaml", "apiVersion: example.com/v1\nkind: Thingy\nmetadata: {name: t1}\nspec: {}\n"))
 			return err == nil
 		}); err != nil {
-			t.Fatalf("creating a thingy after correcting its backend: %v\n%s", err, a.kubectl("get", "hr", "thingies.example.com", "-o", "yaml"))
+			t.Fatalf("creating a thingy after correcting its backend: %v\n%s\nannex's log of the type:\n%s", err,
+				a.kubectl("get", "hr", "thingies.example.com", "-o", "yaml"), a.logLines("thingies"))
 		}
 	})
 }

@@ -117,6 +117,18 @@ func withCodec(cfg *rest.Config) *rest.Config {
 	return cfg
 }
 
+// logLines returns the lines of annex's log so far that contain substr:
+// what a failure message needs, when the whole log is too long to read.
+func (a *annex) logLines(substr string) string {
+	var out []string
+	for _, line := range strings.Split(a.log.String(), "\n") {
+		if strings.Contains(line, substr) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // kubectl runs the built kubectl as the admin and fails the test if it fails.
 func (a *annex) kubectl(args ...string) string {
 	a.t.Helper()
