@@ -154,7 +154,7 @@ postgres: ## Install PostgreSQL's server binaries if missing (the tests start th
 
 .PHONY: test-integration
 test-integration: tools build postgres ## Run the integration tests: a real kube-apiserver, the upstream storage suite on every store, PostgreSQL's metrics.
-	KUBEBUILDER_ASSETS=$(TOOLS_BIN) go test -tags integration -count=1 -timeout 20m $(GO_TEST_FLAGS) ./pkg/storage/suite/ ./pkg/storage/postgres/ ./pkg/controllers/storagebackend/ ./pkg/cmd/uninstall/
+	KUBEBUILDER_ASSETS=$(TOOLS_BIN) go test -tags integration -count=1 -timeout 20m $(GO_TEST_FLAGS) ./pkg/storage/suite/ ./pkg/storage/postgres/ ./pkg/storage/backend/ ./pkg/cmd/uninstall/
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
 		go test -tags integration -count=1 -timeout 30m $(GO_TEST_FLAGS) ./test/integration/...
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \

@@ -1,5 +1,7 @@
-// Package apiserver composes annex's API servers. The annex.dev server is the
-// head of the delegation chain; the hosted-resource server will follow it.
+// Package apiserver composes annex's API servers: the annex.dev server is
+// the head of the delegation chain, the hosted-resource server (the embedded
+// apiextensions-apiserver) follows it, and the delegate given to New ends it.
+// New installs the filters, hooks and readiness checks of the chain.
 package apiserver
 
 import (
@@ -13,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apiserver/pkg/authentication/user"
 	authorizerunion "k8s.io/apiserver/pkg/authorization/union"
 	discoveryendpoint "k8s.io/apiserver/pkg/endpoints/discovery/aggregated"
 	"k8s.io/apiserver/pkg/registry/rest"
@@ -28,6 +31,7 @@ import (
 	hostedresourcestorage "annex.dev/annex/pkg/registry/annex/hostedresource/storage"
 	storagebackendstorage "annex.dev/annex/pkg/registry/annex/storagebackend/storage"
 	"annex.dev/annex/pkg/registry/core"
+	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/routing"
 )
 
@@ -66,6 +70,8 @@ type Config struct {
 	// Router is the hosted types' RESTOptionsGetter (HostedResources uses
 	// it); the server gives it the listers it reads.
 	Router *routing.Router
+	// Backends opens the stores the Router routes to, and probes them.
+	Backends *backend.Factory
 }
 
 type completedConfig struct {
@@ -109,8 +115,22 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 	if err != nil {
 		return nil, fmt.Errorf("creating the hosted-resource server: %w", err)
 	}
-	if err := guardInternalAPI(c.GenericConfig); err != nil {
+	// After Complete, which registers the loopback user.
+	loopback, err := loopbackUser(c.GenericConfig)
+	if err != nil {
 		return nil, err
+	}
+	if err := guardInternalAPI(c.GenericConfig, loopback); err != nil {
+		return nil, err
+	}
+	if c.Router != nil {
+		// Innermost, after authentication and authorization: a request for
+		// a hosted type whose backend cannot serve gets a 503 with the reason.
+		isAnnex := func(u user.Info) bool { return u.GetName() == loopback.GetName() && u.GetUID() == loopback.GetUID() }
+		build := c.GenericConfig.BuildHandlerChainFunc
+		c.GenericConfig.BuildHandlerChainFunc = func(handler http.Handler, gc *genericapiserver.Config) http.Handler {
+			return build(withBackendCheck(handler, c.Router.Check, isAnnex, gc.Serializer), gc)
+		}
 	}
 	genericServer, err := c.GenericConfig.New("annex-apiserver", hosted.GenericAPIServer)
 	if err != nil {
@@ -150,22 +170,30 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 	return &AnnexServer{GenericAPIServer: genericServer, HostedResources: hosted}, nil
 }
 
+// loopbackUser is the identity of annex's loopback client: its requests are
+// annex's own.
+func loopbackUser(c genericapiserver.CompletedConfig) (user.Info, error) {
+	if c.LoopbackClientConfig == nil {
+		return nil, errors.New("annex needs a loopback client")
+	}
+	loopback, err := internalapi.LoopbackUser(c.Authentication.Authenticator, c.LoopbackClientConfig.BearerToken)
+	if err != nil {
+		return nil, fmt.Errorf("finding annex's loopback user: %w", err)
+	}
+	return loopback, nil
+}
+
 // guardInternalAPI puts internalapi's authorizer in front of the head's:
 // only annex's loopback client may use the internal CRD API. The head's
 // handler chain authorizes every request of the chain (the delegates are
 // reached behind it), so this one place covers the hosted-resource server.
-// It must run after Complete, which registers the loopback user.
-func guardInternalAPI(c genericapiserver.CompletedConfig) error {
-	if c.Authorization.Authorizer == nil || c.LoopbackClientConfig == nil {
-		return errors.New("annex needs an authorizer and a loopback client to keep its internal CRD API to itself")
-	}
-	loopback, err := internalapi.LoopbackUser(c.Authentication.Authenticator, c.LoopbackClientConfig.BearerToken)
-	if err != nil {
-		return fmt.Errorf("finding annex's loopback user: %w", err)
+func guardInternalAPI(c genericapiserver.CompletedConfig, loopback user.Info) error {
+	if c.Authorization.Authorizer == nil {
+		return errors.New("annex needs an authorizer to keep its internal CRD API to itself")
 	}
 	guard, err := internalapi.NewAuthorizer(loopback)
 	if err != nil {
-		return fmt.Errorf("finding annex's loopback user: %w", err)
+		return fmt.Errorf("guarding the internal CRD API: %w", err)
 	}
 	c.Authorization.Authorizer = authorizerunion.New(guard, c.Authorization.Authorizer)
 	return nil

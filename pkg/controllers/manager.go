@@ -16,7 +16,6 @@ import (
 	"k8s.io/klog/v2"
 	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -26,6 +25,7 @@ import (
 	"annex.dev/annex/pkg/controllers/retention"
 	"annex.dev/annex/pkg/controllers/storagebackend"
 	"annex.dev/annex/pkg/controllers/usage"
+	"annex.dev/annex/pkg/storage/backend"
 )
 
 // Scheme holds the types annex's controllers read and write.
@@ -55,9 +55,9 @@ type Options struct {
 	// LeaderElection makes one replica at a time run the controllers, with a
 	// Lease in the cluster, in APIService.Namespace.
 	LeaderElection bool
-	// DefaultStore is what annex keeps its own data in; an Embedded
-	// StorageBackend is ready only on the embedded etcd.
-	DefaultStore storagebackend.Store
+	// Backends probes StorageBackends, with the Secrets of the cluster
+	// they name.
+	Backends *backend.Factory
 	// Retention says how often and how fast retention policies are enforced.
 	Retention retention.Options
 	// ProbeInterval is how often each StorageBackend is probed.
@@ -99,17 +99,7 @@ func NewManager(loopback *rest.Config, opts Options) (ctrl.Manager, error) {
 	if err := (&hostedresource.Reconciler{Client: mgr.GetClient(), Objects: objects}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the hostedresource controller: %w", err)
 	}
-	prober := &storagebackend.Prober{Store: opts.DefaultStore}
-	if opts.Cluster != nil {
-		// Uncached: a probe reads the one Secret it needs, so annex needs
-		// get on Secrets, not list and watch of every Secret in the cluster.
-		secrets, err := client.New(opts.Cluster, client.Options{Scheme: clusterScheme})
-		if err != nil {
-			return nil, fmt.Errorf("building the cluster's client: %w", err)
-		}
-		prober.Secrets = secrets
-	}
-	if err := (&storagebackend.Reconciler{Client: mgr.GetClient(), Prober: prober, Interval: opts.ProbeInterval}).SetupWithManager(mgr); err != nil {
+	if err := (&storagebackend.Reconciler{Client: mgr.GetClient(), Prober: opts.Backends, Interval: opts.ProbeInterval}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the storagebackend controller: %w", err)
 	}
 	if err := (&storagebackend.HostedResourceReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {

@@ -15,8 +15,8 @@ import (
 	"k8s.io/apiserver/pkg/util/webhook"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/component-base/metrics/legacyregistry"
 
+	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/routing"
 )
 
@@ -25,7 +25,7 @@ import (
 // apiextensions server: the same serving, authentication, authorization and
 // admission, with storage codecs for CustomResourceDefinitions and for
 // custom resources.
-func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfig) (*apiextensionsapiserver.Config, *routing.Router, error) {
+func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfig) (*apiextensionsapiserver.Config, *routing.Router, *backend.Factory, error) {
 	// A shallow copy: the request chain and its settings are shared.
 	genericConfig := annex.Config
 	// Each server adds its own hooks; sharing the map would add them twice.
@@ -40,31 +40,30 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 	// annex's own storage already reports on the same etcd.
 	etcdOptions.SkipHealthEndpoints = true
 	if err := etcdOptions.ApplyTo(&genericConfig); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// Each hosted type is stored in the backend its HostedResource names.
-	routerOptions := routing.Options{
-		Etcd:                    etcdOptions,
-		ResourceTransformers:    genericConfig.ResourceTransformers,
-		Tracker:                 genericConfig.StorageObjectCountTracker,
-		EmbeddedDefault:         o.runsEmbeddedEtcd,
-		DataDir:                 o.DataDir,
-		PostgresCompactInterval: o.PostgresCompactInterval,
-		PostgresConnectTimeout:  o.PostgresConnectTimeout,
-		PostgresStartTimeout:    o.PostgresStartTimeout,
-		RetryInterval:           o.StorageBackendRetryInterval,
-		MetricsRegisterer:       legacyregistry.Registerer(),
+	backendOptions := backend.Options{
+		Etcd:                 etcdOptions,
+		ResourceTransformers: genericConfig.ResourceTransformers,
+		Tracker:              genericConfig.StorageObjectCountTracker,
+		DefaultStore:         o.store,
+		DataDir:              o.DataDir,
+		Postgres:             o.postgres(),
 	}
 	if o.Mode == ModeAggregated && annex.ClientConfig != nil {
 		cluster, err := kubernetes.NewForConfig(annex.ClientConfig)
 		if err != nil {
-			return nil, nil, fmt.Errorf("creating the cluster's client: %w", err)
+			return nil, nil, nil, fmt.Errorf("creating the cluster's client: %w", err)
 		}
-		routerOptions.Secrets = func(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+		// Uncached: a backend reads the one Secret it names, so annex needs
+		// get on Secrets, not list and watch of every Secret in the cluster.
+		backendOptions.Secrets = func(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
 			return cluster.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
 		}
 	}
-	router := routing.New(routerOptions)
+	backends := backend.NewFactory(backendOptions)
+	router := routing.New(routing.Options{Backends: backends, RetryInterval: o.StorageBackendRetryInterval})
 
 	sharedInformers := annex.SharedInformerFactory
 	if sharedInformers == nil {
@@ -72,7 +71,7 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 		// and reads annex itself.
 		client, err := kubernetes.NewForConfig(genericConfig.LoopbackClientConfig)
 		if err != nil {
-			return nil, nil, fmt.Errorf("creating the loopback client: %w", err)
+			return nil, nil, nil, fmt.Errorf("creating the loopback client: %w", err)
 		}
 		sharedInformers = informers.NewSharedInformerFactory(client, 0)
 	}
@@ -91,5 +90,5 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 			AuthResolverWrapper: webhook.NewDefaultAuthenticationInfoResolverWrapper(
 				nil, nil, genericConfig.LoopbackClientConfig, noopoteltrace.NewTracerProvider()),
 		},
-	}, router, nil
+	}, router, backends, nil
 }

@@ -4,7 +4,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -24,8 +23,10 @@ import (
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/apiserver"
 	"annex.dev/annex/pkg/controllers/retention"
+	"annex.dev/annex/pkg/controllers/storagebackend"
 	generatedopenapi "annex.dev/annex/pkg/generated/openapi"
 	"annex.dev/annex/pkg/registry/core"
+	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/postgres"
 	"annex.dev/annex/pkg/storage/routing"
 	"annex.dev/annex/pkg/version"
@@ -99,9 +100,9 @@ type Options struct {
 	// mode takes out of RecommendedOptions (see completeStandalone).
 	standaloneAuthorization *genericoptions.DelegatingAuthorizationOptions
 
-	// runsEmbeddedEtcd is set by Run before it starts the embedded etcd and
-	// points --etcd-servers at it.
-	runsEmbeddedEtcd bool
+	// store is what annex keeps its own data in, decided by Complete from
+	// the flags, before Run points --etcd-servers at the store it starts.
+	store backend.Store
 }
 
 // APIServiceOptions describe the Service through which the cluster's aggregator reaches annex.
@@ -128,7 +129,7 @@ func NewOptions() *Options {
 		PostgresConnectTimeout:      postgres.DefaultConnectTimeout,
 		PostgresStartTimeout:        postgres.DefaultStartTimeout,
 		StorageBackendRetryInterval: routing.DefaultRetryInterval,
-		StorageBackendProbeInterval: 10 * time.Second,
+		StorageBackendProbeInterval: storagebackend.DefaultProbeInterval,
 		APIService:                  APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443},
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
@@ -209,6 +210,14 @@ func (o *Options) Complete() error {
 	if o.Mode == ModeStandalone {
 		o.completeStandalone()
 	}
+	switch {
+	case o.PostgresDSNFile != "":
+		o.store = backend.StorePostgres
+	case len(o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList) > 0:
+		o.store = backend.StoreEtcd
+	default:
+		o.store = backend.StoreEmbeddedEtcd
+	}
 	return o.ServerRunOptions.Complete()
 }
 
@@ -225,9 +234,6 @@ func (o *Options) clusterGiven() bool {
 func inPod() bool { return os.Getenv("KUBERNETES_SERVICE_HOST") != "" }
 
 // embeddedEtcd says whether annex runs its own etcd.
-func (o *Options) embeddedEtcd() bool {
-	return len(o.RecommendedOptions.Etcd.StorageConfig.Transport.ServerList) == 0 && o.PostgresDSNFile == ""
-}
 
 // Validate reports every invalid option.
 func (o *Options) Validate() error {
@@ -281,7 +287,7 @@ func (o *Options) Validate() error {
 	}
 	// The address of an embedded etcd or of kine is known only once it runs,
 	// so the etcd options are checked then, by Config.
-	if !o.embeddedEtcd() && o.PostgresDSNFile == "" {
+	if o.store == backend.StoreEtcd {
 		errs = append(errs, ro.Etcd.Validate()...)
 	}
 	errs = append(errs, ro.SecureServing.Validate()...)
@@ -331,14 +337,9 @@ func (o *Options) Config() (*apiserver.Config, error) {
 		}
 	}
 	// After admission: the hosted-resource server shares the chain.
-	hosted, router, err := o.hostedResourcesConfig(serverConfig)
+	hosted, router, backends, err := o.hostedResourcesConfig(serverConfig)
 	if err != nil {
 		return nil, err
 	}
-	// Innermost, after authentication and authorization: a request for a
-	// hosted type whose backend cannot serve gets a 503 with the reason.
-	serverConfig.BuildHandlerChainFunc = func(handler http.Handler, c *genericapiserver.Config) http.Handler {
-		return genericapiserver.DefaultBuildHandlerChain(router.WithBackendCheck(handler, c.Serializer), c)
-	}
-	return &apiserver.Config{GenericConfig: serverConfig, HostedResources: hosted, ServeCoreAPI: o.Mode == ModeStandalone, Router: router}, nil
+	return &apiserver.Config{GenericConfig: serverConfig, HostedResources: hosted, ServeCoreAPI: o.Mode == ModeStandalone, Router: router, Backends: backends}, nil
 }

@@ -24,8 +24,8 @@ import (
 	"annex.dev/annex/pkg/controllers"
 	"annex.dev/annex/pkg/controllers/apiservice"
 	namespacecontroller "annex.dev/annex/pkg/controllers/namespace"
-	"annex.dev/annex/pkg/controllers/storagebackend"
 	"annex.dev/annex/pkg/controllers/warmup"
+	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/embedded"
 	"annex.dev/annex/pkg/storage/postgres"
 	"annex.dev/annex/pkg/version"
@@ -86,9 +86,7 @@ func Run(ctx context.Context, o *Options) error {
 	defer cancel(nil)
 
 	// Before the store starts: starting it fills in --etcd-servers.
-	store := o.defaultStore()
-	o.runsEmbeddedEtcd = store == storagebackend.StoreEmbeddedEtcd
-	if o.embeddedEtcd() {
+	if o.store == backend.StoreEmbeddedEtcd {
 		etcd, err := embedded.Start(ctx, embedded.Options{
 			DataDir:           filepath.Join(o.DataDir, "etcd"),
 			QuotaBackendBytes: o.EmbeddedEtcdQuotaBytes,
@@ -116,15 +114,7 @@ func Run(ctx context.Context, o *Options) error {
 		if err != nil {
 			return fmt.Errorf("reading --postgres-dsn-file: %w", err)
 		}
-		pg, err := startPostgres(ctx, postgres.Options{
-			DSN:               strings.TrimSpace(string(dsn)),
-			SocketDir:         filepath.Join(o.DataDir, "kine"),
-			CompactInterval:   o.PostgresCompactInterval,
-			NotifyInterval:    5 * time.Second,
-			MetricsRegisterer: legacyregistry.Registerer(),
-			ConnectTimeout:    o.PostgresConnectTimeout,
-			StartTimeout:      o.PostgresStartTimeout,
-		})
+		pg, err := startPostgres(ctx, o.postgres(), strings.TrimSpace(string(dsn)), filepath.Join(o.DataDir, "kine"))
 		if err != nil {
 			return err
 		}
@@ -158,7 +148,7 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	controllerOptions, err := o.controllerOptions(ctx, config.GenericConfig.ClientConfig, store)
+	controllerOptions, err := o.controllerOptions(ctx, config.GenericConfig.ClientConfig, config.Backends)
 	if err != nil {
 		return err
 	}
@@ -260,11 +250,11 @@ func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) {
 // startPostgres starts annex's own store on PostgreSQL, trying again with
 // backoff while the database is unavailable, until ctx is done: annex has
 // nothing to serve without it, and waits rather than exits.
-func startPostgres(ctx context.Context, opts postgres.Options) (*postgres.Server, error) {
+func startPostgres(ctx context.Context, pgOptions backend.Postgres, dsn, socketDir string) (*postgres.Server, error) {
 	logger := klog.FromContext(ctx)
 	delay := time.Second
 	for {
-		pg, err := postgres.Start(ctx, opts)
+		pg, err := pgOptions.Start(ctx, "", dsn, socketDir)
 		if err == nil || !errors.Is(err, postgres.ErrUnavailable) || ctx.Err() != nil {
 			return pg, err
 		}
@@ -278,21 +268,20 @@ func startPostgres(ctx context.Context, opts postgres.Options) (*postgres.Server
 	}
 }
 
-// defaultStore is what annex keeps its own data in. Call it before Run
-// points --etcd-servers at the store it starts.
-func (o *Options) defaultStore() storagebackend.Store {
-	switch {
-	case o.PostgresDSNFile != "":
-		return storagebackend.StorePostgres
-	case o.embeddedEtcd():
-		return storagebackend.StoreEmbeddedEtcd
+// postgres configures the kine of every PostgreSQL store: the command-line
+// store's and those of StorageBackends.
+func (o *Options) postgres() backend.Postgres {
+	return backend.Postgres{
+		CompactInterval:   o.PostgresCompactInterval,
+		ConnectTimeout:    o.PostgresConnectTimeout,
+		StartTimeout:      o.PostgresStartTimeout,
+		MetricsRegisterer: legacyregistry.Registerer(),
 	}
-	return storagebackend.StoreEtcd
 }
 
 // controllerOptions turns on the cluster-facing controllers in aggregated mode.
-func (o *Options) controllerOptions(ctx context.Context, cluster *rest.Config, store storagebackend.Store) (controllers.Options, error) {
-	opts := controllers.Options{DefaultStore: store, ProbeInterval: o.StorageBackendProbeInterval}
+func (o *Options) controllerOptions(ctx context.Context, cluster *rest.Config, backends *backend.Factory) (controllers.Options, error) {
+	opts := controllers.Options{Backends: backends, ProbeInterval: o.StorageBackendProbeInterval}
 	opts.Retention = o.Retention
 	if o.Mode != ModeAggregated || cluster == nil {
 		return opts, nil

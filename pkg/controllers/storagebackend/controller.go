@@ -21,18 +21,24 @@ import (
 
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/routing"
 )
 
 // DefaultProbeInterval is how often a StorageBackend is probed again, so
 // that its status follows the store.
-const DefaultProbeInterval = 30 * time.Second
+const DefaultProbeInterval = 10 * time.Second
+
+// Prober checks the store a StorageBackend describes; backend.Factory is one.
+type Prober interface {
+	Probe(ctx context.Context, sb *v1alpha1.StorageBackend) backend.Result
+}
 
 // Reconciler probes each StorageBackend and records the result in its Ready
 // condition.
 type Reconciler struct {
 	Client client.Client
-	Prober *Prober
+	Prober Prober
 	// Interval between probes of one backend; DefaultProbeInterval when zero.
 	Interval time.Duration
 }

@@ -1,4 +1,4 @@
-package storagebackend
+package backend
 
 import (
 	"context"
@@ -17,33 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 )
-
-// Store is what annex keeps its own data in: the "default" backend.
-type Store string
-
-// Stores annex runs on.
-const (
-	StoreEmbeddedEtcd Store = "EmbeddedEtcd"
-	StoreEtcd         Store = "Etcd"
-	StorePostgres     Store = "Postgres"
-)
-
-func (s Store) describe() string {
-	switch s {
-	case StoreEmbeddedEtcd:
-		return "its embedded etcd"
-	case StoreEtcd:
-		return "an external etcd"
-	case StorePostgres:
-		return "PostgreSQL"
-	}
-	return "an unknown store"
-}
 
 // Reasons of a StorageBackend's Ready condition.
 const (
@@ -60,10 +34,8 @@ const (
 	ReasonUnknownType         = "UnknownType"
 )
 
-// DefaultProbeTimeout bounds one probe, so that a dead endpoint never holds a worker for long.
-const DefaultProbeTimeout = 5 * time.Second
-
-// Result is what a probe found.
+// Result is what a probe found: whether the store answers, as the
+// reason and message of a Ready condition, and its statistics.
 type Result struct {
 	Ready   bool
 	Reason  string
@@ -76,94 +48,22 @@ func notReady(reason, format string, args ...any) Result {
 	return Result{Reason: reason, Message: fmt.Sprintf(format, args...)}
 }
 
-// Prober checks whether the store that a StorageBackend describes answers.
-type Prober struct {
-	// Secrets reads the Secrets of the cluster; nil in standalone mode, where
-	// there is no Secret API.
-	Secrets client.Reader
-	// Store is what annex itself keeps its data in.
-	Store Store
-	// Timeout bounds each probe; DefaultProbeTimeout when zero.
-	Timeout time.Duration
+// failed is notReady, for a function that also returns what succeeded.
+func failed(reason, format string, args ...any) *Result {
+	r := notReady(reason, format, args...)
+	return &r
 }
 
-func (p *Prober) timeout() time.Duration {
-	if p.Timeout > 0 {
-		return p.Timeout
-	}
-	return DefaultProbeTimeout
-}
-
-// Probe checks sb's store. It returns within the prober's timeout (plus the
-// time to read a Secret).
-func (p *Prober) Probe(ctx context.Context, sb *v1alpha1.StorageBackend) Result {
-	switch sb.Spec.Type {
-	case v1alpha1.StorageBackendEmbedded:
-		if p.Store == StoreEmbeddedEtcd {
-			return Result{Ready: true, Reason: ReasonRunning, Message: "annex keeps its data in its embedded etcd, which is running"}
-		}
-		return notReady(ReasonNotRunning, "annex runs on %s; an Embedded backend is only served by an annex that keeps its data in its embedded etcd", p.Store.describe())
-	case v1alpha1.StorageBackendEtcd:
-		if sb.Spec.Etcd == nil {
-			return notReady(ReasonUnknownType, "spec.etcd is missing")
-		}
-		return p.probeEtcd(ctx, sb.Spec.Etcd)
-	case v1alpha1.StorageBackendPostgres:
-		if sb.Spec.Postgres == nil {
-			return notReady(ReasonUnknownType, "spec.postgres is missing")
-		}
-		return p.probePostgres(ctx, &sb.Spec.Postgres.DSNSecretRef)
-	}
-	return notReady(ReasonUnknownType, "annex does not know the backend type %q", sb.Spec.Type)
-}
-
-// secret reads a Secret of the cluster, or says why it cannot.
-func (p *Prober) secret(ctx context.Context, namespace, name string) (*corev1.Secret, *Result) {
-	if p.Secrets == nil {
-		r := notReady(ReasonSecretsNeedACluster, "the backend's credentials are in Secret %s/%s, and standalone annex has no cluster to read Secrets from; "+
-			"run annex aggregated into a cluster to use this backend", namespace, name)
-		return nil, &r
-	}
-	secret := &corev1.Secret{}
-	ctx, cancel := context.WithTimeout(ctx, p.timeout())
-	defer cancel()
-	if err := p.Secrets.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, secret); err != nil {
-		var r Result
-		if apierrors.IsNotFound(err) {
-			r = notReady(ReasonSecretNotFound, "Secret %s/%s does not exist in the cluster", namespace, name)
-		} else {
-			r = notReady(ReasonSecretUnreadable, "cannot read Secret %s/%s from the cluster: %v", namespace, name, err)
-		}
-		return nil, &r
-	}
-	return secret, nil
-}
-
-func (p *Prober) probeEtcd(ctx context.Context, spec *v1alpha1.EtcdStorage) Result {
-	var tlsConfig *tls.Config
-	if ref := spec.TLSSecretRef; ref != nil {
-		secret, r := p.secret(ctx, ref.Namespace, ref.Name)
-		if r != nil {
-			return *r
-		}
-		var err error
-		if tlsConfig, err = etcdTLS(secret.Data); err != nil {
-			return notReady(ReasonInvalidTLS, "Secret %s/%s: %v", ref.Namespace, ref.Name, err)
-		}
-	}
-	for _, ep := range spec.Endpoints {
-		if strings.HasPrefix(ep, "https://") && tlsConfig == nil {
-			// No Secret: verify the server against the system's roots.
-			tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-	}
-
-	ctx, cancel := context.WithTimeout(ctx, p.timeout())
+// probeEtcd asks each endpoint of an etcd cluster for its status, then
+// reads through the cluster.
+func probeEtcd(ctx context.Context, spec *etcdSpec, timeout time.Duration) Result {
+	tlsConfig := spec.tls
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   spec.Endpoints,
+		Endpoints:   spec.endpoints,
 		TLS:         tlsConfig,
-		DialTimeout: p.timeout(),
+		DialTimeout: timeout,
 		Context:     ctx,
 		Logger:      zap.NewNop(),
 	})
@@ -179,9 +79,9 @@ func (p *Prober) probeEtcd(ctx context.Context, spec *v1alpha1.EtcdStorage) Resu
 		dbSize  int64
 		err     error
 	}
-	answers := make([]answer, len(spec.Endpoints))
+	answers := make([]answer, len(spec.endpoints))
 	var wg sync.WaitGroup
-	for i, ep := range spec.Endpoints {
+	for i, ep := range spec.endpoints {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -205,22 +105,22 @@ func (p *Prober) probeEtcd(ctx context.Context, spec *v1alpha1.EtcdStorage) Resu
 	var size int64
 	for i, a := range answers {
 		if a.err != nil {
-			failures = append(failures, fmt.Sprintf("%s: %v", spec.Endpoints[i], a.err))
+			failures = append(failures, fmt.Sprintf("%s: %v", spec.endpoints[i], a.err))
 			continue
 		}
 		version = a.version
 		size = max(size, a.dbSize)
 	}
-	answered := len(spec.Endpoints) - len(failures)
+	answered := len(spec.endpoints) - len(failures)
 	if answered == 0 {
-		return notReady(ReasonUnreachable, "no etcd endpoint answered (the probe waits %s): %s", p.timeout(), strings.Join(failures, "; "))
+		return notReady(ReasonUnreachable, "no etcd endpoint answered (the probe waits %s): %s", timeout, strings.Join(failures, "; "))
 	}
 	// The key does not matter; a client limited by etcd's RBAC gets
 	// "permission denied", which still proves a quorum answered.
 	if _, err := cli.Get(ctx, "health"); err != nil && !errors.Is(err, rpctypes.ErrPermissionDenied) {
-		return notReady(ReasonUnreachable, "%d of %d etcd endpoints answer, but a read failed (has the cluster lost its quorum?): %v", answered, len(spec.Endpoints), err)
+		return notReady(ReasonUnreachable, "%d of %d etcd endpoints answer, but a read failed (has the cluster lost its quorum?): %v", answered, len(spec.endpoints), err)
 	}
-	msg := fmt.Sprintf("etcd %s answers at %d of %d endpoints", version, answered, len(spec.Endpoints))
+	msg := fmt.Sprintf("etcd %s answers at %d of %d endpoints", version, answered, len(spec.endpoints))
 	if len(failures) > 0 {
 		msg += "; not answering: " + strings.Join(failures, "; ")
 	}
@@ -290,18 +190,6 @@ func etcdTLS(data map[string][]byte) (*tls.Config, error) {
 		return nil, errors.New("holds only one of tls.crt and tls.key; a client certificate needs both")
 	}
 	return cfg, nil
-}
-
-func (p *Prober) probePostgres(ctx context.Context, ref *v1alpha1.SecretKeySelector) Result {
-	secret, r := p.secret(ctx, ref.Namespace, ref.Name)
-	if r != nil {
-		return *r
-	}
-	dsn := strings.TrimSpace(string(secret.Data[ref.Key]))
-	if dsn == "" {
-		return notReady(ReasonInvalidSecret, "Secret %s/%s has no key %q with a connection string", ref.Namespace, ref.Name, ref.Key)
-	}
-	return probePostgresDSN(ctx, dsn, p.timeout(), fmt.Sprintf("the connection string in Secret %s/%s key %s", ref.Namespace, ref.Name, ref.Key))
 }
 
 // probePostgresDSN connects to dsn and runs SELECT 1. No message carries the

@@ -1,6 +1,6 @@
 //go:build integration
 
-package storagebackend
+package backend
 
 import (
 	"context"
@@ -33,10 +33,10 @@ func TestProbeEtcdReachable(t *testing.T) {
 		}
 		return string(b)
 	}
-	p := &Prober{Secrets: secrets(t,
+	p := NewFactory(Options{Secrets: secrets(
 		secret("etcd-tls", map[string]string{"ca.crt": read(etcd.CAFile), corev1.TLSCertKey: read(etcd.CertFile), corev1.TLSPrivateKeyKey: read(etcd.KeyFile)}),
 		secret("ca-only", map[string]string{"ca.crt": read(etcd.CAFile)}),
-	)}
+	)})
 	ref := func(name string) *v1alpha1.SecretReference {
 		return &v1alpha1.SecretReference{Namespace: "annex-system", Name: name}
 	}
@@ -61,10 +61,10 @@ func TestProbePostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	wrong.User = url.UserPassword("nobody", "s3cret-password")
-	p := &Prober{Secrets: secrets(t,
+	p := NewFactory(Options{Secrets: secrets(
 		secret("pg", map[string]string{"dsn": pg.DSN + "\n"}),
 		secret("pg-wrong", map[string]string{"dsn": wrong.String()}),
-	)}
+	)})
 
 	expect(t, p.Probe(ctx, postgresBackend("annex-system", "pg", "dsn")), true, ReasonReachable, "PostgreSQL")
 

@@ -1,4 +1,4 @@
-package storagebackend
+package backend
 
 import (
 	"context"
@@ -9,10 +9,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/test/ports"
@@ -38,13 +36,16 @@ func postgresBackend(namespace, name, key string) *v1alpha1.StorageBackend {
 	}
 }
 
-func secrets(t *testing.T, objs ...client.Object) client.Reader {
-	t.Helper()
-	scheme := runtime.NewScheme()
-	if err := corev1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
+// secrets reads the given Secrets, as the cluster would.
+func secrets(objs ...*corev1.Secret) SecretReader {
+	return func(_ context.Context, namespace, name string) (*corev1.Secret, error) {
+		for _, s := range objs {
+			if s.Namespace == namespace && s.Name == name {
+				return s.DeepCopy(), nil
+			}
+		}
+		return nil, apierrors.NewNotFound(corev1.Resource("secrets"), name)
 	}
-	return fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
 }
 
 func secret(name string, data map[string]string) *corev1.Secret {
@@ -80,40 +81,40 @@ func expect(t *testing.T, got Result, ready bool, reason string, messageParts ..
 
 func TestProbeEmbedded(t *testing.T) {
 	sb := &v1alpha1.StorageBackend{Spec: v1alpha1.StorageBackendSpec{Type: v1alpha1.StorageBackendEmbedded}}
-	expect(t, (&Prober{Store: StoreEmbeddedEtcd}).Probe(context.Background(), sb), true, ReasonRunning)
-	expect(t, (&Prober{Store: StorePostgres}).Probe(context.Background(), sb), false, ReasonNotRunning, "annex runs on PostgreSQL")
-	expect(t, (&Prober{Store: StoreEtcd}).Probe(context.Background(), sb), false, ReasonNotRunning, "annex runs on an external etcd")
+	expect(t, NewFactory(Options{DefaultStore: StoreEmbeddedEtcd}).Probe(context.Background(), sb), true, ReasonRunning)
+	expect(t, NewFactory(Options{DefaultStore: StorePostgres}).Probe(context.Background(), sb), false, ReasonNotRunning, "annex runs on PostgreSQL")
+	expect(t, NewFactory(Options{DefaultStore: StoreEtcd}).Probe(context.Background(), sb), false, ReasonNotRunning, "annex runs on an external etcd")
 }
 
 func TestProbeSecrets(t *testing.T) {
 	ctx := context.Background()
 	ref := &v1alpha1.SecretReference{Namespace: "annex-system", Name: "etcd-tls"}
 	t.Run("standalone has no Secrets", func(t *testing.T) {
-		expect(t, (&Prober{}).Probe(ctx, etcdBackend(ref, "https://127.0.0.1:2379")), false, ReasonSecretsNeedACluster, "annex-system/etcd-tls")
-		expect(t, (&Prober{}).Probe(ctx, postgresBackend("annex-system", "pg", "dsn")), false, ReasonSecretsNeedACluster, "annex-system/pg")
+		expect(t, NewFactory(Options{}).Probe(ctx, etcdBackend(ref, "https://127.0.0.1:2379")), false, ReasonSecretsNeedACluster, "annex-system/etcd-tls")
+		expect(t, NewFactory(Options{}).Probe(ctx, postgresBackend("annex-system", "pg", "dsn")), false, ReasonSecretsNeedACluster, "annex-system/pg")
 	})
 	t.Run("missing Secret", func(t *testing.T) {
-		p := &Prober{Secrets: secrets(t)}
+		p := NewFactory(Options{Secrets: secrets()})
 		expect(t, p.Probe(ctx, etcdBackend(ref, "https://127.0.0.1:2379")), false, ReasonSecretNotFound, "annex-system/etcd-tls")
 		expect(t, p.Probe(ctx, postgresBackend("annex-system", "pg", "dsn")), false, ReasonSecretNotFound, "annex-system/pg")
 	})
 	t.Run("invalid TLS", func(t *testing.T) {
-		p := &Prober{Secrets: secrets(t,
+		p := NewFactory(Options{Secrets: secrets(
 			secret("empty", nil),
 			secret("bad-ca", map[string]string{"ca.crt": "not a certificate"}),
 			secret("half-pair", map[string]string{corev1.TLSCertKey: "x"}),
-		)}
+		)})
 		for name, want := range map[string]string{"empty": "none of", "bad-ca": "ca.crt", "half-pair": "both"} {
 			expect(t, p.Probe(ctx, etcdBackend(&v1alpha1.SecretReference{Namespace: "annex-system", Name: name}, "https://127.0.0.1:2379")), false, ReasonInvalidTLS, want)
 		}
 	})
 	t.Run("Secret without the DSN key", func(t *testing.T) {
-		p := &Prober{Secrets: secrets(t, secret("pg", map[string]string{"other": "x"}))}
+		p := NewFactory(Options{Secrets: secrets(secret("pg", map[string]string{"other": "x"}))})
 		expect(t, p.Probe(ctx, postgresBackend("annex-system", "pg", "dsn")), false, ReasonInvalidSecret, `"dsn"`)
 	})
 	t.Run("invalid DSN, not quoted", func(t *testing.T) {
 		const dsn = "postgres://user:s3cret@127.0.0.1:notaport/db"
-		p := &Prober{Secrets: secrets(t, secret("pg", map[string]string{"dsn": dsn}))}
+		p := NewFactory(Options{Secrets: secrets(secret("pg", map[string]string{"dsn": dsn}))})
 		got := p.Probe(ctx, postgresBackend("annex-system", "pg", "dsn"))
 		expect(t, got, false, ReasonInvalidDSN)
 		if strings.Contains(got.Message, "s3cret") {
@@ -124,7 +125,7 @@ func TestProbeSecrets(t *testing.T) {
 
 func TestProbeEtcdUnreachable(t *testing.T) {
 	addr := closedAddress(t)
-	got := (&Prober{}).Probe(context.Background(), etcdBackend(nil, "http://"+addr))
+	got := NewFactory(Options{}).Probe(context.Background(), etcdBackend(nil, "http://"+addr))
 	expect(t, got, false, ReasonUnreachable, addr, "connection refused")
 }
 
@@ -156,7 +157,7 @@ func TestProbeTimeout(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
-	p := &Prober{Timeout: time.Second, Secrets: secrets(t, secret("pg", map[string]string{"dsn": "postgres://annex:pw@" + l.Addr().String() + "/annex?sslmode=disable"}))}
+	p := NewFactory(Options{ProbeTimeout: time.Second, Secrets: secrets(secret("pg", map[string]string{"dsn": "postgres://annex:pw@" + l.Addr().String() + "/annex?sslmode=disable"}))})
 	for name, sb := range map[string]*v1alpha1.StorageBackend{
 		"etcd":     etcdBackend(nil, "http://"+l.Addr().String()),
 		"postgres": postgresBackend("annex-system", "pg", "dsn"),

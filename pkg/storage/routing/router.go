@@ -8,39 +8,31 @@
 // was created for and stays there for the CRD's life. Moving a type to
 // another backend re-creates its CRD (annex does it only for a type with no
 // objects); the Router refuses requests in between.
+//
+// Routing only maps a type to a backend: package backend opens and probes
+// the backends themselves.
 package routing
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionslisters "k8s.io/apiextensions-apiserver/pkg/client/listers/apiextensions/v1"
-	apiextensionsoptions "k8s.io/apiextensions-apiserver/pkg/cmd/server/options"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/registry/generic"
-	genericoptions "k8s.io/apiserver/pkg/server/options"
-	storagevalue "k8s.io/apiserver/pkg/storage/value"
-	flowcontrolrequest "k8s.io/apiserver/pkg/util/flowcontrol/request"
 	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	annexlisters "annex.dev/annex/pkg/generated/listers/annex/v1alpha1"
-	"annex.dev/annex/pkg/storage/postgres"
+	"annex.dev/annex/pkg/storage/backend"
 )
 
 // BackendAnnotation on an internal CRD names the StorageBackend that holds
@@ -81,44 +73,20 @@ const maxRetryInterval = 2 * time.Minute
 
 // Options configure a Router.
 type Options struct {
-	// Etcd are the options of the command-line store, complete (its
-	// ServerList is set): every backend's storage is configured like it,
-	// with its own transport.
-	Etcd                 genericoptions.EtcdOptions
-	ResourceTransformers storagevalue.ResourceTransformers
-	Tracker              flowcontrolrequest.StorageObjectCountTracker
-	// EmbeddedDefault says that the command-line store is annex's embedded
-	// etcd, which an Embedded StorageBackend names.
-	EmbeddedDefault bool
-	// DataDir holds the client certificates of etcd backends and the
-	// sockets of PostgreSQL backends.
-	DataDir string
-	// PostgresCompactInterval is how often PostgreSQL backends are compacted.
-	PostgresCompactInterval time.Duration
-	// PostgresConnectTimeout bounds the first connection to a PostgreSQL
-	// backend's database when it starts; postgres.DefaultConnectTimeout
-	// when zero.
-	PostgresConnectTimeout time.Duration
-	// PostgresStartTimeout bounds the start of kine on a PostgreSQL
-	// backend's database; postgres.DefaultStartTimeout when zero.
-	PostgresStartTimeout time.Duration
+	// Backends opens the backends; its default backend serves the types
+	// bound to "default".
+	Backends *backend.Factory
 	// RetryInterval is the wait before a backend that failed to start is
 	// tried again, doubled with each failure in a row;
 	// DefaultRetryInterval when zero.
 	RetryInterval time.Duration
-	// MetricsRegisterer receives the database metrics of PostgreSQL
-	// backends, labelled with the backend's name; nil for none.
-	MetricsRegisterer prometheus.Registerer
-	// Secrets reads a Secret of the cluster; nil when there is no cluster.
-	Secrets func(ctx context.Context, namespace, name string) (*corev1.Secret, error)
 }
 
 // Router is the RESTOptionsGetter of the hosted types: it returns the
 // storage options of the backend each type is bound to, starting the
 // backend's client (or, for PostgreSQL, an in-process kine) on first use.
 type Router struct {
-	opts          Options
-	defaultGetter generic.RESTOptionsGetter
+	opts Options
 
 	// Set by SetListers before the server serves.
 	crds     apiextensionslisters.CustomResourceDefinitionLister
@@ -136,21 +104,20 @@ type Router struct {
 // backendRuntime is a started (or starting, or failed) non-default backend.
 type backendRuntime struct {
 	// Set once, when starting ends.
-	done   chan struct{}
-	getter generic.RESTOptionsGetter
-	err    error
-	ended  time.Time
-	close  func()
+	done    chan struct{}
+	backend backend.Backend
+	err     error
+	ended   time.Time
 	// failures counts the failed attempts in a row, this one included;
 	// retryAfter is the wait before the next.
 	failures   int
 	retryAfter time.Duration
 }
 
-func (b *backendRuntime) state() (starting bool, getter generic.RESTOptionsGetter, err error) {
+func (b *backendRuntime) state() (starting bool, opened backend.Backend, err error) {
 	select {
 	case <-b.done:
-		return false, b.getter, b.err
+		return false, b.backend, b.err
 	default:
 		return true, nil, nil
 	}
@@ -160,11 +127,10 @@ func (b *backendRuntime) state() (starting bool, getter generic.RESTOptionsGette
 func New(opts Options) *Router {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Router{
-		opts:          opts,
-		defaultGetter: apiextensionsoptions.NewCRDRESTOptionsGetter(opts.Etcd, opts.ResourceTransformers, opts.Tracker),
-		ctx:           ctx,
-		cancel:        cancel,
-		runtimes:      map[string]*backendRuntime{},
+		opts:     opts,
+		ctx:      ctx,
+		cancel:   cancel,
+		runtimes: map[string]*backendRuntime{},
 	}
 }
 
@@ -185,8 +151,8 @@ func (r *Router) Close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, b := range r.runtimes {
-		if starting, _, _ := b.state(); !starting && b.close != nil {
-			b.close()
+		if starting, opened, _ := b.state(); !starting && opened != nil {
+			opened.Close()
 		}
 	}
 }
@@ -204,13 +170,13 @@ func (r *Router) GetRESTOptions(gr schema.GroupResource, example runtime.Object)
 	}
 	name := BackendOf(crd)
 	if name == annex.DefaultStorageBackend || r.deletingOnMissingBackend(crd, name) {
-		return r.defaultGetter.GetRESTOptions(gr, example)
+		return r.opts.Backends.Default().GetRESTOptions(gr, example)
 	}
-	getter, err := r.backendGetter(name)
+	opened, err := r.backendOf(name)
 	if err != nil {
 		return generic.RESTOptions{}, err
 	}
-	return getter.GetRESTOptions(gr, example)
+	return opened.GetRESTOptions(gr, example)
 }
 
 // deletingOnMissingBackend says that a type being deleted is bound to a
@@ -226,18 +192,18 @@ func (r *Router) deletingOnMissingBackend(crd *apiextensionsv1.CustomResourceDef
 	return apierrors.IsNotFound(err)
 }
 
-// backendGetter returns the RESTOptionsGetter of a started backend, or
-// starts it and says it is not ready yet.
-func (r *Router) backendGetter(name string) (generic.RESTOptionsGetter, error) {
+// backendOf returns a started backend, or starts it and says it is not
+// ready yet.
+func (r *Router) backendOf(name string) (backend.Backend, error) {
 	b := r.runtime(name)
-	starting, getter, err := b.state()
+	starting, opened, err := b.state()
 	switch {
 	case starting:
 		return nil, fmt.Errorf("annex is connecting to StorageBackend %q (%w)", name, ErrStarting)
 	case err != nil:
 		return nil, err
 	}
-	return getter, nil
+	return opened, nil
 }
 
 // runtime returns the backend's runtime, starting it if it never started or
@@ -259,7 +225,7 @@ func (r *Router) runtime(name string) *backendRuntime {
 	r.runtimes[name] = b
 	go func() {
 		defer close(b.done)
-		b.getter, b.close, b.err = r.startSafely(name)
+		b.backend, b.err = r.startSafely(name)
 		b.ended = time.Now()
 		logger := klog.FromContext(r.ctx)
 		if b.err != nil {
@@ -292,134 +258,29 @@ func (r *Router) retryInterval(failures int) time.Duration {
 // startSafely is start, with a panic while starting turned into the
 // backend's failure: the storage libraries annex embeds run their start in
 // this goroutine, and a backend must not take annex down.
-func (r *Router) startSafely(name string) (getter generic.RESTOptionsGetter, closer func(), err error) {
+func (r *Router) startSafely(name string) (opened backend.Backend, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			getter, closer = nil, nil
+			opened = nil
 			err = fmt.Errorf("StorageBackend %q: starting its storage failed: %v", name, p)
 		}
 	}()
 	return r.start(r.ctx, name)
 }
 
-// start builds a backend's storage options from its StorageBackend.
-func (r *Router) start(ctx context.Context, name string) (generic.RESTOptionsGetter, func(), error) {
+// start opens a backend from its StorageBackend.
+func (r *Router) start(ctx context.Context, name string) (backend.Backend, error) {
 	if r.backends == nil {
-		return nil, nil, fmt.Errorf("annex is starting: StorageBackend %q is not known yet", name)
+		return nil, fmt.Errorf("annex is starting: StorageBackend %q is not known yet", name)
 	}
 	sb, err := r.backends.Get(name)
 	if err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, nil, fmt.Errorf("StorageBackend %q does not exist", name)
+			return nil, fmt.Errorf("StorageBackend %q does not exist", name)
 		}
-		return nil, nil, err
+		return nil, err
 	}
-	switch sb.Spec.Type {
-	case v1alpha1.StorageBackendEmbedded:
-		if !r.opts.EmbeddedDefault {
-			return nil, nil, fmt.Errorf("StorageBackend %q is Embedded, and this annex does not run its embedded etcd", name)
-		}
-		return r.defaultGetter, nil, nil
-	case v1alpha1.StorageBackendEtcd:
-		if sb.Spec.Etcd == nil {
-			return nil, nil, fmt.Errorf("StorageBackend %q has no spec.etcd", name)
-		}
-		return r.startEtcd(ctx, name, sb.Spec.Etcd)
-	case v1alpha1.StorageBackendPostgres:
-		if sb.Spec.Postgres == nil {
-			return nil, nil, fmt.Errorf("StorageBackend %q has no spec.postgres", name)
-		}
-		return r.startPostgres(ctx, name, &sb.Spec.Postgres.DSNSecretRef)
-	}
-	return nil, nil, fmt.Errorf("StorageBackend %q has the unknown type %q", name, sb.Spec.Type)
-}
-
-// backendDir is a short directory per backend: unix socket paths are
-// limited to about 100 bytes, and a backend's name may be 63.
-func (r *Router) backendDir(name string) string {
-	sum := sha256.Sum256([]byte(name))
-	return filepath.Join(r.opts.DataDir, "backends", hex.EncodeToString(sum[:6]))
-}
-
-func (r *Router) secret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
-	if r.opts.Secrets == nil {
-		return nil, fmt.Errorf("the credentials are in Secret %s/%s, and annex without a cluster cannot read Secrets", namespace, name)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	s, err := r.opts.Secrets(ctx, namespace, name)
-	if err != nil {
-		return nil, fmt.Errorf("reading Secret %s/%s: %w", namespace, name, err)
-	}
-	return s, nil
-}
-
-// startEtcd configures a client of an external etcd cluster like the
-// command-line store's, with the cluster's endpoints and the client
-// certificates of its Secret written to files only annex reads.
-func (r *Router) startEtcd(ctx context.Context, name string, spec *v1alpha1.EtcdStorage) (generic.RESTOptionsGetter, func(), error) {
-	etcdOptions := r.opts.Etcd
-	transport := etcdOptions.StorageConfig.Transport
-	transport.ServerList = append([]string(nil), spec.Endpoints...)
-	transport.CertFile, transport.KeyFile, transport.TrustedCAFile = "", "", ""
-	if ref := spec.TLSSecretRef; ref != nil {
-		s, err := r.secret(ctx, ref.Namespace, ref.Name)
-		if err != nil {
-			return nil, nil, fmt.Errorf("StorageBackend %q: %w", name, err)
-		}
-		dir := filepath.Join(r.backendDir(name), "tls")
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, nil, err
-		}
-		files := map[string]*string{"ca.crt": &transport.TrustedCAFile, corev1.TLSCertKey: &transport.CertFile, corev1.TLSPrivateKeyKey: &transport.KeyFile}
-		for key, field := range files {
-			data := s.Data[key]
-			if len(data) == 0 {
-				continue
-			}
-			path := filepath.Join(dir, key)
-			if err := os.WriteFile(path, data, 0o600); err != nil {
-				return nil, nil, err
-			}
-			*field = path
-		}
-		if (transport.CertFile == "") != (transport.KeyFile == "") {
-			return nil, nil, fmt.Errorf("StorageBackend %q: Secret %s/%s holds only one of tls.crt and tls.key; a client certificate needs both",
-				name, ref.Namespace, ref.Name)
-		}
-	}
-	etcdOptions.StorageConfig.Transport = transport
-	return apiextensionsoptions.NewCRDRESTOptionsGetter(etcdOptions, r.opts.ResourceTransformers, r.opts.Tracker), nil, nil
-}
-
-// startPostgres runs a kine for the backend, on a unix socket of its own.
-func (r *Router) startPostgres(ctx context.Context, name string, ref *v1alpha1.SecretKeySelector) (generic.RESTOptionsGetter, func(), error) {
-	s, err := r.secret(ctx, ref.Namespace, ref.Name)
-	if err != nil {
-		return nil, nil, fmt.Errorf("StorageBackend %q: %w", name, err)
-	}
-	dsn := strings.TrimSpace(string(s.Data[ref.Key]))
-	if dsn == "" {
-		return nil, nil, fmt.Errorf("StorageBackend %q: Secret %s/%s has no key %q with a connection string", name, ref.Namespace, ref.Name, ref.Key)
-	}
-	pg, err := postgres.Start(ctx, postgres.Options{
-		DSN:               dsn,
-		SocketDir:         filepath.Join(r.backendDir(name), "kine"),
-		CompactInterval:   r.opts.PostgresCompactInterval,
-		NotifyInterval:    5 * time.Second,
-		MetricsRegisterer: r.opts.MetricsRegisterer,
-		Backend:           name,
-		ConnectTimeout:    r.opts.PostgresConnectTimeout,
-		StartTimeout:      r.opts.PostgresStartTimeout,
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("StorageBackend %q: %w", name, err)
-	}
-	etcdOptions := r.opts.Etcd
-	etcdOptions.StorageConfig.Transport.ServerList = []string{pg.Endpoint}
-	etcdOptions.StorageConfig.Transport.CertFile, etcdOptions.StorageConfig.Transport.KeyFile = "", ""
-	etcdOptions.StorageConfig.Transport.TrustedCAFile = ""
-	return apiextensionsoptions.NewCRDRESTOptionsGetter(etcdOptions, r.opts.ResourceTransformers, r.opts.Tracker), pg.Close, nil
+	return r.opts.Backends.Open(ctx, sb)
 }
 
 // Check says why requests for a hosted type cannot be served now, or nil.
@@ -454,6 +315,6 @@ func (r *Router) Check(group, resource string, fromAnnex bool) error {
 	if c := meta.FindStatusCondition(sb.Status.Conditions, annex.StorageBackendReady); c != nil && c.Status == "False" {
 		return fmt.Errorf("StorageBackend %q, which holds the objects of %s.%s, is not ready (%s): %s", bound, resource, group, c.Reason, c.Message)
 	}
-	_, err = r.backendGetter(bound)
+	_, err = r.backendOf(bound)
 	return err
 }

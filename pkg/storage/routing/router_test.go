@@ -19,6 +19,7 @@ import (
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	annexlisters "annex.dev/annex/pkg/generated/listers/annex/v1alpha1"
+	"annex.dev/annex/pkg/storage/backend"
 )
 
 func crd(name, backend string) *apiextensionsv1.CustomResourceDefinition {
@@ -34,7 +35,7 @@ func hostedResource(name, backend string) *v1alpha1.HostedResource {
 		Spec: v1alpha1.HostedResourceSpec{Storage: v1alpha1.HostedResourceStorage{Backend: backend}}}
 }
 
-func backend(name string, ready metav1.ConditionStatus, reason string) *v1alpha1.StorageBackend {
+func storageBackend(name string, ready metav1.ConditionStatus, reason string) *v1alpha1.StorageBackend {
 	sb := &v1alpha1.StorageBackend{ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: v1alpha1.StorageBackendSpec{Type: v1alpha1.StorageBackendEmbedded}}
 	if ready != "" {
@@ -69,8 +70,8 @@ func TestCheck(t *testing.T) {
 		hostedResource("missing.example.com", "nowhere"),
 		hostedResource("moving.example.com", "fast"),
 	)
-	backends := indexer(backend("fast", metav1.ConditionTrue, "Running"), backend("slow", metav1.ConditionFalse, "Unreachable"))
-	r := New(Options{EmbeddedDefault: true})
+	backends := indexer(storageBackend("fast", metav1.ConditionTrue, "Running"), storageBackend("slow", metav1.ConditionFalse, "Unreachable"))
+	r := New(Options{Backends: backend.NewFactory(backend.Options{DefaultStore: backend.StoreEmbeddedEtcd})})
 	defer r.Close()
 
 	if err := r.Check("example.com", "onDefault", false); !errors.Is(err, ErrStarting) {
@@ -151,18 +152,20 @@ func TestBackendThatCannotBeReached(t *testing.T) {
 	var mu sync.Mutex
 	var attempts []time.Time
 	r := New(Options{
-		DataDir:                t.TempDir(),
-		PostgresConnectTimeout: time.Second,
-		RetryInterval:          200 * time.Millisecond,
-		Secrets: func(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
-			mu.Lock()
-			attempts = append(attempts, time.Now())
-			mu.Unlock()
-			return &corev1.Secret{Data: map[string][]byte{"dsn": []byte(dsn)}}, nil
-		},
+		Backends: backend.NewFactory(backend.Options{
+			DataDir:  t.TempDir(),
+			Postgres: backend.Postgres{ConnectTimeout: time.Second},
+			Secrets: func(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+				mu.Lock()
+				attempts = append(attempts, time.Now())
+				mu.Unlock()
+				return &corev1.Secret{Data: map[string][]byte{"dsn": []byte(dsn)}}, nil
+			},
+		}),
+		RetryInterval: 200 * time.Millisecond,
 	})
 	defer r.Close()
-	sb := backend("pg", metav1.ConditionTrue, "Reachable")
+	sb := storageBackend("pg", metav1.ConditionTrue, "Reachable")
 	sb.Spec = v1alpha1.StorageBackendSpec{Type: v1alpha1.StorageBackendPostgres,
 		Postgres: &v1alpha1.PostgresStorage{DSNSecretRef: v1alpha1.SecretKeySelector{Namespace: "annex-system", Name: "pg", Key: "dsn"}}}
 	r.SetListers(apiextensionslisters.NewCustomResourceDefinitionLister(indexer(crd("ledgers.example.com", "pg"))),

@@ -1,4 +1,4 @@
-package routing
+package apiserver
 
 import (
 	"net/http"
@@ -14,14 +14,16 @@ import (
 	"annex.dev/annex/pkg/apis/annex"
 )
 
-// WithBackendCheck answers 503 Service Unavailable, at once and with the
+// withBackendCheck answers 503 Service Unavailable, at once and with the
 // reason, to a request for a hosted type whose backend cannot serve it:
-// missing, not ready, still connecting, or being changed. Without it the
-// request would hang on an unreachable store or fail with the
-// apiextensions server's bare "error resolving resource". It belongs inside
-// authentication and authorization, so that only those allowed to use a
-// type learn about its backend.
-func (r *Router) WithBackendCheck(handler http.Handler, s runtime.NegotiatedSerializer) http.Handler {
+// missing, not ready, still connecting, or being changed (check says which,
+// see routing.Router.Check). Without it the request would hang on an
+// unreachable store or fail with the apiextensions server's bare "error
+// resolving resource". It belongs inside authentication and authorization,
+// so that only those allowed to use a type learn about its backend. isAnnex
+// recognizes annex's own requests, which may read a type that moves.
+func withBackendCheck(handler http.Handler, check func(group, resource string, fromAnnex bool) error, isAnnex func(user.Info) bool,
+	s runtime.NegotiatedSerializer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		info, ok := request.RequestInfoFrom(req.Context())
 		if !ok || !info.IsResourceRequest || info.APIGroup == "" || info.APIGroup == annex.GroupName ||
@@ -29,11 +31,8 @@ func (r *Router) WithBackendCheck(handler http.Handler, s runtime.NegotiatedSeri
 			handler.ServeHTTP(w, req)
 			return
 		}
-		fromAnnex := false
-		if u, ok := request.UserFrom(req.Context()); ok && u.GetName() == user.APIServerUser {
-			fromAnnex = true
-		}
-		if err := r.Check(info.APIGroup, info.Resource, fromAnnex); err != nil {
+		u, _ := request.UserFrom(req.Context())
+		if err := check(info.APIGroup, info.Resource, u != nil && isAnnex(u)); err != nil {
 			gv := schema.GroupVersion{Group: info.APIGroup, Version: info.APIVersion}
 			responsewriters.ErrorNegotiated(apierrors.NewServiceUnavailable(err.Error()), s, gv, w, req)
 			return

@@ -1,0 +1,187 @@
+package backend
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsoptions "k8s.io/apiextensions-apiserver/pkg/cmd/server/options"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+)
+
+// spec is a StorageBackend with the Secrets it names read and checked:
+// what both a probe and the backend's storage connect with. Exactly one of
+// etcd and postgres is set, or neither for the embedded etcd.
+type spec struct {
+	name     string
+	etcd     *etcdSpec
+	postgres *postgresSpec
+}
+
+type etcdSpec struct {
+	endpoints []string
+	// tls is what a probe connects with; nil for plain http endpoints.
+	tls *tls.Config
+	// files are the PEM files of the storage's client, by Secret key
+	// (ca.crt, tls.crt, tls.key): the apiserver's etcd client reads files.
+	files map[string][]byte
+}
+
+type postgresSpec struct {
+	dsn string
+	// source says where the DSN came from, for messages that must not
+	// carry the DSN itself.
+	source string
+}
+
+// resolve reads and checks what sb names, or says why it cannot be used.
+func (f *Factory) resolve(ctx context.Context, sb *v1alpha1.StorageBackend) (*spec, *Result) {
+	s := &spec{name: sb.Name}
+	switch sb.Spec.Type {
+	case v1alpha1.StorageBackendEmbedded:
+		if f.opts.DefaultStore != StoreEmbeddedEtcd {
+			return nil, failed(ReasonNotRunning, "annex runs on %s; an Embedded backend is only served by an annex that keeps its data in its embedded etcd",
+				f.opts.DefaultStore.Describe())
+		}
+	case v1alpha1.StorageBackendEtcd:
+		if sb.Spec.Etcd == nil {
+			return nil, failed(ReasonUnknownType, "spec.etcd is missing")
+		}
+		e, failure := f.resolveEtcd(ctx, sb.Spec.Etcd)
+		if failure != nil {
+			return nil, failure
+		}
+		s.etcd = e
+	case v1alpha1.StorageBackendPostgres:
+		if sb.Spec.Postgres == nil {
+			return nil, failed(ReasonUnknownType, "spec.postgres is missing")
+		}
+		p, failure := f.resolvePostgres(ctx, &sb.Spec.Postgres.DSNSecretRef)
+		if failure != nil {
+			return nil, failure
+		}
+		s.postgres = p
+	default:
+		return nil, failed(ReasonUnknownType, "annex does not know the backend type %q", sb.Spec.Type)
+	}
+	return s, nil
+}
+
+func (f *Factory) resolveEtcd(ctx context.Context, etcd *v1alpha1.EtcdStorage) (*etcdSpec, *Result) {
+	e := &etcdSpec{endpoints: append([]string(nil), etcd.Endpoints...)}
+	if ref := etcd.TLSSecretRef; ref != nil {
+		secret, failure := f.secret(ctx, ref.Namespace, ref.Name)
+		if failure != nil {
+			return nil, failure
+		}
+		var err error
+		if e.tls, err = etcdTLS(secret.Data); err != nil {
+			return nil, failed(ReasonInvalidTLS, "Secret %s/%s: %v", ref.Namespace, ref.Name, err)
+		}
+		e.files = map[string][]byte{}
+		for _, key := range []string{"ca.crt", corev1.TLSCertKey, corev1.TLSPrivateKeyKey} {
+			if data := secret.Data[key]; len(data) > 0 {
+				e.files[key] = data
+			}
+		}
+	}
+	for _, ep := range e.endpoints {
+		if strings.HasPrefix(ep, "https://") && e.tls == nil {
+			// No Secret: verify the server against the system's roots.
+			e.tls = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+	}
+	return e, nil
+}
+
+func (f *Factory) resolvePostgres(ctx context.Context, ref *v1alpha1.SecretKeySelector) (*postgresSpec, *Result) {
+	secret, failure := f.secret(ctx, ref.Namespace, ref.Name)
+	if failure != nil {
+		return nil, failure
+	}
+	dsn := strings.TrimSpace(string(secret.Data[ref.Key]))
+	if dsn == "" {
+		return nil, failed(ReasonInvalidSecret, "Secret %s/%s has no key %q with a connection string", ref.Namespace, ref.Name, ref.Key)
+	}
+	return &postgresSpec{dsn: dsn, source: fmt.Sprintf("the connection string in Secret %s/%s key %s", ref.Namespace, ref.Name, ref.Key)}, nil
+}
+
+// secret reads a Secret of the cluster, or says why it cannot.
+func (f *Factory) secret(ctx context.Context, namespace, name string) (*corev1.Secret, *Result) {
+	if f.opts.Secrets == nil {
+		return nil, failed(ReasonSecretsNeedACluster, "the backend's credentials are in Secret %s/%s, and standalone annex has no cluster to read Secrets from; "+
+			"run annex aggregated into a cluster to use this backend", namespace, name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.probeTimeout())
+	defer cancel()
+	secret, err := f.opts.Secrets(ctx, namespace, name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, failed(ReasonSecretNotFound, "Secret %s/%s does not exist in the cluster", namespace, name)
+	case err != nil:
+		return nil, failed(ReasonSecretUnreadable, "cannot read Secret %s/%s from the cluster: %v", namespace, name, err)
+	}
+	return secret, nil
+}
+
+func (f *Factory) probe(ctx context.Context, s *spec) Result {
+	switch {
+	case s.etcd != nil:
+		return probeEtcd(ctx, s.etcd, f.probeTimeout())
+	case s.postgres != nil:
+		return probePostgresDSN(ctx, s.postgres.dsn, f.probeTimeout(), s.postgres.source)
+	}
+	return Result{Ready: true, Reason: ReasonRunning, Message: "annex keeps its data in its embedded etcd, which is running"}
+}
+
+// openEtcd configures a client of an external etcd cluster like the
+// command-line store's, with the cluster's endpoints and the client
+// certificates of its Secret written to files only annex reads.
+func (f *Factory) openEtcd(s *spec) (Backend, error) {
+	etcdOptions := f.opts.Etcd
+	transport := etcdOptions.StorageConfig.Transport
+	transport.ServerList = s.etcd.endpoints
+	transport.CertFile, transport.KeyFile, transport.TrustedCAFile = "", "", ""
+	if len(s.etcd.files) > 0 {
+		dir := filepath.Join(f.dir(s.name), "tls")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		fields := map[string]*string{"ca.crt": &transport.TrustedCAFile, corev1.TLSCertKey: &transport.CertFile, corev1.TLSPrivateKeyKey: &transport.KeyFile}
+		for key, data := range s.etcd.files {
+			path := filepath.Join(dir, key)
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				return nil, err
+			}
+			*fields[key] = path
+		}
+	}
+	etcdOptions.StorageConfig.Transport = transport
+	return &running{
+		RESTOptionsGetter: apiextensionsoptions.NewCRDRESTOptionsGetter(etcdOptions, f.opts.ResourceTransformers, f.opts.Tracker),
+		probe:             func(ctx context.Context) Result { return f.probe(ctx, s) },
+	}, nil
+}
+
+// openPostgres runs a kine for the backend, on a unix socket of its own.
+func (f *Factory) openPostgres(ctx context.Context, s *spec) (Backend, error) {
+	pg, err := f.opts.Postgres.Start(ctx, s.name, s.postgres.dsn, filepath.Join(f.dir(s.name), "kine"))
+	if err != nil {
+		return nil, fmt.Errorf("StorageBackend %q: %w", s.name, err)
+	}
+	etcdOptions := f.opts.Etcd
+	etcdOptions.StorageConfig.Transport.ServerList = []string{pg.Endpoint}
+	etcdOptions.StorageConfig.Transport.CertFile, etcdOptions.StorageConfig.Transport.KeyFile = "", ""
+	etcdOptions.StorageConfig.Transport.TrustedCAFile = ""
+	return &running{
+		RESTOptionsGetter: apiextensionsoptions.NewCRDRESTOptionsGetter(etcdOptions, f.opts.ResourceTransformers, f.opts.Tracker),
+		probe:             func(ctx context.Context) Result { return f.probe(ctx, s) },
+		close:             pg.Close,
+	}, nil
+}
