@@ -17,6 +17,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+
+	"annex.dev/annex/pkg/storage/postgres"
 )
 
 // Reasons of a StorageBackend's Ready condition.
@@ -202,14 +204,7 @@ func probePostgresDSN(ctx context.Context, dsn string, timeout time.Duration, so
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	redact := func(err error) string {
-		msg := err.Error()
-		msg = strings.ReplaceAll(msg, dsn, "<dsn>")
-		if cfg.Password != "" {
-			msg = strings.ReplaceAll(msg, cfg.Password, "<password>")
-		}
-		return msg
-	}
+	redact := func(err error) string { return postgres.Redact(err.Error(), dsn) }
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return notReady(ReasonUnreachable, "cannot connect to PostgreSQL with %s within %s: %s", source, timeout, redact(err))

@@ -175,3 +175,29 @@ func TestProbeTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestPasswordNotShown probes and opens a backend whose password has the
+// characters that once escaped redaction: neither the probe's message (the
+// StorageBackend's status) nor the error of opening it (a 503 body and the
+// log) shows the password.
+func TestPasswordNotShown(t *testing.T) {
+	const password = `se/cr"et`
+	dsn := "postgresql://u:" + password + "@" + closedAddress(t) + "/db"
+	f := NewFactory(Options{
+		DataDir:  t.TempDir(),
+		Postgres: Postgres{ConnectTimeout: time.Second},
+		Secrets:  secrets(secret("pg", map[string]string{"dsn": dsn})),
+	})
+	sb := postgresBackend("annex-system", "pg", "dsn")
+	probe := f.Probe(context.Background(), sb)
+	_, err := f.Open(context.Background(), sb)
+	if err == nil {
+		t.Fatal("opened a backend with no database")
+	}
+	for what, msg := range map[string]string{"the probe's message": probe.Message, "the error of opening": err.Error()} {
+		t.Logf("%s: %s", what, msg)
+		if strings.Contains(msg, password) || strings.Contains(msg, `se/cr\"et`) || strings.Contains(msg, "se%2Fcr") {
+			t.Errorf("%s shows the password: %s", what, msg)
+		}
+	}
+}

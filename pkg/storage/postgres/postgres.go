@@ -106,8 +106,14 @@ type Server struct {
 }
 
 // Start connects to PostgreSQL, creates kine's table if it is missing and
-// serves the etcd API on a unix socket. It returns once kine serves.
+// serves the etcd API on a unix socket. It returns once kine serves. No
+// error it returns carries the connection string or its password.
 func Start(ctx context.Context, opts Options) (*Server, error) {
+	s, err := start(ctx, opts)
+	return s, redact(err, opts.DSN)
+}
+
+func start(ctx context.Context, opts Options) (*Server, error) {
 	logger := klog.FromContext(ctx).WithName("postgres")
 	scheme, dataSource, ok := strings.Cut(opts.DSN, "://")
 	if !ok || (scheme != "postgres" && scheme != "postgresql") {
@@ -272,9 +278,6 @@ func checkReachable(ctx context.Context, dsn string, timeout time.Duration) erro
 		return nil
 	}
 	err = redact(err, dsn)
-	if cfg.Password != "" && strings.Contains(err.Error(), cfg.Password) {
-		err = errors.New(strings.ReplaceAll(err.Error(), cfg.Password, "<password>"))
-	}
 	return fmt.Errorf("%w: it is unreachable (no connection within %s): %w", ErrUnavailable, timeout, err)
 }
 
@@ -290,10 +293,23 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
-// redact removes the connection string, which may hold a password, from err.
+// redact removes the connection string and its password from err's message
+// (see Redact), keeping what err wraps for errors.Is.
 func redact(err error, dsn string) error {
-	if err == nil || !strings.Contains(err.Error(), dsn) {
+	if err == nil {
+		return nil
+	}
+	msg := Redact(err.Error(), dsn)
+	if msg == err.Error() {
 		return err
 	}
-	return errors.New(strings.ReplaceAll(err.Error(), dsn, "<connection string>"))
+	return &redactedError{msg: msg, err: err}
 }
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
