@@ -28,7 +28,6 @@ import (
 	"annex.dev/annex/pkg/registry/core"
 	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/postgres"
-	"annex.dev/annex/pkg/storage/routing"
 	"annex.dev/annex/pkg/version"
 )
 
@@ -128,7 +127,7 @@ func NewOptions() *Options {
 		PostgresCompactInterval:     5 * time.Minute,
 		PostgresConnectTimeout:      postgres.DefaultConnectTimeout,
 		PostgresStartTimeout:        postgres.DefaultStartTimeout,
-		StorageBackendRetryInterval: routing.DefaultRetryInterval,
+		StorageBackendRetryInterval: backend.DefaultRetryInterval,
 		StorageBackendProbeInterval: storagebackend.DefaultProbeInterval,
 		APIService:                  APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443},
 	}

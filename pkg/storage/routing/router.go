@@ -14,10 +14,7 @@
 package routing
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -27,7 +24,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/registry/generic"
-	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
@@ -58,19 +54,6 @@ func BackendOfHostedResource(hr *v1alpha1.HostedResource) string {
 	return annex.DefaultStorageBackend
 }
 
-// ErrStarting marks a backend, or annex's routing, that is still starting:
-// the condition passes by itself.
-var ErrStarting = errors.New("starting")
-
-// DefaultRetryInterval is how long a backend that failed to start is
-// reported as failed before the next attempt; the wait doubles with each
-// failure in a row, up to maxRetryInterval.
-const DefaultRetryInterval = 10 * time.Second
-
-// maxRetryInterval bounds the wait between two attempts to start a backend
-// (unless the first wait is already longer).
-const maxRetryInterval = 2 * time.Minute
-
 // Options configure a Router.
 type Options struct {
 	// Backends opens the backends; its default backend serves the types
@@ -94,44 +77,31 @@ type Router struct {
 	backends annexlisters.StorageBackendLister
 	synced   func() bool
 
-	ctx    context.Context
-	cancel context.CancelFunc
-
-	mu       sync.Mutex
-	runtimes map[string]*backendRuntime
-}
-
-// backendRuntime is a started (or starting, or failed) non-default backend.
-type backendRuntime struct {
-	// Set once, when starting ends.
-	done    chan struct{}
-	backend backend.Backend
-	err     error
-	ended   time.Time
-	// failures counts the failed attempts in a row, this one included;
-	// retryAfter is the wait before the next.
-	failures   int
-	retryAfter time.Duration
-}
-
-func (b *backendRuntime) state() (starting bool, opened backend.Backend, err error) {
-	select {
-	case <-b.done:
-		return false, b.backend, b.err
-	default:
-		return true, nil, nil
-	}
+	// pool holds the StorageBackends' backends, opened on first use.
+	pool *backend.Pool
 }
 
 // New returns a Router whose default backend is the command-line store.
 func New(opts Options) *Router {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Router{
-		opts:     opts,
-		ctx:      ctx,
-		cancel:   cancel,
-		runtimes: map[string]*backendRuntime{},
+	r := &Router{opts: opts}
+	r.pool = backend.NewPool(opts.Backends, opts.RetryInterval, r.storageBackend)
+	return r
+}
+
+// ErrStarting marks a backend, or annex's routing, that is still starting:
+// the condition passes by itself.
+var ErrStarting = backend.ErrStarting
+
+// storageBackend reads a StorageBackend for the pool.
+func (r *Router) storageBackend(name string) (*v1alpha1.StorageBackend, error) {
+	if r.backends == nil {
+		return nil, fmt.Errorf("annex is starting: StorageBackend %q is not known yet", name)
 	}
+	sb, err := r.backends.Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("StorageBackend %q does not exist", name)
+	}
+	return sb, err
 }
 
 // SetListers gives the Router what it reads: the CRDs of the apiextensions
@@ -143,19 +113,10 @@ func (r *Router) SetListers(crds apiextensionslisters.CustomResourceDefinitionLi
 	r.crds, r.hrs, r.backends, r.synced = crds, hrs, backends, synced
 }
 
-// Close stops every backend the Router started. One still starting is
+// Close closes every backend the Router opened. One still opening is
 // left to the process's exit: a database that does not answer can hold
 // kine's start for minutes.
-func (r *Router) Close() {
-	r.cancel()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, b := range r.runtimes {
-		if starting, opened, _ := b.state(); !starting && opened != nil {
-			opened.Close()
-		}
-	}
-}
+func (r *Router) Close() { r.pool.Close() }
 
 // GetRESTOptions returns the storage options of a hosted type. It never
 // waits for a backend to start: the apiextensions server calls it under a
@@ -192,96 +153,9 @@ func (r *Router) deletingOnMissingBackend(crd *apiextensionsv1.CustomResourceDef
 	return apierrors.IsNotFound(err)
 }
 
-// backendOf returns a started backend, or starts it and says it is not
-// ready yet.
-func (r *Router) backendOf(name string) (backend.Backend, error) {
-	b := r.runtime(name)
-	starting, opened, err := b.state()
-	switch {
-	case starting:
-		return nil, fmt.Errorf("annex is connecting to StorageBackend %q (%w)", name, ErrStarting)
-	case err != nil:
-		return nil, err
-	}
-	return opened, nil
-}
-
-// runtime returns the backend's runtime, starting it if it never started or
-// if it failed long enough ago. A backend that cannot be reached fails on its
-// own (its types answer 503 with the reason) and is tried again with
-// exponential backoff; nothing about it may take the process down.
-func (r *Router) runtime(name string) *backendRuntime {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	failures := 0
-	if b, ok := r.runtimes[name]; ok {
-		starting, _, err := b.state()
-		if starting || err == nil || time.Since(b.ended) < b.retryAfter {
-			return b
-		}
-		failures = b.failures
-	}
-	b := &backendRuntime{done: make(chan struct{})}
-	r.runtimes[name] = b
-	go func() {
-		defer close(b.done)
-		b.backend, b.err = r.startSafely(name)
-		b.ended = time.Now()
-		logger := klog.FromContext(r.ctx)
-		if b.err != nil {
-			b.failures = failures + 1
-			b.retryAfter = r.retryInterval(b.failures)
-			logger.Error(b.err, "Cannot start a storage backend", "storageBackend", name, "failures", b.failures, "retryAfter", b.retryAfter)
-			b.err = fmt.Errorf("%w (failed attempt %d in a row, at %s; annex tries again %s later)", b.err, b.failures,
-				b.ended.UTC().Format(time.RFC3339), b.retryAfter)
-		} else {
-			logger.Info("Started a storage backend", "storageBackend", name)
-		}
-	}()
-	return b
-}
-
-// retryInterval is the wait after the given number of failures in a row.
-func (r *Router) retryInterval(failures int) time.Duration {
-	base := r.opts.RetryInterval
-	if base <= 0 {
-		base = DefaultRetryInterval
-	}
-	limit := max(maxRetryInterval, base)
-	d := base
-	for i := 1; i < failures && d < limit; i++ {
-		d *= 2
-	}
-	return min(d, limit)
-}
-
-// startSafely is start, with a panic while starting turned into the
-// backend's failure: the storage libraries annex embeds run their start in
-// this goroutine, and a backend must not take annex down.
-func (r *Router) startSafely(name string) (opened backend.Backend, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			opened = nil
-			err = fmt.Errorf("StorageBackend %q: starting its storage failed: %v", name, p)
-		}
-	}()
-	return r.start(r.ctx, name)
-}
-
-// start opens a backend from its StorageBackend.
-func (r *Router) start(ctx context.Context, name string) (backend.Backend, error) {
-	if r.backends == nil {
-		return nil, fmt.Errorf("annex is starting: StorageBackend %q is not known yet", name)
-	}
-	sb, err := r.backends.Get(name)
-	if err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("StorageBackend %q does not exist", name)
-		}
-		return nil, err
-	}
-	return r.opts.Backends.Open(ctx, sb)
-}
+// backendOf returns an opened backend, or starts opening it and says it is
+// not ready yet.
+func (r *Router) backendOf(name string) (backend.Backend, error) { return r.pool.Get(name) }
 
 // Check says why requests for a hosted type cannot be served now, or nil.
 // fromAnnex is true for annex's own requests (its controllers), which may

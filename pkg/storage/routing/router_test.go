@@ -198,13 +198,3 @@ func TestBackendThatCannotBeReached(t *testing.T) {
 		}
 	}
 }
-
-func TestRetryInterval(t *testing.T) {
-	r := New(Options{})
-	defer r.Close()
-	for failures, want := range map[int]time.Duration{1: 10 * time.Second, 2: 20 * time.Second, 4: 80 * time.Second, 5: 2 * time.Minute, 50: 2 * time.Minute} {
-		if got := r.retryInterval(failures); got != want {
-			t.Errorf("after %d failures: wait %s, want %s", failures, got, want)
-		}
-	}
-}
