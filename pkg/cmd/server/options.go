@@ -232,8 +232,6 @@ func (o *Options) clusterGiven() bool {
 // KUBERNETES_SERVICE_HOST in every container.
 func inPod() bool { return os.Getenv("KUBERNETES_SERVICE_HOST") != "" }
 
-// embeddedEtcd says whether annex runs its own etcd.
-
 // Validate reports every invalid option.
 func (o *Options) Validate() error {
 	var errs []error

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsoptions "k8s.io/apiextensions-apiserver/pkg/cmd/server/options"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apiserver/pkg/storage/storagebackend"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 )
@@ -144,8 +145,7 @@ func (f *Factory) probe(ctx context.Context, s *spec) Result {
 // command-line store's, with the cluster's endpoints and the client
 // certificates of its Secret written to files only annex reads.
 func (f *Factory) openEtcd(s *spec) (Backend, error) {
-	etcdOptions := f.opts.Etcd
-	transport := etcdOptions.StorageConfig.Transport
+	transport := f.opts.Etcd.StorageConfig.Transport
 	transport.ServerList = s.etcd.endpoints
 	transport.CertFile, transport.KeyFile, transport.TrustedCAFile = "", "", ""
 	if len(s.etcd.files) > 0 {
@@ -162,11 +162,7 @@ func (f *Factory) openEtcd(s *spec) (Backend, error) {
 			*fields[key] = path
 		}
 	}
-	etcdOptions.StorageConfig.Transport = transport
-	return &running{
-		RESTOptionsGetter: apiextensionsoptions.NewCRDRESTOptionsGetter(etcdOptions, f.opts.ResourceTransformers, f.opts.Tracker),
-		probe:             func(ctx context.Context) Result { return f.probe(ctx, s) },
-	}, nil
+	return f.running(s, transport, nil), nil
 }
 
 // openPostgres runs a kine for the backend, on a unix socket of its own.
@@ -175,13 +171,20 @@ func (f *Factory) openPostgres(ctx context.Context, s *spec) (Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("StorageBackend %q: %w", s.name, err)
 	}
+	transport := f.opts.Etcd.StorageConfig.Transport
+	transport.ServerList = []string{pg.Endpoint}
+	transport.CertFile, transport.KeyFile, transport.TrustedCAFile = "", "", ""
+	return f.running(s, transport, pg.Close), nil
+}
+
+// running is the opened backend of s: storage configured like the
+// command-line store's, over transport, probed as s is.
+func (f *Factory) running(s *spec, transport storagebackend.TransportConfig, close func()) *running {
 	etcdOptions := f.opts.Etcd
-	etcdOptions.StorageConfig.Transport.ServerList = []string{pg.Endpoint}
-	etcdOptions.StorageConfig.Transport.CertFile, etcdOptions.StorageConfig.Transport.KeyFile = "", ""
-	etcdOptions.StorageConfig.Transport.TrustedCAFile = ""
+	etcdOptions.StorageConfig.Transport = transport
 	return &running{
 		RESTOptionsGetter: apiextensionsoptions.NewCRDRESTOptionsGetter(etcdOptions, f.opts.ResourceTransformers, f.opts.Tracker),
 		probe:             func(ctx context.Context) Result { return f.probe(ctx, s) },
-		close:             pg.Close,
-	}, nil
+		close:             close,
+	}
 }
