@@ -10,6 +10,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/storage/postgres"
 )
 
 // ErrStarting marks a backend that is still opening: the condition passes
@@ -42,6 +43,29 @@ type Pool struct {
 	mu      sync.Mutex
 	entries map[string]*entry
 }
+
+// OpenError says why a backend could not be opened, for operators: Err may
+// name hosts, users, databases and Secrets.
+type OpenError struct {
+	Name string
+	Err  error
+	// Failures counts the failed attempts in a row, this one included,
+	// made until At; the next comes RetryAfter after it.
+	Failures   int
+	At         time.Time
+	RetryAfter time.Duration
+}
+
+func (e *OpenError) Error() string {
+	return fmt.Sprintf("%v (failed attempt %d in a row, at %s; annex tries again %s later)", e.Err, e.Failures,
+		e.At.UTC().Format(time.RFC3339), e.RetryAfter)
+}
+
+func (e *OpenError) Unwrap() error { return e.Err }
+
+// Unreachable says whether opening failed because the store did not answer
+// (rather than, say, because its Secret is wrong).
+func (e *OpenError) Unreachable() bool { return errors.Is(e.Err, postgres.ErrUnavailable) }
 
 // entry is an opened (or opening, or failed) backend.
 type entry struct {
@@ -124,8 +148,7 @@ func (p *Pool) entry(name string) *entry {
 			e.failures = failures + 1
 			e.retryAfter = p.retryInterval(e.failures)
 			logger.Error(e.err, "Cannot start a storage backend", "storageBackend", name, "failures", e.failures, "retryAfter", e.retryAfter)
-			e.err = fmt.Errorf("%w (failed attempt %d in a row, at %s; annex tries again %s later)", e.err, e.failures,
-				e.ended.UTC().Format(time.RFC3339), e.retryAfter)
+			e.err = &OpenError{Name: name, Err: e.err, Failures: e.failures, At: e.ended, RetryAfter: e.retryAfter}
 		} else {
 			logger.Info("Started a storage backend", "storageBackend", name)
 		}

@@ -14,6 +14,7 @@
 package routing
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -186,9 +187,21 @@ func (r *Router) Check(group, resource string, fromAnnex bool) error {
 	if err != nil {
 		return fmt.Errorf("StorageBackend %q, which holds the objects of %s.%s, does not exist", bound, resource, group)
 	}
+	// The requests of a type's users are told the state of its backend in
+	// short: the details (hosts, users, databases, Secrets) are for
+	// operators, in the StorageBackend's status and annex's log.
 	if c := meta.FindStatusCondition(sb.Status.Conditions, annex.StorageBackendReady); c != nil && c.Status == "False" {
-		return fmt.Errorf("StorageBackend %q, which holds the objects of %s.%s, is not ready (%s): %s", bound, resource, group, c.Reason, c.Message)
+		return fmt.Errorf("StorageBackend %q, which holds the objects of %s.%s, is not ready (%s); its status says why", bound, resource, group, c.Reason)
 	}
 	_, err = r.backendOf(bound)
+	var openErr *backend.OpenError
+	if errors.As(err, &openErr) {
+		state := "cannot be opened"
+		if openErr.Unreachable() {
+			state = "is unreachable"
+		}
+		return fmt.Errorf("StorageBackend %q, which holds the objects of %s.%s, %s (failed attempt %d in a row; the next one %s after it); "+
+			"annex's log says why", bound, resource, group, state, openErr.Failures, openErr.RetryAfter)
+	}
 	return err
 }

@@ -93,7 +93,7 @@ func TestCheck(t *testing.T) {
 		{resource: "onDefault"},
 		{resource: "explicit"},
 		{resource: "unknown"},
-		{resource: "unready", want: `StorageBackend "slow", which holds the objects of unready.example.com, is not ready (Unreachable): the probe says so`},
+		{resource: "unready", want: `StorageBackend "slow", which holds the objects of unready.example.com, is not ready (Unreachable); its status says why`},
 		{resource: "missing", want: `StorageBackend "nowhere", which holds the objects of missing.example.com, does not exist`},
 		{resource: "moving", want: `moves from StorageBackend "default" to "fast"`},
 		{resource: "moving", fromAnnex: true},
@@ -104,6 +104,8 @@ func TestCheck(t *testing.T) {
 			t.Errorf("%s (from annex %v): %v, want no error", tc.resource, tc.fromAnnex, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%s (from annex %v): %v, want an error with %q", tc.resource, tc.fromAnnex, err, tc.want)
+		case err != nil && strings.Contains(err.Error(), "the probe says so"):
+			t.Errorf("%s: the error a user gets carries the probe's details, which are for operators: %v", tc.resource, err)
 		}
 	}
 
@@ -180,10 +182,19 @@ func TestBackendThatCannotBeReached(t *testing.T) {
 	if last == nil || errors.Is(last, ErrStarting) {
 		t.Fatalf("a type on a backend that cannot be reached: %v, want the reason it failed", last)
 	}
-	for _, want := range []string{`StorageBackend "pg"`, "unreachable", "connection refused", "tries again"} {
+	for _, want := range []string{`StorageBackend "pg"`, "unreachable", "failed attempt", "log says why"} {
 		if !strings.Contains(last.Error(), want) {
 			t.Errorf("the error does not say %q: %v", want, last)
 		}
+	}
+	// Where the database is and why it failed is for operators: annex's
+	// log has it, a user of the type does not get it.
+	address := strings.TrimPrefix(strings.Split(dsn, "/annex?")[0], "postgres://annex@")
+	if strings.Contains(last.Error(), address) || strings.Contains(last.Error(), "connection refused") {
+		t.Errorf("the error a user gets names the database or the detail of the failure: %v", last)
+	}
+	if _, err := r.backendOf("pg"); err == nil || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "tries again") {
+		t.Errorf("the operator's error: %v, want the reason it failed and when annex tries again", err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
