@@ -1,7 +1,8 @@
 // Package backendchange holds the admission plugin that refuses to change the
 // StorageBackend of a HostedResource whose type has objects: annex cannot move
 // a type's objects from one store to another, and changing the backend under
-// them would strand them.
+// them would strand them. For the same reason it refuses to change where a
+// StorageBackend connects while a HostedResource uses it.
 //
 // It is an admission plugin, not a check in the registry, because it must ask
 // annex's own API (the hosted type's objects, served by the embedded
@@ -13,8 +14,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -23,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"annex.dev/annex/pkg/apis/annex"
+	annexclientset "annex.dev/annex/pkg/generated/clientset/versioned"
 	"annex.dev/annex/pkg/storage/routing"
 )
 
@@ -73,6 +77,7 @@ func (i Initializer) Initialize(p admission.Interface) {
 
 type plugin struct {
 	*admission.Handler
+	annex   annexclientset.Interface
 	crds    apiextensionsclient.Interface
 	objects metadata.Interface
 }
@@ -93,23 +98,74 @@ func (p *plugin) SetLoopbackClientConfig(cfg *rest.Config) error {
 	if err != nil {
 		return err
 	}
-	p.crds, p.objects = crds, objects
+	annexClient, err := annexclientset.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	p.annex, p.crds, p.objects = annexClient, crds, objects
 	return nil
 }
 
 // ValidateInitialization fails when the plugin has no client of annex.
 func (p *plugin) ValidateInitialization() error {
-	if p.crds == nil || p.objects == nil {
+	if p.annex == nil || p.crds == nil || p.objects == nil {
 		return fmt.Errorf("%s needs annex's loopback client", PluginName)
 	}
 	return nil
 }
 
-// Validate refuses a change of spec.storage.backend while the type has objects.
+// Validate refuses a change of spec.storage.backend while the type has
+// objects, and a change of a StorageBackend's spec while it is in use.
 func (p *plugin) Validate(ctx context.Context, a admission.Attributes, _ admission.ObjectInterfaces) error {
-	if a.GetResource().GroupResource() != annex.Resource("hostedresources") || a.GetSubresource() != "" {
+	if a.GetSubresource() != "" {
 		return nil
 	}
+	switch a.GetResource().GroupResource() {
+	case annex.Resource("hostedresources"):
+		return p.validateHostedResource(ctx, a)
+	case annex.Resource("storagebackends"):
+		return p.validateStorageBackend(ctx, a)
+	}
+	return nil
+}
+
+// validateStorageBackend refuses to change where a StorageBackend connects
+// while a HostedResource uses it: two replicas could then serve one type
+// from two stores, and the objects in the first would be stranded.
+func (p *plugin) validateStorageBackend(ctx context.Context, a admission.Attributes) error {
+	sb, ok := a.GetObject().(*annex.StorageBackend)
+	if !ok {
+		return apierrors.NewBadRequest(fmt.Sprintf("expected a StorageBackend, got %T", a.GetObject()))
+	}
+	old, ok := a.GetOldObject().(*annex.StorageBackend)
+	if !ok {
+		return apierrors.NewBadRequest(fmt.Sprintf("expected the old StorageBackend, got %T", a.GetOldObject()))
+	}
+	if apiequality.Semantic.DeepEqual(sb.Spec, old.Spec) {
+		return nil
+	}
+	hrs, err := p.annex.AnnexV1alpha1().HostedResources().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return apierrors.NewServiceUnavailable(fmt.Sprintf("cannot tell whether StorageBackend %s is in use, so it cannot be changed now: %v", sb.Name, err))
+	}
+	crds, err := p.crds.ApiextensionsV1().CustomResourceDefinitions().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return apierrors.NewServiceUnavailable(fmt.Sprintf("cannot tell whether StorageBackend %s is in use, so it cannot be changed now: %v", sb.Name, err))
+	}
+	users := routing.BackendUsers(sb.Name, hrs.Items, crds.Items)
+	if len(users) == 0 {
+		return nil
+	}
+	return apierrors.NewInvalid(annex.Kind("StorageBackend"), sb.Name, field.ErrorList{
+		field.Forbidden(field.NewPath("spec"), fmt.Sprintf(
+			"cannot be changed while HostedResources keep objects in this backend (%s): annex does not move objects between stores; "+
+				"create another StorageBackend for the new store", strings.Join(users, ", "))),
+	})
+}
+
+// validateHostedResource refuses a change of spec.storage.backend while the
+// type has objects.
+func (p *plugin) validateHostedResource(ctx context.Context, a admission.Attributes) error {
 	hr, ok := a.GetObject().(*annex.HostedResource)
 	if !ok {
 		return apierrors.NewBadRequest(fmt.Sprintf("expected a HostedResource, got %T", a.GetObject()))

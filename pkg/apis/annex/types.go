@@ -150,6 +150,14 @@ type StorageBackendStatus struct {
 // StorageBackendReady is the condition type that says whether a backend serves requests.
 const StorageBackendReady = "Ready"
 
+// StorageBackendDeleting is the condition type of a StorageBackend whose
+// deletion waits until no HostedResource keeps objects in it.
+const StorageBackendDeleting = "Deleting"
+
+// StorageBackendInUseFinalizer holds a StorageBackend while a HostedResource
+// keeps objects in it: deleting it then would strand them.
+const StorageBackendInUseFinalizer = "annex.dev/storage-backend-in-use"
+
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 
 // StorageBackendList is a list of StorageBackends.

@@ -5,8 +5,11 @@ package storagebackend
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -16,6 +19,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -51,6 +56,15 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("storagebackend").
 		For(&v1alpha1.StorageBackend{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A HostedResource that comes to a backend holds it; one that
+		// leaves it, or goes, may release it.
+		Watches(&v1alpha1.HostedResource{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []reconcile.Request {
+			hr, ok := obj.(*v1alpha1.HostedResource)
+			if !ok {
+				return nil
+			}
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: routing.BackendOfHostedResource(hr)}}}
+		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// A probe of a dead store waits for its timeout; let others proceed.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
@@ -80,14 +94,58 @@ func (r *Reconciler) objectCount(ctx context.Context, backend string) (*int64, e
 	return total, nil
 }
 
-// Reconcile probes one StorageBackend and writes its status when the result changed.
+// users names the HostedResources that keep objects in the backend.
+func (r *Reconciler) users(ctx context.Context, backend string) ([]string, error) {
+	var hrs v1alpha1.HostedResourceList
+	if err := r.Client.List(ctx, &hrs); err != nil {
+		return nil, err
+	}
+	var crds apiextensionsv1.CustomResourceDefinitionList
+	if err := r.Client.List(ctx, &crds); err != nil {
+		return nil, err
+	}
+	return routing.BackendUsers(backend, hrs.Items, crds.Items), nil
+}
+
+// Reconcile holds a StorageBackend that is deleted while in use, probes it,
+// and writes its status when the result changed.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	sb := &v1alpha1.StorageBackend{}
 	if err := r.Client.Get(ctx, req.NamespacedName, sb); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	if !sb.DeletionTimestamp.IsZero() {
+	// A backend in use carries a finalizer, so that deleting it waits for
+	// its users; one nobody uses is deleted at once.
+	users, err := r.users(ctx, sb.Name)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	inUse := len(users) > 0
+	changed := false
+	switch {
+	case inUse && sb.DeletionTimestamp.IsZero():
+		// No finalizer may be added once the deletion has begun.
+		changed = controllerutil.AddFinalizer(sb, annex.StorageBackendInUseFinalizer)
+	case !inUse:
+		changed = controllerutil.RemoveFinalizer(sb, annex.StorageBackendInUseFinalizer)
+	}
+	if changed {
+		if err := r.Client.Update(ctx, sb); err != nil {
+			return reconcile.Result{}, client.IgnoreNotFound(err)
+		}
+		if !sb.DeletionTimestamp.IsZero() {
+			ctrl.LoggerFrom(ctx).Info("A deleted StorageBackend is no longer in use: released")
+		}
+	}
+	if !sb.DeletionTimestamp.IsZero() && !inUse {
 		return reconcile.Result{}, nil
+	}
+	var deleting *metav1.Condition
+	if !sb.DeletionTimestamp.IsZero() {
+		deleting = &metav1.Condition{
+			Type: annex.StorageBackendDeleting, Status: metav1.ConditionTrue, Reason: "InUse", ObservedGeneration: sb.Generation,
+			Message: fmt.Sprintf("the deletion waits until no HostedResource keeps objects here; in use by %s", strings.Join(users, ", ")),
+		}
 	}
 	result := r.Prober.Probe(ctx, sb)
 	condition := metav1.Condition{
@@ -100,6 +158,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	updated := sb.DeepCopy()
 	updated.Status.ObservedGeneration = sb.Generation
 	meta.SetStatusCondition(&updated.Status.Conditions, condition)
+	if deleting != nil {
+		meta.SetStatusCondition(&updated.Status.Conditions, *deleting)
+	}
 	if result.SizeBytes != nil {
 		updated.Status.SizeBytes = result.SizeBytes
 	}

@@ -4,8 +4,11 @@ package standalone
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"annex.dev/annex/test/integration/framework"
 	"annex.dev/annex/test/ports"
@@ -138,8 +141,14 @@ spec:
 		if out, err := apply("default"); err == nil || !strings.Contains(out, "cannot tell whether") {
 			t.Errorf("moving a type off an unreachable backend: want a 503 saying annex cannot tell whether it has objects, got %v\n%s", err, out)
 		}
-		// Once the backend is deleted, nothing can be stranded in it.
-		a.kubectl("delete", "storagebackend", "dead-etcd")
+		// Deleting the backend waits while the type is on it. Giving up on
+		// the store, and on whatever it holds, by removing the finalizer
+		// lets the type move: nothing can be stranded in a backend annex no
+		// longer knows.
+		a.kubectl("delete", "storagebackend", "dead-etcd", "--wait=false")
+		a.kubectl("wait", "--for=condition=Deleting", "--timeout=30s", "storagebackend/dead-etcd")
+		a.kubectl("patch", "storagebackend", "dead-etcd", "--type=merge", "-p", `{"metadata":{"finalizers":null}}`)
+		a.kubectl("wait", "--for=delete", "--timeout=30s", "storagebackend/dead-etcd")
 		if out, err := apply("default"); err != nil {
 			t.Fatalf("moving a type off a deleted backend: %v\n%s", err, out)
 		}
@@ -164,4 +173,62 @@ spec:
 			t.Errorf("changing the backend after the objects were deleted: %v\n%s", err, out)
 		}
 	})
+}
+
+// TestStorageBackendInUse checks that a StorageBackend a HostedResource
+// uses can be neither pointed at another store nor deleted from under the
+// type's objects, and that one nobody uses can be both.
+func TestStorageBackendInUse(t *testing.T) {
+	dir := t.TempDir()
+	etcdDir := filepath.Join(dir, "outside")
+	if err := os.Mkdir(etcdDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	etcd := framework.StartEtcdServer(t, etcdDir)
+	port, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, dir, port, "--storage-backend-probe-interval=1s")
+	backend := func(name, endpoint string) string {
+		return fmt.Sprintf("apiVersion: annex.dev/v1alpha1\nkind: StorageBackend\nmetadata: {name: %s}\nspec:\n  type: Etcd\n  etcd: {endpoints: [%q]}\n", name, endpoint)
+	}
+	a.kubectl("apply", "-f", write(t, dir, "types.yaml", backend("used", etcd.URL)+"---\n"+backend("unused", etcd.URL)+"---\n"+
+		hostedType("widgets", "Widget", "used")))
+	a.kubectl("wait", "--for=condition=Established", "--timeout=60s", "hostedresource/widgets.example.com")
+	widget := func(name string) string {
+		return write(t, dir, name+".yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: "+name+"}\nspec: {}\n")
+	}
+	if err := eventually(60*time.Second, func() bool {
+		_, err := a.kubectlErr("apply", "-f", widget("w1"))
+		return err == nil
+	}); err != nil {
+		t.Fatalf("creating a widget: %v", err)
+	}
+
+	elsewhere := "http://" + closedPort(t)
+	out, err := a.kubectlErr("apply", "-f", write(t, dir, "used-elsewhere.yaml", backend("used", elsewhere)))
+	if err == nil || !strings.Contains(out, "spec: Forbidden") || !strings.Contains(out, "widgets.example.com") {
+		t.Errorf("pointing a backend in use at another store: want a 422 on spec naming the HostedResource, got %v\n%s", err, out)
+	}
+	if got := a.kubectl("get", "storagebackend", "used", "-o", "jsonpath={.spec.etcd.endpoints[0]}"); got != etcd.URL {
+		t.Errorf("the refused change was stored: endpoint %q, want %q", got, etcd.URL)
+	}
+	a.kubectl("apply", "-f", write(t, dir, "unused-elsewhere.yaml", backend("unused", elsewhere)))
+
+	// Deleting a backend in use is held, and its type keeps working.
+	a.kubectl("delete", "storagebackend", "used", "--wait=false")
+	a.kubectl("wait", "--for=condition=Deleting", "--timeout=30s", "storagebackend/used")
+	if msg := a.kubectl("get", "storagebackend", "used", "-o", `jsonpath={.status.conditions[?(@.type=="Deleting")].message}`); !strings.Contains(msg, "widgets.example.com") {
+		t.Errorf("the Deleting condition does not name the HostedResource that holds the backend: %q", msg)
+	}
+	a.kubectl("apply", "-f", widget("w2"))
+	if got := a.kubectl("get", "widgets", "-o", "jsonpath={.items[*].metadata.name}"); got != "w1 w2" {
+		t.Errorf("widgets while their backend's deletion waits: %q, want w1 w2", got)
+	}
+
+	// A backend nobody uses goes at once; one in use goes with its last user.
+	a.kubectl("delete", "storagebackend", "unused", "--timeout=30s")
+	a.kubectl("delete", "hostedresource", "widgets.example.com", "--timeout=60s")
+	a.kubectl("wait", "--for=delete", "--timeout=30s", "storagebackend/used")
 }
