@@ -16,6 +16,7 @@ import (
 	"io"
 	"strings"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -26,6 +27,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"annex.dev/annex/pkg/apis/annex"
+	"annex.dev/annex/pkg/apis/annex/validation"
 	annexclientset "annex.dev/annex/pkg/generated/clientset/versioned"
 	"annex.dev/annex/pkg/storage/routing"
 )
@@ -163,8 +165,10 @@ func (p *plugin) validateStorageBackend(ctx context.Context, a admission.Attribu
 	})
 }
 
-// validateHostedResource refuses a change of spec.storage.backend while the
-// type has objects.
+// validateHostedResource refuses an update of a HostedResource that the
+// CRD serving its type could not take (see
+// validation.ValidateHostedResourceAgainstCRD), and a change of
+// spec.storage.backend while the type has objects.
 func (p *plugin) validateHostedResource(ctx context.Context, a admission.Attributes) error {
 	hr, ok := a.GetObject().(*annex.HostedResource)
 	if !ok {
@@ -174,10 +178,31 @@ func (p *plugin) validateHostedResource(ctx context.Context, a admission.Attribu
 	if !ok {
 		return apierrors.NewBadRequest(fmt.Sprintf("expected the old HostedResource, got %T", a.GetOldObject()))
 	}
-	if hr.Spec.Storage.Backend == old.Spec.Storage.Backend {
+	typeSpec, oldTypeSpec := hr.Spec, old.Spec
+	typeSpec.Storage, oldTypeSpec.Storage = annex.HostedResourceStorage{}, annex.HostedResourceStorage{}
+	typeChanged := !apiequality.Semantic.DeepEqual(typeSpec, oldTypeSpec)
+	backendChanged := hr.Spec.Storage.Backend != old.Spec.Storage.Backend
+	if !typeChanged && !backendChanged {
 		return nil
 	}
-	has, err := p.hasObjects(ctx, old.Name)
+	crd, err := p.servingCRD(ctx, old.Name)
+	if err != nil {
+		return apierrors.NewServiceUnavailable(fmt.Sprintf("cannot read the type of %s, so its spec cannot be changed now: %v", old.Name, err))
+	}
+	if crd == nil {
+		// The type is not served, so it holds nothing: the CRD goes only
+		// after its objects.
+		return nil
+	}
+	if typeChanged {
+		if errs := validation.ValidateHostedResourceAgainstCRD(ctx, hr, crd); len(errs) > 0 {
+			return apierrors.NewInvalid(annex.Kind("HostedResource"), hr.Name, errs)
+		}
+	}
+	if !backendChanged {
+		return nil
+	}
+	has, err := routing.HasObjects(ctx, p.objects, crd)
 	if err != nil {
 		return apierrors.NewServiceUnavailable(fmt.Sprintf("cannot tell whether %s has objects, so its storage backend cannot be changed now: %v", old.Name, err))
 	}
@@ -191,23 +216,21 @@ func (p *plugin) validateHostedResource(ctx context.Context, a admission.Attribu
 	})
 }
 
-// hasObjects says whether the hosted type of HostedResource name has at
-// least one object, in any namespace. It reads the internal CRD that annex
-// serves the type with, rather than the HostedResource, because the CRD says
-// which versions are served right now.
-func (p *plugin) hasObjects(ctx context.Context, name string) (bool, error) {
+// servingCRD returns the internal CRD that serves the type of HostedResource
+// name, or nil if there is none. It reads the CRD rather than the
+// HostedResource because the CRD says how the type is served right now:
+// which versions, and which have stored objects.
+func (p *plugin) servingCRD(ctx context.Context, name string) (*apiextensionsv1.CustomResourceDefinition, error) {
 	crd, err := p.crds.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		// The type is not served, so it holds nothing: the CRD goes only
-		// after its objects.
-		return false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	if crd.Labels[routing.OwnerLabel] != name {
-		// A CRD created on annex directly: its objects are not this HostedResource's.
-		return false, nil
+		// A CRD created on annex directly: not this HostedResource's type.
+		return nil, nil
 	}
-	return routing.HasObjects(ctx, p.objects, crd)
+	return crd, nil
 }

@@ -94,6 +94,25 @@ func TestHostedResourceLifecycle(t *testing.T) {
 		a.kubectl("delete", "hr", "gizmos.example.com", "--timeout=30s")
 	})
 
+	t.Run("a change the served type cannot take is refused on its field", func(t *testing.T) {
+		for name, tc := range map[string]struct{ patch, field string }{
+			"the scope of a type with objects": {`{"spec":{"scope":"Namespaced"}}`, "spec.scope"},
+			"a version with stored objects replaced": {
+				`{"spec":{"versions":[{"name":"v2","served":true,"storage":true,"schema":{"openAPIV3Schema":{"type":"object"}}}]}}`, "spec.versions"},
+		} {
+			out, err := a.kubectlErr("patch", "hr", "gadgets.example.com", "--type=merge", "-p", tc.patch)
+			if err == nil || !strings.Contains(out, "is invalid") || !strings.Contains(out, tc.field) {
+				t.Errorf("%s: want a 422 on %s, got %v\n%s", name, tc.field, err, out)
+			}
+		}
+		if out := a.kubectl("get", "hr", "gadgets.example.com", "-o", "jsonpath={.spec.scope} {.spec.versions[*].name}"); out != "Cluster v1" {
+			t.Errorf("the HostedResource after the refused changes: %q, want Cluster v1", out)
+		}
+		if out := a.kubectl("get", "gadgets", "-o", "name"); !strings.Contains(out, "gadget.example.com/g1") {
+			t.Errorf("the type stopped serving after the refused changes: %q", out)
+		}
+	})
+
 	a.kubectl("delete", "hostedresource", "gadgets.example.com", "--timeout=60s")
 	if out, err := a.kubectlErr("get", "gadgets"); err == nil {
 		t.Errorf("gadgets are still served after their HostedResource was deleted:\n%s", out)

@@ -57,6 +57,49 @@ func ValidateHostedResourceUpdate(ctx context.Context, hr, old *annex.HostedReso
 	return allErrs
 }
 
+// ValidateHostedResourceAgainstCRD validates an update of a HostedResource
+// against the internal CRD that serves its type now, as the upstream
+// validation would validate the same update of that CRD: once the type is
+// established its scope and kind cannot change, and every version that has
+// stored objects (the CRD's status.storedVersions) must stay. The
+// HostedResource's own validation cannot see that state.
+func ValidateHostedResourceAgainstCRD(ctx context.Context, hr *annex.HostedResource, live *apiextensionsv1.CustomResourceDefinition) field.ErrorList {
+	updated := live.DeepCopy()
+	updated.Spec.Group, updated.Spec.Names, updated.Spec.Scope = hr.Spec.Group, hr.Spec.Names, hr.Spec.Scope
+	updated.Spec.Versions, updated.Spec.Conversion = hr.Spec.Versions, hr.Spec.Conversion
+	updated.Spec.PreserveUnknownFields = hr.Spec.PreserveUnknownFields
+	var crd, old apiextensions.CustomResourceDefinition
+	if err := apiextensionsv1.Convert_v1_CustomResourceDefinition_To_apiextensions_CustomResourceDefinition(updated, &crd, nil); err != nil {
+		return field.ErrorList{field.Invalid(field.NewPath("spec"), "", fmt.Sprintf("cannot be read as a CustomResourceDefinition spec: %v", err))}
+	}
+	if err := apiextensionsv1.Convert_v1_CustomResourceDefinition_To_apiextensions_CustomResourceDefinition(live, &old, nil); err != nil {
+		return field.ErrorList{field.InternalError(field.NewPath("spec"), fmt.Errorf("reading the type's CustomResourceDefinition: %w", err))}
+	}
+	var allErrs field.ErrorList
+	storedVersionsKept := true
+	for _, err := range apiextensionsvalidation.ValidateCustomResourceDefinitionUpdate(ctx, &crd, &old) {
+		switch {
+		case strings.HasPrefix(err.Field, "spec"):
+			allErrs = append(allErrs, err)
+		case strings.HasPrefix(err.Field, "status.storedVersions") && storedVersionsKept:
+			storedVersionsKept = false
+			// A stored version missing from the new versions.
+			allErrs = append(allErrs, field.Invalid(field.NewPath("spec", "versions"), versionNames(hr.Spec.Versions), fmt.Sprintf(
+				"must keep every version the type has stored objects in (%s): migrate the objects to another version first",
+				strings.Join(live.Status.StoredVersions, ", "))))
+		}
+	}
+	return allErrs
+}
+
+func versionNames(versions []apiextensionsv1.CustomResourceDefinitionVersion) []string {
+	names := make([]string, 0, len(versions))
+	for _, v := range versions {
+		names = append(names, v.Name)
+	}
+	return names
+}
+
 // ValidateHostedResourceStatusUpdate validates an update of a HostedResource's status.
 func ValidateHostedResourceStatusUpdate(hr, old *annex.HostedResource) field.ErrorList {
 	allErrs := apimachineryvalidation.ValidateObjectMetaUpdate(&hr.ObjectMeta, &old.ObjectMeta, field.NewPath("metadata"))

@@ -247,3 +247,47 @@ func TestValidateStorageBackend(t *testing.T) {
 		wantFields(t, ValidateStorageBackendUpdate(&sb, &old), map[string]string{"spec.type": "cannot be changed"})
 	})
 }
+
+// servingCRD is the internal CRD of validHostedResource as annex serves it:
+// established, with objects stored in v1.
+func servingCRD(hr *annex.HostedResource) *apiextensionsv1.CustomResourceDefinition {
+	return &apiextensionsv1.CustomResourceDefinition{
+		ObjectMeta: metav1.ObjectMeta{Name: hr.Name, ResourceVersion: "7", Generation: 1},
+		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+			Group: hr.Spec.Group, Names: hr.Spec.Names, Scope: hr.Spec.Scope, Versions: hr.Spec.Versions, Conversion: hr.Spec.Conversion,
+		},
+		Status: apiextensionsv1.CustomResourceDefinitionStatus{
+			Conditions: []apiextensionsv1.CustomResourceDefinitionCondition{
+				{Type: apiextensionsv1.Established, Status: apiextensionsv1.ConditionTrue},
+				{Type: apiextensionsv1.NamesAccepted, Status: apiextensionsv1.ConditionTrue},
+			},
+			AcceptedNames:  hr.Spec.Names,
+			StoredVersions: []string{"v1"},
+		},
+	}
+}
+
+func TestValidateHostedResourceAgainstCRD(t *testing.T) {
+	ctx := context.Background()
+	live := servingCRD(validHostedResource())
+
+	t.Run("a change the type can take", func(t *testing.T) {
+		hr := validHostedResource()
+		hr.Spec.Versions[0].AdditionalPrinterColumns = []apiextensionsv1.CustomResourceColumnDefinition{{Name: "Size", Type: "integer", JSONPath: ".spec.size"}}
+		wantFields(t, ValidateHostedResourceAgainstCRD(ctx, hr, live), nil)
+	})
+	t.Run("the scope of an established type", func(t *testing.T) {
+		hr := validHostedResource()
+		hr.Spec.Scope = apiextensionsv1.ClusterScoped
+		// The HostedResource alone does not see it.
+		old := validHostedResource()
+		old.ResourceVersion, hr.ResourceVersion = "1", "1"
+		wantFields(t, ValidateHostedResourceUpdate(ctx, hr, old), nil)
+		wantFields(t, ValidateHostedResourceAgainstCRD(ctx, hr, live), map[string]string{"spec.scope": "immutable"})
+	})
+	t.Run("a version with stored objects replaced", func(t *testing.T) {
+		hr := validHostedResource()
+		hr.Spec.Versions[0].Name = "v2"
+		wantFields(t, ValidateHostedResourceAgainstCRD(ctx, hr, live), map[string]string{"spec.versions": "stored objects in (v1)"})
+	})
+}
