@@ -15,8 +15,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
@@ -76,6 +78,9 @@ func NewManager(loopback *rest.Config, opts Options) (ctrl.Manager, error) {
 		// annex serves its own /metrics and /readyz; the manager must not open ports.
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
+		// A manager that stopped is replaced by a new one, with controllers
+		// of the same names, in the same process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	}
 	if opts.LeaderElection {
 		if opts.Cluster == nil || opts.APIService == nil {

@@ -18,6 +18,7 @@ import (
 	"k8s.io/component-base/cli/globalflag"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	"annex.dev/annex/pkg/certs"
 	"annex.dev/annex/pkg/cmd/uninstall"
@@ -156,15 +157,19 @@ func Run(ctx context.Context, o *Options) error {
 		controllerOptions.ObjectStats = tracker.Get
 	}
 	controllersLoopback := finishOnShutdown(server.GenericAPIServer.LoopbackClientConfig)
-	mgr, err := controllers.NewManager(controllersLoopback, controllerOptions)
+	newManager := func() (ctrl.Manager, error) { return controllers.NewManager(controllersLoopback, controllerOptions) }
+	// The first one is built here, so that a configuration error stops annex
+	// at start.
+	mgr, err := newManager()
 	if err != nil {
 		return err
 	}
 	// The controllers reach annex through its loopback client, so they start
 	// once it serves, and stop before it stops serving: at shutdown their
 	// requests in flight finish instead of being cut off (and logged as
-	// errors by both sides). A manager that fails takes annex down with it
-	// rather than leaving hosted types unreconciled.
+	// errors by both sides). A manager that stops on its own is replaced
+	// (runManager); another controller that fails takes annex down with it
+	// rather than leaving its work undone.
 	controllersCtx, stopControllers := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopControllers()
 	var controllersRunning sync.WaitGroup
@@ -177,7 +182,7 @@ func Run(ctx context.Context, o *Options) error {
 		})
 	}
 	server.GenericAPIServer.AddPostStartHookOrDie("start-annex-controllers", func(genericapiserver.PostStartHookContext) error {
-		runController("controllers", mgr.Start)
+		runController("controllers", func(ctx context.Context) error { return runManager(ctx, mgr, newManager) })
 		if o.Mode == ModeStandalone {
 			// Without a cluster, annex finalizes its own namespaces.
 			runController("namespace controller", func(ctx context.Context) error {
@@ -246,6 +251,32 @@ func finishOnShutdown(loopback *rest.Config) *rest.Config {
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// runManager runs the controllers until ctx is done. A manager that stops
+// on its own (it lost its lease because the cluster did not answer for
+// longer than the lease lasts, say) cannot start again: it is replaced by a
+// new one, after a wait that doubles up to a minute. Only the controllers
+// stop meanwhile; annex keeps serving.
+func runManager(ctx context.Context, mgr ctrl.Manager, newManager func() (ctrl.Manager, error)) error {
+	logger := klog.FromContext(ctx)
+	delay := time.Second
+	for {
+		err := mgr.Start(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		logger.Error(err, "The controllers stopped; annex keeps serving, and starts them again", "retryAfter", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Minute)
+		if mgr, err = newManager(); err != nil {
+			return err
+		}
+	}
+}
 
 // startPostgres starts annex's own store on PostgreSQL, trying again with
 // backoff while the database is unavailable, until ctx is done: annex has

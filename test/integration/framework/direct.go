@@ -42,10 +42,16 @@ func (e *Environment) AnnexUserConfig(name string, groups ...string) (*rest.Conf
 // certificate, asserting the user and groups in request headers. annex
 // trusts these headers as it trusts the aggregator.
 func (e *Environment) AnnexFrontProxyConfig(name string, groups ...string) *rest.Config {
+	return e.FrontProxyConfig(e.annexURL(), e.annexCA, name, groups...)
+}
+
+// FrontProxyConfig is AnnexFrontProxyConfig for an annex other than the
+// environment's own, at host, serving with a certificate of caPEM.
+func (e *Environment) FrontProxyConfig(host string, caPEM []byte, name string, groups ...string) *rest.Config {
 	cfg := &rest.Config{
-		Host: e.annexURL(),
+		Host: host,
 		TLSClientConfig: rest.TLSClientConfig{
-			CAData:   append([]byte(nil), e.annexCA...),
+			CAData:   append([]byte(nil), caPEM...),
 			CertFile: filepath.Join(e.Dir, frontProxyClientName+".crt"),
 			KeyFile:  filepath.Join(e.Dir, frontProxyClientName+".key"),
 		},
