@@ -4,6 +4,7 @@ package rollout
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -181,18 +182,9 @@ func waitLeading(ctx context.Context, cs kubernetes.Interface, namespace string,
 		return lease.Spec.RenewTime.After(since), nil
 	})
 	if err != nil {
-		return &leaseError{last: last, err: err}
+		return fmt.Errorf("annex's controllers did not take their Lease: %w; last seen: %s", err, last)
 	}
 	return nil
-}
-
-type leaseError struct {
-	last string
-	err  error
-}
-
-func (e *leaseError) Error() string {
-	return "annex's controllers did not take their Lease: " + e.err.Error() + "; last seen: " + e.last
 }
 
 // kubeconfigVia writes a copy of the cluster's kubeconfig that reaches the

@@ -79,32 +79,15 @@ func (r *Reconciler) interval() time.Duration {
 
 // objectCount sums the object counts of the types kept in the backend; nil
 // when none of them has been counted.
-func (r *Reconciler) objectCount(ctx context.Context, backend string) (*int64, error) {
-	var hrs v1alpha1.HostedResourceList
-	if err := r.Client.List(ctx, &hrs); err != nil {
-		return nil, err
-	}
+func objectCount(backend string, hrs []v1alpha1.HostedResource) *int64 {
 	var total *int64
-	for _, hr := range hrs.Items {
+	for _, hr := range hrs {
 		if routing.BackendOfHostedResource(&hr) != backend || hr.Status.ObjectCount == nil {
 			continue
 		}
 		total = ptr.To(ptr.Deref(total, 0) + *hr.Status.ObjectCount)
 	}
-	return total, nil
-}
-
-// users names the HostedResources that keep objects in the backend.
-func (r *Reconciler) users(ctx context.Context, backend string) ([]string, error) {
-	var hrs v1alpha1.HostedResourceList
-	if err := r.Client.List(ctx, &hrs); err != nil {
-		return nil, err
-	}
-	var crds apiextensionsv1.CustomResourceDefinitionList
-	if err := r.Client.List(ctx, &crds); err != nil {
-		return nil, err
-	}
-	return routing.BackendUsers(backend, hrs.Items, crds.Items), nil
+	return total
 }
 
 // Reconcile holds a StorageBackend that is deleted while in use, probes it,
@@ -114,12 +97,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.Client.Get(ctx, req.NamespacedName, sb); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	// A backend in use carries a finalizer, so that deleting it waits for
-	// its users; one nobody uses is deleted at once.
-	users, err := r.users(ctx, sb.Name)
-	if err != nil {
+	var hrs v1alpha1.HostedResourceList
+	if err := r.Client.List(ctx, &hrs); err != nil {
 		return reconcile.Result{}, err
 	}
+	var crds apiextensionsv1.CustomResourceDefinitionList
+	if err := r.Client.List(ctx, &crds); err != nil {
+		return reconcile.Result{}, err
+	}
+	// A backend in use carries a finalizer, so that deleting it waits for
+	// its users; one nobody uses is deleted at once.
+	users := routing.BackendUsers(sb.Name, hrs.Items, crds.Items)
 	inUse := len(users) > 0
 	changed := false
 	switch {
@@ -164,11 +152,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if result.SizeBytes != nil {
 		updated.Status.SizeBytes = result.SizeBytes
 	}
-	count, err := r.objectCount(ctx, sb.Name)
-	if err != nil {
-		return reconcile.Result{}, err
-	}
-	updated.Status.ObjectCount = count
+	updated.Status.ObjectCount = objectCount(sb.Name, hrs.Items)
 	if !apiequality.Semantic.DeepEqual(updated.Status, sb.Status) {
 		previous := meta.FindStatusCondition(sb.Status.Conditions, annex.StorageBackendReady)
 		if previous == nil || previous.Status != condition.Status || previous.Reason != condition.Reason {
