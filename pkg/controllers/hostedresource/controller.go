@@ -32,8 +32,11 @@ const (
 	// Finalizer holds a HostedResource until its objects and its type are gone.
 	Finalizer = "annex.dev/hosted-objects"
 	// OwnerLabel marks the CRDs that a HostedResource owns; its value is the HostedResource's name.
-	OwnerLabel   = routing.OwnerLabel
-	fieldManager = "annex-hostedresource-controller"
+	OwnerLabel = routing.OwnerLabel
+	// DeletionRetryAnnotation on an internal CRD records when annex last
+	// woke the deletion of the type's objects after it failed.
+	DeletionRetryAnnotation = "annex.dev/deletion-retried-at"
+	fieldManager            = "annex-hostedresource-controller"
 )
 
 // Condition reasons of a HostedResource.
@@ -150,6 +153,9 @@ func (r *Reconciler) finalize(ctx context.Context, hr *v1alpha1.HostedResource) 
 		}); err != nil {
 			return reconcile.Result{}, err
 		}
+		if err := r.retryStalledDeletion(ctx, crd); err != nil {
+			return reconcile.Result{}, err
+		}
 		// The CRD's deletion wakes this reconciler; the requeue is a safety net.
 		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
 	}
@@ -171,7 +177,7 @@ func (r *Reconciler) moveBackend(ctx context.Context, hr *v1alpha1.HostedResourc
 	}
 	if !crd.DeletionTimestamp.IsZero() {
 		// The CRD's deletion wakes this reconciler; the requeue is a safety net.
-		return reconcile.Result{RequeueAfter: 5 * time.Second}, r.setStatus(ctx, hr, moving)
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, errors.Join(r.setStatus(ctx, hr, moving), r.retryStalledDeletion(ctx, crd))
 	}
 	has, err := routing.HasObjects(ctx, r.Objects, crd)
 	if err != nil {
@@ -194,6 +200,34 @@ func (r *Reconciler) moveBackend(ctx context.Context, hr *v1alpha1.HostedResourc
 	ctrl.LoggerFrom(ctx).Info("Re-creating the hosted type on another storage backend", "group", hr.Spec.Group, "kind", hr.Spec.Names.Kind, "from", from, "to", to)
 	return reconcile.Result{RequeueAfter: 5 * time.Second}, r.setStatus(ctx, hr, moving)
 }
+
+// retryStalledDeletion wakes the apiextensions server's CRD finalizer for
+// a type whose last attempt to delete its objects failed. The finalizer
+// retries a failure at once, from its informer's copy of the CRD; when that
+// copy does not hold the status of the failed attempt yet, the retry's
+// status write meets a conflict, which the finalizer drops, expecting the
+// CRD's next change to wake it. Its own status writes do not, so the type
+// would stay terminating until the informer's resync, minutes later. A
+// change of an annotation does wake it. The reconciler comes back every 5
+// seconds while the CRD is terminating, which bounds these writes.
+func (r *Reconciler) retryStalledDeletion(ctx context.Context, crd *apiextensionsv1.CustomResourceDefinition) error {
+	c := apiextensionsCondition(crd, apiextensionsv1.Terminating)
+	if c == nil || c.Status != apiextensionsv1.ConditionTrue || !deletionFailed[c.Reason] ||
+		!controllerutil.ContainsFinalizer(crd, apiextensionsv1.CustomResourceCleanupFinalizer) {
+		return nil
+	}
+	patch := client.MergeFrom(crd.DeepCopy())
+	metav1.SetMetaDataAnnotation(&crd.ObjectMeta, DeletionRetryAnnotation, time.Now().UTC().Format(time.RFC3339))
+	if err := r.Client.Patch(ctx, crd, patch); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Retrying the deletion of the hosted type's objects", "after", c.Message)
+	return nil
+}
+
+// deletionFailed are the reasons of the CRD finalizer's Terminating
+// condition after a failed attempt.
+var deletionFailed = map[string]bool{"InstanceDeletionFailed": true, "InstanceDeletionCheck": true}
 
 // reportError records in the status why the CRD could not be written, and
 // returns err so that the request is retried.

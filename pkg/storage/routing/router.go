@@ -131,8 +131,16 @@ func (r *Router) GetRESTOptions(gr schema.GroupResource, example runtime.Object)
 		return generic.RESTOptions{}, fmt.Errorf("finding the type of %s: %w", gr, err)
 	}
 	name := BackendOf(crd)
-	if name == annex.DefaultStorageBackend || r.deletingOnMissingBackend(crd, name) {
+	if name == annex.DefaultStorageBackend {
 		return r.opts.Backends.Default().GetRESTOptions(gr, example)
+	}
+	if r.deletingOnMissingBackend(crd, name) {
+		// No watch cache: the deletion lists the type once and is done, and
+		// a cache still filling would refuse that list and fail the
+		// deletion's first attempt.
+		opts, err := r.opts.Backends.Default().GetRESTOptions(gr, example)
+		opts.Decorator = generic.UndecoratedStorage
+		return opts, err
 	}
 	opened, err := r.backendOf(name)
 	if err != nil {
