@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"annex.dev/annex/pkg/apis/annex"
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/apis/annex/validation"
 	annexclientset "annex.dev/annex/pkg/generated/clientset/versioned"
 	"annex.dev/annex/pkg/storage/routing"
@@ -228,7 +229,7 @@ func (p *plugin) servingCRD(ctx context.Context, name string) (*apiextensionsv1.
 	if err != nil {
 		return nil, err
 	}
-	if crd.Labels[routing.OwnerLabel] != name {
+	if crd.Labels[v1alpha1.HostedResourceLabel] != name {
 		// A CRD created on annex directly: not this HostedResource's type.
 		return nil, nil
 	}

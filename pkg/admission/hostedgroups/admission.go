@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"annex.dev/annex/pkg/apis/annex"
-	"annex.dev/annex/pkg/controllers/apiservice"
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 )
 
 // PluginName is the name of the plugin in --enable-admission-plugins.
@@ -102,7 +102,7 @@ func (p *plugin) clusterOwners(ctx context.Context, group string) ([]string, err
 	}
 	for _, svc := range list.Items {
 		_, g, _ := strings.Cut(svc.GetName(), ".")
-		if g != group || svc.GetLabels()[apiservice.ManagedByLabel] != "" {
+		if g != group || svc.GetLabels()[v1alpha1.ManagedByLabel] != "" {
 			continue
 		}
 		// The aggregator registers a local APIService for each cluster CRD

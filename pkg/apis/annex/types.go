@@ -62,16 +62,6 @@ type HostedResourceStatus struct {
 	EstimatedSizeBytes *int64
 }
 
-// Condition types of a HostedResource.
-const (
-	HostedResourceNamesAccepted       = "NamesAccepted"
-	HostedResourceEstablished         = "Established"
-	HostedResourceAPIServiceAvailable = "APIServiceAvailable"
-	// HostedResourceStorageBackendReady says whether the StorageBackend that
-	// spec.storage.backend names can hold the type's objects.
-	HostedResourceStorageBackendReady = "StorageBackendReady"
-)
-
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 
 // HostedResourceList is a list of HostedResources.
@@ -146,17 +136,6 @@ type StorageBackendStatus struct {
 	// ObjectCount is the number of objects of the types kept in the backend.
 	ObjectCount *int64
 }
-
-// StorageBackendReady is the condition type that says whether a backend serves requests.
-const StorageBackendReady = "Ready"
-
-// StorageBackendDeleting is the condition type of a StorageBackend whose
-// deletion waits until no HostedResource keeps objects in it.
-const StorageBackendDeleting = "Deleting"
-
-// StorageBackendInUseFinalizer holds a StorageBackend while a HostedResource
-// keeps objects in it: deleting it then would strand them.
-const StorageBackendInUseFinalizer = "annex.dev/storage-backend-in-use"
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 

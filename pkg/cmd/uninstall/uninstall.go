@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	aggregatorclient "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 
-	"annex.dev/annex/pkg/controllers/apiservice"
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 )
 
 // NewCommand returns the delete-hosted-apiservices command.
@@ -26,7 +26,7 @@ func NewCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delete-hosted-apiservices",
 		Short: "Delete the APIServices annex registered for hosted groups, and wait until they are gone",
-		Long: `delete-hosted-apiservices deletes every APIService labelled ` + apiservice.ManagedBySelector + `
+		Long: `delete-hosted-apiservices deletes every APIService labelled ` + v1alpha1.ManagedBySelector + `
 and waits until the cluster has removed them. The Helm chart runs it after ` + "`helm uninstall`" + `:
 left behind, such an APIService points at a Service that no longer exists, and an unavailable
 APIService breaks discovery, garbage collection and namespace deletion for the whole cluster.
@@ -59,12 +59,12 @@ It reaches the cluster through --kubeconfig, $KUBECONFIG, or the pod's ServiceAc
 // waits until the cluster no longer has them.
 func Delete(ctx context.Context, client aggregatorclient.Interface, out io.Writer) error {
 	apiServices := client.ApiregistrationV1().APIServices()
-	list, err := apiServices.List(ctx, metav1.ListOptions{LabelSelector: apiservice.ManagedBySelector})
+	list, err := apiServices.List(ctx, metav1.ListOptions{LabelSelector: v1alpha1.ManagedBySelector})
 	if err != nil {
-		return fmt.Errorf("listing APIServices %s: %w", apiservice.ManagedBySelector, err)
+		return fmt.Errorf("listing APIServices %s: %w", v1alpha1.ManagedBySelector, err)
 	}
 	if len(list.Items) == 0 {
-		fmt.Fprintf(out, "No APIServices labelled %s\n", apiservice.ManagedBySelector)
+		fmt.Fprintf(out, "No APIServices labelled %s\n", v1alpha1.ManagedBySelector)
 		return nil
 	}
 	for _, a := range list.Items {

@@ -27,25 +27,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/controllers/conditions"
-)
-
-// ManagedByLabel marks the APIServices annex owns; annex never changes or
-// deletes an APIService without it.
-const ManagedByLabel = "annex.dev/managed-by"
-
-const managedByValue = "annex-apiserver"
-
-// ManagedBySelector selects the APIServices annex owns.
-const ManagedBySelector = ManagedByLabel + "=" + managedByValue
-
-// Condition reasons of APIServiceAvailable.
-const (
-	ReasonGroupServedByCluster = "GroupServedByCluster"
-	ReasonAPIServiceConflict   = "APIServiceConflict"
-	ReasonRegistered           = "Registered"
 )
 
 // Target is where the cluster's aggregator sends hosted requests.
@@ -135,9 +118,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		switch current := existing[name]; {
 		case len(crdsByGroup[gv.Group]) > 0:
 			problem = fmt.Sprintf("%s: the cluster serves group %s itself through CustomResourceDefinitions %s; annex leaves the cluster untouched",
-				ReasonGroupServedByCluster, gv.Group, strings.Join(crdsByGroup[gv.Group], ", "))
-		case current != nil && current.Labels[ManagedByLabel] != managedByValue:
-			problem = fmt.Sprintf("%s: the cluster already has APIService %s, which annex does not manage", ReasonAPIServiceConflict, name)
+				v1alpha1.ReasonGroupServedByCluster, gv.Group, strings.Join(crdsByGroup[gv.Group], ", "))
+		case current != nil && current.Labels[v1alpha1.ManagedByLabel] != v1alpha1.ManagedByValue:
+			problem = fmt.Sprintf("%s: the cluster already has APIService %s, which annex does not manage", v1alpha1.ReasonAPIServiceConflict, name)
 		default:
 			apiService, err := r.ensure(ctx, gv, current, versionPriority(gv.GroupVersion, desired))
 			if err != nil {
@@ -157,7 +140,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 
 	for name, apiService := range existing {
-		if apiService.Labels[ManagedByLabel] != managedByValue {
+		if apiService.Labels[v1alpha1.ManagedByLabel] != v1alpha1.ManagedByValue {
 			continue
 		}
 		if _, ok := desired[name]; ok {
@@ -226,7 +209,7 @@ func (r *Reconciler) ensure(ctx context.Context, gv *groupVersion, current *apir
 	}
 	if current == nil {
 		apiService := &apiregistrationv1.APIService{
-			ObjectMeta: metav1.ObjectMeta{Name: apiServiceName(gv.GroupVersion), Labels: map[string]string{ManagedByLabel: managedByValue}},
+			ObjectMeta: metav1.ObjectMeta{Name: apiServiceName(gv.GroupVersion), Labels: map[string]string{v1alpha1.ManagedByLabel: v1alpha1.ManagedByValue}},
 			Spec:       spec,
 		}
 		if err := r.Cluster.Create(ctx, apiService); err != nil {
@@ -266,15 +249,15 @@ func availableMessage(apiService *apiregistrationv1.APIService) string {
 
 // report sets the APIServiceAvailable condition of one HostedResource.
 func (r *Reconciler) report(ctx context.Context, hr *v1alpha1.HostedResource, problems, pending []string) error {
-	c := metav1.Condition{Type: annex.HostedResourceAPIServiceAvailable, ObservedGeneration: hr.Generation}
+	c := metav1.Condition{Type: v1alpha1.HostedResourceAPIServiceAvailable, ObservedGeneration: hr.Generation}
 	switch {
 	case len(problems) > 0:
 		reason, _, _ := strings.Cut(problems[0], ":")
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, reason, strings.Join(problems, "; ")
 	case len(pending) > 0:
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "Pending", strings.Join(pending, "; ")
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, v1alpha1.ReasonPending, strings.Join(pending, "; ")
 	default:
-		c.Status, c.Reason, c.Message = metav1.ConditionTrue, ReasonRegistered, "every served version is registered with the cluster and available"
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, v1alpha1.ReasonRegistered, "every served version is registered with the cluster and available"
 	}
 	return statusOwner.Apply(ctx, r.Annex, hr, c)
 }
@@ -282,5 +265,5 @@ func (r *Reconciler) report(ctx context.Context, hr *v1alpha1.HostedResource, pr
 // statusOwner applies APIServiceAvailable, the one condition this controller owns.
 var statusOwner = conditions.Owner{
 	FieldManager: "annex-apiservice-controller",
-	Types:        []string{annex.HostedResourceAPIServiceAvailable},
+	Types:        []string{v1alpha1.HostedResourceAPIServiceAvailable},
 }

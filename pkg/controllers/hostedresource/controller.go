@@ -22,35 +22,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/controllers/conditions"
 	"annex.dev/annex/pkg/storage/routing"
 )
 
-const (
-	// Finalizer holds a HostedResource until its objects and its type are gone.
-	Finalizer = "annex.dev/hosted-objects"
-	// OwnerLabel marks the CRDs that a HostedResource owns; its value is the HostedResource's name.
-	OwnerLabel = routing.OwnerLabel
-	// DeletionRetryAnnotation on an internal CRD records when annex last
-	// woke the deletion of the type's objects after it failed.
-	DeletionRetryAnnotation = "annex.dev/deletion-retried-at"
-	fieldManager            = "annex-hostedresource-controller"
-)
-
-// Condition reasons of a HostedResource.
-const (
-	ReasonTerminating = "Terminating"
-	ReasonCRDConflict = "CustomResourceDefinitionConflict"
-	ReasonPending     = "Pending"
-	// ReasonMovingStorageBackend: the type is re-created on the backend its
-	// HostedResource now names.
-	ReasonMovingStorageBackend = "MovingStorageBackend"
-	// ReasonStorageBackendChangeRefused: the type has objects on the backend
-	// it was created on, which annex does not move.
-	ReasonStorageBackendChangeRefused = "StorageBackendChangeRefused"
-)
+// fieldManager owns the CRDs this controller writes, and the HostedResource
+// conditions it applies.
+const fieldManager = "annex-hostedresource-controller"
 
 // Reconciler creates, updates and deletes the internal CRD of each HostedResource.
 type Reconciler struct {
@@ -72,7 +51,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 				return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: obj.GetName()}}}
 			}),
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(obj client.Object) bool {
-				_, ok := obj.GetLabels()[OwnerLabel]
+				_, ok := obj.GetLabels()[v1alpha1.HostedResourceLabel]
 				return ok
 			}))).
 		Complete(r)
@@ -88,7 +67,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if !hr.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, hr)
 	}
-	if controllerutil.AddFinalizer(hr, Finalizer) {
+	if controllerutil.AddFinalizer(hr, v1alpha1.HostedResourceFinalizer) {
 		if err := r.Client.Update(ctx, hr); err != nil {
 			return reconcile.Result{}, err
 		}
@@ -105,10 +84,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		logger.Info("Created the hosted type", "group", hr.Spec.Group, "kind", hr.Spec.Names.Kind)
 	case err != nil:
 		return reconcile.Result{}, err
-	case crd.Labels[OwnerLabel] != hr.Name:
+	case crd.Labels[v1alpha1.HostedResourceLabel] != hr.Name:
 		// Someone created this CRD on annex directly; it is not ours to change.
 		return reconcile.Result{}, r.setStatus(ctx, hr, metav1.Condition{
-			Type: annex.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: ReasonCRDConflict,
+			Type: v1alpha1.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonCRDConflict,
 			Message: fmt.Sprintf("a CustomResourceDefinition %s that this HostedResource does not own exists on annex; delete it to let annex serve the type", crd.Name),
 		})
 	case routing.BackendOf(crd) != routing.BackendOfHostedResource(hr):
@@ -129,7 +108,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 // finalize deletes the CRD, which makes the apiextensions server delete every
 // object of the type, and releases the HostedResource once the CRD is gone.
 func (r *Reconciler) finalize(ctx context.Context, hr *v1alpha1.HostedResource) (reconcile.Result, error) {
-	if !controllerutil.ContainsFinalizer(hr, Finalizer) {
+	if !controllerutil.ContainsFinalizer(hr, v1alpha1.HostedResourceFinalizer) {
 		return reconcile.Result{}, nil
 	}
 	crd := &apiextensionsv1.CustomResourceDefinition{}
@@ -137,7 +116,7 @@ func (r *Reconciler) finalize(ctx context.Context, hr *v1alpha1.HostedResource) 
 	if err != nil && !apierrors.IsNotFound(err) {
 		return reconcile.Result{}, err
 	}
-	if err == nil && crd.Labels[OwnerLabel] == hr.Name {
+	if err == nil && crd.Labels[v1alpha1.HostedResourceLabel] == hr.Name {
 		if crd.DeletionTimestamp.IsZero() {
 			if err := r.Client.Delete(ctx, crd); err != nil && !apierrors.IsNotFound(err) {
 				return reconcile.Result{}, err
@@ -149,7 +128,7 @@ func (r *Reconciler) finalize(ctx context.Context, hr *v1alpha1.HostedResource) 
 			message = c.Message
 		}
 		if err := r.setStatus(ctx, hr, metav1.Condition{
-			Type: annex.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: ReasonTerminating, Message: message,
+			Type: v1alpha1.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonTerminating, Message: message,
 		}); err != nil {
 			return reconcile.Result{}, err
 		}
@@ -159,7 +138,7 @@ func (r *Reconciler) finalize(ctx context.Context, hr *v1alpha1.HostedResource) 
 		// The CRD's deletion wakes this reconciler; the requeue is a safety net.
 		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
 	}
-	controllerutil.RemoveFinalizer(hr, Finalizer)
+	controllerutil.RemoveFinalizer(hr, v1alpha1.HostedResourceFinalizer)
 	return reconcile.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, hr))
 }
 
@@ -172,7 +151,7 @@ func (r *Reconciler) finalize(ctx context.Context, hr *v1alpha1.HostedResource) 
 func (r *Reconciler) moveBackend(ctx context.Context, hr *v1alpha1.HostedResource, crd *apiextensionsv1.CustomResourceDefinition) (reconcile.Result, error) {
 	from, to := routing.BackendOf(crd), routing.BackendOfHostedResource(hr)
 	moving := metav1.Condition{
-		Type: annex.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: ReasonMovingStorageBackend,
+		Type: v1alpha1.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonMovingStorageBackend,
 		Message: fmt.Sprintf("re-creating the type, which has no objects, on StorageBackend %q (it was on %q)", to, from),
 	}
 	if !crd.DeletionTimestamp.IsZero() {
@@ -182,14 +161,14 @@ func (r *Reconciler) moveBackend(ctx context.Context, hr *v1alpha1.HostedResourc
 	has, err := routing.HasObjects(ctx, r.Objects, crd)
 	if err != nil {
 		statusErr := r.setStatus(ctx, hr, metav1.Condition{
-			Type: annex.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: ReasonMovingStorageBackend,
+			Type: v1alpha1.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonMovingStorageBackend,
 			Message: fmt.Sprintf("cannot tell whether the type has objects on StorageBackend %q, so it stays there for now: %v", from, err),
 		})
 		return reconcile.Result{}, errors.Join(err, statusErr)
 	}
 	if has {
 		return reconcile.Result{}, r.setStatus(ctx, hr, metav1.Condition{
-			Type: annex.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: ReasonStorageBackendChangeRefused,
+			Type: v1alpha1.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonStorageBackendChangeRefused,
 			Message: fmt.Sprintf("the type has objects on StorageBackend %q, and annex does not move objects between backends: "+
 				"set spec.storage.backend back to %q (requests are refused until then), or delete the objects", from, from),
 		})
@@ -217,7 +196,7 @@ func (r *Reconciler) retryStalledDeletion(ctx context.Context, crd *apiextension
 		return nil
 	}
 	patch := client.MergeFrom(crd.DeepCopy())
-	metav1.SetMetaDataAnnotation(&crd.ObjectMeta, DeletionRetryAnnotation, time.Now().UTC().Format(time.RFC3339))
+	metav1.SetMetaDataAnnotation(&crd.ObjectMeta, v1alpha1.DeletionRetriedAtAnnotation, time.Now().UTC().Format(time.RFC3339))
 	if err := r.Client.Patch(ctx, crd, patch); err != nil {
 		return client.IgnoreNotFound(err)
 	}
@@ -233,7 +212,7 @@ var deletionFailed = map[string]bool{"InstanceDeletionFailed": true, "InstanceDe
 // returns err so that the request is retried.
 func (r *Reconciler) reportError(ctx context.Context, hr *v1alpha1.HostedResource, err error) error {
 	if statusErr := r.setStatus(ctx, hr, metav1.Condition{
-		Type: annex.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: "Invalid", Message: err.Error(),
+		Type: v1alpha1.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonInvalid, Message: err.Error(),
 	}); statusErr != nil {
 		return fmt.Errorf("%w (and updating the status: %v)", err, statusErr)
 	}
@@ -243,7 +222,7 @@ func (r *Reconciler) reportError(ctx context.Context, hr *v1alpha1.HostedResourc
 // statusOwner applies the conditions this controller owns, and observedGeneration.
 var statusOwner = conditions.Owner{
 	FieldManager:       fieldManager,
-	Types:              []string{annex.HostedResourceNamesAccepted, annex.HostedResourceEstablished},
+	Types:              []string{v1alpha1.HostedResourceNamesAccepted, v1alpha1.HostedResourceEstablished},
 	ObservedGeneration: true,
 }
 
@@ -257,9 +236,9 @@ func desiredCRD(hr *v1alpha1.HostedResource) *apiextensionsv1.CustomResourceDefi
 	return &apiextensionsv1.CustomResourceDefinition{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   hr.Name,
-			Labels: map[string]string{OwnerLabel: hr.Name},
+			Labels: map[string]string{v1alpha1.HostedResourceLabel: hr.Name},
 			// The type's storage is built on this backend, for the CRD's life.
-			Annotations: map[string]string{routing.BackendAnnotation: routing.BackendOfHostedResource(hr)},
+			Annotations: map[string]string{v1alpha1.StorageBackendAnnotation: routing.BackendOfHostedResource(hr)},
 		},
 		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
 			Group:                 spec.Group,
@@ -279,10 +258,10 @@ func conditionsFrom(crd *apiextensionsv1.CustomResourceDefinition) []metav1.Cond
 		crd apiextensionsv1.CustomResourceDefinitionConditionType
 		hr  string
 	}{
-		{apiextensionsv1.NamesAccepted, annex.HostedResourceNamesAccepted},
-		{apiextensionsv1.Established, annex.HostedResourceEstablished},
+		{apiextensionsv1.NamesAccepted, v1alpha1.HostedResourceNamesAccepted},
+		{apiextensionsv1.Established, v1alpha1.HostedResourceEstablished},
 	} {
-		c := metav1.Condition{Type: t.hr, Status: metav1.ConditionUnknown, Reason: ReasonPending, Message: "waiting for the hosted-resource server"}
+		c := metav1.Condition{Type: t.hr, Status: metav1.ConditionUnknown, Reason: v1alpha1.ReasonPending, Message: "waiting for the hosted-resource server"}
 		if crdCondition := apiextensionsCondition(crd, t.crd); crdCondition != nil {
 			c.Status = metav1.ConditionStatus(crdCondition.Status)
 			c.Reason, c.Message = crdCondition.Reason, crdCondition.Message

@@ -9,6 +9,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 )
 
 // terminatingCRD is a CRD being deleted, whose objects the apiextensions
@@ -17,7 +19,7 @@ func terminatingCRD(reason string) *apiextensionsv1.CustomResourceDefinition {
 	now := metav1.Now()
 	return &apiextensionsv1.CustomResourceDefinition{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: "thingies.example.com", Labels: map[string]string{OwnerLabel: "thingies.example.com"},
+			Name: "thingies.example.com", Labels: map[string]string{v1alpha1.HostedResourceLabel: "thingies.example.com"},
 			DeletionTimestamp: &now, Finalizers: []string{apiextensionsv1.CustomResourceCleanupFinalizer},
 		},
 		Status: apiextensionsv1.CustomResourceDefinitionStatus{Conditions: []apiextensionsv1.CustomResourceDefinitionCondition{{
@@ -57,7 +59,7 @@ func TestRetryStalledDeletion(t *testing.T) {
 			if err := c.Get(context.Background(), client.ObjectKeyFromObject(crd), got); err != nil {
 				t.Fatal(err)
 			}
-			_, woken := got.Annotations[DeletionRetryAnnotation]
+			_, woken := got.Annotations[v1alpha1.DeletionRetriedAtAnnotation]
 			if woken != tc.woken {
 				t.Errorf("a terminating CRD whose deletion is %s was changed: %v, want %v (annotations %v)", tc.reason, woken, tc.woken, got.Annotations)
 			}

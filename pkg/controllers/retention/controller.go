@@ -31,7 +31,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/storage/routing"
 )
@@ -217,7 +216,7 @@ type target struct {
 // being deleted. It lists the storage version when it is served.
 func targetOf(hr *v1alpha1.HostedResource) (target, bool) {
 	r := hr.Spec.Storage.Retention
-	if r == nil || !hr.DeletionTimestamp.IsZero() || !meta.IsStatusConditionTrue(hr.Status.Conditions, annex.HostedResourceEstablished) {
+	if r == nil || !hr.DeletionTimestamp.IsZero() || !meta.IsStatusConditionTrue(hr.Status.Conditions, v1alpha1.HostedResourceEstablished) {
 		return target{}, false
 	}
 	var p Policy

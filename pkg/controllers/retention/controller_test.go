@@ -63,7 +63,7 @@ func newFixture(t *testing.T, resource string, policy v1alpha1.RetentionPolicy, 
 			Storage: v1alpha1.HostedResourceStorage{Backend: annex.DefaultStorageBackend, Retention: &policy},
 		},
 		Status: v1alpha1.HostedResourceStatus{Conditions: []metav1.Condition{{
-			Type: annex.HostedResourceEstablished, Status: metav1.ConditionTrue, Reason: "Established", LastTransitionTime: metav1.Now(),
+			Type: v1alpha1.HostedResourceEstablished, Status: metav1.ConditionTrue, Reason: "Established", LastTransitionTime: metav1.Now(),
 		}}},
 	}
 	scheme := runtime.NewScheme()

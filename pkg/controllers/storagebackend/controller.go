@@ -1,6 +1,6 @@
 // Package storagebackend keeps each StorageBackend's Ready condition in line
-// with a real probe of its store, and tells each HostedResource whether the
-// backend it names can hold its objects.
+// with a real probe of its store, and holds a StorageBackend that is deleted
+// while a HostedResource keeps objects in it.
 package storagebackend
 
 import (
@@ -24,7 +24,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/routing"
@@ -113,9 +112,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	switch {
 	case inUse && sb.DeletionTimestamp.IsZero():
 		// No finalizer may be added once the deletion has begun.
-		changed = controllerutil.AddFinalizer(sb, annex.StorageBackendInUseFinalizer)
+		changed = controllerutil.AddFinalizer(sb, v1alpha1.StorageBackendInUseFinalizer)
 	case !inUse:
-		changed = controllerutil.RemoveFinalizer(sb, annex.StorageBackendInUseFinalizer)
+		changed = controllerutil.RemoveFinalizer(sb, v1alpha1.StorageBackendInUseFinalizer)
 	}
 	if changed {
 		if err := r.Client.Update(ctx, sb); err != nil {
@@ -131,13 +130,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	var deleting *metav1.Condition
 	if !sb.DeletionTimestamp.IsZero() {
 		deleting = &metav1.Condition{
-			Type: annex.StorageBackendDeleting, Status: metav1.ConditionTrue, Reason: "InUse", ObservedGeneration: sb.Generation,
+			Type: v1alpha1.StorageBackendDeleting, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonInUse, ObservedGeneration: sb.Generation,
 			Message: fmt.Sprintf("the deletion waits until no HostedResource keeps objects here; in use by %s", strings.Join(users, ", ")),
 		}
 	}
 	result := r.Prober.Probe(ctx, sb)
 	condition := metav1.Condition{
-		Type: annex.StorageBackendReady, Status: metav1.ConditionFalse,
+		Type: v1alpha1.StorageBackendReady, Status: metav1.ConditionFalse,
 		Reason: result.Reason, Message: result.Message, ObservedGeneration: sb.Generation,
 	}
 	if result.Ready {
@@ -154,7 +153,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	updated.Status.ObjectCount = objectCount(sb.Name, hrs.Items)
 	if !apiequality.Semantic.DeepEqual(updated.Status, sb.Status) {
-		previous := meta.FindStatusCondition(sb.Status.Conditions, annex.StorageBackendReady)
+		previous := meta.FindStatusCondition(sb.Status.Conditions, v1alpha1.StorageBackendReady)
 		if previous == nil || previous.Status != condition.Status || previous.Reason != condition.Reason {
 			ctrl.LoggerFrom(ctx).Info("StorageBackend readiness changed", "ready", condition.Status, "reason", condition.Reason, "message", condition.Message)
 		}

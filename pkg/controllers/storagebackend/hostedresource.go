@@ -16,15 +16,6 @@ import (
 	"annex.dev/annex/pkg/controllers/conditions"
 )
 
-// Reasons of a HostedResource's StorageBackendReady condition.
-const (
-	ReasonDefaultStore           = "DefaultStore"
-	ReasonStorageBackendNotFound = "StorageBackendNotFound"
-	ReasonStorageBackendNotReady = "StorageBackendNotReady"
-	ReasonStorageBackendPending  = "StorageBackendPending"
-	ReasonStorageBackendReady    = "StorageBackendReady"
-)
-
 // hostedResourceFieldManager owns the StorageBackendReady condition and
 // nothing else, so that its server-side applies never conflict with the
 // other writers of a HostedResource's status.
@@ -85,14 +76,14 @@ func (r *HostedResourceReconciler) Reconcile(ctx context.Context, req reconcile.
 // statusOwner applies StorageBackendReady, the one condition this controller owns.
 var statusOwner = conditions.Owner{
 	FieldManager: hostedResourceFieldManager,
-	Types:        []string{annex.HostedResourceStorageBackendReady},
+	Types:        []string{v1alpha1.HostedResourceStorageBackendReady},
 }
 
 // condition is the StorageBackendReady condition of a HostedResource that names backend.
 func (r *HostedResourceReconciler) condition(ctx context.Context, backend string) (metav1.Condition, error) {
-	c := metav1.Condition{Type: annex.HostedResourceStorageBackendReady, Status: metav1.ConditionFalse}
+	c := metav1.Condition{Type: v1alpha1.HostedResourceStorageBackendReady, Status: metav1.ConditionFalse}
 	if backend == annex.DefaultStorageBackend {
-		c.Status, c.Reason = metav1.ConditionTrue, ReasonDefaultStore
+		c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonDefaultStore
 		c.Message = "annex stores this type in its default store, the one given on its command line"
 		return c, nil
 	}
@@ -101,20 +92,20 @@ func (r *HostedResourceReconciler) condition(ctx context.Context, backend string
 		if client.IgnoreNotFound(err) != nil {
 			return c, err
 		}
-		c.Reason = ReasonStorageBackendNotFound
+		c.Reason = v1alpha1.ReasonStorageBackendNotFound
 		c.Message = fmt.Sprintf("StorageBackend %q does not exist", backend)
 		return c, nil
 	}
-	ready := meta.FindStatusCondition(sb.Status.Conditions, annex.StorageBackendReady)
+	ready := meta.FindStatusCondition(sb.Status.Conditions, v1alpha1.StorageBackendReady)
 	switch {
 	case ready == nil || ready.Status == metav1.ConditionUnknown:
-		c.Status, c.Reason = metav1.ConditionUnknown, ReasonStorageBackendPending
+		c.Status, c.Reason = metav1.ConditionUnknown, v1alpha1.ReasonStorageBackendPending
 		c.Message = fmt.Sprintf("StorageBackend %q has not been probed yet", backend)
 	case ready.Status != metav1.ConditionTrue:
-		c.Reason = ReasonStorageBackendNotReady
+		c.Reason = v1alpha1.ReasonStorageBackendNotReady
 		c.Message = fmt.Sprintf("StorageBackend %q is not ready (%s): %s", backend, ready.Reason, ready.Message)
 	default:
-		c.Status, c.Reason = metav1.ConditionTrue, ReasonStorageBackendReady
+		c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonStorageBackendReady
 		c.Message = fmt.Sprintf("annex stores this type in StorageBackend %q: %s", backend, ready.Message)
 	}
 	return c, nil

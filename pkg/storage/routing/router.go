@@ -2,12 +2,12 @@
 // StorageBackend its HostedResource names.
 //
 // The binding of a type to a backend is recorded on its internal
-// CustomResourceDefinition, in the BackendAnnotation, when annex creates the
-// CRD; the apiextensions server asks the Router for the type's storage with
-// that CRD in its informer, so a type's storage is built on the backend it
-// was created for and stays there for the CRD's life. Moving a type to
-// another backend re-creates its CRD (annex does it only for a type with no
-// objects); the Router refuses requests in between.
+// CustomResourceDefinition, in v1alpha1.StorageBackendAnnotation, when annex
+// creates the CRD; the apiextensions server asks the Router for the type's
+// storage with that CRD in its informer, so a type's storage is built on the
+// backend it was created for and stays there for the CRD's life. Moving a
+// type to another backend re-creates its CRD (annex does it only for a type
+// with no objects); the Router refuses requests in between.
 //
 // Routing only maps a type to a backend: package backend opens and probes
 // the backends themselves.
@@ -32,16 +32,9 @@ import (
 	"annex.dev/annex/pkg/storage/backend"
 )
 
-// BackendAnnotation on an internal CRD names the StorageBackend that holds
-// the type's objects. A CRD without it lives on the default backend.
-const BackendAnnotation = "annex.dev/storage-backend"
-
-// OwnerLabel on an internal CRD names the HostedResource that declares it.
-const OwnerLabel = "annex.dev/hosted-resource"
-
 // BackendOf is the StorageBackend a CRD is bound to.
 func BackendOf(crd *apiextensionsv1.CustomResourceDefinition) string {
-	if b := crd.Annotations[BackendAnnotation]; b != "" {
+	if b := crd.Annotations[v1alpha1.StorageBackendAnnotation]; b != "" {
 		return b
 	}
 	return annex.DefaultStorageBackend
@@ -179,7 +172,7 @@ func (r *Router) Check(group, resource string, fromAnnex bool) error {
 		return nil
 	}
 	bound := BackendOf(crd)
-	owner := crd.Labels[OwnerLabel]
+	owner := crd.Labels[v1alpha1.HostedResourceLabel]
 	if owner != "" && !fromAnnex {
 		if hr, err := r.hrs.Get(owner); err == nil {
 			if want := BackendOfHostedResource(hr); want != bound {
@@ -198,7 +191,7 @@ func (r *Router) Check(group, resource string, fromAnnex bool) error {
 	// The requests of a type's users are told the state of its backend in
 	// short: the details (hosts, users, databases, Secrets) are for
 	// operators, in the StorageBackend's status and annex's log.
-	if c := meta.FindStatusCondition(sb.Status.Conditions, annex.StorageBackendReady); c != nil && c.Status == "False" {
+	if c := meta.FindStatusCondition(sb.Status.Conditions, v1alpha1.StorageBackendReady); c != nil && c.Status == "False" {
 		return fmt.Errorf("StorageBackend %q, which holds the objects of %s.%s, is not ready (%s); its status says why", bound, resource, group, c.Reason)
 	}
 	_, err = r.backendOf(bound)

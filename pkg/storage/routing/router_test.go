@@ -23,9 +23,9 @@ import (
 )
 
 func crd(name, backend string) *apiextensionsv1.CustomResourceDefinition {
-	c := &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{OwnerLabel: name}}}
+	c := &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{v1alpha1.HostedResourceLabel: name}}}
 	if backend != "" {
-		c.Annotations = map[string]string{BackendAnnotation: backend}
+		c.Annotations = map[string]string{v1alpha1.StorageBackendAnnotation: backend}
 	}
 	return c
 }

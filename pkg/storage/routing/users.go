@@ -20,7 +20,7 @@ func BackendUsers(name string, hrs []v1alpha1.HostedResource, crds []apiextensio
 		}
 	}
 	for i := range crds {
-		if owner := crds[i].Labels[OwnerLabel]; owner != "" && BackendOf(&crds[i]) == name {
+		if owner := crds[i].Labels[v1alpha1.HostedResourceLabel]; owner != "" && BackendOf(&crds[i]) == name {
 			users = append(users, owner)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	"annex.dev/annex/pkg/apis/annex"
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/registry/table"
 )
 
@@ -28,7 +29,7 @@ var columns = []metav1.TableColumnDefinition{
 func NewTableConvertor() rest.TableConvertor {
 	return table.NewConvertor(columns, func(obj runtime.Object, name, age string) []interface{} {
 		hr := obj.(*annex.HostedResource)
-		return []interface{}{name, hr.Spec.Group, hr.Spec.Names.Kind, string(hr.Spec.Scope), versions(hr), hr.Spec.Storage.Backend, condition(hr.Status.Conditions, annex.HostedResourceEstablished), table.Count(hr.Status.ObjectCount), age}
+		return []interface{}{name, hr.Spec.Group, hr.Spec.Names.Kind, string(hr.Spec.Scope), versions(hr), hr.Spec.Storage.Backend, condition(hr.Status.Conditions, v1alpha1.HostedResourceEstablished), table.Count(hr.Status.ObjectCount), age}
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	"annex.dev/annex/pkg/apis/annex"
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/registry/table"
 )
 
@@ -28,7 +29,7 @@ func NewTableConvertor() rest.TableConvertor {
 	return table.NewConvertor(columns, func(obj runtime.Object, name, age string) []interface{} {
 		sb := obj.(*annex.StorageBackend)
 		ready, reason := "Unknown", ""
-		if c := meta.FindStatusCondition(sb.Status.Conditions, annex.StorageBackendReady); c != nil {
+		if c := meta.FindStatusCondition(sb.Status.Conditions, v1alpha1.StorageBackendReady); c != nil {
 			ready, reason = string(c.Status), c.Reason
 		}
 		var endpoints string

@@ -1,0 +1,103 @@
+package v1alpha1
+
+// Labels and annotations that annex sets on the objects it manages.
+const (
+	// HostedResourceLabel on an internal CustomResourceDefinition names the
+	// HostedResource that declares it. annex changes and deletes only the
+	// CRDs that carry it.
+	HostedResourceLabel = "annex.dev/hosted-resource"
+	// StorageBackendAnnotation on an internal CustomResourceDefinition names
+	// the StorageBackend that holds the type's objects, for the CRD's life.
+	// A CRD without it lives on the default backend.
+	StorageBackendAnnotation = "annex.dev/storage-backend"
+	// DeletionRetriedAtAnnotation on an internal CustomResourceDefinition
+	// records when annex last woke the deletion of the type's objects after
+	// it failed.
+	DeletionRetriedAtAnnotation = "annex.dev/deletion-retried-at"
+
+	// ManagedByLabel marks the APIServices that annex registers in the
+	// cluster; annex never changes or deletes an APIService without it.
+	ManagedByLabel = "annex.dev/managed-by"
+	// ManagedByValue is the value of ManagedByLabel on the APIServices annex registers.
+	ManagedByValue = "annex-apiserver"
+	// ManagedBySelector selects the APIServices annex registers.
+	ManagedBySelector = ManagedByLabel + "=" + ManagedByValue
+)
+
+// Finalizers.
+const (
+	// HostedResourceFinalizer holds a HostedResource until its objects and
+	// its type are gone.
+	HostedResourceFinalizer = "annex.dev/hosted-objects"
+	// StorageBackendInUseFinalizer holds a StorageBackend while a
+	// HostedResource keeps objects in it: deleting it then would strand them.
+	StorageBackendInUseFinalizer = "annex.dev/storage-backend-in-use"
+)
+
+// Condition types of a HostedResource.
+const (
+	// HostedResourceNamesAccepted and HostedResourceEstablished follow the
+	// conditions of the same names of the type's CustomResourceDefinition.
+	HostedResourceNamesAccepted = "NamesAccepted"
+	HostedResourceEstablished   = "Established"
+	// HostedResourceAPIServiceAvailable says whether the cluster's
+	// aggregation layer sends the type's requests to annex.
+	HostedResourceAPIServiceAvailable = "APIServiceAvailable"
+	// HostedResourceStorageBackendReady says whether the StorageBackend that
+	// spec.storage.backend names can hold the type's objects.
+	HostedResourceStorageBackendReady = "StorageBackendReady"
+)
+
+// Reasons of a HostedResource's NamesAccepted and Established conditions,
+// besides those copied from the type's CustomResourceDefinition.
+const (
+	// ReasonPending: the hosted-resource server has not looked at the type yet.
+	ReasonPending = "Pending"
+	// ReasonInvalid: the type's CustomResourceDefinition could not be written.
+	ReasonInvalid = "Invalid"
+	// ReasonTerminating: the type's objects, then the type, are being deleted.
+	ReasonTerminating = "Terminating"
+	// ReasonCRDConflict: a CustomResourceDefinition of the same name that no
+	// HostedResource owns exists on annex.
+	ReasonCRDConflict = "CustomResourceDefinitionConflict"
+	// ReasonMovingStorageBackend: the type is re-created on the backend its
+	// HostedResource now names.
+	ReasonMovingStorageBackend = "MovingStorageBackend"
+	// ReasonStorageBackendChangeRefused: the type has objects on the backend
+	// it was created on, which annex does not move.
+	ReasonStorageBackendChangeRefused = "StorageBackendChangeRefused"
+)
+
+// Reasons of a HostedResource's APIServiceAvailable condition; it is
+// ReasonPending while an APIService is not available yet.
+const (
+	// ReasonGroupServedByCluster: the cluster serves the group itself, with
+	// CustomResourceDefinitions.
+	ReasonGroupServedByCluster = "GroupServedByCluster"
+	// ReasonAPIServiceConflict: the cluster has an APIService of the same
+	// name that annex does not manage.
+	ReasonAPIServiceConflict = "APIServiceConflict"
+	// ReasonRegistered: every served version is registered and available.
+	ReasonRegistered = "Registered"
+)
+
+// Reasons of a HostedResource's StorageBackendReady condition.
+const (
+	ReasonDefaultStore           = "DefaultStore"
+	ReasonStorageBackendNotFound = "StorageBackendNotFound"
+	ReasonStorageBackendNotReady = "StorageBackendNotReady"
+	ReasonStorageBackendPending  = "StorageBackendPending"
+	ReasonStorageBackendReady    = "StorageBackendReady"
+)
+
+// Condition types of a StorageBackend.
+const (
+	// StorageBackendReady says whether a backend serves requests.
+	StorageBackendReady = "Ready"
+	// StorageBackendDeleting is set on a StorageBackend whose deletion waits
+	// until no HostedResource keeps objects in it.
+	StorageBackendDeleting = "Deleting"
+)
+
+// ReasonInUse is the reason of a StorageBackend's Deleting condition.
+const ReasonInUse = "InUse"
