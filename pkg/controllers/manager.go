@@ -23,6 +23,7 @@ import (
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/controllers/apiservice"
+	"annex.dev/annex/pkg/controllers/backendready"
 	"annex.dev/annex/pkg/controllers/hostedresource"
 	"annex.dev/annex/pkg/controllers/retention"
 	"annex.dev/annex/pkg/controllers/storagebackend"
@@ -107,7 +108,7 @@ func NewManager(loopback *rest.Config, opts Options) (ctrl.Manager, error) {
 	if err := (&storagebackend.Reconciler{Client: mgr.GetClient(), Prober: opts.Backends, Interval: opts.ProbeInterval}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the storagebackend controller: %w", err)
 	}
-	if err := (&storagebackend.HostedResourceReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	if err := (&backendready.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the hostedresource-storagebackend controller: %w", err)
 	}
 	if opts.ObjectStats != nil {

@@ -1,4 +1,7 @@
-package storagebackend
+// Package backendready sets the StorageBackendReady condition of each
+// HostedResource from the StorageBackend it names, so that a user sees on
+// the HostedResource whether its objects have somewhere to go.
+package backendready
 
 import (
 	"context"
@@ -16,20 +19,20 @@ import (
 	"annex.dev/annex/pkg/controllers/conditions"
 )
 
-// hostedResourceFieldManager owns the StorageBackendReady condition and
+// fieldManager owns the StorageBackendReady condition and
 // nothing else, so that its server-side applies never conflict with the
 // other writers of a HostedResource's status.
-const hostedResourceFieldManager = "annex-storagebackend-controller"
+const fieldManager = "annex-storagebackend-controller"
 
-// HostedResourceReconciler sets the StorageBackendReady condition of each
+// Reconciler sets the StorageBackendReady condition of each
 // HostedResource from the StorageBackend it names.
-type HostedResourceReconciler struct {
+type Reconciler struct {
 	Client client.Client
 }
 
 // SetupWithManager registers the reconciler: it runs on every change of a
 // HostedResource, and of a StorageBackend for the HostedResources naming it.
-func (r *HostedResourceReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("hostedresource-storagebackend").
 		For(&v1alpha1.HostedResource{}).
@@ -41,7 +44,7 @@ func (r *HostedResourceReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // filters the cached list rather than using a field index: an index must be
 // registered before the manager starts, when annex does not serve yet, and
 // HostedResources are few.
-func (r *HostedResourceReconciler) namingBackend(ctx context.Context, obj client.Object) []reconcile.Request {
+func (r *Reconciler) namingBackend(ctx context.Context, obj client.Object) []reconcile.Request {
 	list := &v1alpha1.HostedResourceList{}
 	if err := r.Client.List(ctx, list); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Listing the HostedResources of a StorageBackend", "storageBackend", obj.GetName())
@@ -58,7 +61,7 @@ func (r *HostedResourceReconciler) namingBackend(ctx context.Context, obj client
 }
 
 // Reconcile applies one HostedResource's StorageBackendReady condition when it changed.
-func (r *HostedResourceReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	hr := &v1alpha1.HostedResource{}
 	if err := r.Client.Get(ctx, req.NamespacedName, hr); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
@@ -75,12 +78,12 @@ func (r *HostedResourceReconciler) Reconcile(ctx context.Context, req reconcile.
 
 // statusOwner applies StorageBackendReady, the one condition this controller owns.
 var statusOwner = conditions.Owner{
-	FieldManager: hostedResourceFieldManager,
+	FieldManager: fieldManager,
 	Types:        []string{v1alpha1.HostedResourceStorageBackendReady},
 }
 
 // condition is the StorageBackendReady condition of a HostedResource that names backend.
-func (r *HostedResourceReconciler) condition(ctx context.Context, backend string) (metav1.Condition, error) {
+func (r *Reconciler) condition(ctx context.Context, backend string) (metav1.Condition, error) {
 	c := metav1.Condition{Type: v1alpha1.HostedResourceStorageBackendReady, Status: metav1.ConditionFalse}
 	if backend == annex.DefaultStorageBackend {
 		c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonDefaultStore
