@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apiextensions-apiserver/pkg/apihelpers"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -124,7 +125,7 @@ func (r *Reconciler) finalize(ctx context.Context, hr *v1alpha1.HostedResource) 
 			ctrl.LoggerFrom(ctx).Info("Deleting the hosted type and its objects", "group", hr.Spec.Group, "kind", hr.Spec.Names.Kind)
 		}
 		message := "deleting the objects of the type, then the type"
-		if c := apiextensionsCondition(crd, apiextensionsv1.Terminating); c != nil && c.Message != "" {
+		if c := apihelpers.FindCRDCondition(crd, apiextensionsv1.Terminating); c != nil && c.Message != "" {
 			message = c.Message
 		}
 		if err := r.setStatus(ctx, hr, metav1.Condition{
@@ -190,7 +191,7 @@ func (r *Reconciler) moveBackend(ctx context.Context, hr *v1alpha1.HostedResourc
 // change of an annotation does wake it. The reconciler comes back every 5
 // seconds while the CRD is terminating, which bounds these writes.
 func (r *Reconciler) retryStalledDeletion(ctx context.Context, crd *apiextensionsv1.CustomResourceDefinition) error {
-	c := apiextensionsCondition(crd, apiextensionsv1.Terminating)
+	c := apihelpers.FindCRDCondition(crd, apiextensionsv1.Terminating)
 	if c == nil || c.Status != apiextensionsv1.ConditionTrue || !deletionFailed[c.Reason] ||
 		!controllerutil.ContainsFinalizer(crd, apiextensionsv1.CustomResourceCleanupFinalizer) {
 		return nil
@@ -262,7 +263,7 @@ func conditionsFrom(crd *apiextensionsv1.CustomResourceDefinition) []metav1.Cond
 		{apiextensionsv1.Established, v1alpha1.HostedResourceEstablished},
 	} {
 		c := metav1.Condition{Type: t.hr, Status: metav1.ConditionUnknown, Reason: v1alpha1.ReasonPending, Message: "waiting for the hosted-resource server"}
-		if crdCondition := apiextensionsCondition(crd, t.crd); crdCondition != nil {
+		if crdCondition := apihelpers.FindCRDCondition(crd, t.crd); crdCondition != nil {
 			c.Status = metav1.ConditionStatus(crdCondition.Status)
 			c.Reason, c.Message = crdCondition.Reason, crdCondition.Message
 			if c.Reason == "" {
@@ -272,13 +273,4 @@ func conditionsFrom(crd *apiextensionsv1.CustomResourceDefinition) []metav1.Cond
 		out = append(out, c)
 	}
 	return out
-}
-
-func apiextensionsCondition(crd *apiextensionsv1.CustomResourceDefinition, t apiextensionsv1.CustomResourceDefinitionConditionType) *apiextensionsv1.CustomResourceDefinitionCondition {
-	for i := range crd.Status.Conditions {
-		if crd.Status.Conditions[i].Type == t {
-			return &crd.Status.Conditions[i]
-		}
-	}
-	return nil
 }
