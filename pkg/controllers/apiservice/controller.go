@@ -10,6 +10,8 @@ package apiservice
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -20,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/version"
 	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	apiregistrationv1helper "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1/helper"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
@@ -110,31 +113,33 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 
 	desired := desiredGroupVersions(hrs.Items)
 	// What each HostedResource is told, by name.
-	problems := map[string][]string{}
+	problems := map[string][]problem{}
 	pending := map[string][]string{}
-	for _, gv := range desired {
-		name := apiServiceName(gv.GroupVersion)
-		var problem string
+	for _, name := range slices.Sorted(maps.Keys(desired)) {
+		gv := desired[name]
+		var p *problem
 		switch current := existing[name]; {
 		case len(crdsByGroup[gv.Group]) > 0:
-			problem = fmt.Sprintf("%s: the cluster serves group %s itself through CustomResourceDefinitions %s; annex leaves the cluster untouched",
-				v1alpha1.ReasonGroupServedByCluster, gv.Group, strings.Join(crdsByGroup[gv.Group], ", "))
+			p = &problem{reason: v1alpha1.ReasonGroupServedByCluster, message: fmt.Sprintf(
+				"the cluster serves group %s itself through CustomResourceDefinitions %s; annex leaves the cluster untouched",
+				gv.Group, strings.Join(crdsByGroup[gv.Group], ", "))}
 		case current != nil && current.Labels[v1alpha1.ManagedByLabel] != v1alpha1.ManagedByValue:
-			problem = fmt.Sprintf("%s: the cluster already has APIService %s, which annex does not manage", v1alpha1.ReasonAPIServiceConflict, name)
+			p = &problem{reason: v1alpha1.ReasonAPIServiceConflict, message: fmt.Sprintf(
+				"the cluster already has APIService %s, which annex does not manage", name)}
 		default:
 			apiService, err := r.ensure(ctx, gv, current, versionPriority(gv.GroupVersion, desired))
 			if err != nil {
 				return reconcile.Result{}, err
 			}
-			if !available(apiService) {
+			if !apiregistrationv1helper.IsAPIServiceConditionTrue(apiService, apiregistrationv1.Available) {
 				for _, hr := range gv.hostedResources {
 					pending[hr] = append(pending[hr], fmt.Sprintf("APIService %s is not available yet: %s", name, availableMessage(apiService)))
 				}
 			}
 		}
-		if problem != "" {
+		if p != nil {
 			for _, hr := range gv.hostedResources {
-				problems[hr] = append(problems[hr], problem)
+				problems[hr] = append(problems[hr], *p)
 			}
 		}
 	}
@@ -229,31 +234,31 @@ func (r *Reconciler) ensure(ctx context.Context, gv *groupVersion, current *apir
 	return updated, nil
 }
 
-func available(apiService *apiregistrationv1.APIService) bool {
-	for _, c := range apiService.Status.Conditions {
-		if c.Type == apiregistrationv1.Available {
-			return c.Status == apiregistrationv1.ConditionTrue
-		}
-	}
-	return false
-}
-
+// availableMessage says why the aggregator finds an APIService unavailable.
 func availableMessage(apiService *apiregistrationv1.APIService) string {
-	for _, c := range apiService.Status.Conditions {
-		if c.Type == apiregistrationv1.Available {
-			return c.Reason + ": " + c.Message
-		}
+	if c := apiregistrationv1helper.GetAPIServiceConditionByType(apiService, apiregistrationv1.Available); c != nil {
+		return c.Reason + ": " + c.Message
 	}
 	return "the aggregator has not checked it yet"
 }
 
-// report sets the APIServiceAvailable condition of one HostedResource.
-func (r *Reconciler) report(ctx context.Context, hr *v1alpha1.HostedResource, problems, pending []string) error {
+// problem is why annex does not register one group/version of a HostedResource.
+type problem struct {
+	reason, message string
+}
+
+// report sets the APIServiceAvailable condition of one HostedResource. Its
+// reason is the first problem's; its message names every problem with its
+// reason, since the versions of a type may differ.
+func (r *Reconciler) report(ctx context.Context, hr *v1alpha1.HostedResource, problems []problem, pending []string) error {
 	c := metav1.Condition{Type: v1alpha1.HostedResourceAPIServiceAvailable, ObservedGeneration: hr.Generation}
 	switch {
 	case len(problems) > 0:
-		reason, _, _ := strings.Cut(problems[0], ":")
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, reason, strings.Join(problems, "; ")
+		messages := make([]string, 0, len(problems))
+		for _, p := range problems {
+			messages = append(messages, p.reason+": "+p.message)
+		}
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, problems[0].reason, strings.Join(messages, "; ")
 	case len(pending) > 0:
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, v1alpha1.ReasonPending, strings.Join(pending, "; ")
 	default:
