@@ -8,19 +8,19 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apiserver/pkg/admission"
 	"k8s.io/client-go/dynamic"
+	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 
 	"annex.dev/annex/pkg/apis/annex"
-	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/clustergroups"
 )
 
 // PluginName is the name of the plugin in --enable-admission-plugins.
@@ -86,32 +86,23 @@ func (p *plugin) Validate(ctx context.Context, a admission.Attributes, _ admissi
 }
 
 func (p *plugin) clusterOwners(ctx context.Context, group string) ([]string, error) {
-	var owners []string
-	list, err := p.cluster.Resource(crds).List(ctx, metav1.ListOptions{})
+	crdList, err := p.cluster.Resource(crds).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
-	for _, crd := range list.Items {
-		if _, g, _ := strings.Cut(crd.GetName(), "."); g == group {
-			owners = append(owners, "CustomResourceDefinition "+crd.GetName())
-		}
+	crdNames := make([]string, 0, len(crdList.Items))
+	for _, crd := range crdList.Items {
+		crdNames = append(crdNames, crd.GetName())
 	}
-	list, err = p.cluster.Resource(apiServices).List(ctx, metav1.ListOptions{})
+	apiServiceList, err := p.cluster.Resource(apiServices).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
-	for _, svc := range list.Items {
-		_, g, _ := strings.Cut(svc.GetName(), ".")
-		if g != group || svc.GetLabels()[v1alpha1.ManagedByLabel] != "" {
-			continue
+	services := make([]apiregistrationv1.APIService, len(apiServiceList.Items))
+	for i := range apiServiceList.Items {
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(apiServiceList.Items[i].Object, &services[i]); err != nil {
+			return nil, fmt.Errorf("reading APIService %s: %w", apiServiceList.Items[i].GetName(), err)
 		}
-		// The aggregator registers a local APIService for each cluster CRD
-		// group; those are named by the CRDs above already.
-		if _, hasService, _ := unstructured.NestedMap(svc.Object, "spec", "service"); !hasService && len(owners) > 0 {
-			continue
-		}
-		owners = append(owners, "APIService "+svc.GetName())
 	}
-	sort.Strings(owners)
-	return owners, nil
+	return clustergroups.New(crdNames, services).Owners(group), nil
 }

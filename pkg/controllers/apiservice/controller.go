@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/clustergroups"
 	"annex.dev/annex/pkg/controllers/conditions"
 )
 
@@ -103,13 +104,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	if err := r.Cluster.List(ctx, clusterCRDs); err != nil {
 		return reconcile.Result{}, err
 	}
-	crdsByGroup := map[string][]string{}
+	crdNames := make([]string, 0, len(clusterCRDs.Items))
 	for _, crd := range clusterCRDs.Items {
-		// A CRD's name is <plural>.<group>.
-		if _, group, ok := strings.Cut(crd.Name, "."); ok {
-			crdsByGroup[group] = append(crdsByGroup[group], crd.Name)
-		}
+		crdNames = append(crdNames, crd.Name)
 	}
+	cluster := clustergroups.New(crdNames, apiServices.Items)
 
 	desired := desiredGroupVersions(hrs.Items)
 	// What each HostedResource is told, by name.
@@ -119,10 +118,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		gv := desired[name]
 		var p *problem
 		switch current := existing[name]; {
-		case len(crdsByGroup[gv.Group]) > 0:
+		case len(cluster.CRDs(gv.Group)) > 0:
 			p = &problem{reason: v1alpha1.ReasonGroupServedByCluster, message: fmt.Sprintf(
 				"the cluster serves group %s itself through CustomResourceDefinitions %s; annex leaves the cluster untouched",
-				gv.Group, strings.Join(crdsByGroup[gv.Group], ", "))}
+				gv.Group, strings.Join(cluster.CRDs(gv.Group), ", "))}
 		case current != nil && current.Labels[v1alpha1.ManagedByLabel] != v1alpha1.ManagedByValue:
 			p = &problem{reason: v1alpha1.ReasonAPIServiceConflict, message: fmt.Sprintf(
 				"the cluster already has APIService %s, which annex does not manage", name)}
