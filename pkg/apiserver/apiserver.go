@@ -1,13 +1,23 @@
 // Package apiserver composes annex's API servers: the annex.dev server is
 // the head of the delegation chain, the hosted-resource server (the embedded
 // apiextensions-apiserver) follows it, and the delegate given to New ends it.
-// New installs the filters, hooks and readiness checks of the chain.
+//
+// The configuration flows one way, as in the upstream servers: the command's
+// options build a Config (starting annex's own stores, the only side effect
+// before New), Complete fills in its defaults, and New composes the whole
+// server: the chain, its filters (the guard of the internal CRD API, the
+// check of each hosted type's backend), storage routing, the controllers,
+// the warmup of the hosted types' storage, and every post-start hook,
+// shutdown hook and readiness check they need. AnnexServer.Run serves until
+// its context is done, then closes the backends and the stores, in that
+// order.
 package apiserver
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 
 	apiextensionsapiserver "k8s.io/apiextensions-apiserver/pkg/apiserver"
@@ -21,17 +31,18 @@ import (
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/healthz"
+	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/install"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/authorization/internalapi"
+	"annex.dev/annex/pkg/controllers"
 	annexclientset "annex.dev/annex/pkg/generated/clientset/versioned"
 	annexinformers "annex.dev/annex/pkg/generated/informers/externalversions"
 	hostedresourcestorage "annex.dev/annex/pkg/registry/annex/hostedresource/storage"
 	storagebackendstorage "annex.dev/annex/pkg/registry/annex/storagebackend/storage"
 	"annex.dev/annex/pkg/registry/core"
-	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/routing"
 )
 
@@ -64,21 +75,39 @@ type Config struct {
 	// HostedResources configures the embedded apiextensions-apiserver that
 	// serves the hosted types; the annex.dev server delegates to it.
 	HostedResources *apiextensionsapiserver.Config
-	// ServeCoreAPI serves /api/v1 namespaces, for standalone mode where no
-	// cluster provides them.
-	ServeCoreAPI bool
+	// Standalone serves /api/v1 namespaces and finalizes them, for
+	// standalone mode where no cluster does.
+	Standalone bool
+	// AdminKubeconfig, in standalone mode, writes the admin's kubeconfig
+	// for the address annex serves on, once it serves.
+	AdminKubeconfig func(addr net.Addr) error
 	// Router is the hosted types' RESTOptionsGetter (HostedResources uses
 	// it); the server gives it the listers it reads.
 	Router *routing.Router
-	// Backends opens the stores the Router routes to, and probes them.
-	Backends *backend.Factory
+	// Controllers configure annex's controllers, which New runs on the
+	// server's loopback client.
+	Controllers controllers.Options
+	// Stores are annex's own stores, started for this configuration; Run
+	// closes them last.
+	Stores Stores
+}
+
+// Stores are the stores a configuration started.
+type Stores interface {
+	// Failed delivers the error of a store that stopped on its own.
+	Failed() <-chan error
+	// Close stops them.
+	Close()
 }
 
 type completedConfig struct {
 	GenericConfig   genericapiserver.CompletedConfig
 	HostedResources apiextensionsapiserver.CompletedConfig
-	ServeCoreAPI    bool
+	Standalone      bool
+	AdminKubeconfig func(addr net.Addr) error
 	Router          *routing.Router
+	Controllers     controllers.Options
+	Stores          Stores
 }
 
 // CompletedConfig is a Config whose defaults are filled in.
@@ -94,11 +123,17 @@ func (cfg *Config) Complete() CompletedConfig {
 		cfg.GenericConfig.AggregatedDiscoveryGroupManager = discoveryendpoint.NewResourceManager("apis")
 	}
 	cfg.HostedResources.GenericConfig.AggregatedDiscoveryGroupManager = cfg.GenericConfig.AggregatedDiscoveryGroupManager
+	if tracker := cfg.GenericConfig.StorageObjectCountTracker; tracker != nil && cfg.Controllers.ObjectStats == nil {
+		cfg.Controllers.ObjectStats = tracker.Get
+	}
 	return CompletedConfig{&completedConfig{
 		GenericConfig:   cfg.GenericConfig.Complete(),
 		HostedResources: cfg.HostedResources.Complete(),
-		ServeCoreAPI:    cfg.ServeCoreAPI,
+		Standalone:      cfg.Standalone,
+		AdminKubeconfig: cfg.AdminKubeconfig,
 		Router:          cfg.Router,
+		Controllers:     cfg.Controllers,
+		Stores:          cfg.Stores,
 	}}
 }
 
@@ -107,6 +142,11 @@ type AnnexServer struct {
 	GenericAPIServer *genericapiserver.GenericAPIServer
 	// HostedResources is the embedded apiextensions-apiserver.
 	HostedResources *apiextensionsapiserver.CustomResourceDefinitions
+
+	router *routing.Router
+	stores Stores
+	// failed receives the error of a controller that stopped annex.
+	failed chan error
 }
 
 // New returns the chain annex.dev server -> hosted-resource server -> delegate.
@@ -123,14 +163,12 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 	if err := guardInternalAPI(c.GenericConfig, loopback); err != nil {
 		return nil, err
 	}
-	if c.Router != nil {
-		// Innermost, after authentication and authorization: a request for
-		// a hosted type whose backend cannot serve gets a 503 with the reason.
-		isAnnex := func(u user.Info) bool { return u.GetName() == loopback.GetName() && u.GetUID() == loopback.GetUID() }
-		build := c.GenericConfig.BuildHandlerChainFunc
-		c.GenericConfig.BuildHandlerChainFunc = func(handler http.Handler, gc *genericapiserver.Config) http.Handler {
-			return build(withBackendCheck(handler, c.Router.Check, isAnnex, gc.Serializer), gc)
-		}
+	// Innermost, after authentication and authorization: a request for a
+	// hosted type whose backend cannot serve gets a 503 with the reason.
+	isAnnex := func(u user.Info) bool { return u.GetName() == loopback.GetName() && u.GetUID() == loopback.GetUID() }
+	build := c.GenericConfig.BuildHandlerChainFunc
+	c.GenericConfig.BuildHandlerChainFunc = func(handler http.Handler, gc *genericapiserver.Config) http.Handler {
+		return build(withBackendCheck(handler, c.Router.Check, isAnnex, gc.Serializer), gc)
 	}
 	genericServer, err := c.GenericConfig.New("annex-apiserver", hosted.GenericAPIServer)
 	if err != nil {
@@ -157,17 +195,36 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 	if err := genericServer.InstallAPIGroup(&apiGroupInfo); err != nil {
 		return nil, fmt.Errorf("installing the annex.dev API group: %w", err)
 	}
-	if c.ServeCoreAPI {
+	if c.Standalone {
 		if err := core.InstallLegacyAPI(genericServer, optsGetter); err != nil {
 			return nil, fmt.Errorf("installing /api/v1 namespaces: %w", err)
 		}
 	}
-	if c.Router != nil {
-		if err := startRouting(c.Router, genericServer, hosted); err != nil {
+	if err := startRouting(c.Router, genericServer, hosted); err != nil {
+		return nil, err
+	}
+	s := &AnnexServer{GenericAPIServer: genericServer, HostedResources: hosted, router: c.Router, stores: c.Stores, failed: make(chan error, 1)}
+	fail := func(err error) {
+		select {
+		case s.failed <- err:
+		default:
+		}
+	}
+	if err := installControllers(genericServer, c.Controllers, c.Standalone, c.Router, fail); err != nil {
+		return nil, err
+	}
+	if c.AdminKubeconfig != nil {
+		addr := c.GenericConfig.SecureServing.Listener.Addr()
+		if err := genericServer.AddPostStartHook("write-admin-kubeconfig", func(genericapiserver.PostStartHookContext) error {
+			if err := c.AdminKubeconfig(addr); err != nil {
+				return fmt.Errorf("writing the admin kubeconfig: %w", err)
+			}
+			return nil
+		}); err != nil {
 			return nil, err
 		}
 	}
-	return &AnnexServer{GenericAPIServer: genericServer, HostedResources: hosted}, nil
+	return s, nil
 }
 
 // loopbackUser is the identity of annex's loopback client: its requests are
@@ -226,6 +283,41 @@ func startRouting(router *routing.Router, server *genericapiserver.GenericAPISer
 		}
 		return nil
 	}))
+}
+
+// Run serves until ctx is done, or until a store or a controller fails,
+// and shuts down gracefully: the server first, then the backends the hosted
+// types were routed to, then annex's own stores.
+func (s *AnnexServer) Run(ctx context.Context) error {
+	defer func() {
+		if s.stores != nil {
+			s.stores.Close()
+		}
+	}()
+	defer s.router.Close()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var storeFailed <-chan error
+	if s.stores != nil {
+		storeFailed = s.stores.Failed()
+	}
+	go func() {
+		select {
+		case err := <-storeFailed:
+			klog.FromContext(ctx).Error(err, "A store of annex failed; shutting down")
+			cancel(err)
+		case err := <-s.failed:
+			cancel(err)
+		case <-ctx.Done():
+		}
+	}()
+	if err := s.PrepareRun().RunWithContext(ctx); err != nil {
+		return err
+	}
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
 }
 
 // Runner runs a prepared server until its context is done.

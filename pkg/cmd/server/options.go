@@ -2,8 +2,10 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"k8s.io/apiserver/pkg/endpoints/openapi"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
+	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/admission/backendchange"
 	"annex.dev/annex/pkg/admission/hostedgroups"
@@ -282,11 +285,7 @@ func (o *Options) Validate() error {
 	if o.PostgresDSNFile != "" && o.PostgresCompactInterval <= 0 {
 		errs = append(errs, errors.New("--postgres-compact-interval must be positive: without compaction the database grows without bound"))
 	}
-	// The address of an embedded etcd or of kine is known only once it runs,
-	// so the etcd options are checked then, by Config.
-	if o.store == backend.StoreEtcd {
-		errs = append(errs, ro.Etcd.Validate()...)
-	}
+	errs = append(errs, o.validateEtcd()...)
 	errs = append(errs, ro.SecureServing.Validate()...)
 	errs = append(errs, ro.Authentication.Validate()...)
 	errs = append(errs, ro.Authorization.Validate()...)
@@ -299,12 +298,38 @@ func (o *Options) Validate() error {
 	return utilerrors.NewAggregate(errs)
 }
 
-// Config builds the server's configuration. The storage must be reachable
-// (the embedded etcd running) when it is called.
-func (o *Options) Config() (*apiserver.Config, error) {
-	if errs := o.RecommendedOptions.Etcd.Validate(); len(errs) > 0 {
-		return nil, utilerrors.NewAggregate(errs)
+// validateEtcd checks the etcd options. The address of an embedded etcd or
+// of kine is known only once it runs (Config sets it), so for those stores
+// the rest of the options is checked.
+func (o *Options) validateEtcd() []error {
+	etcd := *o.RecommendedOptions.Etcd
+	if o.store != backend.StoreEtcd {
+		etcd.StorageConfig.Transport.ServerList = []string{string(o.store)}
 	}
+	return etcd.Validate()
+}
+
+// Config builds the server's configuration. It starts annex's own store
+// (the embedded etcd, or kine on PostgreSQL), the only thing it starts: the
+// etcd options point at it once it runs. The configuration's Stores close
+// it.
+func (o *Options) Config(ctx context.Context) (_ *apiserver.Config, err error) {
+	var standalone *standaloneIdentity
+	if o.Mode == ModeStandalone {
+		if standalone, err = o.standaloneCertificates(); err != nil {
+			return nil, fmt.Errorf("issuing standalone certificates in %s: %w", o.pkiDir(), err)
+		}
+	}
+	stores, err := o.startStores(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			stores.Close()
+		}
+	}()
+
 	serverConfig := genericapiserver.NewRecommendedConfig(apiserver.Codecs)
 	if err := o.ServerRunOptions.ApplyTo(&serverConfig.Config); err != nil {
 		return nil, err
@@ -323,7 +348,8 @@ func (o *Options) Config() (*apiserver.Config, error) {
 	if err := o.RecommendedOptions.ApplyTo(serverConfig); err != nil {
 		return nil, err
 	}
-	if o.Mode == ModeStandalone {
+	config := &apiserver.Config{GenericConfig: serverConfig, Stores: stores, Standalone: o.Mode == ModeStandalone}
+	if standalone != nil {
 		authz, err := standaloneAuthorizer(o.standaloneAuthorization)
 		if err != nil {
 			return nil, err
@@ -332,11 +358,22 @@ func (o *Options) Config() (*apiserver.Config, error) {
 		if err := applyStandaloneAdmission(serverConfig); err != nil {
 			return nil, err
 		}
+		config.AdminKubeconfig = func(addr net.Addr) error {
+			if err := writeAdminKubeconfig(o.AdminKubeconfig, standalone.ca, standalone.admin, addr); err != nil {
+				return err
+			}
+			klog.FromContext(ctx).Info("Standalone mode: point kubectl at annex", "kubeconfig", o.AdminKubeconfig, "address", addr.String())
+			return nil
+		}
 	}
 	// After admission: the hosted-resource server shares the chain.
-	hosted, router, backends, err := o.hostedResourcesConfig(serverConfig)
+	var backends *backend.Factory
+	config.HostedResources, config.Router, backends, err = o.hostedResourcesConfig(serverConfig)
 	if err != nil {
 		return nil, err
 	}
-	return &apiserver.Config{GenericConfig: serverConfig, HostedResources: hosted, ServeCoreAPI: o.Mode == ModeStandalone, Router: router, Backends: backends}, nil
+	if config.Controllers, err = o.controllerOptions(ctx, serverConfig.ClientConfig, backends); err != nil {
+		return nil, err
+	}
+	return config, nil
 }

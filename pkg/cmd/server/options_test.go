@@ -56,3 +56,18 @@ func TestStandaloneInAPodNeedsAFlag(t *testing.T) {
 		t.Errorf("--mode=auto in a pod chose %s, want aggregated", o.Mode)
 	}
 }
+
+// The etcd options are checked with the others, before any store starts,
+// whichever store annex runs on.
+func TestValidateChecksTheEtcdOptionsOfEveryStore(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	for _, store := range [][]string{nil, {"--etcd-servers=https://127.0.0.1:2379"}} {
+		if err := parsed(t, store...).Validate(); err != nil && strings.Contains(err.Error(), "etcd") {
+			t.Errorf("store %v: %v, want no complaint about etcd", store, err)
+		}
+		err := parsed(t, append(store, "--storage-media-type=application/bogus")...).Validate()
+		if err == nil || !strings.Contains(err.Error(), "--storage-media-type") {
+			t.Errorf("store %v with a bad --storage-media-type: %v, want it refused", store, err)
+		}
+	}
+}

@@ -93,12 +93,19 @@ func standaloneAuthorizer(authz *genericoptions.DelegatingAuthorizationOptions) 
 
 func (o *Options) pkiDir() string { return filepath.Join(o.DataDir, "pki") }
 
+// standaloneIdentity is what standalone mode's admin kubeconfig is made of:
+// annex's CA and the admin's client certificate.
+type standaloneIdentity struct {
+	ca    *certs.CA
+	admin certs.Pair
+}
+
 // standaloneCertificates issues (or reuses) annex's CA, its serving
 // certificate unless one was given, and the admin's client certificate.
-func (o *Options) standaloneCertificates() (*certs.CA, certs.Pair, error) {
+func (o *Options) standaloneCertificates() (*standaloneIdentity, error) {
 	ca, err := certs.LoadOrCreateCA(o.pkiDir(), "ca", "annex-ca")
 	if err != nil {
-		return nil, certs.Pair{}, err
+		return nil, err
 	}
 	serving := &o.RecommendedOptions.SecureServing.ServerCert.CertKey
 	if serving.CertFile == "" && serving.KeyFile == "" {
@@ -108,7 +115,7 @@ func (o *Options) standaloneCertificates() (*certs.CA, certs.Pair, error) {
 			Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		})
 		if err != nil {
-			return nil, certs.Pair{}, err
+			return nil, err
 		}
 		serving.CertFile, serving.KeyFile = pair.CertFile, pair.KeyFile
 	}
@@ -117,12 +124,12 @@ func (o *Options) standaloneCertificates() (*certs.CA, certs.Pair, error) {
 		Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {
-		return nil, certs.Pair{}, err
+		return nil, err
 	}
 	if o.RecommendedOptions.Authentication.ClientCert.ClientCA == "" {
 		o.RecommendedOptions.Authentication.ClientCert.ClientCA = ca.CertFile
 	}
-	return ca, admin, nil
+	return &standaloneIdentity{ca: ca, admin: admin}, nil
 }
 
 // servingNames are the names the serving certificate is valid for.

@@ -1,0 +1,93 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"annex.dev/annex/pkg/storage/backend"
+	"annex.dev/annex/pkg/storage/embedded"
+	"annex.dev/annex/pkg/storage/postgres"
+)
+
+// stores are annex's own stores: the embedded etcd, or the kine that serves
+// a PostgreSQL database; none for an external etcd.
+type stores struct {
+	closers []func()
+	failed  chan error
+}
+
+func (s *stores) Failed() <-chan error { return s.failed }
+
+// Close stops the stores, the last started first.
+func (s *stores) Close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
+
+// startStores starts annex's own store, if it runs one, and points the etcd
+// options at it: its address is known only once it runs.
+func (o *Options) startStores(ctx context.Context) (*stores, error) {
+	s := &stores{failed: make(chan error, 1)}
+	transport := &o.RecommendedOptions.Etcd.StorageConfig.Transport
+	switch o.store {
+	case backend.StoreEmbeddedEtcd:
+		etcd, err := embedded.Start(ctx, embedded.Options{
+			DataDir:           filepath.Join(o.DataDir, "etcd"),
+			QuotaBackendBytes: o.EmbeddedEtcdQuotaBytes,
+			LogLevel:          o.EmbeddedEtcdLogLevel,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, etcd.Close)
+		go func() {
+			if err, ok := <-etcd.Err(); ok && err != nil {
+				s.failed <- fmt.Errorf("embedded etcd failed: %w", err)
+			}
+		}()
+		transport.ServerList = []string{etcd.ClientURL}
+		transport.TrustedCAFile, transport.CertFile, transport.KeyFile = etcd.CAFile, etcd.CertFile, etcd.KeyFile
+	case backend.StorePostgres:
+		dsn, err := os.ReadFile(o.PostgresDSNFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading --postgres-dsn-file: %w", err)
+		}
+		pg, err := startPostgres(ctx, o.postgres(), strings.TrimSpace(string(dsn)), filepath.Join(o.DataDir, "kine"))
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, pg.Close)
+		transport.ServerList = []string{pg.Endpoint}
+	}
+	return s, nil
+}
+
+// startPostgres starts annex's own store on PostgreSQL, trying again with
+// backoff while the database is unavailable, until ctx is done: annex has
+// nothing to serve without it, and waits rather than exits.
+func startPostgres(ctx context.Context, pgOptions backend.Postgres, dsn, socketDir string) (*postgres.Server, error) {
+	logger := klog.FromContext(ctx)
+	delay := time.Second
+	for {
+		pg, err := pgOptions.Start(ctx, "", dsn, socketDir)
+		if err == nil || !errors.Is(err, postgres.ErrUnavailable) || ctx.Err() != nil {
+			return pg, err
+		}
+		logger.Error(err, "Cannot start annex's store on PostgreSQL; trying again", "retryAfter", delay)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
