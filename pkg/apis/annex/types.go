@@ -42,7 +42,18 @@ type HostedResourceStorage struct {
 	Backend string
 	// Retention bounds how many objects are kept and for how long.
 	Retention *RetentionPolicy
+	// Cache is what annex keeps in memory of the type's objects.
+	Cache StorageCache
 }
+
+// StorageCache is what annex keeps in memory of a hosted type's objects.
+type StorageCache string
+
+// Storage caches.
+const (
+	StorageCacheWatchCache StorageCache = "WatchCache"
+	StorageCacheNone       StorageCache = "None"
+)
 
 // RetentionPolicy bounds the objects of a high-volume type.
 type RetentionPolicy struct {

@@ -95,8 +95,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return r.moveBackend(ctx, hr, crd)
 	default:
 		desired := desiredCRD(hr)
-		if !apiequality.Semantic.DeepEqual(crd.Spec, desired.Spec) {
+		cache := desired.Annotations[v1alpha1.StorageCacheAnnotation]
+		if !apiequality.Semantic.DeepEqual(crd.Spec, desired.Spec) || crd.Annotations[v1alpha1.StorageCacheAnnotation] != cache {
 			crd.Spec = desired.Spec
+			if cache == "" {
+				delete(crd.Annotations, v1alpha1.StorageCacheAnnotation)
+			} else {
+				metav1.SetMetaDataAnnotation(&crd.ObjectMeta, v1alpha1.StorageCacheAnnotation, cache)
+			}
 			if err := r.Client.Update(ctx, crd, client.FieldOwner(fieldManager)); err != nil {
 				return reconcile.Result{}, r.reportError(ctx, hr, err)
 			}
@@ -234,7 +240,7 @@ func (r *Reconciler) setStatus(ctx context.Context, hr *v1alpha1.HostedResource,
 // desiredCRD is the CRD that a HostedResource declares.
 func desiredCRD(hr *v1alpha1.HostedResource) *apiextensionsv1.CustomResourceDefinition {
 	spec := hr.Spec.DeepCopy()
-	return &apiextensionsv1.CustomResourceDefinition{
+	crd := &apiextensionsv1.CustomResourceDefinition{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   hr.Name,
 			Labels: map[string]string{v1alpha1.HostedResourceLabel: hr.Name},
@@ -250,6 +256,13 @@ func desiredCRD(hr *v1alpha1.HostedResource) *apiextensionsv1.CustomResourceDefi
 			PreserveUnknownFields: spec.PreserveUnknownFields,
 		},
 	}
+	// The cache the apiextensions server builds the type's storage with;
+	// none for the default, so that the CRDs of types that never chose one
+	// are left as they were.
+	if c := hr.Spec.Storage.Cache; c != "" && c != v1alpha1.StorageCacheWatchCache {
+		crd.Annotations[v1alpha1.StorageCacheAnnotation] = string(c)
+	}
+	return crd
 }
 
 // conditionsFrom translates the CRD's NamesAccepted and Established conditions.

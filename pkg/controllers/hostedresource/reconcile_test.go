@@ -327,3 +327,34 @@ func TestReconcileRefusesToMoveObjects(t *testing.T) {
 		t.Errorf("Established = %s/%s %q, want False/%s saying how to undo it", c.Status, c.Reason, c.Message, v1alpha1.ReasonStorageBackendChangeRefused)
 	}
 }
+
+// The cache a HostedResource chooses reaches its CRD, where storage routing
+// reads it, and leaves it when the choice goes back to the default.
+func TestReconcileRecordsTheStorageCache(t *testing.T) {
+	hr := hostedResource("")
+	hr.Finalizers = []string{v1alpha1.HostedResourceFinalizer}
+	f := newFixture(t, hr, ownedCRD(hr, ""))
+	for _, tc := range []struct {
+		cache v1alpha1.StorageCache
+		want  string
+	}{
+		{v1alpha1.StorageCacheNone, "None"},
+		{v1alpha1.StorageCacheWatchCache, ""},
+		{v1alpha1.StorageCacheNone, "None"},
+		{"", ""},
+	} {
+		changed := f.hostedResource()
+		changed.Spec.Storage.Cache = tc.cache
+		if err := f.r.Client.Update(context.Background(), changed); err != nil {
+			t.Fatal(err)
+		}
+		f.reconcile()
+		crd := f.crd()
+		if got := crd.Annotations[v1alpha1.StorageCacheAnnotation]; got != tc.want {
+			t.Errorf("cache %q: the CRD's %s is %q, want %q", tc.cache, v1alpha1.StorageCacheAnnotation, got, tc.want)
+		}
+		if crd.DeletionTimestamp != nil {
+			t.Errorf("cache %q: the CRD is being deleted: a change of cache keeps the type and its objects", tc.cache)
+		}
+	}
+}

@@ -123,23 +123,24 @@ func (r *Router) GetRESTOptions(gr schema.GroupResource, example runtime.Object)
 	if err != nil {
 		return generic.RESTOptions{}, fmt.Errorf("finding the type of %s: %w", gr, err)
 	}
-	name := BackendOf(crd)
-	if name == annex.DefaultStorageBackend {
-		return r.opts.Backends.Default().GetRESTOptions(gr, example)
-	}
-	if r.deletingOnMissingBackend(crd, name) {
+	store, uncached := r.opts.Backends.Default(), crd.Annotations[v1alpha1.StorageCacheAnnotation] == string(v1alpha1.StorageCacheNone)
+	switch name := BackendOf(crd); {
+	case name == annex.DefaultStorageBackend:
+	case r.deletingOnMissingBackend(crd, name):
 		// No watch cache: the deletion lists the type once and is done, and
 		// a cache still filling would refuse that list and fail the
 		// deletion's first attempt.
-		opts, err := r.opts.Backends.Default().GetRESTOptions(gr, example)
+		uncached = true
+	default:
+		if store, err = r.backendOf(name); err != nil {
+			return generic.RESTOptions{}, err
+		}
+	}
+	opts, err := store.GetRESTOptions(gr, example)
+	if uncached {
 		opts.Decorator = generic.UndecoratedStorage
-		return opts, err
 	}
-	opened, err := r.backendOf(name)
-	if err != nil {
-		return generic.RESTOptions{}, err
-	}
-	return opened.GetRESTOptions(gr, example)
+	return opts, err
 }
 
 // deletingOnMissingBackend says that a type being deleted is bound to a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,9 @@ import (
 	apiextensionslisters "k8s.io/apiextensions-apiserver/pkg/client/listers/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/registry/generic"
+	genericoptions "k8s.io/apiserver/pkg/server/options"
+	"k8s.io/apiserver/pkg/storage/storagebackend"
 	"k8s.io/client-go/tools/cache"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
@@ -206,6 +210,41 @@ func TestBackendThatCannotBeReached(t *testing.T) {
 		prev, gap := attempts[i-1].Sub(attempts[i-2]), attempts[i].Sub(attempts[i-1])
 		if gap < prev*3/2 {
 			t.Errorf("attempt %d came %s after the one before, which came %s after its own: the wait does not grow", i+1, gap, prev)
+		}
+	}
+}
+
+// A type's cache is the one its CRD records: the watch cache unless the
+// HostedResource chose none, and none for a type being deleted on a backend
+// that does not exist.
+func TestStorageCache(t *testing.T) {
+	etcd := genericoptions.NewEtcdOptions(storagebackend.NewDefaultConfig("/annex", nil))
+	etcd.StorageConfig.Transport.ServerList = []string{"https://127.0.0.1:2379"}
+	r := New(Options{Backends: backend.NewFactory(backend.Options{Etcd: *etcd, DataDir: t.TempDir()})})
+	defer r.Close()
+
+	deleted := crd("gone.example.com", "nowhere")
+	deleted.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+	uncached := crd("quiet.example.com", "")
+	uncached.Annotations = map[string]string{v1alpha1.StorageCacheAnnotation: string(v1alpha1.StorageCacheNone)}
+	r.SetListers(apiextensionslisters.NewCustomResourceDefinitionLister(indexer(crd("busy.example.com", ""), uncached, deleted)),
+		annexlisters.NewHostedResourceLister(indexer()), annexlisters.NewStorageBackendLister(indexer()), func() bool { return true })
+
+	undecorated := reflect.ValueOf(generic.UndecoratedStorage).Pointer()
+	for _, tc := range []struct {
+		resource string
+		cached   bool
+	}{
+		{"busy", true},
+		{"quiet", false},
+		{"gone", false},
+	} {
+		opts, err := r.GetRESTOptions(schema.GroupResource{Group: "example.com", Resource: tc.resource}, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.resource, err)
+		}
+		if cached := reflect.ValueOf(opts.Decorator).Pointer() != undecorated; cached != tc.cached {
+			t.Errorf("%s.example.com has a watch cache: %v, want %v", tc.resource, cached, tc.cached)
 		}
 	}
 }

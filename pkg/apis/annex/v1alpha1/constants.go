@@ -10,6 +10,10 @@ const (
 	// the StorageBackend that holds the type's objects, for the CRD's life.
 	// A CRD without it lives on the default backend.
 	StorageBackendAnnotation = "annex.dev/storage-backend"
+	// StorageCacheAnnotation on an internal CustomResourceDefinition is the
+	// cache (spec.storage.cache) of the type's storage, read when annex
+	// builds it. A CRD without it has a WatchCache.
+	StorageCacheAnnotation = "annex.dev/storage-cache"
 	// DeletionRetriedAtAnnotation on an internal CustomResourceDefinition
 	// records when annex last woke the deletion of the type's objects after
 	// it failed.

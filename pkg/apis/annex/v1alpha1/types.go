@@ -59,7 +59,30 @@ type HostedResourceStorage struct {
 	// retention bounds how many objects are kept and for how long.
 	// +optional
 	Retention *RetentionPolicy `json:"retention,omitempty"`
+	// cache says what annex keeps in memory of the type's objects to serve
+	// its lists and watches: "WatchCache" (the default) or "None". A change
+	// takes effect when annex next builds the type's storage: when annex
+	// restarts, or when the type's versions or names change.
+	// +optional
+	Cache StorageCache `json:"cache,omitempty"`
 }
+
+// StorageCache is what annex keeps in memory of a hosted type's objects.
+// +enum
+type StorageCache string
+
+// Storage caches.
+const (
+	// StorageCacheWatchCache keeps every object decoded in memory, as the
+	// kube-apiserver does for a CustomResourceDefinition: lists, and watches
+	// from a recent resourceVersion, are served from memory.
+	StorageCacheWatchCache StorageCache = "WatchCache"
+	// StorageCacheNone keeps nothing in memory: every list and get reads the
+	// store, each watch is a watch of the store, and a watch or paged list
+	// from a resourceVersion older than the store's compaction gets 410
+	// Gone. For large types that are seldom listed.
+	StorageCacheNone StorageCache = "None"
+)
 
 // RetentionPolicy bounds the objects of a high-volume type.
 type RetentionPolicy struct {

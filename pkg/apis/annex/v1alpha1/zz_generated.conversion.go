@@ -322,6 +322,7 @@ func Convert_annex_HostedResourceStatus_To_v1alpha1_HostedResourceStatus(in *ann
 func autoConvert_v1alpha1_HostedResourceStorage_To_annex_HostedResourceStorage(in *HostedResourceStorage, out *annex.HostedResourceStorage, s conversion.Scope) error {
 	out.Backend = in.Backend
 	out.Retention = (*annex.RetentionPolicy)(unsafe.Pointer(in.Retention))
+	out.Cache = annex.StorageCache(in.Cache)
 	return nil
 }
 
@@ -333,6 +334,7 @@ func Convert_v1alpha1_HostedResourceStorage_To_annex_HostedResourceStorage(in *H
 func autoConvert_annex_HostedResourceStorage_To_v1alpha1_HostedResourceStorage(in *annex.HostedResourceStorage, out *HostedResourceStorage, s conversion.Scope) error {
 	out.Backend = in.Backend
 	out.Retention = (*RetentionPolicy)(unsafe.Pointer(in.Retention))
+	out.Cache = StorageCache(in.Cache)
 	return nil
 }
 

@@ -169,6 +169,12 @@ func validateStorage(s, old *annex.HostedResourceStorage, fldPath *field.Path) f
 			allErrs = append(allErrs, field.Invalid(fldPath.Child("backend"), s.Backend, msg))
 		}
 	}
+	switch s.Cache {
+	case "", annex.StorageCacheWatchCache, annex.StorageCacheNone:
+	default:
+		allErrs = append(allErrs, field.NotSupported(fldPath.Child("cache"), s.Cache,
+			[]annex.StorageCache{annex.StorageCacheWatchCache, annex.StorageCacheNone}))
+	}
 	// An unchanged policy is not checked again, so that rules added later
 	// never block an update (a finalizer's removal) of an existing object.
 	if old == nil || !apiequality.Semantic.DeepEqual(s.Retention, old.Retention) {

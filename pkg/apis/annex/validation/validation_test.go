@@ -113,6 +113,11 @@ func TestValidateHostedResource(t *testing.T) {
 			mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.Backend = "" },
 			want:   map[string]string{"spec.storage.backend": "Required"},
 		},
+		"no cache": {mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.Cache = annex.StorageCacheNone }},
+		"an unknown cache": {
+			mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.Cache = "Lean" },
+			want:   map[string]string{"spec.storage.cache": `supported values: "WatchCache", "None"`},
+		},
 		"retention not positive": {
 			mutate: func(hr *annex.HostedResource) {
 				hr.Spec.Storage.Retention = &annex.RetentionPolicy{MaxAge: &metav1.Duration{Duration: -time.Hour}, MaxObjectsPerNamespace: ptr.To[int64](0)}

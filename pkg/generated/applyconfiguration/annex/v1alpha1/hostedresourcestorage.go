@@ -18,6 +18,10 @@ limitations under the License.
 
 package v1alpha1
 
+import (
+	annexv1alpha1 "annex.dev/annex/pkg/apis/annex/v1alpha1"
+)
+
 // HostedResourceStorageApplyConfiguration represents a declarative configuration of the HostedResourceStorage type for use
 // with apply.
 //
@@ -28,6 +32,11 @@ type HostedResourceStorageApplyConfiguration struct {
 	Backend *string `json:"backend,omitempty"`
 	// retention bounds how many objects are kept and for how long.
 	Retention *RetentionPolicyApplyConfiguration `json:"retention,omitempty"`
+	// cache says what annex keeps in memory of the type's objects to serve
+	// its lists and watches: "WatchCache" (the default) or "None". A change
+	// takes effect when annex next builds the type's storage: when annex
+	// restarts, or when the type's versions or names change.
+	Cache *annexv1alpha1.StorageCache `json:"cache,omitempty"`
 }
 
 // HostedResourceStorageApplyConfiguration constructs a declarative configuration of the HostedResourceStorage type for use with
@@ -49,5 +58,13 @@ func (b *HostedResourceStorageApplyConfiguration) WithBackend(value string) *Hos
 // If called multiple times, the Retention field is set to the value of the last call.
 func (b *HostedResourceStorageApplyConfiguration) WithRetention(value *RetentionPolicyApplyConfiguration) *HostedResourceStorageApplyConfiguration {
 	b.Retention = value
+	return b
+}
+
+// WithCache sets the Cache field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Cache field is set to the value of the last call.
+func (b *HostedResourceStorageApplyConfiguration) WithCache(value annexv1alpha1.StorageCache) *HostedResourceStorageApplyConfiguration {
+	b.Cache = &value
 	return b
 }
