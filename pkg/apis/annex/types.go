@@ -52,6 +52,7 @@ type StorageCache string
 // Storage caches.
 const (
 	StorageCacheWatchCache StorageCache = "WatchCache"
+	StorageCacheLean       StorageCache = "Lean"
 	StorageCacheNone       StorageCache = "None"
 )
 

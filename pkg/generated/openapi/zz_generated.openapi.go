@@ -676,10 +676,10 @@ func schema_pkg_apis_annex_v1alpha1_HostedResourceStorage(ref common.ReferenceCa
 					},
 					"cache": {
 						SchemaProps: spec.SchemaProps{
-							Description: "cache says what annex keeps in memory of the type's objects to serve its lists and watches: \"WatchCache\" (the default) or \"None\". A change takes effect when annex next builds the type's storage: when annex restarts, or when the type's versions or names change.\n\nPossible enum values:\n - `\"None\"` keeps nothing in memory: every list and get reads the store, each watch is a watch of the store, and a watch or paged list from a resourceVersion older than the store's compaction gets 410 Gone. For large types that are seldom listed.\n - `\"WatchCache\"` keeps every object decoded in memory, as the kube-apiserver does for a CustomResourceDefinition: lists, and watches from a recent resourceVersion, are served from memory.",
+							Description: "cache says what annex keeps in memory of the type's objects to serve its lists and watches: \"WatchCache\" (the default), \"Lean\" or \"None\". A change takes effect when annex next builds the type's storage: when annex restarts, or when the type's versions or names change.\n\nPossible enum values:\n - `\"Lean\"` is the watch cache holding each object as its encoding rather than decoded: a fraction of WatchCache's memory, the same semantics, and more CPU per list (each object returned is decoded) and per watcher (each event sent is decoded).\n - `\"None\"` keeps nothing in memory: every list and get reads the store, each watch is a watch of the store, and a watch or paged list from a resourceVersion older than the store's compaction gets 410 Gone. For large types that are seldom listed.\n - `\"WatchCache\"` keeps every object decoded in memory, as the kube-apiserver does for a CustomResourceDefinition: lists, and watches from a recent resourceVersion, are served from memory.",
 							Type:        []string{"string"},
 							Format:      "",
-							Enum:        []interface{}{"None", "WatchCache"},
+							Enum:        []interface{}{"Lean", "None", "WatchCache"},
 						},
 					},
 				},

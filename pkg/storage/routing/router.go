@@ -30,6 +30,7 @@ import (
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	annexlisters "annex.dev/annex/pkg/generated/listers/annex/v1alpha1"
 	"annex.dev/annex/pkg/storage/backend"
+	"annex.dev/annex/pkg/storage/lean"
 )
 
 // BackendOf is the StorageBackend a CRD is bound to.
@@ -123,22 +124,25 @@ func (r *Router) GetRESTOptions(gr schema.GroupResource, example runtime.Object)
 	if err != nil {
 		return generic.RESTOptions{}, fmt.Errorf("finding the type of %s: %w", gr, err)
 	}
-	store, uncached := r.opts.Backends.Default(), crd.Annotations[v1alpha1.StorageCacheAnnotation] == string(v1alpha1.StorageCacheNone)
+	store, cache := r.opts.Backends.Default(), v1alpha1.StorageCache(crd.Annotations[v1alpha1.StorageCacheAnnotation])
 	switch name := BackendOf(crd); {
 	case name == annex.DefaultStorageBackend:
 	case r.deletingOnMissingBackend(crd, name):
 		// No watch cache: the deletion lists the type once and is done, and
 		// a cache still filling would refuse that list and fail the
 		// deletion's first attempt.
-		uncached = true
+		cache = v1alpha1.StorageCacheNone
 	default:
 		if store, err = r.backendOf(name); err != nil {
 			return generic.RESTOptions{}, err
 		}
 	}
 	opts, err := store.GetRESTOptions(gr, example)
-	if uncached {
+	switch cache {
+	case v1alpha1.StorageCacheNone:
 		opts.Decorator = generic.UndecoratedStorage
+	case v1alpha1.StorageCacheLean:
+		opts.Decorator = lean.Decorator
 	}
 	return opts, err
 }

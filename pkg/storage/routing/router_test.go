@@ -24,6 +24,7 @@ import (
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	annexlisters "annex.dev/annex/pkg/generated/listers/annex/v1alpha1"
 	"annex.dev/annex/pkg/storage/backend"
+	"annex.dev/annex/pkg/storage/lean"
 )
 
 func crd(name, backend string) *apiextensionsv1.CustomResourceDefinition {
@@ -215,8 +216,8 @@ func TestBackendThatCannotBeReached(t *testing.T) {
 }
 
 // A type's cache is the one its CRD records: the watch cache unless the
-// HostedResource chose none, and none for a type being deleted on a backend
-// that does not exist.
+// HostedResource chose another, and none for a type being deleted on a
+// backend that does not exist.
 func TestStorageCache(t *testing.T) {
 	etcd := genericoptions.NewEtcdOptions(storagebackend.NewDefaultConfig("/annex", nil))
 	etcd.StorageConfig.Transport.ServerList = []string{"https://127.0.0.1:2379"}
@@ -225,26 +226,35 @@ func TestStorageCache(t *testing.T) {
 
 	deleted := crd("gone.example.com", "nowhere")
 	deleted.DeletionTimestamp = &metav1.Time{Time: time.Now()}
-	uncached := crd("quiet.example.com", "")
-	uncached.Annotations = map[string]string{v1alpha1.StorageCacheAnnotation: string(v1alpha1.StorageCacheNone)}
-	r.SetListers(apiextensionslisters.NewCustomResourceDefinitionLister(indexer(crd("busy.example.com", ""), uncached, deleted)),
+	withCache := func(name string, cache v1alpha1.StorageCache) *apiextensionsv1.CustomResourceDefinition {
+		c := crd(name, "")
+		c.Annotations = map[string]string{v1alpha1.StorageCacheAnnotation: string(cache)}
+		return c
+	}
+	r.SetListers(apiextensionslisters.NewCustomResourceDefinitionLister(indexer(crd("busy.example.com", ""), deleted,
+		withCache("quiet.example.com", v1alpha1.StorageCacheNone), withCache("many.example.com", v1alpha1.StorageCacheLean))),
 		annexlisters.NewHostedResourceLister(indexer()), annexlisters.NewStorageBackendLister(indexer()), func() bool { return true })
 
-	undecorated := reflect.ValueOf(generic.UndecoratedStorage).Pointer()
-	for _, tc := range []struct {
-		resource string
-		cached   bool
-	}{
-		{"busy", true},
-		{"quiet", false},
-		{"gone", false},
+	decorator := map[uintptr]string{
+		reflect.ValueOf(generic.UndecoratedStorage).Pointer(): "none",
+		reflect.ValueOf(lean.Decorator).Pointer():             "lean",
+	}
+	for _, tc := range []struct{ resource, want string }{
+		{"busy", "the watch cache"},
+		{"quiet", "none"},
+		{"many", "lean"},
+		{"gone", "none"},
 	} {
 		opts, err := r.GetRESTOptions(schema.GroupResource{Group: "example.com", Resource: tc.resource}, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.resource, err)
 		}
-		if cached := reflect.ValueOf(opts.Decorator).Pointer() != undecorated; cached != tc.cached {
-			t.Errorf("%s.example.com has a watch cache: %v, want %v", tc.resource, cached, tc.cached)
+		got, ok := decorator[reflect.ValueOf(opts.Decorator).Pointer()]
+		if !ok {
+			got = "the watch cache"
+		}
+		if got != tc.want {
+			t.Errorf("%s.example.com has cache %s, want %s", tc.resource, got, tc.want)
 		}
 	}
 }

@@ -95,7 +95,7 @@ func TestStorageCacheNone(t *testing.T) {
 
 	// A cache annex does not have is refused, with the field and the choices.
 	out, err := a.kubectlErr("patch", "hostedresource/gadgets.example.com", "--type=merge", "-p", `{"spec":{"storage":{"cache":"Everything"}}}`)
-	if err == nil || !strings.Contains(out, "spec.storage.cache") || !strings.Contains(out, `"WatchCache", "None"`) {
+	if err == nil || !strings.Contains(out, "spec.storage.cache") || !strings.Contains(out, `"WatchCache", "Lean", "None"`) {
 		t.Errorf("setting spec.storage.cache to an unknown cache: %v\n%s\nwant a refusal naming the field and the choices", err, out)
 	}
 }

@@ -60,7 +60,7 @@ type HostedResourceStorage struct {
 	// +optional
 	Retention *RetentionPolicy `json:"retention,omitempty"`
 	// cache says what annex keeps in memory of the type's objects to serve
-	// its lists and watches: "WatchCache" (the default) or "None". A change
+	// its lists and watches: "WatchCache" (the default), "Lean" or "None". A change
 	// takes effect when annex next builds the type's storage: when annex
 	// restarts, or when the type's versions or names change.
 	// +optional
@@ -77,6 +77,11 @@ const (
 	// kube-apiserver does for a CustomResourceDefinition: lists, and watches
 	// from a recent resourceVersion, are served from memory.
 	StorageCacheWatchCache StorageCache = "WatchCache"
+	// StorageCacheLean is the watch cache holding each object as its
+	// encoding rather than decoded: a fraction of WatchCache's memory, the
+	// same semantics, and more CPU per list (each object returned is
+	// decoded) and per watcher (each event sent is decoded).
+	StorageCacheLean StorageCache = "Lean"
 	// StorageCacheNone keeps nothing in memory: every list and get reads the
 	// store, each watch is a watch of the store, and a watch or paged list
 	// from a resourceVersion older than the store's compaction gets 410

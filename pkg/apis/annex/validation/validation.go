@@ -170,10 +170,10 @@ func validateStorage(s, old *annex.HostedResourceStorage, fldPath *field.Path) f
 		}
 	}
 	switch s.Cache {
-	case "", annex.StorageCacheWatchCache, annex.StorageCacheNone:
+	case "", annex.StorageCacheWatchCache, annex.StorageCacheLean, annex.StorageCacheNone:
 	default:
 		allErrs = append(allErrs, field.NotSupported(fldPath.Child("cache"), s.Cache,
-			[]annex.StorageCache{annex.StorageCacheWatchCache, annex.StorageCacheNone}))
+			[]annex.StorageCache{annex.StorageCacheWatchCache, annex.StorageCacheLean, annex.StorageCacheNone}))
 	}
 	// An unchanged policy is not checked again, so that rules added later
 	// never block an update (a finalizer's removal) of an existing object.

@@ -113,10 +113,11 @@ func TestValidateHostedResource(t *testing.T) {
 			mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.Backend = "" },
 			want:   map[string]string{"spec.storage.backend": "Required"},
 		},
-		"no cache": {mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.Cache = annex.StorageCacheNone }},
+		"no cache":   {mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.Cache = annex.StorageCacheNone }},
+		"lean cache": {mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.Cache = annex.StorageCacheLean }},
 		"an unknown cache": {
-			mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.Cache = "Lean" },
-			want:   map[string]string{"spec.storage.cache": `supported values: "WatchCache", "None"`},
+			mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.Cache = "Everything" },
+			want:   map[string]string{"spec.storage.cache": `supported values: "WatchCache", "Lean", "None"`},
 		},
 		"retention not positive": {
 			mutate: func(hr *annex.HostedResource) {

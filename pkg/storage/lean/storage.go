@@ -1,0 +1,448 @@
+// Package lean keeps a hosted type's objects in memory as their encoding,
+// instead of decoded: about a tenth of the memory of the upstream watch
+// cache, with the upstream watch cache's own code and semantics.
+//
+// The upstream watch cache (k8s.io/apiserver/pkg/storage/cacher) is built
+// here over Objects: the compact form of an object (its encoding, key,
+// name, namespace, resourceVersion, labels and fields). Between the cache
+// and the store, a compacting layer turns what the store returns into
+// Objects; in front of the cache, Storage turns Objects back into the
+// type's objects for its callers. Everything else (watchers, bookmarks,
+// progress notifications, consistent reads, snapshots and continue
+// tokens, resourceVersion windows, 410s) is the upstream cacher's, and the
+// upstream storage suite proves the whole (pkg/storage/suite).
+//
+// What it costs: a list decodes each object it returns (the upstream cache
+// deep-copies it instead), and each watcher decodes the events it sends.
+package lean
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/apiserver/pkg/registry/generic"
+	"k8s.io/apiserver/pkg/storage"
+	cacherstorage "k8s.io/apiserver/pkg/storage/cacher"
+	"k8s.io/apiserver/pkg/storage/storagebackend"
+	"k8s.io/apiserver/pkg/storage/storagebackend/factory"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
+)
+
+// Config configures the lean storage of one resource.
+type Config struct {
+	// Storage is the store the objects are kept in.
+	Storage storage.Interface
+	// Codec encodes an object into its compact form and decodes it back:
+	// the round trip must give the object again.
+	Codec runtime.Codec
+	// GroupResource, ResourcePrefix, KeyFunc, GetAttrsFunc, NewFunc and
+	// NewListFunc are the resource's, as a storage decorator receives them.
+	GroupResource  schema.GroupResource
+	ResourcePrefix string
+	KeyFunc        func(runtime.Object) (string, error)
+	GetAttrsFunc   storage.AttrFunc
+	NewFunc        func() runtime.Object
+	NewListFunc    func() runtime.Object
+	// EventsHistoryWindow is how far back the cache keeps events; the
+	// cacher's default when zero.
+	EventsHistoryWindow time.Duration
+	// Clock is the cache's clock; the real one when nil.
+	Clock clock.WithTicker
+}
+
+// Storage is the lean storage of one resource.
+type Storage struct {
+	config    Config
+	raw       storage.Interface
+	cacher    *cacherstorage.Cacher
+	delegator *cacherstorage.CacheDelegator
+}
+
+var _ storage.Interface = &Storage{}
+
+// New builds the watch cache of a resource over its compacted objects. It
+// starts filling at once; Stop stops it.
+func New(config Config) (*Storage, error) {
+	s := &Storage{config: config, raw: config.Storage}
+	compacted := &compacting{Interface: config.Storage, s: s}
+	cacherConfig := cacherstorage.Config{
+		Storage:             compacted,
+		Versioner:           config.Storage.Versioner(),
+		GroupResource:       config.GroupResource,
+		EventsHistoryWindow: config.EventsHistoryWindow,
+		ResourcePrefix:      config.ResourcePrefix,
+		KeyFunc:             objectKey,
+		GetAttrsFunc:        objectAttrs,
+		NewFunc:             func() runtime.Object { return &Object{} },
+		NewListFunc:         func() runtime.Object { return &ObjectList{} },
+		Codec:               objectCodec{},
+		Clock:               config.Clock,
+	}
+	if cacherConfig.Clock == nil {
+		cacherConfig.Clock = clock.RealClock{}
+	}
+	cacher, err := cacherstorage.NewCacherFromConfig(cacherConfig)
+	if err != nil {
+		return nil, err
+	}
+	s.cacher = cacher
+	s.delegator = cacherstorage.NewCacheDelegator(cacher, compacted)
+	return s, nil
+}
+
+// Stop stops the cache; the store is the caller's to close.
+func (s *Storage) Stop() {
+	s.delegator.Stop()
+	s.cacher.Stop()
+}
+
+// Decorator is the storage decorator of the hosted types kept lean: the
+// raw store, and the lean cache in front of it. A custom resource's
+// compact form is its JSON.
+func Decorator(config *storagebackend.ConfigForResource, resourcePrefix string, keyFunc func(runtime.Object) (string, error),
+	newFunc, newListFunc func() runtime.Object, getAttrsFunc storage.AttrFunc, _ storage.IndexerFuncs, _ *cache.Indexers) (storage.Interface, factory.DestroyFunc, error) {
+	raw, destroyRaw, err := generic.NewRawStorage(config, newFunc, newListFunc, resourcePrefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	codec := config.Codec
+	if _, ok := newFunc().(*unstructured.Unstructured); ok {
+		codec = unstructured.UnstructuredJSONScheme
+	}
+	s, err := New(Config{
+		Storage: raw, Codec: codec, GroupResource: config.GroupResource, ResourcePrefix: resourcePrefix,
+		KeyFunc: keyFunc, GetAttrsFunc: getAttrsFunc, NewFunc: newFunc, NewListFunc: newListFunc,
+		EventsHistoryWindow: config.EventsHistoryWindow,
+	})
+	if err != nil {
+		destroyRaw()
+		return nil, nil, err
+	}
+	var once sync.Once
+	return s, func() { once.Do(func() { s.Stop(); destroyRaw() }) }, nil
+}
+
+// compact turns an object the store returned into its compact form.
+func (s *Storage) compact(obj runtime.Object) (*Object, error) {
+	accessor, err := meta.Accessor(obj)
+	if err != nil {
+		return nil, err
+	}
+	key, err := s.config.KeyFunc(obj)
+	if err != nil {
+		return nil, fmt.Errorf("the key of %s/%s: %w", accessor.GetNamespace(), accessor.GetName(), err)
+	}
+	l, f, err := s.config.GetAttrsFunc(obj)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := s.config.Codec.Encode(obj, &buf); err != nil {
+		return nil, fmt.Errorf("encoding %s: %w", key, err)
+	}
+	o := &Object{key: key, data: bytes.Clone(buf.Bytes()), labels: l, fields: f}
+	o.Name, o.Namespace, o.ResourceVersion = accessor.GetName(), accessor.GetNamespace(), accessor.GetResourceVersion()
+	return o, nil
+}
+
+// decode turns a compact object back into the resource's object, with the
+// resourceVersion the cache gave it.
+func (s *Storage) decode(o *Object, into runtime.Object) error {
+	out, _, err := s.config.Codec.Decode(o.data, nil, into)
+	if err != nil {
+		return fmt.Errorf("decoding %s from the lean cache: %w", o.key, err)
+	}
+	if out != into {
+		return fmt.Errorf("decoding %s from the lean cache gave a %T, not a %T", o.key, out, into)
+	}
+	return s.raw.Versioner().UpdateObject(into, mustParseRV(o.ResourceVersion))
+}
+
+func mustParseRV(rv string) uint64 {
+	v, err := storage.APIObjectVersioner{}.ParseResourceVersion(rv)
+	if err != nil {
+		return 0
+	}
+	return v
+}
+
+// decodeCached turns the cache's copy of an object, which the cache passes
+// to the store's writes as a guess of the stored object, back into the
+// resource's object.
+func (s *Storage) decodeCached(cached runtime.Object) runtime.Object {
+	o, ok := cached.(*Object)
+	if !ok {
+		return cached
+	}
+	obj := s.config.NewFunc()
+	if err := s.decode(o, obj); err != nil {
+		// Only a guess: the store reads the object itself.
+		return nil
+	}
+	return obj
+}
+
+func objectKey(obj runtime.Object) (string, error) {
+	o, ok := obj.(*Object)
+	if !ok {
+		return "", fmt.Errorf("the lean cache holds its own objects, not %T", obj)
+	}
+	return o.key, nil
+}
+
+func objectAttrs(obj runtime.Object) (labels.Set, fields.Set, error) {
+	o, ok := obj.(*Object)
+	if !ok {
+		return nil, nil, fmt.Errorf("the lean cache holds its own objects, not %T", obj)
+	}
+	return o.labels, o.fields, nil
+}
+
+// Versioner implements storage.Interface.
+func (s *Storage) Versioner() storage.Versioner { return s.raw.Versioner() }
+
+// Create implements storage.Interface.
+func (s *Storage) Create(ctx context.Context, key string, obj, out runtime.Object, ttl uint64) error {
+	return s.delegator.Create(ctx, key, obj, out, ttl)
+}
+
+// Delete implements storage.Interface.
+func (s *Storage) Delete(ctx context.Context, key string, out runtime.Object, preconditions *storage.Preconditions,
+	validateDeletion storage.ValidateObjectFunc, cachedExistingObject runtime.Object, opts storage.DeleteOptions) error {
+	return s.delegator.Delete(ctx, key, out, preconditions, validateDeletion, cachedExistingObject, opts)
+}
+
+// GuaranteedUpdate implements storage.Interface.
+func (s *Storage) GuaranteedUpdate(ctx context.Context, key string, destination runtime.Object, ignoreNotFound bool,
+	preconditions *storage.Preconditions, tryUpdate storage.UpdateFunc, cachedExistingObject runtime.Object) error {
+	return s.delegator.GuaranteedUpdate(ctx, key, destination, ignoreNotFound, preconditions, tryUpdate, cachedExistingObject)
+}
+
+// Get implements storage.Interface.
+func (s *Storage) Get(ctx context.Context, key string, opts storage.GetOptions, objPtr runtime.Object) error {
+	if opts.ResourceVersion == "" {
+		// As the cache does: a get of the latest reads the store.
+		return s.raw.Get(ctx, key, opts, objPtr)
+	}
+	o := &Object{}
+	if err := s.delegator.Get(ctx, key, opts, o); err != nil {
+		return err
+	}
+	if o.data == nil {
+		// Not found, and opts.IgnoreNotFound.
+		return runtime.SetZeroValue(objPtr)
+	}
+	return s.decode(o, objPtr)
+}
+
+// GetList implements storage.Interface.
+func (s *Storage) GetList(ctx context.Context, key string, opts storage.ListOptions, listObj runtime.Object) error {
+	l := &ObjectList{}
+	if err := s.delegator.GetList(ctx, key, opts, l); err != nil {
+		return err
+	}
+	items := make([]runtime.Object, len(l.Items))
+	for i := range l.Items {
+		items[i] = s.config.NewFunc()
+		if err := s.decode(&l.Items[i], items[i]); err != nil {
+			return apierrors.NewInternalError(err)
+		}
+	}
+	if err := meta.SetList(listObj, items); err != nil {
+		return err
+	}
+	listMeta, err := meta.ListAccessor(listObj)
+	if err != nil {
+		return err
+	}
+	listMeta.SetResourceVersion(l.ResourceVersion)
+	listMeta.SetContinue(l.Continue)
+	listMeta.SetRemainingItemCount(l.RemainingItemCount)
+	return nil
+}
+
+// Watch implements storage.Interface.
+func (s *Storage) Watch(ctx context.Context, key string, opts storage.ListOptions) (watch.Interface, error) {
+	w, err := s.delegator.Watch(ctx, key, opts)
+	if err != nil {
+		return nil, err
+	}
+	return watch.Filter(w, s.expandEvent), nil
+}
+
+// expandEvent turns the compact object of an event back into the
+// resource's object.
+func (s *Storage) expandEvent(ev watch.Event) (watch.Event, bool) {
+	if ev.Type == watch.Error {
+		return ev, true
+	}
+	obj := ev.Object
+	if cacheable, ok := obj.(runtime.CacheableObject); ok {
+		obj = cacheable.GetObject()
+	}
+	o, ok := obj.(*Object)
+	if !ok {
+		return ev, true
+	}
+	out := s.config.NewFunc()
+	if ev.Type == watch.Bookmark {
+		// A bookmark carries a resourceVersion and, at the end of the
+		// initial events, an annotation that says so.
+		if err := s.raw.Versioner().UpdateObject(out, mustParseRV(o.ResourceVersion)); err != nil {
+			return errorEvent(err), true
+		}
+		if len(o.Annotations) > 0 {
+			accessor, err := meta.Accessor(out)
+			if err != nil {
+				return errorEvent(err), true
+			}
+			accessor.SetAnnotations(o.Annotations)
+		}
+		return watch.Event{Type: ev.Type, Object: out}, true
+	}
+	if err := s.decode(o, out); err != nil {
+		return errorEvent(err), true
+	}
+	return watch.Event{Type: ev.Type, Object: out}, true
+}
+
+func errorEvent(err error) watch.Event {
+	status := apierrors.NewInternalError(err).Status()
+	return watch.Event{Type: watch.Error, Object: &status}
+}
+
+// Stats implements storage.Interface.
+func (s *Storage) Stats(ctx context.Context) (storage.Stats, error) { return s.delegator.Stats(ctx) }
+
+// ReadinessCheck implements storage.Interface.
+func (s *Storage) ReadinessCheck() error { return s.delegator.ReadinessCheck() }
+
+// RequestWatchProgress implements storage.Interface.
+func (s *Storage) RequestWatchProgress(ctx context.Context) error {
+	return s.delegator.RequestWatchProgress(ctx)
+}
+
+// GetCurrentResourceVersion implements storage.Interface.
+func (s *Storage) GetCurrentResourceVersion(ctx context.Context) (uint64, error) {
+	return s.delegator.GetCurrentResourceVersion(ctx)
+}
+
+// EnableResourceSizeEstimation implements storage.Interface.
+func (s *Storage) EnableResourceSizeEstimation(keys storage.KeysFunc) error {
+	return s.delegator.EnableResourceSizeEstimation(keys)
+}
+
+// CompactRevision implements storage.Interface.
+func (s *Storage) CompactRevision() int64 { return s.delegator.CompactRevision() }
+
+// compacting is the store as the cache sees it: what it reads is turned
+// into Objects; writes pass through with the resource's own objects.
+type compacting struct {
+	storage.Interface
+	s *Storage
+}
+
+func (c *compacting) Delete(ctx context.Context, key string, out runtime.Object, preconditions *storage.Preconditions,
+	validateDeletion storage.ValidateObjectFunc, cachedExistingObject runtime.Object, opts storage.DeleteOptions) error {
+	return c.Interface.Delete(ctx, key, out, preconditions, validateDeletion, c.s.decodeCached(cachedExistingObject), opts)
+}
+
+func (c *compacting) GuaranteedUpdate(ctx context.Context, key string, destination runtime.Object, ignoreNotFound bool,
+	preconditions *storage.Preconditions, tryUpdate storage.UpdateFunc, cachedExistingObject runtime.Object) error {
+	return c.Interface.GuaranteedUpdate(ctx, key, destination, ignoreNotFound, preconditions, tryUpdate, c.s.decodeCached(cachedExistingObject))
+}
+
+func (c *compacting) Get(ctx context.Context, key string, opts storage.GetOptions, objPtr runtime.Object) error {
+	o, ok := objPtr.(*Object)
+	if !ok {
+		return c.Interface.Get(ctx, key, opts, objPtr)
+	}
+	obj := c.s.config.NewFunc()
+	if err := c.Interface.Get(ctx, key, opts, obj); err != nil {
+		return err
+	}
+	accessor, err := meta.Accessor(obj)
+	if err != nil {
+		return err
+	}
+	if accessor.GetResourceVersion() == "" {
+		// Not found, and opts.IgnoreNotFound.
+		*o = Object{}
+		return nil
+	}
+	compacted, err := c.s.compact(obj)
+	if err != nil {
+		return err
+	}
+	*o = *compacted
+	return nil
+}
+
+func (c *compacting) GetList(ctx context.Context, key string, opts storage.ListOptions, listObj runtime.Object) error {
+	l, ok := listObj.(*ObjectList)
+	if !ok {
+		return c.Interface.GetList(ctx, key, opts, listObj)
+	}
+	full := c.s.config.NewListFunc()
+	if err := c.Interface.GetList(ctx, key, opts, full); err != nil {
+		return err
+	}
+	listMeta, err := meta.ListAccessor(full)
+	if err != nil {
+		return err
+	}
+	l.ResourceVersion, l.Continue, l.RemainingItemCount = listMeta.GetResourceVersion(), listMeta.GetContinue(), listMeta.GetRemainingItemCount()
+	l.Items = nil
+	return meta.EachListItem(full, func(obj runtime.Object) error {
+		o, err := c.s.compact(obj)
+		if err != nil {
+			return err
+		}
+		l.Items = append(l.Items, *o)
+		return nil
+	})
+}
+
+func (c *compacting) Watch(ctx context.Context, key string, opts storage.ListOptions) (watch.Interface, error) {
+	w, err := c.Interface.Watch(ctx, key, opts)
+	if err != nil {
+		return nil, err
+	}
+	return watch.Filter(w, c.compactEvent), nil
+}
+
+func (c *compacting) compactEvent(ev watch.Event) (watch.Event, bool) {
+	if ev.Type == watch.Error {
+		return ev, true
+	}
+	accessor, err := meta.Accessor(ev.Object)
+	if err != nil {
+		return errorEvent(err), true
+	}
+	if ev.Type == watch.Bookmark {
+		o := &Object{}
+		o.ResourceVersion = accessor.GetResourceVersion()
+		o.Annotations = accessor.GetAnnotations()
+		return watch.Event{Type: ev.Type, Object: o}, true
+	}
+	o, err := c.s.compact(ev.Object)
+	if err != nil {
+		return errorEvent(err), true
+	}
+	return watch.Event{Type: ev.Type, Object: o}, true
+}
+
+// Wait waits until the cache has filled, or ctx is done.
+func (s *Storage) Wait(ctx context.Context) error { return s.cacher.Wait(ctx) }
