@@ -39,6 +39,7 @@ func main() {
 		plots   = flag.String("plots", "", "directory for the PNG plots (default <out>)")
 		command = flag.String("command", "", "the command that reproduces this run, for the report")
 		fsync   = flag.Bool("cluster-etcd-fsync", true, "run the cluster's etcd with fsync, as in production and as annex's embedded etcd runs (envtest turns fsync off)")
+		cache   = flag.String("hosted-cache", "", "spec.storage.cache of the HostedResources of B and C: WatchCache (the default), Lean or None")
 	)
 	flag.Parse()
 	if *outDir == "" {
@@ -63,13 +64,13 @@ func main() {
 		}
 		return
 	}
-	if err := run(ctx, *mode, *outDir, *doc, *plots, *command, *fsync); err != nil {
+	if err := run(ctx, *mode, *outDir, *doc, *plots, *command, *fsync, *cache); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, mode, outDir, doc, plotDir, command string, fsync bool) (retErr error) {
+func run(ctx context.Context, mode, outDir, doc, plotDir, command string, fsync bool, cache string) (retErr error) {
 	pl, err := planFor(mode)
 	if err != nil {
 		return err
@@ -111,6 +112,7 @@ func run(ctx context.Context, mode, outDir, doc, plotDir, command string, fsync 
 	if err != nil {
 		return err
 	}
+	b.hostedCache = cache
 	r := &results{
 		Mode:    mode,
 		Command: command,
@@ -123,6 +125,7 @@ func run(ctx context.Context, mode, outDir, doc, plotDir, command string, fsync 
 			"annex":          b.annex.version(ctx),
 		},
 		ClusterEtcdFsync: fsync,
+		HostedCache:      cache,
 	}
 	p.logf("versions: %v", r.Versions)
 

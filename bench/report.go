@@ -360,6 +360,11 @@ func writeReport(r *results, doc string, plots []string) error {
 		w("| %s | %s |\n", k, r.Versions[k])
 	}
 	w("| cluster etcd fsync | %v (annex's embedded etcd always syncs) |\n", r.ClusterEtcdFsync)
+	cache := r.HostedCache
+	if cache == "" {
+		cache = "WatchCache (the default)"
+	}
+	w("| B's and C's `spec.storage.cache` | %s |\n", cache)
 	w("| started (UTC), duration | %s, %.0f s |\n\n", r.Started.Format("2006-01-02 15:04"), r.Seconds)
 
 	w("## Against the targets\n\n")

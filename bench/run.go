@@ -22,6 +22,9 @@ type results struct {
 	Machine          machine           `json:"machine"`
 	Versions         map[string]string `json:"versions"`
 	ClusterEtcdFsync bool              `json:"clusterEtcdFsync"`
+	// HostedCache is spec.storage.cache of B's and C's HostedResources;
+	// empty for the default, the watch cache.
+	HostedCache string `json:"hostedCache,omitempty"`
 
 	Ladder ladder `json:"ladder"`
 	// CRUD is keyed by shape, then target (A, B, C, ConfigMap).

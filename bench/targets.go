@@ -122,6 +122,9 @@ type bench struct {
 	A, B, C, CM *target
 	adminDyn    dynamic.Interface
 	crdClient   apiextensionsclient.Interface
+	// hostedCache is spec.storage.cache of the HostedResources; empty for
+	// annex's default.
+	hostedCache string
 }
 
 func newBench(env *framework.Environment) (*bench, error) {
@@ -186,6 +189,9 @@ func (b *bench) installTypes(ctx context.Context, probeNamespace string) error {
 		spec, err := toMap(s.crdSpec(hostedGroup))
 		if err != nil {
 			return err
+		}
+		if b.hostedCache != "" {
+			spec["storage"] = map[string]any{"backend": "default", "cache": b.hostedCache}
 		}
 		hr := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": framework.Group + "/" + framework.Version,
