@@ -15,6 +15,7 @@ import (
 	"k8s.io/apiserver/pkg/util/webhook"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/routing"
@@ -85,10 +86,19 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 			CRDRESTOptionsGetter: router,
 			// One replica establishes a type at once; with more, the
 			// establishing controller waits for the others to see it.
-			MasterCount:     1,
-			ServiceResolver: webhook.NewDefaultServiceResolver(),
-			AuthResolverWrapper: webhook.NewDefaultAuthenticationInfoResolverWrapper(
-				nil, nil, genericConfig.LoopbackClientConfig, noopoteltrace.NewTracerProvider()),
+			MasterCount:         1,
+			ServiceResolver:     webhook.NewDefaultServiceResolver(),
+			AuthResolverWrapper: webhookAuthentication(),
 		},
 	}, router, backends, nil
+}
+
+// webhookAuthentication says how annex authenticates to the conversion
+// webhooks of hosted types. The kube-apiserver hands its own loopback
+// credentials to a webhook at kubernetes.default.svc, since that is
+// itself; for annex that service is the cluster's kube-apiserver, another
+// server, so such a webhook gets no credentials: annex's loopback token
+// never leaves annex.
+func webhookAuthentication() webhook.AuthenticationInfoResolverWrapper {
+	return webhook.NewDefaultAuthenticationInfoResolverWrapper(nil, nil, &rest.Config{}, noopoteltrace.NewTracerProvider())
 }
