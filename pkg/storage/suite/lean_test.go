@@ -62,152 +62,49 @@ func newLeanStore(t *testing.T, c *kubernetes.Client, clusterScoped bool) storag
 }
 
 // TestLeanStorageSuite runs the suite against the lean cache, as upstream
-// runs it against its watch cache (cacher_test.go), on each store. Tests
-// left out, besides those TestStorageSuite leaves out, and why:
+// runs it against its watch cache (cacher_test.go), on each store: the
+// tests of TestStorageSuite, and those of the watch cache's own
+// semantics. Tests left out, besides those TestStorageSuite leaves out,
+// and why:
 //   - WatchFromZero, List, CompactRevision and ListInconsistentContinuation
 //     as upstream runs them against its cache need hooks into the cache's
 //     internals (forcing the cache's own compaction), which only the cacher
 //     package's tests can reach.
-//   - WatchContextCancel, as for upstream's cache: the watch cache ends a
-//     watch on cancellation differently from the store (kubernetes#109831).
+//   - WatchContextCancel and ProgressNotify: upstream runs neither against
+//     its cache (kubernetes#109831; the cache turns progress into bookmarks,
+//     which the bookmark tests cover).
 func TestLeanStorageSuite(t *testing.T) {
-	for backendName, start := range backends {
-		t.Run(backendName, func(t *testing.T) {
-			newClient := start(t)
-			ctx := context.Background()
-			tests := map[string]func(t *testing.T, c *kubernetes.Client, s storage.Interface){
-				"Create": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestCreate(ctx, t, s, storedAsWritten(c.Client))
-				},
-				"CreateWithTTL": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestCreateWithTTL(ctx, t, s)
-				},
-				"CreateWithKeyExist": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestCreateWithKeyExist(ctx, t, s)
-				},
-				"Get": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) { storagetesting.RunTestGet(ctx, t, s) },
-				"UnconditionalDelete": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestUnconditionalDelete(ctx, t, s)
-				},
-				"ConditionalDelete": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestConditionalDelete(ctx, t, s)
-				},
-				"DeleteWithSuggestion": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestDeleteWithSuggestion(ctx, t, s)
-				},
-				"DeleteWithSuggestionAndConflict": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestDeleteWithSuggestionAndConflict(ctx, t, s)
-				},
-				"DeleteWithSuggestionOfDeletedObject": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestDeleteWithSuggestionOfDeletedObject(ctx, t, s)
-				},
-				"ValidateDeletionWithSuggestion": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestValidateDeletionWithSuggestion(ctx, t, s)
-				},
-				"ValidateDeletionWithOnlySuggestionValid": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestValidateDeletionWithOnlySuggestionValid(ctx, t, s)
-				},
-				"DeleteWithConflict": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestDeleteWithConflict(ctx, t, s)
-				},
-				"PreconditionalDeleteWithSuggestion": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestPreconditionalDeleteWithSuggestion(ctx, t, s)
-				},
-				"PreconditionalDeleteWithOnlySuggestionPass": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestPreconditionalDeleteWithOnlySuggestionPass(ctx, t, s)
-				},
-				"ListPaging": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestListPaging(ctx, t, s)
-				},
-				"ConsistentList": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestConsistentList(ctx, t, s, increaseRV(c.Client), true, true, true)
-				},
-				"GetListNonRecursive": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestGetListNonRecursive(ctx, t, increaseRV(c.Client), s)
-				},
-				"GetListRecursivePrefix": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestGetListRecursivePrefix(ctx, t, s)
-				},
-				"KeySchema": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestKeySchema(ctx, t, s)
-				},
-				"GuaranteedUpdateWithTTL": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestGuaranteedUpdateWithTTL(ctx, t, s)
-				},
-				"GuaranteedUpdateWithConflict": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestGuaranteedUpdateWithConflict(ctx, t, s)
-				},
-				"GuaranteedUpdateWithSuggestionAndConflict": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestGuaranteedUpdateWithSuggestionAndConflict(ctx, t, s)
-				},
-				"ListContinuation": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestListContinuation(ctx, t, s, nil)
-				},
-				"ListPaginationRareObject": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestListPaginationRareObject(ctx, t, s, nil)
-				},
-				"ListContinuationWithFilter": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestListContinuationWithFilter(ctx, t, s, nil)
-				},
-				"NamespaceScopedList": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestNamespaceScopedList(ctx, t, s)
-				},
-				"Watch": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) { storagetesting.RunTestWatch(ctx, t, s) },
-				"DeleteTriggerWatch": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestDeleteTriggerWatch(ctx, t, s)
-				},
-				"WatchFromNonZero": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestWatchFromNonZero(ctx, t, s)
-				},
-				"DelayedWatchDelivery": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestDelayedWatchDelivery(ctx, t, s)
-				},
-				"WatcherTimeout": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestWatcherTimeout(ctx, t, s)
-				},
-				"WatchDeleteEventObjectHaveLatestRV": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestWatchDeleteEventObjectHaveLatestRV(ctx, t, s)
-				},
-				"WatchInitializationSignal": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestWatchInitializationSignal(ctx, t, s)
-				},
-				"NamespaceScopedWatch": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestNamespaceScopedWatch(ctx, t, s)
-				},
-				"WatchDispatchBookmarkEvents": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestWatchDispatchBookmarkEvents(ctx, t, s, true)
-				},
-				"WatchBookmarksWithCorrectResourceVersion": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestOptionalWatchBookmarksWithCorrectResourceVersion(ctx, t, s)
-				},
-				"SendInitialEventsBackwardCompatibility": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunSendInitialEventsBackwardCompatibility(ctx, t, s)
-				},
-				"WatchSemantics": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunWatchSemantics(ctx, t, &waitForCache{s})
-				},
-				"WatchSemanticInitialEventsExtended": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunWatchSemanticInitialEventsExtended(ctx, t, &waitForCache{s})
-				},
-				"WatchListMatchSingle": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunWatchListMatchSingle(ctx, t, &waitForCache{s})
-				},
-			}
-			for name, test := range tests {
-				t.Run(name, func(t *testing.T) {
-					if reason, ok := skipped[backendName][name]; ok {
-						t.Skip(reason)
-					}
-					c := newClient(t)
-					test(t, c, newLeanStore(t, c, false))
-				})
-			}
-			t.Run("ClusterScopedWatch", func(t *testing.T) {
-				c := newClient(t)
-				storagetesting.RunTestClusterScopedWatch(ctx, t, newLeanStore(t, c, true))
-			})
-		})
+	ctx := context.Background()
+	tests := sharedTests(ctx)
+	for name, test := range map[string]suiteTest{
+		"ConsistentList": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestConsistentList(ctx, t, s, increaseRV(c.Client), true, true, true)
+		},
+		"WatchInitializationSignal": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestWatchInitializationSignal(ctx, t, s)
+		},
+		"WatchDispatchBookmarkEvents": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestWatchDispatchBookmarkEvents(ctx, t, s, true)
+		},
+		"WatchBookmarksWithCorrectResourceVersion": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestOptionalWatchBookmarksWithCorrectResourceVersion(ctx, t, s)
+		},
+		"SendInitialEventsBackwardCompatibility": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunSendInitialEventsBackwardCompatibility(ctx, t, s)
+		},
+		"WatchSemantics": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunWatchSemantics(ctx, t, &waitForCache{s})
+		},
+		"WatchSemanticInitialEventsExtended": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunWatchSemanticInitialEventsExtended(ctx, t, &waitForCache{s})
+		},
+		"WatchListMatchSingle": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunWatchListMatchSingle(ctx, t, &waitForCache{s})
+		},
+	} {
+		tests[name] = test
 	}
+	runSuite(t, tests, newLeanStore)
 }
 
 // waitForCache returns from a create once the cache holds the object, as

@@ -216,6 +216,136 @@ func compact(c *clientv3.Client) storagetesting.Compaction {
 	}
 }
 
+// suiteTest is one test of the suite, on a new store of a new backend.
+type suiteTest func(t *testing.T, c *kubernetes.Client, s storage.Interface)
+
+// storeFunc builds the store under test on a backend's client;
+// clusterScoped keys its objects by name alone.
+type storeFunc func(t *testing.T, c *kubernetes.Client, clusterScoped bool) storage.Interface
+
+// clusterScoped are the tests whose objects have no namespace.
+var clusterScoped = map[string]bool{"ClusterScopedWatch": true}
+
+// runSuite runs tests on every backend, each on a store of its own.
+func runSuite(t *testing.T, tests map[string]suiteTest, newStore storeFunc) {
+	for backendName, start := range backends {
+		t.Run(backendName, func(t *testing.T) {
+			newClient := start(t)
+			for name, test := range tests {
+				t.Run(name, func(t *testing.T) {
+					if reason, ok := skipped[backendName][name]; ok {
+						t.Skip(reason)
+					}
+					c := newClient(t)
+					test(t, c, newStore(t, c, clusterScoped[name]))
+				})
+			}
+		})
+	}
+}
+
+// sharedTests are the tests every store annex serves from passes, the raw
+// stores and the lean cache alike.
+func sharedTests(ctx context.Context) map[string]suiteTest {
+	return map[string]suiteTest{
+		"Create": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestCreate(ctx, t, s, storedAsWritten(c.Client))
+		},
+		"CreateWithTTL": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestCreateWithTTL(ctx, t, s)
+		},
+		"CreateWithKeyExist": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestCreateWithKeyExist(ctx, t, s)
+		},
+		"Get": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) { storagetesting.RunTestGet(ctx, t, s) },
+		"UnconditionalDelete": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestUnconditionalDelete(ctx, t, s)
+		},
+		"ConditionalDelete": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestConditionalDelete(ctx, t, s)
+		},
+		"DeleteWithSuggestion": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestDeleteWithSuggestion(ctx, t, s)
+		},
+		"DeleteWithSuggestionAndConflict": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestDeleteWithSuggestionAndConflict(ctx, t, s)
+		},
+		"DeleteWithSuggestionOfDeletedObject": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestDeleteWithSuggestionOfDeletedObject(ctx, t, s)
+		},
+		"ValidateDeletionWithSuggestion": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestValidateDeletionWithSuggestion(ctx, t, s)
+		},
+		"ValidateDeletionWithOnlySuggestionValid": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestValidateDeletionWithOnlySuggestionValid(ctx, t, s)
+		},
+		"DeleteWithConflict": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestDeleteWithConflict(ctx, t, s)
+		},
+		"PreconditionalDeleteWithSuggestion": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestPreconditionalDeleteWithSuggestion(ctx, t, s)
+		},
+		"PreconditionalDeleteWithOnlySuggestionPass": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestPreconditionalDeleteWithOnlySuggestionPass(ctx, t, s)
+		},
+		"ListPaging": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestListPaging(ctx, t, s)
+		},
+		"GetListNonRecursive": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestGetListNonRecursive(ctx, t, increaseRV(c.Client), s)
+		},
+		"GetListRecursivePrefix": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestGetListRecursivePrefix(ctx, t, s)
+		},
+		"KeySchema": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestKeySchema(ctx, t, s)
+		},
+		"GuaranteedUpdateWithTTL": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestGuaranteedUpdateWithTTL(ctx, t, s)
+		},
+		"GuaranteedUpdateWithConflict": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestGuaranteedUpdateWithConflict(ctx, t, s)
+		},
+		"GuaranteedUpdateWithSuggestionAndConflict": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestGuaranteedUpdateWithSuggestionAndConflict(ctx, t, s)
+		},
+		"ListContinuation": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestListContinuation(ctx, t, s, nil)
+		},
+		"ListPaginationRareObject": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestListPaginationRareObject(ctx, t, s, nil)
+		},
+		"ListContinuationWithFilter": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestListContinuationWithFilter(ctx, t, s, nil)
+		},
+		"NamespaceScopedList": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestNamespaceScopedList(ctx, t, s)
+		},
+		"Watch": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) { storagetesting.RunTestWatch(ctx, t, s) },
+		"DeleteTriggerWatch": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestDeleteTriggerWatch(ctx, t, s)
+		},
+		"WatchFromNonZero": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestWatchFromNonZero(ctx, t, s)
+		},
+		"DelayedWatchDelivery": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestDelayedWatchDelivery(ctx, t, s)
+		},
+		"WatcherTimeout": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestWatcherTimeout(ctx, t, s)
+		},
+		"WatchDeleteEventObjectHaveLatestRV": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestWatchDeleteEventObjectHaveLatestRV(ctx, t, s)
+		},
+		"ClusterScopedWatch": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestClusterScopedWatch(ctx, t, s)
+		},
+		"NamespaceScopedWatch": func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+			storagetesting.RunTestNamespaceScopedWatch(ctx, t, s)
+		},
+	}
+}
+
 // TestStorageSuite runs every test of the suite that needs nothing but the
 // public storage.Interface. Tests left out, and why:
 //   - RunTestGuaranteedUpdate, RunTestGuaranteedUpdateChecksStoredData,
@@ -228,131 +358,22 @@ func compact(c *clientv3.Client) storagetesting.Compaction {
 //     call-counting variants: they read a request recorder wired into the
 //     store's client by the etcd3 package's tests.
 func TestStorageSuite(t *testing.T) {
-	for backendName, start := range backends {
-		t.Run(backendName, func(t *testing.T) {
-			newClient := start(t)
-			ctx := context.Background()
-			tests := map[string]func(t *testing.T, c *kubernetes.Client, s storage.Interface){
-				"Create": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestCreate(ctx, t, s, storedAsWritten(c.Client))
-				},
-				"CreateWithTTL": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestCreateWithTTL(ctx, t, s)
-				},
-				"CreateWithKeyExist": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestCreateWithKeyExist(ctx, t, s)
-				},
-				"Get": func(t *testing.T, c *kubernetes.Client, s storage.Interface) { storagetesting.RunTestGet(ctx, t, s) },
-				"UnconditionalDelete": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestUnconditionalDelete(ctx, t, s)
-				},
-				"ConditionalDelete": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestConditionalDelete(ctx, t, s)
-				},
-				"DeleteWithSuggestion": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestDeleteWithSuggestion(ctx, t, s)
-				},
-				"DeleteWithSuggestionAndConflict": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestDeleteWithSuggestionAndConflict(ctx, t, s)
-				},
-				"DeleteWithSuggestionOfDeletedObject": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestDeleteWithSuggestionOfDeletedObject(ctx, t, s)
-				},
-				"ValidateDeletionWithSuggestion": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestValidateDeletionWithSuggestion(ctx, t, s)
-				},
-				"ValidateDeletionWithOnlySuggestionValid": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestValidateDeletionWithOnlySuggestionValid(ctx, t, s)
-				},
-				"DeleteWithConflict": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestDeleteWithConflict(ctx, t, s)
-				},
-				"PreconditionalDeleteWithSuggestion": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestPreconditionalDeleteWithSuggestion(ctx, t, s)
-				},
-				"PreconditionalDeleteWithOnlySuggestionPass": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestPreconditionalDeleteWithOnlySuggestionPass(ctx, t, s)
-				},
-				"ListPaging": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestListPaging(ctx, t, s)
-				},
-				"GetListNonRecursive": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestGetListNonRecursive(ctx, t, increaseRV(c.Client), s)
-				},
-				"GetListRecursivePrefix": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestGetListRecursivePrefix(ctx, t, s)
-				},
-				"KeySchema": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestKeySchema(ctx, t, s)
-				},
-				"GuaranteedUpdateWithTTL": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestGuaranteedUpdateWithTTL(ctx, t, s)
-				},
-				"GuaranteedUpdateWithConflict": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestGuaranteedUpdateWithConflict(ctx, t, s)
-				},
-				"GuaranteedUpdateWithSuggestionAndConflict": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestGuaranteedUpdateWithSuggestionAndConflict(ctx, t, s)
-				},
-				"ListContinuation": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestListContinuation(ctx, t, s, nil)
-				},
-				"ListPaginationRareObject": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestListPaginationRareObject(ctx, t, s, nil)
-				},
-				"ListContinuationWithFilter": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestListContinuationWithFilter(ctx, t, s, nil)
-				},
-				"ListInconsistentContinuation": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestListInconsistentContinuation(ctx, t, s, compact(c.Client))
-				},
-				"NamespaceScopedList": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestNamespaceScopedList(ctx, t, s)
-				},
-				"Watch": func(t *testing.T, c *kubernetes.Client, s storage.Interface) { storagetesting.RunTestWatch(ctx, t, s) },
-				"WatchFromZero": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestWatchFromZero(ctx, t, s, compact(c.Client))
-				},
-				"DeleteTriggerWatch": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestDeleteTriggerWatch(ctx, t, s)
-				},
-				"WatchFromNonZero": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestWatchFromNonZero(ctx, t, s)
-				},
-				"DelayedWatchDelivery": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestDelayedWatchDelivery(ctx, t, s)
-				},
-				"WatchContextCancel": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestWatchContextCancel(ctx, t, s)
-				},
-				"WatcherTimeout": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestWatcherTimeout(ctx, t, s)
-				},
-				"WatchDeleteEventObjectHaveLatestRV": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestWatchDeleteEventObjectHaveLatestRV(ctx, t, s)
-				},
-				"ProgressNotify": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunOptionalTestProgressNotify(ctx, t, s, increaseRV(c.Client))
-				},
-				"ClusterScopedWatch": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestClusterScopedWatch(ctx, t, s)
-				},
-				"NamespaceScopedWatch": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunTestNamespaceScopedWatch(ctx, t, s)
-				},
-				"WatchSemantics": func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
-					storagetesting.RunWatchSemantics(ctx, t, s)
-				},
-			}
-			for name, test := range tests {
-				t.Run(name, func(t *testing.T) {
-					if reason, ok := skipped[backendName][name]; ok {
-						t.Skip(reason)
-					}
-					c := newClient(t)
-					test(t, c, newStore(t, c))
-				})
-			}
-		})
+	ctx := context.Background()
+	tests := sharedTests(ctx)
+	tests["ListInconsistentContinuation"] = func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
+		storagetesting.RunTestListInconsistentContinuation(ctx, t, s, compact(c.Client))
 	}
+	tests["WatchFromZero"] = func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
+		storagetesting.RunTestWatchFromZero(ctx, t, s, compact(c.Client))
+	}
+	tests["WatchContextCancel"] = func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+		storagetesting.RunTestWatchContextCancel(ctx, t, s)
+	}
+	tests["ProgressNotify"] = func(t *testing.T, c *kubernetes.Client, s storage.Interface) {
+		storagetesting.RunOptionalTestProgressNotify(ctx, t, s, increaseRV(c.Client))
+	}
+	tests["WatchSemantics"] = func(t *testing.T, _ *kubernetes.Client, s storage.Interface) {
+		storagetesting.RunWatchSemantics(ctx, t, s)
+	}
+	runSuite(t, tests, func(t *testing.T, c *kubernetes.Client, _ bool) storage.Interface { return newStore(t, c) })
 }
