@@ -1,7 +1,10 @@
 package lean
 
 import (
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -51,6 +54,11 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("compact object's labels %v and fields %v, want the object's", o.labels, o.fields)
 	}
 
+	// Compression never costs more than a byte.
+	if encoded, _ := runtime.Encode(unstructured.UnstructuredJSONScheme, in); len(o.data) > len(encoded)+1 {
+		t.Errorf("the cache keeps %d bytes of a %d-byte object", len(o.data), len(encoded))
+	}
+
 	// The cache sets the resourceVersion of what it serves.
 	o.ResourceVersion = "43"
 	out := &unstructured.Unstructured{}
@@ -73,6 +81,82 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if &c.data[0] != &o.data[0] {
 		t.Error("a copy copied the encoding; it is never changed, so copies share it")
+	}
+}
+
+// A report, whose results repeat their field names, is kept in a third of
+// its JSON or less, and comes back the same.
+func TestCompression(t *testing.T) {
+	s := newTestStorage()
+	report := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "reports.example.com/v1", "kind": "Report",
+		"metadata": map[string]any{"name": "r1", "namespace": "team-a", "resourceVersion": "7"},
+	}}
+	var results []any
+	for i := range 8 {
+		results = append(results, map[string]any{"policy": fmt.Sprintf("pol-%d", i), "rule": "r1", "result": "pass",
+			"severity": "low", "category": "sec", "resources": []any{map[string]any{"kind": "Pod", "name": "web-1"}}})
+	}
+	report.Object["results"] = results
+	o, err := s.compact(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	encoded, _ := json.Marshal(report.Object)
+	if len(o.data)*3 > len(encoded) {
+		t.Errorf("the cache keeps %d bytes of a %d-byte report, want a third or less", len(o.data), len(encoded))
+	}
+	out := &unstructured.Unstructured{}
+	if err := s.decode(o, out); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := json.Marshal(out.Object); string(got) != string(encoded) {
+		t.Errorf("the report out of the cache:\n%s\nwant\n%s", got, encoded)
+	}
+}
+
+// Buffers reused between objects never reach what the cache keeps: an
+// object stored as is, decoded, stays intact while others are compressed
+// and decoded after it.
+func TestBuffersStayApart(t *testing.T) {
+	s := newTestStorage()
+	// Random hex does not compress: this object is kept as is.
+	noise := make([]byte, 200)
+	for i := range noise {
+		noise[i] = byte(i*7919 + i*i*104729)
+	}
+	incompressible := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Noise",
+		"metadata": map[string]any{"name": "a", "namespace": "n", "resourceVersion": "1"}, "data": hex.EncodeToString(noise)}}
+	kept, err := s.compact(incompressible)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept.data[0] != stored {
+		t.Fatalf("a %d-byte object was compressed; this test needs one kept as is", len(kept.data))
+	}
+	want := string(kept.data)
+	for i := range 100 {
+		out := &unstructured.Unstructured{}
+		if err := s.decode(kept, out); err != nil {
+			t.Fatal(err)
+		}
+		// Smaller once decoded than the kept object, and compressed.
+		other := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Other",
+			"metadata": map[string]any{"name": fmt.Sprintf("b%d", i), "namespace": "n", "resourceVersion": "2"},
+			"data":     strings.Repeat("abcdefgh", 10+i%20)}}
+		o, err := s.compact(other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.data[0] != compressed {
+			t.Fatalf("a repetitive object was kept as is")
+		}
+		if err := s.decode(o, &unstructured.Unstructured{}); err != nil {
+			t.Fatal(err)
+		}
+		if string(kept.data) != want {
+			t.Fatalf("after %d other objects, the kept object changed", i+1)
+		}
 	}
 }
 

@@ -148,11 +148,13 @@ func (s *Storage) compact(obj runtime.Object) (*Object, error) {
 	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	if err := s.config.Codec.Encode(obj, &buf); err != nil {
+	buf := buffers.Get().(*bytes.Buffer)
+	defer buffers.Put(buf)
+	buf.Reset()
+	if err := s.config.Codec.Encode(obj, buf); err != nil {
 		return nil, fmt.Errorf("encoding %s: %w", key, err)
 	}
-	o := &Object{key: key, data: bytes.Clone(buf.Bytes()), labels: l, fields: f}
+	o := &Object{key: key, data: compress(buf.Bytes()), labels: l, fields: f}
 	o.Name, o.Namespace, o.ResourceVersion = accessor.GetName(), accessor.GetNamespace(), accessor.GetResourceVersion()
 	return o, nil
 }
@@ -160,7 +162,12 @@ func (s *Storage) compact(obj runtime.Object) (*Object, error) {
 // decode turns a compact object back into the resource's object, with the
 // resourceVersion the cache gave it.
 func (s *Storage) decode(o *Object, into runtime.Object) error {
-	out, _, err := s.config.Codec.Decode(o.data, nil, into)
+	encoded, release, err := expand(o.data)
+	defer release()
+	if err != nil {
+		return fmt.Errorf("decompressing %s from the lean cache: %w", o.key, err)
+	}
+	out, _, err := s.config.Codec.Decode(encoded, nil, into)
 	if err != nil {
 		return fmt.Errorf("decoding %s from the lean cache: %w", o.key, err)
 	}
