@@ -196,7 +196,7 @@ bench-quick: tools build postgres ## Prove the benchmark harness end to end in s
 		$(BENCH_RUN) --mode=quick --out=$$out --command="make bench-quick"
 
 .PHONY: fresh-check
-fresh-check: ## Run CI (.ci/run) in a fresh clone with an empty HOME, module, build and tools cache, as on a new machine (about 35 minutes).
+fresh-check: ## Run CI (.ci/run) in a fresh clone with an empty HOME, module, build and tools cache, as on a new machine (about 40 minutes on 2 cores).
 	hack/fresh-check.sh
 
 .PHONY: clean

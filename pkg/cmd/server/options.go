@@ -178,7 +178,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.PostgresStartTimeout, "postgres-start-timeout", o.PostgresStartTimeout, "How long kine may take to start on a PostgreSQL database "+
 		"that accepted annex's connection; at most "+postgres.MaxStartTimeout.String()+".")
 	fs.DurationVar(&o.StorageBackendRetryInterval, "storage-backend-retry-interval", o.StorageBackendRetryInterval, "How long after a failed start a StorageBackend "+
-		"is tried again; the wait doubles with each failure in a row, up to 2m. Meanwhile the types on it answer 503 with the reason.")
+		"is tried again; the wait doubles with each failure in a row, up to 2m or this interval, whichever is longer. Meanwhile the types on it answer 503 with the reason.")
 	fs.DurationVar(&o.StorageBackendProbeInterval, "storage-backend-probe-interval", o.StorageBackendProbeInterval, "How often each StorageBackend is probed. "+
 		"Requests for the types of a backend found unready are answered 503 at once; until the next probe notices an outage they wait for the store.")
 	fs.StringVar(&o.APIService.Namespace, "apiservice-namespace", o.APIService.Namespace, "Aggregated mode: namespace of annex's Service, and of the controllers' leader-election Lease.")
