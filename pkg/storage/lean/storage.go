@@ -174,15 +174,17 @@ func (s *Storage) decode(o *Object, into runtime.Object) error {
 	if out != into {
 		return fmt.Errorf("decoding %s from the lean cache gave a %T, not a %T", o.key, out, into)
 	}
-	return s.raw.Versioner().UpdateObject(into, mustParseRV(o.ResourceVersion))
+	return s.setResourceVersion(into, o.ResourceVersion)
 }
 
-func mustParseRV(rv string) uint64 {
-	v, err := storage.APIObjectVersioner{}.ParseResourceVersion(rv)
+// setResourceVersion gives obj the resourceVersion the cache holds for it.
+func (s *Storage) setResourceVersion(obj runtime.Object, resourceVersion string) error {
+	versioner := s.raw.Versioner()
+	rv, err := versioner.ParseResourceVersion(resourceVersion)
 	if err != nil {
-		return 0
+		return err
 	}
-	return v
+	return versioner.UpdateObject(obj, rv)
 }
 
 // decodeCached turns the cache's copy of an object, which the cache passes
@@ -307,7 +309,7 @@ func (s *Storage) expandEvent(ev watch.Event) (watch.Event, bool) {
 	if ev.Type == watch.Bookmark {
 		// A bookmark carries a resourceVersion and, at the end of the
 		// initial events, an annotation that says so.
-		if err := s.raw.Versioner().UpdateObject(out, mustParseRV(o.ResourceVersion)); err != nil {
+		if err := s.setResourceVersion(out, o.ResourceVersion); err != nil {
 			return errorEvent(err), true
 		}
 		if len(o.Annotations) > 0 {
