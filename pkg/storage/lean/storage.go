@@ -13,7 +13,8 @@
 // upstream storage suite proves the whole (pkg/storage/suite).
 //
 // What it costs: a list decodes each object it returns (the upstream cache
-// deep-copies it instead), and each watcher decodes the events it sends.
+// deep-copies it instead), and each watch event is decoded once more
+// before it is serialized (shared.go).
 package lean
 
 import (
@@ -68,6 +69,9 @@ type Storage struct {
 	raw       storage.Interface
 	cacher    *cacherstorage.Cacher
 	delegator *cacherstorage.CacheDelegator
+	// shared shares the decoding and serializing of watch events between
+	// watchers.
+	shared *sharedEvents
 }
 
 var _ storage.Interface = &Storage{}
@@ -75,7 +79,7 @@ var _ storage.Interface = &Storage{}
 // New builds the watch cache of a resource over its compacted objects. It
 // starts filling at once; Stop stops it.
 func New(config Config) (*Storage, error) {
-	s := &Storage{config: config, raw: config.Storage}
+	s := &Storage{config: config, raw: config.Storage, shared: newSharedEvents()}
 	compacted := &compacting{Interface: config.Storage, s: s}
 	cacherConfig := cacherstorage.Config{
 		Storage:             compacted,
@@ -292,7 +296,8 @@ func (s *Storage) Watch(ctx context.Context, key string, opts storage.ListOption
 }
 
 // expandEvent turns the compact object of an event back into the
-// resource's object.
+// resource's object: for a bookmark a new one, for any other event the
+// object shared by every watcher of the event.
 func (s *Storage) expandEvent(ev watch.Event) (watch.Event, bool) {
 	if ev.Type == watch.Error {
 		return ev, true
@@ -305,24 +310,21 @@ func (s *Storage) expandEvent(ev watch.Event) (watch.Event, bool) {
 	if !ok {
 		return ev, true
 	}
+	if ev.Type != watch.Bookmark {
+		return watch.Event{Type: ev.Type, Object: s.shared.object(s, ev.Type, o)}, true
+	}
+	// A bookmark carries a resourceVersion and, at the end of the initial
+	// events, an annotation that says so.
 	out := s.config.NewFunc()
-	if ev.Type == watch.Bookmark {
-		// A bookmark carries a resourceVersion and, at the end of the
-		// initial events, an annotation that says so.
-		if err := s.setResourceVersion(out, o.ResourceVersion); err != nil {
+	if err := s.setResourceVersion(out, o.ResourceVersion); err != nil {
+		return errorEvent(err), true
+	}
+	if len(o.Annotations) > 0 {
+		accessor, err := meta.Accessor(out)
+		if err != nil {
 			return errorEvent(err), true
 		}
-		if len(o.Annotations) > 0 {
-			accessor, err := meta.Accessor(out)
-			if err != nil {
-				return errorEvent(err), true
-			}
-			accessor.SetAnnotations(o.Annotations)
-		}
-		return watch.Event{Type: ev.Type, Object: out}, true
-	}
-	if err := s.decode(o, out); err != nil {
-		return errorEvent(err), true
+		accessor.SetAnnotations(o.Annotations)
 	}
 	return watch.Event{Type: ev.Type, Object: out}, true
 }
