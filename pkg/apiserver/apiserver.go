@@ -81,6 +81,9 @@ type Config struct {
 	// AdminKubeconfig, in standalone mode, writes the admin's kubeconfig
 	// for the address annex serves on, once it serves.
 	AdminKubeconfig func(addr net.Addr) error
+	// LeanEncodedLists answers the JSON lists of the types kept lean from
+	// their cached encodings (see withLeanLists).
+	LeanEncodedLists bool
 	// Router is the hosted types' RESTOptionsGetter (HostedResources uses
 	// it); the server gives it the listers it reads.
 	Router *routing.Router
@@ -108,6 +111,8 @@ type completedConfig struct {
 	Router          *routing.Router
 	Controllers     controllers.Options
 	Stores          Stores
+	// LeanEncodedLists is Config's.
+	LeanEncodedLists bool
 }
 
 // CompletedConfig is a Config whose defaults are filled in.
@@ -127,13 +132,14 @@ func (cfg *Config) Complete() CompletedConfig {
 		cfg.Controllers.ObjectStats = tracker.Get
 	}
 	return CompletedConfig{&completedConfig{
-		GenericConfig:   cfg.GenericConfig.Complete(),
-		HostedResources: cfg.HostedResources.Complete(),
-		Standalone:      cfg.Standalone,
-		AdminKubeconfig: cfg.AdminKubeconfig,
-		Router:          cfg.Router,
-		Controllers:     cfg.Controllers,
-		Stores:          cfg.Stores,
+		GenericConfig:    cfg.GenericConfig.Complete(),
+		HostedResources:  cfg.HostedResources.Complete(),
+		Standalone:       cfg.Standalone,
+		AdminKubeconfig:  cfg.AdminKubeconfig,
+		Router:           cfg.Router,
+		Controllers:      cfg.Controllers,
+		Stores:           cfg.Stores,
+		LeanEncodedLists: cfg.LeanEncodedLists,
 	}}
 }
 
@@ -164,10 +170,15 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 		return nil, err
 	}
 	// Innermost, after authentication and authorization: a request for a
-	// hosted type whose backend cannot serve gets a 503 with the reason.
+	// hosted type whose backend cannot serve gets a 503 with the reason;
+	// past that check, the lists of types kept lean are answered from
+	// their encodings.
 	isAnnex := func(u user.Info) bool { return u.GetName() == loopback.GetName() && u.GetUID() == loopback.GetUID() }
 	build := c.GenericConfig.BuildHandlerChainFunc
 	c.GenericConfig.BuildHandlerChainFunc = func(handler http.Handler, gc *genericapiserver.Config) http.Handler {
+		if c.LeanEncodedLists {
+			handler = withLeanLists(handler, c.Router.Lean(), c.Router.CRD)
+		}
 		return build(withBackendCheck(handler, c.Router.Check, isAnnex, gc.Serializer), gc)
 	}
 	genericServer, err := c.GenericConfig.New("annex-apiserver", hosted.GenericAPIServer)

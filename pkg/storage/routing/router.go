@@ -74,11 +74,13 @@ type Router struct {
 
 	// pool holds the StorageBackends' backends, opened on first use.
 	pool *backend.Pool
+	// lean knows the lean storage of the types kept lean.
+	lean *lean.Registry
 }
 
 // New returns a Router whose default backend is the command-line store.
 func New(opts Options) *Router {
-	r := &Router{opts: opts}
+	r := &Router{opts: opts, lean: lean.NewRegistry()}
 	r.pool = backend.NewPool(opts.Backends, opts.RetryInterval, r.storageBackend)
 	return r
 }
@@ -142,9 +144,21 @@ func (r *Router) GetRESTOptions(gr schema.GroupResource, example runtime.Object)
 	case v1alpha1.StorageCacheNone:
 		opts.Decorator = generic.UndecoratedStorage
 	case v1alpha1.StorageCacheLean:
-		opts.Decorator = lean.Decorator
+		opts.Decorator = r.lean.Decorator(crd.UID, crd.Generation)
 	}
 	return opts, err
+}
+
+// Lean knows the lean storage of every version of the types kept lean.
+func (r *Router) Lean() *lean.Registry { return r.lean }
+
+// CRD returns the internal CRD of a hosted type, as the apiextensions
+// server knows it.
+func (r *Router) CRD(name string) (*apiextensionsv1.CustomResourceDefinition, error) {
+	if r.crds == nil {
+		return nil, fmt.Errorf("annex is %w: the type %s is not known yet", ErrStarting, name)
+	}
+	return r.crds.Get(name)
 }
 
 // deletingOnMissingBackend says that a type being deleted is bound to a

@@ -24,7 +24,6 @@ import (
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	annexlisters "annex.dev/annex/pkg/generated/listers/annex/v1alpha1"
 	"annex.dev/annex/pkg/storage/backend"
-	"annex.dev/annex/pkg/storage/lean"
 )
 
 func crd(name, backend string) *apiextensionsv1.CustomResourceDefinition {
@@ -237,7 +236,7 @@ func TestStorageCache(t *testing.T) {
 
 	decorator := map[uintptr]string{
 		reflect.ValueOf(generic.UndecoratedStorage).Pointer(): "none",
-		reflect.ValueOf(lean.Decorator).Pointer():             "lean",
+		reflect.ValueOf(r.Lean().Decorator("", 0)).Pointer():  "lean",
 	}
 	for _, tc := range []struct{ resource, want string }{
 		{"busy", "the watch cache"},

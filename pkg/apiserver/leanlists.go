@@ -1,0 +1,192 @@
+package apiserver
+
+import (
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	apiextensionshelpers "k8s.io/apiextensions-apiserver/pkg/apihelpers"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
+	metainternalversionscheme "k8s.io/apimachinery/pkg/apis/meta/internalversion/scheme"
+	metainternalversionvalidation "k8s.io/apimachinery/pkg/apis/meta/internalversion/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	auditinternal "k8s.io/apiserver/pkg/apis/audit"
+	"k8s.io/apiserver/pkg/audit"
+	"k8s.io/apiserver/pkg/endpoints/handlers/responsewriters"
+	endpointsmetrics "k8s.io/apiserver/pkg/endpoints/metrics"
+	"k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/apiserver/pkg/features"
+	"k8s.io/apiserver/pkg/storage"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/legacyregistry"
+
+	"annex.dev/annex/pkg/apis/annex"
+	"annex.dev/annex/pkg/storage/lean"
+)
+
+// Why a list of a type kept lean was not answered from its encodings; the
+// values of the metric's label "answer", with "encoded" for those that were.
+const (
+	leanListEncoded    = "encoded"
+	leanListNotServed  = "not-served"  // the type's definition does not serve it as listed: the upstream handler says why
+	leanListDeprecated = "deprecated"  // a deprecated version, whose answers carry a warning
+	leanListMediaType  = "media-type"  // not plain JSON: YAML, a Table, metadata only, or pretty-printed
+	leanListOptions    = "options"     // list options the upstream handler refuses, or a field or shard selector
+	leanListAudit      = "audit"       // an audit policy that records response bodies
+	leanListError      = "error"       // the cache refused the list: the upstream handler answers the error
+	leanListOutdated   = "outdated"    // the cache was made for another generation of the definition
+	leanListNotStarted = "not-started" // annex's routing has not started
+)
+
+var (
+	leanLists = metrics.NewCounterVec(&metrics.CounterOpts{
+		Namespace: "annex",
+		Subsystem: "lean",
+		Name:      "list_requests_total",
+		Help: "Lists of hosted types kept lean, by answer: \"encoded\" for those written from the cache's encodings, " +
+			"else why the upstream handler answered (not-served, deprecated, media-type, options, audit, error, outdated, not-started).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"group", "version", "resource", "answer"})
+	registerLeanListsOnce sync.Once
+)
+
+// withLeanLists answers the JSON lists of the types kept lean from their
+// cached encodings, written between the list's own fields (see
+// lean.EncodedList), as the upstream handler would answer them but
+// without decoding, copying and encoding each item again.
+//
+// It answers only where the upstream handler's answer is that list, byte
+// for byte: a served, established version that is not deprecated, plain
+// JSON, list options the upstream handler accepts without a field or shard
+// selector, and no audit of response bodies. Anything else, and a list the
+// cache refuses (a 410 for an expired continue token, say), goes on to the
+// upstream handler, which answers it itself. It belongs inside
+// authentication, authorization and the backend check.
+func withLeanLists(handler http.Handler, lists *lean.Registry, crds func(name string) (*apiextensionsv1.CustomResourceDefinition, error)) http.Handler {
+	registerLeanListsOnce.Do(func() { legacyregistry.MustRegister(leanLists) })
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		info, ok := request.RequestInfoFrom(req.Context())
+		if !ok || !info.IsResourceRequest || info.Verb != "list" || info.Subresource != "" || info.APIGroup == "" ||
+			info.APIGroup == annex.GroupName || info.APIGroup == apiextensionsv1.GroupName {
+			handler.ServeHTTP(w, req)
+			return
+		}
+		gvr := schema.GroupVersionResource{Group: info.APIGroup, Version: info.APIVersion, Resource: info.Resource}
+		registered, ok := lists.Get(gvr)
+		if !ok {
+			handler.ServeHTTP(w, req)
+			return
+		}
+		list, answer := leanList(req, info, registered, crds)
+		leanLists.WithLabelValues(gvr.Group, gvr.Version, gvr.Resource, answer).Inc()
+		if list == nil {
+			handler.ServeHTTP(w, req)
+			return
+		}
+		// As the apiextensions server instruments its handlers.
+		endpointsmetrics.InstrumentHandlerFunc(strings.ToUpper(info.Verb), info.APIGroup, info.APIVersion, info.Resource, "",
+			endpointsmetrics.CleanScope(info), endpointsmetrics.APIServerComponent, false, "",
+			func(w http.ResponseWriter, req *http.Request) {
+				request.TrackSerializeResponseObjectLatency(req.Context(), func() {
+					responsewriters.SerializeObject("application/json", lean.JSONEncoder{}, w, req, http.StatusOK, list)
+				})
+			})(w, req)
+	})
+}
+
+// leanList reads the list a request asks for from the lean cache, or says
+// why the upstream handler answers it instead.
+func leanList(req *http.Request, info *request.RequestInfo, registered lean.Registered,
+	crds func(name string) (*apiextensionsv1.CustomResourceDefinition, error)) (*lean.EncodedList, string) {
+	crd, err := crds(info.Resource + "." + info.APIGroup)
+	if err != nil {
+		return nil, leanListNotStarted
+	}
+	if crd.UID != registered.UID || crd.Generation != registered.Generation {
+		return nil, leanListOutdated
+	}
+	// What the apiextensions server checks before it serves a list.
+	namespaced := crd.Spec.Scope == apiextensionsv1.NamespaceScoped
+	if !namespaced && info.Namespace != "" || !apiextensionshelpers.HasServedCRDVersion(crd, info.APIVersion) ||
+		!apiextensionshelpers.IsCRDConditionTrue(crd, apiextensionsv1.NamesAccepted) && !apiextensionshelpers.IsCRDConditionTrue(crd, apiextensionsv1.Established) {
+		return nil, leanListNotServed
+	}
+	for _, v := range crd.Spec.Versions {
+		if v.Name == info.APIVersion && v.Deprecated {
+			return nil, leanListDeprecated
+		}
+	}
+	if !plainJSON(req) {
+		return nil, leanListMediaType
+	}
+	if ac := audit.AuditContextFrom(req.Context()); ac != nil && !ac.GetEventLevel().Less(auditinternal.LevelRequestResponse) {
+		return nil, leanListAudit
+	}
+
+	// The list options as the upstream list handler reads them.
+	opts := metainternalversion.ListOptions{}
+	if err := metainternalversionscheme.ParameterCodec.DecodeParameters(req.URL.Query(), metav1.SchemeGroupVersion, &opts); err != nil {
+		return nil, leanListOptions
+	}
+	watchList := utilfeature.DefaultFeatureGate.Enabled(features.WatchList)
+	metainternalversion.SetListOptionsDefaults(&opts, watchList)
+	if errs := metainternalversionvalidation.ValidateListOptions(&opts, watchList); len(errs) > 0 || opts.Watch ||
+		opts.FieldSelector != nil && !opts.FieldSelector.Empty() || opts.ShardSelector != "" {
+		return nil, leanListOptions
+	}
+	label := labels.Everything()
+	if opts.LabelSelector != nil {
+		label = opts.LabelSelector
+	}
+	// As the type's registry store lists: its key root, and its predicate.
+	s := registered.Storage
+	key := s.ResourcePrefix()
+	if namespaced && info.Namespace != "" {
+		key += "/" + info.Namespace
+	}
+	pred := s.Predicate(label, fields.Everything())
+	pred.Limit, pred.Continue = opts.Limit, opts.Continue
+	list, err := s.ListEncoded(req.Context(), key, storage.ListOptions{
+		ResourceVersion:      opts.ResourceVersion,
+		ResourceVersionMatch: opts.ResourceVersionMatch,
+		Predicate:            pred,
+		Recursive:            true,
+	}, registered.ListKind)
+	if err != nil {
+		return nil, leanListError
+	}
+	return list, leanListEncoded
+}
+
+// plainJSON says that the apiextensions server would answer a request in
+// plain JSON: it accepts only JSON (or anything), without parameters (a
+// Table, metadata only, a version of either), and does not ask for the
+// JSON pretty-printed (as curl, wget and browsers are answered).
+func plainJSON(req *http.Request) bool {
+	for _, accept := range req.Header.Values("Accept") {
+		for clause := range strings.SplitSeq(accept, ",") {
+			if clause = strings.TrimSpace(clause); clause == "" {
+				continue
+			}
+			mediaType, params, err := mime.ParseMediaType(clause)
+			if err != nil || len(params) > 0 || mediaType != "application/json" && mediaType != "*/*" {
+				return false
+			}
+		}
+	}
+	if strings.Contains(req.URL.RawQuery, "pretty") {
+		if pretty := req.URL.Query().Get("pretty"); pretty != "" {
+			on, _ := strconv.ParseBool(pretty)
+			return !on
+		}
+	}
+	userAgent := req.UserAgent()
+	return !strings.HasPrefix(userAgent, "curl") && !strings.HasPrefix(userAgent, "Wget") && !strings.HasPrefix(userAgent, "Mozilla/5.0")
+}
