@@ -98,11 +98,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		cache := desired.Annotations[v1alpha1.StorageCacheAnnotation]
 		if !apiequality.Semantic.DeepEqual(crd.Spec, desired.Spec) || crd.Annotations[v1alpha1.StorageCacheAnnotation] != cache {
 			crd.Spec = desired.Spec
-			if cache == "" {
-				delete(crd.Annotations, v1alpha1.StorageCacheAnnotation)
-			} else {
-				metav1.SetMetaDataAnnotation(&crd.ObjectMeta, v1alpha1.StorageCacheAnnotation, cache)
-			}
+			metav1.SetMetaDataAnnotation(&crd.ObjectMeta, v1alpha1.StorageCacheAnnotation, cache)
 			if err := r.Client.Update(ctx, crd, client.FieldOwner(fieldManager)); err != nil {
 				return reconcile.Result{}, r.reportError(ctx, hr, err)
 			}
@@ -256,12 +252,14 @@ func desiredCRD(hr *v1alpha1.HostedResource) *apiextensionsv1.CustomResourceDefi
 			PreserveUnknownFields: spec.PreserveUnknownFields,
 		},
 	}
-	// The cache the apiextensions server builds the type's storage with;
-	// none for the default, so that the CRDs of types that never chose one
-	// are left as they were.
-	if c := hr.Spec.Storage.Cache; c != "" && c != v1alpha1.StorageCacheWatchCache {
-		crd.Annotations[v1alpha1.StorageCacheAnnotation] = string(c)
+	// The cache the apiextensions server builds the type's storage with,
+	// always written: a CRD without it was made when the watch cache was
+	// the default, and keeps it until annex records the cache.
+	cache := hr.Spec.Storage.Cache
+	if cache == "" {
+		cache = v1alpha1.DefaultStorageCache
 	}
+	crd.Annotations[v1alpha1.StorageCacheAnnotation] = string(cache)
 	return crd
 }
 

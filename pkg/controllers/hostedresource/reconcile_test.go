@@ -329,7 +329,9 @@ func TestReconcileRefusesToMoveObjects(t *testing.T) {
 }
 
 // The cache a HostedResource chooses reaches its CRD, where storage routing
-// reads it, and leaves it when the choice goes back to the default.
+// reads it, and the default (the lean cache) is written when it chooses
+// none: a CRD without the annotation is one made before, when the watch
+// cache was the default.
 func TestReconcileRecordsTheStorageCache(t *testing.T) {
 	hr := hostedResource("")
 	hr.Finalizers = []string{v1alpha1.HostedResourceFinalizer}
@@ -339,9 +341,10 @@ func TestReconcileRecordsTheStorageCache(t *testing.T) {
 		want  string
 	}{
 		{v1alpha1.StorageCacheNone, "None"},
-		{v1alpha1.StorageCacheWatchCache, ""},
+		{v1alpha1.StorageCacheWatchCache, "WatchCache"},
 		{v1alpha1.StorageCacheNone, "None"},
-		{"", ""},
+		{"", "Lean"},
+		{v1alpha1.StorageCacheLean, "Lean"},
 	} {
 		changed := f.hostedResource()
 		changed.Spec.Storage.Cache = tc.cache

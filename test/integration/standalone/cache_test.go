@@ -20,7 +20,7 @@ import (
 )
 
 // TestStorageCacheNone serves a type that keeps nothing in memory
-// (spec.storage.cache: None) beside one with the watch cache: the first
+// (spec.storage.cache: None) beside one with the default cache: the first
 // answers lists, paged lists, field selectors and watches from the store
 // alone, and only the second has a watch cache.
 func TestStorageCacheNone(t *testing.T) {

@@ -159,7 +159,8 @@ func TestLeanCacheAnswersAsTheWatchCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := start(t, dir, port)
-	namespaced := strings.Replace(hostedType("gadgets", "Gadget", "default"), "  scope: Cluster\n", "  scope: Namespaced\n", 1)
+	namespaced := strings.NewReplacer("  scope: Cluster\n", "  scope: Namespaced\n", "{backend: default}", "{backend: default, cache: WatchCache}").
+		Replace(hostedType("gadgets", "Gadget", "default"))
 	a.kubectl("apply", "-f", write(t, dir, "type.yaml", namespaced))
 	a.kubectl("wait", "--for=condition=Established", "--timeout=60s", "hostedresource/gadgets.example.com")
 	var objects strings.Builder

@@ -11,8 +11,9 @@ const (
 	// A CRD without it lives on the default backend.
 	StorageBackendAnnotation = "annex.dev/storage-backend"
 	// StorageCacheAnnotation on an internal CustomResourceDefinition is the
-	// cache (spec.storage.cache) of the type's storage, read when annex
-	// builds it. A CRD without it has a WatchCache.
+	// cache (spec.storage.cache, or DefaultStorageCache) of the type's
+	// storage, read when annex builds it. A CRD without it was made when the
+	// watch cache was the default, and has a WatchCache.
 	StorageCacheAnnotation = "annex.dev/storage-cache"
 	// DeletionRetriedAtAnnotation on an internal CustomResourceDefinition
 	// records when annex last woke the deletion of the type's objects after

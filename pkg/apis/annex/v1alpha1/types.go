@@ -60,9 +60,9 @@ type HostedResourceStorage struct {
 	// +optional
 	Retention *RetentionPolicy `json:"retention,omitempty"`
 	// cache says what annex keeps in memory of the type's objects to serve
-	// its lists and watches: "WatchCache" (the default), "Lean" or "None". A change
-	// takes effect when annex next builds the type's storage: when annex
-	// restarts, or when the type's versions or names change.
+	// its lists and watches: "Lean" (the default), "WatchCache" or "None". A
+	// change takes effect when annex next builds the type's storage: when
+	// annex restarts, or when the type's versions or names change.
 	// +optional
 	Cache StorageCache `json:"cache,omitempty"`
 }
@@ -70,6 +70,10 @@ type HostedResourceStorage struct {
 // StorageCache is what annex keeps in memory of a hosted type's objects.
 // +enum
 type StorageCache string
+
+// DefaultStorageCache is the cache of a type whose HostedResource names
+// none.
+const DefaultStorageCache = StorageCacheLean
 
 // Storage caches.
 const (
@@ -79,8 +83,8 @@ const (
 	StorageCacheWatchCache StorageCache = "WatchCache"
 	// StorageCacheLean is the watch cache holding each object as its
 	// encoding rather than decoded: a fraction of WatchCache's memory, the
-	// same semantics, and more CPU per list (each object returned is
-	// decoded) and per watcher (each event sent is decoded).
+	// same semantics and answers. Lists in JSON are written from the
+	// encodings; other answers decode the objects they return.
 	StorageCacheLean StorageCache = "Lean"
 	// StorageCacheNone keeps nothing in memory: every list and get reads the
 	// store, each watch is a watch of the store, and a watch or paged list

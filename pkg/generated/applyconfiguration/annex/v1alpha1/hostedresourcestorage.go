@@ -33,9 +33,9 @@ type HostedResourceStorageApplyConfiguration struct {
 	// retention bounds how many objects are kept and for how long.
 	Retention *RetentionPolicyApplyConfiguration `json:"retention,omitempty"`
 	// cache says what annex keeps in memory of the type's objects to serve
-	// its lists and watches: "WatchCache" (the default), "Lean" or "None". A change
-	// takes effect when annex next builds the type's storage: when annex
-	// restarts, or when the type's versions or names change.
+	// its lists and watches: "Lean" (the default), "WatchCache" or "None". A
+	// change takes effect when annex next builds the type's storage: when
+	// annex restarts, or when the type's versions or names change.
 	Cache *annexv1alpha1.StorageCache `json:"cache,omitempty"`
 }
 
