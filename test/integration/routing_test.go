@@ -154,6 +154,9 @@ func TestHostedTypesOnPostgresAndEtcd(t *testing.T) {
 	if got := strings.Join(etcdKeys, " "); got != want(etcdGroup) {
 		t.Errorf("the external etcd holds %q, want %q", got, want(etcdGroup))
 	}
+	// annex wrote the etcd client's key for its connection to the runtime
+	// directory, owner-only, and nowhere in the data directory.
+	checkClientKeyOnlyInRuntimeDir(t, []byte(read(etcd.KeyFile)))
 	// PostgreSQL holds the other type's, in kine's table.
 	conn, err := pgx.Connect(ctx, pg.DSN)
 	if err != nil {

@@ -49,7 +49,7 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 		ResourceTransformers: genericConfig.ResourceTransformers,
 		Tracker:              genericConfig.StorageObjectCountTracker,
 		DefaultStore:         o.store,
-		DataDir:              o.DataDir,
+		RuntimeDir:           o.runtimeDir,
 		Postgres:             o.postgres(),
 	}
 	if o.Mode == ModeAggregated && annex.ClientConfig != nil {

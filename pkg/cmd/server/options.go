@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -60,6 +61,10 @@ type Options struct {
 	Mode string
 	// DataDir holds the embedded etcd's data and the certificates annex issues.
 	DataDir string
+	// RuntimeDir holds what annex needs only while it runs: the client keys
+	// of StorageBackends' etcd clusters and the sockets of kine. Empty: a
+	// new directory under the system's temporary directory, removed at exit.
+	RuntimeDir string
 	// AdminKubeconfig is where standalone mode writes the admin's kubeconfig.
 	AdminKubeconfig string
 	// EmbeddedEtcdQuotaBytes is the size at which the embedded etcd refuses writes.
@@ -105,6 +110,9 @@ type Options struct {
 	// store is what annex keeps its own data in, decided by Complete from
 	// the flags, before Run points --etcd-servers at the store it starts.
 	store backend.Store
+	// runtimeDir is the runtime directory in use: --runtime-dir, or the one
+	// startStores made.
+	runtimeDir string
 }
 
 // APIServiceOptions describe the Service through which the cluster's aggregator reaches annex.
@@ -165,6 +173,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"trusts no cluster and authorizes by itself; in a cluster, run it aggregated (the default there) unless a sandbox is meant.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory of the embedded etcd's data and of the certificates annex issues itself. "+
 		"Unused for data when --etcd-servers is given.")
+	fs.StringVar(&o.RuntimeDir, "runtime-dir", o.RuntimeDir, "Directory of what annex needs only while it runs: the client certificates and keys "+
+		"of StorageBackends' etcd clusters (files only annex can read) and the sockets of kine. It must be outside --data-dir, whose volume keeps data; "+
+		"best a memory-backed one. Default: a new directory under the system's temporary directory, removed when annex stops.")
 	fs.StringVar(&o.AdminKubeconfig, "admin-kubeconfig", o.AdminKubeconfig, "Standalone mode: where to write the admin's kubeconfig "+
 		"(default <data-dir>/admin.kubeconfig).")
 	fs.Int64Var(&o.EmbeddedEtcdQuotaBytes, "embedded-etcd-quota-backend-bytes", o.EmbeddedEtcdQuotaBytes,
@@ -267,6 +278,8 @@ func (o *Options) Validate() error {
 	}
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
+	} else if err := runtimeDirApart(o.RuntimeDir, o.DataDir); err != nil {
+		errs = append(errs, err)
 	}
 	if o.Retention.Interval < time.Second {
 		errs = append(errs, fmt.Errorf("--retention-interval must be at least 1s, not %s", o.Retention.Interval))
@@ -296,6 +309,38 @@ func (o *Options) Validate() error {
 	errs = append(errs, ro.EgressSelector.Validate()...)
 	errs = append(errs, ro.Traces.Validate()...)
 	return utilerrors.NewAggregate(errs)
+}
+
+// runtimeDirApart checks that the runtime directory and the data directory
+// are apart, neither inside the other, so that the etcd client keys written
+// to the one never land on the volume of the other. The default runtime
+// directory is a new one under the system's temporary directory, which must
+// then not be inside the data directory.
+func runtimeDirApart(runtimeDir, dataDir string) error {
+	d, err := filepath.Abs(dataDir)
+	if err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	within := func(dir, parent string) bool {
+		rel, err := filepath.Rel(parent, dir)
+		return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+	}
+	if runtimeDir == "" {
+		if t, err := filepath.Abs(os.TempDir()); err == nil && within(t, d) {
+			return fmt.Errorf("the system's temporary directory (%s), where annex makes its runtime directory unless --runtime-dir is given, is inside --data-dir (%s): "+
+				"give a --runtime-dir outside it, for the client keys of StorageBackends must not reach the data's volume", t, d)
+		}
+		return nil
+	}
+	r, err := filepath.Abs(runtimeDir)
+	if err != nil {
+		return fmt.Errorf("--runtime-dir: %w", err)
+	}
+	if within(r, d) || within(d, r) {
+		return fmt.Errorf("--runtime-dir (%s) and --data-dir (%s) must be apart, neither inside the other: "+
+			"the client keys of StorageBackends are written to the one and must not reach the data's volume", r, d)
+	}
+	return nil
 }
 
 // validateEtcd checks the etcd options. The address of an embedded etcd or

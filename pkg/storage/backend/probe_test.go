@@ -184,9 +184,9 @@ func TestPasswordNotShown(t *testing.T) {
 	const password = `se/cr"et`
 	dsn := "postgresql://u:" + password + "@" + closedAddress(t) + "/db"
 	f := NewFactory(Options{
-		DataDir:  t.TempDir(),
-		Postgres: Postgres{ConnectTimeout: time.Second},
-		Secrets:  secrets(secret("pg", map[string]string{"dsn": dsn})),
+		RuntimeDir: t.TempDir(),
+		Postgres:   Postgres{ConnectTimeout: time.Second},
+		Secrets:    secrets(secret("pg", map[string]string{"dsn": dsn})),
 	})
 	sb := postgresBackend("annex-system", "pg", "dsn")
 	probe := f.Probe(context.Background(), sb)

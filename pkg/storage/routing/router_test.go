@@ -160,8 +160,8 @@ func TestBackendThatCannotBeReached(t *testing.T) {
 	var attempts []time.Time
 	r := New(Options{
 		Backends: backend.NewFactory(backend.Options{
-			DataDir:  t.TempDir(),
-			Postgres: backend.Postgres{ConnectTimeout: time.Second},
+			RuntimeDir: t.TempDir(),
+			Postgres:   backend.Postgres{ConnectTimeout: time.Second},
 			Secrets: func(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
 				mu.Lock()
 				attempts = append(attempts, time.Now())
@@ -221,7 +221,7 @@ func TestBackendThatCannotBeReached(t *testing.T) {
 func TestStorageCache(t *testing.T) {
 	etcd := genericoptions.NewEtcdOptions(storagebackend.NewDefaultConfig("/annex", nil))
 	etcd.StorageConfig.Transport.ServerList = []string{"https://127.0.0.1:2379"}
-	r := New(Options{Backends: backend.NewFactory(backend.Options{Etcd: *etcd, DataDir: t.TempDir()})})
+	r := New(Options{Backends: backend.NewFactory(backend.Options{Etcd: *etcd, RuntimeDir: t.TempDir()})})
 	defer r.Close()
 
 	deleted := crd("gone.example.com", "nowhere")

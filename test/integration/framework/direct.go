@@ -79,3 +79,7 @@ func (e *Environment) annexURL() string {
 
 // AnnexDataDir is where annex keeps its embedded etcd's data.
 func (e *Environment) AnnexDataDir() string { return filepath.Join(e.Dir, "annex-data") }
+
+// AnnexRuntimeDir is annex's --runtime-dir, where it writes the client keys
+// of StorageBackends' etcd clusters.
+func (e *Environment) AnnexRuntimeDir() string { return filepath.Join(e.Dir, "annex-run") }

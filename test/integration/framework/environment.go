@@ -268,6 +268,7 @@ func (e *Environment) startAnnex(bin string) error {
 		"--authentication-kubeconfig=" + kubeconfigFile,
 		"--authorization-kubeconfig=" + kubeconfigFile,
 		"--data-dir=" + dataDir,
+		"--runtime-dir=" + e.AnnexRuntimeDir(),
 		// Hosted groups are registered through the same Service as annex.dev.
 		"--apiservice-namespace=" + Namespace,
 		"--apiservice-service-name=" + ServiceName,
