@@ -44,6 +44,7 @@ import (
 	storagebackendstorage "annex.dev/annex/pkg/registry/annex/storagebackend/storage"
 	"annex.dev/annex/pkg/registry/core"
 	"annex.dev/annex/pkg/storage/routing"
+	"annex.dev/annex/pkg/storage/secretpolicy"
 )
 
 var (
@@ -90,6 +91,9 @@ type Config struct {
 	// Stores are annex's own stores, started for this configuration; Run
 	// closes them last.
 	Stores Stores
+	// StorageSecrets says which Secrets a StorageBackend may name; one that
+	// names another is refused with 422 when it is written.
+	StorageSecrets secretpolicy.Policy
 }
 
 // Stores are the stores a configuration started.
@@ -108,6 +112,7 @@ type completedConfig struct {
 	Router          *routing.Router
 	Controllers     controllers.Options
 	Stores          Stores
+	StorageSecrets  secretpolicy.Policy
 }
 
 // CompletedConfig is a Config whose defaults are filled in.
@@ -182,7 +187,7 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 	if err != nil {
 		return nil, fmt.Errorf("creating the storage of hostedresources: %w", err)
 	}
-	storageBackends, storageBackendsStatus, err := storagebackendstorage.NewREST(Scheme, optsGetter)
+	storageBackends, storageBackendsStatus, err := storagebackendstorage.NewREST(Scheme, optsGetter, c.StorageSecrets)
 	if err != nil {
 		return nil, fmt.Errorf("creating the storage of storagebackends: %w", err)
 	}

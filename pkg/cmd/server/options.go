@@ -15,7 +15,9 @@ import (
 	apiextensionsapiserver "k8s.io/apiextensions-apiserver/pkg/apiserver"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apiserver/pkg/admission"
 	"k8s.io/apiserver/pkg/endpoints/openapi"
 	genericapiserver "k8s.io/apiserver/pkg/server"
@@ -32,6 +34,7 @@ import (
 	"annex.dev/annex/pkg/registry/core"
 	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/postgres"
+	"annex.dev/annex/pkg/storage/secretpolicy"
 	"annex.dev/annex/pkg/version"
 )
 
@@ -88,6 +91,13 @@ type Options struct {
 	// StorageBackendProbeInterval is how often each StorageBackend is probed;
 	// requests for the types of a backend found unready get a 503 at once.
 	StorageBackendProbeInterval time.Duration
+	// StorageSecretNamespaces are the namespaces whose Secrets
+	// StorageBackends may name; annex reads Secrets nowhere else.
+	StorageSecretNamespaces []string
+	// ServingCertSecret is the Secret, as namespace/name, that the serving
+	// certificate and key (--tls-cert-file, --tls-private-key-file) come
+	// from: no StorageBackend may name it.
+	ServingCertSecret string
 
 	// APIService says how the cluster reaches annex; aggregated mode registers
 	// each hosted group/version with it.
@@ -140,6 +150,7 @@ func NewOptions() *Options {
 		PostgresStartTimeout:        postgres.DefaultStartTimeout,
 		StorageBackendRetryInterval: backend.DefaultRetryInterval,
 		StorageBackendProbeInterval: storagebackend.DefaultProbeInterval,
+		StorageSecretNamespaces:     []string{secretpolicy.DefaultNamespace},
 		APIService:                  APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443},
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
@@ -192,6 +203,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"is tried again; the wait doubles with each failure in a row, up to 2m or this interval, whichever is longer. Meanwhile the types on it answer 503 with the reason.")
 	fs.DurationVar(&o.StorageBackendProbeInterval, "storage-backend-probe-interval", o.StorageBackendProbeInterval, "How often each StorageBackend is probed. "+
 		"Requests for the types of a backend found unready are answered 503 at once; until the next probe notices an outage they wait for the store.")
+	fs.StringSliceVar(&o.StorageSecretNamespaces, "storage-secret-namespaces", o.StorageSecretNamespaces, "Namespaces whose Secrets StorageBackends may name "+
+		"(etcd client certificates, PostgreSQL connection strings); annex reads no other Secret, and a StorageBackend naming one is refused. "+
+		"Keep them apart from annex's own namespace and its serving key. Empty: StorageBackends may name no Secret.")
+	fs.StringVar(&o.ServingCertSecret, "serving-cert-secret", o.ServingCertSecret, "Aggregated mode: the Secret, as namespace/name, that --tls-cert-file "+
+		"and --tls-private-key-file are mounted from; a StorageBackend naming it is refused. A Secret holding the certificate annex serves with "+
+		"is refused whatever its name.")
 	fs.StringVar(&o.APIService.Namespace, "apiservice-namespace", o.APIService.Namespace, "Aggregated mode: namespace of annex's Service, and of the controllers' leader-election Lease.")
 	fs.StringVar(&o.APIService.Name, "apiservice-service-name", o.APIService.Name, "Aggregated mode: name of annex's Service, which the APIServices of hosted groups point at.")
 	fs.Int32Var(&o.APIService.Port, "apiservice-service-port", o.APIService.Port, "Aggregated mode: port of annex's Service.")
@@ -281,6 +298,14 @@ func (o *Options) Validate() error {
 	} else if err := runtimeDirApart(o.RuntimeDir, o.DataDir); err != nil {
 		errs = append(errs, err)
 	}
+	for _, ns := range o.StorageSecretNamespaces {
+		for _, msg := range validation.IsDNS1123Label(ns) {
+			errs = append(errs, fmt.Errorf("--storage-secret-namespaces: %q is not a namespace: %s", ns, msg))
+		}
+	}
+	if _, err := o.servingCertSecret(); err != nil {
+		errs = append(errs, err)
+	}
 	if o.Retention.Interval < time.Second {
 		errs = append(errs, fmt.Errorf("--retention-interval must be at least 1s, not %s", o.Retention.Interval))
 	}
@@ -341,6 +366,18 @@ func runtimeDirApart(runtimeDir, dataDir string) error {
 			"the client keys of StorageBackends are written to the one and must not reach the data's volume", r, d)
 	}
 	return nil
+}
+
+// servingCertSecret parses --serving-cert-secret; the zero name when it is not given.
+func (o *Options) servingCertSecret() (types.NamespacedName, error) {
+	if o.ServingCertSecret == "" {
+		return types.NamespacedName{}, nil
+	}
+	namespace, name, ok := strings.Cut(o.ServingCertSecret, "/")
+	if !ok || len(validation.IsDNS1123Label(namespace)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
+		return types.NamespacedName{}, fmt.Errorf("--serving-cert-secret must be namespace/name, not %q", o.ServingCertSecret)
+	}
+	return types.NamespacedName{Namespace: namespace, Name: name}, nil
 }
 
 // validateEtcd checks the etcd options. The address of an embedded etcd or
@@ -411,9 +448,14 @@ func (o *Options) Config(ctx context.Context) (_ *apiserver.Config, err error) {
 			return nil
 		}
 	}
+	// Which Secrets StorageBackends may name: checked when one is written,
+	// and where the backends read them.
+	if config.StorageSecrets, err = o.secretPolicy(serverConfig.SecureServing); err != nil {
+		return nil, err
+	}
 	// After admission: the hosted-resource server shares the chain.
 	var backends *backend.Factory
-	config.HostedResources, config.Router, backends, err = o.hostedResourcesConfig(serverConfig)
+	config.HostedResources, config.Router, backends, err = o.hostedResourcesConfig(serverConfig, config.StorageSecrets)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -70,6 +71,48 @@ func TestValidateChecksTheEtcdOptionsOfEveryStore(t *testing.T) {
 		err := parsed(t, append(store, "--storage-media-type=application/bogus")...).Validate()
 		if err == nil || !strings.Contains(err.Error(), "--storage-media-type") {
 			t.Errorf("store %v with a bad --storage-media-type: %v, want it refused", store, err)
+		}
+	}
+}
+
+func TestStorageSecretsDefaultToANamespaceOfTheirOwn(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	o := parsed(t)
+	if want := []string{"annex-storage-secrets"}; !slices.Equal(o.StorageSecretNamespaces, want) {
+		t.Errorf("--storage-secret-namespaces defaults to %v, want %v", o.StorageSecretNamespaces, want)
+	}
+	policy, err := o.secretPolicy(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if policy.Check(o.APIService.Namespace, "annex-tls") == nil {
+		t.Errorf("by default a StorageBackend may name Secrets in annex's own namespace %s", o.APIService.Namespace)
+	}
+	if policy.Check("annex-storage-secrets", "pg") != nil {
+		t.Error("by default a StorageBackend may not name Secrets in annex-storage-secrets")
+	}
+
+	o = parsed(t, "--storage-secret-namespaces=team-a,team-b", "--serving-cert-secret=team-a/annex-tls")
+	if policy, err = o.secretPolicy(nil); err != nil {
+		t.Fatal(err)
+	}
+	if policy.Check("team-b", "pg") != nil || policy.Check("annex-storage-secrets", "pg") == nil {
+		t.Errorf("--storage-secret-namespaces=team-a,team-b: policy %+v", policy)
+	}
+	if r := policy.Check("team-a", "annex-tls"); r == nil || r.Reason != "ServingSecretNotAllowed" {
+		t.Errorf("--serving-cert-secret=team-a/annex-tls: naming it gives %v, want it refused", r)
+	}
+	if o = parsed(t, "--storage-secret-namespaces="); len(o.StorageSecretNamespaces) != 0 {
+		t.Errorf("--storage-secret-namespaces= gives %v, want none", o.StorageSecretNamespaces)
+	}
+
+	for _, args := range [][]string{
+		{"--serving-cert-secret=annex-tls"},
+		{"--serving-cert-secret=Annex/annex-tls"},
+		{"--storage-secret-namespaces=Not_A_Namespace"},
+	} {
+		if err := parsed(t, args...).Validate(); err == nil || !strings.Contains(err.Error(), strings.TrimPrefix(strings.Split(args[0], "=")[0], "--")) {
+			t.Errorf("%v: %v, want it refused", args, err)
 		}
 	}
 }

@@ -26,6 +26,7 @@ import (
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/storage/postgres"
+	"annex.dev/annex/pkg/storage/secretpolicy"
 )
 
 // Store is what annex keeps its own data in: the "default" backend.
@@ -124,6 +125,9 @@ type Options struct {
 	// Secrets reads the Secrets that StorageBackends name; nil when there
 	// is no cluster.
 	Secrets SecretReader
+	// SecretPolicy says which Secrets StorageBackends may name; the zero
+	// policy allows none. Secrets reads none that it refuses.
+	SecretPolicy secretpolicy.Policy
 	// ProbeTimeout bounds each probe, and each read of a Secret;
 	// DefaultProbeTimeout when zero.
 	ProbeTimeout time.Duration

@@ -74,11 +74,12 @@ func TestEtcdClientKeysArePrivate(t *testing.T) {
 	p := newPKI(t)
 	runtimeDir := t.TempDir()
 	f := NewFactory(Options{
-		RuntimeDir: runtimeDir,
-		Secrets: secrets(secret("etcd-client",
+		RuntimeDir:   runtimeDir,
+		SecretPolicy: testPolicy,
+		Secrets: secrets(secretIn(secretNamespace, "etcd-client", corev1.SecretTypeTLS,
 			map[string]string{"ca.crt": p.ca, corev1.TLSCertKey: p.clientCert, corev1.TLSPrivateKeyKey: p.clientKey})),
 	})
-	sb := etcdBackend(&v1alpha1.SecretReference{Namespace: "annex-system", Name: "etcd-client"}, "https://"+closedAddress(t))
+	sb := etcdBackend(&v1alpha1.SecretReference{Namespace: secretNamespace, Name: "etcd-client"}, "https://"+closedAddress(t))
 	sb.ObjectMeta = metav1.ObjectMeta{Name: "etcd-with-tls"}
 
 	// What an earlier annex, or something else, left there.

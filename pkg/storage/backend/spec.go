@@ -113,8 +113,14 @@ func (f *Factory) resolvePostgres(ctx context.Context, ref *v1alpha1.SecretKeySe
 	return &postgresSpec{dsn: dsn, source: fmt.Sprintf("the connection string in Secret %s/%s key %s", ref.Namespace, ref.Name, ref.Key)}, nil
 }
 
-// secret reads a Secret of the cluster, or says why it cannot.
+// secret reads a Secret of the cluster, or says why it cannot. It is the
+// one place where annex reads the Secrets that StorageBackends name: the
+// reference is checked against the policy before the read, so that annex
+// never asks for a Secret it may not use, and the Secret after it.
 func (f *Factory) secret(ctx context.Context, namespace, name string) (*corev1.Secret, *Result) {
+	if refused := f.opts.SecretPolicy.Check(namespace, name); refused != nil {
+		return nil, failed(refused.Reason, "%s", refused.Message)
+	}
 	if f.opts.Secrets == nil {
 		return nil, failed(ReasonSecretsNeedACluster, "the backend's credentials are in Secret %s/%s, and standalone annex has no cluster to read Secrets from; "+
 			"run annex aggregated into a cluster to use this backend", namespace, name)
@@ -127,6 +133,9 @@ func (f *Factory) secret(ctx context.Context, namespace, name string) (*corev1.S
 		return nil, failed(ReasonSecretNotFound, "Secret %s/%s does not exist in the cluster", namespace, name)
 	case err != nil:
 		return nil, failed(ReasonSecretUnreadable, "cannot read Secret %s/%s from the cluster: %v", namespace, name, err)
+	}
+	if refused := f.opts.SecretPolicy.CheckSecret(namespace, name, secret); refused != nil {
+		return nil, failed(refused.Reason, "%s", refused.Message)
 	}
 	return secret, nil
 }
