@@ -23,7 +23,9 @@ render() { # render FILE DESCRIPTION HELM_ARGS...
 # Needs cert-manager for the serving certificate. Runs the chart's default image, the
 # release the chart comes with (replace it to run a mirror). Then:
 #   kubectl apply -f $(basename "$file")
-# To uninstall, delete this file's objects, then the APIServices annex created:
+# StorageBackends may name Secrets in the namespace annex-storage-secrets only.
+# To uninstall, delete this file's objects (annex-storage-secrets too, with the
+# Secrets in it), then the APIServices annex created:
 #   kubectl delete -f $(basename "$file")
 #   kubectl delete apiservices -l annex.dev/managed-by=annex-apiserver
 ---

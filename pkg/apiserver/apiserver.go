@@ -44,6 +44,7 @@ import (
 	storagebackendstorage "annex.dev/annex/pkg/registry/annex/storagebackend/storage"
 	"annex.dev/annex/pkg/registry/core"
 	"annex.dev/annex/pkg/storage/routing"
+	"annex.dev/annex/pkg/storage/secretpolicy"
 )
 
 var (
@@ -93,6 +94,9 @@ type Config struct {
 	// Stores are annex's own stores, started for this configuration; Run
 	// closes them last.
 	Stores Stores
+	// StorageSecrets says which Secrets a StorageBackend may name; one that
+	// names another is refused with 422 when it is written.
+	StorageSecrets secretpolicy.Policy
 }
 
 // Stores are the stores a configuration started.
@@ -111,6 +115,7 @@ type completedConfig struct {
 	Router          *routing.Router
 	Controllers     controllers.Options
 	Stores          Stores
+	StorageSecrets  secretpolicy.Policy
 	// LeanEncodedLists is Config's.
 	LeanEncodedLists bool
 }
@@ -139,6 +144,7 @@ func (cfg *Config) Complete() CompletedConfig {
 		Router:           cfg.Router,
 		Controllers:      cfg.Controllers,
 		Stores:           cfg.Stores,
+		StorageSecrets:   cfg.StorageSecrets,
 		LeanEncodedLists: cfg.LeanEncodedLists,
 	}}
 }
@@ -193,7 +199,7 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 	if err != nil {
 		return nil, fmt.Errorf("creating the storage of hostedresources: %w", err)
 	}
-	storageBackends, storageBackendsStatus, err := storagebackendstorage.NewREST(Scheme, optsGetter)
+	storageBackends, storageBackendsStatus, err := storagebackendstorage.NewREST(Scheme, optsGetter, c.StorageSecrets)
 	if err != nil {
 		return nil, fmt.Errorf("creating the storage of storagebackends: %w", err)
 	}

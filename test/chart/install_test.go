@@ -147,6 +147,24 @@ func TestInstallServeUninstall(t *testing.T) {
 		}
 	})
 
+	t.Run("annex may read Secrets only where StorageBackends keep theirs", func(t *testing.T) {
+		kubeconfig := pod.serviceAccountKubeconfig(t)
+		for ns, want := range map[string]string{"annex-storage-secrets": "yes", namespace: "no", "kube-system": "no", "default": "no"} {
+			out, _, _ := env.KubectlAs(ctx, kubeconfig, nil, "auth", "can-i", "get", "secrets", "-n", ns)
+			if got := strings.TrimSpace(out); got != want {
+				t.Errorf("may annex get Secrets in %s? %q, want %q", ns, got, want)
+			}
+		}
+		// annex, run with the chart's flags, refuses a StorageBackend that
+		// names its own serving Secret.
+		sb := fmt.Sprintf(`{"apiVersion":"annex.dev/v1alpha1","kind":"StorageBackend","metadata":{"name":"serving-key"},`+
+			`"spec":{"type":"Postgres","postgres":{"dsnSecretRef":{"namespace":%q,"name":%q,"key":"tls.key"}}}}`, namespace, fullname+"-tls")
+		_, _, err := env.KubectlAs(ctx, env.KubeconfigFile, strings.NewReader(sb), "create", "-f", "-")
+		if err == nil || !strings.Contains(err.Error(), "spec.postgres.dsnSecretRef.namespace") || !strings.Contains(err.Error(), "annex-storage-secrets") {
+			t.Errorf("creating a StorageBackend that names annex's serving Secret: %v, want 422 on spec.postgres.dsnSecretRef.namespace", err)
+		}
+	})
+
 	t.Run("annex needed nothing beyond the chart's RBAC", func(t *testing.T) {
 		log, err := os.ReadFile(pod.log)
 		if err != nil {
@@ -199,6 +217,10 @@ func TestInstallServeUninstall(t *testing.T) {
 		}
 		for _, a := range left.Items {
 			t.Errorf("APIService %s (%s) remains after uninstall", a.GetName(), managedBySelector)
+		}
+		// The Secret namespace stays, with the Secrets the user put there.
+		if _, err := cs.CoreV1().Namespaces().Get(ctx, "annex-storage-secrets", metav1.GetOptions{}); err != nil {
+			t.Errorf("the namespace annex-storage-secrets after uninstall: %v, want it kept", err)
 		}
 		instance := metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + release}
 		for _, gvr := range []schema.GroupVersionResource{

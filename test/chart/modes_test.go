@@ -36,7 +36,11 @@ func TestInstallUninstallModes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			args := []string{"install", release, chartDir, "--namespace", namespace, "--create-namespace", "--set", "image.repository=" + testImage}
+			// A Secret namespace of its own: the default one belongs to the
+			// install that created it (TestInstallServeUninstall), and is kept.
+			secretNamespace := release + "-storage-secrets"
+			args := []string{"install", release, chartDir, "--namespace", namespace, "--create-namespace", "--set", "image.repository=" + testImage,
+				"--set", "rbac.storageSecretNamespaces={" + secretNamespace + "}"}
 			for _, s := range sets {
 				args = append(args, "--set", s)
 			}
@@ -69,6 +73,14 @@ func TestInstallUninstallModes(t *testing.T) {
 			}
 			if _, err := dyn.Resource(apiServices).Get(ctx, "v1alpha1.annex.dev", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 				t.Errorf("APIService v1alpha1.annex.dev after uninstall: want NotFound, got %v", err)
+			}
+			// The Secret namespace stays, with the user's Secrets; annex's
+			// access to it goes.
+			if _, err := cs.CoreV1().Namespaces().Get(ctx, secretNamespace, metav1.GetOptions{}); err != nil {
+				t.Errorf("the Secret namespace %s after uninstall: %v, want it kept", secretNamespace, err)
+			}
+			if _, err := cs.RbacV1().RoleBindings(secretNamespace).Get(ctx, release+":storage-secrets", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Errorf("RoleBinding %s:storage-secrets after uninstall: %v, want NotFound", release, err)
 			}
 			instance := metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + release}
 			for _, gvr := range []schema.GroupVersionResource{

@@ -92,9 +92,15 @@ func TestLint(t *testing.T) {
 // with a server-side dry-run.
 func TestTemplate(t *testing.T) {
 	const namespace = "annex-dryrun"
+	// The Secret namespace of these renders, apart from the default one that
+	// the installs create and keep: a dry-run creates no namespace, and a
+	// Role needs its namespace to exist.
+	const secretNamespace = "annex-dryrun-secrets"
 	ctx := testContext(t, 2*time.Minute)
-	if _, _, err := env.Kubectl(ctx, "create", "namespace", namespace); err != nil {
-		t.Fatal(err)
+	for _, ns := range []string{namespace, secretNamespace} {
+		if _, _, err := env.Kubectl(ctx, "create", "namespace", ns); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// A PEM does not survive --set (commas and newlines); a values file it is.
 	caValues := filepath.Join(t.TempDir(), "ca-values.yaml")
@@ -110,7 +116,8 @@ func TestTemplate(t *testing.T) {
 			for variant, options := range map[string][]string{"all": allOptions, "minimal": minimalOptions} {
 				t.Run(fmt.Sprintf("%s/%s/%s", mode, source, variant), func(t *testing.T) {
 					ctx := testContext(t, time.Minute)
-					sets := append([]string{"image.repository=" + testImage, "tls.source=" + source}, modeSets...)
+					sets := append([]string{"image.repository=" + testImage, "tls.source=" + source,
+						"rbac.storageSecretNamespaces={" + secretNamespace + "}"}, modeSets...)
 					sets = append(sets, options...)
 					if source == "existingSecret" {
 						sets = append(sets, "tls.existingSecret.name=annex-serving")
@@ -125,6 +132,7 @@ func TestTemplate(t *testing.T) {
 					}
 					objs := decodeManifests(t, out)
 					checkRendered(t, objs, namespace, mode, source, variant)
+					checkStorageSecrets(t, objs, namespace, "dry-annex", []string{secretNamespace})
 
 					var dryRun []*unstructured.Unstructured
 					for _, o := range objs {
@@ -214,6 +222,103 @@ func checkRendered(t *testing.T, objs []*unstructured.Unstructured, namespace, m
 	}
 	if variant == "all" {
 		checkServiceMonitor(t, objs, fullname)
+	}
+}
+
+// checkStorageSecrets checks what StorageBackends may read: annex may get
+// Secrets in secretNamespaces (which the chart creates, and keeps on
+// uninstall) and nowhere else, its flags say the same and name its serving
+// Secret, and the etcd client keys it writes go to a memory-backed runtime
+// directory, not to the data volume.
+func checkStorageSecrets(t *testing.T, objs []*unstructured.Unstructured, namespace, fullname string, secretNamespaces []string) {
+	t.Helper()
+	var granted []string
+	for _, o := range objs {
+		if o.GetKind() != "Role" && o.GetKind() != "ClusterRole" {
+			continue
+		}
+		rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
+		for _, r := range rules {
+			resources, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "resources")
+			if slices.Contains(resources, "secrets") || slices.Contains(resources, "*") {
+				if o.GetKind() == "ClusterRole" {
+					t.Errorf("ClusterRole %s grants Secrets: annex may read them in the Secret namespaces only", o.GetName())
+				}
+				verbs, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "verbs")
+				if !slices.Equal(verbs, []string{"get"}) {
+					t.Errorf("Role %s/%s grants %v on Secrets, want get only", o.GetNamespace(), o.GetName(), verbs)
+				}
+				granted = append(granted, o.GetNamespace())
+			}
+		}
+	}
+	slices.Sort(granted)
+	if want := slices.Sorted(slices.Values(secretNamespaces)); !slices.Equal(granted, want) {
+		t.Errorf("annex may get Secrets in %v, want exactly %v", granted, want)
+	}
+	for _, ns := range secretNamespaces {
+		bound := slices.ContainsFunc(objs, func(o *unstructured.Unstructured) bool {
+			return o.GetKind() == "RoleBinding" && o.GetNamespace() == ns && o.GetName() == fullname+":storage-secrets"
+		})
+		if !bound {
+			t.Errorf("no RoleBinding %s:storage-secrets in %s", fullname, ns)
+		}
+		if ns == namespace {
+			continue
+		}
+		if o := find(t, objs, "Namespace", ns); o.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+			t.Errorf("Namespace %s must be kept on uninstall (helm.sh/resource-policy: keep): it holds the user's Secrets", ns)
+		}
+	}
+
+	var pod corev1.PodTemplateSpec
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "StatefulSet":
+			var sts appsv1.StatefulSet
+			fromUnstructured(t, o, &sts)
+			pod = sts.Spec.Template
+		case "Deployment":
+			var dep appsv1.Deployment
+			fromUnstructured(t, o, &dep)
+			pod = dep.Spec.Template
+		}
+	}
+	args := map[string]string{}
+	for _, a := range pod.Spec.Containers[0].Args {
+		k, v, _ := strings.Cut(a, "=")
+		args[k] = v
+	}
+	if got, want := args["--storage-secret-namespaces"], strings.Join(secretNamespaces, ","); got != want {
+		t.Errorf("--storage-secret-namespaces=%s, want %s", got, want)
+	}
+	// The serving Secret annex names is the one its certificate is mounted from.
+	var tlsSecret string
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == "tls" && v.Secret != nil {
+			tlsSecret = v.Secret.SecretName
+		}
+	}
+	if got, want := args["--serving-cert-secret"], namespace+"/"+tlsSecret; tlsSecret == "" || got != want {
+		t.Errorf("--serving-cert-secret=%s, want %s (the Secret mounted as the serving certificate)", got, want)
+	}
+	runtimeDir, dataDir := args["--runtime-dir"], args["--data-dir"]
+	if runtimeDir == "" || runtimeDir == dataDir || strings.HasPrefix(runtimeDir+"/", dataDir+"/") || strings.HasPrefix(dataDir+"/", runtimeDir+"/") {
+		t.Errorf("--runtime-dir=%q must be given, apart from --data-dir=%q", runtimeDir, dataDir)
+	}
+	var memory bool
+	for _, m := range pod.Spec.Containers[0].VolumeMounts {
+		if m.MountPath != runtimeDir {
+			continue
+		}
+		for _, v := range pod.Spec.Volumes {
+			if v.Name == m.Name && v.EmptyDir != nil && v.EmptyDir.Medium == corev1.StorageMediumMemory {
+				memory = true
+			}
+		}
+	}
+	if !memory {
+		t.Errorf("--runtime-dir=%s is not a memory-backed emptyDir of its own: the etcd client keys would reach a disk", runtimeDir)
 	}
 }
 
@@ -361,6 +466,10 @@ func TestRefusals(t *testing.T) {
 			sets: []string{"image.repository=" + testImage, "tls.source=existingSecret", "tls.existingSecret.name=s", "tls.existingSecret.caBundle=not-a-pem"},
 			want: "tls.existingSecret.caBundle must hold the PEM CA certificate",
 		},
+		"Secret namespaces are namespaces": {
+			sets: []string{"image.repository=" + testImage, "rbac.storageSecretNamespaces={Not_A_Namespace}"},
+			want: "/rbac/storageSecretNamespaces/0",
+		},
 		"grace period shorter than the drain": {
 			sets: []string{"image.repository=" + testImage, "terminationGracePeriodSeconds=30"},
 			want: "terminationGracePeriodSeconds (30) must be at least",
@@ -459,6 +568,8 @@ func TestDefaults(t *testing.T) {
 	if got := sts.Spec.Template.Spec.Containers[0].Image; got != want {
 		t.Errorf("annex's image is %s, want %s", got, want)
 	}
+	// StorageBackends' Secrets live in a namespace of their own.
+	checkStorageSecrets(t, objs, "annex-system", "annex", []string{"annex-storage-secrets"})
 	var job batchv1.Job
 	fromUnstructured(t, find(t, objs, "Job", ""), &job)
 	hook := job.Spec.Template.Spec.Containers[0]

@@ -96,7 +96,7 @@ func storageBackend(name, backendType string, labels map[string]string) *unstruc
 		spec["etcd"] = map[string]any{"endpoints": []any{"https://127.0.0.1:2379"}}
 	case "Postgres":
 		spec["postgres"] = map[string]any{"dsnSecretRef": map[string]any{
-			"namespace": framework.Namespace, "name": "postgres", "key": "dsn",
+			"namespace": framework.SecretNamespace, "name": "postgres", "key": "dsn",
 		}}
 	}
 	obj := &unstructured.Unstructured{Object: map[string]any{

@@ -22,20 +22,20 @@ import (
 	"annex.dev/annex/test/integration/framework"
 )
 
-// createSecret creates a Secret in annex's namespace of the cluster for the
-// length of the test.
+// createSecret creates a Secret in the namespace where StorageBackends' Secrets
+// live, for the length of the test.
 func createSecret(t *testing.T, name string, data map[string]string) {
 	t.Helper()
 	secret := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "Secret",
-		"metadata": map[string]any{"name": name, "namespace": framework.Namespace},
+		"metadata": map[string]any{"name": name, "namespace": framework.SecretNamespace},
 	}}
 	stringData := map[string]any{}
 	for k, v := range data {
 		stringData[k] = v
 	}
 	secret.Object["stringData"] = stringData
-	secrets := adminClient(t).Resource(secretsResource).Namespace(framework.Namespace)
+	secrets := adminClient(t).Resource(secretsResource).Namespace(framework.SecretNamespace)
 	if _, err := secrets.Create(testContext(t), secret, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestHostedTypesOnPostgresAndEtcd(t *testing.T) {
 	if err := unstructured.SetNestedStringSlice(obj.Object, etcd.ClientURLs(), "spec", "etcd", "endpoints"); err != nil {
 		t.Fatal(err)
 	}
-	if err := unstructured.SetNestedMap(obj.Object, map[string]any{"namespace": framework.Namespace, "name": etcdSecret}, "spec", "etcd", "tlsSecretRef"); err != nil {
+	if err := unstructured.SetNestedMap(obj.Object, map[string]any{"namespace": framework.SecretNamespace, "name": etcdSecret}, "spec", "etcd", "tlsSecretRef"); err != nil {
 		t.Fatal(err)
 	}
 	create(t, adminClient(t), framework.StorageBackends, obj)
@@ -154,6 +154,9 @@ func TestHostedTypesOnPostgresAndEtcd(t *testing.T) {
 	if got := strings.Join(etcdKeys, " "); got != want(etcdGroup) {
 		t.Errorf("the external etcd holds %q, want %q", got, want(etcdGroup))
 	}
+	// annex wrote the etcd client's key for its connection to the runtime
+	// directory, owner-only, and nowhere in the data directory.
+	checkClientKeyOnlyInRuntimeDir(t, []byte(read(etcd.KeyFile)))
 	// PostgreSQL holds the other type's, in kine's table.
 	conn, err := pgx.Connect(ctx, pg.DSN)
 	if err != nil {

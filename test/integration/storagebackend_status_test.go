@@ -86,14 +86,14 @@ func TestStorageBackendProbes(t *testing.T) {
 		const password = "not-for-status"
 		secret := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "v1", "kind": "Secret",
-			"metadata":   map[string]any{"name": secretName, "namespace": framework.Namespace},
+			"metadata":   map[string]any{"name": secretName, "namespace": framework.SecretNamespace},
 			"stringData": map[string]any{"dsn": "postgres://annex:" + password + "@" + addr + "/annex?sslmode=disable"},
 		}}
-		if _, err := adminClient(t).Resource(secretsResource).Namespace(framework.Namespace).Create(testContext(t), secret, metav1.CreateOptions{}); err != nil {
+		if _, err := adminClient(t).Resource(secretsResource).Namespace(framework.SecretNamespace).Create(testContext(t), secret, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
-			_ = adminClient(t).Resource(secretsResource).Namespace(framework.Namespace).Delete(context.Background(), secretName, metav1.DeleteOptions{})
+			_ = adminClient(t).Resource(secretsResource).Namespace(framework.SecretNamespace).Delete(context.Background(), secretName, metav1.DeleteOptions{})
 		})
 		name := uniqueName("probe-pg")
 		obj := storageBackend(name, "Postgres", nil)

@@ -1,7 +1,7 @@
 {{/*
 The pod of annex, shared by the StatefulSet (embedded mode) and the Deployment
 (etcd and postgres modes). Every file annex reads is mounted read-only under /etc/annex;
-only the data directory and /tmp are writable.
+only the data directory, the runtime directory (/run/annex, in memory) and /tmp are writable.
 */}}
 {{- define "annex.args" -}}
 - --mode=aggregated
@@ -9,6 +9,9 @@ only the data directory and /tmp are writable.
 - --tls-cert-file=/etc/annex/tls/tls.crt
 - --tls-private-key-file=/etc/annex/tls/tls.key
 - --data-dir=/var/lib/annex
+- --runtime-dir=/run/annex
+- --storage-secret-namespaces={{ join "," .Values.rbac.storageSecretNamespaces }}
+- --serving-cert-secret={{ .Release.Namespace }}/{{ include "annex.tlsSecretName" . }}
 - --apiservice-namespace={{ .Release.Namespace }}
 - --apiservice-service-name={{ include "annex.fullname" . }}
 - --apiservice-service-port={{ .Values.service.port }}
@@ -120,6 +123,8 @@ spec:
       mountPath: /var/lib/annex
     - name: tmp
       mountPath: /tmp
+    - name: run
+      mountPath: /run/annex
     - name: tls
       mountPath: /etc/annex/tls
       readOnly: true
@@ -152,6 +157,12 @@ spec:
   {{- end }}
   - name: tmp
     emptyDir: {}
+  # --runtime-dir: the client keys of StorageBackends' etcd clusters and the
+  # sockets of kine, in memory, never on the data's volume.
+  - name: run
+    emptyDir:
+      medium: Memory
+      sizeLimit: 16Mi
   - name: tls
     secret:
       secretName: {{ include "annex.tlsSecretName" . }}

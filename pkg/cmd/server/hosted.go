@@ -19,6 +19,7 @@ import (
 
 	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/routing"
+	"annex.dev/annex/pkg/storage/secretpolicy"
 )
 
 // hostedResourcesConfig derives the embedded apiextensions-apiserver's
@@ -26,7 +27,7 @@ import (
 // apiextensions server: the same serving, authentication, authorization and
 // admission, with storage codecs for CustomResourceDefinitions and for
 // custom resources.
-func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfig) (*apiextensionsapiserver.Config, *routing.Router, *backend.Factory, error) {
+func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfig, policy secretpolicy.Policy) (*apiextensionsapiserver.Config, *routing.Router, *backend.Factory, error) {
 	// A shallow copy: the request chain and its settings are shared.
 	genericConfig := annex.Config
 	// Each server adds its own hooks; sharing the map would add them twice.
@@ -49,8 +50,9 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 		ResourceTransformers: genericConfig.ResourceTransformers,
 		Tracker:              genericConfig.StorageObjectCountTracker,
 		DefaultStore:         o.store,
-		DataDir:              o.DataDir,
+		RuntimeDir:           o.runtimeDir,
 		Postgres:             o.postgres(),
+		SecretPolicy:         policy,
 	}
 	if o.Mode == ModeAggregated && annex.ClientConfig != nil {
 		cluster, err := kubernetes.NewForConfig(annex.ClientConfig)
@@ -91,6 +93,32 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 			AuthResolverWrapper: webhookAuthentication(),
 		},
 	}, router, backends, nil
+}
+
+// secretPolicy says which Secrets StorageBackends may name: those in
+// --storage-secret-namespaces, but neither --serving-cert-secret nor any
+// that holds a certificate annex serves with.
+func (o *Options) secretPolicy(serving *genericapiserver.SecureServingInfo) (secretpolicy.Policy, error) {
+	servingSecret, err := o.servingCertSecret()
+	if err != nil {
+		return secretpolicy.Policy{}, err
+	}
+	policy := secretpolicy.Policy{Namespaces: o.StorageSecretNamespaces, Serving: servingSecret}
+	if serving != nil {
+		policy.ServingCertificates = func() [][]byte {
+			var certs [][]byte
+			if serving.Cert != nil {
+				cert, _ := serving.Cert.CurrentCertKeyContent()
+				certs = append(certs, cert)
+			}
+			for _, sni := range serving.SNICerts {
+				cert, _ := sni.CurrentCertKeyContent()
+				certs = append(certs, cert)
+			}
+			return certs
+		}
+	}
+	return policy, nil
 }
 
 // webhookAuthentication says how annex authenticates to the conversion

@@ -8,13 +8,16 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 	apiextensionsapiserver "k8s.io/apiextensions-apiserver/pkg/apiserver"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apiserver/pkg/admission"
 	"k8s.io/apiserver/pkg/endpoints/openapi"
 	genericapiserver "k8s.io/apiserver/pkg/server"
@@ -31,6 +34,7 @@ import (
 	"annex.dev/annex/pkg/registry/core"
 	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/postgres"
+	"annex.dev/annex/pkg/storage/secretpolicy"
 	"annex.dev/annex/pkg/version"
 )
 
@@ -60,6 +64,10 @@ type Options struct {
 	Mode string
 	// DataDir holds the embedded etcd's data and the certificates annex issues.
 	DataDir string
+	// RuntimeDir holds what annex needs only while it runs: the client keys
+	// of StorageBackends' etcd clusters and the sockets of kine. Empty: a
+	// new directory under the system's temporary directory, removed at exit.
+	RuntimeDir string
 	// AdminKubeconfig is where standalone mode writes the admin's kubeconfig.
 	AdminKubeconfig string
 	// EmbeddedEtcdQuotaBytes is the size at which the embedded etcd refuses writes.
@@ -83,6 +91,13 @@ type Options struct {
 	// StorageBackendProbeInterval is how often each StorageBackend is probed;
 	// requests for the types of a backend found unready get a 503 at once.
 	StorageBackendProbeInterval time.Duration
+	// StorageSecretNamespaces are the namespaces whose Secrets
+	// StorageBackends may name; annex reads Secrets nowhere else.
+	StorageSecretNamespaces []string
+	// ServingCertSecret is the Secret, as namespace/name, that the serving
+	// certificate and key (--tls-cert-file, --tls-private-key-file) come
+	// from: no StorageBackend may name it.
+	ServingCertSecret string
 
 	// APIService says how the cluster reaches annex; aggregated mode registers
 	// each hosted group/version with it.
@@ -109,6 +124,9 @@ type Options struct {
 	// store is what annex keeps its own data in, decided by Complete from
 	// the flags, before Run points --etcd-servers at the store it starts.
 	store backend.Store
+	// runtimeDir is the runtime directory in use: --runtime-dir, or the one
+	// startStores made.
+	runtimeDir string
 }
 
 // APIServiceOptions describe the Service through which the cluster's aggregator reaches annex.
@@ -136,6 +154,7 @@ func NewOptions() *Options {
 		PostgresStartTimeout:        postgres.DefaultStartTimeout,
 		StorageBackendRetryInterval: backend.DefaultRetryInterval,
 		StorageBackendProbeInterval: storagebackend.DefaultProbeInterval,
+		StorageSecretNamespaces:     []string{secretpolicy.DefaultNamespace},
 		APIService:                  APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443},
 		LeanEncodedLists:            true,
 	}
@@ -170,6 +189,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"trusts no cluster and authorizes by itself; in a cluster, run it aggregated (the default there) unless a sandbox is meant.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory of the embedded etcd's data and of the certificates annex issues itself. "+
 		"Unused for data when --etcd-servers is given.")
+	fs.StringVar(&o.RuntimeDir, "runtime-dir", o.RuntimeDir, "Directory of what annex needs only while it runs: the client certificates and keys "+
+		"of StorageBackends' etcd clusters (files only annex can read) and the sockets of kine. It must be outside --data-dir, whose volume keeps data; "+
+		"best a memory-backed one. Default: a new directory under the system's temporary directory, removed when annex stops.")
 	fs.StringVar(&o.AdminKubeconfig, "admin-kubeconfig", o.AdminKubeconfig, "Standalone mode: where to write the admin's kubeconfig "+
 		"(default <data-dir>/admin.kubeconfig).")
 	fs.Int64Var(&o.EmbeddedEtcdQuotaBytes, "embedded-etcd-quota-backend-bytes", o.EmbeddedEtcdQuotaBytes,
@@ -186,6 +208,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"is tried again; the wait doubles with each failure in a row, up to 2m or this interval, whichever is longer. Meanwhile the types on it answer 503 with the reason.")
 	fs.DurationVar(&o.StorageBackendProbeInterval, "storage-backend-probe-interval", o.StorageBackendProbeInterval, "How often each StorageBackend is probed. "+
 		"Requests for the types of a backend found unready are answered 503 at once; until the next probe notices an outage they wait for the store.")
+	fs.StringSliceVar(&o.StorageSecretNamespaces, "storage-secret-namespaces", o.StorageSecretNamespaces, "Namespaces whose Secrets StorageBackends may name "+
+		"(etcd client certificates, PostgreSQL connection strings); annex reads no other Secret, and a StorageBackend naming one is refused. "+
+		"Keep them apart from annex's own namespace and its serving key. Empty: StorageBackends may name no Secret.")
+	fs.StringVar(&o.ServingCertSecret, "serving-cert-secret", o.ServingCertSecret, "Aggregated mode: the Secret, as namespace/name, that --tls-cert-file "+
+		"and --tls-private-key-file are mounted from; a StorageBackend naming it is refused. A Secret holding the certificate annex serves with "+
+		"is refused whatever its name.")
 	fs.StringVar(&o.APIService.Namespace, "apiservice-namespace", o.APIService.Namespace, "Aggregated mode: namespace of annex's Service, and of the controllers' leader-election Lease.")
 	fs.StringVar(&o.APIService.Name, "apiservice-service-name", o.APIService.Name, "Aggregated mode: name of annex's Service, which the APIServices of hosted groups point at.")
 	fs.Int32Var(&o.APIService.Port, "apiservice-service-port", o.APIService.Port, "Aggregated mode: port of annex's Service.")
@@ -275,6 +303,16 @@ func (o *Options) Validate() error {
 	}
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
+	} else if err := runtimeDirApart(o.RuntimeDir, o.DataDir); err != nil {
+		errs = append(errs, err)
+	}
+	for _, ns := range o.StorageSecretNamespaces {
+		for _, msg := range validation.IsDNS1123Label(ns) {
+			errs = append(errs, fmt.Errorf("--storage-secret-namespaces: %q is not a namespace: %s", ns, msg))
+		}
+	}
+	if _, err := o.servingCertSecret(); err != nil {
+		errs = append(errs, err)
 	}
 	if o.Retention.Interval < time.Second {
 		errs = append(errs, fmt.Errorf("--retention-interval must be at least 1s, not %s", o.Retention.Interval))
@@ -304,6 +342,50 @@ func (o *Options) Validate() error {
 	errs = append(errs, ro.EgressSelector.Validate()...)
 	errs = append(errs, ro.Traces.Validate()...)
 	return utilerrors.NewAggregate(errs)
+}
+
+// runtimeDirApart checks that the runtime directory and the data directory
+// are apart, neither inside the other, so that the etcd client keys written
+// to the one never land on the volume of the other. The default runtime
+// directory is a new one under the system's temporary directory, which must
+// then not be inside the data directory.
+func runtimeDirApart(runtimeDir, dataDir string) error {
+	d, err := filepath.Abs(dataDir)
+	if err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	within := func(dir, parent string) bool {
+		rel, err := filepath.Rel(parent, dir)
+		return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+	}
+	if runtimeDir == "" {
+		if t, err := filepath.Abs(os.TempDir()); err == nil && within(t, d) {
+			return fmt.Errorf("the system's temporary directory (%s), where annex makes its runtime directory unless --runtime-dir is given, is inside --data-dir (%s): "+
+				"give a --runtime-dir outside it, for the client keys of StorageBackends must not reach the data's volume", t, d)
+		}
+		return nil
+	}
+	r, err := filepath.Abs(runtimeDir)
+	if err != nil {
+		return fmt.Errorf("--runtime-dir: %w", err)
+	}
+	if within(r, d) || within(d, r) {
+		return fmt.Errorf("--runtime-dir (%s) and --data-dir (%s) must be apart, neither inside the other: "+
+			"the client keys of StorageBackends are written to the one and must not reach the data's volume", r, d)
+	}
+	return nil
+}
+
+// servingCertSecret parses --serving-cert-secret; the zero name when it is not given.
+func (o *Options) servingCertSecret() (types.NamespacedName, error) {
+	if o.ServingCertSecret == "" {
+		return types.NamespacedName{}, nil
+	}
+	namespace, name, ok := strings.Cut(o.ServingCertSecret, "/")
+	if !ok || len(validation.IsDNS1123Label(namespace)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
+		return types.NamespacedName{}, fmt.Errorf("--serving-cert-secret must be namespace/name, not %q", o.ServingCertSecret)
+	}
+	return types.NamespacedName{Namespace: namespace, Name: name}, nil
 }
 
 // validateEtcd checks the etcd options. The address of an embedded etcd or
@@ -374,9 +456,14 @@ func (o *Options) Config(ctx context.Context) (_ *apiserver.Config, err error) {
 			return nil
 		}
 	}
+	// Which Secrets StorageBackends may name: checked when one is written,
+	// and where the backends read them.
+	if config.StorageSecrets, err = o.secretPolicy(serverConfig.SecureServing); err != nil {
+		return nil, err
+	}
 	// After admission: the hosted-resource server shares the chain.
 	var backends *backend.Factory
-	config.HostedResources, config.Router, backends, err = o.hostedResourcesConfig(serverConfig)
+	config.HostedResources, config.Router, backends, err = o.hostedResourcesConfig(serverConfig, config.StorageSecrets)
 	if err != nil {
 		return nil, err
 	}

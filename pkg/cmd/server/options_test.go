@@ -1,6 +1,9 @@
 package server
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -70,4 +73,145 @@ func TestValidateChecksTheEtcdOptionsOfEveryStore(t *testing.T) {
 			t.Errorf("store %v with a bad --storage-media-type: %v, want it refused", store, err)
 		}
 	}
+}
+
+func TestStorageSecretsDefaultToANamespaceOfTheirOwn(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	o := parsed(t)
+	if want := []string{"annex-storage-secrets"}; !slices.Equal(o.StorageSecretNamespaces, want) {
+		t.Errorf("--storage-secret-namespaces defaults to %v, want %v", o.StorageSecretNamespaces, want)
+	}
+	policy, err := o.secretPolicy(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if policy.Check(o.APIService.Namespace, "annex-tls") == nil {
+		t.Errorf("by default a StorageBackend may name Secrets in annex's own namespace %s", o.APIService.Namespace)
+	}
+	if policy.Check("annex-storage-secrets", "pg") != nil {
+		t.Error("by default a StorageBackend may not name Secrets in annex-storage-secrets")
+	}
+
+	o = parsed(t, "--storage-secret-namespaces=team-a,team-b", "--serving-cert-secret=team-a/annex-tls")
+	if policy, err = o.secretPolicy(nil); err != nil {
+		t.Fatal(err)
+	}
+	if policy.Check("team-b", "pg") != nil || policy.Check("annex-storage-secrets", "pg") == nil {
+		t.Errorf("--storage-secret-namespaces=team-a,team-b: policy %+v", policy)
+	}
+	if r := policy.Check("team-a", "annex-tls"); r == nil || r.Reason != "ServingSecretNotAllowed" {
+		t.Errorf("--serving-cert-secret=team-a/annex-tls: naming it gives %v, want it refused", r)
+	}
+	if o = parsed(t, "--storage-secret-namespaces="); len(o.StorageSecretNamespaces) != 0 {
+		t.Errorf("--storage-secret-namespaces= gives %v, want none", o.StorageSecretNamespaces)
+	}
+
+	for _, args := range [][]string{
+		{"--serving-cert-secret=annex-tls"},
+		{"--serving-cert-secret=Annex/annex-tls"},
+		{"--storage-secret-namespaces=Not_A_Namespace"},
+	} {
+		if err := parsed(t, args...).Validate(); err == nil || !strings.Contains(err.Error(), strings.TrimPrefix(strings.Split(args[0], "=")[0], "--")) {
+			t.Errorf("%v: %v, want it refused", args, err)
+		}
+	}
+}
+
+func TestRuntimeDirIsApartFromTheDataDir(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	data := t.TempDir()
+	for _, tc := range []struct {
+		runtimeDir string
+		refused    bool
+	}{
+		{"", false},
+		{t.TempDir(), false},
+		{data, true},
+		{filepath.Join(data, "run"), true},
+		{filepath.Join(data, "..", filepath.Base(data), "run"), true},
+		{filepath.Dir(data), true},
+		{data + "-run", false},
+	} {
+		o := NewOptions()
+		fs := pflag.NewFlagSet("annex-apiserver", pflag.ContinueOnError)
+		o.AddFlags(fs)
+		if err := fs.Parse([]string{"--data-dir=" + data, "--runtime-dir=" + tc.runtimeDir}); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Complete(); err != nil {
+			t.Fatal(err)
+		}
+		err := o.Validate()
+		if refused := err != nil && strings.Contains(err.Error(), "--runtime-dir"); refused != tc.refused {
+			t.Errorf("--runtime-dir=%q with --data-dir=%q: %v, want refused %v", tc.runtimeDir, data, err, tc.refused)
+		}
+	}
+	// The default is a new directory under the system's temporary one,
+	// which must not be in the data directory either.
+	t.Setenv("TMPDIR", filepath.Join(data, "tmp"))
+	if err := parsed(t).Validate(); err != nil && strings.Contains(err.Error(), "temporary") {
+		t.Errorf("with the data directory elsewhere: %v", err)
+	}
+	o := NewOptions()
+	fs := pflag.NewFlagSet("annex-apiserver", pflag.ContinueOnError)
+	o.AddFlags(fs)
+	if err := fs.Parse([]string{"--data-dir=" + data}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "--runtime-dir") {
+		t.Errorf("the system's temporary directory inside --data-dir: %v, want it refused", err)
+	}
+}
+
+func TestPrepareRuntimeDir(t *testing.T) {
+	t.Run("default: a new private directory, removed at close", func(t *testing.T) {
+		t.Setenv("TMPDIR", t.TempDir())
+		var closers []func()
+		dir, err := prepareRuntimeDir("", func(remove func()) { closers = append(closers, remove) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info, err := os.Stat(dir); err != nil || info.Mode().Perm() != 0o700 || filepath.Dir(dir) != os.Getenv("TMPDIR") {
+			t.Fatalf("runtime directory %s: %v %v, want a directory of mode 0700 under TMPDIR", dir, info, err)
+		}
+		for _, c := range closers {
+			c()
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("after close, %s: %v, want it removed", dir, err)
+		}
+	})
+	t.Run("given: made private, and emptied of an earlier run's keys and sockets", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "run")
+		stale := filepath.Join(dir, "backends", "0123456789ab", "tls", "tls.key")
+		if err := os.MkdirAll(filepath.Dir(stale), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(stale, []byte("key"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		other := filepath.Join(dir, "other")
+		if err := os.WriteFile(other, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := prepareRuntimeDir(dir, func(func()) { t.Error("a given runtime directory is not annex's to remove") })
+		if err != nil || got != dir {
+			t.Fatalf("prepareRuntimeDir(%s) = %s, %v", dir, got, err)
+		}
+		if info, err := os.Stat(dir); err != nil || info.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v %v, want mode 0700", dir, info, err)
+		}
+		if _, err := os.Stat(stale); !os.IsNotExist(err) {
+			t.Errorf("%s: %v, want it removed", stale, err)
+		}
+		if _, err := os.Stat(other); err != nil {
+			t.Errorf("what annex did not write there is gone: %v", err)
+		}
+	})
 }

@@ -33,10 +33,21 @@ func (s *stores) Close() {
 	s.closers = nil
 }
 
-// startStores starts annex's own store, if it runs one, and points the etcd
-// options at it: its address is known only once it runs.
-func (o *Options) startStores(ctx context.Context) (*stores, error) {
+// startStores prepares the runtime directory, then starts annex's own
+// store, if it runs one, and points the etcd options at it: its address is
+// known only once it runs.
+func (o *Options) startStores(ctx context.Context) (_ *stores, err error) {
 	s := &stores{failed: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	// First in, so last out: the backends, closed before the stores, and
+	// the stores may still use it.
+	if o.runtimeDir, err = prepareRuntimeDir(o.RuntimeDir, func(remove func()) { s.closers = append(s.closers, remove) }); err != nil {
+		return nil, err
+	}
 	transport := &o.RecommendedOptions.Etcd.StorageConfig.Transport
 	switch o.store {
 	case backend.StoreEmbeddedEtcd:
@@ -61,7 +72,7 @@ func (o *Options) startStores(ctx context.Context) (*stores, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading --postgres-dsn-file: %w", err)
 		}
-		pg, err := startPostgres(ctx, o.postgres(), strings.TrimSpace(string(dsn)), filepath.Join(o.DataDir, "kine"))
+		pg, err := startPostgres(ctx, o.postgres(), strings.TrimSpace(string(dsn)), filepath.Join(o.runtimeDir, "kine"))
 		if err != nil {
 			return nil, err
 		}
@@ -69,6 +80,35 @@ func (o *Options) startStores(ctx context.Context) (*stores, error) {
 		transport.ServerList = []string{pg.Endpoint}
 	}
 	return s, nil
+}
+
+// prepareRuntimeDir returns the runtime directory: dir, emptied of what an
+// earlier annex left in it, or when dir is empty a new one under the
+// system's temporary directory, which onClose is given to remove. Only annex
+// may enter it.
+func prepareRuntimeDir(dir string, onClose func(remove func())) (string, error) {
+	if dir == "" {
+		made, err := os.MkdirTemp("", "annex-")
+		if err != nil {
+			return "", fmt.Errorf("making the runtime directory: %w", err)
+		}
+		onClose(func() { _ = os.RemoveAll(made) })
+		return made, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("--runtime-dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", fmt.Errorf("--runtime-dir: %w", err)
+	}
+	// The keys and sockets of an earlier run: annex writes them again as
+	// it opens each backend.
+	for _, name := range []string{"backends", "kine"} {
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			return "", fmt.Errorf("--runtime-dir: %w", err)
+		}
+	}
+	return dir, nil
 }
 
 // startPostgres starts annex's own store on PostgreSQL, trying again with

@@ -45,6 +45,9 @@ const (
 const (
 	// pageSize is how many objects one list request returns.
 	pageSize = 500
+	// maxListRestarts is how many times one pass lists again from the
+	// first page after its continue token expired.
+	maxListRestarts = 3
 	// workers is how many deletes are in flight at once; the rate limit,
 	// not this, bounds the load.
 	workers = 4
@@ -305,20 +308,28 @@ func (r *Reconciler) pass(ctx context.Context, t target) passResult {
 	return res
 }
 
-// list returns the metadata of every object of the type, page by page.
+// list returns the metadata of every object of the type, page by page:
+// every request asks for at most pageSize objects. When the store has
+// compacted the revision a continue token points at (410 Gone, paging took
+// longer than the store keeps history), the list starts again from the
+// first page, paged still, up to maxListRestarts times; then the pass fails
+// and the next one tries again. A list that ends in an error returns no
+// objects: retention never selects from part of a type.
 func (r *Reconciler) list(ctx context.Context, gvr schema.GroupVersionResource) ([]Object, error) {
 	var objects []Object
 	// Namespace names repeat for every object; keep one copy of each.
 	namespaces := map[string]string{}
 	opts := metav1.ListOptions{Limit: pageSize}
-	restarted := false
+	restarts := 0
 	for {
 		page, err := r.Metadata.Resource(gvr).List(ctx, opts)
 		if err != nil {
-			if apierrors.IsResourceExpired(err) && opts.Continue != "" && !restarted {
-				// Paging took longer than the store keeps history: read
-				// the whole list at once instead.
-				objects, opts, restarted = objects[:0], metav1.ListOptions{}, true
+			if apierrors.IsResourceExpired(err) && opts.Continue != "" && restarts < maxListRestarts {
+				restarts++
+				listRestarts.WithLabelValues(gvr.Group, gvr.Resource).Inc()
+				ctrl.LoggerFrom(ctx).V(2).Info("The continue token expired while paging; listing again from the first page",
+					"restart", restarts, "listedBefore", len(objects))
+				objects, opts = objects[:0], metav1.ListOptions{Limit: pageSize}
 				continue
 			}
 			return nil, err

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/metadata"
 	metadatafake "k8s.io/client-go/metadata/fake"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/component-base/metrics/testutil"
@@ -342,5 +345,171 @@ func TestServedVersion(t *testing.T) {
 		if got := routing.ServedVersion(tc.versions); got != tc.want {
 			t.Errorf("ServedVersion(%v) = %q, want %q", tc.versions, got, tc.want)
 		}
+	}
+}
+
+// pager serves the objects of the fake metadata client page by page, as
+// the apiserver does for a list with a limit (a continue token is the offset
+// of the next page), records the options of every list request, and answers
+// 410 Gone to the continue tokens that expire says have expired.
+type pager struct {
+	metadata.Interface
+
+	mu sync.Mutex
+	// lists are the options of the list requests, in order.
+	lists []metav1.ListOptions
+	// expire says whether list request n (from 0), which carries a
+	// continue token, finds that token expired.
+	expire func(n int) bool
+}
+
+func (p *pager) Resource(gvr schema.GroupVersionResource) metadata.Getter {
+	return pagedResource{Getter: p.Interface.Resource(gvr), p: p}
+}
+
+func (p *pager) requests() []metav1.ListOptions {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.lists)
+}
+
+type pagedResource struct {
+	metadata.Getter
+	p *pager
+}
+
+func (r pagedResource) List(ctx context.Context, opts metav1.ListOptions) (*metav1.PartialObjectMetadataList, error) {
+	r.p.mu.Lock()
+	n := len(r.p.lists)
+	r.p.lists = append(r.p.lists, opts)
+	r.p.mu.Unlock()
+	if opts.Continue != "" && r.p.expire != nil && r.p.expire(n) {
+		return nil, apierrors.NewResourceExpired("The provided continue parameter is too old to display a consistent list result.")
+	}
+	all, err := r.Getter.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	items := all.Items
+	slices.SortFunc(items, func(a, b metav1.PartialObjectMetadata) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	start := 0
+	if opts.Continue != "" {
+		if start, err = strconv.Atoi(opts.Continue); err != nil {
+			return nil, apierrors.NewBadRequest("invalid continue token")
+		}
+	}
+	end := len(items)
+	if opts.Limit > 0 {
+		end = min(end, start+int(opts.Limit))
+	}
+	page := &metav1.PartialObjectMetadataList{Items: items[start:end]}
+	if end < len(items) {
+		page.Continue = strconv.Itoa(end)
+	}
+	return page, nil
+}
+
+// pagedFixture is a fixture of 1201 objects, three pages, of which
+// maxObjectsPerNamespace=1000 keeps the newest, listed through a pager.
+func pagedFixture(t *testing.T, resource string, expire func(n int) bool) (*fixture, *pager) {
+	t.Helper()
+	f := newFixture(t, resource, v1alpha1.RetentionPolicy{MaxObjectsPerNamespace: ptr.To[int64](1000)}, 1201,
+		Options{Interval: time.Minute, BatchSize: 1000, DeletesPerSecond: 1e6})
+	p := &pager{Interface: f.md, expire: expire}
+	f.r.Metadata = p
+	return f, p
+}
+
+// checkPaged checks that every list request asked for a page of pageSize.
+func checkPaged(t *testing.T, lists []metav1.ListOptions) {
+	t.Helper()
+	for i, opts := range lists {
+		if opts.Limit != pageSize {
+			t.Errorf("list request %d has limit %d (continue %q), want %d: every list must be paged", i, opts.Limit, opts.Continue, pageSize)
+		}
+	}
+}
+
+// describe shows the limit and continue token of each list request.
+func describe(lists []metav1.ListOptions) string {
+	var parts []string
+	for _, opts := range lists {
+		parts = append(parts, fmt.Sprintf("(limit %d, continue %q)", opts.Limit, opts.Continue))
+	}
+	return strings.Join(parts, " ")
+}
+
+// checkDeletedOldest checks that retention deleted exactly the 201 oldest
+// objects, each on its UID, and kept the 1000 newest.
+func checkDeletedOldest(t *testing.T, f *fixture) {
+	t.Helper()
+	var want []string
+	for i := 1; i <= 201; i++ {
+		want = append(want, fmt.Sprintf("r%02d@uid-%02d", i, i))
+	}
+	slices.Sort(want)
+	if got := f.deletes(); !slices.Equal(got, want) {
+		t.Errorf("deleted %d objects (%v...), want exactly the 201 oldest", len(got), got[:min(len(got), 5)])
+	}
+	kept := seq("r", 202, 1201)
+	slices.Sort(kept)
+	if got := f.remaining(); !slices.Equal(got, kept) {
+		t.Errorf("%d objects left, want the 1000 newest", len(got))
+	}
+}
+
+func TestListIsPaged(t *testing.T) {
+	f, p := pagedFixture(t, "paged", nil)
+	if next := f.reconcile(); next != time.Minute {
+		t.Errorf("next pass in %v, want the interval", next)
+	}
+	lists := p.requests()
+	checkPaged(t, lists)
+	if len(lists) != 3 || lists[0].Continue != "" || lists[1].Continue == "" || lists[2].Continue == "" {
+		t.Errorf("list requests %s, want three pages: the first without a continue token, the others with one", describe(lists))
+	}
+	checkDeletedOldest(t, f)
+}
+
+func TestExpiredContinueRestartsPaged(t *testing.T) {
+	// The second request, the first with a continue token, finds it expired.
+	f, p := pagedFixture(t, "expired", func(n int) bool { return n == 1 })
+	if next := f.reconcile(); next != time.Minute {
+		t.Errorf("next pass in %v, want the interval", next)
+	}
+	lists := p.requests()
+	checkPaged(t, lists)
+	// Page 1, page 2 (410), then from the beginning: pages 1, 2 and 3.
+	if len(lists) != 5 || lists[2].Continue != "" || lists[3].Continue == "" || lists[4].Continue == "" {
+		t.Errorf("list requests %s, want the list started again from the first page after the 410, and paged to its end", describe(lists))
+	}
+	if got, err := testutil.GetCounterMetricValue(listRestarts.WithLabelValues(f.gvr.Group, f.gvr.Resource)); err != nil || got != 1 {
+		t.Errorf("list_restarts_total = %v (%v), want 1", got, err)
+	}
+	if got := f.counter("errors", ""); got != 0 {
+		t.Errorf("errors_total = %v, want 0: a restarted list is no error", got)
+	}
+	checkDeletedOldest(t, f)
+}
+
+func TestContinueThatKeepsExpiringFailsThePass(t *testing.T) {
+	f, p := pagedFixture(t, "alwaysexpired", func(int) bool { return true })
+	if next := f.reconcile(); next != time.Minute {
+		t.Errorf("after a failed list, the next pass is in %v, want the interval", next)
+	}
+	lists := p.requests()
+	checkPaged(t, lists)
+	// Each attempt reads the first page and finds the second's token
+	// expired: the first attempt and maxListRestarts more.
+	if want := 2 * (maxListRestarts + 1); len(lists) != want {
+		t.Errorf("list requests %s, want %d", describe(lists), want)
+	}
+	if got := f.deletes(); len(got) != 0 {
+		t.Errorf("a pass whose list never completed deleted %d objects, want none", len(got))
+	}
+	if got := f.counter("errors", ""); got != 1 {
+		t.Errorf("errors_total = %v, want 1", got)
 	}
 }

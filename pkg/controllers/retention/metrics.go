@@ -38,6 +38,13 @@ var (
 		Buckets:        metrics.ExponentialBuckets(0.01, 2, 15),
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"group", "resource"})
+	listRestarts = metrics.NewCounterVec(&metrics.CounterOpts{
+		Namespace:      "annex",
+		Subsystem:      "retention",
+		Name:           "list_restarts_total",
+		Help:           "Times a retention pass over a hosted type listed again from the first page because its continue token had expired (410 Gone).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"group", "resource"})
 	backlogObjects = metrics.NewGaugeVec(&metrics.GaugeOpts{
 		Namespace:      "annex",
 		Subsystem:      "retention",
@@ -52,6 +59,6 @@ var registerOnce sync.Once
 // RegisterMetrics adds the retention metrics to the legacy registry once.
 func RegisterMetrics() {
 	registerOnce.Do(func() {
-		legacyregistry.MustRegister(deletedObjects, skippedObjects, errorsTotal, passDuration, backlogObjects)
+		legacyregistry.MustRegister(deletedObjects, skippedObjects, errorsTotal, passDuration, listRestarts, backlogObjects)
 	})
 }

@@ -26,6 +26,7 @@ import (
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/storage/postgres"
+	"annex.dev/annex/pkg/storage/secretpolicy"
 )
 
 // Store is what annex keeps its own data in: the "default" backend.
@@ -115,14 +116,18 @@ type Options struct {
 	// DefaultStore is what the command-line store is; an Embedded
 	// StorageBackend names it when it is the embedded etcd.
 	DefaultStore Store
-	// DataDir holds the client certificates of etcd backends and the
-	// sockets of PostgreSQL backends.
-	DataDir string
+	// RuntimeDir holds what the backends need only while annex runs: the
+	// client certificates and keys of etcd backends, and the sockets of
+	// PostgreSQL backends. It must not be on the volume of annex's data.
+	RuntimeDir string
 	// Postgres configures the kine of PostgreSQL backends.
 	Postgres Postgres
 	// Secrets reads the Secrets that StorageBackends name; nil when there
 	// is no cluster.
 	Secrets SecretReader
+	// SecretPolicy says which Secrets StorageBackends may name; the zero
+	// policy allows none. Secrets reads none that it refuses.
+	SecretPolicy secretpolicy.Policy
 	// ProbeTimeout bounds each probe, and each read of a Secret;
 	// DefaultProbeTimeout when zero.
 	ProbeTimeout time.Duration
@@ -189,7 +194,7 @@ func (f *Factory) Open(ctx context.Context, sb *v1alpha1.StorageBackend) (Backen
 // about 100 bytes, and a backend's name may be 63.
 func (f *Factory) dir(name string) string {
 	sum := sha256.Sum256([]byte(name))
-	return filepath.Join(f.opts.DataDir, "backends", hex.EncodeToString(sum[:6]))
+	return filepath.Join(f.opts.RuntimeDir, "backends", hex.EncodeToString(sum[:6]))
 }
 
 // running is an open backend.

@@ -33,12 +33,12 @@ func TestProbeEtcdReachable(t *testing.T) {
 		}
 		return string(b)
 	}
-	p := NewFactory(Options{Secrets: secrets(
+	p := NewFactory(Options{SecretPolicy: testPolicy, Secrets: secrets(
 		secret("etcd-tls", map[string]string{"ca.crt": read(etcd.CAFile), corev1.TLSCertKey: read(etcd.CertFile), corev1.TLSPrivateKeyKey: read(etcd.KeyFile)}),
 		secret("ca-only", map[string]string{"ca.crt": read(etcd.CAFile)}),
 	)})
 	ref := func(name string) *v1alpha1.SecretReference {
-		return &v1alpha1.SecretReference{Namespace: "annex-system", Name: name}
+		return &v1alpha1.SecretReference{Namespace: secretNamespace, Name: name}
 	}
 
 	expect(t, p.Probe(ctx, etcdBackend(ref("etcd-tls"), etcd.ClientURL)), true, ReasonReachable, "answers at 1 of 1 endpoints")
@@ -61,15 +61,15 @@ func TestProbePostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	wrong.User = url.UserPassword("nobody", "s3cret-password")
-	p := NewFactory(Options{Secrets: secrets(
+	p := NewFactory(Options{SecretPolicy: testPolicy, Secrets: secrets(
 		secret("pg", map[string]string{"dsn": pg.DSN + "\n"}),
 		secret("pg-wrong", map[string]string{"dsn": wrong.String()}),
 	)})
 
-	expect(t, p.Probe(ctx, postgresBackend("annex-system", "pg", "dsn")), true, ReasonReachable, "PostgreSQL")
+	expect(t, p.Probe(ctx, postgresBackend(secretNamespace, "pg", "dsn")), true, ReasonReachable, "PostgreSQL")
 
-	got := p.Probe(ctx, postgresBackend("annex-system", "pg-wrong", "dsn"))
-	expect(t, got, false, ReasonUnreachable, "annex-system/pg-wrong")
+	got := p.Probe(ctx, postgresBackend(secretNamespace, "pg-wrong", "dsn"))
+	expect(t, got, false, ReasonUnreachable, "annex-storage-secrets/pg-wrong")
 	if strings.Contains(got.Message, "s3cret-password") || strings.Contains(got.Message, wrong.String()) {
 		t.Errorf("the message carries the DSN or its password: %q", got.Message)
 	}

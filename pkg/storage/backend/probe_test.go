@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/storage/secretpolicy"
 	"annex.dev/annex/test/ports"
 )
 
@@ -36,6 +37,12 @@ func postgresBackend(namespace, name, key string) *v1alpha1.StorageBackend {
 	}
 }
 
+// secretNamespace is where the tests' StorageBackends keep their Secrets,
+// the namespace testPolicy allows.
+const secretNamespace = secretpolicy.DefaultNamespace
+
+var testPolicy = secretpolicy.Policy{Namespaces: []string{secretNamespace}}
+
 // secrets reads the given Secrets, as the cluster would.
 func secrets(objs ...*corev1.Secret) SecretReader {
 	return func(_ context.Context, namespace, name string) (*corev1.Secret, error) {
@@ -49,7 +56,7 @@ func secrets(objs ...*corev1.Secret) SecretReader {
 }
 
 func secret(name string, data map[string]string) *corev1.Secret {
-	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "annex-system", Name: name}, Data: map[string][]byte{}}
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: secretNamespace, Name: name}, Data: map[string][]byte{}}
 	for k, v := range data {
 		s.Data[k] = []byte(v)
 	}
@@ -88,34 +95,34 @@ func TestProbeEmbedded(t *testing.T) {
 
 func TestProbeSecrets(t *testing.T) {
 	ctx := context.Background()
-	ref := &v1alpha1.SecretReference{Namespace: "annex-system", Name: "etcd-tls"}
+	ref := &v1alpha1.SecretReference{Namespace: secretNamespace, Name: "etcd-tls"}
 	t.Run("standalone has no Secrets", func(t *testing.T) {
-		expect(t, NewFactory(Options{}).Probe(ctx, etcdBackend(ref, "https://127.0.0.1:2379")), false, ReasonSecretsNeedACluster, "annex-system/etcd-tls")
-		expect(t, NewFactory(Options{}).Probe(ctx, postgresBackend("annex-system", "pg", "dsn")), false, ReasonSecretsNeedACluster, "annex-system/pg")
+		expect(t, NewFactory(Options{SecretPolicy: testPolicy}).Probe(ctx, etcdBackend(ref, "https://127.0.0.1:2379")), false, ReasonSecretsNeedACluster, "annex-storage-secrets/etcd-tls")
+		expect(t, NewFactory(Options{SecretPolicy: testPolicy}).Probe(ctx, postgresBackend(secretNamespace, "pg", "dsn")), false, ReasonSecretsNeedACluster, "annex-storage-secrets/pg")
 	})
 	t.Run("missing Secret", func(t *testing.T) {
-		p := NewFactory(Options{Secrets: secrets()})
-		expect(t, p.Probe(ctx, etcdBackend(ref, "https://127.0.0.1:2379")), false, ReasonSecretNotFound, "annex-system/etcd-tls")
-		expect(t, p.Probe(ctx, postgresBackend("annex-system", "pg", "dsn")), false, ReasonSecretNotFound, "annex-system/pg")
+		p := NewFactory(Options{SecretPolicy: testPolicy, Secrets: secrets()})
+		expect(t, p.Probe(ctx, etcdBackend(ref, "https://127.0.0.1:2379")), false, ReasonSecretNotFound, "annex-storage-secrets/etcd-tls")
+		expect(t, p.Probe(ctx, postgresBackend(secretNamespace, "pg", "dsn")), false, ReasonSecretNotFound, "annex-storage-secrets/pg")
 	})
 	t.Run("invalid TLS", func(t *testing.T) {
-		p := NewFactory(Options{Secrets: secrets(
+		p := NewFactory(Options{SecretPolicy: testPolicy, Secrets: secrets(
 			secret("empty", nil),
 			secret("bad-ca", map[string]string{"ca.crt": "not a certificate"}),
 			secret("half-pair", map[string]string{corev1.TLSCertKey: "x"}),
 		)})
 		for name, want := range map[string]string{"empty": "none of", "bad-ca": "ca.crt", "half-pair": "both"} {
-			expect(t, p.Probe(ctx, etcdBackend(&v1alpha1.SecretReference{Namespace: "annex-system", Name: name}, "https://127.0.0.1:2379")), false, ReasonInvalidTLS, want)
+			expect(t, p.Probe(ctx, etcdBackend(&v1alpha1.SecretReference{Namespace: secretNamespace, Name: name}, "https://127.0.0.1:2379")), false, ReasonInvalidTLS, want)
 		}
 	})
 	t.Run("Secret without the DSN key", func(t *testing.T) {
-		p := NewFactory(Options{Secrets: secrets(secret("pg", map[string]string{"other": "x"}))})
-		expect(t, p.Probe(ctx, postgresBackend("annex-system", "pg", "dsn")), false, ReasonInvalidSecret, `"dsn"`)
+		p := NewFactory(Options{SecretPolicy: testPolicy, Secrets: secrets(secret("pg", map[string]string{"other": "x"}))})
+		expect(t, p.Probe(ctx, postgresBackend(secretNamespace, "pg", "dsn")), false, ReasonInvalidSecret, `"dsn"`)
 	})
 	t.Run("invalid DSN, not quoted", func(t *testing.T) {
 		const dsn = "postgres://user:s3cret@127.0.0.1:notaport/db"
-		p := NewFactory(Options{Secrets: secrets(secret("pg", map[string]string{"dsn": dsn}))})
-		got := p.Probe(ctx, postgresBackend("annex-system", "pg", "dsn"))
+		p := NewFactory(Options{SecretPolicy: testPolicy, Secrets: secrets(secret("pg", map[string]string{"dsn": dsn}))})
+		got := p.Probe(ctx, postgresBackend(secretNamespace, "pg", "dsn"))
 		expect(t, got, false, ReasonInvalidDSN)
 		if strings.Contains(got.Message, "s3cret") {
 			t.Errorf("the message carries the password: %q", got.Message)
@@ -157,10 +164,10 @@ func TestProbeTimeout(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
-	p := NewFactory(Options{ProbeTimeout: time.Second, Secrets: secrets(secret("pg", map[string]string{"dsn": "postgres://annex:pw@" + l.Addr().String() + "/annex?sslmode=disable"}))})
+	p := NewFactory(Options{ProbeTimeout: time.Second, SecretPolicy: testPolicy, Secrets: secrets(secret("pg", map[string]string{"dsn": "postgres://annex:pw@" + l.Addr().String() + "/annex?sslmode=disable"}))})
 	for name, sb := range map[string]*v1alpha1.StorageBackend{
 		"etcd":     etcdBackend(nil, "http://"+l.Addr().String()),
-		"postgres": postgresBackend("annex-system", "pg", "dsn"),
+		"postgres": postgresBackend(secretNamespace, "pg", "dsn"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			start := time.Now()
@@ -184,11 +191,11 @@ func TestPasswordNotShown(t *testing.T) {
 	const password = `se/cr"et`
 	dsn := "postgresql://u:" + password + "@" + closedAddress(t) + "/db"
 	f := NewFactory(Options{
-		DataDir:  t.TempDir(),
-		Postgres: Postgres{ConnectTimeout: time.Second},
-		Secrets:  secrets(secret("pg", map[string]string{"dsn": dsn})),
+		RuntimeDir: t.TempDir(),
+		Postgres:   Postgres{ConnectTimeout: time.Second},
+		Secrets:    secrets(secret("pg", map[string]string{"dsn": dsn})),
 	})
-	sb := postgresBackend("annex-system", "pg", "dsn")
+	sb := postgresBackend(secretNamespace, "pg", "dsn")
 	probe := f.Probe(context.Background(), sb)
 	_, err := f.Open(context.Background(), sb)
 	if err == nil {

@@ -113,8 +113,14 @@ func (f *Factory) resolvePostgres(ctx context.Context, ref *v1alpha1.SecretKeySe
 	return &postgresSpec{dsn: dsn, source: fmt.Sprintf("the connection string in Secret %s/%s key %s", ref.Namespace, ref.Name, ref.Key)}, nil
 }
 
-// secret reads a Secret of the cluster, or says why it cannot.
+// secret reads a Secret of the cluster, or says why it cannot. It is the
+// one place where annex reads the Secrets that StorageBackends name: the
+// reference is checked against the policy before the read, so that annex
+// never asks for a Secret it may not use, and the Secret after it.
 func (f *Factory) secret(ctx context.Context, namespace, name string) (*corev1.Secret, *Result) {
+	if refused := f.opts.SecretPolicy.Check(namespace, name); refused != nil {
+		return nil, failed(refused.Reason, "%s", refused.Message)
+	}
 	if f.opts.Secrets == nil {
 		return nil, failed(ReasonSecretsNeedACluster, "the backend's credentials are in Secret %s/%s, and standalone annex has no cluster to read Secrets from; "+
 			"run annex aggregated into a cluster to use this backend", namespace, name)
@@ -127,6 +133,9 @@ func (f *Factory) secret(ctx context.Context, namespace, name string) (*corev1.S
 		return nil, failed(ReasonSecretNotFound, "Secret %s/%s does not exist in the cluster", namespace, name)
 	case err != nil:
 		return nil, failed(ReasonSecretUnreadable, "cannot read Secret %s/%s from the cluster: %v", namespace, name, err)
+	}
+	if refused := f.opts.SecretPolicy.CheckSecret(namespace, name, secret); refused != nil {
+		return nil, failed(refused.Reason, "%s", refused.Message)
 	}
 	return secret, nil
 }
@@ -143,26 +152,59 @@ func (f *Factory) probe(ctx context.Context, s *spec) Result {
 
 // openEtcd configures a client of an external etcd cluster like the
 // command-line store's, with the cluster's endpoints and the client
-// certificates of its Secret written to files only annex reads.
+// certificates of its Secret written to files only annex reads, in the
+// runtime directory; closing the backend removes them.
 func (f *Factory) openEtcd(s *spec) (Backend, error) {
 	transport := f.opts.Etcd.StorageConfig.Transport
 	transport.ServerList = s.etcd.endpoints
 	transport.CertFile, transport.KeyFile, transport.TrustedCAFile = "", "", ""
+	var remove func()
 	if len(s.etcd.files) > 0 {
 		dir := filepath.Join(f.dir(s.name), "tls")
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		paths, err := writePrivateFiles(dir, s.etcd.files)
+		if err != nil {
+			return nil, fmt.Errorf("StorageBackend %q: writing the etcd client's certificates: %w", s.name, err)
+		}
+		transport.TrustedCAFile, transport.CertFile, transport.KeyFile = paths["ca.crt"], paths[corev1.TLSCertKey], paths[corev1.TLSPrivateKeyKey]
+		remove = func() { _ = os.RemoveAll(dir) }
+	}
+	return f.running(s, transport, remove), nil
+}
+
+// writePrivateFiles writes each of files, by name, into dir, which only
+// annex may enter (0700), each file readable by annex alone (0600) whatever
+// was there before, and returns their paths.
+func writePrivateFiles(dir string, files map[string][]byte) (map[string]string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	// MkdirAll keeps the mode of a directory that exists.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, err
+	}
+	paths := map[string]string{}
+	for name, data := range files {
+		path := filepath.Join(dir, name)
+		// A new file, 0600 from its creation, replaces whatever was
+		// there: os.WriteFile would keep the mode of an existing file.
+		tmp, err := os.CreateTemp(dir, "."+name+"-")
+		if err != nil {
 			return nil, err
 		}
-		fields := map[string]*string{"ca.crt": &transport.TrustedCAFile, corev1.TLSCertKey: &transport.CertFile, corev1.TLSPrivateKeyKey: &transport.KeyFile}
-		for key, data := range s.etcd.files {
-			path := filepath.Join(dir, key)
-			if err := os.WriteFile(path, data, 0o600); err != nil {
-				return nil, err
-			}
-			*fields[key] = path
+		_, err = tmp.Write(data)
+		if closeErr := tmp.Close(); err == nil {
+			err = closeErr
 		}
+		if err == nil {
+			err = os.Rename(tmp.Name(), path)
+		}
+		if err != nil {
+			_ = os.Remove(tmp.Name())
+			return nil, err
+		}
+		paths[name] = path
 	}
-	return f.running(s, transport, nil), nil
+	return paths, nil
 }
 
 // openPostgres runs a kine for the backend, on a unix socket of its own.

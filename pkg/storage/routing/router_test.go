@@ -24,6 +24,7 @@ import (
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	annexlisters "annex.dev/annex/pkg/generated/listers/annex/v1alpha1"
 	"annex.dev/annex/pkg/storage/backend"
+	"annex.dev/annex/pkg/storage/secretpolicy"
 )
 
 func crd(name, backend string) *apiextensionsv1.CustomResourceDefinition {
@@ -159,8 +160,9 @@ func TestBackendThatCannotBeReached(t *testing.T) {
 	var attempts []time.Time
 	r := New(Options{
 		Backends: backend.NewFactory(backend.Options{
-			DataDir:  t.TempDir(),
-			Postgres: backend.Postgres{ConnectTimeout: time.Second},
+			RuntimeDir:   t.TempDir(),
+			Postgres:     backend.Postgres{ConnectTimeout: time.Second},
+			SecretPolicy: secretpolicy.Policy{Namespaces: []string{secretpolicy.DefaultNamespace}},
 			Secrets: func(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
 				mu.Lock()
 				attempts = append(attempts, time.Now())
@@ -173,7 +175,7 @@ func TestBackendThatCannotBeReached(t *testing.T) {
 	defer r.Close()
 	sb := storageBackend("pg", metav1.ConditionTrue, "Reachable")
 	sb.Spec = v1alpha1.StorageBackendSpec{Type: v1alpha1.StorageBackendPostgres,
-		Postgres: &v1alpha1.PostgresStorage{DSNSecretRef: v1alpha1.SecretKeySelector{Namespace: "annex-system", Name: "pg", Key: "dsn"}}}
+		Postgres: &v1alpha1.PostgresStorage{DSNSecretRef: v1alpha1.SecretKeySelector{Namespace: secretpolicy.DefaultNamespace, Name: "pg", Key: "dsn"}}}
 	r.SetListers(apiextensionslisters.NewCustomResourceDefinitionLister(indexer(crd("ledgers.example.com", "pg"))),
 		annexlisters.NewHostedResourceLister(indexer(hostedResource("ledgers.example.com", "pg"))),
 		annexlisters.NewStorageBackendLister(indexer(sb)), func() bool { return true })
@@ -220,7 +222,7 @@ func TestBackendThatCannotBeReached(t *testing.T) {
 func TestStorageCache(t *testing.T) {
 	etcd := genericoptions.NewEtcdOptions(storagebackend.NewDefaultConfig("/annex", nil))
 	etcd.StorageConfig.Transport.ServerList = []string{"https://127.0.0.1:2379"}
-	r := New(Options{Backends: backend.NewFactory(backend.Options{Etcd: *etcd, DataDir: t.TempDir()})})
+	r := New(Options{Backends: backend.NewFactory(backend.Options{Etcd: *etcd, RuntimeDir: t.TempDir()})})
 	defer r.Close()
 
 	deleted := crd("gone.example.com", "nowhere")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 
@@ -79,3 +80,18 @@ func (e *Environment) annexURL() string {
 
 // AnnexDataDir is where annex keeps its embedded etcd's data.
 func (e *Environment) AnnexDataDir() string { return filepath.Join(e.Dir, "annex-data") }
+
+// AnnexRuntimeDir is annex's --runtime-dir, where it writes the client keys
+// of StorageBackends' etcd clusters.
+func (e *Environment) AnnexRuntimeDir() string { return filepath.Join(e.Dir, "annex-run") }
+
+// AnnexServingPair returns the PEM certificate and key annex serves with.
+func (e *Environment) AnnexServingPair() (certPEM, keyPEM []byte, err error) {
+	if certPEM, err = os.ReadFile(filepath.Join(e.Dir, "annex-serving.crt")); err != nil {
+		return nil, nil, err
+	}
+	if keyPEM, err = os.ReadFile(filepath.Join(e.Dir, "annex-serving.key")); err != nil {
+		return nil, nil, err
+	}
+	return certPEM, keyPEM, nil
+}

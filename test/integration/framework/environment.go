@@ -49,6 +49,9 @@ const (
 	// chart does; the serving certificate carries ServiceName.Namespace.svc.
 	Namespace   = "annex-system"
 	ServiceName = "annex"
+	// SecretNamespace is where StorageBackends' Secrets live: annex's
+	// default --storage-secret-namespaces, apart from Namespace.
+	SecretNamespace = "annex-storage-secrets"
 	// Group and Version are what annex serves.
 	Group   = "annex.dev"
 	Version = "v1alpha1"
@@ -268,6 +271,7 @@ func (e *Environment) startAnnex(bin string) error {
 		"--authentication-kubeconfig=" + kubeconfigFile,
 		"--authorization-kubeconfig=" + kubeconfigFile,
 		"--data-dir=" + dataDir,
+		"--runtime-dir=" + e.AnnexRuntimeDir(),
 		// Hosted groups are registered through the same Service as annex.dev.
 		"--apiservice-namespace=" + Namespace,
 		"--apiservice-service-name=" + ServiceName,
@@ -298,9 +302,11 @@ func (e *Environment) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating namespace %s: %w", Namespace, err)
+	for _, name := range []string{Namespace, SecretNamespace} {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating namespace %s: %w", name, err)
+		}
 	}
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: ServiceName, Namespace: Namespace},

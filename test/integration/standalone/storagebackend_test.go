@@ -52,7 +52,7 @@ kind: StorageBackend
 metadata: {name: postgres}
 spec:
   type: Postgres
-  postgres: {dsnSecretRef: {namespace: annex-system, name: pg, key: dsn}}
+  postgres: {dsnSecretRef: {namespace: annex-storage-secrets, name: pg, key: dsn}}
 `, closedPort(t))
 	a.kubectl("apply", "-f", write(t, dir, "backends.yaml", backends))
 
@@ -78,7 +78,7 @@ spec:
 		t.Errorf("etcd backend on a closed port: reason %q message %q, want Unreachable and the refused connection", reason, message)
 	}
 	waitFor("storagebackend", "postgres", "Ready", "False")
-	if _, reason, message := ready("storagebackend", "postgres"); reason != "SecretsNeedACluster" || !strings.Contains(message, "annex-system/pg") {
+	if _, reason, message := ready("storagebackend", "postgres"); reason != "SecretsNeedACluster" || !strings.Contains(message, "annex-storage-secrets/pg") {
 		t.Errorf("postgres backend in standalone mode: reason %q message %q, want SecretsNeedACluster naming the Secret", reason, message)
 	}
 	t.Logf("%s", a.kubectl("get", "storagebackends", "-o", "wide"))

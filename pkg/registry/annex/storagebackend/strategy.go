@@ -4,6 +4,7 @@ package storagebackend
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/fields"
@@ -17,16 +18,20 @@ import (
 
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/validation"
+	"annex.dev/annex/pkg/storage/secretpolicy"
 )
 
 type strategy struct {
 	runtime.ObjectTyper
 	names.NameGenerator
+	// secrets says which Secrets a StorageBackend may name.
+	secrets secretpolicy.Policy
 }
 
-// NewStrategy returns the strategy of the main resource.
-func NewStrategy(typer runtime.ObjectTyper) strategy {
-	return strategy{typer, names.SimpleNameGenerator}
+// NewStrategy returns the strategy of the main resource. A StorageBackend
+// that names a Secret policy refuses is invalid.
+func NewStrategy(typer runtime.ObjectTyper, policy secretpolicy.Policy) strategy {
+	return strategy{typer, names.SimpleNameGenerator, policy}
 }
 
 func (strategy) NamespaceScoped() bool { return false }
@@ -54,8 +59,9 @@ func (strategy) PrepareForUpdate(ctx context.Context, obj, old runtime.Object) {
 	}
 }
 
-func (strategy) Validate(ctx context.Context, obj runtime.Object) field.ErrorList {
-	return validation.ValidateStorageBackend(obj.(*annex.StorageBackend))
+func (s strategy) Validate(ctx context.Context, obj runtime.Object) field.ErrorList {
+	sb := obj.(*annex.StorageBackend)
+	return append(validation.ValidateStorageBackend(sb), s.validateSecrets(sb, nil)...)
 }
 
 func (strategy) WarningsOnCreate(ctx context.Context, obj runtime.Object) []string { return nil }
@@ -66,8 +72,50 @@ func (strategy) AllowCreateOnUpdate() bool { return false }
 
 func (strategy) AllowUnconditionalUpdate() bool { return true }
 
-func (strategy) ValidateUpdate(ctx context.Context, obj, old runtime.Object) field.ErrorList {
-	return validation.ValidateStorageBackendUpdate(obj.(*annex.StorageBackend), old.(*annex.StorageBackend))
+func (s strategy) ValidateUpdate(ctx context.Context, obj, old runtime.Object) field.ErrorList {
+	sb, oldSB := obj.(*annex.StorageBackend), old.(*annex.StorageBackend)
+	return append(validation.ValidateStorageBackendUpdate(sb, oldSB), s.validateSecrets(sb, oldSB)...)
+}
+
+// secretRef is a StorageBackend's reference to a Secret, at path.
+type secretRef struct {
+	namespace, name string
+	path            *field.Path
+}
+
+func (r secretRef) same(o secretRef) bool {
+	return r.namespace == o.namespace && r.name == o.name && r.path.String() == o.path.String()
+}
+
+func secretRefs(sb *annex.StorageBackend) []secretRef {
+	var refs []secretRef
+	if e := sb.Spec.Etcd; e != nil && e.TLSSecretRef != nil {
+		refs = append(refs, secretRef{e.TLSSecretRef.Namespace, e.TLSSecretRef.Name, field.NewPath("spec", "etcd", "tlsSecretRef")})
+	}
+	if p := sb.Spec.Postgres; p != nil {
+		refs = append(refs, secretRef{p.DSNSecretRef.Namespace, p.DSNSecretRef.Name, field.NewPath("spec", "postgres", "dsnSecretRef")})
+	}
+	return refs
+}
+
+// validateSecrets refuses the Secrets sb names that the policy refuses. An
+// update is refused only for a reference it changes, so that a StorageBackend
+// written before the policy changed can still have its labels changed, or be
+// deleted; annex still refuses to read such a Secret, and the backend's
+// status says why.
+func (s strategy) validateSecrets(sb, old *annex.StorageBackend) field.ErrorList {
+	var unchanged []secretRef
+	if old != nil {
+		unchanged = secretRefs(old)
+	}
+	var allErrs field.ErrorList
+	for _, ref := range secretRefs(sb) {
+		if slices.ContainsFunc(unchanged, ref.same) {
+			continue
+		}
+		allErrs = append(allErrs, s.secrets.Validate(ref.namespace, ref.name, ref.path)...)
+	}
+	return allErrs
 }
 
 func (strategy) WarningsOnUpdate(ctx context.Context, obj, old runtime.Object) []string { return nil }

@@ -10,6 +10,7 @@ import (
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/registry/annex/storagebackend"
 	"annex.dev/annex/pkg/registry/status"
+	"annex.dev/annex/pkg/storage/secretpolicy"
 )
 
 // REST is the storage of StorageBackends.
@@ -27,8 +28,9 @@ func (*REST) ShortNames() []string { return []string{"sb"} }
 func (*REST) Categories() []string { return []string{"annex"} }
 
 // NewREST returns the storage of the main resource and of its /status subresource.
-func NewREST(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter) (*REST, *status.REST, error) {
-	strategy := storagebackend.NewStrategy(scheme)
+// A StorageBackend that names a Secret policy refuses is refused with 422.
+func NewREST(scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, policy secretpolicy.Policy) (*REST, *status.REST, error) {
+	strategy := storagebackend.NewStrategy(scheme, policy)
 	store := &genericregistry.Store{
 		NewFunc:                   func() runtime.Object { return &annex.StorageBackend{} },
 		NewListFunc:               func() runtime.Object { return &annex.StorageBackendList{} },
