@@ -132,11 +132,31 @@ test-image-build:
 		--file=/annex-apiserver --out=$(abspath $(TEST_IMAGE_BIN))
 
 .PHONY: test
-test: test-unit test-image test-integration test-chart bench-quick ## Run all tests (unit, the image's, integration, the Helm chart's) and the quick benchmark.
+test: test-unit test-fuzz-short test-image test-integration test-chart bench-quick ## Run all tests (unit, a short fuzzing, the image's, integration, the Helm chart's) and the quick benchmark.
 
 .PHONY: test-unit
-test-unit: ## Run the unit tests.
+test-unit: ## Run the unit tests (the fuzz targets' seed corpora included).
 	go test $(GO_TEST_FLAGS) ./...
+
+# The fuzz targets, as package:target. go fuzzes one target of one package
+# per run; the seed corpora are in each package's testdata/fuzz/<target>/.
+FUZZ_TARGETS := \
+	./pkg/registry/annex/hostedresource:FuzzHostedResource \
+	./pkg/registry/annex/storagebackend:FuzzStorageBackend \
+	./pkg/controllers/hostedresource:FuzzHostedCreate
+FUZZTIME ?= 60s
+
+.PHONY: test-fuzz
+test-fuzz: ## Fuzz each target (HostedResource and StorageBackend validation, a hosted type's create path) for FUZZTIME (default 60s).
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; target=$${t#*:}; \
+		echo "go test -fuzz $$target $$pkg for $(FUZZTIME)"; \
+		go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -parallel 2 $$pkg; \
+	done
+
+.PHONY: test-fuzz-short
+test-fuzz-short: ## Fuzz each target for 10s, as make test does.
+	$(MAKE) test-fuzz FUZZTIME=10s
 
 .PHONY: test-image
 test-image: test-image-build ## Test the image: its platforms, entrypoint, user and labels, its binary's --version, and that a second build gives the same digest.
