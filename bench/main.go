@@ -39,7 +39,7 @@ func main() {
 		plots   = flag.String("plots", "", "directory for the PNG plots (default <out>)")
 		command = flag.String("command", "", "the command that reproduces this run, for the report")
 		fsync   = flag.Bool("cluster-etcd-fsync", true, "run the cluster's etcd with fsync, as in production and as annex's embedded etcd runs (envtest turns fsync off)")
-		cache   = flag.String("hosted-cache", "", "spec.storage.cache of the HostedResources of B and C: WatchCache (the default), Lean or None")
+		cache   = flag.String("hosted-cache", "", "spec.storage.cache of the HostedResources of B and C: Lean (the default), WatchCache or None")
 	)
 	flag.Parse()
 	if *outDir == "" {

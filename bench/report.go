@@ -295,11 +295,24 @@ func (r *results) targetLines() []string {
 		a, b, cc := c["A"].Create.PerSecond, c["B"].Create.PerSecond, c["C"].Create.PerSecond
 		out = append(out, fmt.Sprintf("create throughput (report): B/A = %.2f (target >= 1.5): %s; C/A = %.2f (target >= 1.0): %s",
 			b/a, verdict(b/a >= 1.5, measured(a, b)), cc/a, verdict(cc/a >= 1.0, measured(a, cc))))
+		for _, op := range []struct {
+			name string
+			rate func(crudStats) float64
+		}{
+			{"update", func(s crudStats) float64 { return s.Update.PerSecond }},
+			{"get", func(s crudStats) float64 { return s.Get.PerSecond }},
+		} {
+			a, b := op.rate(c["A"]), op.rate(c["B"])
+			out = append(out, fmt.Sprintf("%s throughput (report): B/A = %.2f (target >= 1.2): %s", op.name, b/a, verdict(b/a >= 1.2, measured(a, b))))
+		}
 	}
 	if la, lb := r.Ladder.List["A"], r.Ladder.List["B"]; len(la) > 0 && len(lb) > 0 {
 		a, b := la[len(la)-1], lb[len(lb)-1]
 		ratio := b.Full.P99 / a.Full.P99
-		out = append(out, fmt.Sprintf("full LIST p99 at %d objects: B/A = %.2f (target <= 0.5): %s", b.Objects, ratio, verdict(ratio <= 0.5, measured(a.Full.P99, b.Full.P99))))
+		out = append(out, fmt.Sprintf("full LIST p99 at %d objects: B/A = %.2f (target <= 0.3): %s", b.Objects, ratio, verdict(ratio <= 0.3, measured(a.Full.P99, b.Full.P99))))
+		paged := b.Paged.P99 / a.Paged.P99
+		out = append(out, fmt.Sprintf("paged LIST (limit %d) p99 at %d objects: B/A = %.2f (target <= 0.5): %s", r.Plan.ListLast.PageLimit, b.Objects, paged,
+			verdict(paged <= 0.5, measured(a.Paged.P99, b.Paged.P99))))
 	}
 	rows := r.memoryRows()
 	for _, rw := range rows {
@@ -362,7 +375,7 @@ func writeReport(r *results, doc string, plots []string) error {
 	w("| cluster etcd fsync | %v (annex's embedded etcd always syncs) |\n", r.ClusterEtcdFsync)
 	cache := r.HostedCache
 	if cache == "" {
-		cache = "WatchCache (the default)"
+		cache = "Lean (the default)"
 	}
 	w("| B's and C's `spec.storage.cache` | %s |\n", cache)
 	w("| started (UTC), duration | %s, %.0f s |\n\n", r.Started.Format("2006-01-02 15:04"), r.Seconds)

@@ -23,7 +23,7 @@ type results struct {
 	Versions         map[string]string `json:"versions"`
 	ClusterEtcdFsync bool              `json:"clusterEtcdFsync"`
 	// HostedCache is spec.storage.cache of B's and C's HostedResources;
-	// empty for the default, the watch cache.
+	// empty for the default, the lean cache.
 	HostedCache string `json:"hostedCache,omitempty"`
 
 	Ladder ladder `json:"ladder"`
