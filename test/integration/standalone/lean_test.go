@@ -26,12 +26,14 @@ type recorded struct {
 	body []byte
 }
 
-// leanRequests reads a type in every way the lean cache serves differently
-// from the watch cache (lists, paged lists, selectors, tables, metadata
-// lists, gets, watch-lists), and returns the bodies with the fields that
-// name the moment of the read (a list's resourceVersion and continue
-// token, the watch's closing bookmark) replaced by placeholders.
-func leanRequests(ctx context.Context, t *testing.T, a *annex) []recorded {
+// leanRequests reads a version of a namespaced type of example.com, whose
+// objects are g1 to g3 in the namespace default with labels tier=gold or
+// silver, in every way the lean cache serves differently from the watch
+// cache (lists, paged lists, selectors, tables, metadata lists, gets,
+// watch-lists), and returns the bodies with the fields that name the
+// moment of the read (a list's resourceVersion and continue token, the
+// watch's closing bookmark) replaced by placeholders.
+func leanRequests(ctx context.Context, t *testing.T, a *annex, version, resource string) []recorded {
 	t.Helper()
 	cfg := a.restConfig()
 	client, err := rest.HTTPClientFor(cfg)
@@ -82,8 +84,8 @@ func leanRequests(ctx context.Context, t *testing.T, a *annex) []recorded {
 		}
 		return body
 	}
-	const base = "/apis/example.com/v1/gadgets"
-	const inDefault = "/apis/example.com/v1/namespaces/default/gadgets"
+	base := "/apis/example.com/" + version + "/" + resource
+	inDefault := "/apis/example.com/" + version + "/namespaces/default/" + resource
 	const table = "application/json;as=Table;v=v1;g=meta.k8s.io"
 	const metadataList = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
 	var out []recorded
@@ -92,7 +94,7 @@ func leanRequests(ctx context.Context, t *testing.T, a *annex) []recorded {
 		{"list accepting anything", base, "*/*"},
 		{"list accepting JSON or anything", base, "application/json, */*"},
 		{"list in a namespace", inDefault, "application/json"},
-		{"list in an empty namespace", "/apis/example.com/v1/namespaces/after-the-gadgets/gadgets", "application/json"},
+		{"list in an empty namespace", "/apis/example.com/" + version + "/namespaces/after-the-objects/" + resource, "application/json"},
 		{"list from any resourceVersion", base + "?resourceVersion=0", ""},
 		{"a page from any resourceVersion", base + "?resourceVersion=0&limit=1", ""},
 		{"label selector", base + "?labelSelector=tier%3Dgold", ""},
@@ -171,11 +173,11 @@ func TestLeanCacheAnswersAsTheWatchCache(t *testing.T) {
 	a.kubectl("apply", "--server-side", "--field-manager=lean-test", "-f", write(t, dir, "objects.yaml", objects.String()))
 	a.kubectl("label", "gadget", "g3", "size=large")
 	// A write after the objects: a list's resourceVersion is then none of theirs.
-	a.kubectl("create", "namespace", "after-the-gadgets")
+	a.kubectl("create", "namespace", "after-the-objects")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	watchCache := leanRequests(ctx, t, a)
+	watchCache := leanRequests(ctx, t, a, "v1", "gadgets")
 
 	a.kubectl("patch", "hostedresource/gadgets.example.com", "--type=merge", "-p", `{"spec":{"storage":{"cache":"Lean"}}}`)
 	// Once the controller has seen the change, the type's CRD records it.
@@ -186,7 +188,7 @@ func TestLeanCacheAnswersAsTheWatchCache(t *testing.T) {
 	}
 	a = start(t, dir, port)
 	a.kubectl("create", "namespace", "after-the-restart")
-	lean := leanRequests(ctx, t, a)
+	lean := leanRequests(ctx, t, a, "v1", "gadgets")
 	same(t, "the lean cache", lean, "the watch cache", watchCache)
 	m := a.metrics(ctx)
 	if n := m.value("apiserver_watch_cache_initializations_total", "example.com", "gadgets", ""); n < 1 {
@@ -207,7 +209,7 @@ func TestLeanCacheAnswersAsTheWatchCache(t *testing.T) {
 	}
 	a = start(t, dir, port, "--lean-encoded-lists=false")
 	a.kubectl("create", "namespace", "after-the-second-restart")
-	upstream := leanRequests(ctx, t, a)
+	upstream := leanRequests(ctx, t, a, "v1", "gadgets")
 	same(t, "the lean cache with --lean-encoded-lists=false", upstream, "the watch cache", watchCache)
 	if n := a.metrics(ctx).sum("annex_lean_list_requests_total"); n != 0 {
 		t.Errorf("with --lean-encoded-lists=false, %v lists were answered or counted by the encoded lists", n)
@@ -244,4 +246,97 @@ func (m metricSamples) sum(name string, labels ...string) float64 {
 		}
 	}
 	return total
+}
+
+// twoVersionWidgets has two versions and no conversion: v2 prunes v1's
+// color, so each version's cache holds the objects as that version shows
+// them. Its printer columns leave out the default column Age, which
+// changes between reads.
+const twoVersionWidgets = `apiVersion: annex.dev/v1alpha1
+kind: HostedResource
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  names: {kind: Widget, plural: widgets}
+  scope: Namespaced
+  storage: {backend: default, cache: WatchCache}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+              color: {type: string}
+  - name: v2
+    served: true
+    storage: false
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+`
+
+// TestLeanCacheServesEachVersion reads both versions of a type whose
+// versions prune and default differently, with the watch cache and then
+// with the lean cache: every answer of each version is the same bytes.
+func TestLeanCacheServesEachVersion(t *testing.T) {
+	dir := t.TempDir()
+	port, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, dir, port)
+	a.kubectl("apply", "-f", write(t, dir, "type.yaml", twoVersionWidgets))
+	a.kubectl("wait", "--for=condition=Established", "--timeout=60s", "hostedresource/widgets.example.com")
+	var objects strings.Builder
+	for i, tier := range []string{"gold", "silver", "gold"} {
+		fmt.Fprintf(&objects, "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: g%d, labels: {tier: %s}}\nspec: {size: %d, color: red}\n---\n", i+1, tier, i+1)
+	}
+	a.kubectl("apply", "--server-side", "--field-manager=lean-test", "-f", write(t, dir, "objects.yaml", objects.String()))
+	a.kubectl("create", "namespace", "after-the-objects")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	watchCache := map[string][]recorded{}
+	for _, version := range []string{"v1", "v2"} {
+		watchCache[version] = leanRequests(ctx, t, a, version, "widgets")
+	}
+	// The versions differ as their schemas say.
+	if v1, v2 := watchCache["v1"][0].body, watchCache["v2"][0].body; !bytes.Contains(v1, []byte(`"spec":{"color":"red","size":1}`)) ||
+		!bytes.Contains(v2, []byte(`"spec":{"size":1}`)) {
+		t.Fatalf("the two versions do not prune as their schemas say:\nv1 %s\nv2 %s", v1, v2)
+	}
+
+	a.kubectl("patch", "hostedresource/widgets.example.com", "--type=merge", "-p", `{"spec":{"storage":{"cache":"Lean"}}}`)
+	generation := a.kubectl("get", "hostedresource/widgets.example.com", "-o", "jsonpath={.metadata.generation}")
+	a.kubectl("wait", "--for=jsonpath={.status.observedGeneration}="+generation, "--timeout=60s", "hostedresource/widgets.example.com")
+	if err := a.proc.Stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	a = start(t, dir, port)
+	a.kubectl("create", "namespace", "after-the-restart")
+	for _, version := range []string{"v1", "v2"} {
+		same(t, "the lean cache of "+version, leanRequests(ctx, t, a, version, "widgets"), "its watch cache", watchCache[version])
+	}
+	m := a.metrics(ctx)
+	for _, version := range []string{"v1", "v2"} {
+		if n := m.sum("annex_lean_list_requests_total", `resource="widgets"`, `version="`+version+`"`, `answer="encoded"`); n < 10 {
+			t.Errorf("%v lists of widgets %s were written from the lean cache's encodings, want at least 10", n, version)
+		}
+	}
 }
