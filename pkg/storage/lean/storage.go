@@ -401,29 +401,54 @@ func (c *compacting) Get(ctx context.Context, key string, opts storage.GetOption
 	return nil
 }
 
+// compactingPage is how many objects a list of the whole type reads from
+// the store at a time.
+const compactingPage = 500
+
+// GetList lists as the store does. A list of the whole type (the cache's
+// fill, and its periodic consistency check) reads the store a page at a
+// time, at the revision of the first page, so that no more than a page of
+// decoded objects is held at once beside the compact ones.
 func (c *compacting) GetList(ctx context.Context, key string, opts storage.ListOptions, listObj runtime.Object) error {
 	l, ok := listObj.(*ObjectList)
 	if !ok {
 		return c.Interface.GetList(ctx, key, opts, listObj)
 	}
-	full := c.s.config.NewListFunc()
-	if err := c.Interface.GetList(ctx, key, opts, full); err != nil {
-		return err
+	paged := opts.Recursive && opts.Predicate.Limit == 0 && opts.Predicate.Continue == ""
+	if paged {
+		opts.Predicate.Limit = compactingPage
 	}
-	listMeta, err := meta.ListAccessor(full)
-	if err != nil {
-		return err
-	}
-	l.ResourceVersion, l.Continue, l.RemainingItemCount = listMeta.GetResourceVersion(), listMeta.GetContinue(), listMeta.GetRemainingItemCount()
 	l.Items = nil
-	return meta.EachListItem(full, func(obj runtime.Object) error {
-		o, err := c.s.compact(obj)
+	for first := true; ; first = false {
+		full := c.s.config.NewListFunc()
+		if err := c.Interface.GetList(ctx, key, opts, full); err != nil {
+			return err
+		}
+		listMeta, err := meta.ListAccessor(full)
 		if err != nil {
 			return err
 		}
-		l.Items = append(l.Items, *o)
-		return nil
-	})
+		if first {
+			l.ResourceVersion = listMeta.GetResourceVersion()
+		}
+		l.Continue, l.RemainingItemCount = listMeta.GetContinue(), listMeta.GetRemainingItemCount()
+		if err := meta.EachListItem(full, func(obj runtime.Object) error {
+			o, err := c.s.compact(obj)
+			if err != nil {
+				return err
+			}
+			l.Items = append(l.Items, *o)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if !paged || l.Continue == "" {
+			return nil
+		}
+		// The next page, at the first page's revision, which its continue
+		// token carries.
+		opts.Predicate.Continue, opts.ResourceVersion, opts.ResourceVersionMatch = l.Continue, "", ""
+	}
 }
 
 func (c *compacting) Watch(ctx context.Context, key string, opts storage.ListOptions) (watch.Interface, error) {
