@@ -61,14 +61,11 @@ func (s *Storage) Predicate(label labels.Selector, field fields.Selector) storag
 	return storage.SelectionPredicate{Label: label, Field: field, GetAttrs: s.config.GetAttrsFunc}
 }
 
-// Len is the number of items.
-func (l *EncodedList) Len() int { return len(l.items) }
-
-// WriteJSON writes the list as the apiserver's JSON serializer writes an
+// writeJSON writes the list as the apiserver's JSON serializer writes an
 // UnstructuredList: its fields in the order of their names, each as
 // json.Marshal writes it, and the items as the cache holds them (their
 // encoding as the type's codec wrote it, less its closing newline).
-func (l *EncodedList) WriteJSON(w io.Writer) error {
+func (l *EncodedList) writeJSON(w io.Writer) error {
 	fields := make([]string, 0, len(l.list.Object)+1)
 	for field := range l.list.Object {
 		fields = append(fields, field)
@@ -171,7 +168,7 @@ func (JSONEncoder) Encode(obj runtime.Object, w io.Writer) error {
 	if !ok {
 		return errors.New("the lean cache's JSON encoder writes only its own lists")
 	}
-	return l.WriteJSON(w)
+	return l.writeJSON(w)
 }
 
 // Identifier implements runtime.Encoder.
