@@ -61,6 +61,10 @@ type Config struct {
 	EventsHistoryWindow time.Duration
 	// Clock is the cache's clock; the real one when nil.
 	Clock clock.WithTicker
+	// Memo, when set, is the memo whose codec (Memo.Codec) Storage was
+	// built with: the cache then takes what a write decoded instead of
+	// decoding its event again.
+	Memo *WriteMemo
 }
 
 // Storage is the lean storage of one resource.
@@ -117,7 +121,10 @@ func (s *Storage) Stop() {
 // compact form is its JSON.
 func Decorator(config *storagebackend.ConfigForResource, resourcePrefix string, keyFunc func(runtime.Object) (string, error),
 	newFunc, newListFunc func() runtime.Object, getAttrsFunc storage.AttrFunc, _ storage.IndexerFuncs, _ *cache.Indexers) (storage.Interface, factory.DestroyFunc, error) {
-	raw, destroyRaw, err := generic.NewRawStorage(config, newFunc, newListFunc, resourcePrefix)
+	memo := NewWriteMemo()
+	memoized := *config
+	memoized.Codec = memo.Codec(config.Codec)
+	raw, destroyRaw, err := generic.NewRawStorage(&memoized, newFunc, newListFunc, resourcePrefix)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -128,7 +135,7 @@ func Decorator(config *storagebackend.ConfigForResource, resourcePrefix string, 
 	s, err := New(Config{
 		Storage: raw, Codec: codec, GroupResource: config.GroupResource, ResourcePrefix: resourcePrefix,
 		KeyFunc: keyFunc, GetAttrsFunc: getAttrsFunc, NewFunc: newFunc, NewListFunc: newListFunc,
-		EventsHistoryWindow: config.EventsHistoryWindow,
+		EventsHistoryWindow: config.EventsHistoryWindow, Memo: memo,
 	})
 	if err != nil {
 		destroyRaw()
@@ -228,7 +235,11 @@ func (s *Storage) Versioner() storage.Versioner { return s.raw.Versioner() }
 
 // Create implements storage.Interface.
 func (s *Storage) Create(ctx context.Context, key string, obj, out runtime.Object, ttl uint64) error {
-	return s.delegator.Create(ctx, key, obj, out, ttl)
+	w := s.config.Memo.begin()
+	s.config.Memo.note(w, obj)
+	err := s.delegator.Create(ctx, key, obj, out, ttl)
+	s.config.Memo.end(w, s, out, err)
+	return err
 }
 
 // Delete implements storage.Interface.
@@ -240,7 +251,20 @@ func (s *Storage) Delete(ctx context.Context, key string, out runtime.Object, pr
 // GuaranteedUpdate implements storage.Interface.
 func (s *Storage) GuaranteedUpdate(ctx context.Context, key string, destination runtime.Object, ignoreNotFound bool,
 	preconditions *storage.Preconditions, tryUpdate storage.UpdateFunc, cachedExistingObject runtime.Object) error {
-	return s.delegator.GuaranteedUpdate(ctx, key, destination, ignoreNotFound, preconditions, tryUpdate, cachedExistingObject)
+	w := s.config.Memo.begin()
+	if w != nil {
+		update := tryUpdate
+		tryUpdate = func(input runtime.Object, res storage.ResponseMeta) (runtime.Object, *uint64, error) {
+			out, ttl, err := update(input, res)
+			if err == nil {
+				s.config.Memo.note(w, out)
+			}
+			return out, ttl, err
+		}
+	}
+	err := s.delegator.GuaranteedUpdate(ctx, key, destination, ignoreNotFound, preconditions, tryUpdate, cachedExistingObject)
+	s.config.Memo.end(w, s, destination, err)
+	return err
 }
 
 // Get implements storage.Interface.
@@ -466,6 +490,13 @@ func (c *compacting) compactEvent(ev watch.Event) (watch.Event, bool) {
 	accessor, err := meta.Accessor(ev.Object)
 	if err != nil {
 		return errorEvent(err), true
+	}
+	if hit, ok := ev.Object.(*memoHit); ok {
+		o, err := hit.compact(c.s)
+		if err != nil {
+			return errorEvent(err), true
+		}
+		return watch.Event{Type: ev.Type, Object: o}, true
 	}
 	if ev.Type == watch.Bookmark {
 		o := &Object{}

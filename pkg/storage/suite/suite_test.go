@@ -155,7 +155,13 @@ var skipped = map[string]map[string]string{
 // newStore is the apiserver's etcd3 store of example Pods, as each resource gets one.
 func newStore(t *testing.T, c *kubernetes.Client) storage.Interface {
 	t.Helper()
-	codec := apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)
+	return newStoreWithCodec(t, c, apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion))
+}
+
+// newStoreWithCodec is newStore with the codec the store encodes and
+// decodes with.
+func newStoreWithCodec(t *testing.T, c *kubernetes.Client, codec runtime.Codec) storage.Interface {
+	t.Helper()
 	versioner := storage.APIObjectVersioner{}
 	compactor := etcd3.NewCompactor(c.Client, 0, clock.RealClock{}, nil)
 	t.Cleanup(compactor.Stop)

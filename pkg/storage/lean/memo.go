@@ -1,0 +1,258 @@
+package lean
+
+import (
+	"bytes"
+	"hash/maphash"
+	"io"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// A write decodes the same bytes twice: the store decodes what it wrote to
+// return the stored object, and the store's watch decodes it again for the
+// cache, each time through the type's whole codec (for a custom resource:
+// JSON, schema coercion twice, a deep copy). A WriteMemo lets the cache
+// take the write's decoding instead of its own:
+//
+//   - the store's codec (WriteMemo.Codec) notes the bytes it encodes for a
+//     write of Storage;
+//   - once the write is done, Storage compacts the object the store
+//     decoded from those bytes, and leaves it under them;
+//   - when the store's watch decodes the same bytes, the codec hands it
+//     that compact object, after waiting for the write to finish, instead
+//     of decoding them again.
+//
+// The codec belongs to one store, and decoding is a function of the bytes,
+// so the watch gets what it would have decoded itself. The event's
+// revision must also be the write's, else the event is decoded as usual.
+type WriteMemo struct {
+	seed maphash.Seed
+
+	mu sync.Mutex
+	// writing maps the objects that writes are about to encode to their
+	// write.
+	writing map[runtime.Object]*memoWrite
+	// encoded maps the hash of the bytes a write encoded to the write,
+	// until a watch takes it or it is among the oldest beyond memoSize.
+	encoded map[uint64]*memoWrite
+	// order is encoded's keys in the order they came, for eviction.
+	order []uint64
+}
+
+// memoSize bounds how many writes the memo keeps for the watch: those
+// whose event the watch has not taken yet, and those that send none (a
+// write that changes nothing, a failed one).
+const memoSize = 1024
+
+// memoWait bounds how long the watch waits for a write that encoded the
+// bytes of its event to finish, before it decodes them itself. A write
+// finishes a decoding and a compaction after the store answered it.
+const memoWait = 250 * time.Millisecond
+
+// memoWrite is one write through the memo.
+type memoWrite struct {
+	// objects are the objects the write may encode (an update's tries).
+	objects []runtime.Object
+	// encoded is what the write encoded last, and sum its hash.
+	encoded []byte
+	sum     uint64
+	// done is closed when the write has finished; object is then its
+	// compact form, or nil when it failed.
+	done   chan struct{}
+	object *Object
+}
+
+// NewWriteMemo returns an empty memo.
+func NewWriteMemo() *WriteMemo {
+	return &WriteMemo{
+		seed:    maphash.MakeSeed(),
+		writing: map[runtime.Object]*memoWrite{},
+		encoded: map[uint64]*memoWrite{},
+	}
+}
+
+// Codec returns codec with the memo in front of it: the codec the store
+// under the lean cache must be built with for the memo to work.
+func (m *WriteMemo) Codec(codec runtime.Codec) runtime.Codec {
+	return &memoCodec{Codec: codec, memo: m}
+}
+
+// begin starts a write.
+func (m *WriteMemo) begin() *memoWrite {
+	if m == nil {
+		return nil
+	}
+	return &memoWrite{done: make(chan struct{})}
+}
+
+// note says that w is about to encode obj.
+func (m *WriteMemo) note(w *memoWrite, obj runtime.Object) {
+	if w == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.writing[obj] = w
+	w.objects = append(w.objects, obj)
+}
+
+// encodedBy says that encoded is obj's encoding, and returns the write
+// that encodes obj, if any.
+func (m *WriteMemo) encodedBy(obj runtime.Object, encoded []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.writing[obj]
+	if w == nil {
+		return
+	}
+	if w.encoded != nil && m.encoded[w.sum] == w {
+		// An earlier try of the same update.
+		delete(m.encoded, w.sum)
+	}
+	w.encoded, w.sum = encoded, maphash.Bytes(m.seed, encoded)
+	m.encoded[w.sum] = w
+	m.order = append(m.order, w.sum)
+	for len(m.encoded) > memoSize && len(m.order) > 0 {
+		delete(m.encoded, m.order[0])
+		m.order = m.order[1:]
+	}
+	if len(m.order) > 4*memoSize {
+		// Keys the watch took long ago; keep the live ones, in order.
+		live := make([]uint64, 0, len(m.encoded))
+		for _, sum := range m.order {
+			if _, ok := m.encoded[sum]; ok {
+				live = append(live, sum)
+			}
+		}
+		m.order = live
+	}
+}
+
+// end finishes w: out is the object the store returned, decoded from
+// what w encoded last, when err is nil.
+func (m *WriteMemo) end(w *memoWrite, s *Storage, out runtime.Object, err error) {
+	if w == nil {
+		return
+	}
+	defer close(w.done)
+	if err == nil && w.encoded != nil {
+		if o, cerr := s.compact(out); cerr == nil {
+			w.object = o
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, obj := range w.objects {
+		if m.writing[obj] == w {
+			delete(m.writing, obj)
+		}
+	}
+	if w.object == nil && w.encoded != nil && m.encoded[w.sum] == w {
+		delete(m.encoded, w.sum)
+	}
+}
+
+// take returns the compact object of the write that encoded exactly
+// encoded, once that write has finished, or nil.
+func (m *WriteMemo) take(encoded []byte) *Object {
+	sum := maphash.Bytes(m.seed, encoded)
+	m.mu.Lock()
+	w := m.encoded[sum]
+	if w != nil && bytes.Equal(w.encoded, encoded) {
+		delete(m.encoded, sum)
+	} else {
+		w = nil
+	}
+	m.mu.Unlock()
+	if w == nil {
+		return nil
+	}
+	timer := time.NewTimer(memoWait)
+	defer timer.Stop()
+	select {
+	case <-w.done:
+		return w.object
+	case <-timer.C:
+		return nil
+	}
+}
+
+// memoCodec is the store's codec with the memo in front of it.
+type memoCodec struct {
+	runtime.Codec
+	memo *WriteMemo
+}
+
+// Encode encodes obj, and notes its encoding when a write of Storage
+// encodes it.
+func (c *memoCodec) Encode(obj runtime.Object, w io.Writer) error {
+	c.memo.mu.Lock()
+	_, writing := c.memo.writing[obj]
+	c.memo.mu.Unlock()
+	if !writing {
+		return c.Codec.Encode(obj, w)
+	}
+	var buf bytes.Buffer
+	if err := c.Codec.Encode(obj, &buf); err != nil {
+		return err
+	}
+	c.memo.encodedBy(obj, buf.Bytes())
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// Decode decodes data. The store's watch decodes into nothing: it gets
+// the compact object of the write that encoded data, when there is one.
+func (c *memoCodec) Decode(data []byte, defaults *schema.GroupVersionKind, into runtime.Object) (runtime.Object, *schema.GroupVersionKind, error) {
+	if into == nil {
+		if o := c.memo.take(data); o != nil {
+			return &memoHit{object: o, encoded: data, codec: c.Codec}, nil, nil
+		}
+	}
+	return c.Codec.Decode(data, defaults, into)
+}
+
+// memoHit is what the store's watch gets for the bytes of a write of
+// Storage: the write's compact object. The watch sets the event's
+// revision on it (its ObjectMeta), which the compacting layer checks
+// against the object's before it takes the object.
+type memoHit struct {
+	metav1.ObjectMeta
+	object *Object
+	// encoded is what the store holds, to decode with codec when the
+	// revisions differ.
+	encoded []byte
+	codec   runtime.Codec
+}
+
+// compact returns the compact object of the event h stands for: the
+// write's, or, when the event's revision is not the write's, its own.
+func (h *memoHit) compact(s *Storage) (*Object, error) {
+	if h.ResourceVersion == h.object.ResourceVersion {
+		o := *h.object
+		return &o, nil
+	}
+	obj, err := runtime.Decode(h.codec, h.encoded)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.setResourceVersion(obj, h.ResourceVersion); err != nil {
+		return nil, err
+	}
+	return s.compact(obj)
+}
+
+// GetObjectKind implements runtime.Object.
+func (h *memoHit) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+// DeepCopyObject implements runtime.Object; the compact object and the
+// bytes are never changed, so the copy shares them.
+func (h *memoHit) DeepCopyObject() runtime.Object {
+	c := *h
+	h.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	return &c
+}

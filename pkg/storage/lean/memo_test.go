@@ -1,0 +1,226 @@
+package lean
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+)
+
+// countingCodec counts the decodings it makes.
+type countingCodec struct {
+	runtime.Codec
+	decodes int
+}
+
+func (c *countingCodec) Decode(data []byte, defaults *schema.GroupVersionKind, into runtime.Object) (runtime.Object, *schema.GroupVersionKind, error) {
+	c.decodes++
+	return c.Codec.Decode(data, defaults, into)
+}
+
+func report(name, size string) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "reports.example.com/v1", "kind": "Report",
+		"metadata": map[string]any{"name": name, "namespace": "team-a"},
+		"spec":     map[string]any{"size": size},
+	}}
+}
+
+// memoStore does what the etcd3 store does with its codec on a write and
+// on the watch event that follows.
+type memoStore struct {
+	t      *testing.T
+	s      *Storage
+	inner  *countingCodec
+	codec  runtime.Codec
+	stored []byte
+}
+
+func newMemoStore(t *testing.T) *memoStore {
+	s := newTestStorage()
+	s.config.Memo = NewWriteMemo()
+	inner := &countingCodec{Codec: unstructured.UnstructuredJSONScheme}
+	return &memoStore{t: t, s: s, inner: inner, codec: s.config.Memo.Codec(inner)}
+}
+
+// write encodes obj as a store's write does, and returns the write and the
+// object the store would return, decoded from what it stored at
+// resourceVersion.
+func (m *memoStore) write(obj runtime.Object, resourceVersion string) (*memoWrite, runtime.Object) {
+	m.t.Helper()
+	w := m.s.config.Memo.begin()
+	m.s.config.Memo.note(w, obj)
+	var buf bytes.Buffer
+	if err := m.codec.Encode(obj, &buf); err != nil {
+		m.t.Fatal(err)
+	}
+	m.stored = buf.Bytes()
+	out := &unstructured.Unstructured{}
+	if _, _, err := m.codec.Decode(m.stored, nil, out); err != nil {
+		m.t.Fatal(err)
+	}
+	out.SetResourceVersion(resourceVersion)
+	return w, out
+}
+
+// watch decodes stored as the store's watch does, at resourceVersion, and
+// compacts the event as the cache's store does.
+func (m *memoStore) watch(stored []byte, resourceVersion string) *Object {
+	m.t.Helper()
+	obj, err := runtime.Decode(m.codec, stored)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	if err := m.s.setResourceVersion(obj, resourceVersion); err != nil {
+		m.t.Fatal(err)
+	}
+	ev, _ := (&compacting{s: m.s}).compactEvent(watch.Event{Type: watch.Added, Object: obj})
+	o, ok := ev.Object.(*Object)
+	if !ok {
+		m.t.Fatalf("the watch event holds a %T", ev.Object)
+	}
+	return o
+}
+
+// decoded is what the cache would hold for stored at resourceVersion
+// without the memo.
+func (m *memoStore) decoded(stored []byte, resourceVersion string) *Object {
+	m.t.Helper()
+	obj, err := runtime.Decode(unstructured.UnstructuredJSONScheme, stored)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	if err := m.s.setResourceVersion(obj, resourceVersion); err != nil {
+		m.t.Fatal(err)
+	}
+	o, err := m.s.compact(obj)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return o
+}
+
+func sameObject(t *testing.T, got, want *Object) {
+	t.Helper()
+	gotJSON, wantJSON := encodedJSON(t, got), encodedJSON(t, want)
+	if got.key != want.key || got.ResourceVersion != want.ResourceVersion || !bytes.Equal(gotJSON, wantJSON) ||
+		fmt.Sprint(got.labels, got.fields) != fmt.Sprint(want.labels, want.fields) {
+		t.Errorf("the cache got %s %s %s, want %s %s %s", got.key, got.ResourceVersion, gotJSON, want.key, want.ResourceVersion, wantJSON)
+	}
+}
+
+func encodedJSON(t *testing.T, o *Object) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := (objectCodec{}).Encode(o, &buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// The watch event of a write is the object the write decoded, not a
+// second decoding; and it is what the cache would hold without the memo.
+func TestWatchTakesTheWritesDecoding(t *testing.T) {
+	m := newMemoStore(t)
+	w, out := m.write(report("r1", "3"), "7")
+	m.s.config.Memo.end(w, m.s, out, nil)
+	before := m.inner.decodes
+
+	got := m.watch(m.stored, "7")
+	if m.inner.decodes != before {
+		t.Errorf("the watch decoded the write's bytes again (%d decodings)", m.inner.decodes-before)
+	}
+	sameObject(t, got, m.decoded(m.stored, "7"))
+
+	// A second watch of the same bytes (another watcher of the store) decodes them.
+	sameObject(t, m.watch(m.stored, "7"), m.decoded(m.stored, "7"))
+	if m.inner.decodes != before+1 {
+		t.Errorf("a second watch of the bytes made %d decodings, want 1", m.inner.decodes-before)
+	}
+}
+
+// The watch waits for the write to finish, when it sees the event first.
+func TestWatchWaitsForTheWrite(t *testing.T) {
+	m := newMemoStore(t)
+	w, out := m.write(report("r1", "3"), "7")
+	stored := m.stored
+	got := make(chan *Object)
+	go func() { got <- m.watch(stored, "7") }()
+	select {
+	case <-got:
+		t.Fatal("the watch did not wait for the write to finish")
+	case <-time.After(50 * time.Millisecond):
+	}
+	before := m.inner.decodes
+	m.s.config.Memo.end(w, m.s, out, nil)
+	sameObject(t, <-got, m.decoded(stored, "7"))
+	if m.inner.decodes != before {
+		t.Errorf("the watch decoded the write's bytes again")
+	}
+}
+
+// An event at another revision than the write's (another writer stored the
+// same bytes) is decoded, and gets its own revision.
+func TestWatchOfAnotherRevisionDecodes(t *testing.T) {
+	m := newMemoStore(t)
+	w, out := m.write(report("r1", "3"), "7")
+	m.s.config.Memo.end(w, m.s, out, nil)
+	before := m.inner.decodes
+	sameObject(t, m.watch(m.stored, "6"), m.decoded(m.stored, "6"))
+	if m.inner.decodes != before+1 {
+		t.Errorf("the event at another revision made %d decodings, want 1", m.inner.decodes-before)
+	}
+}
+
+// A failed write leaves nothing to the watch.
+func TestFailedWriteLeavesNothing(t *testing.T) {
+	m := newMemoStore(t)
+	w, out := m.write(report("r1", "3"), "7")
+	m.s.config.Memo.end(w, m.s, out, errors.New("conflict"))
+	if o := m.s.config.Memo.take(m.stored); o != nil {
+		t.Fatalf("the watch got the object of a failed write: %s", o.key)
+	}
+	if n := len(m.s.config.Memo.encoded) + len(m.s.config.Memo.writing); n != 0 {
+		t.Errorf("the memo keeps %d entries after a failed write", n)
+	}
+}
+
+// Bytes that no write of this process encoded are decoded, as are reads.
+func TestMemoLeavesOtherDecodingsAlone(t *testing.T) {
+	m := newMemoStore(t)
+	var buf bytes.Buffer
+	if err := unstructured.UnstructuredJSONScheme.Encode(report("r2", "4"), &buf); err != nil {
+		t.Fatal(err)
+	}
+	sameObject(t, m.watch(buf.Bytes(), "9"), m.decoded(buf.Bytes(), "9"))
+	if m.inner.decodes != 1 {
+		t.Errorf("%d decodings, want 1", m.inner.decodes)
+	}
+	if len(m.s.config.Memo.encoded) != 0 {
+		t.Error("an encoding outside a write was noted")
+	}
+}
+
+// Writes whose event never comes (an update that changes nothing) are
+// forgotten beyond memoSize.
+func TestMemoIsBounded(t *testing.T) {
+	m := newMemoStore(t)
+	for i := range memoSize + 100 {
+		w, out := m.write(report(fmt.Sprintf("r%d", i), "3"), "7")
+		m.s.config.Memo.end(w, m.s, out, nil)
+	}
+	if n := len(m.s.config.Memo.encoded); n != memoSize {
+		t.Errorf("the memo keeps %d writes, want %d", n, memoSize)
+	}
+	if n := len(m.s.config.Memo.order); n > 4*memoSize {
+		t.Errorf("the memo's order holds %d keys", n)
+	}
+	// The latest write is still there, the first one is not.
+	sameObject(t, m.watch(m.stored, "7"), m.decoded(m.stored, "7"))
+}
