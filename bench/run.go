@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
+	"slices"
 	"strings"
 	"time"
 )
@@ -173,7 +176,7 @@ func (r *results) Run(ctx context.Context, p *progress, b *bench, outDir string)
 	}
 	// Watch before CRUD: it is short, and if the budget runs out it is the
 	// last CRUD phases (the least important shapes) that are cut.
-	r.runWatch(ctx, p, b)
+	r.runWatch(ctx, p, b, outDir)
 	if ctx.Err() != nil {
 		return
 	}
@@ -205,14 +208,19 @@ func (r *results) etcd(ctx context.Context, p *progress, b *bench, what string) 
 
 func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
 
-// cpuProfile starts a CPU profile of annex in the background; wait returns
-// when it is written.
-func (r *results) cpuProfile(ctx context.Context, p *progress, b *bench, outDir, name string) (done <-chan struct{}) {
+// cpuProfile starts a CPU profile of annex in the background, for the
+// plan's ProfileSeconds or, when given, seconds; wait returns when it is
+// written.
+func (r *results) cpuProfile(ctx context.Context, p *progress, b *bench, outDir, name string, seconds ...int) (done <-chan struct{}) {
 	ch := make(chan struct{})
 	file := filepath.Join(outDir, "annex-cpu-"+name+".pb.gz")
+	length := r.Plan.ProfileSeconds
+	if len(seconds) > 0 {
+		length = seconds[0]
+	}
 	go func() {
 		defer close(ch)
-		if err := b.annex.saveProfile(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", r.Plan.ProfileSeconds), file); err != nil {
+		if err := b.annex.saveProfile(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", length), file); err != nil {
 			r.note(p, "CPU profile %s: %v", name, err)
 			return
 		}
@@ -381,7 +389,10 @@ func (r *results) runCRUD(ctx context.Context, p *progress, b *bench) {
 	}
 }
 
-func (r *results) runWatch(ctx context.Context, p *progress, b *bench) {
+// runWatch measures watch latency. For B with the most watchers it also
+// profiles annex and the driver (whose watchers decode every event), for
+// as long as the events are created.
+func (r *results) runWatch(ctx context.Context, p *progress, b *bench, outDir string) {
 	pl := r.Plan
 	r.Watch = map[string]map[string]watchStats{}
 	for _, t := range []*target{b.A, b.B, b.C} {
@@ -392,13 +403,48 @@ func (r *results) runWatch(ctx context.Context, p *progress, b *bench) {
 				r.note(p, "watch %s with %d watchers skipped: the run's budget is spent", t.Name, w)
 				continue
 			}
+			var profiled <-chan struct{}
+			stopDriver := func() {}
+			if t == b.B && w == slices.Max(pl.Watchers) {
+				seconds := 1 + int(math.Ceil(float64(pl.WatchEvents)/pl.WatchRate))
+				profiled = r.cpuProfile(ctx, p, b, outDir, "watch", seconds)
+				stopDriver = r.driverProfile(p, filepath.Join(outDir, "driver-cpu-watch.pb.gz"), fmt.Sprintf("CPU of the driver, %s watch with %d watchers", t.Name, w))
+			}
 			st, err := measureWatch(ctx, p, t, shapeReport, watchNamespace(t, w), w, pl.WatchEvents, pl.WatchRate)
+			stopDriver()
+			if profiled != nil {
+				<-profiled
+			}
 			if err != nil {
 				r.note(p, "watch %s with %d watchers: %v", t.Name, w, err)
 				continue
 			}
 			r.Watch[t.Name][watchKey(w)] = st
 		}
+	}
+}
+
+// driverProfile profiles the driver's CPU until the returned function is
+// called.
+func (r *results) driverProfile(p *progress, file, name string) (stop func()) {
+	f, err := os.Create(file)
+	if err != nil {
+		r.note(p, "driver profile: %v", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		r.note(p, "driver profile: %v", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			r.note(p, "driver profile: %v", err)
+			return
+		}
+		r.Profiles = append(r.Profiles, profile{Name: name, File: file, Summary: pprofTop(file, 15)})
+		p.logf("%s in %s", name, file)
 	}
 }
 
