@@ -98,21 +98,8 @@ func (e *Environment) Helm(ctx context.Context, args ...string) (stdout, stderr 
 // StartProcessEnv is StartProcess with exactly the environment env (the
 // child inherits none of the test's).
 func StartProcessEnv(bin string, args, env []string, dir string, out io.Writer) (*Process, error) {
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = childAttrs()
-	if err := cmd.Start(); err != nil {
-		return nil, err
+	if env == nil {
+		env = []string{}
 	}
-	p := &Process{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		err := cmd.Wait()
-		p.mu.Lock()
-		p.err = err
-		p.mu.Unlock()
-		close(p.done)
-	}()
-	return p, nil
+	return startProcess(bin, args, env, dir, out)
 }

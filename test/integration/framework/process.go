@@ -3,6 +3,7 @@
 package framework
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -25,8 +26,15 @@ type Process struct {
 
 // StartProcess starts bin with args in dir, its output to out.
 func StartProcess(bin string, args []string, dir string, out io.Writer) (*Process, error) {
+	return startProcess(bin, args, nil, dir, out)
+}
+
+// startProcess starts bin with args in dir, its output to out, with the
+// environment env, or the test's when env is nil.
+func startProcess(bin string, args, env []string, dir string, out io.Writer) (*Process, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = childAttrs()
 	if err := cmd.Start(); err != nil {
@@ -41,6 +49,34 @@ func StartProcess(bin string, args []string, dir string, out io.Writer) (*Proces
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// LogBuffer holds a process's output; it may be read while the process
+// writes to it.
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// Len returns how many bytes were written so far.
+func (b *LogBuffer) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Len()
+}
+
+// String returns what was written so far.
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // Exited reports whether the process has ended, and how.

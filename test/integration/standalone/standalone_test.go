@@ -33,7 +33,7 @@ type annex struct {
 	dir        string
 	port       int
 	kubeconfig string
-	log        *bytes.Buffer
+	log        *framework.LogBuffer
 	proc       *framework.Process
 }
 
@@ -45,7 +45,7 @@ func start(t *testing.T, dir string, port int, extraArgs ...string) *annex {
 	if bin == "" {
 		t.Fatal("ANNEX_APISERVER_BIN must name the annex-apiserver binary (make test-integration sets it)")
 	}
-	a := &annex{t: t, dir: dir, port: port, kubeconfig: filepath.Join(dir, "kubeconfig"), log: &bytes.Buffer{}}
+	a := &annex{t: t, dir: dir, port: port, kubeconfig: filepath.Join(dir, "kubeconfig"), log: &framework.LogBuffer{}}
 	args := append([]string{
 		"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
 		"--data-dir=" + filepath.Join(dir, "data"), "--admin-kubeconfig=" + a.kubeconfig,
