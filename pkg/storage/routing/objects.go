@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"k8s.io/apiextensions-apiserver/pkg/apihelpers"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,7 +38,7 @@ func HasObjects(ctx context.Context, objects metadata.Interface, crd *apiextensi
 	}
 	gvr := schema.GroupVersionResource{Group: crd.Spec.Group, Version: version, Resource: crd.Spec.Names.Plural}
 	list, err := objects.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
-	if apierrors.IsNotFound(err) && !established(crd) {
+	if apierrors.IsNotFound(err) && !apihelpers.IsCRDConditionTrue(crd, apiextensionsv1.Established) {
 		// Never served, so nothing was ever stored.
 		return false, nil
 	}
@@ -63,13 +64,4 @@ func ServedVersion(versions []apiextensionsv1.CustomResourceDefinitionVersion) s
 		}
 	}
 	return served
-}
-
-func established(crd *apiextensionsv1.CustomResourceDefinition) bool {
-	for _, c := range crd.Status.Conditions {
-		if c.Type == apiextensionsv1.Established {
-			return c.Status == apiextensionsv1.ConditionTrue
-		}
-	}
-	return false
 }
