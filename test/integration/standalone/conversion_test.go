@@ -1,0 +1,267 @@
+//go:build integration
+
+package standalone
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+
+	"annex.dev/annex/pkg/certs"
+	"annex.dev/annex/test/integration/framework"
+)
+
+// tintConverter is a conversion webhook for tints.example.com: v1 calls
+// the colour spec.color, v2 calls it spec.colour.
+type tintConverter struct {
+	calls atomic.Int64
+}
+
+func (c *tintConverter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.calls.Add(1)
+	var review apiextensionsv1.ConversionReview
+	if err := json.NewDecoder(r.Body).Decode(&review); err != nil || review.Request == nil {
+		http.Error(w, fmt.Sprintf("not a ConversionReview: %v", err), http.StatusBadRequest)
+		return
+	}
+	response := &apiextensionsv1.ConversionResponse{UID: review.Request.UID, Result: metav1.Status{Status: metav1.StatusSuccess}}
+	for _, raw := range review.Request.Objects {
+		obj := &unstructured.Unstructured{}
+		if err := json.Unmarshal(raw.Raw, &obj.Object); err != nil {
+			response.Result = metav1.Status{Status: metav1.StatusFailure, Message: err.Error()}
+			break
+		}
+		from, to := "color", "colour"
+		if review.Request.DesiredAPIVersion == "example.com/v1" {
+			from, to = to, from
+		}
+		if value, found, _ := unstructured.NestedString(obj.Object, "spec", from); found {
+			unstructured.RemoveNestedField(obj.Object, "spec", from)
+			_ = unstructured.SetNestedField(obj.Object, value, "spec", to)
+		}
+		obj.SetAPIVersion(review.Request.DesiredAPIVersion)
+		converted, err := json.Marshal(obj.Object)
+		if err != nil {
+			response.Result = metav1.Status{Status: metav1.StatusFailure, Message: err.Error()}
+			break
+		}
+		response.ConvertedObjects = append(response.ConvertedObjects, runtime.RawExtension{Raw: converted})
+	}
+	review.Request, review.Response = nil, response
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(&review)
+}
+
+// startConverter serves converter over TLS on 127.0.0.1 with a certificate
+// of a CA of its own, and returns its URL and the CA's bundle.
+func startConverter(t *testing.T, dir string, converter http.Handler) (url string, caBundle []byte) {
+	t.Helper()
+	ca, err := certs.LoadOrCreateCA(dir, "converter-ca", "tint converter CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := ca.Ensure(dir, "converter", certs.Spec{
+		CommonName: "tint converter", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(pair.CertFile, pair.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listener, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := &http.Server{Handler: converter, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = server.Serve(listener) }()
+	t.Cleanup(func() { _ = server.Close() })
+	return "https://" + listener.Addr().String() + "/convert", ca.CertPEM
+}
+
+// tintsWithWebhook has two versions that name a field differently, and a
+// conversion webhook between them.
+const tintsWithWebhook = `apiVersion: annex.dev/v1alpha1
+kind: HostedResource
+metadata:
+  name: tints.example.com
+spec:
+  group: example.com
+  names: {kind: Tint, plural: tints}
+  scope: Namespaced
+  storage: {backend: default, cache: WatchCache}
+  conversion:
+    strategy: Webhook
+    webhook:
+      conversionReviewVersions: [v1]
+      clientConfig: {url: "URL", caBundle: "CABUNDLE"}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+              color: {type: string}
+  - name: v2
+    served: true
+    storage: false
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+              colour: {type: string}
+`
+
+// TestLeanCacheWithAConversionWebhook reads both versions of a type with a
+// conversion webhook, with the watch cache and then with the lean cache:
+// every answer of each version is the same bytes, the converted version
+// included; and a watch of the version that is not stored gets each new
+// object converted.
+func TestLeanCacheWithAConversionWebhook(t *testing.T) {
+	dir := t.TempDir()
+	port, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	converter := &tintConverter{}
+	url, caBundle := startConverter(t, dir, converter)
+	tints := strings.NewReplacer("URL", url, "CABUNDLE", base64.StdEncoding.EncodeToString(caBundle)).Replace(tintsWithWebhook)
+
+	a := start(t, dir, port)
+	a.kubectl("apply", "-f", write(t, dir, "type.yaml", tints))
+	a.kubectl("wait", "--for=condition=Established", "--timeout=60s", "hostedresource/tints.example.com")
+	var objects strings.Builder
+	for i, tier := range []string{"gold", "silver", "gold"} {
+		fmt.Fprintf(&objects, "apiVersion: example.com/v1\nkind: Tint\nmetadata: {name: g%d, labels: {tier: %s}}\nspec: {size: %d, color: red}\n---\n", i+1, tier, i+1)
+	}
+	a.kubectl("apply", "--server-side", "--field-manager=lean-test", "-f", write(t, dir, "objects.yaml", objects.String()))
+	a.kubectl("create", "namespace", "after-the-objects")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	watchCache := map[string][]recorded{}
+	for _, version := range []string{"v1", "v2"} {
+		watchCache[version] = leanRequests(ctx, t, a, version, "tints")
+	}
+	if v1, v2 := watchCache["v1"][0].body, watchCache["v2"][0].body; !bytes.Contains(v1, []byte(`"spec":{"color":"red","size":1}`)) ||
+		!bytes.Contains(v2, []byte(`"spec":{"colour":"red","size":1}`)) {
+		t.Fatalf("the webhook did not convert v1 to v2:\nv1 %s\nv2 %s", v1, v2)
+	}
+
+	a.kubectl("patch", "hostedresource/tints.example.com", "--type=merge", "-p", `{"spec":{"storage":{"cache":"Lean"}}}`)
+	generation := a.kubectl("get", "hostedresource/tints.example.com", "-o", "jsonpath={.metadata.generation}")
+	a.kubectl("wait", "--for=jsonpath={.status.observedGeneration}="+generation, "--timeout=60s", "hostedresource/tints.example.com")
+	if err := a.proc.Stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	a = start(t, dir, port)
+	a.kubectl("create", "namespace", "after-the-restart")
+	before := converter.calls.Load()
+	for _, version := range []string{"v1", "v2"} {
+		same(t, "the lean cache of "+version, leanRequests(ctx, t, a, version, "tints"), "its watch cache", watchCache[version])
+	}
+	if converter.calls.Load() == before {
+		t.Error("the lean cache answered v2 without calling the conversion webhook")
+	}
+	if n := a.metrics(ctx).sum("annex_lean_list_requests_total", `resource="tints"`, `version="v2"`, `answer="encoded"`); n < 10 {
+		t.Errorf("%v lists of tints v2 were written from the lean cache's encodings, want at least 10", n)
+	}
+
+	// A watch of v2 gets an object created through v1, converted.
+	events := watchLines(ctx, t, a, "/apis/example.com/v2/namespaces/default/tints?watch=1&resourceVersion=0&allowWatchBookmarks=false")
+	for range 3 {
+		// The initial ADDED events of g1 to g3.
+		readEvent(ctx, t, events)
+	}
+	a.kubectl("apply", "--server-side", "--field-manager=lean-test", "-f",
+		write(t, dir, "g4.yaml", "apiVersion: example.com/v1\nkind: Tint\nmetadata: {name: g4}\nspec: {size: 4, color: blue}\n"))
+	ev := readEvent(ctx, t, events)
+	if !bytes.HasPrefix(ev, []byte(`{"type":"ADDED"`)) || !bytes.Contains(ev, []byte(`"apiVersion":"example.com/v2"`)) ||
+		!bytes.Contains(ev, []byte(`"spec":{"colour":"blue","size":4}`)) {
+		t.Errorf("a watch of tints v2 got, for g4 created as v1:\n%s", ev)
+	}
+}
+
+// watchLines opens a watch on path and returns its events, one line each.
+func watchLines(ctx context.Context, t *testing.T, a *annex, path string) <-chan []byte {
+	t.Helper()
+	cfg := a.restConfig()
+	client, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.Host+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("watch %s: %s", path, resp.Status)
+	}
+	lines := make(chan []byte)
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		defer resp.Body.Close()
+		scanner := bufio.NewScanner(resp.Body)
+		scanner.Buffer(make([]byte, 1<<20), 1<<20)
+		for scanner.Scan() {
+			select {
+			case lines <- bytes.Clone(scanner.Bytes()):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return lines
+}
+
+func readEvent(ctx context.Context, t *testing.T, events <-chan []byte) []byte {
+	t.Helper()
+	select {
+	case ev := <-events:
+		return ev
+	case <-time.After(30 * time.Second):
+		t.Fatal("no watch event within 30s")
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	return nil
+}
