@@ -214,7 +214,8 @@ func TestLeanCacheWithAConversionWebhook(t *testing.T) {
 	}
 }
 
-// watchLines opens a watch on path and returns its events, one line each.
+// watchLines opens a watch on path and returns its events, one line each;
+// the channel is closed when the watch ends.
 func watchLines(ctx context.Context, t *testing.T, a *annex, path string) <-chan []byte {
 	t.Helper()
 	cfg := a.restConfig()
@@ -223,15 +224,24 @@ func watchLines(ctx context.Context, t *testing.T, a *annex, path string) <-chan
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.Host+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// As clients do, retry while the type's cache fills (429).
+	var resp *http.Response
+	for tries := 0; ; tries++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.Host+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp, err = client.Do(req); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusTooManyRequests || tries == 30 {
+			break
+		}
+		resp.Body.Close()
+		time.Sleep(time.Second)
 	}
 	if resp.StatusCode != http.StatusOK {
+		cancel()
 		t.Fatalf("watch %s: %s", path, resp.Status)
 	}
 	lines := make(chan []byte)
@@ -239,6 +249,7 @@ func watchLines(ctx context.Context, t *testing.T, a *annex, path string) <-chan
 	t.Cleanup(func() { cancel(); <-done })
 	go func() {
 		defer close(done)
+		defer close(lines)
 		defer resp.Body.Close()
 		scanner := bufio.NewScanner(resp.Body)
 		scanner.Buffer(make([]byte, 1<<20), 1<<20)
@@ -256,7 +267,10 @@ func watchLines(ctx context.Context, t *testing.T, a *annex, path string) <-chan
 func readEvent(ctx context.Context, t *testing.T, events <-chan []byte) []byte {
 	t.Helper()
 	select {
-	case ev := <-events:
+	case ev, ok := <-events:
+		if !ok {
+			t.Fatal("the watch ended")
+		}
 		return ev
 	case <-time.After(30 * time.Second):
 		t.Fatal("no watch event within 30s")
