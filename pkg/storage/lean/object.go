@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"sync"
 
 	"github.com/klauspost/compress/s2"
@@ -21,9 +22,9 @@ import (
 // resourceVersion, labels and fields). It is what the upstream watch cache
 // holds in place of the decoded object.
 type Object struct {
-	// ObjectMeta holds only the name, namespace and resourceVersion (and,
-	// on a bookmark, the annotations the watch cache sets).
-	metav1.ObjectMeta
+	// objectMeta holds the name, namespace and resourceVersion (and, on a
+	// bookmark, the annotations the watch cache sets).
+	objectMeta
 
 	key string
 	// data is the object's encoding, compressed with S2 unless that does
@@ -97,9 +98,13 @@ func (o *Object) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKi
 // fields are never changed once made, so the copy shares them.
 func (o *Object) DeepCopyObject() runtime.Object {
 	c := *o
-	o.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	c.Annotations = maps.Clone(o.Annotations)
 	return &c
 }
+
+// GetLabels implements metav1.Object: the labels the cache selects by,
+// which nobody changes.
+func (o *Object) GetLabels() map[string]string { return o.labels }
 
 // ObjectList is a list of Objects, the list type the lean cache's watch
 // cache is built with.
