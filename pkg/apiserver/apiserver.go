@@ -177,14 +177,15 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 	}
 	// Innermost, after authentication and authorization: a request for a
 	// hosted type whose backend cannot serve gets a 503 with the reason;
-	// past that check, the lists of types kept lean are answered from
-	// their encodings.
+	// past that check, a hosted object sent in protobuf gets a 415, and
+	// the lists of types kept lean are answered from their encodings.
 	isAnnex := func(u user.Info) bool { return u.GetName() == loopback.GetName() && u.GetUID() == loopback.GetUID() }
 	build := c.GenericConfig.BuildHandlerChainFunc
 	c.GenericConfig.BuildHandlerChainFunc = func(handler http.Handler, gc *genericapiserver.Config) http.Handler {
 		if c.LeanEncodedLists {
 			handler = withLeanLists(handler, c.Router.Lean(), c.Router.CRD)
 		}
+		handler = withHostedMediaTypes(handler, gc.Serializer)
 		return build(withBackendCheck(handler, c.Router.Check, isAnnex, gc.Serializer), gc)
 	}
 	genericServer, err := c.GenericConfig.New("annex-apiserver", hosted.GenericAPIServer)

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"mime"
 	"net/http"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -8,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/endpoints/handlers/negotiation"
 	"k8s.io/apiserver/pkg/endpoints/handlers/responsewriters"
 	"k8s.io/apiserver/pkg/endpoints/request"
 
@@ -38,5 +40,30 @@ func withBackendCheck(handler http.Handler, check func(group, resource string, f
 			return
 		}
 		handler.ServeHTTP(w, req)
+	})
+}
+
+// withHostedMediaTypes answers 415 Unsupported Media Type to a create or
+// update of a hosted object sent in protobuf. The apiextensions server
+// lists protobuf among the media types of custom resources (for the
+// meta.k8s.io types it answers with) but has no decoder of custom
+// resources in it: such a request panics in the decoder, and the client
+// sees its stream reset. The scale subresource, a typed autoscaling/v1
+// Scale, reads protobuf and is left alone.
+func withHostedMediaTypes(handler http.Handler, s runtime.NegotiatedSerializer) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		info, ok := request.RequestInfoFrom(req.Context())
+		if !ok || !info.IsResourceRequest || (info.Verb != "create" && info.Verb != "update") || info.Subresource == "scale" ||
+			info.APIGroup == "" || info.APIGroup == annex.GroupName || info.APIGroup == apiextensionsv1.GroupName {
+			handler.ServeHTTP(w, req)
+			return
+		}
+		if mediaType, _, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err != nil || mediaType != runtime.ContentTypeProtobuf {
+			handler.ServeHTTP(w, req)
+			return
+		}
+		gv := schema.GroupVersion{Group: info.APIGroup, Version: info.APIVersion}
+		err := negotiation.NewUnsupportedMediaTypeError([]string{runtime.ContentTypeJSON, runtime.ContentTypeYAML})
+		responsewriters.ErrorNegotiated(err, s, gv, w, req)
 	})
 }

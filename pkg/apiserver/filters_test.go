@@ -63,3 +63,52 @@ func TestWithBackendCheck(t *testing.T) {
 func resourceInfo(group, resource string) *request.RequestInfo {
 	return &request.RequestInfo{IsResourceRequest: true, APIGroup: group, APIVersion: "v1", Resource: resource, Verb: "list"}
 }
+
+// A hosted object written in protobuf, which the apiextensions server
+// cannot decode, gets a 415 that names the media types it can; everything
+// else goes on.
+func TestWithHostedMediaTypes(t *testing.T) {
+	served := false
+	handler := withHostedMediaTypes(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		served = true
+		w.WriteHeader(http.StatusOK)
+	}), Codecs)
+	write := func(group, resource, subresource, verb string) *request.RequestInfo {
+		info := resourceInfo(group, resource)
+		info.Subresource, info.Verb = subresource, verb
+		return info
+	}
+	for _, tc := range []struct {
+		name        string
+		info        *request.RequestInfo
+		contentType string
+		wantCode    int
+	}{
+		{"a create in protobuf", write("example.com", "widgets", "", "create"), "application/vnd.kubernetes.protobuf", http.StatusUnsupportedMediaType},
+		{"an update in protobuf", write("example.com", "widgets", "", "update"), "application/vnd.kubernetes.protobuf", http.StatusUnsupportedMediaType},
+		{"a status update in protobuf", write("example.com", "widgets", "status", "update"), "application/vnd.kubernetes.protobuf; charset=binary", http.StatusUnsupportedMediaType},
+		{"a create in JSON", write("example.com", "widgets", "", "create"), "application/json", http.StatusOK},
+		{"a create in YAML", write("example.com", "widgets", "", "create"), "application/yaml", http.StatusOK},
+		{"a scale update in protobuf", write("example.com", "widgets", "scale", "update"), "application/vnd.kubernetes.protobuf", http.StatusOK},
+		{"a delete with protobuf options", write("example.com", "widgets", "", "delete"), "application/vnd.kubernetes.protobuf", http.StatusOK},
+		{"annex.dev in protobuf", write("annex.dev", "hostedresources", "", "create"), "application/vnd.kubernetes.protobuf", http.StatusOK},
+		{"a namespace in protobuf", write("", "namespaces", "", "create"), "application/vnd.kubernetes.protobuf", http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			served = false
+			req := httptest.NewRequest(http.MethodPost, "/apis/"+tc.info.APIGroup+"/v1/"+tc.info.Resource, strings.NewReader("x"))
+			req.Header.Set("Content-Type", tc.contentType)
+			rec := httptest.NewRecorder()
+			handler.ServeHTTP(rec, req.WithContext(request.WithRequestInfo(req.Context(), tc.info)))
+			if rec.Code != tc.wantCode {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.wantCode, rec.Body.String())
+			}
+			if served != (tc.wantCode == http.StatusOK) {
+				t.Errorf("the request reached the handler: %v", served)
+			}
+			if tc.wantCode == http.StatusUnsupportedMediaType && !strings.Contains(rec.Body.String(), "application/json") {
+				t.Errorf("the 415 does not say what annex reads: %s", rec.Body.String())
+			}
+		})
+	}
+}
