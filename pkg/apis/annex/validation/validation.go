@@ -35,7 +35,7 @@ func ValidateHostedResource(ctx context.Context, hr *annex.HostedResource) field
 	if len(errs) > 0 {
 		return errs
 	}
-	allErrs := crdErrors(apiextensionsvalidation.ValidateCustomResourceDefinition(ctx, crd))
+	allErrs := hostedPaths(crdErrors(apiextensionsvalidation.ValidateCustomResourceDefinition(ctx, crd)))
 	allErrs = append(allErrs, validateGroup(hr.Spec.Group, field.NewPath("spec", "group"))...)
 	allErrs = append(allErrs, validateStorage(&hr.Spec.Storage, nil, field.NewPath("spec", "storage"))...)
 	return allErrs
@@ -51,7 +51,7 @@ func ValidateHostedResourceUpdate(ctx context.Context, hr, old *annex.HostedReso
 	if len(errs) > 0 {
 		return errs
 	}
-	allErrs := crdErrors(apiextensionsvalidation.ValidateCustomResourceDefinitionUpdate(ctx, crd, oldCRD))
+	allErrs := hostedPaths(crdErrors(apiextensionsvalidation.ValidateCustomResourceDefinitionUpdate(ctx, crd, oldCRD)))
 	allErrs = append(allErrs, validateGroup(hr.Spec.Group, field.NewPath("spec", "group"))...)
 	allErrs = append(allErrs, validateStorage(&hr.Spec.Storage, &old.Spec.Storage, field.NewPath("spec", "storage"))...)
 	return allErrs
@@ -80,7 +80,7 @@ func ValidateHostedResourceAgainstCRD(ctx context.Context, hr *annex.HostedResou
 	for _, err := range apiextensionsvalidation.ValidateCustomResourceDefinitionUpdate(ctx, &crd, &old) {
 		switch {
 		case strings.HasPrefix(err.Field, "spec"):
-			allErrs = append(allErrs, err)
+			allErrs = append(allErrs, hostedPaths(field.ErrorList{err})...)
 		case strings.HasPrefix(err.Field, "status.storedVersions") && storedVersionsKept:
 			storedVersionsKept = false
 			// A stored version missing from the new versions.
@@ -145,6 +145,37 @@ func crdErrors(errs field.ErrorList) field.ErrorList {
 		out = append(out, err)
 	}
 	return out
+}
+
+// sharedVersionFields are the fields of the versions that the internal
+// CustomResourceDefinition holds once, at the top of its spec, when every
+// version has the same value.
+var sharedVersionFields = map[string]string{
+	"spec.validation":               "schema",
+	"spec.subresources":             "subresources",
+	"spec.additionalPrinterColumns": "additionalPrinterColumns",
+	"spec.selectableFields":         "selectableFields",
+}
+
+// hostedPaths names the fields of errs as a HostedResource has them. The
+// upstream validation reads the internal CustomResourceDefinition, which
+// holds a schema (subresources, printer columns, selectable fields) that
+// every version shares once, as spec.validation; a HostedResource has it
+// in each version, so the error names the first version's.
+func hostedPaths(errs field.ErrorList) field.ErrorList {
+	for _, err := range errs {
+		for shared, versioned := range sharedVersionFields {
+			if rest, ok := strings.CutPrefix(err.Field, shared); ok && (rest == "" || rest[0] == '.' || rest[0] == '[') {
+				err.Field = "spec.versions[0]." + versioned + rest
+				break
+			}
+		}
+		// The internal printer column's field is JSONPath; the API's jsonPath.
+		if rest, ok := strings.CutSuffix(err.Field, ".JSONPath"); ok {
+			err.Field = rest + ".jsonPath"
+		}
+	}
+	return errs
 }
 
 func validateGroup(group string, fldPath *field.Path) field.ErrorList {

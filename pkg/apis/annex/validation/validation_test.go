@@ -90,6 +90,25 @@ func TestValidateHostedResource(t *testing.T) {
 			mutate: func(hr *annex.HostedResource) { hr.Spec.Versions[0].Schema = nil },
 			want:   map[string]string{"spec.versions[0].schema.openAPIV3Schema": "Required"},
 		},
+		"a rule over the cost limit": {
+			mutate: func(hr *annex.HostedResource) {
+				spec := hr.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties["spec"]
+				spec.Properties["words"] = apiextensionsv1.JSONSchemaProps{Type: "array", Items: &apiextensionsv1.JSONSchemaPropsOrArray{
+					Schema: &apiextensionsv1.JSONSchemaProps{Type: "string"}}}
+				spec.XValidations = apiextensionsv1.ValidationRules{{Rule: "self.words.all(x, self.words.all(y, self.words.all(z, x + y + z != '')))"}}
+				hr.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties["spec"] = spec
+			},
+			want: map[string]string{
+				"spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule": "exceeds budget",
+				"spec.versions[0].schema.openAPIV3Schema":                                                   "exceeds budget",
+			},
+		},
+		"a printer column's path": {
+			mutate: func(hr *annex.HostedResource) {
+				hr.Spec.Versions[0].AdditionalPrinterColumns = []apiextensionsv1.CustomResourceColumnDefinition{{Name: "Size", Type: "integer", JSONPath: "spec.size"}}
+			},
+			want: map[string]string{"spec.versions[0].additionalPrinterColumns[0].jsonPath": "must be a simple json path"},
+		},
 		"annex's own group": {
 			mutate: func(hr *annex.HostedResource) { hr.Spec.Group, hr.Name = "annex.dev", "widgets.annex.dev" },
 			want:   map[string]string{"spec.group": "annex's own API"},
