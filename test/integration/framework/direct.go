@@ -57,6 +57,46 @@ func (e *Environment) FrontProxyConfig(host string, caPEM []byte, name string, g
 			KeyFile:  filepath.Join(e.Dir, frontProxyClientName+".key"),
 		},
 	}
+	return withRemoteUser(cfg, name, groups...)
+}
+
+// AnnexAnonymousConfig returns a configuration that sends requests straight
+// to annex with no credentials at all.
+func (e *Environment) AnnexAnonymousConfig() *rest.Config {
+	return &rest.Config{Host: e.annexURL(), TLSClientConfig: rest.TLSClientConfig{CAData: append([]byte(nil), e.annexCA...)}}
+}
+
+// AnnexForgedConfig returns a configuration that sends requests straight
+// to annex asserting name and groups in the aggregator's request headers,
+// with a client certificate named commonName: signed by the front-proxy CA
+// when byFrontProxyCA, else by a CA of its own that nobody trusts; or with
+// no certificate when commonName is empty.
+func (e *Environment) AnnexForgedConfig(commonName string, byFrontProxyCA bool, name string, groups ...string) (*rest.Config, error) {
+	cfg := e.AnnexAnonymousConfig()
+	if commonName != "" {
+		ca := e.frontProxyCA
+		file := "forged-front-proxy-" + commonName
+		if !byFrontProxyCA {
+			var err error
+			if ca, err = newCertAuthority("untrusted-ca"); err != nil {
+				return nil, err
+			}
+			file = "untrusted-" + commonName
+		}
+		pair, err := ca.sign(commonName)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.CertFile, cfg.KeyFile, err = pair.write(e.Dir, file); err != nil {
+			return nil, err
+		}
+	}
+	return withRemoteUser(cfg, name, groups...), nil
+}
+
+// withRemoteUser makes cfg assert name and groups in the request headers
+// the aggregator sets.
+func withRemoteUser(cfg *rest.Config, name string, groups ...string) *rest.Config {
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
 			req = req.Clone(req.Context())

@@ -88,10 +88,13 @@ type Environment struct {
 	// KeepDir leaves Dir in place at Stop, for a post-mortem.
 	KeepDir bool
 
-	assets  string
-	env     *envtest.Environment
-	annex   *Process
-	annexCA []byte
+	assets string
+	env    *envtest.Environment
+	// frontProxyCA signs the front-proxy client certificate annex trusts
+	// request headers from.
+	frontProxyCA *certAuthority
+	annex        *Process
+	annexCA      []byte
 	// annexBin, annexArgs and annexOut start annex again (RestartAnnex).
 	annexBin  string
 	annexArgs []string
@@ -156,6 +159,7 @@ func (e *Environment) startCluster() error {
 	if err != nil {
 		return err
 	}
+	e.frontProxyCA = frontProxyCA
 	frontProxyCAFile := filepath.Join(e.Dir, "front-proxy-ca.crt")
 	if err := os.WriteFile(frontProxyCAFile, frontProxyCA.CertPEM(), 0o600); err != nil {
 		return err
