@@ -21,6 +21,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -176,6 +177,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	// What each HostedResource is told, by name.
 	problems := map[string][]problem{}
 	pending := map[string][]string{}
+	var refused bool
 	for _, name := range slices.Sorted(maps.Keys(desired)) {
 		gv := desired[name]
 		var p *problem
@@ -193,6 +195,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 				// the groups annex may register) or validation: retrying will
 				// not help, and the other groups must not wait for this one.
 				p = &problem{reason: v1alpha1.ReasonAPIServiceRefused, message: err.Error()}
+				refused = true
 				break
 			}
 			if err != nil {
@@ -232,8 +235,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 			return reconcile.Result{}, err
 		}
 	}
+	if refused {
+		// What refused it may change with no event this controller sees:
+		// the chart's policy, replaced by an upgrade a moment after annex
+		// restarted, or its list of groups.
+		return reconcile.Result{RequeueAfter: RefusedRetryInterval}, nil
+	}
 	return reconcile.Result{}, nil
 }
+
+// RefusedRetryInterval is how long after the cluster refused an APIService
+// annex writes it again.
+const RefusedRetryInterval = 30 * time.Second
 
 // desiredGroupVersions maps APIService names to the served group/versions of all HostedResources.
 func desiredGroupVersions(hrs []v1alpha1.HostedResource) map[string]*groupVersion {

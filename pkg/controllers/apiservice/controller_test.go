@@ -369,7 +369,15 @@ func TestReconcileReportsARefusedAPIService(t *testing.T) {
 		return c.Create(ctx, obj, opts...)
 	}}
 	f := newFixtureWith(t, refuse, []client.Object{hostedResource("things", "refused.example.com", "v1"), hostedResource("things", "example.com", "v1")})
-	f.reconcile()
+	result, err := f.r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKey{Name: "hosted-groups"}})
+	if err != nil {
+		t.Fatalf("Reconcile: %v, want the refusal reported and no error", err)
+	}
+	// What refused it (the chart's policy) may change with no event the
+	// controller sees: it tries again.
+	if result.RequeueAfter != RefusedRetryInterval {
+		t.Errorf("Reconcile's result %+v, want a retry after %s", result, RefusedRetryInterval)
+	}
 	if f.apiService("v1.example.com") == nil {
 		t.Error("a refused group kept another group from being registered")
 	}
