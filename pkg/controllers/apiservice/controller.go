@@ -192,8 +192,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 			apiService, err := r.ensure(ctx, gv, current, versionPriority(gv.GroupVersion, desired))
 			if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
 				// Refused by the cluster's admission (the chart's policy on
-				// the groups annex may register) or validation: retrying will
-				// not help, and the other groups must not wait for this one.
+				// the groups annex may register) or validation: retrying at
+				// once will not help, and the other groups must not wait for
+				// this one.
 				p = &problem{reason: v1alpha1.ReasonAPIServiceRefused, message: err.Error()}
 				refused = true
 				break
@@ -222,9 +223,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 			continue
 		}
 		// Exactly the object judged above: one changed since (re-pointed,
-		// relabelled) is judged again at the next reconcile.
-		if err := r.Cluster.Delete(ctx, apiService, client.Preconditions{UID: &apiService.UID, ResourceVersion: &apiService.ResourceVersion}); err != nil &&
-			!apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		// relabelled) is judged again at the reconcile its change triggers.
+		err := r.Cluster.Delete(ctx, apiService, client.Preconditions{UID: &apiService.UID, ResourceVersion: &apiService.ResourceVersion})
+		switch {
+		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+			continue
+		case err != nil:
 			return reconcile.Result{}, err
 		}
 		logger.Info("Deleted an APIService that no HostedResource serves any more", "apiService", name)

@@ -386,3 +386,23 @@ func TestReconcileReportsARefusedAPIService(t *testing.T) {
 		t.Errorf("APIServiceAvailable of a refused group = %s/%s %q, want False/%s with the cluster's reason", c.Status, c.Reason, c.Message, v1alpha1.ReasonAPIServiceRefused)
 	}
 }
+
+// An APIService changed between the list and the delete (re-pointed at
+// another Service, here) is not deleted: it is judged again.
+func TestReconcileDeletesOnlyTheAPIServiceItJudged(t *testing.T) {
+	repoint := interceptor.Funcs{Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+		current := &apiregistrationv1.APIService{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), current); err != nil {
+			return err
+		}
+		if err := c.Update(ctx, pointingAt(current, "other", "annex")); err != nil {
+			return err
+		}
+		return c.Delete(ctx, obj, opts...)
+	}}
+	f := newFixtureWith(t, repoint, nil, registered("gone.example.com", "v1", 100, nil))
+	f.reconcile()
+	if got := f.apiService("v1.gone.example.com"); got == nil || got.Spec.Service.Namespace != "other" {
+		t.Errorf("an APIService re-pointed at another install's Service after it was listed was deleted: %+v", got)
+	}
+}
