@@ -44,10 +44,11 @@ const managedBySelector = "annex.dev/managed-by=annex-system.annex"
 // container runtime, so annex runs as a local process), checks that the
 // cluster serves annex.dev and a hosted type through the chart's APIService
 // with annex holding nothing but the chart's RBAC, then uninstalls and checks
-// that no APIService of annex remains. The hosted type's APIService exists
-// beforehand as an install from before per-install label values left it, and
-// a second install's APIService is there all along: annex adopts the first
-// and leaves the second alone, and so does the uninstall hook.
+// that no APIService of annex remains. On the way, annex adopts what an
+// install from before per-install label values leaves: it relabels the
+// hosted type's APIService when that carries the old value, and deletes one
+// no HostedResource serves; and a second install's APIService, there all
+// along, is left alone by annex, by its policy and by the uninstall hook.
 func TestInstallServeUninstall(t *testing.T) {
 	const (
 		release   = "annex"
@@ -102,11 +103,11 @@ func TestInstallServeUninstall(t *testing.T) {
 		t.Fatal("the installed APIService carries no caBundle")
 	}
 
-	// An APIService of this install from before per-install values, for the
-	// group of the sample below, and one of a second install.
+	// An APIService of this install from before per-install values, for a
+	// group no HostedResource serves, and one of a second install.
 	for name, a := range map[string]*apiregistrationv1.APIService{
-		"legacy": newAPIService("reports.example.com", legacyManagedBy, namespace, fullname),
-		"second": newAPIService("second.example.org", "team-b.annex-b", "team-b", "annex-b"),
+		"unserved": newAPIService("gone.example.com", legacyManagedBy, namespace, fullname),
+		"second":   newAPIService("second.example.org", "team-b.annex-b", "team-b", "annex-b"),
 	} {
 		a.Name = "v1." + a.Spec.Group
 		a.Spec.Version = "v1"
@@ -115,7 +116,9 @@ func TestInstallServeUninstall(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() {
-		_ = aggregator.ApiregistrationV1().APIServices().Delete(context.Background(), "v1.second.example.org", metav1.DeleteOptions{})
+		for _, name := range []string{"v1.second.example.org", "v1.gone.example.com"} {
+			_ = aggregator.ApiregistrationV1().APIServices().Delete(context.Background(), name, metav1.DeleteOptions{})
+		}
 	})
 
 	pod := newLocalPod(t, ctx, cs, namespace, &sts.Spec.Template.Spec, sts.Spec.VolumeClaimTemplates)
@@ -143,14 +146,38 @@ func TestInstallServeUninstall(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitAvailable(t, ctx, dyn, "v1.reports.example.com", annex)
-		// The APIService from before is annex's, relabelled through the
-		// chart's policy with this install's value.
 		a, err := aggregator.ApiregistrationV1().APIServices().Get(ctx, "v1.reports.example.com", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := a.Labels["annex.dev/managed-by"]; "annex.dev/managed-by="+got != managedBySelector {
-			t.Errorf("APIService v1.reports.example.com is labelled annex.dev/managed-by=%s, want %s", got, managedBySelector)
+		if got := "annex.dev/managed-by=" + a.Labels["annex.dev/managed-by"]; got != managedBySelector {
+			t.Errorf("APIService v1.reports.example.com is labelled %s, want %s", got, managedBySelector)
+		}
+		// As an install from before per-install values left it: annex
+		// relabels it, through the chart's policy.
+		if _, _, err := env.Kubectl(ctx, "label", "--overwrite", "apiservice", "v1.reports.example.com", "annex.dev/managed-by="+legacyManagedBy); err != nil {
+			t.Fatal(err)
+		}
+		last := ""
+		err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			a, err := aggregator.ApiregistrationV1().APIServices().Get(ctx, "v1.reports.example.com", metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			last = a.Labels["annex.dev/managed-by"]
+			return "annex.dev/managed-by="+last == managedBySelector, nil
+		})
+		if err != nil {
+			t.Errorf("APIService v1.reports.example.com labelled %s was not adopted: %v (label now %q)", legacyManagedBy, err, last)
+		}
+		waitAvailable(t, ctx, dyn, "v1.reports.example.com", annex)
+		// The one no HostedResource serves is deleted.
+		err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			_, err := aggregator.ApiregistrationV1().APIServices().Get(ctx, "v1.gone.example.com", metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		})
+		if err != nil {
+			t.Errorf("APIService v1.gone.example.com, this install's from before and served by no HostedResource, was not deleted: %v", err)
 		}
 		if _, _, err := env.Kubectl(ctx, "create", "namespace", "team-a"); err != nil {
 			t.Fatal(err)
