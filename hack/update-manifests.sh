@@ -27,7 +27,7 @@ render() { # render FILE DESCRIPTION HELM_ARGS...
 # To uninstall, delete this file's objects (annex-storage-secrets too, with the
 # Secrets in it), then the APIServices annex created:
 #   kubectl delete -f $(basename "$file")
-#   kubectl delete apiservices -l annex.dev/managed-by=annex-apiserver
+#   kubectl delete apiservices -l annex.dev/managed-by=$namespace.annex
 ---
 apiVersion: v1
 kind: Namespace

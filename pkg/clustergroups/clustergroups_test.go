@@ -29,9 +29,9 @@ func TestGroups(t *testing.T) {
 			// A built-in group, served by the cluster's own server.
 			apiService("v1.apps", nil, false),
 			// A group annex registered: annex's own.
-			apiService("v1.hosted.example.com", map[string]string{v1alpha1.ManagedByLabel: v1alpha1.ManagedByValue}, true),
+			apiService("v1.hosted.example.com", map[string]string{v1alpha1.ManagedByLabel: v1alpha1.DefaultManagedByValue}, true),
 			// Both annex's and another server's version of one group.
-			apiService("v1.mixed.example.com", map[string]string{v1alpha1.ManagedByLabel: v1alpha1.ManagedByValue}, true),
+			apiService("v1.mixed.example.com", map[string]string{v1alpha1.ManagedByLabel: v1alpha1.DefaultManagedByValue}, true),
 			apiService("v2.mixed.example.com", nil, true),
 		},
 	)

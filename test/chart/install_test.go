@@ -20,26 +20,35 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	aggregatorclient "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 
 	"annex.dev/annex/test/integration/framework"
 )
 
 var apiServices = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
 
-const managedBySelector = "annex.dev/managed-by=annex-apiserver"
+// managedBySelector selects the APIServices of the install below, whose
+// label value is <namespace>.<fullname>.
+const managedBySelector = "annex.dev/managed-by=annex-system.annex"
 
 // TestInstallServeUninstall installs the chart in the embedded mode, runs
 // annex with exactly the configuration the chart gives its pod (there is no
 // container runtime, so annex runs as a local process), checks that the
 // cluster serves annex.dev and a hosted type through the chart's APIService
 // with annex holding nothing but the chart's RBAC, then uninstalls and checks
-// that no APIService of annex remains.
+// that no APIService of annex remains. On the way, annex adopts what an
+// install from before per-install label values leaves: it relabels the
+// hosted type's APIService when that carries the old value, and deletes one
+// no HostedResource serves; and a second install's APIService, there all
+// along, is left alone by annex, by its policy and by the uninstall hook.
 func TestInstallServeUninstall(t *testing.T) {
 	const (
 		release   = "annex"
@@ -56,6 +65,10 @@ func TestInstallServeUninstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	dyn, err := dynamic.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aggregator, err := aggregatorclient.NewForConfig(env.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +103,24 @@ func TestInstallServeUninstall(t *testing.T) {
 		t.Fatal("the installed APIService carries no caBundle")
 	}
 
+	// An APIService of this install from before per-install values, for a
+	// group no HostedResource serves, and one of a second install.
+	for name, a := range map[string]*apiregistrationv1.APIService{
+		"unserved": newAPIService("gone.example.com", legacyManagedBy, namespace, fullname),
+		"second":   newAPIService("second.example.org", "team-b.annex-b", "team-b", "annex-b"),
+	} {
+		a.Name = "v1." + a.Spec.Group
+		a.Spec.Version = "v1"
+		if _, err := aggregator.ApiregistrationV1().APIServices().Create(ctx, a, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("the %s APIService: %v", name, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, name := range []string{"v1.second.example.org", "v1.gone.example.com"} {
+			_ = aggregator.ApiregistrationV1().APIServices().Delete(context.Background(), name, metav1.DeleteOptions{})
+		}
+	})
+
 	pod := newLocalPod(t, ctx, cs, namespace, &sts.Spec.Template.Spec, sts.Spec.VolumeClaimTemplates)
 	annex := pod.start(t, annexBin)
 
@@ -115,6 +146,39 @@ func TestInstallServeUninstall(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitAvailable(t, ctx, dyn, "v1.reports.example.com", annex)
+		a, err := aggregator.ApiregistrationV1().APIServices().Get(ctx, "v1.reports.example.com", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := "annex.dev/managed-by=" + a.Labels["annex.dev/managed-by"]; got != managedBySelector {
+			t.Errorf("APIService v1.reports.example.com is labelled %s, want %s", got, managedBySelector)
+		}
+		// As an install from before per-install values left it: annex
+		// relabels it, through the chart's policy.
+		if _, _, err := env.Kubectl(ctx, "label", "--overwrite", "apiservice", "v1.reports.example.com", "annex.dev/managed-by="+legacyManagedBy); err != nil {
+			t.Fatal(err)
+		}
+		last := ""
+		err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			a, err := aggregator.ApiregistrationV1().APIServices().Get(ctx, "v1.reports.example.com", metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			last = a.Labels["annex.dev/managed-by"]
+			return "annex.dev/managed-by="+last == managedBySelector, nil
+		})
+		if err != nil {
+			t.Errorf("APIService v1.reports.example.com labelled %s was not adopted: %v (label now %q)", legacyManagedBy, err, last)
+		}
+		waitAvailable(t, ctx, dyn, "v1.reports.example.com", annex)
+		// The one no HostedResource serves is deleted.
+		err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			_, err := aggregator.ApiregistrationV1().APIServices().Get(ctx, "v1.gone.example.com", metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		})
+		if err != nil {
+			t.Errorf("APIService v1.gone.example.com, this install's from before and served by no HostedResource, was not deleted: %v", err)
+		}
 		if _, _, err := env.Kubectl(ctx, "create", "namespace", "team-a"); err != nil {
 			t.Fatal(err)
 		}
@@ -142,8 +206,19 @@ func TestInstallServeUninstall(t *testing.T) {
 			t.Errorf("creating an unlabelled APIService as annex: want the chart's policy to refuse it, got %v", err)
 		}
 		_, _, err = env.KubectlAs(ctx, kubeconfig, nil, "delete", "apiservice", "v1alpha1.annex.dev", "--dry-run=server")
-		if err == nil || !strings.Contains(err.Error(), "annex may change or delete only the APIServices it manages") {
+		if err == nil || !strings.Contains(err.Error(), "annex may change or delete only the APIServices of this install") {
 			t.Errorf("deleting annex.dev's APIService as annex: want the chart's policy to refuse it, got %v", err)
+		}
+		// A group Kubernetes reserves, labelled and pointing as annex's own.
+		reserved := newAPIService("metrics.k8s.io", strings.TrimPrefix(managedBySelector, "annex.dev/managed-by="), namespace, fullname)
+		_, _, err = env.KubectlAs(ctx, kubeconfig, encode(t, []*unstructured.Unstructured{toUnstructured(t, reserved)}), "create", "--dry-run=server", "-f", "-")
+		if err == nil || !strings.Contains(err.Error(), "Kubernetes reserves groups without a dot") {
+			t.Errorf("registering metrics.k8s.io as annex: want the chart's policy to refuse it, got %v", err)
+		}
+		// A second install's APIService.
+		_, _, err = env.KubectlAs(ctx, kubeconfig, nil, "delete", "apiservice", "v1.second.example.org", "--dry-run=server")
+		if err == nil || !strings.Contains(err.Error(), "annex may change or delete only the APIServices of this install") {
+			t.Errorf("deleting a second install's APIService as annex: want the chart's policy to refuse it, got %v", err)
 		}
 	})
 
@@ -208,6 +283,9 @@ func TestInstallServeUninstall(t *testing.T) {
 	runUninstallHook(t, ctx, cs, namespace, hooks, annexBin, sts.Spec.Template.Spec.Containers[0].Image)
 
 	t.Run("no APIService of annex remains", func(t *testing.T) {
+		if _, err := dyn.Resource(apiServices).Get(ctx, "v1.second.example.org", metav1.GetOptions{}); err != nil {
+			t.Errorf("a second install's APIService after uninstall: %v, want it kept", err)
+		}
 		if _, err := dyn.Resource(apiServices).Get(ctx, "v1alpha1.annex.dev", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("APIService v1alpha1.annex.dev after uninstall: want NotFound, got %v", err)
 		}
@@ -576,4 +654,16 @@ func (p *localPod) serviceAccountKubeconfig(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+func toUnstructured(t *testing.T, a *apiregistrationv1.APIService) *unstructured.Unstructured {
+	t.Helper()
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{Object: obj}
+	u.SetAPIVersion("apiregistration.k8s.io/v1")
+	u.SetKind("APIService")
+	return u
 }

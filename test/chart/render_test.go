@@ -54,6 +54,7 @@ var (
 		"audit.enabled=true",
 		"rbac.hostedResources[0].apiGroup=reports.example.com",
 		"rbac.hostedResources[0].resources={policyreports}",
+		"rbac.apiServiceGroups={reports.example.com,*.example.org}",
 		"extraArgs={--etcd-compaction-interval=10m}",
 		"extraEnv[0].name=ANNEX_CHART_TEST",
 		"extraEnv[0].value=rendered",
@@ -469,6 +470,18 @@ func TestRefusals(t *testing.T) {
 		"Secret namespaces are namespaces": {
 			sets: []string{"image.repository=" + testImage, "rbac.storageSecretNamespaces={Not_A_Namespace}"},
 			want: "/rbac/storageSecretNamespaces/0",
+		},
+		"a reserved group in rbac.apiServiceGroups": {
+			sets: []string{"image.repository=" + testImage, "rbac.apiServiceGroups={reports.example.com,*.k8s.io}"},
+			want: "rbac.apiServiceGroups: *.k8s.io is reserved",
+		},
+		"annex.dev in rbac.apiServiceGroups": {
+			sets: []string{"image.repository=" + testImage, "rbac.apiServiceGroups={annex.dev}"},
+			want: "rbac.apiServiceGroups: annex.dev is reserved",
+		},
+		"a group without a dot in rbac.apiServiceGroups": {
+			sets: []string{"image.repository=" + testImage, "rbac.apiServiceGroups={apps}"},
+			want: "/rbac/apiServiceGroups/0",
 		},
 		"grace period shorter than the drain": {
 			sets: []string{"image.repository=" + testImage, "terminationGracePeriodSeconds=30"},

@@ -34,6 +34,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/*
+The value of annex.dev/managed-by on the APIServices of this install
+(--apiservice-managed-by): <namespace>.<fullname>, which no other install in
+the cluster has. A label value holds at most 63 characters: a longer one keeps
+a readable prefix and ends with a hash of the whole.
+*/}}
+{{- define "annex.managedBy" -}}
+{{- $value := printf "%s.%s" .Release.Namespace (include "annex.fullname" .) }}
+{{- if gt (len $value) 63 }}
+{{- $value = printf "%s-%s" (regexReplaceAll "[-.]+$" (trunc 54 $value) "") (sha256sum $value | trunc 8) }}
+{{- end }}
+{{- $value }}
+{{- end }}
+
 {{/* The name the aggregator verifies annex's certificate for. */}}
 {{- define "annex.serviceHost" -}}
 {{ include "annex.fullname" . }}.{{ .Release.Namespace }}.svc
@@ -93,6 +107,12 @@ that `helm template -s` of any one file refuses them too.
 {{- end }}
 {{- if and (eq .Values.tls.source "existingSecret") (not (contains "-----BEGIN CERTIFICATE-----" .Values.tls.existingSecret.caBundle)) }}
 {{- fail "tls.existingSecret.caBundle must hold the PEM CA certificate that verifies the Secret's tls.crt: the APIService always carries a caBundle" }}
+{{- end }}
+{{- range .Values.rbac.apiServiceGroups }}
+{{- $group := trimPrefix "*." . }}
+{{- if or (eq $group "k8s.io") (hasSuffix ".k8s.io" $group) (eq $group "kubernetes.io") (hasSuffix ".kubernetes.io" $group) (eq $group "annex.dev") (hasSuffix ".annex.dev" $group) }}
+{{- fail (printf "rbac.apiServiceGroups: %s is reserved (groups under k8s.io and kubernetes.io are Kubernetes' own, annex.dev is annex's), and annex never registers it" .) }}
+{{- end }}
 {{- end }}
 {{- $needed := add .Values.shutdown.delaySeconds .Values.shutdown.watchTerminationGraceSeconds 5 }}
 {{- if lt (int .Values.terminationGracePeriodSeconds) (int $needed) }}

@@ -16,6 +16,7 @@ only the data directory, the runtime directory (/run/annex, in memory) and /tmp 
 - --apiservice-service-name={{ include "annex.fullname" . }}
 - --apiservice-service-port={{ .Values.service.port }}
 - --apiservice-ca-bundle-file={{ include "annex.caFile" . }}
+- --apiservice-managed-by={{ include "annex.managedBy" . }}
 - --shutdown-delay-duration={{ .Values.shutdown.delaySeconds }}s
 - --shutdown-watch-termination-grace-period={{ .Values.shutdown.watchTerminationGraceSeconds }}s
 {{- if .Values.metrics.allowUnauthenticated }}

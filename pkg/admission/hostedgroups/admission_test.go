@@ -69,7 +69,7 @@ func TestValidate(t *testing.T) {
 		// The aggregator's local APIService of the CRDs' group.
 		apiService("v1.crd.example.com", nil, false),
 		apiService("v1beta1.metrics.example.com", nil, true),
-		apiService("v1.hosted.example.com", map[string]string{v1alpha1.ManagedByLabel: v1alpha1.ManagedByValue}, true),
+		apiService("v1.hosted.example.com", map[string]string{v1alpha1.ManagedByLabel: v1alpha1.DefaultManagedByValue}, true),
 	)
 	for _, tc := range []struct {
 		group   string

@@ -135,6 +135,9 @@ type APIServiceOptions struct {
 	Port            int32
 	// CABundleFile holds the CA that verifies annex's serving certificate.
 	CABundleFile string
+	// ManagedBy is the value of the label v1alpha1.ManagedByLabel on the
+	// APIServices this install registers, unique per install.
+	ManagedBy string
 }
 
 // NewOptions returns the default options.
@@ -155,7 +158,7 @@ func NewOptions() *Options {
 		StorageBackendRetryInterval: backend.DefaultRetryInterval,
 		StorageBackendProbeInterval: storagebackend.DefaultProbeInterval,
 		StorageSecretNamespaces:     []string{secretpolicy.DefaultNamespace},
-		APIService:                  APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443},
+		APIService:                  APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443, ManagedBy: v1alpha1.DefaultManagedByValue},
 		LeanEncodedLists:            true,
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
@@ -219,6 +222,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Int32Var(&o.APIService.Port, "apiservice-service-port", o.APIService.Port, "Aggregated mode: port of annex's Service.")
 	fs.StringVar(&o.APIService.CABundleFile, "apiservice-ca-bundle-file", o.APIService.CABundleFile, "Aggregated mode: PEM file with the CA that verifies annex's serving certificate; "+
 		"it becomes the caBundle of the APIServices of hosted groups. Without it, hosted groups are not registered with the cluster.")
+	fs.StringVar(&o.APIService.ManagedBy, "apiservice-managed-by", o.APIService.ManagedBy, "Aggregated mode: the value of the label "+
+		v1alpha1.ManagedByLabel+" on the APIServices of hosted groups, one per install (the Helm chart sets <namespace>.<fullname>). "+
+		"annex changes and deletes only the APIServices that point at its Service and carry this value, or carry the default, "+
+		v1alpha1.DefaultManagedByValue+", which every install used before; those it relabels with this value.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Aggregated mode: run the controllers in one replica at a time, elected with a Lease in the cluster. Set it when running more than one replica.")
 	fs.BoolVar(&o.LeanEncodedLists, "lean-encoded-lists", o.LeanEncodedLists, "Answer the JSON lists of hosted types kept lean "+
 		"(spec.storage.cache: Lean) by writing their cached encodings, byte for byte what the upstream list handler answers, at a fraction of its cost. "+
@@ -288,6 +295,11 @@ func (o *Options) Validate() error {
 	}
 	if o.APIService.Port < 1 || o.APIService.Port > 65535 {
 		errs = append(errs, fmt.Errorf("--apiservice-service-port must be between 1 and 65535, not %d", o.APIService.Port))
+	}
+	if o.APIService.ManagedBy == "" {
+		errs = append(errs, errors.New("--apiservice-managed-by must not be empty"))
+	} else if msgs := validation.IsValidLabelValue(o.APIService.ManagedBy); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("--apiservice-managed-by=%s is not a label value: %s", o.APIService.ManagedBy, strings.Join(msgs, "; ")))
 	}
 	if o.StorageBackendProbeInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--storage-backend-probe-interval must be at least 1s, not %s", o.StorageBackendProbeInterval))

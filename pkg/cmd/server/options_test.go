@@ -1,6 +1,9 @@
 package server
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"slices"
@@ -8,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/rest"
+	certutil "k8s.io/client-go/util/cert"
 )
 
 // parsed returns options completed from args, as the command completes them.
@@ -214,4 +219,51 @@ func TestPrepareRuntimeDir(t *testing.T) {
 			t.Errorf("what annex did not write there is gone: %v", err)
 		}
 	})
+}
+
+// Each install labels its APIServices with a value of its own; with no flag,
+// annex keeps the value every install used before, so that a binary run
+// outside the chart behaves as it did.
+func TestAPIServiceManagedBy(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := certutil.NewSelfSignedCACert(certutil.Config{CommonName: "annex-test-ca"}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := certutil.EncodeCertificates(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "annex-apiserver"},
+		{[]string{"--apiservice-managed-by=team-a.annex"}, "team-a.annex"},
+	} {
+		o := parsed(t, append([]string{"--mode=aggregated", "--apiservice-ca-bundle-file=" + caFile}, tc.args...)...)
+		if err := o.Validate(); err != nil && strings.Contains(err.Error(), "managed-by") {
+			t.Errorf("%v: %v", tc.args, err)
+		}
+		opts, err := o.controllerOptions(t.Context(), &rest.Config{Host: "https://127.0.0.1:6443"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if opts.APIService == nil || opts.APIService.ManagedBy != tc.want {
+			t.Errorf("%v: the apiservice controller's target is %+v, want ManagedBy %q", tc.args, opts.APIService, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "team-a/annex", "-annex", strings.Repeat("a", 64)} {
+		if err := parsed(t, "--apiservice-managed-by="+bad).Validate(); err == nil || !strings.Contains(err.Error(), "--apiservice-managed-by") {
+			t.Errorf("--apiservice-managed-by=%q: %v, want it refused", bad, err)
+		}
+	}
 }

@@ -112,6 +112,7 @@ func (o *Options) controllerOptions(ctx context.Context, cluster *rest.Config, b
 	}
 	opts.APIService = &apiservice.Target{
 		Namespace: o.APIService.Namespace, Name: o.APIService.Name, Port: o.APIService.Port, CABundle: caBundle,
+		ManagedBy: o.APIService.ManagedBy,
 	}
 	return opts, nil
 }

@@ -20,8 +20,11 @@ import (
 )
 
 // TestDeleteHostedAPIServices runs `annex-apiserver delete-hosted-apiservices`
-// against a real kube-apiserver: it deletes the APIServices labelled as
-// annex's and no other, and a second run finds nothing to do.
+// against a real kube-apiserver as the chart's hook does: it deletes the
+// APIServices of its install (its label value, or the value from before
+// installs had their own, pointing at its Service) and no other, not even
+// another install's that carries the same label, and a second run finds
+// nothing to do.
 func TestDeleteHostedAPIServices(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
@@ -42,17 +45,26 @@ func TestDeleteHostedAPIServices(t *testing.T) {
 		t.Fatal(err)
 	}
 	apiServices := client.ApiregistrationV1().APIServices()
-	for group, labels := range map[string]map[string]string{
-		"reports.example.com": {"annex.dev/managed-by": "annex-apiserver"},
-		"runs.example.com":    {"annex.dev/managed-by": "annex-apiserver"},
-		"other.example.com":   {"annex.dev/managed-by": "someone-else"},
-		"plain.example.com":   nil,
+	const value = "annex-system.annex"
+	for group, tc := range map[string]struct {
+		labels  map[string]string
+		service string
+	}{
+		"reports.example.com": {map[string]string{"annex.dev/managed-by": value}, "annex"},
+		// An APIService of this install from before it had a value of its own.
+		"runs.example.com": {map[string]string{"annex.dev/managed-by": "annex-apiserver"}, "annex"},
+		// Another install's, with the old value or its own.
+		"legacy.example.com": {map[string]string{"annex.dev/managed-by": "annex-apiserver"}, "other"},
+		"other.example.com":  {map[string]string{"annex.dev/managed-by": "team-b.other"}, "other"},
+		// This install's value, but not its Service.
+		"relabelled.example.com": {map[string]string{"annex.dev/managed-by": value}, "other"},
+		"plain.example.com":      {nil, "annex"},
 	} {
 		_, err := apiServices.Create(ctx, &apiregistrationv1.APIService{
-			ObjectMeta: metav1.ObjectMeta{Name: "v1." + group, Labels: labels},
+			ObjectMeta: metav1.ObjectMeta{Name: "v1." + group, Labels: tc.labels},
 			Spec: apiregistrationv1.APIServiceSpec{
 				Group: group, Version: "v1", GroupPriorityMinimum: 1000, VersionPriority: 15,
-				Service: &apiregistrationv1.ServiceReference{Namespace: "annex-system", Name: "annex", Port: ptr.To[int32](443)},
+				Service: &apiregistrationv1.ServiceReference{Namespace: "annex-system", Name: tc.service, Port: ptr.To[int32](443)},
 				// No Service answers in this test; the APIService only has to exist.
 				InsecureSkipTLSVerify: true,
 			},
@@ -66,7 +78,8 @@ func TestDeleteHostedAPIServices(t *testing.T) {
 		t.Helper()
 		var out bytes.Buffer
 		cmd := uninstall.NewCommand()
-		cmd.SetArgs([]string{"--kubeconfig=" + env.KubeconfigFile, "--timeout=1m"})
+		cmd.SetArgs([]string{"--kubeconfig=" + env.KubeconfigFile, "--timeout=1m",
+			"--apiservice-managed-by=" + value, "--apiservice-namespace=annex-system", "--apiservice-service-name=annex"})
 		cmd.SetOut(&out)
 		cmd.SetErr(&out)
 		if err := cmd.ExecuteContext(ctx); err != nil {
@@ -84,12 +97,12 @@ func TestDeleteHostedAPIServices(t *testing.T) {
 			t.Errorf("APIService %s: want NotFound after the command returned, got %v", name, err)
 		}
 	}
-	for _, name := range []string{"v1.other.example.com", "v1.plain.example.com"} {
+	for _, name := range []string{"v1.legacy.example.com", "v1.other.example.com", "v1.relabelled.example.com", "v1.plain.example.com"} {
 		if _, err := apiServices.Get(ctx, name, metav1.GetOptions{}); err != nil {
-			t.Errorf("APIService %s is not annex's and must stay: %v", name, err)
+			t.Errorf("APIService %s is not this install's and must stay: %v", name, err)
 		}
 	}
-	if out := run(); !strings.Contains(out, "No APIServices labelled annex.dev/managed-by=annex-apiserver") {
+	if out := run(); !strings.Contains(out, "No APIServices of this install") {
 		t.Errorf("a second run: want nothing to delete, got:\n%s", out)
 	}
 }

@@ -5,6 +5,13 @@
 // An APIService is deleted only when no HostedResource serves its
 // group/version any more; stopping or restarting annex never touches them,
 // so that a rolling restart leaves the cluster's discovery intact.
+//
+// An install changes or deletes only the APIServices it owns: those that
+// point at its own Service and carry its value of v1alpha1.ManagedByLabel
+// (Target.ManagedBy), or the value every install used before it had one
+// (v1alpha1.DefaultManagedByValue), which it then relabels with its own.
+// A label alone is never enough: another install, or anyone who may label
+// an APIService, could set it.
 package apiservice
 
 import (
@@ -14,6 +21,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -42,6 +50,61 @@ type Target struct {
 	Port            int32
 	// CABundle verifies annex's serving certificate.
 	CABundle []byte
+	// ManagedBy is the value of v1alpha1.ManagedByLabel on the APIServices
+	// this install registers, one of its own (the chart's is
+	// <namespace>.<fullname>). Empty means v1alpha1.DefaultManagedByValue.
+	ManagedBy string
+}
+
+// managedBy returns the label value of this install's APIServices.
+func (t Target) managedBy() string {
+	if t.ManagedBy == "" {
+		return v1alpha1.DefaultManagedByValue
+	}
+	return t.ManagedBy
+}
+
+// ownership is what an install may do with an existing APIService.
+type ownership int
+
+const (
+	// notOwned: leave it alone.
+	notOwned ownership = iota
+	// owned: update it, and delete it when no HostedResource serves its
+	// group/version.
+	owned
+	// legacy: owned, but labelled v1alpha1.DefaultManagedByValue by an
+	// install from before per-install values; relabel it with Target.ManagedBy.
+	legacy
+)
+
+// owns says whether this install owns apiService: it must point at the
+// install's own Service and carry the install's label value, or the
+// default value that every install used before it had one of its own.
+func (t Target) owns(apiService *apiregistrationv1.APIService) ownership {
+	if !t.isService(apiService.Spec.Service) {
+		return notOwned
+	}
+	switch apiService.Labels[v1alpha1.ManagedByLabel] {
+	case t.managedBy():
+		return owned
+	case v1alpha1.DefaultManagedByValue:
+		return legacy
+	}
+	return notOwned
+}
+
+// Owns says whether this install owns apiService, and so may change and
+// delete it: it points at the install's Service and carries the install's
+// label value, or the default value from before installs had their own.
+func (t Target) Owns(apiService *apiregistrationv1.APIService) bool {
+	return t.owns(apiService) != notOwned
+}
+
+// isService says whether ref names annex's own Service (its port may differ:
+// the Service is still annex's).
+func (t Target) isService(ref *apiregistrationv1.ServiceReference) bool {
+	return ref != nil && ref.Namespace == t.Namespace && ref.Name == t.Name
 }
 
 // Reconciler keeps the cluster's APIServices in line with the HostedResources.
@@ -114,6 +177,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	// What each HostedResource is told, by name.
 	problems := map[string][]problem{}
 	pending := map[string][]string{}
+	var refused bool
 	for _, name := range slices.Sorted(maps.Keys(desired)) {
 		gv := desired[name]
 		var p *problem
@@ -122,11 +186,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 			p = &problem{reason: v1alpha1.ReasonGroupServedByCluster, message: fmt.Sprintf(
 				"the cluster serves group %s itself through CustomResourceDefinitions %s; annex leaves the cluster untouched",
 				gv.Group, strings.Join(cluster.CRDs(gv.Group), ", "))}
-		case current != nil && current.Labels[v1alpha1.ManagedByLabel] != v1alpha1.ManagedByValue:
-			p = &problem{reason: v1alpha1.ReasonAPIServiceConflict, message: fmt.Sprintf(
-				"the cluster already has APIService %s, which annex does not manage", name)}
+		case current != nil && r.Target.owns(current) == notOwned:
+			p = &problem{reason: v1alpha1.ReasonAPIServiceConflict, message: r.conflictMessage(current)}
 		default:
 			apiService, err := r.ensure(ctx, gv, current, versionPriority(gv.GroupVersion, desired))
+			if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
+				// Refused by the cluster's admission (the chart's policy on
+				// the groups annex may register) or validation: retrying at
+				// once will not help, and the other groups must not wait for
+				// this one.
+				p = &problem{reason: v1alpha1.ReasonAPIServiceRefused, message: err.Error()}
+				refused = true
+				break
+			}
 			if err != nil {
 				return reconcile.Result{}, err
 			}
@@ -144,13 +216,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 
 	for name, apiService := range existing {
-		if apiService.Labels[v1alpha1.ManagedByLabel] != v1alpha1.ManagedByValue {
+		if r.Target.owns(apiService) == notOwned {
 			continue
 		}
 		if _, ok := desired[name]; ok {
 			continue
 		}
-		if err := r.Cluster.Delete(ctx, apiService); err != nil && !apierrors.IsNotFound(err) {
+		// Exactly the object judged above: one changed since (re-pointed,
+		// relabelled) is judged again at the reconcile its change triggers.
+		err := r.Cluster.Delete(ctx, apiService, client.Preconditions{UID: &apiService.UID, ResourceVersion: &apiService.ResourceVersion})
+		switch {
+		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+			continue
+		case err != nil:
 			return reconcile.Result{}, err
 		}
 		logger.Info("Deleted an APIService that no HostedResource serves any more", "apiService", name)
@@ -161,8 +239,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 			return reconcile.Result{}, err
 		}
 	}
+	if refused {
+		// What refused it may change with no event this controller sees:
+		// the chart's policy, replaced by an upgrade a moment after annex
+		// restarted, or its list of groups.
+		return reconcile.Result{RequeueAfter: RefusedRetryInterval}, nil
+	}
 	return reconcile.Result{}, nil
 }
+
+// RefusedRetryInterval is how long after the cluster refused an APIService
+// annex writes it again.
+const RefusedRetryInterval = 30 * time.Second
 
 // desiredGroupVersions maps APIService names to the served group/versions of all HostedResources.
 func desiredGroupVersions(hrs []v1alpha1.HostedResource) map[string]*groupVersion {
@@ -211,9 +299,10 @@ func (r *Reconciler) ensure(ctx context.Context, gv *groupVersion, current *apir
 		GroupPriorityMinimum: 1000,
 		VersionPriority:      priority,
 	}
+	managedBy := r.Target.managedBy()
 	if current == nil {
 		apiService := &apiregistrationv1.APIService{
-			ObjectMeta: metav1.ObjectMeta{Name: apiServiceName(gv.GroupVersion), Labels: map[string]string{v1alpha1.ManagedByLabel: v1alpha1.ManagedByValue}},
+			ObjectMeta: metav1.ObjectMeta{Name: apiServiceName(gv.GroupVersion), Labels: map[string]string{v1alpha1.ManagedByLabel: managedBy}},
 			Spec:       spec,
 		}
 		if err := r.Cluster.Create(ctx, apiService); err != nil {
@@ -222,15 +311,47 @@ func (r *Reconciler) ensure(ctx context.Context, gv *groupVersion, current *apir
 		ctrl.LoggerFrom(ctx).Info("Registered a hosted group/version with the cluster", "apiService", apiService.Name)
 		return apiService, nil
 	}
-	if apiequality.Semantic.DeepEqual(current.Spec, spec) {
+	if apiequality.Semantic.DeepEqual(current.Spec, spec) && current.Labels[v1alpha1.ManagedByLabel] == managedBy {
 		return current, nil
 	}
 	updated := current.DeepCopy()
 	updated.Spec = spec
+	// An APIService of this install from before it had a value of its own
+	// (legacy) is relabelled, in the same update.
+	if updated.Labels == nil {
+		updated.Labels = map[string]string{}
+	}
+	updated.Labels[v1alpha1.ManagedByLabel] = managedBy
 	if err := r.Cluster.Update(ctx, updated); err != nil {
 		return nil, fmt.Errorf("updating APIService %s: %w", updated.Name, err)
 	}
+	if current.Labels[v1alpha1.ManagedByLabel] != managedBy {
+		ctrl.LoggerFrom(ctx).Info("Adopted an APIService of this install labelled with the value from before installs had their own",
+			"apiService", updated.Name, "from", current.Labels[v1alpha1.ManagedByLabel], "to", managedBy)
+	}
 	return updated, nil
+}
+
+// conflictMessage says why an APIService of a hosted group/version is not this install's.
+func (r *Reconciler) conflictMessage(apiService *apiregistrationv1.APIService) string {
+	value, labelled := apiService.Labels[v1alpha1.ManagedByLabel]
+	switch {
+	case !labelled:
+		return fmt.Sprintf("the cluster already has APIService %s, which annex does not manage", apiService.Name)
+	case !r.Target.isService(apiService.Spec.Service):
+		return fmt.Sprintf("the cluster already has APIService %s, labelled %s=%s but pointing at %s, not at this install's Service %s/%s; annex leaves it alone",
+			apiService.Name, v1alpha1.ManagedByLabel, value, serviceName(apiService.Spec.Service), r.Target.Namespace, r.Target.Name)
+	default:
+		return fmt.Sprintf("the cluster already has APIService %s, labelled %s=%s (another install's), not %s",
+			apiService.Name, v1alpha1.ManagedByLabel, value, r.Target.managedBy())
+	}
+}
+
+func serviceName(ref *apiregistrationv1.ServiceReference) string {
+	if ref == nil {
+		return "no Service (served by the kube-apiserver itself)"
+	}
+	return "Service " + ref.Namespace + "/" + ref.Name
 }
 
 // availableMessage says why the aggregator finds an APIService unavailable.

@@ -2,6 +2,8 @@ package apiservice
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -14,12 +16,13 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 )
 
-var target = Target{Namespace: "annex-system", Name: "annex", Port: 8443, CABundle: []byte("annex CA")}
+var target = Target{Namespace: "annex-system", Name: "annex", Port: 8443, CABundle: []byte("annex CA"), ManagedBy: "annex-system.annex"}
 
 // fixture is the reconciler between a fake annex and a fake cluster.
 type fixture struct {
@@ -28,6 +31,13 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T, hrs []client.Object, cluster ...client.Object) *fixture {
+	t.Helper()
+	return newFixtureWith(t, interceptor.Funcs{}, hrs, cluster...)
+}
+
+// newFixtureWith is newFixture with the cluster's client calls passed
+// through funcs.
+func newFixtureWith(t *testing.T, funcs interceptor.Funcs, hrs []client.Object, cluster ...client.Object) *fixture {
 	t.Helper()
 	annexScheme := runtime.NewScheme()
 	if err := v1alpha1.AddToScheme(annexScheme); err != nil {
@@ -42,7 +52,7 @@ func newFixture(t *testing.T, hrs []client.Object, cluster ...client.Object) *fi
 	}
 	return &fixture{t: t, r: &Reconciler{
 		Annex:   fake.NewClientBuilder().WithScheme(annexScheme).WithObjects(hrs...).WithStatusSubresource(&v1alpha1.HostedResource{}).Build(),
-		Cluster: fake.NewClientBuilder().WithScheme(clusterScheme).WithObjects(cluster...).Build(),
+		Cluster: fake.NewClientBuilder().WithScheme(clusterScheme).WithObjects(cluster...).WithInterceptorFuncs(funcs).Build(),
 		Target:  target,
 	}}
 }
@@ -107,7 +117,7 @@ func hostedResource(plural, group string, versions ...string) *v1alpha1.HostedRe
 // registered is the APIService annex makes of group/version.
 func registered(group, version string, priority int32, available *apiregistrationv1.APIServiceCondition) *apiregistrationv1.APIService {
 	svc := &apiregistrationv1.APIService{
-		ObjectMeta: metav1.ObjectMeta{Name: version + "." + group, Labels: map[string]string{v1alpha1.ManagedByLabel: v1alpha1.ManagedByValue}},
+		ObjectMeta: metav1.ObjectMeta{Name: version + "." + group, Labels: map[string]string{v1alpha1.ManagedByLabel: target.ManagedBy}},
 		Spec: apiregistrationv1.APIServiceSpec{
 			Service:              &apiregistrationv1.ServiceReference{Namespace: target.Namespace, Name: target.Name, Port: ptr.To(target.Port)},
 			Group:                group,
@@ -136,8 +146,8 @@ func TestReconcileRegistersEachServedVersion(t *testing.T) {
 			t.Errorf("APIService %s was not created", want.Name)
 			continue
 		}
-		if got.Labels[v1alpha1.ManagedByLabel] != v1alpha1.ManagedByValue {
-			t.Errorf("APIService %s labels = %v, want %s", want.Name, got.Labels, v1alpha1.ManagedBySelector)
+		if got.Labels[v1alpha1.ManagedByLabel] != target.ManagedBy {
+			t.Errorf("APIService %s labels = %v, want %s=%s, this install's value", want.Name, got.Labels, v1alpha1.ManagedByLabel, target.ManagedBy)
 		}
 		if !apiequality.Semantic.DeepEqual(got.Spec, want.Spec) {
 			t.Errorf("APIService %s spec = %+v, want %+v", want.Name, got.Spec, want.Spec)
@@ -214,5 +224,185 @@ func TestReconcileUpdatesAndDeletesItsAPIServices(t *testing.T) {
 	}
 	if f.apiService("v1.apps") == nil {
 		t.Error("an APIService annex does not manage was deleted")
+	}
+}
+
+// withLabel returns apiService with ManagedByLabel set to value.
+func withLabel(apiService *apiregistrationv1.APIService, value string) *apiregistrationv1.APIService {
+	apiService.Labels = map[string]string{v1alpha1.ManagedByLabel: value}
+	return apiService
+}
+
+// pointingAt returns apiService pointing at Service namespace/name (nil: no Service).
+func pointingAt(apiService *apiregistrationv1.APIService, namespace, name string) *apiregistrationv1.APIService {
+	apiService.Spec.Service = nil
+	if name != "" {
+		apiService.Spec.Service = &apiregistrationv1.ServiceReference{Namespace: namespace, Name: name, Port: ptr.To[int32](443)}
+	}
+	return apiService
+}
+
+func TestOwns(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		apiService *apiregistrationv1.APIService
+		want       ownership
+	}{
+		{"this install's value and Service", registered("example.com", "v1", 100, nil), owned},
+		{"this install's value, its Service on another port", func() *apiregistrationv1.APIService {
+			a := registered("example.com", "v1", 100, nil)
+			a.Spec.Service.Port = ptr.To[int32](9443)
+			return a
+		}(), owned},
+		{"the value from before installs had their own, this install's Service",
+			withLabel(registered("example.com", "v1", 100, nil), v1alpha1.DefaultManagedByValue), legacy},
+		{"this install's value, another install's Service",
+			pointingAt(registered("example.com", "v1", 100, nil), "other", "annex"), notOwned},
+		{"this install's value, a Service of the same name elsewhere",
+			pointingAt(registered("example.com", "v1", 100, nil), "default", target.Name), notOwned},
+		{"this install's value, no Service (the kube-apiserver's own)",
+			pointingAt(registered("example.com", "v1", 100, nil), "", ""), notOwned},
+		{"the old value, another install's Service",
+			pointingAt(withLabel(registered("example.com", "v1", 100, nil), v1alpha1.DefaultManagedByValue), "other", "annex"), notOwned},
+		{"another install's value, this install's Service",
+			withLabel(registered("example.com", "v1", 100, nil), "other.annex"), notOwned},
+		{"no label, this install's Service", func() *apiregistrationv1.APIService {
+			a := registered("example.com", "v1", 100, nil)
+			a.Labels = nil
+			return a
+		}(), notOwned},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := target.owns(tc.apiService); got != tc.want {
+				t.Errorf("owns = %d, want %d", got, tc.want)
+			}
+		})
+	}
+	// A binary run outside the chart, with no --apiservice-managed-by, owns
+	// what carries the default value and points at its Service.
+	plain := target
+	plain.ManagedBy = ""
+	if got := plain.owns(withLabel(registered("example.com", "v1", 100, nil), v1alpha1.DefaultManagedByValue)); got != owned {
+		t.Errorf("with no value of its own, owns(default value, its Service) = %d, want owned", got)
+	}
+}
+
+// Two installs used one label value before each had its own: an APIService
+// of another install keeps it, and must be neither taken over nor deleted,
+// and an APIService labelled with this install's value but pointing
+// elsewhere is left alone too.
+func TestReconcileLeavesOtherInstallsAPIServicesAlone(t *testing.T) {
+	otherShared := pointingAt(withLabel(registered("shared.example.com", "v1", 100, nil), v1alpha1.DefaultManagedByValue), "other", "annex")
+	otherOnly := pointingAt(withLabel(registered("other.example.com", "v1", 100, nil), v1alpha1.DefaultManagedByValue), "other", "annex")
+	otherNew := pointingAt(withLabel(registered("new.example.com", "v1", 100, nil), "other.annex"), "other", "annex")
+	relabelled := pointingAt(registered("labelled.example.com", "v1", 100, nil), "monitoring", "metrics")
+	local := pointingAt(registered("local.example.com", "v1", 100, nil), "", "")
+	f := newFixture(t,
+		[]client.Object{
+			hostedResource("things", "shared.example.com", "v1"),
+			hostedResource("things", "labelled.example.com", "v1"),
+		},
+		otherShared.DeepCopy(), otherOnly.DeepCopy(), otherNew.DeepCopy(), relabelled.DeepCopy(), local.DeepCopy(),
+	)
+	f.reconcile()
+	for _, want := range []*apiregistrationv1.APIService{otherShared, otherOnly, otherNew, relabelled, local} {
+		got := f.apiService(want.Name)
+		if got == nil {
+			t.Errorf("APIService %s, which this install does not own, was deleted", want.Name)
+			continue
+		}
+		if !apiequality.Semantic.DeepEqual(got.Spec, want.Spec) || !apiequality.Semantic.DeepEqual(got.Labels, want.Labels) {
+			t.Errorf("APIService %s, which this install does not own, was changed: labels %v spec %+v, want labels %v spec %+v",
+				want.Name, got.Labels, got.Spec, want.Labels, want.Spec)
+		}
+	}
+	f.wantAvailable("things.shared.example.com", metav1.ConditionFalse, v1alpha1.ReasonAPIServiceConflict,
+		"APIServiceConflict: the cluster already has APIService v1.shared.example.com, labelled annex.dev/managed-by=annex-apiserver "+
+			"but pointing at Service other/annex, not at this install's Service annex-system/annex; annex leaves it alone")
+	f.wantAvailable("things.labelled.example.com", metav1.ConditionFalse, v1alpha1.ReasonAPIServiceConflict,
+		"APIServiceConflict: the cluster already has APIService v1.labelled.example.com, labelled annex.dev/managed-by=annex-system.annex "+
+			"but pointing at Service monitoring/metrics, not at this install's Service annex-system/annex; annex leaves it alone")
+}
+
+// An install upgraded from a chart whose installs shared one label value
+// adopts its own APIServices: those pointing at its Service are relabelled
+// with its value (and brought up to date) or, when no HostedResource serves
+// them any more, deleted; none is left unserved.
+func TestReconcileAdoptsItsAPIServicesFromBeforeItHadAValue(t *testing.T) {
+	up := &apiregistrationv1.APIServiceCondition{Type: apiregistrationv1.Available, Status: apiregistrationv1.ConditionTrue, Reason: "Passed"}
+	served := withLabel(registered("example.com", "v1", 100, up), v1alpha1.DefaultManagedByValue)
+	served.Spec.CABundle = []byte("old CA")
+	current := withLabel(registered("current.example.com", "v1", 100, up), v1alpha1.DefaultManagedByValue)
+	gone := withLabel(registered("gone.example.com", "v1", 100, nil), v1alpha1.DefaultManagedByValue)
+	f := newFixture(t,
+		[]client.Object{hostedResource("things", "example.com", "v1"), hostedResource("things", "current.example.com", "v1")},
+		served, current, gone,
+	)
+	f.reconcile()
+	for _, name := range []string{"v1.example.com", "v1.current.example.com"} {
+		got := f.apiService(name)
+		if got == nil {
+			t.Fatalf("APIService %s was deleted: it is this install's, and a HostedResource serves it", name)
+		}
+		if got.Labels[v1alpha1.ManagedByLabel] != target.ManagedBy {
+			t.Errorf("APIService %s labels = %v, want it relabelled %s=%s", name, got.Labels, v1alpha1.ManagedByLabel, target.ManagedBy)
+		}
+		if string(got.Spec.CABundle) != "annex CA" {
+			t.Errorf("APIService %s caBundle = %q, want annex's", name, got.Spec.CABundle)
+		}
+	}
+	if f.apiService("v1.gone.example.com") != nil {
+		t.Error("an APIService of this install that no HostedResource serves was kept: it would point at annex for a group annex does not serve")
+	}
+	f.wantAvailable("things.example.com", metav1.ConditionTrue, v1alpha1.ReasonRegistered, "every served version is registered with the cluster and available")
+}
+
+// A write the cluster refuses (the chart's policy on the groups annex may
+// register) is reported on the HostedResources of that group, and the other
+// groups are registered all the same.
+func TestReconcileReportsARefusedAPIService(t *testing.T) {
+	refuse := interceptor.Funcs{Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+		if a, ok := obj.(*apiregistrationv1.APIService); ok && a.Spec.Group == "refused.example.com" {
+			return apierrors.NewForbidden(apiregistrationv1.Resource("apiservices"), a.Name,
+				errors.New("annex may register only the API groups that rbac.apiServiceGroups lists"))
+		}
+		return c.Create(ctx, obj, opts...)
+	}}
+	f := newFixtureWith(t, refuse, []client.Object{hostedResource("things", "refused.example.com", "v1"), hostedResource("things", "example.com", "v1")})
+	result, err := f.r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKey{Name: "hosted-groups"}})
+	if err != nil {
+		t.Fatalf("Reconcile: %v, want the refusal reported and no error", err)
+	}
+	// What refused it (the chart's policy) may change with no event the
+	// controller sees: it tries again.
+	if result.RequeueAfter != RefusedRetryInterval {
+		t.Errorf("Reconcile's result %+v, want a retry after %s", result, RefusedRetryInterval)
+	}
+	if f.apiService("v1.example.com") == nil {
+		t.Error("a refused group kept another group from being registered")
+	}
+	c := f.available("things.refused.example.com")
+	if c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonAPIServiceRefused || !strings.Contains(c.Message, "rbac.apiServiceGroups") {
+		t.Errorf("APIServiceAvailable of a refused group = %s/%s %q, want False/%s with the cluster's reason", c.Status, c.Reason, c.Message, v1alpha1.ReasonAPIServiceRefused)
+	}
+}
+
+// An APIService changed between the list and the delete (re-pointed at
+// another Service, here) is not deleted: it is judged again.
+func TestReconcileDeletesOnlyTheAPIServiceItJudged(t *testing.T) {
+	repoint := interceptor.Funcs{Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+		current := &apiregistrationv1.APIService{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), current); err != nil {
+			return err
+		}
+		if err := c.Update(ctx, pointingAt(current, "other", "annex")); err != nil {
+			return err
+		}
+		return c.Delete(ctx, obj, opts...)
+	}}
+	f := newFixtureWith(t, repoint, nil, registered("gone.example.com", "v1", 100, nil))
+	f.reconcile()
+	if got := f.apiService("v1.gone.example.com"); got == nil || got.Spec.Service.Namespace != "other" {
+		t.Errorf("an APIService re-pointed at another install's Service after it was listed was deleted: %+v", got)
 	}
 }

@@ -21,12 +21,15 @@ const (
 	DeletionRetriedAtAnnotation = "annex.dev/deletion-retried-at"
 
 	// ManagedByLabel marks the APIServices that annex registers in the
-	// cluster; annex never changes or deletes an APIService without it.
+	// cluster. Its value names the install (--apiservice-managed-by; the
+	// Helm chart sets <namespace>.<fullname>), so that one install never
+	// changes or deletes another's APIServices.
 	ManagedByLabel = "annex.dev/managed-by"
-	// ManagedByValue is the value of ManagedByLabel on the APIServices annex registers.
-	ManagedByValue = "annex-apiserver"
-	// ManagedBySelector selects the APIServices annex registers.
-	ManagedBySelector = ManagedByLabel + "=" + ManagedByValue
+	// DefaultManagedByValue is the value of ManagedByLabel when
+	// --apiservice-managed-by is not given, and the one every install used
+	// before the flag existed. An install with a value of its own adopts
+	// the APIServices that carry this one and point at its own Service.
+	DefaultManagedByValue = "annex-apiserver"
 )
 
 // Finalizers.
@@ -82,6 +85,10 @@ const (
 	// ReasonAPIServiceConflict: the cluster has an APIService of the same
 	// name that annex does not manage.
 	ReasonAPIServiceConflict = "APIServiceConflict"
+	// ReasonAPIServiceRefused: the cluster refused annex's write of the
+	// APIService, for example by the Helm chart's admission policy on
+	// the groups annex may register.
+	ReasonAPIServiceRefused = "APIServiceRefused"
 	// ReasonRegistered: every served version is registered and available.
 	ReasonRegistered = "Registered"
 )
