@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	certutil "k8s.io/client-go/util/cert"
 	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	aggregatorclient "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 	"k8s.io/utils/ptr"
@@ -230,10 +231,14 @@ func TestAPIServicePolicy(t *testing.T) {
 		})
 	}
 	update := func(a *apiregistrationv1.APIService, label, serviceNamespace, serviceName string) error {
-		u := a.DeepCopy()
+		// The aggregator writes the APIService's status: change the latest.
+		u, err := admin.ApiregistrationV1().APIServices().Get(ctx, a.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
 		u.Labels = map[string]string{"annex.dev/managed-by": label}
 		u.Spec.Service.Namespace, u.Spec.Service.Name = serviceNamespace, serviceName
-		_, err := annex.ApiregistrationV1().APIServices().Update(ctx, u, metav1.UpdateOptions{DryRun: dryRun})
+		_, err = annex.ApiregistrationV1().APIServices().Update(ctx, u, metav1.UpdateOptions{DryRun: dryRun})
 		return err
 	}
 	del := func(a *apiregistrationv1.APIService) error {
@@ -258,6 +263,16 @@ func TestAPIServicePolicy(t *testing.T) {
 	}
 }
 
+// unusedCABundle is a CA's certificate for the APIServices no Service
+// answers for.
+var unusedCABundle = func() []byte {
+	certPEM, _, err := certutil.GenerateSelfSignedCertKey("unused-ca", nil, nil)
+	if err != nil {
+		panic(err)
+	}
+	return certPEM
+}()
+
 // newAPIService is an APIService for group (version v1alpha9, which nothing
 // serves), labelled annex.dev/managed-by=label (none if empty), pointing at
 // Service namespace/name.
@@ -268,7 +283,7 @@ func newAPIService(group, label, namespace, name string) *apiregistrationv1.APIS
 			Group: group, Version: "v1alpha9", GroupPriorityMinimum: 1000, VersionPriority: 15,
 			Service: &apiregistrationv1.ServiceReference{Namespace: namespace, Name: name, Port: ptr.To[int32](443)},
 			// No Service answers here; the APIService only has to be written.
-			InsecureSkipTLSVerify: true,
+			CABundle: unusedCABundle,
 		},
 	}
 	if label != "" {

@@ -11,6 +11,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	certutil "k8s.io/client-go/util/cert"
 	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	aggregatorclient "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 	"k8s.io/utils/ptr"
@@ -26,6 +27,11 @@ import (
 // another install's that carries the same label, and a second run finds
 // nothing to do.
 func TestDeleteHostedAPIServices(t *testing.T) {
+	// A CA's certificate for the APIServices, which no Service answers for.
+	caBundle, _, err := certutil.GenerateSelfSignedCertKey("unused-ca", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	env, err := framework.StartControlPlane(ctx)
@@ -66,7 +72,7 @@ func TestDeleteHostedAPIServices(t *testing.T) {
 				Group: group, Version: "v1", GroupPriorityMinimum: 1000, VersionPriority: 15,
 				Service: &apiregistrationv1.ServiceReference{Namespace: "annex-system", Name: tc.service, Port: ptr.To[int32](443)},
 				// No Service answers in this test; the APIService only has to exist.
-				InsecureSkipTLSVerify: true,
+				CABundle: caBundle,
 			},
 		}, metav1.CreateOptions{})
 		if err != nil {
