@@ -48,6 +48,14 @@ func TestBadInput(t *testing.T) {
 			}(),
 			fields: []string{"metadata.name", "spec.etcd", "spec.postgres"},
 		}, {
+			name: "a plaintext etcd endpoint without insecure: true",
+			obj: func() *unstructured.Unstructured {
+				obj := storageBackend(uniqueName("plaintext"), "Etcd", nil)
+				_ = unstructured.SetNestedStringSlice(obj.Object, []string{"https://127.0.0.1:2379", "http://127.0.0.1:2379"}, "spec", "etcd", "endpoints")
+				return obj
+			}(),
+			fields: []string{"spec.etcd.endpoints[1]"},
+		}, {
 			name:   "an unsupported type",
 			obj:    storageBackend(uniqueName("invalid"), "Mysql", nil),
 			fields: []string{"spec.type"},

@@ -59,7 +59,7 @@ func TestStorageBackendProbes(t *testing.T) {
 		if err := unstructured.SetNestedStringSlice(obj.Object, []string{env.EtcdURL()}, "spec", "etcd", "endpoints"); err != nil {
 			t.Fatal(err)
 		}
-		create(t, adminClient(t), framework.StorageBackends, obj)
+		create(t, adminClient(t), framework.StorageBackends, allowPlaintext(t, obj))
 		if status, message := readyCondition(t, name, "Reachable"); status != "True" || !strings.Contains(message, "1 of 1") {
 			t.Errorf("Ready = %s (%s), want True with the endpoints that answer", status, message)
 		}
@@ -100,7 +100,7 @@ func TestStorageBackendProbes(t *testing.T) {
 		if err := unstructured.SetNestedField(obj.Object, secretName, "spec", "postgres", "dsnSecretRef", "name"); err != nil {
 			t.Fatal(err)
 		}
-		create(t, adminClient(t), framework.StorageBackends, obj)
+		create(t, adminClient(t), framework.StorageBackends, allowPlaintext(t, obj))
 		status, message := readyCondition(t, name, "Unreachable")
 		if status != "False" || !strings.Contains(message, "connection refused") {
 			t.Errorf("Ready = %s (%s), want False with the refused connection", status, message)

@@ -175,7 +175,7 @@ func TestBackendThatCannotBeReached(t *testing.T) {
 	defer r.Close()
 	sb := storageBackend("pg", metav1.ConditionTrue, "Reachable")
 	sb.Spec = v1alpha1.StorageBackendSpec{Type: v1alpha1.StorageBackendPostgres,
-		Postgres: &v1alpha1.PostgresStorage{DSNSecretRef: v1alpha1.SecretKeySelector{Namespace: secretpolicy.DefaultNamespace, Name: "pg", Key: "dsn"}}}
+		Postgres: &v1alpha1.PostgresStorage{DSNSecretRef: v1alpha1.SecretKeySelector{Namespace: secretpolicy.DefaultNamespace, Name: "pg", Key: "dsn"}, Insecure: true}}
 	r.SetListers(apiextensionslisters.NewCustomResourceDefinitionLister(indexer(crd("ledgers.example.com", "pg"))),
 		annexlisters.NewHostedResourceLister(indexer(hostedResource("ledgers.example.com", "pg"))),
 		annexlisters.NewStorageBackendLister(indexer(sb)), func() bool { return true })
