@@ -4,14 +4,23 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/yaml"
 
+	"annex.dev/annex/pkg/storage/objectsize"
+	"annex.dev/annex/pkg/storage/postgres/postgrestest"
 	"annex.dev/annex/test/integration/framework"
 )
 
@@ -47,6 +56,14 @@ func TestBadInput(t *testing.T) {
 				return obj
 			}(),
 			fields: []string{"metadata.name", "spec.etcd", "spec.postgres"},
+		}, {
+			name: "a plaintext etcd endpoint without insecure: true",
+			obj: func() *unstructured.Unstructured {
+				obj := storageBackend(uniqueName("plaintext"), "Etcd", nil)
+				_ = unstructured.SetNestedStringSlice(obj.Object, []string{"https://127.0.0.1:2379", "http://127.0.0.1:2379"}, "spec", "etcd", "endpoints")
+				return obj
+			}(),
+			fields: []string{"spec.etcd.endpoints[1]"},
 		}, {
 			name:   "an unsupported type",
 			obj:    storageBackend(uniqueName("invalid"), "Mysql", nil),
@@ -88,6 +105,25 @@ func TestBadInput(t *testing.T) {
 		expectAbsent(t, framework.StorageBackends, name)
 	})
 
+	t.Run("an object over annex's size limit is 413", func(t *testing.T) {
+		name := uniqueName("oversized")
+		obj := storageBackend(name, "Etcd", nil)
+		// About 1.6 MB of valid endpoints: under the 3 MiB body limit, over
+		// annex's object size limit.
+		endpoints := make([]string, 50000)
+		for i := range endpoints {
+			endpoints[i] = fmt.Sprintf("https://etcd-%05d.example:2379", i)
+		}
+		if err := unstructured.SetNestedStringSlice(obj.Object, endpoints, "spec", "etcd", "endpoints"); err != nil {
+			t.Fatal(err)
+		}
+		_, err := storageBackends(t).Create(testContext(t), obj, metav1.CreateOptions{})
+		if size := refusedSize(t, err); size <= objectsize.MaxBytes {
+			t.Errorf("the 413 gives the object's size as %d bytes, under the limit", size)
+		}
+		expectAbsent(t, framework.StorageBackends, name)
+	})
+
 	t.Run("an unknown field with strict field validation is 400", func(t *testing.T) {
 		name := uniqueName("strict")
 		obj := storageBackend(name, "Embedded", nil)
@@ -116,5 +152,231 @@ func expectStatus(t *testing.T, resp rawResponse, code int) {
 	var status metav1.Status
 	if err := json.Unmarshal(resp.Body, &status); err != nil || status.Kind != "Status" || int(status.Code) != code {
 		t.Errorf("the %d response body is not a Status with code %d: %.500s", code, code, resp.Body)
+	}
+}
+
+// sizeRefusal is annex's answer to an object over its size limit.
+var sizeRefusal = regexp.MustCompile(`^Request entity too large: the object is (\d+) bytes encoded, and annex stores objects of at most (\d+) bytes$`)
+
+// refusedSize fails unless err is annex's 413 for an object over
+// objectsize.MaxBytes, and returns the object's size it gives.
+func refusedSize(t *testing.T, err error) int {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("the write succeeded, want 413 for an object over annex's limit of %d bytes", objectsize.MaxBytes)
+	}
+	status, ok := err.(apierrors.APIStatus)
+	if !ok || status.Status().Code != http.StatusRequestEntityTooLarge || status.Status().Reason != metav1.StatusReasonRequestEntityTooLarge {
+		t.Fatalf("want 413 RequestEntityTooLarge, got %d: %v", statusCode(err), err)
+	}
+	m := sizeRefusal.FindStringSubmatch(status.Status().Message)
+	if m == nil || m[2] != strconv.Itoa(objectsize.MaxBytes) {
+		t.Fatalf("the 413 says %q, want %q", status.Status().Message, sizeRefusal)
+	}
+	size, _ := strconv.Atoi(m[1])
+	return size
+}
+
+// parcelsType is a namespaced type with a string to pad its objects with,
+// in the spec and in the status subresource.
+func parcelsType(t *testing.T, group string) *unstructured.Unstructured {
+	t.Helper()
+	manifest := `apiVersion: annex.dev/v1alpha1
+kind: HostedResource
+metadata:
+  name: parcels.` + group + `
+spec:
+  group: ` + group + `
+  names: {kind: Parcel, plural: parcels}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              data: {type: string}
+          status:
+            type: object
+            properties:
+              data: {type: string}
+`
+	obj := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(manifest), &obj.Object); err != nil {
+		t.Fatal(err)
+	}
+	return obj
+}
+
+func parcel(gvr schema.GroupVersionResource, name string, data int) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": gvr.GroupVersion().String(), "kind": "Parcel",
+		"metadata": map[string]any{"name": name},
+		"spec":     map[string]any{"data": strings.Repeat("x", data)},
+	}}
+}
+
+// etcdClusterBackend starts an external etcd cluster of one member, serving
+// over TLS with client certificates, and names it in a StorageBackend.
+func etcdClusterBackend(t *testing.T) string {
+	t.Helper()
+	etcd := framework.StartEtcdCluster(t, 1)
+	read := func(path string) string {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	secret, name := uniqueName("etcd-tls"), uniqueName("etcd")
+	createSecret(t, secret, map[string]string{"ca.crt": read(etcd.CAFile), "tls.crt": read(etcd.CertFile), "tls.key": read(etcd.KeyFile)})
+	obj := storageBackend(name, "Etcd", nil)
+	if err := unstructured.SetNestedStringSlice(obj.Object, etcd.ClientURLs(), "spec", "etcd", "endpoints"); err != nil {
+		t.Fatal(err)
+	}
+	if err := unstructured.SetNestedMap(obj.Object, map[string]any{"namespace": framework.SecretNamespace, "name": secret}, "spec", "etcd", "tlsSecretRef"); err != nil {
+		t.Fatal(err)
+	}
+	create(t, adminClient(t), framework.StorageBackends, obj)
+	readyCondition(t, name, "Reachable")
+	return name
+}
+
+// postgresBackend starts a PostgreSQL server and names it in a
+// StorageBackend (plaintext on loopback: insecure).
+func postgresBackend(t *testing.T) string {
+	t.Helper()
+	pg := postgrestest.Start(t)
+	secret, name := uniqueName("pg-dsn"), uniqueName("pg")
+	createSecret(t, secret, map[string]string{"dsn": pg.DSN})
+	obj := storageBackend(name, "Postgres", nil)
+	if err := unstructured.SetNestedField(obj.Object, secret, "spec", "postgres", "dsnSecretRef", "name"); err != nil {
+		t.Fatal(err)
+	}
+	create(t, adminClient(t), framework.StorageBackends, allowPlaintext(t, obj))
+	readyCondition(t, name, "Reachable")
+	return name
+}
+
+// TestObjectSizeLimit checks, through the cluster, that every backend holds
+// a hosted type's objects to one size limit: an object of exactly
+// objectsize.MaxBytes is stored and read back, one byte more (or far more,
+// past etcd's or kine's own limits) is refused with the same 413 giving the
+// object's size and the limit, by a create, an update, each kind of patch,
+// an apply and a write of the status, and nothing is stored; annex serves on.
+func TestObjectSizeLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		backend func(t *testing.T) string
+	}{
+		{"embedded etcd", func(*testing.T) string { return "" }},
+		{"external etcd", etcdClusterBackend},
+		{"PostgreSQL", postgresBackend},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			backend := tc.backend(t)
+			ns := createNamespace(t, "size")
+			gvr := serveHostedResource(t, parcelsType(t, uniqueName("size")+".example.com"), ns, backend)
+			parcels := adminClient(t).Resource(gvr).Namespace(ns)
+			ctx := testContext(t)
+			absent := func(name string) {
+				t.Helper()
+				if got, err := parcels.Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+					t.Errorf("parcel %s after the refused create: %v (resourceVersion %s), want 404", name, err, got.GetResourceVersion())
+				}
+			}
+			// What an object is besides its data, as stored, learnt from
+			// the refusal of one certainly over the limit. Every parcel's
+			// name has the same length, so that it is the same for all.
+			_, err := parcels.Create(ctx, parcel(gvr, "p0", objectsize.MaxBytes), metav1.CreateOptions{})
+			overhead := refusedSize(t, err) - objectsize.MaxBytes
+			absent("p0")
+			t.Logf("a parcel is %d bytes besides its data", overhead)
+
+			// At the limit: stored and read back.
+			if _, err := parcels.Create(ctx, parcel(gvr, "p1", objectsize.MaxBytes-overhead), metav1.CreateOptions{}); err != nil {
+				t.Fatalf("creating an object of exactly %d bytes: %v", objectsize.MaxBytes, err)
+			}
+			atLimit, err := parcels.Get(ctx, "p1", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if data := nestedString(atLimit, "spec", "data"); len(data) != objectsize.MaxBytes-overhead {
+				t.Fatalf("the object at the limit reads back with %d bytes of data, want %d", len(data), objectsize.MaxBytes-overhead)
+			}
+
+			// One byte over, and far over (past etcd's 1.5 MiB and kine's
+			// 2 MiB): the same 413, with the exact size; nothing stored.
+			for name, size := range map[string]int{"p2": objectsize.MaxBytes + 1, "p3": 1_600_000, "p4": 2_500_000} {
+				_, err := parcels.Create(ctx, parcel(gvr, name, size-overhead), metav1.CreateOptions{})
+				if got := refusedSize(t, err); got != size {
+					t.Errorf("creating an object of %d bytes: the 413 says %d", size, got)
+				}
+				absent(name)
+			}
+
+			// Every way of writing the object at the limit one byte (or a
+			// status) larger.
+			grown := nestedString(atLimit, "spec", "data") + "x"
+			patch, err := json.Marshal(map[string]any{"spec": map[string]any{"data": grown}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			jsonPatch, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/data", "value": grown}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for what, write := range map[string]func() error{
+				"an update": func() error {
+					obj := atLimit.DeepCopy()
+					_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
+					_, err := parcels.Update(ctx, obj, metav1.UpdateOptions{})
+					return err
+				},
+				"a merge patch": func() error {
+					_, err := parcels.Patch(ctx, "p1", types.MergePatchType, patch, metav1.PatchOptions{})
+					return err
+				},
+				"a JSON patch": func() error {
+					_, err := parcels.Patch(ctx, "p1", types.JSONPatchType, jsonPatch, metav1.PatchOptions{})
+					return err
+				},
+				"a server-side apply": func() error {
+					obj := parcel(gvr, "p1", 0)
+					_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
+					_, err := parcels.Apply(ctx, "p1", obj, metav1.ApplyOptions{FieldManager: "size-test", Force: true})
+					return err
+				},
+				"a write of the status": func() error {
+					obj := atLimit.DeepCopy()
+					_ = unstructured.SetNestedField(obj.Object, "x", "status", "data")
+					_, err := parcels.UpdateStatus(ctx, obj, metav1.UpdateOptions{})
+					return err
+				},
+			} {
+				if size := refusedSize(t, write()); size <= objectsize.MaxBytes {
+					t.Errorf("%s: the 413 gives the object's size as %d bytes, not over the limit", what, size)
+				}
+			}
+			if got, err := parcels.Get(ctx, "p1", metav1.GetOptions{}); err != nil || got.GetResourceVersion() != atLimit.GetResourceVersion() {
+				t.Errorf("after the refused writes the object at the limit is %v (resourceVersion %s), want it unchanged at %s",
+					err, got.GetResourceVersion(), atLimit.GetResourceVersion())
+			}
+
+			// annex serves on.
+			if _, err := parcels.Create(ctx, parcel(gvr, "p5", 10), metav1.CreateOptions{}); err != nil {
+				t.Fatalf("creating a small object after the refusals: %v", err)
+			}
+			list, err := parcels.List(ctx, metav1.ListOptions{})
+			if err != nil || len(list.Items) != 2 {
+				t.Errorf("listing after the refusals: %v, %d items, want p1 and p5", err, len(list.Items))
+			}
+		})
 	}
 }

@@ -28,7 +28,15 @@ func serveHostedType(t *testing.T, kind, plural, group, ns string) schema.GroupV
 // StorageBackend ("" for the default).
 func serveHostedTypeOn(t *testing.T, kind, plural, group, ns, backend string) schema.GroupVersionResource {
 	t.Helper()
-	obj := hostedResource(t, kind, plural, group)
+	return serveHostedResource(t, hostedResource(t, kind, plural, group), ns, backend)
+}
+
+// serveHostedResource is serveHostedTypeOn with the HostedResource obj
+// (built by hostedResource, perhaps changed).
+func serveHostedResource(t *testing.T, obj *unstructured.Unstructured, ns, backend string) schema.GroupVersionResource {
+	t.Helper()
+	group, _, _ := unstructured.NestedString(obj.Object, "spec", "group")
+	plural, _, _ := unstructured.NestedString(obj.Object, "spec", "names", "plural")
 	if backend != "" {
 		if err := unstructured.SetNestedField(obj.Object, backend, "spec", "storage", "backend"); err != nil {
 			t.Fatal(err)

@@ -109,6 +109,18 @@ func storageBackend(name, backendType string, labels map[string]string) *unstruc
 	return obj
 }
 
+// allowPlaintext sets insecure: true on the member of a StorageBackend
+// built by storageBackend: the tests' PostgreSQL servers and the cluster's
+// etcd serve plaintext on loopback.
+func allowPlaintext(t *testing.T, obj *unstructured.Unstructured) *unstructured.Unstructured {
+	t.Helper()
+	member := strings.ToLower(nestedString(obj, "spec", "type"))
+	if err := unstructured.SetNestedField(obj.Object, true, "spec", member, "insecure"); err != nil {
+		t.Fatal(err)
+	}
+	return obj
+}
+
 // create creates obj through the kube-apiserver and deletes it when the test
 // ends.
 func create(t *testing.T, dyn dynamic.Interface, gvr schema.GroupVersionResource, obj *unstructured.Unstructured) *unstructured.Unstructured {

@@ -42,7 +42,7 @@ func TestPostgresBackendOutage(t *testing.T) {
 	if err := unstructured.SetNestedField(obj.Object, secret, "spec", "postgres", "dsnSecretRef", "name"); err != nil {
 		t.Fatal(err)
 	}
-	create(t, admin, framework.StorageBackends, obj)
+	create(t, admin, framework.StorageBackends, allowPlaintext(t, obj))
 	readyCondition(t, backend, "Reachable")
 
 	ns := createNamespace(t, "outage")

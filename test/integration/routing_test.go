@@ -66,7 +66,7 @@ func TestHostedTypesOnPostgresAndEtcd(t *testing.T) {
 	if err := unstructured.SetNestedField(obj.Object, pgSecret, "spec", "postgres", "dsnSecretRef", "name"); err != nil {
 		t.Fatal(err)
 	}
-	create(t, adminClient(t), framework.StorageBackends, obj)
+	create(t, adminClient(t), framework.StorageBackends, allowPlaintext(t, obj))
 	obj = storageBackend(etcdBackend, "Etcd", nil)
 	if err := unstructured.SetNestedStringSlice(obj.Object, etcd.ClientURLs(), "spec", "etcd", "endpoints"); err != nil {
 		t.Fatal(err)

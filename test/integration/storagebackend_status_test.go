@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"annex.dev/annex/pkg/storage/postgres/postgrestest"
 	"annex.dev/annex/test/integration/framework"
 	"annex.dev/annex/test/ports"
 )
@@ -59,7 +61,7 @@ func TestStorageBackendProbes(t *testing.T) {
 		if err := unstructured.SetNestedStringSlice(obj.Object, []string{env.EtcdURL()}, "spec", "etcd", "endpoints"); err != nil {
 			t.Fatal(err)
 		}
-		create(t, adminClient(t), framework.StorageBackends, obj)
+		create(t, adminClient(t), framework.StorageBackends, allowPlaintext(t, obj))
 		if status, message := readyCondition(t, name, "Reachable"); status != "True" || !strings.Contains(message, "1 of 1") {
 			t.Errorf("Ready = %s (%s), want True with the endpoints that answer", status, message)
 		}
@@ -100,7 +102,7 @@ func TestStorageBackendProbes(t *testing.T) {
 		if err := unstructured.SetNestedField(obj.Object, secretName, "spec", "postgres", "dsnSecretRef", "name"); err != nil {
 			t.Fatal(err)
 		}
-		create(t, adminClient(t), framework.StorageBackends, obj)
+		create(t, adminClient(t), framework.StorageBackends, allowPlaintext(t, obj))
 		status, message := readyCondition(t, name, "Unreachable")
 		if status != "False" || !strings.Contains(message, "connection refused") {
 			t.Errorf("Ready = %s (%s), want False with the refused connection", status, message)
@@ -109,6 +111,76 @@ func TestStorageBackendProbes(t *testing.T) {
 			t.Errorf("the Ready message shows the DSN's password: %q", message)
 		}
 	})
+}
+
+// storageBackendCondition returns StorageBackend name's condition of the
+// type, or nil.
+func storageBackendCondition(t *testing.T, name, conditionType string) map[string]any {
+	t.Helper()
+	obj, err := storageBackends(t).Get(testContext(t), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conditions, _, _ := unstructured.NestedSlice(obj.Object, "status", "conditions")
+	for _, c := range conditions {
+		if c, _ := c.(map[string]any); c["type"] == conditionType {
+			return c
+		}
+	}
+	return nil
+}
+
+// TestPlaintextPostgresNeedsInsecure checks, through the cluster, that a
+// PostgreSQL StorageBackend whose connection string lets annex connect
+// without TLS is used only with spec.postgres.insecure: without it the
+// backend is not Ready and says why; with it, it is Ready and its status
+// says the connection is plaintext. Neither shows the connection string.
+func TestPlaintextPostgresNeedsInsecure(t *testing.T) {
+	pg := postgrestest.Start(t)
+	// The test server trusts every connection; the password only has to
+	// stay out of sight.
+	const password = "plaintext-secret"
+	dsn := strings.Replace(pg.DSN, "postgres://annex@", "postgres://annex:"+password+"@", 1)
+	if !strings.Contains(dsn, "sslmode=disable") || !strings.Contains(dsn, password) {
+		t.Fatalf("the test's connection string is not a plaintext one with a password: %s", dsn)
+	}
+	secretName := uniqueName("pg-plain")
+	createSecret(t, secretName, map[string]string{"dsn": dsn})
+	backend := func(name string) *unstructured.Unstructured {
+		obj := storageBackend(name, "Postgres", nil)
+		if err := unstructured.SetNestedField(obj.Object, secretName, "spec", "postgres", "dsnSecretRef", "name"); err != nil {
+			t.Fatal(err)
+		}
+		return obj
+	}
+	refused, allowed := uniqueName("plain-refused"), uniqueName("plain-allowed")
+	create(t, adminClient(t), framework.StorageBackends, backend(refused))
+	create(t, adminClient(t), framework.StorageBackends, allowPlaintext(t, backend(allowed)))
+
+	status, message := readyCondition(t, refused, "PlaintextNotAllowed")
+	if status != "False" || !strings.Contains(message, "Secret "+framework.SecretNamespace+"/"+secretName) || !strings.Contains(message, "spec.postgres.insecure: true") {
+		t.Errorf("without insecure: Ready = %s (%s), want False naming the Secret and spec.postgres.insecure: true", status, message)
+	}
+	status, message = readyCondition(t, allowed, "Reachable")
+	if status != "True" {
+		t.Errorf("with insecure: Ready = %s (%s), want True", status, message)
+	}
+	for _, name := range []string{refused, allowed} {
+		secure := storageBackendCondition(t, name, "Secure")
+		if secure == nil || secure["status"] != "False" || secure["reason"] != "Plaintext" {
+			t.Errorf("%s: Secure = %v, want False with reason Plaintext", name, secure)
+		}
+		if name == allowed && !strings.Contains(fmt.Sprint(secure["message"]), "spec.postgres.insecure allows plaintext") {
+			t.Errorf("%s: the Secure message %q does not say insecure allows plaintext", name, secure["message"])
+		}
+		obj, err := storageBackends(t).Get(testContext(t), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if shown := fmt.Sprint(obj.Object["status"]); strings.Contains(shown, password) || strings.Contains(shown, "127.0.0.1") {
+			t.Errorf("%s: the status shows the connection string: %s", name, shown)
+		}
+	}
 }
 
 // TestHostedResourceBackendChange checks, through the cluster, that a type's

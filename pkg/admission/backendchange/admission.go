@@ -144,7 +144,7 @@ func (p *plugin) validateStorageBackend(ctx context.Context, a admission.Attribu
 	if !ok {
 		return apierrors.NewBadRequest(fmt.Sprintf("expected the old StorageBackend, got %T", a.GetOldObject()))
 	}
-	if apiequality.Semantic.DeepEqual(sb.Spec, old.Spec) {
+	if apiequality.Semantic.DeepEqual(storeOf(sb.Spec), storeOf(old.Spec)) {
 		return nil
 	}
 	hrs, err := p.annex.AnnexV1alpha1().HostedResources().List(ctx, metav1.ListOptions{})
@@ -164,6 +164,24 @@ func (p *plugin) validateStorageBackend(ctx context.Context, a admission.Attribu
 			"cannot be changed while HostedResources keep objects in this backend (%s): annex does not move objects between stores; "+
 				"create another StorageBackend for the new store", strings.Join(users, ", "))),
 	})
+}
+
+// storeOf is what of a StorageBackend's spec names its store: all of it but
+// whether annex may reach the store without TLS (insecure), which changes
+// how annex connects, not where. A backend in use may allow or forbid
+// plaintext; forbidding it makes the backend not Ready where it is plaintext.
+func storeOf(spec annex.StorageBackendSpec) annex.StorageBackendSpec {
+	if spec.Etcd != nil {
+		etcd := *spec.Etcd
+		etcd.Insecure = false
+		spec.Etcd = &etcd
+	}
+	if spec.Postgres != nil {
+		pg := *spec.Postgres
+		pg.Insecure = false
+		spec.Postgres = &pg
+	}
+	return spec
 }
 
 // validateHostedResource refuses an update of a HostedResource that the

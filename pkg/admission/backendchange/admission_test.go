@@ -220,6 +220,20 @@ func TestStorageBackendChange(t *testing.T) {
 		if err := f.validate(labelled, storageBackend("https://etcd-a:2379"), "storagebackends", ""); err != nil {
 			t.Errorf("changing a label of a StorageBackend in use: %v, want it allowed", err)
 		}
+		// Whether it may reach its store without TLS may change too: a
+		// backend written before annex asked can allow plaintext.
+		plaintext := storageBackend("http://etcd-a:2379")
+		allowed := storageBackend("http://etcd-a:2379")
+		allowed.Spec.Etcd.Insecure = true
+		if err := f.validate(allowed, plaintext, "storagebackends", ""); err != nil {
+			t.Errorf("allowing plaintext on a StorageBackend in use: %v, want it allowed", err)
+		}
+		if err := f.validate(plaintext, allowed, "storagebackends", ""); err != nil {
+			t.Errorf("forbidding plaintext on a StorageBackend in use: %v, want it allowed", err)
+		}
+		moved := storageBackend("http://etcd-b:2379")
+		moved.Spec.Etcd.Insecure = true
+		wantInvalid(t, f.validate(moved, plaintext, "storagebackends", ""), "spec", "cannot be changed while")
 	})
 	t.Run("a type still bound to it", func(t *testing.T) {
 		crd := servedCRD()

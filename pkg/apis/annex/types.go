@@ -118,12 +118,17 @@ type EtcdStorage struct {
 	Endpoints []string
 	// TLSSecretRef names a Secret with tls.crt, tls.key and ca.crt.
 	TLSSecretRef *SecretReference
+	// Insecure allows http:// endpoints.
+	Insecure bool
 }
 
 // PostgresStorage is a PostgreSQL database.
 type PostgresStorage struct {
 	// DSNSecretRef names the Secret key that holds the connection string.
 	DSNSecretRef SecretKeySelector
+	// Insecure allows a connection string that lets the connection go
+	// without TLS.
+	Insecure bool
 }
 
 // SecretReference names a Secret.

@@ -33,6 +33,7 @@ import (
 	generatedopenapi "annex.dev/annex/pkg/generated/openapi"
 	"annex.dev/annex/pkg/registry/core"
 	"annex.dev/annex/pkg/storage/backend"
+	"annex.dev/annex/pkg/storage/objectsize"
 	"annex.dev/annex/pkg/storage/postgres"
 	"annex.dev/annex/pkg/storage/secretpolicy"
 	"annex.dev/annex/pkg/version"
@@ -450,6 +451,10 @@ func (o *Options) Config(ctx context.Context) (_ *apiserver.Config, err error) {
 	if err := o.RecommendedOptions.ApplyTo(serverConfig); err != nil {
 		return nil, err
 	}
+	// annex.dev's objects (and standalone mode's namespaces) are held to
+	// the limit of the hosted types' objects. The internal CRDs are not:
+	// they are annex's own writes, each from a HostedResource that was.
+	serverConfig.RESTOptionsGetter = objectsize.RESTOptionsGetter(serverConfig.RESTOptionsGetter)
 	config := &apiserver.Config{GenericConfig: serverConfig, Stores: stores, Standalone: o.Mode == ModeStandalone, LeanEncodedLists: o.LeanEncodedLists}
 	if standalone != nil {
 		authz, err := standaloneAuthorizer(o.standaloneAuthorization)

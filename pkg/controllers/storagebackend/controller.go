@@ -89,6 +89,21 @@ func objectCount(backend string, hrs []v1alpha1.HostedResource) *int64 {
 	return total
 }
 
+// secureCondition says whether annex reaches the store over TLS only.
+func secureCondition(connection *backend.Connection, generation int64) metav1.Condition {
+	c := metav1.Condition{Type: v1alpha1.StorageBackendSecure, ObservedGeneration: generation}
+	switch {
+	case connection == nil:
+		c.Status, c.Reason = metav1.ConditionUnknown, v1alpha1.ReasonNotChecked
+		c.Message = "annex has not read the backend's connection settings; the Ready condition says why"
+	case connection.Plaintext:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, v1alpha1.ReasonPlaintext, connection.Message
+	default:
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, v1alpha1.ReasonTLS, connection.Message
+	}
+	return c
+}
+
 // Reconcile holds a StorageBackend that is deleted while in use, probes it,
 // and writes its status when the result changed.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
@@ -145,6 +160,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	updated := sb.DeepCopy()
 	updated.Status.ObservedGeneration = sb.Generation
 	meta.SetStatusCondition(&updated.Status.Conditions, condition)
+	meta.SetStatusCondition(&updated.Status.Conditions, secureCondition(result.Connection, sb.Generation))
 	if deleting != nil {
 		meta.SetStatusCondition(&updated.Status.Conditions, *deleting)
 	}

@@ -3,6 +3,7 @@ package storagebackend
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,6 +120,32 @@ func TestReconcileReportsTheProbe(t *testing.T) {
 			}
 			if len(sb.Finalizers) != 0 {
 				t.Errorf("a StorageBackend nobody uses got finalizers %v", sb.Finalizers)
+			}
+		})
+	}
+}
+
+func TestReconcileReportsHowTheStoreIsReached(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		connection *backend.Connection
+		status     metav1.ConditionStatus
+		reason     string
+		message    string
+	}{
+		{"over TLS", &backend.Connection{Message: "annex reaches every endpoint over TLS"}, metav1.ConditionTrue, v1alpha1.ReasonTLS, "annex reaches every endpoint over TLS"},
+		{"plaintext allowed", &backend.Connection{Plaintext: true, Message: "spec.etcd.insecure allows plaintext: annex reaches http://etcd:2379 without TLS, unencrypted"},
+			metav1.ConditionFalse, v1alpha1.ReasonPlaintext, "spec.etcd.insecure allows plaintext: annex reaches http://etcd:2379 without TLS, unencrypted"},
+		{"not known", nil, metav1.ConditionUnknown, v1alpha1.ReasonNotChecked, "the Ready condition says why"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			result := reachable
+			result.Connection = tc.connection
+			f := newFixture(t, result, fast())
+			f.reconcile()
+			secure := meta.FindStatusCondition(f.storageBackend().Status.Conditions, v1alpha1.StorageBackendSecure)
+			if secure == nil || secure.Status != tc.status || secure.Reason != tc.reason || !strings.Contains(secure.Message, tc.message) || secure.ObservedGeneration != 2 {
+				t.Errorf("Secure = %+v, want %s/%s saying %q at generation 2", secure, tc.status, tc.reason, tc.message)
 			}
 		})
 	}

@@ -407,6 +407,13 @@ func schema_pkg_apis_annex_v1alpha1_EtcdStorage(ref common.ReferenceCallback) co
 							Ref:         ref(v1alpha1.SecretReference{}.OpenAPIModelName()),
 						},
 					},
+					"insecure": {
+						SchemaProps: spec.SchemaProps{
+							Description: "insecure allows http:// endpoints, whose connections carry the objects and etcd's credentials unencrypted and let anyone on the path read or change them. Without it an http:// endpoint is refused. It never turns off the verification of an https:// endpoint's certificate. status.conditions reports a backend that connects in plaintext (Secure is False).",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
 				},
 				Required: []string{"endpoints"},
 			},
@@ -702,6 +709,13 @@ func schema_pkg_apis_annex_v1alpha1_PostgresStorage(ref common.ReferenceCallback
 							Description: "dsnSecretRef names the Secret key that holds the connection string.",
 							Default:     map[string]interface{}{},
 							Ref:         ref(v1alpha1.SecretKeySelector{}.OpenAPIModelName()),
+						},
+					},
+					"insecure": {
+						SchemaProps: spec.SchemaProps{
+							Description: "insecure allows a connection string that lets the connection go without TLS: sslmode disable, allow or prefer, or no sslmode (which is prefer). Anyone on the path of such a connection can read and change the objects. Without it, a backend whose connection string allows plaintext is not Ready (reason PlaintextNotAllowed); annex reads the connection string from the Secret, so it cannot refuse it when the StorageBackend is written. Connections over a unix socket stay on the machine and are not plaintext in this sense. status.conditions reports a backend that may connect in plaintext (Secure is False).",
+							Type:        []string{"boolean"},
+							Format:      "",
 						},
 					},
 				},

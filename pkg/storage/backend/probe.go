@@ -34,6 +34,9 @@ const (
 	ReasonInvalidTLS          = "InvalidTLS"
 	ReasonInvalidDSN          = "InvalidDSN"
 	ReasonUnknownType         = "UnknownType"
+	// ReasonPlaintextNotAllowed: the backend would reach its store without
+	// TLS, and its spec does not allow it (insecure).
+	ReasonPlaintextNotAllowed = "PlaintextNotAllowed"
 )
 
 // Result is what a probe found: whether the store answers, as the
@@ -44,6 +47,18 @@ type Result struct {
 	Message string
 	// SizeBytes is the database's size as the store reports it, when it answered.
 	SizeBytes *int64
+	// Connection is how annex reaches the store; nil when the probe did not
+	// get as far as the store's connection settings (a Secret it could not
+	// read, say).
+	Connection *Connection
+}
+
+// Connection is how annex reaches a store.
+type Connection struct {
+	// Plaintext is true when annex may reach the store without TLS.
+	Plaintext bool
+	// Message says which connections go without TLS, or that none does.
+	Message string
 }
 
 func notReady(reason, format string, args ...any) Result {

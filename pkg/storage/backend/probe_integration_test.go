@@ -45,14 +45,15 @@ func TestProbeEtcdReachable(t *testing.T) {
 
 	t.Run("one member of two answers", func(t *testing.T) {
 		dead := "http://" + closedAddress(t)
-		expect(t, p.Probe(ctx, etcdBackend(ref("etcd-tls"), etcd.ClientURL, dead)), true, ReasonReachable, "1 of 2", dead)
+		expect(t, p.Probe(ctx, insecure(etcdBackend(ref("etcd-tls"), etcd.ClientURL, dead))), true, ReasonReachable, "1 of 2", dead)
 	})
 	t.Run("without a client certificate etcd refuses the client", func(t *testing.T) {
 		expect(t, p.Probe(ctx, etcdBackend(ref("ca-only"), etcd.ClientURL)), false, ReasonUnreachable, "certificate required")
 	})
 }
 
-// TestProbePostgres probes a real PostgreSQL with the DSN from a Secret.
+// TestProbePostgres probes a real PostgreSQL with the DSN from a Secret. The
+// test's server has no TLS: the backends allow plaintext.
 func TestProbePostgres(t *testing.T) {
 	ctx := context.Background()
 	pg := postgrestest.Start(t)
@@ -66,9 +67,9 @@ func TestProbePostgres(t *testing.T) {
 		secret("pg-wrong", map[string]string{"dsn": wrong.String()}),
 	)})
 
-	expect(t, p.Probe(ctx, postgresBackend(secretNamespace, "pg", "dsn")), true, ReasonReachable, "PostgreSQL")
+	expect(t, p.Probe(ctx, insecure(postgresBackend(secretNamespace, "pg", "dsn"))), true, ReasonReachable, "PostgreSQL")
 
-	got := p.Probe(ctx, postgresBackend(secretNamespace, "pg-wrong", "dsn"))
+	got := p.Probe(ctx, insecure(postgresBackend(secretNamespace, "pg-wrong", "dsn")))
 	expect(t, got, false, ReasonUnreachable, "annex-storage-secrets/pg-wrong")
 	if strings.Contains(got.Message, "s3cret-password") || strings.Contains(got.Message, wrong.String()) {
 		t.Errorf("the message carries the DSN or its password: %q", got.Message)

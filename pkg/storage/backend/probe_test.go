@@ -37,6 +37,17 @@ func postgresBackend(namespace, name, key string) *v1alpha1.StorageBackend {
 	}
 }
 
+// insecure allows sb to reach its store without TLS.
+func insecure(sb *v1alpha1.StorageBackend) *v1alpha1.StorageBackend {
+	if sb.Spec.Etcd != nil {
+		sb.Spec.Etcd.Insecure = true
+	}
+	if sb.Spec.Postgres != nil {
+		sb.Spec.Postgres.Insecure = true
+	}
+	return sb
+}
+
 // secretNamespace is where the tests' StorageBackends keep their Secrets,
 // the namespace testPolicy allows.
 const secretNamespace = secretpolicy.DefaultNamespace
@@ -132,7 +143,7 @@ func TestProbeSecrets(t *testing.T) {
 
 func TestProbeEtcdUnreachable(t *testing.T) {
 	addr := closedAddress(t)
-	got := NewFactory(Options{}).Probe(context.Background(), etcdBackend(nil, "http://"+addr))
+	got := NewFactory(Options{}).Probe(context.Background(), insecure(etcdBackend(nil, "http://"+addr)))
 	expect(t, got, false, ReasonUnreachable, addr, "connection refused")
 }
 
@@ -166,8 +177,8 @@ func TestProbeTimeout(t *testing.T) {
 	}()
 	p := NewFactory(Options{ProbeTimeout: time.Second, SecretPolicy: testPolicy, Secrets: secrets(secret("pg", map[string]string{"dsn": "postgres://annex:pw@" + l.Addr().String() + "/annex?sslmode=disable"}))})
 	for name, sb := range map[string]*v1alpha1.StorageBackend{
-		"etcd":     etcdBackend(nil, "http://"+l.Addr().String()),
-		"postgres": postgresBackend(secretNamespace, "pg", "dsn"),
+		"etcd":     insecure(etcdBackend(nil, "http://"+l.Addr().String())),
+		"postgres": insecure(postgresBackend(secretNamespace, "pg", "dsn")),
 	} {
 		t.Run(name, func(t *testing.T) {
 			start := time.Now()
@@ -206,5 +217,72 @@ func TestPasswordNotShown(t *testing.T) {
 		if strings.Contains(msg, password) || strings.Contains(msg, `se/cr\"et`) || strings.Contains(msg, "se%2Fcr") {
 			t.Errorf("%s shows the password: %s", what, msg)
 		}
+	}
+}
+
+// TestPlaintextNeedsInsecure checks that a backend that would reach its
+// store without TLS is probed and opened only when its spec allows it, that
+// the refusal says what to do and never shows the connection string, and
+// that the result says how annex reaches the store.
+func TestPlaintextNeedsInsecure(t *testing.T) {
+	const password = "not-for-status"
+	addr := closedAddress(t)
+	dsns := map[string]string{
+		"disable":     "postgres://annex:" + password + "@" + addr + "/annex?sslmode=disable",
+		"none":        "postgres://annex:" + password + "@" + addr + "/annex",
+		"verify-full": "postgres://annex:" + password + "@" + addr + "/annex?sslmode=verify-full",
+	}
+	var objs []*corev1.Secret
+	for name, dsn := range dsns {
+		objs = append(objs, secret(name, map[string]string{"dsn": dsn}))
+	}
+	runtimeDir := t.TempDir()
+	f := NewFactory(Options{
+		RuntimeDir: runtimeDir, ProbeTimeout: time.Second, Postgres: Postgres{ConnectTimeout: time.Second},
+		SecretPolicy: testPolicy, Secrets: secrets(objs...),
+	})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		sb   *v1alpha1.StorageBackend
+		// reason is the probe's; plaintext how it says annex reaches the store.
+		reason    string
+		plaintext bool
+		message   []string
+	}{
+		{"an http endpoint", etcdBackend(nil, "https://"+addr, "http://"+addr), ReasonPlaintextNotAllowed, true,
+			[]string{"http://" + addr + " without TLS", "spec.etcd.insecure: true"}},
+		{"an http endpoint, insecure", insecure(etcdBackend(nil, "http://"+addr)), ReasonUnreachable, true, []string{"connection refused"}},
+		{"https endpoints", etcdBackend(nil, "https://"+addr), ReasonUnreachable, false, nil},
+		{"sslmode=disable", postgresBackend(secretNamespace, "disable", "dsn"), ReasonPlaintextNotAllowed, true,
+			[]string{"Secret annex-storage-secrets/disable key dsn lets annex connect without TLS", "spec.postgres.insecure: true"}},
+		{"no sslmode", postgresBackend(secretNamespace, "none", "dsn"), ReasonPlaintextNotAllowed, true, []string{"spec.postgres.insecure: true"}},
+		{"sslmode=disable, insecure", insecure(postgresBackend(secretNamespace, "disable", "dsn")), ReasonUnreachable, true, []string{"connection refused"}},
+		{"sslmode=verify-full", postgresBackend(secretNamespace, "verify-full", "dsn"), ReasonUnreachable, false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := f.Probe(ctx, tc.sb)
+			expect(t, got, false, tc.reason, tc.message...)
+			if got.Connection == nil || got.Connection.Plaintext != tc.plaintext {
+				t.Errorf("probe: connection %+v, want plaintext %v", got.Connection, tc.plaintext)
+			}
+			if strings.Contains(got.Message, password) || (got.Connection != nil && strings.Contains(got.Connection.Message, password)) {
+				t.Errorf("the probe shows the password: %q, %+v", got.Message, got.Connection)
+			}
+			if tc.reason != ReasonPlaintextNotAllowed {
+				return
+			}
+			opened, err := f.Open(ctx, tc.sb)
+			if err == nil {
+				opened.Close()
+				t.Fatal("opened a backend whose spec does not allow plaintext")
+			}
+			if !strings.Contains(err.Error(), "insecure: true") || strings.Contains(err.Error(), password) {
+				t.Errorf("the error of opening it: %v, want it to say insecure: true, without the password", err)
+			}
+			if left := files(t, runtimeDir); len(left) > 0 {
+				t.Errorf("a refused backend wrote %v", left)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apiserver/pkg/storage/storagebackend"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/storage/postgres"
 )
 
 // spec is a StorageBackend with the Secrets it names read and checked:
@@ -23,6 +25,8 @@ type spec struct {
 	name     string
 	etcd     *etcdSpec
 	postgres *postgresSpec
+	// connection is how annex reaches the store.
+	connection *Connection
 }
 
 type etcdSpec struct {
@@ -42,6 +46,9 @@ type postgresSpec struct {
 }
 
 // resolve reads and checks what sb names, or says why it cannot be used.
+// A store that annex would reach without TLS is used only when sb's spec
+// allows it (insecure); the result says how annex reaches the store
+// whenever it got as far as knowing.
 func (f *Factory) resolve(ctx context.Context, sb *v1alpha1.StorageBackend) (*spec, *Result) {
 	s := &spec{name: sb.Name}
 	switch sb.Spec.Type {
@@ -50,40 +57,62 @@ func (f *Factory) resolve(ctx context.Context, sb *v1alpha1.StorageBackend) (*sp
 			return nil, failed(ReasonNotRunning, "annex runs on %s; an Embedded backend is only served by an annex that keeps its data in its embedded etcd",
 				f.opts.DefaultStore.Describe())
 		}
+		s.connection = &Connection{Message: "annex reaches its embedded etcd on loopback, over TLS with a client certificate"}
 	case v1alpha1.StorageBackendEtcd:
 		if sb.Spec.Etcd == nil {
 			return nil, failed(ReasonUnknownType, "spec.etcd is missing")
 		}
-		e, failure := f.resolveEtcd(ctx, sb.Spec.Etcd)
+		e, connection, failure := f.resolveEtcd(ctx, sb.Spec.Etcd)
 		if failure != nil {
+			failure.Connection = connection
 			return nil, failure
 		}
-		s.etcd = e
+		s.etcd, s.connection = e, connection
 	case v1alpha1.StorageBackendPostgres:
 		if sb.Spec.Postgres == nil {
 			return nil, failed(ReasonUnknownType, "spec.postgres is missing")
 		}
-		p, failure := f.resolvePostgres(ctx, &sb.Spec.Postgres.DSNSecretRef)
+		p, connection, failure := f.resolvePostgres(ctx, sb.Spec.Postgres)
 		if failure != nil {
+			failure.Connection = connection
 			return nil, failure
 		}
-		s.postgres = p
+		s.postgres, s.connection = p, connection
 	default:
 		return nil, failed(ReasonUnknownType, "annex does not know the backend type %q", sb.Spec.Type)
 	}
 	return s, nil
 }
 
-func (f *Factory) resolveEtcd(ctx context.Context, etcd *v1alpha1.EtcdStorage) (*etcdSpec, *Result) {
+// resolveEtcd reads and checks what an etcd backend names, and says how
+// annex reaches it (known from the endpoints alone, whatever else fails).
+func (f *Factory) resolveEtcd(ctx context.Context, etcd *v1alpha1.EtcdStorage) (*etcdSpec, *Connection, *Result) {
 	e := &etcdSpec{endpoints: append([]string(nil), etcd.Endpoints...)}
+	var plaintext []string
+	for _, ep := range e.endpoints {
+		if u, err := url.Parse(ep); err != nil || u.Scheme != "https" {
+			plaintext = append(plaintext, ep)
+		}
+	}
+	connection := &Connection{Message: "annex reaches every endpoint over TLS"}
+	if len(plaintext) > 0 {
+		list := strings.Join(plaintext, ", ")
+		if !etcd.Insecure {
+			// Validation refuses such a spec; this one was written before it did.
+			return nil, &Connection{Plaintext: true, Message: "annex would reach " + list + " without TLS"}, failed(ReasonPlaintextNotAllowed,
+				"annex would reach %s without TLS, sending the objects and etcd's credentials unencrypted: use https:// endpoints, "+
+					"or set spec.etcd.insecure: true to allow plaintext", list)
+		}
+		connection = &Connection{Plaintext: true, Message: "spec.etcd.insecure allows plaintext: annex reaches " + list + " without TLS, unencrypted"}
+	}
 	if ref := etcd.TLSSecretRef; ref != nil {
 		secret, failure := f.secret(ctx, ref.Namespace, ref.Name)
 		if failure != nil {
-			return nil, failure
+			return nil, connection, failure
 		}
 		var err error
 		if e.tls, err = etcdTLS(secret.Data); err != nil {
-			return nil, failed(ReasonInvalidTLS, "Secret %s/%s: %v", ref.Namespace, ref.Name, err)
+			return nil, connection, failed(ReasonInvalidTLS, "Secret %s/%s: %v", ref.Namespace, ref.Name, err)
 		}
 		e.files = map[string][]byte{}
 		for _, key := range []string{"ca.crt", corev1.TLSCertKey, corev1.TLSPrivateKeyKey} {
@@ -98,19 +127,39 @@ func (f *Factory) resolveEtcd(ctx context.Context, etcd *v1alpha1.EtcdStorage) (
 			e.tls = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
 	}
-	return e, nil
+	return e, connection, nil
 }
 
-func (f *Factory) resolvePostgres(ctx context.Context, ref *v1alpha1.SecretKeySelector) (*postgresSpec, *Result) {
+// resolvePostgres reads and checks the connection string of a PostgreSQL
+// backend, and says how annex reaches the database once it has read it. The
+// connection string is in a Secret, which StorageBackend's validation cannot
+// read: a string that lets the connection go without TLS is refused here,
+// where both the probe and the opening of the backend pass.
+func (f *Factory) resolvePostgres(ctx context.Context, pg *v1alpha1.PostgresStorage) (*postgresSpec, *Connection, *Result) {
+	ref := &pg.DSNSecretRef
 	secret, failure := f.secret(ctx, ref.Namespace, ref.Name)
 	if failure != nil {
-		return nil, failure
+		return nil, nil, failure
 	}
 	dsn := strings.TrimSpace(string(secret.Data[ref.Key]))
 	if dsn == "" {
-		return nil, failed(ReasonInvalidSecret, "Secret %s/%s has no key %q with a connection string", ref.Namespace, ref.Name, ref.Key)
+		return nil, nil, failed(ReasonInvalidSecret, "Secret %s/%s has no key %q with a connection string", ref.Namespace, ref.Name, ref.Key)
 	}
-	return &postgresSpec{dsn: dsn, source: fmt.Sprintf("the connection string in Secret %s/%s key %s", ref.Namespace, ref.Name, ref.Key)}, nil
+	p := &postgresSpec{dsn: dsn, source: fmt.Sprintf("the connection string in Secret %s/%s key %s", ref.Namespace, ref.Name, ref.Key)}
+	plaintext, err := postgres.Plaintext(dsn)
+	if err != nil {
+		// A string that does not parse: the probe and kine's start say so.
+		return p, nil, nil
+	}
+	if !plaintext {
+		return p, &Connection{Message: p.source + " requires TLS"}, nil
+	}
+	if !pg.Insecure {
+		return nil, &Connection{Plaintext: true, Message: p.source + " lets annex connect without TLS"}, failed(ReasonPlaintextNotAllowed,
+			"%s lets annex connect without TLS (its sslmode is disable, allow or prefer, or none, which is prefer), where anyone on the "+
+				"path could read and change the objects: require TLS (sslmode=verify-full), or set spec.postgres.insecure: true to allow plaintext", p.source)
+	}
+	return p, &Connection{Plaintext: true, Message: "spec.postgres.insecure allows plaintext: " + p.source + " lets annex connect without TLS, unencrypted"}, nil
 }
 
 // secret reads a Secret of the cluster, or says why it cannot. It is the
@@ -141,13 +190,17 @@ func (f *Factory) secret(ctx context.Context, namespace, name string) (*corev1.S
 }
 
 func (f *Factory) probe(ctx context.Context, s *spec) Result {
+	var r Result
 	switch {
 	case s.etcd != nil:
-		return probeEtcd(ctx, s.etcd, f.probeTimeout())
+		r = probeEtcd(ctx, s.etcd, f.probeTimeout())
 	case s.postgres != nil:
-		return probePostgresDSN(ctx, s.postgres.dsn, f.probeTimeout(), s.postgres.source)
+		r = probePostgresDSN(ctx, s.postgres.dsn, f.probeTimeout(), s.postgres.source)
+	default:
+		r = Result{Ready: true, Reason: ReasonRunning, Message: "annex keeps its data in its embedded etcd, which is running"}
 	}
-	return Result{Ready: true, Reason: ReasonRunning, Message: "annex keeps its data in its embedded etcd, which is running"}
+	r.Connection = s.connection
+	return r
 }
 
 // openEtcd configures a client of an external etcd cluster like the

@@ -31,6 +31,7 @@ import (
 	annexlisters "annex.dev/annex/pkg/generated/listers/annex/v1alpha1"
 	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/lean"
+	"annex.dev/annex/pkg/storage/objectsize"
 )
 
 // BackendOf is the StorageBackend a CRD is bound to.
@@ -119,6 +120,18 @@ func (r *Router) Close() { r.pool.Close() }
 // waits for a backend to start: the apiextensions server calls it under a
 // lock that every hosted request takes.
 func (r *Router) GetRESTOptions(gr schema.GroupResource, example runtime.Object) (generic.RESTOptions, error) {
+	opts, err := r.restOptions(gr, example)
+	if err != nil {
+		return opts, err
+	}
+	// One limit on the size of an object, whichever backend keeps it.
+	opts.Decorator = objectsize.Decorate(opts.Decorator)
+	return opts, nil
+}
+
+// restOptions are the storage options of a hosted type on its backend, with
+// its cache.
+func (r *Router) restOptions(gr schema.GroupResource, example runtime.Object) (generic.RESTOptions, error) {
 	if r.crds == nil {
 		return generic.RESTOptions{}, fmt.Errorf("annex is %w: the storage of %s is not known yet", ErrStarting, gr)
 	}

@@ -175,7 +175,7 @@ func TestBackendThatCannotBeReached(t *testing.T) {
 	defer r.Close()
 	sb := storageBackend("pg", metav1.ConditionTrue, "Reachable")
 	sb.Spec = v1alpha1.StorageBackendSpec{Type: v1alpha1.StorageBackendPostgres,
-		Postgres: &v1alpha1.PostgresStorage{DSNSecretRef: v1alpha1.SecretKeySelector{Namespace: secretpolicy.DefaultNamespace, Name: "pg", Key: "dsn"}}}
+		Postgres: &v1alpha1.PostgresStorage{DSNSecretRef: v1alpha1.SecretKeySelector{Namespace: secretpolicy.DefaultNamespace, Name: "pg", Key: "dsn"}, Insecure: true}}
 	r.SetListers(apiextensionslisters.NewCustomResourceDefinitionLister(indexer(crd("ledgers.example.com", "pg"))),
 		annexlisters.NewHostedResourceLister(indexer(hostedResource("ledgers.example.com", "pg"))),
 		annexlisters.NewStorageBackendLister(indexer(sb)), func() bool { return true })
@@ -246,9 +246,15 @@ func TestStorageCache(t *testing.T) {
 		{"many", "lean"},
 		{"gone", "none"},
 	} {
-		opts, err := r.GetRESTOptions(schema.GroupResource{Group: "example.com", Resource: tc.resource}, nil)
+		gr := schema.GroupResource{Group: "example.com", Resource: tc.resource}
+		opts, err := r.restOptions(gr, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.resource, err)
+		}
+		// GetRESTOptions holds the cache's storage to the size limit
+		// (package objectsize tests the limit on each cache).
+		if limited, err := r.GetRESTOptions(gr, nil); err != nil || reflect.ValueOf(limited.Decorator).Pointer() == reflect.ValueOf(opts.Decorator).Pointer() {
+			t.Errorf("%s.example.com: the storage options served (%v) are not held to the object size limit", tc.resource, err)
 		}
 		got, ok := decorator[reflect.ValueOf(opts.Decorator).Pointer()]
 		if !ok {

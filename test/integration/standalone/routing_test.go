@@ -47,7 +47,7 @@ kind: StorageBackend
 metadata: {name: outside}
 spec:
   type: Etcd
-  etcd: {endpoints: [%q]}
+  etcd: {endpoints: [%q], insecure: true}
 ---
 %s---
 %s`, etcd.URL, hostedType("gadgets", "Gadget", "outside"), hostedType("gizmos", "Gizmo", "default"))))

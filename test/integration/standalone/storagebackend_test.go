@@ -45,7 +45,7 @@ kind: StorageBackend
 metadata: {name: dead-etcd}
 spec:
   type: Etcd
-  etcd: {endpoints: ["http://%s"]}
+  etcd: {endpoints: ["http://%s"], insecure: true}
 ---
 apiVersion: annex.dev/v1alpha1
 kind: StorageBackend
@@ -191,7 +191,8 @@ func TestStorageBackendInUse(t *testing.T) {
 	}
 	a := start(t, dir, port, "--storage-backend-probe-interval=1s")
 	backend := func(name, endpoint string) string {
-		return fmt.Sprintf("apiVersion: annex.dev/v1alpha1\nkind: StorageBackend\nmetadata: {name: %s}\nspec:\n  type: Etcd\n  etcd: {endpoints: [%q]}\n", name, endpoint)
+		// The test's etcd serves plaintext.
+		return fmt.Sprintf("apiVersion: annex.dev/v1alpha1\nkind: StorageBackend\nmetadata: {name: %s}\nspec:\n  type: Etcd\n  etcd: {endpoints: [%q], insecure: true}\n", name, endpoint)
 	}
 	a.kubectl("apply", "-f", write(t, dir, "types.yaml", backend("used", etcd.URL)+"---\n"+backend("unused", etcd.URL)+"---\n"+
 		hostedType("widgets", "Widget", "used")))

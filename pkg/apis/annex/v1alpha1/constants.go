@@ -109,6 +109,21 @@ const (
 	// StorageBackendDeleting is set on a StorageBackend whose deletion waits
 	// until no HostedResource keeps objects in it.
 	StorageBackendDeleting = "Deleting"
+	// StorageBackendSecure says whether annex reaches the store over TLS
+	// only. It is False for a backend whose spec allows plaintext
+	// (insecure) and whose store annex may reach without TLS.
+	StorageBackendSecure = "Secure"
+)
+
+// Reasons of a StorageBackend's Secure condition.
+const (
+	// ReasonTLS: every connection to the store uses TLS.
+	ReasonTLS = "TLS"
+	// ReasonPlaintext: annex may reach the store without TLS.
+	ReasonPlaintext = "Plaintext"
+	// ReasonNotChecked: annex has not read the store's connection settings
+	// (its Secret, say); the Ready condition says why.
+	ReasonNotChecked = "NotChecked"
 )
 
 // ReasonInUse is the reason of a StorageBackend's Deleting condition.

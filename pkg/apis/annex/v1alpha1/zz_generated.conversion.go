@@ -184,6 +184,7 @@ func RegisterConversions(s *runtime.Scheme) error {
 func autoConvert_v1alpha1_EtcdStorage_To_annex_EtcdStorage(in *EtcdStorage, out *annex.EtcdStorage, s conversion.Scope) error {
 	out.Endpoints = *(*[]string)(unsafe.Pointer(&in.Endpoints))
 	out.TLSSecretRef = (*annex.SecretReference)(unsafe.Pointer(in.TLSSecretRef))
+	out.Insecure = in.Insecure
 	return nil
 }
 
@@ -195,6 +196,7 @@ func Convert_v1alpha1_EtcdStorage_To_annex_EtcdStorage(in *EtcdStorage, out *ann
 func autoConvert_annex_EtcdStorage_To_v1alpha1_EtcdStorage(in *annex.EtcdStorage, out *EtcdStorage, s conversion.Scope) error {
 	out.Endpoints = *(*[]string)(unsafe.Pointer(&in.Endpoints))
 	out.TLSSecretRef = (*SecretReference)(unsafe.Pointer(in.TLSSecretRef))
+	out.Insecure = in.Insecure
 	return nil
 }
 
@@ -347,6 +349,7 @@ func autoConvert_v1alpha1_PostgresStorage_To_annex_PostgresStorage(in *PostgresS
 	if err := Convert_v1alpha1_SecretKeySelector_To_annex_SecretKeySelector(&in.DSNSecretRef, &out.DSNSecretRef, s); err != nil {
 		return err
 	}
+	out.Insecure = in.Insecure
 	return nil
 }
 
@@ -359,6 +362,7 @@ func autoConvert_annex_PostgresStorage_To_v1alpha1_PostgresStorage(in *annex.Pos
 	if err := Convert_annex_SecretKeySelector_To_v1alpha1_SecretKeySelector(&in.DSNSecretRef, &out.DSNSecretRef, s); err != nil {
 		return err
 	}
+	out.Insecure = in.Insecure
 	return nil
 }
 

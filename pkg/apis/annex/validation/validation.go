@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -242,13 +243,13 @@ func validateRetention(r *annex.RetentionPolicy, fldPath *field.Path) field.Erro
 // ValidateStorageBackend validates a new StorageBackend.
 func ValidateStorageBackend(sb *annex.StorageBackend) field.ErrorList {
 	allErrs := apimachineryvalidation.ValidateObjectMeta(&sb.ObjectMeta, false, apimachineryvalidation.NameIsDNSLabel, field.NewPath("metadata"))
-	return append(allErrs, validateStorageBackendSpec(&sb.Spec, field.NewPath("spec"))...)
+	return append(allErrs, validateStorageBackendSpec(&sb.Spec, nil, field.NewPath("spec"))...)
 }
 
 // ValidateStorageBackendUpdate validates an update of a StorageBackend's spec and metadata.
 func ValidateStorageBackendUpdate(sb, old *annex.StorageBackend) field.ErrorList {
 	allErrs := apimachineryvalidation.ValidateObjectMetaUpdate(&sb.ObjectMeta, &old.ObjectMeta, field.NewPath("metadata"))
-	allErrs = append(allErrs, validateStorageBackendSpec(&sb.Spec, field.NewPath("spec"))...)
+	allErrs = append(allErrs, validateStorageBackendSpec(&sb.Spec, &old.Spec, field.NewPath("spec"))...)
 	if sb.Spec.Type != old.Spec.Type {
 		allErrs = append(allErrs, field.Forbidden(field.NewPath("spec", "type"), "cannot be changed; create another StorageBackend instead"))
 	}
@@ -261,7 +262,9 @@ func ValidateStorageBackendStatusUpdate(sb, old *annex.StorageBackend) field.Err
 	return append(allErrs, validateStatus(sb.Status.ObservedGeneration, sb.Status.Conditions, field.NewPath("status"))...)
 }
 
-func validateStorageBackendSpec(spec *annex.StorageBackendSpec, fldPath *field.Path) field.ErrorList {
+// validateStorageBackendSpec checks a StorageBackend's spec; old is the
+// stored object's on an update, nil on a create.
+func validateStorageBackendSpec(spec, old *annex.StorageBackendSpec, fldPath *field.Path) field.ErrorList {
 	var allErrs field.ErrorList
 	etcdPath, postgresPath := fldPath.Child("etcd"), fldPath.Child("postgres")
 	switch spec.Type {
@@ -284,7 +287,11 @@ func validateStorageBackendSpec(spec *annex.StorageBackendSpec, fldPath *field.P
 		if spec.Type != annex.StorageBackendEtcd {
 			allErrs = append(allErrs, field.Forbidden(etcdPath, "may only be set when type is Etcd"))
 		}
-		allErrs = append(allErrs, validateEtcd(spec.Etcd, etcdPath)...)
+		var oldEtcd *annex.EtcdStorage
+		if old != nil {
+			oldEtcd = old.Etcd
+		}
+		allErrs = append(allErrs, validateEtcd(spec.Etcd, oldEtcd, etcdPath)...)
 	}
 	if spec.Postgres != nil {
 		if spec.Type != annex.StorageBackendPostgres {
@@ -295,8 +302,17 @@ func validateStorageBackendSpec(spec *annex.StorageBackendSpec, fldPath *field.P
 	return allErrs
 }
 
-func validateEtcd(e *annex.EtcdStorage, fldPath *field.Path) field.ErrorList {
+// validateEtcd checks spec.etcd; old is the stored object's on an update,
+// nil on a create or when it had none.
+func validateEtcd(e, old *annex.EtcdStorage, fldPath *field.Path) field.ErrorList {
 	var allErrs field.ErrorList
+	// An http:// endpoint carries the objects and etcd's credentials
+	// unencrypted: it is allowed only when the spec asks for it. Endpoints
+	// left as they were are not checked again, so that a StorageBackend
+	// written before the rule can still be relabelled, released by its
+	// finalizer, or deleted; annex does not reach its store until it allows
+	// plaintext, and its status says so.
+	plaintextChecked := old == nil || e.Insecure != old.Insecure || !slices.Equal(e.Endpoints, old.Endpoints)
 	if len(e.Endpoints) == 0 {
 		allErrs = append(allErrs, field.Required(fldPath.Child("endpoints"), "at least one client URL of the etcd cluster"))
 	}
@@ -318,6 +334,10 @@ func validateEtcd(e *annex.EtcdStorage, fldPath *field.Path) field.ErrorList {
 			allErrs = append(allErrs, field.Invalid(p, ep, "must name a host"))
 		case u.Path != "" && u.Path != "/", u.RawQuery != "", u.User != nil:
 			allErrs = append(allErrs, field.Invalid(p, ep, "must be scheme://host:port with no path, query or credentials"))
+		case u.Scheme == "http" && !e.Insecure && plaintextChecked:
+			allErrs = append(allErrs, field.Invalid(p, ep, fmt.Sprintf(
+				"an http:// endpoint is plaintext: annex would send the objects and etcd's credentials unencrypted; use https://, or set %s: true to allow plaintext",
+				fldPath.Child("insecure"))))
 		}
 	}
 	if ref := e.TLSSecretRef; ref != nil {

@@ -242,6 +242,25 @@ func TestValidateStorageBackend(t *testing.T) {
 			sb:   annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendEtcd, Etcd: &annex.EtcdStorage{}}},
 			want: map[string]string{"spec.etcd.endpoints": "Required"},
 		},
+		"plaintext endpoints": {
+			sb: annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendEtcd, Etcd: &annex.EtcdStorage{
+				Endpoints: []string{"https://etcd-0:2379", "http://etcd-1:2379", "HTTP://etcd-2:2379"},
+			}}},
+			want: map[string]string{
+				"spec.etcd.endpoints[1]": "an http:// endpoint is plaintext: annex would send the objects and etcd's credentials unencrypted; use https://, or set spec.etcd.insecure: true to allow plaintext",
+				"spec.etcd.endpoints[2]": "set spec.etcd.insecure: true",
+			},
+		},
+		"plaintext endpoints allowed": {
+			sb: annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendEtcd, Etcd: &annex.EtcdStorage{
+				Endpoints: []string{"https://etcd-0:2379", "http://etcd-1:2379"}, Insecure: true,
+			}}},
+		},
+		// Whether a connection string allows plaintext is known once
+		// annex reads its Secret.
+		"postgres allowing plaintext": {sb: annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendPostgres, Postgres: &annex.PostgresStorage{
+			DSNSecretRef: secret, Insecure: true,
+		}}}},
 		"incomplete secret reference": {
 			sb: annex.StorageBackend{Spec: annex.StorageBackendSpec{Type: annex.StorageBackendPostgres, Postgres: &annex.PostgresStorage{
 				DSNSecretRef: annex.SecretKeySelector{Name: "Bad_Name", Key: "a/b"},
@@ -270,6 +289,27 @@ func TestValidateStorageBackend(t *testing.T) {
 		sb := *old.DeepCopy()
 		sb.Spec = annex.StorageBackendSpec{Type: annex.StorageBackendPostgres, Postgres: &annex.PostgresStorage{DSNSecretRef: secret}}
 		wantFields(t, ValidateStorageBackendUpdate(&sb, &old), map[string]string{"spec.type": "cannot be changed"})
+	})
+	t.Run("plaintext endpoints on update", func(t *testing.T) {
+		plaintext := annex.StorageBackend{ObjectMeta: metav1.ObjectMeta{Name: "b", ResourceVersion: "1"}, Spec: annex.StorageBackendSpec{
+			Type: annex.StorageBackendEtcd, Etcd: &annex.EtcdStorage{Endpoints: []string{"http://etcd-0:2379"}, Insecure: true},
+		}}
+		// Dropping insecure, or adding a plaintext endpoint without it, is refused.
+		sb := *plaintext.DeepCopy()
+		sb.Spec.Etcd.Insecure = false
+		wantFields(t, ValidateStorageBackendUpdate(&sb, &plaintext), map[string]string{"spec.etcd.endpoints[0]": "set spec.etcd.insecure: true"})
+		secure := *plaintext.DeepCopy()
+		secure.Spec.Etcd = &annex.EtcdStorage{Endpoints: []string{"https://etcd-0:2379"}}
+		sb = *secure.DeepCopy()
+		sb.Spec.Etcd.Endpoints = append(sb.Spec.Etcd.Endpoints, "http://etcd-1:2379")
+		wantFields(t, ValidateStorageBackendUpdate(&sb, &secure), map[string]string{"spec.etcd.endpoints[1]": "set spec.etcd.insecure: true"})
+		// A StorageBackend stored before the rule keeps its endpoints
+		// through an update of its labels (or finalizers).
+		legacy := *plaintext.DeepCopy()
+		legacy.Spec.Etcd.Insecure = false
+		sb = *legacy.DeepCopy()
+		sb.Labels = map[string]string{"team": "a"}
+		wantFields(t, ValidateStorageBackendUpdate(&sb, &legacy), nil)
 	})
 }
 

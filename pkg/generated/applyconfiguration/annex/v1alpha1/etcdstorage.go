@@ -27,6 +27,12 @@ type EtcdStorageApplyConfiguration struct {
 	Endpoints []string `json:"endpoints,omitempty"`
 	// tlsSecretRef names a Secret with the keys tls.crt, tls.key and ca.crt for client authentication.
 	TLSSecretRef *SecretReferenceApplyConfiguration `json:"tlsSecretRef,omitempty"`
+	// insecure allows http:// endpoints, whose connections carry the objects and
+	// etcd's credentials unencrypted and let anyone on the path read or change
+	// them. Without it an http:// endpoint is refused. It never turns off the
+	// verification of an https:// endpoint's certificate. status.conditions
+	// reports a backend that connects in plaintext (Secure is False).
+	Insecure *bool `json:"insecure,omitempty"`
 }
 
 // EtcdStorageApplyConfiguration constructs a declarative configuration of the EtcdStorage type for use with
@@ -50,5 +56,13 @@ func (b *EtcdStorageApplyConfiguration) WithEndpoints(values ...string) *EtcdSto
 // If called multiple times, the TLSSecretRef field is set to the value of the last call.
 func (b *EtcdStorageApplyConfiguration) WithTLSSecretRef(value *SecretReferenceApplyConfiguration) *EtcdStorageApplyConfiguration {
 	b.TLSSecretRef = value
+	return b
+}
+
+// WithInsecure sets the Insecure field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Insecure field is set to the value of the last call.
+func (b *EtcdStorageApplyConfiguration) WithInsecure(value bool) *EtcdStorageApplyConfiguration {
+	b.Insecure = &value
 	return b
 }

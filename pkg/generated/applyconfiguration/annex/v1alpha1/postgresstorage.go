@@ -25,6 +25,16 @@ package v1alpha1
 type PostgresStorageApplyConfiguration struct {
 	// dsnSecretRef names the Secret key that holds the connection string.
 	DSNSecretRef *SecretKeySelectorApplyConfiguration `json:"dsnSecretRef,omitempty"`
+	// insecure allows a connection string that lets the connection go without
+	// TLS: sslmode disable, allow or prefer, or no sslmode (which is prefer).
+	// Anyone on the path of such a connection can read and change the objects.
+	// Without it, a backend whose connection string allows plaintext is not
+	// Ready (reason PlaintextNotAllowed); annex reads the connection string
+	// from the Secret, so it cannot refuse it when the StorageBackend is
+	// written. Connections over a unix socket stay on the machine and are not
+	// plaintext in this sense. status.conditions reports a backend that may
+	// connect in plaintext (Secure is False).
+	Insecure *bool `json:"insecure,omitempty"`
 }
 
 // PostgresStorageApplyConfiguration constructs a declarative configuration of the PostgresStorage type for use with
@@ -38,5 +48,13 @@ func PostgresStorage() *PostgresStorageApplyConfiguration {
 // If called multiple times, the DSNSecretRef field is set to the value of the last call.
 func (b *PostgresStorageApplyConfiguration) WithDSNSecretRef(value *SecretKeySelectorApplyConfiguration) *PostgresStorageApplyConfiguration {
 	b.DSNSecretRef = value
+	return b
+}
+
+// WithInsecure sets the Insecure field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Insecure field is set to the value of the last call.
+func (b *PostgresStorageApplyConfiguration) WithInsecure(value bool) *PostgresStorageApplyConfiguration {
+	b.Insecure = &value
 	return b
 }
