@@ -77,8 +77,25 @@ func watchLatencies(ctx context.Context, writer *target, watchers []*target, s s
 	defer cancel()
 	received := make([][]seen, len(watchers))
 	var wg sync.WaitGroup
+	// Each watch starts at the resourceVersion of a list of the namespace,
+	// as an informer's does. A watch without one asks for the namespace's
+	// objects first, which the watch cache finds by going through every
+	// object of the type (for each of 200 watchers, seconds of a core,
+	// while the creates run): that would measure opening watches, not
+	// delivering events.
+	resourceVersions := map[*target]string{}
+	for _, t := range watchers {
+		if _, ok := resourceVersions[t]; ok {
+			continue
+		}
+		list, err := t.Dyn.Resource(gvr).Namespace(ns).List(ctx, metav1.ListOptions{Limit: 1})
+		if err != nil {
+			return nil, fmt.Errorf("listing %s on %s: %w", ns, t.Name, err)
+		}
+		resourceVersions[t] = list.GetResourceVersion()
+	}
 	for i, t := range watchers {
-		wi, err := t.Dyn.Resource(gvr).Namespace(ns).Watch(wctx, metav1.ListOptions{})
+		wi, err := t.Dyn.Resource(gvr).Namespace(ns).Watch(wctx, metav1.ListOptions{ResourceVersion: resourceVersions[t]})
 		if err != nil {
 			cancel()
 			wg.Wait()
