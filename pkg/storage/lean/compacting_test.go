@@ -44,8 +44,9 @@ func (p *pagedStore) GetList(_ context.Context, _ string, opts storage.ListOptio
 }
 
 // A list of the whole type reads the store a page at a time, at the first
-// page's revision, and gives every object, in order, as one list; a list
-// with a limit of its own is read as asked.
+// page's revision, and gives every object, in order, as one list; so does
+// a page larger than compactingPage, up to its limit; a smaller page is
+// read as asked.
 func TestCompactingReadsWholeListsInPages(t *testing.T) {
 	s := newTestStorage()
 	s.config.NewListFunc = func() runtime.Object { return &unstructured.UnstructuredList{} }
@@ -83,6 +84,32 @@ func TestCompactingReadsWholeListsInPages(t *testing.T) {
 				i+1, call.ResourceVersion, call.ResourceVersionMatch, call.Predicate.Continue)
 		}
 	}
+
+	// A page larger than a compacting page (the consistency check reads
+	// pages of 10,000), and the page after it: read compactingPage
+	// objects at a time, answered as the store answers the caller's page.
+	store.calls = nil
+	l = &ObjectList{}
+	opts.Predicate.Limit = 700
+	if err := c.GetList(context.Background(), "/reports/", opts, l); err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Items) != 700 || l.Items[699].Name != "r0699" || l.Continue != "700" || l.RemainingItemCount == nil || *l.RemainingItemCount != 500 {
+		t.Fatalf("a page of 700: %d objects, continue %q; want r0000 to r0699, continue 700, 500 left", len(l.Items), l.Continue)
+	}
+	if len(store.calls) != 2 || store.calls[0].Predicate.Limit != compactingPage || store.calls[1].Predicate.Limit != 200 {
+		t.Errorf("a page of 700 read the store %d times (%v), want pages of %d and 200", len(store.calls), store.calls, compactingPage)
+	}
+	store.calls = nil
+	next := &ObjectList{}
+	opts.ResourceVersion, opts.ResourceVersionMatch, opts.Predicate.Continue = "", "", l.Continue
+	if err := c.GetList(context.Background(), "/reports/", opts, next); err != nil {
+		t.Fatal(err)
+	}
+	if len(next.Items) != 500 || next.Items[0].Name != "r0700" || next.Continue != "" || len(store.calls) != 1 {
+		t.Errorf("the page after: %d objects from %s, continue %q, %d reads; want r0700 to r1199 in one read", len(next.Items), next.Items[0].Name, next.Continue, len(store.calls))
+	}
+	opts.Predicate.Continue, opts.ResourceVersion, opts.ResourceVersionMatch = "", "5", metav1.ResourceVersionMatchNotOlderThan
 
 	// A page the caller asked for.
 	store.calls = nil

@@ -5,7 +5,6 @@ import (
 	"hash/maphash"
 	"io"
 	"sync"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -22,9 +21,16 @@ import (
 //     write of Storage;
 //   - once the write is done, Storage compacts the object the store
 //     decoded from those bytes, and leaves it under them;
-//   - when the store's watch decodes the same bytes, the codec hands it
-//     that compact object, after waiting for the write to finish, instead
-//     of decoding them again.
+//   - when the store's watch decodes the same bytes and the write has
+//     left its object, the codec hands it that compact object instead of
+//     decoding them again.
+//
+// The watch never waits for a write: it decodes events in order, one at a
+// time, and waiting would hold back every event after it. When it comes to
+// a write that has not finished, it decodes the bytes itself and the write
+// leaves nothing. So the memo saves the decoding when the watch trails the
+// writes, which is when the machine is busy; otherwise the write's
+// compaction, which the watch would have made, is made twice.
 //
 // The codec belongs to one store, and decoding is a function of the bytes,
 // so the watch gets what it would have decoded itself. The event's
@@ -48,11 +54,6 @@ type WriteMemo struct {
 // write that changes nothing, a failed one).
 const memoSize = 1024
 
-// memoWait bounds how long the watch waits for a write that encoded the
-// bytes of its event to finish, before it decodes them itself. A write
-// finishes a decoding and a compaction after the store answered it.
-const memoWait = 250 * time.Millisecond
-
 // memoWrite is one write through the memo.
 type memoWrite struct {
 	// objects are the objects the write may encode (an update's tries).
@@ -60,10 +61,10 @@ type memoWrite struct {
 	// encoded is what the write encoded last, and sum its hash.
 	encoded []byte
 	sum     uint64
-	// done is closed when the write has finished; object is then its
-	// compact form, or nil when it failed.
-	done   chan struct{}
+	// object is the write's compact form once it has finished; taken says
+	// that the watch came to the write's bytes first, and decoded them.
 	object *Object
+	taken  bool
 }
 
 // NewWriteMemo returns an empty memo.
@@ -86,7 +87,7 @@ func (m *WriteMemo) begin() *memoWrite {
 	if m == nil {
 		return nil
 	}
-	return &memoWrite{done: make(chan struct{})}
+	return &memoWrite{}
 }
 
 // note says that w is about to encode obj.
@@ -138,47 +139,46 @@ func (m *WriteMemo) end(w *memoWrite, s *Storage, out runtime.Object, err error)
 	if w == nil {
 		return
 	}
-	defer close(w.done)
-	if err == nil && w.encoded != nil {
-		if o, cerr := s.compact(out); cerr == nil {
-			w.object = o
-		}
-	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	for _, obj := range w.objects {
 		if m.writing[obj] == w {
 			delete(m.writing, obj)
 		}
 	}
-	if w.object == nil && w.encoded != nil && m.encoded[w.sum] == w {
+	keep := err == nil && w.encoded != nil && !w.taken
+	if !keep && w.encoded != nil && m.encoded[w.sum] == w {
 		delete(m.encoded, w.sum)
 	}
+	m.mu.Unlock()
+	if !keep {
+		return
+	}
+	o, cerr := s.compact(out)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cerr != nil || w.taken {
+		if m.encoded[w.sum] == w {
+			delete(m.encoded, w.sum)
+		}
+		return
+	}
+	w.object = o
 }
 
 // take returns the compact object of the write that encoded exactly
-// encoded, once that write has finished, or nil.
+// encoded, if it has finished, or nil. Either way the write is forgotten:
+// one watch takes it.
 func (m *WriteMemo) take(encoded []byte) *Object {
 	sum := maphash.Bytes(m.seed, encoded)
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	w := m.encoded[sum]
-	if w != nil && bytes.Equal(w.encoded, encoded) {
-		delete(m.encoded, sum)
-	} else {
-		w = nil
-	}
-	m.mu.Unlock()
-	if w == nil {
+	if w == nil || !bytes.Equal(w.encoded, encoded) {
 		return nil
 	}
-	timer := time.NewTimer(memoWait)
-	defer timer.Stop()
-	select {
-	case <-w.done:
-		return w.object
-	case <-timer.C:
-		return nil
-	}
+	delete(m.encoded, sum)
+	w.taken = true
+	return w.object
 }
 
 // memoCodec is the store's codec with the memo in front of it.

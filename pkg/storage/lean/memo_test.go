@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"testing"
-	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -145,23 +144,22 @@ func TestWatchTakesTheWritesDecoding(t *testing.T) {
 	}
 }
 
-// The watch waits for the write to finish, when it sees the event first.
-func TestWatchWaitsForTheWrite(t *testing.T) {
+// A watch that comes to a write's bytes before the write has finished
+// does not wait: it decodes them, and the write then leaves nothing.
+func TestWatchBeforeTheWriteFinishes(t *testing.T) {
 	m := newMemoStore(t)
 	w, out := m.write(report("r1", "3"), "7")
-	stored := m.stored
-	got := make(chan *Object)
-	go func() { got <- m.watch(stored, "7") }()
-	select {
-	case <-got:
-		t.Fatal("the watch did not wait for the write to finish")
-	case <-time.After(50 * time.Millisecond):
-	}
 	before := m.inner.decodes
+	sameObject(t, m.watch(m.stored, "7"), m.decoded(m.stored, "7"))
+	if m.inner.decodes != before+1 {
+		t.Errorf("the watch made %d decodings of a write that had not finished, want 1", m.inner.decodes-before)
+	}
 	m.s.config.Memo.end(w, m.s, out, nil)
-	sameObject(t, <-got, m.decoded(stored, "7"))
-	if m.inner.decodes != before {
-		t.Errorf("the watch decoded the write's bytes again")
+	if w.object != nil {
+		t.Error("the write compacted its object for a watch that had decoded it already")
+	}
+	if n := len(m.s.config.Memo.encoded) + len(m.s.config.Memo.writing); n != 0 {
+		t.Errorf("the memo keeps %d entries after the write", n)
 	}
 }
 

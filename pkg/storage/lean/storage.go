@@ -429,21 +429,28 @@ func (c *compacting) Get(ctx context.Context, key string, opts storage.GetOption
 // the store at a time.
 const compactingPage = 500
 
-// GetList lists as the store does. A list of the whole type (the cache's
-// fill, and its periodic consistency check) reads the store a page at a
-// time, at the revision of the first page, so that no more than a page of
-// decoded objects is held at once beside the compact ones.
+// GetList lists as the store does. A list of more than compactingPage
+// objects (the cache's fill, and its periodic consistency check, which
+// reads pages of 10,000) reads the store compactingPage objects at a time,
+// at the revision of the first, so that no more than that many decoded
+// objects are held at once beside the compact ones. It answers what the
+// store would: the objects up to the caller's limit, and the continue
+// token and remaining count of the last of them.
 func (c *compacting) GetList(ctx context.Context, key string, opts storage.ListOptions, listObj runtime.Object) error {
 	l, ok := listObj.(*ObjectList)
 	if !ok {
 		return c.Interface.GetList(ctx, key, opts, listObj)
 	}
-	paged := opts.Recursive && opts.Predicate.Limit == 0 && opts.Predicate.Continue == ""
-	if paged {
-		opts.Predicate.Limit = compactingPage
-	}
+	limit := opts.Predicate.Limit
+	paged := opts.Recursive && (limit == 0 || limit > compactingPage)
 	l.Items = nil
 	for first := true; ; first = false {
+		if paged {
+			opts.Predicate.Limit = compactingPage
+			if left := limit - int64(len(l.Items)); limit > 0 && left < compactingPage {
+				opts.Predicate.Limit = left
+			}
+		}
 		full := c.s.config.NewListFunc()
 		if err := c.Interface.GetList(ctx, key, opts, full); err != nil {
 			return err
@@ -466,7 +473,7 @@ func (c *compacting) GetList(ctx context.Context, key string, opts storage.ListO
 		}); err != nil {
 			return err
 		}
-		if !paged || l.Continue == "" {
+		if !paged || l.Continue == "" || limit > 0 && int64(len(l.Items)) >= limit {
 			return nil
 		}
 		// The next page, at the first page's revision, which its continue
