@@ -43,6 +43,9 @@ func StartProcess(bin string, args []string, dir string, out io.Writer) (*Proces
 	return p, nil
 }
 
+// Pid is the process's id, for reading its figures under /proc.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Exited reports whether the process has ended, and how.
 func (p *Process) Exited() (bool, error) {
 	select {
