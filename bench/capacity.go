@@ -190,9 +190,11 @@ type capacityStore struct {
 	Check *consistencyCheck `json:"consistencyCheck,omitempty"`
 	// Empty is annex's memory holding the type with its one API-created
 	// object, before the fill; Full after the restart on the filled store,
-	// once its cache is full.
+	// once its cache is full; End at the end of the measurements, minutes
+	// later, once the Go runtime has had time to return freed memory.
 	Empty procMemory `json:"empty"`
 	Full  procMemory `json:"full"`
+	End   procMemory `json:"end"`
 	// HeapPerObject is the growth of the live heap from Empty to Full per
 	// object.
 	HeapPerObject float64 `json:"heapPerObjectBytes"`
@@ -479,7 +481,7 @@ func (r *capacityResults) runStore(ctx context.Context, p *progress, k backendKi
 		profiled <- running.target.Server.saveProfile(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", pl.ProfileSeconds), startProfile)
 	}()
 	path := running.target.listPath(shapeReport, capacityNamespace)
-	if err := waitCacheFull(ctx, running, path, r.limit(pl.ReadyLimit)); err != nil {
+	if err := waitCacheFull(ctx, p, running, path, r.limit(pl.ReadyLimit)); err != nil {
 		return fail("%v", err)
 	}
 	res.CacheSeconds = time.Since(t0).Seconds()
@@ -583,6 +585,12 @@ func (r *capacityResults) runStore(ctx context.Context, p *progress, k backendKi
 			res.Check = c
 		}
 	}
+	res.End, err = readProcMemory(ctx, running, pl, boltFile)
+	if err != nil {
+		return fail("reading annex's memory: %v", err)
+	}
+	p.logf("%s: at the end, %s after the cache was full: RSS %s (anonymous %s, file-backed %s), live heap %s", k.Name,
+		time.Since(cacheFull).Round(time.Second), mib(res.End.VmRSS), mib(res.End.RssAnon), mib(res.End.RssFile), mib(res.End.HeapLive))
 	res.ChecksAtEnd, _ = consistencyChecks(ctx, running.target.Server)
 	if cpu, err := processCPU(running.proc.Pid()); err == nil {
 		res.AfterCPUSeconds = cpu - res.StartCPUSeconds
@@ -753,12 +761,19 @@ func processCPU(pid int) (float64, error) {
 // only a full cache answers: while the type's watch cache fills, annex
 // answers it 429. (A LIST with a limit and no selector it would send to the
 // store instead, whatever its resourceVersion.)
-func waitCacheFull(ctx context.Context, rep *replica, path string, timeout time.Duration) error {
+func waitCacheFull(ctx context.Context, p *progress, rep *replica, path string, timeout time.Duration) error {
 	var lastErr error
 	q := url.Values{"resourceVersion": {"0"}, "fieldSelector": {"metadata.name=" + objectName(0)}}
+	start, next := time.Now(), time.Now().Add(p.every)
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		if exited, err := rep.proc.Exited(); exited {
 			return false, fmt.Errorf("annex exited while its cache filled: %v (log %s)", err, rep.logPath)
+		}
+		if time.Now().After(next) {
+			next = next.Add(p.every)
+			status, _ := procStatus(rep.proc.Pid())
+			cpu, _ := processCPU(rep.proc.Pid())
+			p.logf("  the cache is filling: %s so far, annex's RSS %s, %.0f s of CPU", time.Since(start).Round(time.Second), mib(status["VmRSS"]), cpu)
 		}
 		_, _, lastErr = timedGet(ctx, rep.target.Server, path, q, false)
 		return lastErr == nil, nil

@@ -146,7 +146,7 @@ func openFillStore(ctx context.Context, slug, annexDir string, st *store, logDir
 		}
 		fs.closers = append(fs.closers, func() { _ = log.Close() })
 		fs.etcdDir = filepath.Join(annexDir, "data", "etcd")
-		e, err := embedded.Start(ctx, embedded.Options{DataDir: fs.etcdDir, QuotaBackendBytes: capacityQuota, LogLevel: "warn", LogOutput: log})
+		e, err := embedded.Start(ctx, embedded.Options{DataDir: fs.etcdDir, QuotaBackendBytes: capacityQuota, LogLevel: "error", LogOutput: log})
 		if err != nil {
 			return nil, err
 		}

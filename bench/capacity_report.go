@@ -44,19 +44,19 @@ func capacityTables(r *capacityResults) string {
 		r.Plan.PageLimit, r.Plan.Watchers)
 	w("|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range r.Stores {
-		w("| %s | %d | %s (%s/s) | %s | %s | %s / %s | %s |\n", s.Name, s.objects(), seconds(s.Fill.Seconds), num(s.Fill.PerSecond),
+		w("| %s | %s | %s (%s/s) | %s | %s | %s / %s | %s |\n", s.Name, thousands(s.objects()), seconds(s.Fill.Seconds), num(s.Fill.PerSecond),
 			seconds(s.ReadySeconds), seconds(s.CacheSeconds), num(s.Paged.P50), num(s.Paged.P99), pair(&s.Watch))
 	}
-	w("\n| store | RSS | anonymous | file-backed (of which the bbolt file) | VmHWM (peak) | live heap | heap per object | store on disk |\n")
+	w("\n| store | RSS: full cache → end | anonymous | file-backed (of which the bbolt file) | VmHWM (peak) | live heap | heap per object | store on disk |\n")
 	w("|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range r.Stores {
-		m := s.Full
+		m, e := s.Full, s.End
 		bolt := ""
 		if m.Bolt > 0 {
-			bolt = " (" + mib(m.Bolt) + ")"
+			bolt = " (" + mib(m.Bolt) + " → " + mib(e.Bolt) + ")"
 		}
-		w("| %s | %s | %s | %s%s | %s | %s | %.0f B | %s |\n", s.Name, mib(m.VmRSS), mib(m.RssAnon), mib(m.RssFile), bolt,
-			mib(s.HWM), mib(m.HeapLive), s.HeapPerObject, mib(s.Disk.Bytes))
+		w("| %s | %s → %s | %s → %s | %s → %s%s | %s | %s | %.0f B | %s |\n", s.Name, mib(m.VmRSS), mib(e.VmRSS), mib(m.RssAnon), mib(e.RssAnon),
+			mib(m.RssFile), mib(e.RssFile), bolt, mib(s.HWM), mib(m.HeapLive), s.HeapPerObject, mib(s.Disk.Bytes))
 	}
 	return sb.String()
 }
@@ -85,9 +85,10 @@ func capacitySection(r *capacityResults) string {
 	}
 	w(":\n\n")
 	for _, s := range r.Stores {
-		w("- %s: RSS %s once the cache is full, peak %s: %s; a full cache %s after the start: %s.\n", s.Name,
-			gib(s.Full.VmRSS), gib(s.HWM), verdict(s.HWM <= goalRSS, "within 4 GiB", "over 4 GiB"),
-			seconds(s.CacheSeconds), verdict(s.CacheSeconds <= goalReady.Seconds(), "within 2 minutes", "over 2 minutes"))
+		w("- %s: peak RSS (VmHWM) %s, RSS at the end %s (%s of it anonymous): %s; `/readyz` after %s, a full cache after\n",
+			s.Name, gib(s.HWM), gib(s.End.VmRSS), gib(s.End.RssAnon), verdict(s.HWM <= goalRSS, "within 4 GiB", "over 4 GiB"),
+			seconds(s.ReadySeconds))
+		w("  %s: %s.\n", seconds(s.CacheSeconds), verdict(s.CacheSeconds <= goalReady.Seconds(), "within 2 minutes", "over 2 minutes"))
 	}
 	w("\n")
 
@@ -123,19 +124,35 @@ func capacitySection(r *capacityResults) string {
 	for _, s := range r.Stores {
 		w("; %s: %s", s.Name, num(s.CacheInitializations))
 	}
-	w(" when the LIST first succeeded. annex's CPU time from its start to a full cache (from `/proc/<pid>/stat`):")
+	w(" when the LIST first succeeded. annex's CPU time (user and system, from `/proc/<pid>/stat`) from its start\n")
+	w("  to a full cache:")
 	for i, s := range r.Stores {
 		sep := ";"
 		if i == 0 {
 			sep = ""
 		}
-		w("%s %s %.0f s in %.0f s", sep, s.Name, s.StartCPUSeconds, s.CacheSeconds)
+		w("%s %s %.0f s of CPU in %.0f s", sep, s.Name, s.StartCPUSeconds, s.CacheSeconds)
 	}
-	w(" (2 cores); its CPU profile from `/readyz` on, %d s long, is below.\n", pl.ProfileSeconds)
-	w("- **Memory**, once the cache is full: RSS, its anonymous and file-backed parts and the peak (VmHWM, from\n")
-	w("  annex's start on the filled store to the end of the run) from `/proc/<pid>/status`; the live heap after a\n")
-	w("  forced GC (`/debug/pprof/heap?gc=1`, then `go_gc_heap_live_bytes`, the least of %d reads %s apart). Heap per\n", pl.MemSamples, pl.MemGap)
-	w("  object is the growth of the live heap over annex holding the type and its one object before the fill.\n")
+	w(" on %d cores. Its CPU profile from `/readyz` on (%d s) is at the end of this section.\n", r.Machine.CPUs, pl.ProfileSeconds)
+	w("- **Per object**:")
+	for i, s := range r.Stores {
+		sep := ";"
+		if i == 0 {
+			sep = ""
+		}
+		n := float64(s.objects())
+		w("%s %s: %.2f ms of annex's CPU to fill the cache, %.0f bytes of live heap, %.1f KiB of store on disk", sep, s.Name,
+			1000*s.StartCPUSeconds/n, s.HeapPerObject, s.Disk.Bytes/n/1024)
+		if b := s.Disk.Detail["bbolt file"]; b > 0 {
+			w(" (%.1f KiB in the bbolt file)", b/n/1024)
+		}
+	}
+	w(".\n")
+	w("- **Memory**, once the cache is full and again at the end of the measurements: RSS, its anonymous and\n")
+	w("  file-backed parts and the peak (VmHWM, from annex's start on the filled store to the end of the run) from\n")
+	w("  `/proc/<pid>/status`; the live heap after a forced GC (`/debug/pprof/heap?gc=1`, then\n")
+	w("  `go_gc_heap_live_bytes`, the least of %d reads %s apart). Heap per object is the growth of the live heap\n", pl.MemSamples, pl.MemGap)
+	w("  over annex holding the type and its one object before the fill.\n")
 	w("  The embedded etcd runs inside annex's process (`pkg/storage/embedded` uses etcd's `embed`), so its memory\n")
 	w("  counts in annex's RSS: its in-memory key index is anonymous memory, and its bbolt file is mapped into the\n")
 	w("  process, so the pages of it that etcd touched count as file-backed RSS (from `/proc/<pid>/smaps`): page\n")

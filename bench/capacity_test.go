@@ -144,3 +144,35 @@ func TestThousands(t *testing.T) {
 		}
 	}
 }
+
+func TestCapacitySection(t *testing.T) {
+	pl, err := capacityPlanFor("capacity", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := func(rss float64) procMemory {
+		return procMemory{memory: memory{HeapLive: rss / 3}, VmRSS: rss, RssAnon: rss / 2, RssFile: rss / 2}
+	}
+	r := &capacityResults{Mode: "capacity", Command: "make bench-capacity", Plan: pl, Versions: map[string]string{"annex": "v0"},
+		Stores: []capacityStore{
+			{Name: "small", Fill: fillStats{Objects: pl.Count - 1}, ReadySeconds: 10, CacheSeconds: 100, Full: mem(3 << 30), End: mem(3 << 30), HWM: 3.5 * (1 << 30)},
+			{Name: "large", Fill: fillStats{Objects: pl.Count - 1}, ReadySeconds: 10, CacheSeconds: 700, Full: mem(5 << 30), End: mem(5 << 30), HWM: 6 << 30},
+		}}
+	got := capacitySection(r)
+	if testing.Verbose() {
+		t.Log(got)
+	}
+	if !strings.HasPrefix(got, capacityStart+"\n## Capacity: one type with 1,000,000 objects\n") || !strings.HasSuffix(got, capacityEnd) {
+		t.Errorf("markers or title missing:\n%s", got)
+	}
+	for _, want := range []string{"| small | 1,000,000 |", "| large | 1,000,000 |", "make bench-capacity",
+		"small: peak RSS (VmHWM) 3.50 GiB", "**within 4 GiB**", "1m40s: **within 2 minutes**",
+		"large: peak RSS (VmHWM) 6.00 GiB", "**over 4 GiB**", "11m40s: **over 2 minutes**"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the section lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "Quick mode") || strings.Contains(got, "the goals are set at") {
+		t.Errorf("a run at the goals' count reads as a quick or smaller run:\n%s", got)
+	}
+}
