@@ -209,6 +209,15 @@ bench: tools build ## Benchmark A (CRD), B (annex) and C (annex via the aggregat
 bench-backends: tools build postgres ## Measure annex on each store (embedded etcd, external etcd, PostgreSQL): creates and watch latency across two replicas, under 5 minutes; writes the section "Storage backends" of docs/benchmarks.md.
 	$(BENCH_RUN) --mode=backends --out=out/backends --doc=../docs/benchmarks.md --command="make bench-backends"
 
+# The object count of bench-capacity; the report's command names it when it
+# is not the default.
+BENCH_CAPACITY_COUNT ?= 1000000
+
+.PHONY: bench-capacity
+bench-capacity: tools build postgres ## Fill one hosted type with 1,000,000 objects (BENCH_CAPACITY_COUNT) on the embedded etcd and on PostgreSQL and measure annex on it: start to ready, RSS and heap, paged LIST, watch; about 40 minutes on 2 cores; writes the section "Capacity" of docs/benchmarks.md.
+	$(BENCH_RUN) --mode=capacity --count=$(BENCH_CAPACITY_COUNT) --out=out/capacity --doc=../docs/benchmarks.md \
+		--command="make bench-capacity$(if $(filter-out 1000000,$(BENCH_CAPACITY_COUNT)), BENCH_CAPACITY_COUNT=$(BENCH_CAPACITY_COUNT))"
+
 .PHONY: bench-quick
 bench-quick: tools build postgres ## Prove the benchmark harness end to end in seconds (tiny counts, output in a temp dir, no thresholds).
 	cd bench && KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) go test -tags integration -count=1 ./...

@@ -133,21 +133,11 @@ func runBackends(ctx context.Context, out io.Writer, mode, outDir, doc, command 
 	}
 	r := &backendsResults{
 		Mode: mode, Command: command, Started: time.Now().UTC(), Plan: pl,
-		Machine: describeMachine(), Versions: map[string]string{}, LoadBefore: loadAverages(),
+		Machine: describeMachine(), Versions: annexDependencies(bin), LoadBefore: loadAverages(),
 	}
 	p.logf("bench: %s mode, %d creates with %d clients and %d watch events at %.0f/s per store; logs in %s, report %s",
 		mode, pl.Creates, pl.Clients, pl.WatchEvents, pl.WatchRate, outDir, doc)
 	p.logf("load average before the run: %s", r.LoadBefore)
-	if info, err := buildinfo.ReadFile(bin); err == nil {
-		for _, d := range info.Deps {
-			switch d.Path {
-			case "github.com/k3s-io/kine":
-				r.Versions["kine (in annex)"] = d.Version
-			case "go.etcd.io/etcd/server/v3":
-				r.Versions["embedded etcd (in annex)"] = d.Version
-			}
-		}
-	}
 
 	var failed []string
 	for _, k := range backendKinds {
@@ -332,6 +322,23 @@ func installReportType(ctx context.Context, r *replica, namespaces ...string) er
 		return fmt.Errorf("creating HostedResource %s: %w", hr.GetName(), err)
 	}
 	return r.waitServed(ctx, shapeReport, namespaces[0])
+}
+
+// annexDependencies are the versions of the stores linked into annex's
+// binary bin: the embedded etcd and kine.
+func annexDependencies(bin string) map[string]string {
+	out := map[string]string{}
+	if info, err := buildinfo.ReadFile(bin); err == nil {
+		for _, d := range info.Deps {
+			switch d.Path {
+			case "github.com/k3s-io/kine":
+				out["kine (in annex)"] = d.Version
+			case "go.etcd.io/etcd/server/v3":
+				out["embedded etcd (in annex)"] = d.Version
+			}
+		}
+	}
+	return out
 }
 
 // loadAverages is /proc/loadavg's 1, 5 and 15 minute load averages.

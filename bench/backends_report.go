@@ -9,8 +9,7 @@ import (
 )
 
 // The section "Storage backends" of the report lies between these markers:
-// the backends mode replaces it, and the full mode, which rewrites the rest
-// of the report, keeps it.
+// the backends mode replaces it, and the full mode keeps it.
 const (
 	backendsStart = "<!-- backends:start -->"
 	backendsEnd   = "<!-- backends:end -->"
@@ -42,15 +41,22 @@ func replaceSection(doc, section, start, end string) string {
 	return doc + section + "\n"
 }
 
-// keepBackendsSection carries the section "Storage backends" of the file
-// doc, if it has one, into content, the new text of the report.
-func keepBackendsSection(doc, content string) string {
+// keptSections are the sections of the report that modes of their own
+// write (backends, capacity): the full mode, which rewrites the rest of the
+// report, keeps them.
+var keptSections = [][2]string{{backendsStart, backendsEnd}, {capacityStart, capacityEnd}}
+
+// keepSections carries the kept sections of the file doc, those it has,
+// into content, the new text of the report.
+func keepSections(doc, content string) string {
 	old, err := os.ReadFile(doc)
 	if err != nil {
 		return content
 	}
-	if sec := markedSection(string(old), backendsStart, backendsEnd); sec != "" {
-		return replaceSection(content, sec, backendsStart, backendsEnd)
+	for _, m := range keptSections {
+		if sec := markedSection(string(old), m[0], m[1]); sec != "" {
+			content = replaceSection(content, sec, m[0], m[1])
+		}
 	}
 	return content
 }

@@ -22,20 +22,29 @@ func TestReplaceSection(t *testing.T) {
 	}
 }
 
-// The full mode rewrites the report; the backends section must survive it.
-func TestKeepBackendsSection(t *testing.T) {
+// The full mode rewrites the report; the backends and capacity sections
+// must survive it.
+func TestKeepSections(t *testing.T) {
 	doc := filepath.Join(t.TempDir(), "benchmarks.md")
-	section := backendsStart + "\n## Storage backends\n\nfigures\n" + backendsEnd
-	if err := os.WriteFile(doc, []byte("# Old report\n\n"+section+"\n"), 0o644); err != nil {
+	backends := backendsStart + "\n## Storage backends\n\nfigures\n" + backendsEnd
+	capacity := capacityStart + "\n## Capacity\n\nfigures\n" + capacityEnd
+	if err := os.WriteFile(doc, []byte("# Old report\n\n"+backends+"\n\n"+capacity+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got := keepBackendsSection(doc, "# New report\n\n## Notes\n")
-	if !strings.HasPrefix(got, "# New report\n\n## Notes\n") || !strings.Contains(got, section) || strings.Contains(got, "Old report") {
+	got := keepSections(doc, "# New report\n\n## Notes\n")
+	if !strings.HasPrefix(got, "# New report\n\n## Notes\n") || !strings.Contains(got, backends) || !strings.Contains(got, capacity) ||
+		strings.Contains(got, "Old report") {
 		t.Errorf("got %q", got)
 	}
 	// Without a file or without a section, the new report is unchanged.
-	if got := keepBackendsSection(filepath.Join(t.TempDir(), "missing.md"), "# New\n"); got != "# New\n" {
+	if got := keepSections(filepath.Join(t.TempDir(), "missing.md"), "# New\n"); got != "# New\n" {
 		t.Errorf("no file: got %q", got)
+	}
+	if err := os.WriteFile(doc, []byte("# Old report\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := keepSections(doc, "# New\n"); got != "# New\n" {
+		t.Errorf("no section: got %q", got)
 	}
 }
 

@@ -30,8 +30,8 @@ func (p *progress) stage(name string) {
 	p.logf("== stage %d: %s", p.stageNum, name)
 }
 
-// ticker prints done/n and the rate every p.every until the returned
-// function is called.
+// ticker prints done/n, the rate and the time left at that rate every
+// p.every until the returned function is called.
 func (p *progress) ticker(name string, n int, done *atomic.Int64) (stop func()) {
 	quit := make(chan struct{})
 	finished := make(chan struct{})
@@ -46,7 +46,12 @@ func (p *progress) ticker(name string, n int, done *atomic.Int64) (stop func()) 
 				return
 			case <-t.C:
 				d := done.Load()
-				p.logf("  %s: %d/%d (%.0f/s)", name, d, n, float64(d)/time.Since(start).Seconds())
+				rate := float64(d) / time.Since(start).Seconds()
+				eta := "unknown"
+				if rate > 0 {
+					eta = time.Duration(float64(int64(n)-d) / rate * float64(time.Second)).Round(time.Second).String()
+				}
+				p.logf("  %s: %d/%d (%.0f/s, %s left at this rate)", name, d, n, rate, eta)
 			}
 		}
 	}()

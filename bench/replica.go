@@ -29,8 +29,13 @@ type replica struct {
 }
 
 // startReplica starts annex with its data in dir and its log in logDir, and
-// waits until /readyz answers 200.
+// waits up to 2 minutes until /readyz answers 200.
 func startReplica(ctx context.Context, bin, name, dir, logDir string, storeArgs []string) (*replica, error) {
+	return startReplicaWithin(ctx, bin, name, dir, logDir, storeArgs, 2*time.Minute)
+}
+
+// startReplicaWithin is startReplica waiting up to timeout for /readyz.
+func startReplicaWithin(ctx context.Context, bin, name, dir, logDir string, storeArgs []string, timeout time.Duration) (*replica, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -51,7 +56,7 @@ func startReplica(ctx context.Context, bin, name, dir, logDir string, storeArgs 
 		_ = r.log.Close()
 		return nil, err
 	}
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		if exited, err := r.proc.Exited(); exited {
 			return false, fmt.Errorf("annex exited while starting: %v", err)
 		}

@@ -479,8 +479,9 @@ func writeReport(r *results, doc string, plots []string) error {
 		}
 		w("\n")
 	}
-	// The section "Storage backends" comes from the backends mode: keep it.
-	return os.WriteFile(doc, []byte(keepBackendsSection(doc, sb.String())), 0o644)
+	// The sections "Storage backends" and "Capacity" come from modes of
+	// their own: keep them.
+	return os.WriteFile(doc, []byte(keepSections(doc, sb.String())), 0o644)
 }
 
 // trimPprof drops pprof's file and build lines, keeping the table.

@@ -42,10 +42,13 @@ var (
 // flatData is the 1 KiB string of a flat object and of a ConfigMap.
 var flatData = strings.Repeat("x", 1024)
 
+// objectName is the name of object i of every shape.
+func objectName(i int) string { return fmt.Sprintf("obj-%07d", i) }
+
 // object builds object i of shape s with apiVersion apiVersion in namespace ns.
 func (s shape) object(apiVersion, ns string, i int) *unstructured.Unstructured {
 	meta := map[string]any{
-		"name":      fmt.Sprintf("obj-%07d", i),
+		"name":      objectName(i),
 		"namespace": ns,
 		"labels":    map[string]any{benchLabel: "yes"},
 	}

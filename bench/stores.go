@@ -28,6 +28,8 @@ type store struct {
 	Shared bool
 	// Version is the store's version, for the report.
 	Version string
+	// DSN is PostgreSQL's connection string; empty for the etcds.
+	DSN string
 	// stop stops the store and removes its data.
 	stop func() error
 }
@@ -191,12 +193,12 @@ func postgresStore(ctx context.Context, _, logDir string) (_ *store, retErr erro
 		version = strings.TrimPrefix(strings.TrimSpace(string(out)), "postgres (PostgreSQL) ")
 	}
 	dsnFile := filepath.Join(logDir, "postgres.dsn")
-	dsn := fmt.Sprintf("postgres://annex@127.0.0.1:%d/annex?sslmode=disable\n", port)
-	if err := os.WriteFile(dsnFile, []byte(dsn), 0o600); err != nil {
+	dsn := fmt.Sprintf("postgres://annex@127.0.0.1:%d/annex?sslmode=disable", port)
+	if err := os.WriteFile(dsnFile, []byte(dsn+"\n"), 0o600); err != nil {
 		_ = stop()
 		return nil, err
 	}
-	return &store{Args: []string{"--postgres-dsn-file=" + dsnFile}, Shared: true, Version: version, stop: stop}, nil
+	return &store{Args: []string{"--postgres-dsn-file=" + dsnFile}, Shared: true, Version: version, DSN: dsn, stop: stop}, nil
 }
 
 // postgresBinDir finds PostgreSQL's server binaries: POSTGRES_BIN_DIR, or

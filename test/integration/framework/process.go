@@ -79,6 +79,9 @@ func (b *LogBuffer) String() string {
 	return b.buf.String()
 }
 
+// Pid is the process's id, for reading its figures under /proc.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Exited reports whether the process has ended, and how.
 func (p *Process) Exited() (bool, error) {
 	select {
