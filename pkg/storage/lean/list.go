@@ -26,6 +26,8 @@ type EncodedList struct {
 	// list holds them, so that they are written the same way.
 	list  unstructured.UnstructuredList
 	items []Object
+	// s decodes the items that are deferred.
+	s *Storage
 }
 
 var _ runtime.Object = &EncodedList{}
@@ -38,7 +40,7 @@ func (s *Storage) ListEncoded(ctx context.Context, key string, opts storage.List
 	if err := s.delegator.GetList(ctx, key, opts, l); err != nil {
 		return nil, err
 	}
-	out := &EncodedList{items: l.Items}
+	out := &EncodedList{items: l.Items, s: s}
 	out.list.SetGroupVersionKind(kind)
 	// As the store's versioner sets them on the upstream list.
 	listMeta, err := meta.ListAccessor(&out.list)
@@ -123,7 +125,7 @@ func (l *EncodedList) writeItems(w io.Writer) error {
 				return err
 			}
 		}
-		if err := l.items[i].writeJSON(w); err != nil {
+		if err := l.items[i].writeJSON(l.s, w); err != nil {
 			return err
 		}
 	}
@@ -132,8 +134,12 @@ func (l *EncodedList) writeItems(w io.Writer) error {
 }
 
 // writeJSON writes the object's JSON, as json.Marshal writes the object.
-func (o *Object) writeJSON(w io.Writer) error {
-	encoded, release, err := expand(o.data)
+func (o *Object) writeJSON(s *Storage, w io.Writer) error {
+	data, err := s.encoding(o)
+	if err != nil {
+		return err
+	}
+	encoded, release, err := expand(data)
 	defer release()
 	if err != nil {
 		return fmt.Errorf("decompressing %s from the lean cache: %w", o.key, err)
@@ -154,7 +160,7 @@ func (l *EncodedList) GetObjectKind() schema.ObjectKind { return l.list.GetObjec
 // DeepCopyObject implements runtime.Object. The items' encodings are
 // never changed, so the copy shares them.
 func (l *EncodedList) DeepCopyObject() runtime.Object {
-	return &EncodedList{list: *l.list.DeepCopy(), items: l.items}
+	return &EncodedList{list: *l.list.DeepCopy(), items: l.items, s: l.s}
 }
 
 // JSONEncoder writes EncodedLists in JSON, and nothing else.

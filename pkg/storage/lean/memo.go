@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -37,6 +38,11 @@ import (
 // revision must also be the write's, else the event is decoded as usual.
 type WriteMemo struct {
 	seed maphash.Seed
+	// storeCodec is the codec the memo is in front of; deferring says
+	// that the store's watch defers decoding its objects to the lean
+	// cache (deferred.go).
+	storeCodec runtime.Codec
+	deferring  atomic.Bool
 
 	mu sync.Mutex
 	// writing maps the objects that writes are about to encode to their
@@ -79,6 +85,7 @@ func NewWriteMemo() *WriteMemo {
 // Codec returns codec with the memo in front of it: the codec the store
 // under the lean cache must be built with for the memo to work.
 func (m *WriteMemo) Codec(codec runtime.Codec) runtime.Codec {
+	m.storeCodec = codec
 	return &memoCodec{Codec: codec, memo: m}
 }
 
@@ -209,7 +216,7 @@ func (c *memoCodec) Encode(obj runtime.Object, w io.Writer) error {
 // the compact object of the write that encoded data, when there is one.
 func (c *memoCodec) Decode(data []byte, defaults *schema.GroupVersionKind, into runtime.Object) (runtime.Object, *schema.GroupVersionKind, error) {
 	if into == nil {
-		if o := c.memo.take(data); o != nil {
+		if o := c.memo.take(data); o != nil || c.memo.deferring.Load() {
 			return &memoHit{object: o, encoded: data, codec: c.Codec}, nil, nil
 		}
 	}
@@ -219,7 +226,8 @@ func (c *memoCodec) Decode(data []byte, defaults *schema.GroupVersionKind, into 
 // memoHit is what the store's watch gets for the bytes of a write of
 // Storage: the write's compact object. The watch sets the event's
 // revision on it (its ObjectMeta), which the compacting layer checks
-// against the object's before it takes the object.
+// against the object's before it takes the object. When the watch defers
+// decoding, it gets a memoHit for any other bytes too, with no object.
 type memoHit struct {
 	metav1.ObjectMeta
 	object *Object
@@ -232,9 +240,12 @@ type memoHit struct {
 // compact returns the compact object of the event h stands for: the
 // write's, or, when the event's revision is not the write's, its own.
 func (h *memoHit) compact(s *Storage) (*Object, error) {
-	if h.ResourceVersion == h.object.ResourceVersion {
+	if h.object != nil && h.ResourceVersion == h.object.ResourceVersion {
 		o := *h.object
 		return &o, nil
+	}
+	if s.storeCodec != nil {
+		return s.deferObject(h.encoded, h.ResourceVersion)
 	}
 	obj, err := runtime.Decode(h.codec, h.encoded)
 	if err != nil {

@@ -20,6 +20,7 @@ package lean
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -65,7 +66,31 @@ type Config struct {
 	// built with: the cache then takes what a write decoded instead of
 	// decoding its event again.
 	Memo *WriteMemo
+	// Deferral says which objects of the store's watch are kept as the
+	// store holds them until read (deferred.go); it needs Memo.
+	Deferral Deferral
+	// LeaveDeferred leaves deferred objects to their first reads, instead
+	// of decoding them in the background once the cache has filled.
+	LeaveDeferred bool
 }
+
+// Deferral says which objects of the store's watch the lean cache keeps
+// as the store holds them until read, instead of decoding them as they
+// come.
+type Deferral int
+
+const (
+	// DeferNone decodes every object as it comes.
+	DeferNone Deferral = iota
+	// DeferPlaceable defers the objects that the cache can place without
+	// decoding them: every object, when the resource's attributes come
+	// from its name, namespace and labels; none otherwise.
+	DeferPlaceable
+	// DeferAll defers every object, decoding for its attributes one the
+	// cache cannot place otherwise: more work than DeferNone for such a
+	// resource, for tests of the deferred form with any resource.
+	DeferAll
+)
 
 // Storage is the lean storage of one resource.
 type Storage struct {
@@ -76,6 +101,13 @@ type Storage struct {
 	// shared shares the decoding and serializing of watch events between
 	// watchers.
 	shared *sharedEvents
+	// storeCodec is the codec the store decodes with, which decodes
+	// deferred objects; attrsFromMetadata says that an object's
+	// attributes come from its name, namespace and labels.
+	storeCodec        runtime.Codec
+	attrsFromMetadata bool
+	// warmer decodes deferred objects in the background.
+	warmer *warmer
 }
 
 var _ storage.Interface = &Storage{}
@@ -84,6 +116,17 @@ var _ storage.Interface = &Storage{}
 // starts filling at once; Stop stops it.
 func New(config Config) (*Storage, error) {
 	s := &Storage{config: config, raw: config.Storage, shared: newSharedEvents()}
+	s.attrsFromMetadata = attributesFromMetadata(config.NewFunc, config.GetAttrsFunc)
+	if config.Deferral == DeferAll || config.Deferral == DeferPlaceable && s.attrsFromMetadata {
+		if config.Memo == nil || config.Memo.storeCodec == nil {
+			return nil, errors.New("deferred decoding needs the write memo's codec in front of the store's")
+		}
+		s.storeCodec = config.Memo.storeCodec
+		config.Memo.deferring.Store(true)
+		if !config.LeaveDeferred {
+			s.warmer = newWarmer()
+		}
+	}
 	compacted := &compacting{Interface: config.Storage, s: s}
 	cacherConfig := cacherstorage.Config{
 		Storage:             compacted,
@@ -107,6 +150,9 @@ func New(config Config) (*Storage, error) {
 	}
 	s.cacher = cacher
 	s.delegator = cacherstorage.NewCacheDelegator(cacher, compacted)
+	if s.warmer != nil {
+		go s.warmer.run(s)
+	}
 	return s, nil
 }
 
@@ -114,6 +160,9 @@ func New(config Config) (*Storage, error) {
 func (s *Storage) Stop() {
 	s.delegator.Stop()
 	s.cacher.Stop()
+	if s.warmer != nil {
+		s.warmer.Stop()
+	}
 }
 
 // Decorator is the storage decorator of the hosted types kept lean: the
@@ -135,7 +184,7 @@ func Decorator(config *storagebackend.ConfigForResource, resourcePrefix string, 
 	s, err := New(Config{
 		Storage: raw, Codec: codec, GroupResource: config.GroupResource, ResourcePrefix: resourcePrefix,
 		KeyFunc: keyFunc, GetAttrsFunc: getAttrsFunc, NewFunc: newFunc, NewListFunc: newListFunc,
-		EventsHistoryWindow: config.EventsHistoryWindow, Memo: memo,
+		EventsHistoryWindow: config.EventsHistoryWindow, Memo: memo, Deferral: DeferPlaceable,
 	})
 	if err != nil {
 		destroyRaw()
@@ -173,7 +222,16 @@ func (s *Storage) compact(obj runtime.Object) (*Object, error) {
 // decode turns a compact object back into the resource's object, with the
 // resourceVersion the cache gave it.
 func (s *Storage) decode(o *Object, into runtime.Object) error {
-	encoded, release, err := expand(o.data)
+	data := o.data
+	if o.stored != nil {
+		form := o.stored.form.Load()
+		if !form.compact {
+			_, err := s.decodeStored(o, form, into)
+			return err
+		}
+		data = form.data
+	}
+	encoded, release, err := expand(data)
 	defer release()
 	if err != nil {
 		return fmt.Errorf("decompressing %s from the lean cache: %w", o.key, err)
@@ -277,7 +335,7 @@ func (s *Storage) Get(ctx context.Context, key string, opts storage.GetOptions, 
 	if err := s.delegator.Get(ctx, key, opts, o); err != nil {
 		return err
 	}
-	if o.data == nil {
+	if o.data == nil && o.stored == nil {
 		// Not found, and opts.IgnoreNotFound.
 		return runtime.SetZeroValue(objPtr)
 	}

@@ -9,14 +9,17 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.etcd.io/etcd/client/v3/kubernetes"
 	apitesting "k8s.io/apimachinery/pkg/api/apitesting"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/apis/example"
 	examplev1 "k8s.io/apiserver/pkg/apis/example/v1"
 	"k8s.io/apiserver/pkg/storage"
@@ -40,27 +43,57 @@ func podAttrs(obj runtime.Object) (labels.Set, fields.Set, error) {
 // keys them by name alone.
 func newLeanStore(t *testing.T, c *kubernetes.Client, clusterScoped bool) storage.Interface {
 	t.Helper()
-	return newLeanStoreWithCodec(t, c, clusterScoped, apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion))
+	return newLeanStoreWith(t, c, clusterScoped, leanOptions{})
 }
 
-// newLeanStoreWithCodec is newLeanStore with the codec its store encodes
-// and decodes with.
-func newLeanStoreWithCodec(t *testing.T, c *kubernetes.Client, clusterScoped bool, storeCodec runtime.Codec) *lean.Storage {
+// newDeferringLeanStore is newLeanStore keeping every object the store's
+// watch sends as stored until read. The Pods' attributes need their spec,
+// so it decodes each for them, and keeps it as stored; a custom resource
+// without selectable fields is placed from its metadata instead.
+func newDeferringLeanStore(t *testing.T, c *kubernetes.Client, clusterScoped bool) storage.Interface {
 	t.Helper()
+	return newLeanStoreWith(t, c, clusterScoped, leanOptions{deferral: lean.DeferAll})
+}
+
+// leanOptions change the lean store of newLeanStore.
+type leanOptions struct {
+	// storeCodec is the codec the store encodes and decodes with; the
+	// Pods' codec when nil.
+	storeCodec runtime.Codec
+	// deferral says which objects of the store's watch are kept as stored
+	// until read.
+	deferral lean.Deferral
+	// attrs are the Pods' attributes; podAttrs when nil.
+	attrs storage.AttrFunc
+	// leaveDeferred leaves deferred objects to their first reads.
+	leaveDeferred bool
+}
+
+// newLeanStoreWith is newLeanStore with opts.
+func newLeanStoreWith(t *testing.T, c *kubernetes.Client, clusterScoped bool, opts leanOptions) *lean.Storage {
+	t.Helper()
+	codec := apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)
+	if opts.storeCodec == nil {
+		opts.storeCodec = codec
+	}
+	if opts.attrs == nil {
+		opts.attrs = podAttrs
+	}
 	keyFunc := func(obj runtime.Object) (string, error) { return storage.NamespaceKeyFunc("/pods/", obj) }
 	if clusterScoped {
 		keyFunc = func(obj runtime.Object) (string, error) { return storage.NoNamespaceKeyFunc("/pods/", obj) }
 	}
-	codec := apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)
 	memo := lean.NewWriteMemo()
 	s, err := lean.New(lean.Config{
-		Storage:             newStoreWithCodec(t, c, memo.Codec(storeCodec)),
+		Storage:             newStoreWithCodec(t, c, memo.Codec(opts.storeCodec)),
 		Memo:                memo,
+		Deferral:            opts.deferral,
+		LeaveDeferred:       opts.leaveDeferred,
 		Codec:               codec,
 		GroupResource:       schema.GroupResource{Resource: "pods"},
 		ResourcePrefix:      "/pods/",
 		KeyFunc:             keyFunc,
-		GetAttrsFunc:        podAttrs,
+		GetAttrsFunc:        opts.attrs,
 		NewFunc:             func() runtime.Object { return &example.Pod{} },
 		NewListFunc:         func() runtime.Object { return &example.PodList{} },
 		EventsHistoryWindow: cacher.DefaultEventFreshDuration,
@@ -120,7 +153,8 @@ func TestLeanStorageSuite(t *testing.T) {
 	} {
 		tests[name] = test
 	}
-	runSuite(t, tests, newLeanStore)
+	t.Run("Decoded", func(t *testing.T) { runSuite(t, tests, newLeanStore) })
+	t.Run("Deferred", func(t *testing.T) { runSuite(t, tests, newDeferringLeanStore) })
 }
 
 // waitForCache returns from a create once the cache holds the object, as
@@ -137,15 +171,18 @@ func (w *waitForCache) Create(ctx context.Context, key string, obj, out runtime.
 }
 
 // watchDecodes counts the decodings of the store's watch, which decodes
-// into nothing.
+// into nothing, and the others (the store's reads, the lean cache's
+// decoding of deferred objects).
 type watchDecodes struct {
 	runtime.Codec
-	n atomic.Int64
+	n, reads atomic.Int64
 }
 
 func (c *watchDecodes) Decode(data []byte, defaults *schema.GroupVersionKind, into runtime.Object) (runtime.Object, *schema.GroupVersionKind, error) {
 	if into == nil {
 		c.n.Add(1)
+	} else {
+		c.reads.Add(1)
 	}
 	return c.Codec.Decode(data, defaults, into)
 }
@@ -161,7 +198,7 @@ func TestLeanWriteMemo(t *testing.T) {
 	const clients, pods = 8, 40
 	runSuite(t, map[string]suiteTest{"WriteMemo": func(t *testing.T, c *kubernetes.Client, _ storage.Interface) {
 		counter := &watchDecodes{Codec: apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)}
-		s := newLeanStoreWithCodec(t, c, false, counter)
+		s := newLeanStoreWith(t, c, false, leanOptions{storeCodec: counter})
 		var last atomic.Uint64
 		var wg sync.WaitGroup
 		errs := make(chan error, pods)
@@ -220,4 +257,98 @@ func TestLeanWriteMemo(t *testing.T) {
 			t.Errorf("the store's watch decoded every one of the %d events of writes made through the cache", 2*pods)
 		}
 	}}, newLeanStore)
+}
+
+// podMetadataAttrs are attributes of Pods from their metadata alone, as a
+// custom resource's without selectable fields are.
+func podMetadataAttrs(obj runtime.Object) (labels.Set, fields.Set, error) {
+	pod := obj.(*example.Pod)
+	return labels.Set(pod.Labels), fields.Set{"metadata.name": pod.Name, "metadata.namespace": pod.Namespace}, nil
+}
+
+// TestLeanDeferredFill checks, on each store, that a lean cache starting
+// over a filled store of a resource whose attributes come from metadata
+// fills without decoding a single object, and selects them by their
+// labels all the same. Left to their reads, the objects are served as
+// stored and decoded once, on their first read; otherwise the cache
+// decodes them all once it has filled.
+func TestLeanDeferredFill(t *testing.T) {
+	ctx := context.Background()
+	const pods = 40
+	fill := func(t *testing.T, c *kubernetes.Client, leaveDeferred bool) (*lean.Storage, *watchDecodes) {
+		raw := newStoreWithCodec(t, c, apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion))
+		for i := range pods {
+			tier := "a"
+			if i%2 == 1 {
+				tier = "b"
+			}
+			pod := &example.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: "fill", Labels: map[string]string{"tier": tier}},
+				Spec:       example.PodSpec{NodeName: fmt.Sprintf("node-%d", i)},
+			}
+			if err := raw.Create(ctx, "/pods/fill/"+pod.Name, pod, &example.Pod{}, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		counter := &watchDecodes{Codec: apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)}
+		s := newLeanStoreWith(t, c, false, leanOptions{storeCodec: counter, deferral: lean.DeferPlaceable, attrs: podMetadataAttrs, leaveDeferred: leaveDeferred})
+		if n := counter.n.Load(); n != 0 {
+			t.Errorf("the store's watch decoded %d objects to fill the cache, want none", n)
+		}
+		return s, counter
+	}
+	list := func(t *testing.T, s *lean.Storage) *example.PodList {
+		t.Helper()
+		l := &example.PodList{}
+		if err := s.GetList(ctx, "/pods/fill/", storage.ListOptions{
+			ResourceVersion: "0", Recursive: true,
+			Predicate: storage.SelectionPredicate{Label: labels.SelectorFromSet(labels.Set{"tier": "a"}), Field: fields.Everything(), GetAttrs: podMetadataAttrs},
+		}, l); err != nil {
+			t.Fatal(err)
+		}
+		if len(l.Items) != pods/2 {
+			t.Fatalf("the cache selected %d pods of tier a, want %d", len(l.Items), pods/2)
+		}
+		for _, p := range l.Items {
+			var i int
+			if _, err := fmt.Sscanf(p.Name, "p%d", &i); err != nil || i%2 != 0 || p.Labels["tier"] != "a" ||
+				p.Spec.NodeName != fmt.Sprintf("node-%d", i) || p.ResourceVersion == "" {
+				t.Errorf("the cache served %s with labels %v, node %q, resourceVersion %q", p.Name, p.Labels, p.Spec.NodeName, p.ResourceVersion)
+			}
+		}
+		return l
+	}
+	runSuite(t, map[string]suiteTest{
+		"LeftToReads": func(t *testing.T, c *kubernetes.Client, _ storage.Interface) {
+			s, counter := fill(t, c, true)
+			if n := counter.reads.Load(); n != 0 {
+				t.Errorf("the cache decoded %d objects to fill, want none", n)
+			}
+			first := list(t, s)
+			if n := counter.reads.Load(); n != pods/2 {
+				t.Errorf("the first list decoded %d objects, want the %d it returned", n, pods/2)
+			}
+			second := list(t, s)
+			if n := counter.reads.Load(); n != pods/2 {
+				t.Errorf("a second list decoded %d more objects, want none", n-pods/2)
+			}
+			for i := range first.Items {
+				if !apiequality.Semantic.DeepEqual(first.Items[i], second.Items[i]) {
+					t.Errorf("the second list served %s as %+v, the first as %+v", first.Items[i].Name, second.Items[i], first.Items[i])
+				}
+			}
+		},
+		"Warmed": func(t *testing.T, c *kubernetes.Client, _ storage.Interface) {
+			s, counter := fill(t, c, false)
+			if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+				return counter.reads.Load() >= pods, nil
+			}); err != nil {
+				t.Fatalf("the cache decoded %d of the %d objects it deferred", counter.reads.Load(), pods)
+			}
+			list(t, s)
+			if n := counter.reads.Load(); n != pods {
+				t.Errorf("a list after the cache decoded every object decoded %d more, want none", n-pods)
+			}
+		},
+	}, newLeanStore)
 }
