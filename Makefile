@@ -143,11 +143,12 @@ test-unit: ## Run the unit tests (the fuzz targets' seed corpora included).
 FUZZ_TARGETS := \
 	./pkg/registry/annex/hostedresource:FuzzHostedResource \
 	./pkg/registry/annex/storagebackend:FuzzStorageBackend \
-	./pkg/controllers/hostedresource:FuzzHostedCreate
+	./pkg/controllers/hostedresource:FuzzHostedCreate \
+	./pkg/storage/lean:FuzzReadStoredMetadata
 FUZZTIME ?= 60s
 
 .PHONY: test-fuzz
-test-fuzz: ## Fuzz each target (HostedResource and StorageBackend validation, a hosted type's create path) for FUZZTIME (default 60s).
+test-fuzz: ## Fuzz each target (HostedResource and StorageBackend validation, a hosted type's create path, the lean cache's reading of stored metadata) for FUZZTIME (default 60s).
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; target=$${t#*:}; \
 		echo "go test -fuzz $$target $$pkg for $(FUZZTIME)"; \

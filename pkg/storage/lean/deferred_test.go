@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/storage"
+	jsonutil "sigs.k8s.io/json"
 )
 
 func newUnstructured() runtime.Object { return &unstructured.Unstructured{} }
@@ -79,7 +80,7 @@ func TestDeferObjectPlacesFromMetadata(t *testing.T) {
 		{"labels of the wrong case", `{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w","namespace":"ns","Labels":{"tier":"gold"}}}`, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o, err := s.deferObject([]byte(tc.stored), "7")
+			o, err := s.deferObject([]byte(tc.stored), "7", false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,11 +106,80 @@ func TestDeferObjectPlacesFromMetadata(t *testing.T) {
 	var decodes countingCodec
 	decodes.Codec = unstructured.UnstructuredJSONScheme
 	s.storeCodec = &decodes
-	o, err := s.deferObject([]byte(`{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w","namespace":"ns","labels":{"tier":1}}}`), "8")
+	o, err := s.deferObject([]byte(`{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w","namespace":"ns","labels":{"tier":1}}}`), "8", false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if decodes.decodes != 1 || len(o.labels) != 0 {
 		t.Errorf("labels that are not strings: %d decodings, labels %v; want 1, none", decodes.decodes, o.labels)
 	}
+}
+
+// FuzzReadStoredMetadata checks that the metadata a deferred object is
+// placed by is what decoding the stored JSON gives: for valid JSON, the
+// reading fails exactly when the decoding does, and otherwise reads the
+// same apiVersion, kind, name, namespace and labels.
+func FuzzReadStoredMetadata(f *testing.F) {
+	for _, seed := range []string{
+		`{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w","namespace":"ns","labels":{"tier":"gold"}},"spec":{"size":1}}`,
+		`{"metadata":{"name":"w","labels":null},"kind":"Widget","apiVersion":"v1"}`,
+		`{"metadata":{"name":"a","name":"b","labels":{"x":"1"},"labels":{"y":"2"}}}`,
+		`{"metadata":{"Name":"w","LABELS":{"x":"1"}},"Kind":"Widget"}`,
+		`{"metadata":{"name":"w","labels":{"x":1}}}`,
+		`{"metadata":{"name":"w","labels":{"x":null}}}`,
+		`{"metadata":null}`,
+		`{"metadata":[]}`,
+		`{"metadata":{"name":"\u00e9\ud83d\ude00","managedFields":[{"fieldsV1":{"f:metadata":{}}}]}}`,
+		`{"spec":{"metadata":{"name":"nested"}},"metadata":{"name":"top"}}`,
+		`[]`,
+		`null`,
+		`{"metadata":{"n\u0061me":"w","l\u0061bels":{"\u0078":"1"}},"kind":"K","apiVersion":"v"}`,
+		"{\"metadata\":{\"name\":\"w\",\"labels\":{\"\xb8\":\"1\"}}}",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := readStoredMetadata(data)
+		if err != nil {
+			// Left to a decoding.
+			return
+		}
+		// What the codec decodes: a map, whose fields read must be there
+		// as strings (or not at all).
+		var decoded map[string]any
+		if err := jsonutil.UnmarshalCaseSensitivePreserveInts(data, &decoded); err != nil {
+			// Malformed past what was read: the first read's decoding
+			// fails.
+			return
+		}
+		metadata, _ := decoded["metadata"].(map[string]any)
+		var labels map[string]string
+		if l, ok := metadata["labels"].(map[string]any); ok {
+			labels = map[string]string{}
+			for k, v := range l {
+				s, ok := v.(string)
+				if !ok {
+					t.Fatalf("%s: read the labels %v, but label %q decodes as %T", data, got.Labels, k, v)
+				}
+				labels[k] = s
+			}
+		}
+		str := func(m map[string]any, field string) string {
+			v, ok := m[field]
+			if !ok {
+				return ""
+			}
+			s, ok := v.(string)
+			if !ok {
+				t.Fatalf("%s: read %+v, but %s decodes as %T", data, got, field, v)
+			}
+			return s
+		}
+		want := storedMetadata{APIVersion: str(decoded, "apiVersion"), Kind: str(decoded, "kind"),
+			Name: str(metadata, "name"), Namespace: str(metadata, "namespace"), Labels: labels}
+		if got.APIVersion != want.APIVersion || got.Kind != want.Kind || got.Name != want.Name ||
+			got.Namespace != want.Namespace || !maps.Equal(got.Labels, want.Labels) || (got.Labels == nil) != (want.Labels == nil) {
+			t.Fatalf("%s: read %+v, decoded %+v", data, got, want)
+		}
+	})
 }

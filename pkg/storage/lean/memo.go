@@ -214,7 +214,12 @@ func (c *memoCodec) Encode(obj runtime.Object, w io.Writer) error {
 
 // Decode decodes data. The store's watch decodes into nothing: it gets
 // the compact object of the write that encoded data, when there is one.
+// An item of a storedList takes data as it is.
 func (c *memoCodec) Decode(data []byte, defaults *schema.GroupVersionKind, into runtime.Object) (runtime.Object, *schema.GroupVersionKind, error) {
+	if item, ok := into.(*storedItem); ok {
+		item.data = data
+		return item, nil, nil
+	}
 	if into == nil {
 		if o := c.memo.take(data); o != nil || c.memo.deferring.Load() {
 			return &memoHit{object: o, encoded: data, codec: c.Codec}, nil, nil
@@ -245,7 +250,7 @@ func (h *memoHit) compact(s *Storage) (*Object, error) {
 		return &o, nil
 	}
 	if s.storeCodec != nil {
-		return s.deferObject(h.encoded, h.ResourceVersion)
+		return s.deferObject(h.encoded, h.ResourceVersion, true)
 	}
 	obj, err := runtime.Decode(h.codec, h.encoded)
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -124,7 +125,7 @@ func New(config Config) (*Storage, error) {
 		s.storeCodec = config.Memo.storeCodec
 		config.Memo.deferring.Store(true)
 		if !config.LeaveDeferred {
-			s.warmer = newWarmer()
+			s.warmer = newWarmer(config.GroupResource)
 		}
 	}
 	compacted := &compacting{Interface: config.Storage, s: s}
@@ -493,7 +494,10 @@ const compactingPage = 500
 // at the revision of the first, so that no more than that many decoded
 // objects are held at once beside the compact ones. It answers what the
 // store would: the objects up to the caller's limit, and the continue
-// token and remaining count of the last of them.
+// token and remaining count of the last of them. When the cache defers
+// decoding, a list that selects nothing out reads the objects as stored,
+// deferred (they are not decoded in the background: the consistency
+// check, the list's main caller, only reads their metadata).
 func (c *compacting) GetList(ctx context.Context, key string, opts storage.ListOptions, listObj runtime.Object) error {
 	l, ok := listObj.(*ObjectList)
 	if !ok {
@@ -501,6 +505,7 @@ func (c *compacting) GetList(ctx context.Context, key string, opts storage.ListO
 	}
 	limit := opts.Predicate.Limit
 	paged := opts.Recursive && (limit == 0 || limit > compactingPage)
+	asStored := c.s.storeCodec != nil && opts.Predicate.Label != nil && opts.Predicate.Field != nil && opts.Predicate.Empty()
 	l.Items = nil
 	for first := true; ; first = false {
 		if paged {
@@ -509,11 +514,15 @@ func (c *compacting) GetList(ctx context.Context, key string, opts storage.ListO
 				opts.Predicate.Limit = left
 			}
 		}
-		full := c.s.config.NewListFunc()
-		if err := c.Interface.GetList(ctx, key, opts, full); err != nil {
-			return err
+		var (
+			listMeta metav1.ListInterface
+			err      error
+		)
+		if asStored {
+			listMeta, err = c.listStored(ctx, key, opts, l)
+		} else {
+			listMeta, err = c.listDecoded(ctx, key, opts, l)
 		}
-		listMeta, err := meta.ListAccessor(full)
 		if err != nil {
 			return err
 		}
@@ -521,16 +530,6 @@ func (c *compacting) GetList(ctx context.Context, key string, opts storage.ListO
 			l.ResourceVersion = listMeta.GetResourceVersion()
 		}
 		l.Continue, l.RemainingItemCount = listMeta.GetContinue(), listMeta.GetRemainingItemCount()
-		if err := meta.EachListItem(full, func(obj runtime.Object) error {
-			o, err := c.s.compact(obj)
-			if err != nil {
-				return err
-			}
-			l.Items = append(l.Items, *o)
-			return nil
-		}); err != nil {
-			return err
-		}
 		if !paged || l.Continue == "" || limit > 0 && int64(len(l.Items)) >= limit {
 			return nil
 		}
@@ -538,6 +537,44 @@ func (c *compacting) GetList(ctx context.Context, key string, opts storage.ListO
 		// token carries.
 		opts.Predicate.Continue, opts.ResourceVersion, opts.ResourceVersionMatch = l.Continue, "", ""
 	}
+}
+
+// listDecoded reads a page of the store's objects, decoded, and appends
+// their compact forms to l.
+func (c *compacting) listDecoded(ctx context.Context, key string, opts storage.ListOptions, l *ObjectList) (metav1.ListInterface, error) {
+	full := c.s.config.NewListFunc()
+	if err := c.Interface.GetList(ctx, key, opts, full); err != nil {
+		return nil, err
+	}
+	listMeta, err := meta.ListAccessor(full)
+	if err != nil {
+		return nil, err
+	}
+	return listMeta, meta.EachListItem(full, func(obj runtime.Object) error {
+		o, err := c.s.compact(obj)
+		if err != nil {
+			return err
+		}
+		l.Items = append(l.Items, *o)
+		return nil
+	})
+}
+
+// listStored reads a page of the store's objects as stored, and appends
+// them to l deferred.
+func (c *compacting) listStored(ctx context.Context, key string, opts storage.ListOptions, l *ObjectList) (metav1.ListInterface, error) {
+	stored := &storedList{}
+	if err := c.Interface.GetList(ctx, key, opts, stored); err != nil {
+		return nil, err
+	}
+	for i := range stored.Items {
+		o, err := c.s.deferObject(stored.Items[i].data, stored.Items[i].ResourceVersion, false)
+		if err != nil {
+			return nil, err
+		}
+		l.Items = append(l.Items, *o)
+	}
+	return &stored.ListMeta, nil
 }
 
 func (c *compacting) Watch(ctx context.Context, key string, opts storage.ListOptions) (watch.Interface, error) {

@@ -275,6 +275,7 @@ func podMetadataAttrs(obj runtime.Object) (labels.Set, fields.Set, error) {
 func TestLeanDeferredFill(t *testing.T) {
 	ctx := context.Background()
 	const pods = 40
+	var firstRV string
 	fill := func(t *testing.T, c *kubernetes.Client, leaveDeferred bool) (*lean.Storage, *watchDecodes) {
 		raw := newStoreWithCodec(t, c, apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion))
 		for i := range pods {
@@ -286,8 +287,12 @@ func TestLeanDeferredFill(t *testing.T) {
 				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: "fill", Labels: map[string]string{"tier": tier}},
 				Spec:       example.PodSpec{NodeName: fmt.Sprintf("node-%d", i)},
 			}
-			if err := raw.Create(ctx, "/pods/fill/"+pod.Name, pod, &example.Pod{}, 0); err != nil {
+			out := &example.Pod{}
+			if err := raw.Create(ctx, "/pods/fill/"+pod.Name, pod, out, 0); err != nil {
 				t.Fatal(err)
+			}
+			if i == 0 {
+				firstRV = out.ResourceVersion
 			}
 		}
 		counter := &watchDecodes{Codec: apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)}
@@ -336,6 +341,17 @@ func TestLeanDeferredFill(t *testing.T) {
 				if !apiequality.Semantic.DeepEqual(first.Items[i], second.Items[i]) {
 					t.Errorf("the second list served %s as %+v, the first as %+v", first.Items[i].Name, second.Items[i], first.Items[i])
 				}
+			}
+			// A list at a revision older than the cache reads the store,
+			// as stored.
+			old := &example.PodList{}
+			if err := s.GetList(ctx, "/pods/fill/", storage.ListOptions{
+				ResourceVersion: firstRV, ResourceVersionMatch: metav1.ResourceVersionMatchExact, Recursive: true, Predicate: storage.Everything,
+			}, old); err != nil {
+				t.Fatal(err)
+			}
+			if len(old.Items) != 1 || old.Items[0].Name != "p0" || old.Items[0].Spec.NodeName != "node-0" || old.Items[0].ResourceVersion != firstRV {
+				t.Errorf("at the first create's revision %s, the list served %+v, want p0 alone", firstRV, old.Items)
 			}
 		},
 		"Warmed": func(t *testing.T, c *kubernetes.Client, _ storage.Interface) {

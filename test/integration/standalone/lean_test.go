@@ -199,6 +199,13 @@ func TestLeanCacheAnswersAsTheWatchCache(t *testing.T) {
 	if n := m.sum("annex_lean_list_requests_total", `resource="gadgets"`, `answer="encoded"`); n < 10 {
 		t.Errorf("%v lists of gadgets were written from the lean cache's encodings, want at least 10\n%s", n, m["annex_lean_list_requests_total"])
 	}
+	// The restarted cache kept the stored objects as stored, and decoded
+	// them all in the background (or on their first reads).
+	if len(m["annex_lean_deferred_objects"]) == 0 {
+		t.Error("annex exports no annex_lean_deferred_objects")
+	} else if n := m.sum("annex_lean_deferred_objects", `resource="gadgets"`); n != 0 {
+		t.Errorf("%v gadgets are still waiting to be decoded after every read", n)
+	}
 	if n := m.sum("annex_lean_list_requests_total", `resource="gadgets"`, `answer="media-type"`); n != 3 {
 		t.Errorf("%v lists of gadgets went to the upstream handler for their media type, want 3 (table, metadata, pretty)\n%s", n, m["annex_lean_list_requests_total"])
 	}
