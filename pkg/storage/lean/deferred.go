@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	goruntime "runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -451,4 +452,63 @@ func (w *warmer) Stop() {
 	defer w.mu.Unlock()
 	w.pending.Add(-float64(len(w.queue)))
 	w.queue = nil
+}
+
+// decodeDeferred decodes, in parallel, the objects of items no read has
+// decoded yet, so that a list writing their encodings does not decode
+// them one after another.
+func (s *Storage) decodeDeferred(items []Object) error {
+	var deferred []*Object
+	for i := range items {
+		if o := &items[i]; o.stored != nil && !o.stored.form.Load().compact {
+			deferred = append(deferred, o)
+		}
+	}
+	return inParallel(len(deferred), func(i int) error {
+		_, err := s.encoding(deferred[i])
+		return err
+	})
+}
+
+// parallelChunk is the fewest items a goroutine of inParallel takes.
+const parallelChunk = 32
+
+// inParallel calls do for each of n items, on as many goroutines as the
+// process may run at once, each taking at least parallelChunk items. It
+// returns the first error.
+func inParallel(n int, do func(i int) error) error {
+	workers := min(goruntime.GOMAXPROCS(0), n/parallelChunk)
+	if workers <= 1 {
+		for i := range n {
+			if err := do(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var (
+		next     atomic.Int64
+		firstErr error
+		once     sync.Once
+		wg       sync.WaitGroup
+	)
+	for range workers {
+		wg.Go(func() {
+			for {
+				start := int(next.Add(parallelChunk)) - parallelChunk
+				if start >= n {
+					return
+				}
+				for i := start; i < min(start+parallelChunk, n); i++ {
+					if err := do(i); err != nil {
+						once.Do(func() { firstErr = err })
+						next.Store(int64(n))
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return firstErr
 }

@@ -2,7 +2,9 @@ package lean
 
 import (
 	"errors"
+	"fmt"
 	"maps"
+	"sync/atomic"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -182,4 +184,62 @@ func FuzzReadStoredMetadata(f *testing.F) {
 			t.Fatalf("%s: read %+v, decoded %+v", data, got, want)
 		}
 	})
+}
+
+// inParallel calls its function once for each item, whatever the count,
+// and returns an error one of them returned.
+func TestInParallel(t *testing.T) {
+	for _, n := range []int{0, 1, parallelChunk - 1, parallelChunk, 2*parallelChunk + 1, 1000} {
+		calls := make([]atomic.Int32, n)
+		if err := inParallel(n, func(i int) error { calls[i].Add(1); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		for i := range calls {
+			if c := calls[i].Load(); c != 1 {
+				t.Fatalf("n=%d: item %d done %d times", n, i, c)
+			}
+		}
+	}
+	boom := errors.New("boom")
+	if err := inParallel(1000, func(i int) error {
+		if i == 700 {
+			return boom
+		}
+		return nil
+	}); err != boom {
+		t.Errorf("inParallel returned %v, want the item's error", err)
+	}
+}
+
+// Reads of one deferred object at once each get the object, and leave one
+// compact encoding.
+func TestDeferredObjectReadAtOnce(t *testing.T) {
+	key := func(obj runtime.Object) (string, error) { return storage.NamespaceKeyFunc("/widgets/", obj) }
+	s := &Storage{
+		config: Config{NewFunc: newUnstructured, KeyFunc: key, GetAttrsFunc: metadataAttrs(true), Codec: unstructured.UnstructuredJSONScheme},
+		raw:    versionerOnly{}, storeCodec: unstructured.UnstructuredJSONScheme, attrsFromMetadata: true,
+	}
+	o, err := s.deferObject([]byte(`{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w","namespace":"ns"},"spec":{"size":3}}`), "9", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := make([]Object, 64)
+	for i := range items {
+		items[i] = *o.DeepCopyObject().(*Object)
+	}
+	if err := inParallel(len(items), func(i int) error {
+		obj := &unstructured.Unstructured{}
+		if err := s.decode(&items[i], obj); err != nil {
+			return err
+		}
+		if size, _, _ := unstructured.NestedInt64(obj.Object, "spec", "size"); size != 3 || obj.GetResourceVersion() != "9" {
+			return fmt.Errorf("decoded %v", obj.Object)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !o.stored.form.Load().compact {
+		t.Error("the reads left the object as stored")
+	}
 }

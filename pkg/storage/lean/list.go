@@ -9,6 +9,7 @@ import (
 	"io"
 	"sort"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
@@ -39,6 +40,9 @@ func (s *Storage) ListEncoded(ctx context.Context, key string, opts storage.List
 	l := &ObjectList{}
 	if err := s.delegator.GetList(ctx, key, opts, l); err != nil {
 		return nil, err
+	}
+	if err := s.decodeDeferred(l.Items); err != nil {
+		return nil, apierrors.NewInternalError(err)
 	}
 	out := &EncodedList{items: l.Items, s: s}
 	out.list.SetGroupVersionKind(kind)

@@ -350,11 +350,11 @@ func (s *Storage) GetList(ctx context.Context, key string, opts storage.ListOpti
 		return err
 	}
 	items := make([]runtime.Object, len(l.Items))
-	for i := range l.Items {
+	if err := inParallel(len(l.Items), func(i int) error {
 		items[i] = s.config.NewFunc()
-		if err := s.decode(&l.Items[i], items[i]); err != nil {
-			return apierrors.NewInternalError(err)
-		}
+		return s.decode(&l.Items[i], items[i])
+	}); err != nil {
+		return apierrors.NewInternalError(err)
 	}
 	if err := meta.SetList(listObj, items); err != nil {
 		return err
