@@ -1,0 +1,436 @@
+package history
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// Report is what Check found.
+type Report struct {
+	// Operations is how many operations the history holds (reads and
+	// writes of the clients, the watchers' lists, the final list).
+	Operations int
+	// Writes by result: acknowledged, of unknown outcome, refused by the
+	// model's rules (AlreadyExists, Conflict, NotFound), refused before
+	// anything was done.
+	AckedWrites, UnknownWrites, RejectedWrites, RefusedWrites int
+	// Reads that returned a state (gets, lists).
+	Reads int
+
+	// Linearizable is porcupine's verdict on the whole history.
+	Linearizable porcupine.CheckResult
+
+	// The violations, counted by kind. A stale read returned a state
+	// older than a write acknowledged before the read started. A lost
+	// write is an acknowledged write missing from the final state.
+	StaleReads, LostWrites int
+
+	// Watches: events received (bookmarks included), chains (a list and
+	// the watches resumed from it), chains ended by a 410 Gone.
+	WatchEvents, Chains, ChainsGone int
+	// SilentGaps: acknowledged writes inside a chain's window that the
+	// chain did not deliver. OutOfOrder: events whose resourceVersion is
+	// not above the previous one. BookmarksBack: bookmarks below what was
+	// already delivered. Phantoms: events of writes that never happened
+	// (or at another resourceVersion). BadTransitions: an ADDED for an
+	// object present, a MODIFIED or DELETED for one absent.
+	SilentGaps, OutOfOrder, BookmarksBack, Phantoms, BadTransitions int
+	// Resumes: watches started after the run from a resourceVersion a
+	// chain saw; answered 410, differing from the chain, failed.
+	Resumes, ResumesGone, ResumeMismatches, ResumeErrors int
+
+	// Violations describes the first violations found.
+	Violations []string
+	// Files are the visualization and the history written on failure.
+	Files []string
+}
+
+// OK says whether the history is linearizable and no watch property was
+// violated.
+func (r *Report) OK() bool {
+	return r.Linearizable == porcupine.Ok && r.StaleReads == 0 && r.LostWrites == 0 &&
+		r.SilentGaps == 0 && r.OutOfOrder == 0 && r.BookmarksBack == 0 && r.Phantoms == 0 &&
+		r.BadTransitions == 0 && r.ResumeMismatches == 0 && r.ResumeErrors == 0
+}
+
+// String summarizes the report in a few lines.
+func (r *Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "operations %d (writes: %d acknowledged, %d of unknown outcome, %d rejected, %d refused; %d reads)\n",
+		r.Operations, r.AckedWrites, r.UnknownWrites, r.RejectedWrites, r.RefusedWrites, r.Reads)
+	fmt.Fprintf(&b, "linearizable: %s; stale reads: %d; acknowledged writes lost: %d\n", r.Linearizable, r.StaleReads, r.LostWrites)
+	fmt.Fprintf(&b, "watch: %d events in %d chains (%d ended by 410); silent gaps: %d; out of order: %d; bookmarks back: %d; phantoms: %d; bad transitions: %d\n",
+		r.WatchEvents, r.Chains, r.ChainsGone, r.SilentGaps, r.OutOfOrder, r.BookmarksBack, r.Phantoms, r.BadTransitions)
+	fmt.Fprintf(&b, "resumed watches: %d (%d answered 410); different suffix: %d; failed: %d",
+		r.Resumes, r.ResumesGone, r.ResumeMismatches, r.ResumeErrors)
+	for _, v := range r.Violations {
+		fmt.Fprintf(&b, "\n  %s", v)
+	}
+	for _, f := range r.Files {
+		fmt.Fprintf(&b, "\nwritten: %s", f)
+	}
+	return b.String()
+}
+
+const maxViolations = 20
+
+func (r *Report) violation(format string, args ...any) {
+	if len(r.Violations) < maxViolations {
+		r.Violations = append(r.Violations, fmt.Sprintf(format, args...))
+	}
+}
+
+// Check checks a history. Porcupine gets up to timeout (a verdict of
+// Unknown fails the check). When the check fails and dir is not empty, it
+// writes there porcupine's visualization (history.html) and the history
+// (history.json), and names them in the report.
+func Check(h *History, dir string, timeout time.Duration) *Report {
+	r := &Report{}
+	for i := range h.Ops {
+		o := &h.Ops[i]
+		r.Operations++
+		switch {
+		case o.IsWrite() && o.Result == OK:
+			r.AckedWrites++
+		case o.IsWrite() && o.Result == Unknown:
+			r.UnknownWrites++
+		case o.IsWrite() && o.Result == Refused:
+			r.RefusedWrites++
+		case o.IsWrite():
+			r.RejectedWrites++
+		case o.Result == OK || o.Result == NotFound:
+			r.Reads++
+		}
+	}
+	if h.Final != nil {
+		r.Operations++
+		r.Reads++
+	}
+
+	m := newModel(h)
+	result, info := porcupine.CheckOperationsVerbose(m, operations(h), timeout)
+	r.Linearizable = result
+	if result != porcupine.Ok {
+		r.violation("the history is not linearizable (porcupine: %s)", result)
+	}
+	var notes []porcupine.Annotation
+	note := func(at int64, tag, format string, args ...any) {
+		notes = append(notes, porcupine.Annotation{Tag: tag, Start: at, Description: fmt.Sprintf(format, args...), BackgroundColor: "#f7c6c6"})
+	}
+	checkReads(h, r, note)
+	checkWatches(h, r, note)
+
+	if !r.OK() && dir != "" {
+		for _, mk := range h.Marks {
+			notes = append(notes, porcupine.Annotation{Tag: "faults", Start: mk.At, Description: mk.Description})
+		}
+		info.AddAnnotations(notes)
+		if err := os.MkdirAll(dir, 0o755); err == nil {
+			html := filepath.Join(dir, "history.html")
+			if err := porcupine.VisualizePath(m, info, html); err == nil {
+				r.Files = append(r.Files, html)
+			} else {
+				r.violation("writing the visualization: %v", err)
+			}
+			if data, err := json.MarshalIndent(h, "", " "); err == nil {
+				file := filepath.Join(dir, "history.json")
+				if err := os.WriteFile(file, data, 0o644); err == nil {
+					r.Files = append(r.Files, file)
+				}
+			}
+		}
+	}
+	return r
+}
+
+// read is a get, or one name's part of a list.
+type read struct {
+	op    *Op
+	found bool
+	obj   Object
+}
+
+// writesByName returns each name's acknowledged writes, by resourceVersion.
+func writesByName(h *History) map[string][]*Op {
+	out := map[string][]*Op{}
+	for i := range h.Ops {
+		o := &h.Ops[i]
+		if o.IsWrite() && o.Result == OK {
+			out[o.Name] = append(out[o.Name], o)
+		}
+	}
+	for _, ws := range out {
+		sort.Slice(ws, func(i, j int) bool { return ws[i].RV < ws[j].RV })
+	}
+	return out
+}
+
+// checkReads counts stale reads (a state older than a write acknowledged
+// before the read started) and lost writes (acknowledged, and missing from
+// the final state).
+func checkReads(h *History, r *Report, note func(at int64, tag, format string, args ...any)) {
+	acked := writesByName(h)
+	unknownDelete := map[string][]*Op{}
+	for i := range h.Ops {
+		if o := &h.Ops[i]; o.Kind == Delete && o.Result == Unknown {
+			unknownDelete[o.Name] = append(unknownDelete[o.Name], o)
+		}
+	}
+	readsOf := func(o *Op) []read {
+		switch {
+		case o.Kind == Get && o.Result == OK:
+			return []read{{op: o, found: true, obj: *o.Got}}
+		case o.Kind == Get && o.Result == NotFound:
+			return []read{{op: o}}
+		case o.Kind == List && o.Result == OK:
+			var out []read
+			for _, n := range h.Names {
+				obj, ok := o.Items[n]
+				out = append(out, read{op: o, found: ok, obj: obj})
+			}
+			return out
+		}
+		return nil
+	}
+	nameOf := func(rd read, i int) string {
+		if rd.op.Kind == Get {
+			return rd.op.Name
+		}
+		return h.Names[i]
+	}
+	for i := range h.Ops {
+		for k, rd := range readsOf(&h.Ops[i]) {
+			name := nameOf(rd, k)
+			// The newest write acknowledged before the read started.
+			var last *Op
+			for _, w := range acked[name] {
+				if w.Return < rd.op.Call && (last == nil || w.RV > last.RV) {
+					last = w
+				}
+			}
+			if last == nil {
+				continue
+			}
+			stale := false
+			switch {
+			case rd.found:
+				stale = rd.obj.RV < last.RV || (last.Kind == Delete && rd.obj.RV <= last.RV)
+			case last.Kind != Delete:
+				// Absent: only a delete concurrent with the read explains it.
+				stale = true
+				for _, w := range acked[name] {
+					if w.Kind == Delete && w.RV > last.RV && w.Call < rd.op.Return {
+						stale = false
+					}
+				}
+				for _, d := range unknownDelete[name] {
+					if d.Call < rd.op.Return {
+						stale = false
+					}
+				}
+			}
+			if stale {
+				r.StaleReads++
+				got := "absent"
+				if rd.found {
+					got = fmt.Sprintf("%s@%d", rd.obj.Value, rd.obj.RV)
+				}
+				r.violation("stale read of %s: %s returned %s after %s", name, rd.op, got, last)
+				note(rd.op.Call, "stale reads", "%s: %s, after %s@%d", name, got, last.Value, last.RV)
+			}
+		}
+	}
+	if h.Final == nil {
+		return
+	}
+	for _, name := range h.Names {
+		final, found := h.Final.Items[name]
+		var lastDelete uint64
+		for _, w := range acked[name] {
+			if w.Kind == Delete {
+				lastDelete = max(lastDelete, w.RV)
+			}
+		}
+		for _, w := range acked[name] {
+			lost := false
+			switch {
+			case found:
+				lost = w.RV > final.RV
+			case w.Kind != Delete:
+				lost = w.RV > lastDelete && len(unknownDelete[name]) == 0
+			}
+			if lost {
+				r.LostWrites++
+				r.violation("acknowledged write lost: %s; the final state of %s is %v (found: %t)", w, name, final, found)
+				note(w.Return, "lost writes", "%s %s rv=%d", w.Kind, name, w.RV)
+			}
+		}
+	}
+}
+
+// checkWatches checks each chain's order, transitions and completeness
+// against the acknowledged writes, and the resumed watches against the
+// chains.
+func checkWatches(h *History, r *Report, note func(at int64, tag, format string, args ...any)) {
+	acked := writesByName(h)
+	var allAcked []*Op
+	for _, ws := range acked {
+		allAcked = append(allAcked, ws...)
+	}
+	byValue := map[string]*Op{}
+	deletes := map[string][]*Op{}
+	for i := range h.Ops {
+		o := &h.Ops[i]
+		switch o.Kind {
+		case Create, Update:
+			byValue[o.Value] = o
+		case Delete:
+			deletes[o.Name] = append(deletes[o.Name], o)
+		}
+	}
+	eventOf := map[Kind]EventType{Create: Added, Update: Modified, Delete: Deleted}
+
+	r.Chains = len(h.Chains)
+	for ci := range h.Chains {
+		c := &h.Chains[ci]
+		if n := len(c.Segments); n > 0 && c.Segments[n-1].Ended == "gone" {
+			r.ChainsGone++
+		}
+		events := c.Events()
+		r.WatchEvents += len(events)
+		state := map[string]Object{}
+		for k, v := range c.Initial {
+			state[k] = v
+		}
+		last := c.StartRV
+		byRV := map[uint64]Event{}
+		for _, e := range events {
+			if e.Type == Bookmark {
+				if e.RV < last {
+					r.BookmarksBack++
+					r.violation("watcher %d chain %d: bookmark at %d after %d", c.Watcher, ci, e.RV, last)
+					note(e.At, "watch", "bookmark back: %d after %d", e.RV, last)
+				}
+				last = max(last, e.RV)
+				continue
+			}
+			if e.RV <= last {
+				r.OutOfOrder++
+				r.violation("watcher %d chain %d: %s after resourceVersion %d", c.Watcher, ci, e, last)
+				note(e.At, "watch", "out of order: %s after %d", e, last)
+			}
+			last = max(last, e.RV)
+			byRV[e.RV] = e
+
+			cur, present := state[e.Name]
+			switch {
+			case e.Type == Added && present, e.Type != Added && !present:
+				r.BadTransitions++
+				r.violation("watcher %d chain %d: %s while the object was %v (present: %t)", c.Watcher, ci, e, cur, present)
+				note(e.At, "watch", "bad transition: %s", e)
+			case e.Type == Deleted && cur.Value != e.Value:
+				r.BadTransitions++
+				r.violation("watcher %d chain %d: %s, but the object held %s", c.Watcher, ci, e, cur.Value)
+				note(e.At, "watch", "bad transition: %s", e)
+			}
+			if e.Type == Deleted {
+				delete(state, e.Name)
+			} else {
+				state[e.Name] = Object{Value: e.Value, RV: e.RV}
+			}
+
+			phantom := ""
+			switch e.Type {
+			case Added, Modified:
+				w := byValue[e.Value]
+				switch {
+				case w == nil:
+					phantom = "no write wrote this value"
+				case w.Name != e.Name || eventOf[w.Kind] != e.Type:
+					phantom = fmt.Sprintf("the value was written by %s", w)
+				case w.Result == OK && w.RV != e.RV:
+					phantom = fmt.Sprintf("the write got resourceVersion %d", w.RV)
+				case w.Result != OK && w.Result != Unknown:
+					phantom = fmt.Sprintf("the write failed: %s", w)
+				}
+			case Deleted:
+				phantom = "no delete of the object can have made it"
+				for _, d := range deletes[e.Name] {
+					if (d.Result == OK && d.RV == e.RV) || d.Result == Unknown {
+						phantom = ""
+					}
+				}
+			}
+			if phantom != "" {
+				r.Phantoms++
+				r.violation("watcher %d chain %d: %s: %s", c.Watcher, ci, e, phantom)
+				note(e.At, "watch", "phantom: %s", e)
+			}
+		}
+		// Every acknowledged write inside the window must be there.
+		end := c.LastRV()
+		for _, w := range allAcked {
+			if w.RV <= c.StartRV || w.RV > end {
+				continue
+			}
+			e, ok := byRV[w.RV]
+			if !ok || e.Name != w.Name || e.Type != eventOf[w.Kind] {
+				r.SilentGaps++
+				r.violation("watcher %d chain %d (from %d to %d) did not deliver %s", c.Watcher, ci, c.StartRV, end, w)
+				note(w.Return, "watch", "silent gap: %s %s rv=%d", w.Kind, w.Name, w.RV)
+			}
+		}
+	}
+
+	for _, res := range h.Resumes {
+		r.Resumes++
+		switch {
+		case res.Gone:
+			r.ResumesGone++
+			continue
+		case res.Err != "":
+			r.ResumeErrors++
+			r.violation("watch resumed from %d (watcher %d chain %d): %s", res.From, res.Watcher, res.Chain, res.Err)
+			continue
+		}
+		var want, got []string
+		for _, e := range h.Chains[res.Chain].Events() {
+			if e.Type != Bookmark && e.RV > res.From && e.RV <= res.Until {
+				want = append(want, e.String())
+			}
+		}
+		for _, e := range res.Events {
+			if e.Type != Bookmark && e.RV <= res.Until {
+				got = append(got, e.String())
+			}
+		}
+		if strings.Join(want, "\n") != strings.Join(got, "\n") {
+			r.ResumeMismatches++
+			r.violation("watch resumed from %d (watcher %d chain %d) delivered %d events, the chain %d; first difference: %s",
+				res.From, res.Watcher, res.Chain, len(got), len(want), firstDifference(want, got))
+		}
+	}
+}
+
+func firstDifference(want, got []string) string {
+	for i := 0; i < len(want) || i < len(got); i++ {
+		var w, g string
+		if i < len(want) {
+			w = want[i]
+		}
+		if i < len(got) {
+			g = got[i]
+		}
+		if w != g {
+			return fmt.Sprintf("at %d: chain %q, resumed %q", i, w, g)
+		}
+	}
+	return "none"
+}
