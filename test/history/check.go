@@ -23,6 +23,9 @@ type Report struct {
 	AckedWrites, UnknownWrites, RejectedWrites, RefusedWrites int
 	// Reads that returned a state (gets, lists).
 	Reads int
+	// Causes counts the writes of unknown outcome and the refused ones
+	// by what the client saw.
+	Causes map[string]int
 
 	// Linearizable is porcupine's verdict on the whole history.
 	Linearizable porcupine.CheckResult
@@ -65,6 +68,16 @@ func (r *Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "operations %d (writes: %d acknowledged, %d of unknown outcome, %d rejected, %d refused; %d reads)\n",
 		r.Operations, r.AckedWrites, r.UnknownWrites, r.RejectedWrites, r.RefusedWrites, r.Reads)
+	if len(r.Causes) > 0 {
+		keys := make([]string, 0, len(r.Causes))
+		for k := range r.Causes {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(&b, "  %d %s\n", r.Causes[k], k)
+		}
+	}
 	fmt.Fprintf(&b, "linearizable: %s; stale reads: %d; acknowledged writes lost: %d\n", r.Linearizable, r.StaleReads, r.LostWrites)
 	fmt.Fprintf(&b, "watch: %d events in %d chains (%d ended by 410); silent gaps: %d; out of order: %d; bookmarks back: %d; phantoms: %d; bad transitions: %d\n",
 		r.WatchEvents, r.Chains, r.ChainsGone, r.SilentGaps, r.OutOfOrder, r.BookmarksBack, r.Phantoms, r.BadTransitions)
@@ -80,6 +93,27 @@ func (r *Report) String() string {
 }
 
 const maxViolations = 20
+
+// causes are the fragments of error messages that name what a client saw.
+var causes = []string{
+	"connection refused", "connection reset by peer", "broken pipe", "EOF", "context deadline exceeded",
+	"Client.Timeout", "TLS handshake", "the server is currently unable to handle the request",
+	"etcdserver", "Internal error", "Too many requests", "timeout",
+}
+
+func (r *Report) cause(o *Op) {
+	if r.Causes == nil {
+		r.Causes = map[string]int{}
+	}
+	c := "other: " + o.Err
+	for _, frag := range causes {
+		if strings.Contains(o.Err, frag) {
+			c = frag
+			break
+		}
+	}
+	r.Causes[fmt.Sprintf("%s: %s", o.Result, c)]++
+}
 
 func (r *Report) violation(format string, args ...any) {
 	if len(r.Violations) < maxViolations {
@@ -101,8 +135,10 @@ func Check(h *History, dir string, timeout time.Duration) *Report {
 			r.AckedWrites++
 		case o.IsWrite() && o.Result == Unknown:
 			r.UnknownWrites++
+			r.cause(o)
 		case o.IsWrite() && o.Result == Refused:
 			r.RefusedWrites++
+			r.cause(o)
 		case o.IsWrite():
 			r.RejectedWrites++
 		case o.Result == OK || o.Result == NotFound:
@@ -150,13 +186,6 @@ func Check(h *History, dir string, timeout time.Duration) *Report {
 	return r
 }
 
-// read is a get, or one name's part of a list.
-type read struct {
-	op    *Op
-	found bool
-	obj   Object
-}
-
 // writesByName returns each name's acknowledged writes, by resourceVersion.
 func writesByName(h *History) map[string][]*Op {
 	out := map[string][]*Op{}
@@ -175,102 +204,129 @@ func writesByName(h *History) map[string][]*Op {
 // checkReads counts stale reads (a state older than a write acknowledged
 // before the read started) and lost writes (acknowledged, and missing from
 // the final state).
+//
+// A delete of a custom resource answers with no resourceVersion, so the
+// order of deletes comes from time: a delete acknowledged before an
+// operation started comes before it.
 func checkReads(h *History, r *Report, note func(at int64, tag, format string, args ...any)) {
 	acked := writesByName(h)
-	unknownDelete := map[string][]*Op{}
+	byValue := map[string]*Op{}
+	deletes := map[string][]*Op{} // acknowledged or of unknown outcome
 	for i := range h.Ops {
-		if o := &h.Ops[i]; o.Kind == Delete && o.Result == Unknown {
-			unknownDelete[o.Name] = append(unknownDelete[o.Name], o)
+		o := &h.Ops[i]
+		switch {
+		case (o.Kind == Create || o.Kind == Update) && o.Result == OK:
+			byValue[o.Value] = o
+		case o.Kind == Delete && (o.Result == OK || o.Result == Unknown):
+			deletes[o.Name] = append(deletes[o.Name], o)
 		}
 	}
-	readsOf := func(o *Op) []read {
+	// newest is the acknowledged create or update of name with the highest
+	// resourceVersion among those that returned before t.
+	newest := func(name string, t int64) *Op {
+		var last *Op
+		for _, w := range acked[name] {
+			if w.Kind != Delete && w.Return < t && (last == nil || w.RV > last.RV) {
+				last = w
+			}
+		}
+		return last
+	}
+	// staleness says why a read of name during [call, ret] that found obj
+	// (or nothing) is stale, or "".
+	staleness := func(name string, found bool, obj Object, call, ret int64) string {
+		last := newest(name, call)
+		if found {
+			if last != nil && obj.RV < last.RV {
+				return fmt.Sprintf("after %s", last)
+			}
+			// The version read was deleted before the read started.
+			if w := byValue[obj.Value]; w != nil {
+				for _, d := range deletes[name] {
+					if d.Result == OK && d.Call > w.Return && d.Return < call {
+						return fmt.Sprintf("after %s", d)
+					}
+				}
+			}
+			return ""
+		}
+		if last == nil {
+			return ""
+		}
+		// Absent: only a delete that may come after last explains it.
+		for _, d := range deletes[name] {
+			if d.Return > last.Call && d.Call < ret {
+				return ""
+			}
+		}
+		return fmt.Sprintf("after %s", last)
+	}
+	for i := range h.Ops {
+		o := &h.Ops[i]
+		type read struct {
+			name  string
+			found bool
+			obj   Object
+		}
+		var reads []read
 		switch {
 		case o.Kind == Get && o.Result == OK:
-			return []read{{op: o, found: true, obj: *o.Got}}
+			reads = []read{{o.Name, true, *o.Got}}
 		case o.Kind == Get && o.Result == NotFound:
-			return []read{{op: o}}
+			reads = []read{{name: o.Name}}
 		case o.Kind == List && o.Result == OK:
-			var out []read
 			for _, n := range h.Names {
 				obj, ok := o.Items[n]
-				out = append(out, read{op: o, found: ok, obj: obj})
+				reads = append(reads, read{n, ok, obj})
 			}
-			return out
 		}
-		return nil
-	}
-	nameOf := func(rd read, i int) string {
-		if rd.op.Kind == Get {
-			return rd.op.Name
-		}
-		return h.Names[i]
-	}
-	for i := range h.Ops {
-		for k, rd := range readsOf(&h.Ops[i]) {
-			name := nameOf(rd, k)
-			// The newest write acknowledged before the read started.
-			var last *Op
-			for _, w := range acked[name] {
-				if w.Return < rd.op.Call && (last == nil || w.RV > last.RV) {
-					last = w
-				}
-			}
-			if last == nil {
+		for _, rd := range reads {
+			why := staleness(rd.name, rd.found, rd.obj, o.Call, o.Return)
+			if why == "" {
 				continue
 			}
-			stale := false
-			switch {
-			case rd.found:
-				stale = rd.obj.RV < last.RV || (last.Kind == Delete && rd.obj.RV <= last.RV)
-			case last.Kind != Delete:
-				// Absent: only a delete concurrent with the read explains it.
-				stale = true
-				for _, w := range acked[name] {
-					if w.Kind == Delete && w.RV > last.RV && w.Call < rd.op.Return {
-						stale = false
-					}
-				}
-				for _, d := range unknownDelete[name] {
-					if d.Call < rd.op.Return {
-						stale = false
-					}
-				}
+			r.StaleReads++
+			got := "absent"
+			if rd.found {
+				got = fmt.Sprintf("%s@%d", rd.obj.Value, rd.obj.RV)
 			}
-			if stale {
-				r.StaleReads++
-				got := "absent"
-				if rd.found {
-					got = fmt.Sprintf("%s@%d", rd.obj.Value, rd.obj.RV)
-				}
-				r.violation("stale read of %s: %s returned %s after %s", name, rd.op, got, last)
-				note(rd.op.Call, "stale reads", "%s: %s, after %s@%d", name, got, last.Value, last.RV)
-			}
+			r.violation("stale read of %s: %s returned %s %s", rd.name, o, got, why)
+			note(o.Call, "stale reads", "%s: %s %s", rd.name, got, why)
 		}
 	}
 	if h.Final == nil {
 		return
 	}
+	// The final list, taken after every client stopped, must hold every
+	// acknowledged write that nothing later replaced.
 	for _, name := range h.Names {
 		final, found := h.Final.Items[name]
-		var lastDelete uint64
-		for _, w := range acked[name] {
-			if w.Kind == Delete {
-				lastDelete = max(lastDelete, w.RV)
+		var lost []*Op
+		if found {
+			for _, w := range acked[name] {
+				if w.Kind != Delete && w.RV > final.RV {
+					lost = append(lost, w)
+				}
+			}
+			if w := byValue[final.Value]; w != nil {
+				for _, d := range deletes[name] {
+					if d.Result == OK && d.Call > w.Return {
+						lost = append(lost, d)
+					}
+				}
+			}
+		} else if last := newest(name, Pending); last != nil {
+			lost = append(lost, last)
+			for _, d := range deletes[name] {
+				if d.Return > last.Call {
+					lost = nil
+				}
 			}
 		}
-		for _, w := range acked[name] {
-			lost := false
-			switch {
-			case found:
-				lost = w.RV > final.RV
-			case w.Kind != Delete:
-				lost = w.RV > lastDelete && len(unknownDelete[name]) == 0
-			}
-			if lost {
-				r.LostWrites++
-				r.violation("acknowledged write lost: %s; the final state of %s is %v (found: %t)", w, name, final, found)
-				note(w.Return, "lost writes", "%s %s rv=%d", w.Kind, name, w.RV)
-			}
+		for _, w := range lost {
+			r.LostWrites++
+			r.violation("acknowledged write lost: %s; the final state of %s is %v (found: %t)", w, name, final, found)
+			note(w.Return, "lost writes", "%s %s rv=%d", w.Kind, name, w.RV)
 		}
 	}
 }
@@ -363,7 +419,7 @@ func checkWatches(h *History, r *Report, note func(at int64, tag, format string,
 			case Deleted:
 				phantom = "no delete of the object can have made it"
 				for _, d := range deletes[e.Name] {
-					if (d.Result == OK && d.RV == e.RV) || d.Result == Unknown {
+					if (d.Result == OK && (d.RV == e.RV || d.RV == 0)) || d.Result == Unknown {
 						phantom = ""
 					}
 				}
@@ -377,6 +433,27 @@ func checkWatches(h *History, r *Report, note func(at int64, tag, format string,
 		// Every acknowledged write inside the window must be there.
 		end := c.LastRV()
 		for _, w := range allAcked {
+			if w.RV == 0 {
+				// A delete answered without its resourceVersion: it lies
+				// above every write acknowledged before it started and
+				// below every write started after it returned.
+				lo, hi, ok := bounds(allAcked, w)
+				if !ok || lo < c.StartRV || hi > end {
+					continue
+				}
+				seen := false
+				for _, e := range events {
+					if e.Type == Deleted && e.Name == w.Name && e.RV > lo && e.RV < hi {
+						seen = true
+					}
+				}
+				if !seen {
+					r.SilentGaps++
+					r.violation("watcher %d chain %d (from %d to %d) did not deliver %s (between resourceVersions %d and %d)", c.Watcher, ci, c.StartRV, end, w, lo, hi)
+					note(w.Return, "watch", "silent gap: delete %s", w.Name)
+				}
+				continue
+			}
 			if w.RV <= c.StartRV || w.RV > end {
 				continue
 			}
@@ -417,6 +494,22 @@ func checkWatches(h *History, r *Report, note func(at int64, tag, format string,
 				res.From, res.Watcher, res.Chain, len(got), len(want), firstDifference(want, got))
 		}
 	}
+}
+
+// bounds returns the resourceVersions between which a delete without one
+// lies: the highest of the writes acknowledged before it started, and the
+// lowest of those started after it returned.
+func bounds(acked []*Op, d *Op) (lo, hi uint64, ok bool) {
+	for _, w := range acked {
+		switch {
+		case w.RV == 0:
+		case w.Return < d.Call:
+			lo = max(lo, w.RV)
+		case w.Call > d.Return && (hi == 0 || w.RV < hi):
+			hi = w.RV
+		}
+	}
+	return lo, hi, hi != 0
 }
 
 func firstDifference(want, got []string) string {

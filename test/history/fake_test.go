@@ -158,8 +158,14 @@ func (f *fakeStore) write(w http.ResponseWriter, req *http.Request, kind Kind, n
 	if kind == Create {
 		code = http.StatusCreated
 	}
+	// A delete answers with a Status and no resourceVersion, as the
+	// kube-apiserver does for custom resources.
+	answer := any(render(name, obj))
+	if kind == Delete {
+		answer = map[string]any{"apiVersion": "v1", "kind": "Status", "status": "Success", "details": map[string]any{"name": name}}
+	}
 	if f.dropEvery > 0 && f.writes%f.dropEvery == 0 {
-		reply(w, code, render(name, obj)) // acknowledged, never applied
+		reply(w, code, answer) // acknowledged, never applied
 		return
 	}
 	typ := map[Kind]EventType{Create: Added, Update: Modified, Delete: Deleted}[kind]
@@ -178,7 +184,7 @@ func (f *fakeStore) write(w http.ResponseWriter, req *http.Request, kind Kind, n
 		}
 		f.laggedR = f.rev
 	}
-	reply(w, code, render(name, obj))
+	reply(w, code, answer)
 }
 
 // view is the state reads see.

@@ -73,7 +73,8 @@ type Op struct {
 	Precondition uint64 `json:"precondition,omitempty"`
 
 	Result Result `json:"result"`
-	// RV is the resourceVersion a write returned, or the one of the list.
+	// RV is the resourceVersion a write returned (0 for a delete answered
+	// with a Status, as custom resources are), or the one of the list.
 	RV uint64 `json:"rv,omitempty"`
 	// Got is what a get found (Result OK).
 	Got *Object `json:"got,omitempty"`

@@ -209,6 +209,18 @@ func TestModel(t *testing.T) {
 			create(w2, "a", "v2", OK, 13, 40, 50),
 			list(map[string]Object{"a": {Value: "v2", RV: 13}}, 13, 60, 70),
 		}, porcupine.Ok},
+		{"a delete answered without a resourceVersion, then the object is read", []Op{
+			create(w1, "a", "v1", OK, 10, 0, 10),
+			del(w1, "a", 10, OK, 0, 20, 30),
+			get("a", "v1", 10, 40, 50),
+		}, porcupine.Illegal},
+		{"a delete answered without a resourceVersion, then a create", []Op{
+			create(w1, "a", "v1", OK, 10, 0, 10),
+			del(w1, "a", 0, OK, 0, 20, 30),
+			get("a", "", 0, 40, 50),
+			create(w2, "a", "v2", OK, 12, 60, 70),
+			get("a", "v2", 12, 80, 90),
+		}, porcupine.Ok},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &History{Names: []string{"a"}, Ops: tc.ops}

@@ -98,7 +98,14 @@ func step(s objState, in input, out output) []objState {
 	case Update, Delete:
 		switch out.Result {
 		case OK:
-			if s.Exists && s.matches(in.Precondition) && out.RV > s.Floor && out.RV > in.Precondition {
+			if !s.Exists || !s.matches(in.Precondition) {
+				return none
+			}
+			if in.Kind == Delete && out.RV == 0 {
+				// Deleted at a resourceVersion the answer did not say.
+				return []objState{{Floor: max(s.Floor, in.Precondition)}}
+			}
+			if out.RV > s.Floor && out.RV > in.Precondition {
 				if in.Kind == Update {
 					return []objState{written(in.Value, out.RV)}
 				}

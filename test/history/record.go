@@ -319,7 +319,7 @@ func (r *Recorder) write(client int, kind Kind, name, value string, pre uint64) 
 	}
 	o.Return = r.Now()
 	o.Result, o.Err = classify(err)
-	if o.Result == OK {
+	if o.Result == OK && !(kind == Delete && got == nil) {
 		if o.RV, err = rvOf(got); err != nil {
 			o.Result, o.Err = Unknown, err.Error()
 		}
@@ -354,8 +354,16 @@ func (r *Recorder) deleteReturning(ctx context.Context, name string, opts metav1
 	if err := obj.UnmarshalJSON(data); err != nil {
 		return nil, fmt.Errorf("%d: %s: %w", resp.StatusCode, data, err)
 	}
-	if resp.StatusCode >= 300 || obj.GetKind() == "Status" {
+	if obj.GetKind() == "Status" {
+		if st, _, _ := unstructured.NestedString(obj.Object, "status"); st == metav1.StatusSuccess && resp.StatusCode < 300 {
+			// Deleted, with no resourceVersion: the kube-apiserver
+			// answers so for custom resources.
+			return nil, nil
+		}
 		return nil, apierrors.FromObject(obj)
+	}
+	if resp.StatusCode >= 300 {
+		return nil, fmt.Errorf("%d: %s", resp.StatusCode, data)
 	}
 	return obj, nil
 }
