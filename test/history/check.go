@@ -34,6 +34,10 @@ type Report struct {
 	// older than a write acknowledged before the read started. A lost
 	// write is an acknowledged write missing from the final state.
 	StaleReads, LostWrites int
+	// BadLists: lists that are not a snapshot at their resourceVersion (an
+	// item newer than the list, or older than an acknowledged write at or
+	// below the list's resourceVersion).
+	BadLists int
 
 	// Watches: events received (bookmarks included), chains (a list and
 	// the watches resumed from it), chains ended by a 410 Gone.
@@ -58,7 +62,7 @@ type Report struct {
 // OK says whether the history is linearizable and no watch property was
 // violated.
 func (r *Report) OK() bool {
-	return r.Linearizable == porcupine.Ok && r.StaleReads == 0 && r.LostWrites == 0 &&
+	return r.Linearizable == porcupine.Ok && r.StaleReads == 0 && r.LostWrites == 0 && r.BadLists == 0 &&
 		r.SilentGaps == 0 && r.OutOfOrder == 0 && r.BookmarksBack == 0 && r.Phantoms == 0 &&
 		r.BadTransitions == 0 && r.ResumeMismatches == 0 && r.ResumeErrors == 0
 }
@@ -78,7 +82,7 @@ func (r *Report) String() string {
 			fmt.Fprintf(&b, "  %d %s\n", r.Causes[k], k)
 		}
 	}
-	fmt.Fprintf(&b, "linearizable: %s; stale reads: %d; acknowledged writes lost: %d\n", r.Linearizable, r.StaleReads, r.LostWrites)
+	fmt.Fprintf(&b, "linearizable: %s; stale reads: %d; acknowledged writes lost: %d; lists not a snapshot: %d\n", r.Linearizable, r.StaleReads, r.LostWrites, r.BadLists)
 	fmt.Fprintf(&b, "watch: %d events in %d chains (%d ended by 410); silent gaps: %d; out of order: %d; bookmarks back: %d; phantoms: %d; bad transitions: %d\n",
 		r.WatchEvents, r.Chains, r.ChainsGone, r.SilentGaps, r.OutOfOrder, r.BookmarksBack, r.Phantoms, r.BadTransitions)
 	fmt.Fprintf(&b, "resumed watches: %d (%d answered 410); different suffix: %d; failed: %d",
@@ -280,6 +284,13 @@ func checkReads(h *History, r *Report, note func(at int64, tag, format string, a
 				reads = append(reads, read{n, ok, obj})
 			}
 		}
+		if o.Kind == List && o.Result == OK {
+			if why := notSnapshot(o, acked); why != "" {
+				r.BadLists++
+				r.violation("%s is not a snapshot at resourceVersion %d: %s", o, o.RV, why)
+				note(o.Call, "lists", "not a snapshot: %s", why)
+			}
+		}
 		for _, rd := range reads {
 			why := staleness(rd.name, rd.found, rd.obj, o.Call, o.Return)
 			if why == "" {
@@ -329,6 +340,22 @@ func checkReads(h *History, r *Report, note func(at int64, tag, format string, a
 			note(w.Return, "lost writes", "%s %s rv=%d", w.Kind, name, w.RV)
 		}
 	}
+}
+
+// notSnapshot says why a list is not the state at its resourceVersion, or
+// "".
+func notSnapshot(l *Op, acked map[string][]*Op) string {
+	for name, obj := range l.Items {
+		if obj.RV > l.RV {
+			return fmt.Sprintf("%s is at %d", name, obj.RV)
+		}
+		for _, w := range acked[name] {
+			if w.Kind != Delete && w.RV <= l.RV && obj.RV < w.RV {
+				return fmt.Sprintf("%s is at %d, below %s", name, obj.RV, w)
+			}
+		}
+	}
+	return ""
 }
 
 // checkWatches checks each chain's order, transitions and completeness

@@ -231,3 +231,32 @@ func TestModel(t *testing.T) {
 		})
 	}
 }
+
+// A list must be the state at its resourceVersion, even when each item
+// alone could be linearized.
+func TestListNotASnapshot(t *testing.T) {
+	ops := []Op{
+		{Client: 0, Kind: Create, Name: "a", Value: "a1", Result: OK, RV: 10, Call: 0, Return: 10},
+		{Client: 0, Kind: Update, Name: "a", Value: "a2", Precondition: 10, Result: OK, RV: 12, Call: 20, Return: 100},
+		{Client: 1, Kind: Create, Name: "b", Value: "b1", Result: OK, RV: 11, Call: 0, Return: 100},
+	}
+	for _, tc := range []struct {
+		name  string
+		items map[string]Object
+		rv    uint64
+		bad   bool
+	}{
+		{"the state at 11", map[string]Object{"a": {Value: "a1", RV: 10}, "b": {Value: "b1", RV: 11}}, 11, false},
+		{"an item above the list's resourceVersion", map[string]Object{"a": {Value: "a2", RV: 12}, "b": {Value: "b1", RV: 11}}, 11, true},
+		{"an item older than a write below the list's resourceVersion", map[string]Object{"a": {Value: "a1", RV: 10}, "b": {Value: "b1", RV: 11}}, 12, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &History{Names: []string{"a", "b"}, Ops: append(append([]Op(nil), ops...),
+				Op{Client: 2, Kind: List, Result: OK, RV: tc.rv, Items: tc.items, Call: 30, Return: 40})}
+			rep := Check(h, "", 10*time.Second)
+			if got := rep.BadLists > 0; got != tc.bad {
+				t.Errorf("lists not a snapshot: %d, want a violation: %t\n%s", rep.BadLists, tc.bad, rep)
+			}
+		})
+	}
+}
