@@ -192,7 +192,7 @@ test-integration: tools build postgres ## Run the integration tests: a real kube
 			rm -f $$log; echo "FAIL: $(COMPACTION_TEST) did not pass"; exit 1; fi; rm -f $$log
 
 .PHONY: test-faults
-test-faults: tools build ## Run the fault tests' long version: annex killed 10 times under clients whose history is checked (test/history), about 5 minutes; ANNEX_HISTORY_DIR=dir keeps each history.
+test-faults: tools build ## Run the fault tests' long version: annex killed 10 times under clients whose history is checked (test/history), about 3.5 minutes; ANNEX_HISTORY_DIR=dir keeps each history.
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) ANNEX_FAULTS_LONG=1 \
 		go test -tags integration -count=1 -timeout 15m -v $(GO_TEST_FLAGS) ./test/faults/
 

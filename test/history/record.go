@@ -161,8 +161,9 @@ func (r *Recorder) Stop() {
 }
 
 // Finish stops the run if it is not stopped, then reads the final state
-// with a list and resumes each watch chain from up to resumes of the
-// resourceVersions it saw, and returns the history. The server must be
+// with a list and resumes each watch chain from its list's
+// resourceVersion and from up to 2*resumes-1 of the resourceVersions it
+// saw, and returns the history. The server must be
 // up; Finish retries the list until ctx ends.
 func (r *Recorder) Finish(ctx context.Context, resumes int) (*History, error) {
 	r.Stop()
@@ -192,9 +193,18 @@ func (r *Recorder) Finish(ctx context.Context, resumes int) (*History, error) {
 			continue
 		}
 		until := events[len(events)-1].RV
+		// From the list, from points spread over the chain, and from
+		// points spread over its last watch: after a restart of the
+		// server only the latter may still be served.
 		froms := []uint64{c.StartRV}
 		for k := 1; k < resumes && len(events) > 1; k++ {
 			froms = append(froms, events[(k*(len(events)-1))/resumes].RV)
+		}
+		lastSeg := c.Segments[len(c.Segments)-1].Events
+		for k := 0; k < resumes && len(lastSeg) > 1; k++ {
+			if e := lastSeg[(k*(len(lastSeg)-1))/resumes]; e.Type != Bookmark {
+				froms = append(froms, e.RV)
+			}
 		}
 		seen := map[uint64]bool{}
 		for _, from := range froms {
