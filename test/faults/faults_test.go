@@ -243,8 +243,10 @@ func TestKillAnnexUnderWrites(t *testing.T) {
 		Clients:  4, Watchers: 2,
 		Pause:     20 * time.Millisecond,
 		OpTimeout: 10 * time.Second,
-		Seed:      time.Now().UnixNano(),
-		Logf:      t.Logf,
+		// Watches end every 5s after a bookmark and are resumed from it.
+		WatchTimeout: 5 * time.Second,
+		Seed:         time.Now().UnixNano(),
+		Logf:         t.Logf,
 	})
 	if err != nil {
 		t.Fatal(err)

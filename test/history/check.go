@@ -41,7 +41,7 @@ type Report struct {
 
 	// Watches: events received (bookmarks included), chains (a list and
 	// the watches resumed from it), chains ended by a 410 Gone.
-	WatchEvents, Chains, ChainsGone int
+	WatchEvents, Bookmarks, Chains, ChainsGone int
 	// SilentGaps: acknowledged writes inside a chain's window that the
 	// chain did not deliver. OutOfOrder: events whose resourceVersion is
 	// not above the previous one. BookmarksBack: bookmarks below what was
@@ -83,8 +83,8 @@ func (r *Report) String() string {
 		}
 	}
 	fmt.Fprintf(&b, "linearizable: %s; stale reads: %d; acknowledged writes lost: %d; lists not a snapshot: %d\n", r.Linearizable, r.StaleReads, r.LostWrites, r.BadLists)
-	fmt.Fprintf(&b, "watch: %d events in %d chains (%d ended by 410); silent gaps: %d; out of order: %d; bookmarks back: %d; phantoms: %d; bad transitions: %d\n",
-		r.WatchEvents, r.Chains, r.ChainsGone, r.SilentGaps, r.OutOfOrder, r.BookmarksBack, r.Phantoms, r.BadTransitions)
+	fmt.Fprintf(&b, "watch: %d events (%d bookmarks) in %d chains (%d ended by 410); silent gaps: %d; out of order: %d; bookmarks back: %d; phantoms: %d; bad transitions: %d\n",
+		r.WatchEvents, r.Bookmarks, r.Chains, r.ChainsGone, r.SilentGaps, r.OutOfOrder, r.BookmarksBack, r.Phantoms, r.BadTransitions)
 	fmt.Fprintf(&b, "resumed watches: %d (%d answered 410); different suffix: %d; failed: %d",
 		r.Resumes, r.ResumesGone, r.ResumeMismatches, r.ResumeErrors)
 	for _, v := range r.Violations {
@@ -396,6 +396,7 @@ func checkWatches(h *History, r *Report, note func(at int64, tag, format string,
 		byRV := map[uint64]Event{}
 		for _, e := range events {
 			if e.Type == Bookmark {
+				r.Bookmarks++
 				if e.RV < last {
 					r.BookmarksBack++
 					r.violation("watcher %d chain %d: bookmark at %d after %d", c.Watcher, ci, e.RV, last)

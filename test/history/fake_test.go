@@ -27,6 +27,9 @@ type fakeStore struct {
 	staleReads bool
 	// skipEvents > 0: watches leave out every skipEvents-th event.
 	skipEvents int
+	// bookmarkBack: the bookmark that ends a watch with timeoutSeconds
+	// is below the last event it sent.
+	bookmarkBack bool
 
 	mu      sync.Mutex
 	rev     uint64
@@ -232,7 +235,13 @@ func (f *fakeStore) watch(w http.ResponseWriter, req *http.Request) {
 	flusher := w.(http.Flusher)
 	flusher.Flush()
 	enc := json.NewEncoder(w)
-	sent := 0 // events of the log already looked at
+	var timeout <-chan time.Time
+	if secs, err := strconv.Atoi(req.URL.Query().Get("timeoutSeconds")); err == nil && secs > 0 {
+		timeout = time.After(time.Duration(secs) * time.Second)
+	}
+	sent := 0    // events of the log already looked at
+	upto := from // the resourceVersion of the last of them
+	last := from // the resourceVersion of the last event sent
 	for {
 		f.mu.Lock()
 		pending := append([]fakeEvent(nil), f.log[sent:]...)
@@ -240,6 +249,7 @@ func (f *fakeStore) watch(w http.ResponseWriter, req *http.Request) {
 		changed := f.changed
 		f.mu.Unlock()
 		for _, e := range pending {
+			upto = max(upto, e.obj.RV)
 			if e.obj.RV <= from {
 				continue
 			}
@@ -249,10 +259,23 @@ func (f *fakeStore) watch(w http.ResponseWriter, req *http.Request) {
 			if err := enc.Encode(map[string]any{"type": string(e.typ), "object": render(e.name, e.obj)}); err != nil {
 				return
 			}
+			last = e.obj.RV
 		}
 		flusher.Flush()
 		select {
 		case <-req.Context().Done():
+			return
+		case <-timeout:
+			// The bookmark at the end of a watch: everything up to the
+			// last event of the log this watch looked at was sent.
+			rv := upto
+			if f.bookmarkBack && last > from {
+				rv = last - 1
+			}
+			bookmark := map[string]any{"apiVersion": "example.com/v1", "kind": "Thing",
+				"metadata": map[string]any{"resourceVersion": strconv.FormatUint(rv, 10)}}
+			_ = enc.Encode(map[string]any{"type": string(Bookmark), "object": bookmark})
+			flusher.Flush()
 			return
 		case <-changed:
 		case <-time.After(10 * time.Second):
@@ -268,6 +291,8 @@ func (f *fakeStore) String() string {
 		return fmt.Sprintf("drops every %dth acknowledged write", f.dropEvery)
 	case f.staleReads:
 		return "serves stale reads"
+	case f.bookmarkBack:
+		return "sends bookmarks below the events it sent"
 	case f.skipEvents > 0:
 		return fmt.Sprintf("skips every watch event whose resourceVersion divides by %d", f.skipEvents)
 	}

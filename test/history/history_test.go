@@ -25,17 +25,20 @@ func run(t *testing.T, f *fakeStore) *Report {
 		},
 		Names:   []string{"a", "b", "c", "d"},
 		Clients: 4, Watchers: 2,
-		Pause: time.Millisecond,
-		Seed:  1,
+		Pause:        time.Millisecond,
+		WatchTimeout: time.Second,
+		Seed:         1,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Until enough writes were acknowledged to meet every fault several
-	// times; the clients' pace does not matter.
-	deadline := time.Now().Add(30 * time.Second)
+	// times, and the watches (of one second) ended twice with a bookmark;
+	// the clients' pace does not matter.
+	started := time.Now()
 	for {
-		if _, acked := rec.Counts(); acked >= 300 || time.Now().After(deadline) {
+		_, acked := rec.Counts()
+		if elapsed := time.Since(started); (acked >= 300 && elapsed > 2500*time.Millisecond) || elapsed > 30*time.Second {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -63,8 +66,9 @@ func TestCorrectStorePasses(t *testing.T) {
 	if !rep.OK() {
 		t.Fatalf("the checker reports violations on a correct store:\n%s", rep)
 	}
-	if rep.Reads == 0 || rep.WatchEvents == 0 || rep.Resumes == 0 {
-		t.Errorf("the run read %d times, received %d watch events and resumed %d watches; it must do all three", rep.Reads, rep.WatchEvents, rep.Resumes)
+	if rep.Reads == 0 || rep.WatchEvents == 0 || rep.Bookmarks == 0 || rep.Resumes == 0 {
+		t.Errorf("the run read %d times, received %d watch events and %d bookmarks, and resumed %d watches; it must do all four",
+			rep.Reads, rep.WatchEvents, rep.Bookmarks, rep.Resumes)
 	}
 	if rep.ResumesGone != 0 {
 		t.Errorf("%d resumed watches answered 410 on a store that keeps its whole log", rep.ResumesGone)
@@ -83,6 +87,9 @@ func TestBrokenStoresAreCaught(t *testing.T) {
 		{&fakeStore{staleReads: true}, func(r *Report) bool {
 			return r.Linearizable == porcupine.Illegal && r.StaleReads > 0
 		}},
+		{&fakeStore{bookmarkBack: true}, func(r *Report) bool {
+			return r.Linearizable == porcupine.Ok && r.BookmarksBack > 0
+		}},
 		{&fakeStore{skipEvents: 10}, func(r *Report) bool {
 			return r.Linearizable == porcupine.Ok && r.SilentGaps > 0
 		}},
@@ -90,6 +97,7 @@ func TestBrokenStoresAreCaught(t *testing.T) {
 		f := tc.store
 		f.rev, f.objects, f.lagged, f.changed = 1, map[string]Object{}, map[string]Object{}, make(chan struct{})
 		t.Run(f.String(), func(t *testing.T) {
+			t.Parallel()
 			rep := run(t, f)
 			if rep.OK() || !tc.caught(rep) {
 				t.Fatalf("the checker did not report the fault:\n%s", rep)

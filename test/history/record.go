@@ -50,6 +50,10 @@ type Config struct {
 	// OpTimeout bounds each operation (an operation that times out has an
 	// unknown outcome). Default 10s.
 	OpTimeout time.Duration
+	// WatchTimeout, when set, is each watch's timeoutSeconds: the server
+	// ends the watch then (sending a bookmark shortly before), and the
+	// watcher resumes it from the last resourceVersion it received.
+	WatchTimeout time.Duration
 	// Seed makes the clients' choices reproducible.
 	Seed int64
 	// Logf, when set, gets a line for each watch that ends and restarts.
@@ -536,7 +540,12 @@ func sleep(ctx context.Context, d time.Duration) {
 // not start.
 func (r *Recorder) watch(ctx context.Context, from uint64, done func(Event) bool) (Segment, error) {
 	seg := Segment{From: from, Start: r.Now()}
-	w, err := r.res.Watch(ctx, metav1.ListOptions{ResourceVersion: strconv.FormatUint(from, 10), AllowWatchBookmarks: true})
+	opts := metav1.ListOptions{ResourceVersion: strconv.FormatUint(from, 10), AllowWatchBookmarks: true}
+	if r.cfg.WatchTimeout > 0 && done == nil {
+		secs := int64(r.cfg.WatchTimeout / time.Second)
+		opts.TimeoutSeconds = &secs
+	}
+	w, err := r.res.Watch(ctx, opts)
 	if err != nil {
 		return seg, err
 	}
