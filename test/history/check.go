@@ -34,6 +34,9 @@ type Report struct {
 	// older than a write acknowledged before the read started. A lost
 	// write is an acknowledged write missing from the final state.
 	StaleReads, LostWrites int
+	// RVsBackwards: acknowledged writes whose resourceVersion is not above
+	// that of a write (of any object) acknowledged before they started.
+	RVsBackwards int
 	// BadLists: lists that are not a snapshot at their resourceVersion (an
 	// item newer than the list, or older than an acknowledged write at or
 	// below the list's resourceVersion).
@@ -62,7 +65,7 @@ type Report struct {
 // OK says whether the history is linearizable and no watch property was
 // violated.
 func (r *Report) OK() bool {
-	return r.Linearizable == porcupine.Ok && r.StaleReads == 0 && r.LostWrites == 0 && r.BadLists == 0 &&
+	return r.Linearizable == porcupine.Ok && r.StaleReads == 0 && r.LostWrites == 0 && r.BadLists == 0 && r.RVsBackwards == 0 &&
 		r.SilentGaps == 0 && r.OutOfOrder == 0 && r.BookmarksBack == 0 && r.Phantoms == 0 &&
 		r.BadTransitions == 0 && r.ResumeMismatches == 0 && r.ResumeErrors == 0
 }
@@ -82,7 +85,8 @@ func (r *Report) String() string {
 			fmt.Fprintf(&b, "  %d %s\n", r.Causes[k], k)
 		}
 	}
-	fmt.Fprintf(&b, "linearizable: %s; stale reads: %d; acknowledged writes lost: %d; lists not a snapshot: %d\n", r.Linearizable, r.StaleReads, r.LostWrites, r.BadLists)
+	fmt.Fprintf(&b, "linearizable: %s; stale reads: %d; acknowledged writes lost: %d; lists not a snapshot: %d; resourceVersions backwards: %d\n",
+		r.Linearizable, r.StaleReads, r.LostWrites, r.BadLists, r.RVsBackwards)
 	fmt.Fprintf(&b, "watch: %d events (%d bookmarks) in %d chains (%d ended by 410); silent gaps: %d; out of order: %d; bookmarks back: %d; phantoms: %d; bad transitions: %d\n",
 		r.WatchEvents, r.Bookmarks, r.Chains, r.ChainsGone, r.SilentGaps, r.OutOfOrder, r.BookmarksBack, r.Phantoms, r.BadTransitions)
 	fmt.Fprintf(&b, "resumed watches: %d (%d answered 410); different suffix: %d; failed: %d",
@@ -165,6 +169,7 @@ func Check(h *History, dir string, timeout time.Duration) *Report {
 		notes = append(notes, porcupine.Annotation{Tag: tag, Start: at, Description: fmt.Sprintf(format, args...), BackgroundColor: "#f7c6c6"})
 	}
 	checkReads(h, r, note)
+	checkOrder(h, r, note)
 	checkWatches(h, r, note)
 
 	if !r.OK() && dir != "" {
@@ -338,6 +343,34 @@ func checkReads(h *History, r *Report, note func(at int64, tag, format string, a
 			r.LostWrites++
 			r.violation("acknowledged write lost: %s; the final state of %s is %v (found: %t)", w, name, final, found)
 			note(w.Return, "lost writes", "%s %s rv=%d", w.Kind, name, w.RV)
+		}
+	}
+}
+
+// checkOrder checks that resourceVersions follow real time across
+// objects: a write acknowledged before another started has a lower one.
+func checkOrder(h *History, r *Report, note func(at int64, tag, format string, args ...any)) {
+	var writes []*Op
+	for i := range h.Ops {
+		if o := &h.Ops[i]; o.IsWrite() && o.Result == OK && o.RV != 0 {
+			writes = append(writes, o)
+		}
+	}
+	byReturn := append([]*Op(nil), writes...)
+	sort.Slice(byReturn, func(i, j int) bool { return byReturn[i].Return < byReturn[j].Return })
+	sort.Slice(writes, func(i, j int) bool { return writes[i].Call < writes[j].Call })
+	var before *Op // the highest resourceVersion acknowledged so far
+	k := 0
+	for _, w := range writes {
+		for ; k < len(byReturn) && byReturn[k].Return < w.Call; k++ {
+			if before == nil || byReturn[k].RV > before.RV {
+				before = byReturn[k]
+			}
+		}
+		if before != nil && w.RV <= before.RV {
+			r.RVsBackwards++
+			r.violation("%s got a resourceVersion not above that of %s, acknowledged before it started", w, before)
+			note(w.Return, "resourceVersions", "%s %s rv=%d after rv=%d", w.Kind, w.Name, w.RV, before.RV)
 		}
 	}
 }

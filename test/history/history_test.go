@@ -268,3 +268,26 @@ func TestListNotASnapshot(t *testing.T) {
 		})
 	}
 }
+
+// resourceVersions follow real time across objects too.
+func TestResourceVersionsFollowTime(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		rvB  uint64
+		bad  bool
+	}{
+		{"a later write of another object gets a higher resourceVersion", 11, false},
+		{"a later write of another object gets a lower resourceVersion", 9, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &History{Names: []string{"a", "b"}, Ops: []Op{
+				{Client: 0, Kind: Create, Name: "a", Value: "a1", Result: OK, RV: 10, Call: 0, Return: 10},
+				{Client: 1, Kind: Create, Name: "b", Value: "b1", Result: OK, RV: tc.rvB, Call: 20, Return: 30},
+			}}
+			rep := Check(h, "", 10*time.Second)
+			if got := rep.RVsBackwards > 0; got != tc.bad {
+				t.Errorf("resourceVersions backwards: %d, want a violation: %t\n%s", rep.RVsBackwards, tc.bad, rep)
+			}
+		})
+	}
+}
