@@ -254,13 +254,17 @@ func TestKillAnnexUnderWrites(t *testing.T) {
 	defer rec.Stop()
 
 	// Each kill lands while writes are being acknowledged: after a start,
-	// wait for writes, then kill.
+	// wait for writes, then kill while one is in flight.
 	var ackedBefore []int
 	for i := 1; i <= kills; i++ {
 		time.Sleep(between)
 		_, acked := rec.Counts()
 		ackedBefore = append(ackedBefore, acked)
-		rec.Mark("kill -9 annex (%d of %d)", i, kills)
+		// Kill while a write is on its way (for up to a second).
+		for wait := time.Now(); rec.WritesInFlight() == 0 && time.Since(wait) < time.Second; {
+			time.Sleep(100 * time.Microsecond)
+		}
+		rec.Mark("kill -9 annex (%d of %d), %d writes in flight", i, kills, rec.WritesInFlight())
 		if err := a.kill(); err != nil {
 			t.Fatalf("kill %d: %v", i, err)
 		}

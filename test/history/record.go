@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -73,6 +74,8 @@ type Recorder struct {
 	stopOnce sync.Once
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+
+	inflight atomic.Int64 // writes sent and not answered yet
 
 	mu sync.Mutex
 	h  History
@@ -153,6 +156,9 @@ func (r *Recorder) Counts() (ops, acked int) {
 	}
 	return len(r.h.Ops), acked
 }
+
+// WritesInFlight returns how many writes are sent and not answered yet.
+func (r *Recorder) WritesInFlight() int { return int(r.inflight.Load()) }
 
 // Stop lets each client finish its operation in flight, stops the
 // watchers, and waits for all of them.
@@ -304,6 +310,7 @@ func (r *Recorder) write(client int, kind Kind, name, value string, pre uint64) 
 	defer cancel()
 	var got *unstructured.Unstructured
 	var err error
+	r.inflight.Add(1)
 	o.Call = r.Now()
 	switch kind {
 	case Create, Update:
@@ -332,6 +339,7 @@ func (r *Recorder) write(client int, kind Kind, name, value string, pre uint64) 
 		got, err = r.deleteReturning(ctx, name, opts)
 	}
 	o.Return = r.Now()
+	r.inflight.Add(-1)
 	o.Result, o.Err = classify(err)
 	if o.Result == OK && !(kind == Delete && got == nil) {
 		if o.RV, err = rvOf(got); err != nil {
