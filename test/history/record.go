@@ -170,11 +170,10 @@ func (r *Recorder) Stop() {
 	r.wg.Wait()
 }
 
-// Finish stops the run if it is not stopped, then reads the final state
-// with a list and resumes each watch chain from its list's
-// resourceVersion and from up to 2*resumes-1 of the resourceVersions it
-// saw, and returns the history. The server must be
-// up; Finish retries the list until ctx ends.
+// Finish stops the run if it is not stopped, reads the final state with a
+// list, resumes each watch chain from its list's resourceVersion and from
+// up to 2*resumes-1 of the resourceVersions it saw, and returns the
+// history. The server must be up; Finish retries the list until ctx ends.
 func (r *Recorder) Finish(ctx context.Context, resumes int) (*History, error) {
 	r.Stop()
 	final := r.Clients() + r.cfg.Watchers
