@@ -118,3 +118,7 @@ func (p *Process) Stop(timeout time.Duration) error {
 	<-p.done
 	return fmt.Errorf("it did not stop within %s of SIGTERM and was killed", timeout)
 }
+
+// Kill ends the process with SIGKILL, as a crash or the OOM killer would,
+// and waits until it is gone.
+func (p *Process) Kill() error { return p.kill() }

@@ -1,0 +1,316 @@
+//go:build integration
+
+// Package faults runs annex under faults while the clients of
+// test/history write, read and watch one hosted type, and checks the
+// recorded history: linearizable against Kubernetes object semantics,
+// nothing acknowledged lost, no stale read, no silent gap in any watch.
+//
+// The short version runs in make test-integration; ANNEX_FAULTS_LONG=1
+// (make test-faults) runs more faults for longer. On a violation the test
+// writes porcupine's visualization and the history as JSON, into
+// ANNEX_HISTORY_DIR or a new directory under the system's temp directory,
+// and prints their paths.
+package faults
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"annex.dev/annex/test/history"
+	"annex.dev/annex/test/integration/framework"
+)
+
+// long selects the longer run of make test-faults.
+func long() bool { return os.Getenv("ANNEX_FAULTS_LONG") == "1" }
+
+// annex is one annex-apiserver in standalone mode on its embedded etcd,
+// which the test kills and starts again on the same data.
+type annex struct {
+	t          *testing.T
+	bin        string
+	args       []string
+	dir        string
+	port       int
+	kubeconfig string
+	log        *framework.LogBuffer
+	proc       *framework.Process
+}
+
+func startAnnex(t *testing.T) *annex {
+	t.Helper()
+	bin := os.Getenv("ANNEX_APISERVER_BIN")
+	if bin == "" {
+		t.Fatal("ANNEX_APISERVER_BIN must name the annex-apiserver binary (make test-integration sets it)")
+	}
+	port, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	a := &annex{t: t, bin: bin, dir: dir, port: port, kubeconfig: filepath.Join(dir, "kubeconfig"), log: &framework.LogBuffer{}}
+	a.args = []string{
+		"--mode=standalone", "--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
+		"--data-dir=" + filepath.Join(dir, "data"), "--admin-kubeconfig=" + a.kubeconfig,
+	}
+	t.Cleanup(func() {
+		if a.proc != nil {
+			if exited, _ := a.proc.Exited(); !exited {
+				_ = a.proc.Stop(30 * time.Second)
+			}
+		}
+		if t.Failed() {
+			t.Logf("annex log:\n%s", a.log.String())
+		}
+	})
+	if _, err := a.start(); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// start starts annex on its data and waits until /readyz answers 200; it
+// returns how long that took.
+func (a *annex) start() (time.Duration, error) {
+	started := time.Now()
+	proc, err := framework.StartProcess(a.bin, a.args, a.dir, a.log)
+	if err != nil {
+		return 0, err
+	}
+	a.proc = proc
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var last string
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		if exited, err := proc.Exited(); exited {
+			return false, fmt.Errorf("annex exited while starting: %v", err)
+		}
+		if _, err := os.Stat(a.kubeconfig); err != nil {
+			return false, nil
+		}
+		client, err := rest.HTTPClientFor(a.restConfig())
+		if err != nil {
+			return false, err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/readyz", a.port), nil)
+		if err != nil {
+			return false, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		resp.Body.Close()
+		last = resp.Status
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("annex was not ready: %v (last /readyz: %s)", err, last)
+	}
+	return time.Since(started), nil
+}
+
+// kill ends annex and its embedded etcd with SIGKILL.
+func (a *annex) kill() error {
+	fmt.Fprintf(a.log, "\n--- kill -9 ---\n")
+	return a.proc.Kill()
+}
+
+func (a *annex) restConfig() *rest.Config {
+	cfg, err := clientcmd.BuildConfigFromFlags("", a.kubeconfig)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return cfg
+}
+
+// The hosted type the clients share.
+var ledgers = schema.GroupVersionResource{Group: "history.example.com", Version: "v1", Resource: "ledgers"}
+
+const ledgersType = `{
+  "apiVersion": "annex.dev/v1alpha1",
+  "kind": "HostedResource",
+  "metadata": {"name": "ledgers.history.example.com"},
+  "spec": {
+    "group": "history.example.com",
+    "names": {"kind": "Ledger", "plural": "ledgers"},
+    "scope": "Cluster",
+    "versions": [{
+      "name": "v1", "served": true, "storage": true,
+      "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"type": "object", "properties": {"note": {"type": "string"}}}
+      }}}
+    }]
+  }
+}`
+
+func ledger(string) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "history.example.com/v1", "kind": "Ledger", "spec": map[string]any{"note": "history"},
+	}}
+}
+
+// declareLedgers declares the type and waits until it is served.
+func declareLedgers(t *testing.T, cfg *rest.Config) {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr := &unstructured.Unstructured{}
+	if err := json.Unmarshal([]byte(ledgersType), &hr.Object); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	hrs := schema.GroupVersionResource{Group: "annex.dev", Version: "v1alpha1", Resource: "hostedresources"}
+	if _, err := dyn.Resource(hrs).Create(ctx, hr, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var last error
+	err = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		_, last = dyn.Resource(ledgers).List(ctx, metav1.ListOptions{})
+		return last == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("ledgers were not served: %v", last)
+	}
+}
+
+// historyDir is where a failing check writes its files.
+func historyDir(t *testing.T) string {
+	if dir := os.Getenv("ANNEX_HISTORY_DIR"); dir != "" {
+		return filepath.Join(dir, t.Name())
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("annex-history-%s-%d", filepath.Base(t.Name()), time.Now().UnixNano()))
+}
+
+// keep writes the history as JSON into ANNEX_HISTORY_DIR, when set, also
+// when it checks: the figures of docs/reliability.md come from there.
+func keep(t *testing.T, dir string, h *history.History) {
+	if os.Getenv("ANNEX_HISTORY_DIR") == "" {
+		return
+	}
+	data, err := json.Marshal(h)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "history.json"), data, 0o644)
+	}
+	if err != nil {
+		t.Errorf("keeping the history: %v", err)
+		return
+	}
+	t.Logf("history: %s", filepath.Join(dir, "history.json"))
+}
+
+// TestKillAnnexUnderWrites kills annex (and with it its embedded etcd) with
+// SIGKILL several times while four clients write, read and watch, and
+// starts it again on the same data each time. The clients' requests fail
+// while it is down (their outcome is unknown), their watches end and are
+// resumed from the last resourceVersion they delivered; the history must
+// check: nothing acknowledged lost, no stale read, no silent gap.
+func TestKillAnnexUnderWrites(t *testing.T) {
+	kills, between := 3, 4*time.Second
+	if long() {
+		kills, between = 10, 15*time.Second
+	}
+	a := startAnnex(t)
+	cfg := a.restConfig()
+	declareLedgers(t, cfg)
+
+	rec, err := history.Start(history.Config{
+		REST:     cfg,
+		Resource: ledgers,
+		Object:   ledger,
+		Names:    []string{"l0", "l1", "l2", "l3", "l4", "l5"},
+		Clients:  4, Watchers: 2,
+		Pause:     20 * time.Millisecond,
+		OpTimeout: 10 * time.Second,
+		// Watches end every 5s after a bookmark and are resumed from it.
+		WatchTimeout: 5 * time.Second,
+		Seed:         time.Now().UnixNano(),
+		Logf:         t.Logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Stop()
+
+	// Each kill lands while writes are being acknowledged: after a start,
+	// wait for writes, then kill while one is in flight.
+	var ackedBefore []int
+	for i := 1; i <= kills; i++ {
+		time.Sleep(between)
+		_, acked := rec.Counts()
+		ackedBefore = append(ackedBefore, acked)
+		// Kill while a write is on its way (for up to a second).
+		for wait := time.Now(); rec.WritesInFlight() == 0 && time.Since(wait) < time.Second; {
+			time.Sleep(100 * time.Microsecond)
+		}
+		rec.Mark("kill -9 annex (%d of %d), %d writes in flight", i, kills, rec.WritesInFlight())
+		if err := a.kill(); err != nil {
+			t.Fatalf("kill %d: %v", i, err)
+		}
+		took, err := a.start()
+		if err != nil {
+			t.Fatalf("after kill %d: %v", i, err)
+		}
+		rec.Mark("annex ready again, %s after its start", took.Round(time.Millisecond))
+		t.Logf("kill %d: %d writes acknowledged before it; annex ready again %s after its start", i, acked, took.Round(time.Millisecond))
+	}
+	time.Sleep(between)
+	_, acked := rec.Counts()
+	ackedBefore = append(ackedBefore, acked)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	h, err := rec.Finish(ctx, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := historyDir(t)
+	rep := history.Check(h, dir, 2*time.Minute)
+	keep(t, dir, h)
+	t.Logf("%d kills of annex with its embedded etcd:\n%s", kills, rep)
+	if !rep.OK() {
+		t.Fatalf("the history does not check:\n%s", rep)
+	}
+	// Writes went on being acknowledged after every restart.
+	for i := 1; i < len(ackedBefore); i++ {
+		if ackedBefore[i] <= ackedBefore[i-1] {
+			t.Errorf("no write was acknowledged between kill %d and the next stop (%d before, %d after)", i, ackedBefore[i-1], ackedBefore[i])
+		}
+	}
+	// Every watcher came back after the last restart.
+	last := h.Marks[len(h.Marks)-1].At
+	for w := 0; w < 2; w++ {
+		delivered := 0
+		for _, c := range h.Chains {
+			for _, e := range c.Events() {
+				if c.Watcher == rec.Clients()+w && e.At > last && e.Type != history.Bookmark {
+					delivered++
+				}
+			}
+		}
+		if delivered == 0 {
+			t.Errorf("watcher %d received no event after the last restart", w)
+		}
+	}
+}
