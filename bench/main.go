@@ -51,6 +51,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: --out is required")
 		os.Exit(2)
 	}
+	// The processes the driver starts run in directories of their own,
+	// and read the files it writes there by name.
+	abs, err := filepath.Abs(*outDir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	*outDir = abs
 	if *doc == "" {
 		*doc = filepath.Join(*outDir, "benchmarks.md")
 	}
