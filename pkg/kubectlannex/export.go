@@ -135,6 +135,11 @@ func (o *ExportOptions) Run(ctx context.Context, arg string) (retErr error) {
 	res := c.dynamic.Resource(t.GroupVersionResource(v)).Namespace(namespace)
 	opts := metav1.ListOptions{Limit: o.chunkSize, LabelSelector: o.selector}
 	var prog *progress
+	defer func() {
+		if retErr != nil && prog != nil {
+			prog.finish(false)
+		}
+	}()
 	for {
 		list, err := res.List(ctx, opts)
 		if err != nil {
@@ -171,7 +176,7 @@ func (o *ExportOptions) Run(ctx context.Context, arg string) (retErr error) {
 	if err := buffered.Flush(); err != nil {
 		return fmt.Errorf("writing to %s: %w", dest, err)
 	}
-	took := prog.finish()
+	took := prog.finish(true)
 	fmt.Fprintf(o.ErrOut, "exported %d objects of %s%s (version %s) to %s in %s%s\n",
 		prog.done, t.Name(), where, v, dest, took.Round(1e6), rate(prog.done, took))
 	return nil

@@ -183,7 +183,7 @@ func (o *ImportOptions) Run(ctx context.Context) error {
 		created++
 		return nil
 	})
-	took := prog.finish()
+	took := prog.finish(err == nil && !stopped)
 	if err != nil && !errors.Is(err, errStop) {
 		return fmt.Errorf("importing %s: %w (%d of %d objects imported)", name, err, created, total)
 	}

@@ -1,10 +1,13 @@
 package kubectlannex
 
 import (
+	"context"
 	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 func object(apiVersion, kind, namespace, name string) *unstructured.Unstructured {
@@ -57,6 +60,16 @@ func TestPrepare(t *testing.T) {
 		_, err := prepare(hrs, tc.c, tc.obj, pos)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("prepare(%v): error %v, want %q", tc.obj.Object, err, tc.want)
+		}
+	}
+}
+
+func TestAnnexNotInstalled(t *testing.T) {
+	c := &clients{}
+	err := c.annexError(context.Background(), apierrors.NewNotFound(schema.GroupResource{Group: "annex.dev", Resource: "hostedresources"}, ""))
+	for _, want := range []string{"annex is not installed in this cluster", "annex.dev/v1alpha1", "helm install annex charts/annex"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error for a cluster without annex %q lacks %q", err, want)
 		}
 	}
 }

@@ -52,7 +52,8 @@ func newProgress(out io.Writer, mode, description string, total int64) *progress
 		progressbar.OptionSetElapsedTime(true),
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionSetRenderBlankState(true),
-		progressbar.OptionClearOnFinish(),
+		// The full bar stays, and the summary follows on its own line.
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(out) }),
 	)
 	return p
 }
@@ -73,11 +74,15 @@ func (p *progress) printf(format string, args ...any) {
 	fmt.Fprintf(p.out, format, args...)
 }
 
-// finish removes the bar; the caller prints the summary.
-func (p *progress) finish() time.Duration {
+// finish ends the bar: full when the job is complete, where it stopped
+// otherwise; the caller prints the summary on the next line.
+func (p *progress) finish(complete bool) time.Duration {
 	if p.bar != nil {
-		_ = p.bar.Exit()
-		_ = p.bar.Clear()
+		if complete {
+			_ = p.bar.Finish()
+		} else {
+			_ = p.bar.Exit()
+		}
 	}
 	return time.Since(p.start)
 }
