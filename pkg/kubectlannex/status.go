@@ -215,11 +215,14 @@ func readStatus(ctx context.Context, c *clients) (*StatusReport, []string, error
 		return nil, nil, fmt.Errorf("listing the cluster's APIServices: %w", err)
 	}
 	report := buildReport(hrs, backends.Items, apiServices)
+	types := map[string]hostedType{}
+	for i := range hrs {
+		types[hrs[i].Name] = hostedType{hr: &hrs[i]}
+	}
 	var warnings []string
 	for i := range report.Items {
 		item := &report.Items[i]
-		t, _ := findType(hrs, item.Name)
-		count, err := countObjects(ctx, c, t)
+		count, err := countObjects(ctx, c, types[item.Name])
 		if err != nil {
 			item.ObjectCountError = err.Error()
 			warnings = append(warnings, fmt.Sprintf("counting the objects of %s: %v", item.Name, err))

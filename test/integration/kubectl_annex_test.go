@@ -4,6 +4,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -62,6 +64,12 @@ spec:
 // annex-apiserver) on the PATH, and the cluster through KUBECONFIG.
 func kubectlAnnex(t *testing.T, stdin []byte, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return kubectlAnnexWith(t, env.KubeconfigFile, stdin, args...)
+}
+
+// kubectlAnnexWith is kubectlAnnex against the cluster of kubeconfig.
+func kubectlAnnexWith(t *testing.T, kubeconfig string, stdin []byte, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	pluginDir := filepath.Dir(os.Getenv(framework.AnnexBinEnv))
 	if _, err := os.Stat(filepath.Join(pluginDir, "kubectl-annex")); err != nil {
 		t.Fatalf("the plugin is not beside %s (make build builds both): %v", os.Getenv(framework.AnnexBinEnv), err)
@@ -69,7 +77,7 @@ func kubectlAnnex(t *testing.T, stdin []byte, args ...string) (code int, stdout,
 	cmd := exec.CommandContext(testContext(t), filepath.Join(os.Getenv(framework.AssetsEnv), "kubectl"), append([]string{"annex"}, args...)...)
 	cmd.Env = append(os.Environ(),
 		"PATH="+pluginDir+string(os.PathListSeparator)+os.Getenv("PATH"),
-		"KUBECONFIG="+env.KubeconfigFile,
+		"KUBECONFIG="+kubeconfig,
 	)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var out, errOut bytes.Buffer
@@ -372,5 +380,32 @@ func expectAbsentIn(t *testing.T, gvr schema.GroupVersionResource, ns, name stri
 		t.Errorf("%s/%s exists; the import that named it should have written nothing", ns, name)
 	case !apierrors.IsNotFound(err):
 		t.Errorf("getting %s/%s: %v, want NotFound", ns, name, err)
+	}
+}
+
+// TestKubectlAnnexWithoutAnnex runs kubectl annex against a cluster where
+// annex is not installed: every command says so, and how to install it.
+func TestKubectlAnnexWithoutAnnex(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cluster, err := framework.StartControlPlane(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cluster.Stop(); err != nil {
+			t.Errorf("stopping the control plane: %v", err)
+		}
+	})
+	for _, args := range [][]string{{"status"}, {"export", "policyreports"}} {
+		code, stdout, stderr := kubectlAnnexWith(t, cluster.KubeconfigFile, nil, args...)
+		if code == 0 || stdout != "" {
+			t.Errorf("kubectl annex %s without annex: exit code %d, stdout %q; want a failure", strings.Join(args, " "), code, stdout)
+		}
+		for _, want := range []string{"error: annex is not installed in this cluster", "helm install annex charts/annex"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("kubectl annex %s without annex: stderr lacks %q:\n%s", strings.Join(args, " "), want, stderr)
+			}
+		}
 	}
 }
