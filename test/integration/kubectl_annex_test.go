@@ -310,6 +310,21 @@ func TestKubectlAnnex(t *testing.T) {
 			}
 		}
 
+		// A status the schema refuses: the create succeeds, the status
+		// write does not, and the object is taken out again.
+		badStatus := renamed(snapshot(nsA, 6), "bad-status")
+		badStatus.Object["status"] = map[string]any{"phase": "Done", "bytes": "lots"}
+		code, _, stderr = kubectlAnnex(t, []byte(snapshotYAML(t, badStatus)), "import", "-f", "-")
+		if code == 0 {
+			t.Errorf("import of an object whose status the schema refuses: exit code 0:\n%s", stderr)
+		}
+		for _, w := range []string{"snapshot.backup.example.com/bad-status in namespace " + nsA, "its status could not be written, so it was deleted again", "status.bytes"} {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("import of an object whose status the schema refuses: standard error lacks %q:\n%s", w, stderr)
+			}
+		}
+		expectAbsentIn(t, gvr, nsA, "bad-status")
+
 		// With --on-error=stop, nothing after the failure is tried.
 		stop := snapshotYAML(t, snapshot(nsA, 0)) + "---\n" + snapshotYAML(t, renamed(snapshot(nsA, 3), "new-3"))
 		code, _, stderr = kubectlAnnex(t, []byte(stop), "import", "-f", "-", "--on-error=stop")
