@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,6 +28,9 @@ const (
 	onErrorContinue = "continue"
 	onErrorStop     = "stop"
 )
+
+// defaultParallel is how many objects import creates at the same time.
+const defaultParallel = 4
 
 // maxProblems is how many unusable objects import lists before it gives up
 // reading.
@@ -50,9 +54,10 @@ var (
 		is written through it right after the create; if that fails, the object is
 		deleted again, so that no object is left without its status.
 
-		An object that cannot be created (it exists already, the server refuses it) is
-		reported with its reason. Import goes on with the next object, or stops with
-		--on-error=stop, and exits non-zero when any object failed.
+		Objects are created --parallel at a time. An object that cannot be created (it
+		exists already, the server refuses it) is reported with its reason. Import goes
+		on with the next object, or, with --on-error=stop, creates one object at a time
+		and stops at the first that fails. It exits non-zero when any object failed.
 
 		Objects of a namespaced type without a namespace go to the current namespace;
 		the namespaces must exist.`)
@@ -70,13 +75,14 @@ type ImportOptions struct {
 	configFlags *genericclioptions.ConfigFlags
 	filename    string
 	onError     string
+	parallel    int
 	progress    string
 	genericiooptions.IOStreams
 }
 
 // NewCmdImport returns `kubectl annex import`.
 func NewCmdImport(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &ImportOptions{configFlags: configFlags, onError: onErrorContinue, progress: progressAuto, IOStreams: streams}
+	o := &ImportOptions{configFlags: configFlags, onError: onErrorContinue, parallel: defaultParallel, progress: progressAuto, IOStreams: streams}
 	cmd := &cobra.Command{
 		Use:                   "import -f FILENAME [options]",
 		DisableFlagsInUseLine: true,
@@ -92,7 +98,8 @@ func NewCmdImport(configFlags *genericclioptions.ConfigFlags, streams genericioo
 		},
 	}
 	cmd.Flags().StringVarP(&o.filename, "filename", "f", "", "File that holds the objects; - for standard input.")
-	cmd.Flags().StringVar(&o.onError, "on-error", o.onError, "What to do when an object cannot be created: continue with the next one, or stop.")
+	cmd.Flags().StringVar(&o.onError, "on-error", o.onError, "What to do when an object cannot be created: continue with the next one, or stop (which creates one object at a time).")
+	cmd.Flags().IntVar(&o.parallel, "parallel", o.parallel, "Number of objects to create at the same time.")
 	cmd.Flags().StringVar(&o.progress, "progress", o.progress, "Show progress on standard error: auto (when it is a terminal), always or never.")
 	return cmd
 }
@@ -101,6 +108,9 @@ func NewCmdImport(configFlags *genericclioptions.ConfigFlags, streams genericioo
 func (o *ImportOptions) Validate() error {
 	if o.filename == "" {
 		return fmt.Errorf("must specify -f FILENAME (- for standard input)")
+	}
+	if o.parallel < 1 {
+		return fmt.Errorf("--parallel must be at least 1")
 	}
 	if o.onError != onErrorContinue && o.onError != onErrorStop {
 		return fmt.Errorf("invalid --on-error %q: one of continue, stop", o.onError)
@@ -160,31 +170,9 @@ func (o *ImportOptions) Run(ctx context.Context) error {
 	}
 
 	prog := newProgress(o.ErrOut, o.progress, "importing", total)
-	var created, failed int64
-	stopped := false
-	err = readObjects(src, func(obj *unstructured.Unstructured, pos position) error {
-		item, err := prepare(hrs, c, obj, pos)
-		if err == nil {
-			err = createObject(ctx, c, item)
-		}
-		prog.add(1)
-		if err != nil {
-			failed++
-			prog.printf("error: %v\n", err)
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if o.onError == onErrorStop {
-				stopped = true
-				return errStop
-			}
-			return nil
-		}
-		created++
-		return nil
-	})
+	created, failed, stopped, err := o.create(ctx, hrs, c, src, prog)
 	took := prog.finish(err == nil && !stopped)
-	if err != nil && !errors.Is(err, errStop) {
+	if err != nil {
 		return fmt.Errorf("importing %s: %w (%d of %d objects imported)", name, err, created, total)
 	}
 	fmt.Fprintf(o.ErrOut, "imported %d of %d objects from %s in %s%s\n", created, total, name, took.Round(time.Millisecond), rate(created+failed, took))
@@ -195,6 +183,74 @@ func (o *ImportOptions) Run(ctx context.Context) error {
 		return fmt.Errorf("%d of %d objects were not imported", failed, total)
 	}
 	return nil
+}
+
+// create creates the objects of src, checked already, with --parallel
+// workers; with --on-error=stop, one at a time in the file's order, so
+// that nothing after the first failure is written.
+func (o *ImportOptions) create(ctx context.Context, hrs []v1alpha1.HostedResource, c *clients, src io.Reader, prog *progress) (created, failed int64, stopped bool, err error) {
+	workers := o.parallel
+	if o.onError == onErrorStop {
+		workers = 1
+	}
+	var mu sync.Mutex // guards the counts, stopped and prog
+	stop := make(chan struct{})
+	done := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		prog.add(1)
+		if err == nil {
+			created++
+			return
+		}
+		failed++
+		prog.printf("error: %v\n", err)
+		if o.onError == onErrorStop && !stopped {
+			stopped = true
+			close(stop)
+		}
+	}
+
+	items := make(chan importObject)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for item := range items {
+				done(createObject(ctx, c, item))
+			}
+		}()
+	}
+	err = readObjects(src, func(obj *unstructured.Unstructured, pos position) error {
+		item, err := prepare(hrs, c, obj, pos)
+		if err != nil {
+			// The first pass checked it; the file changed since.
+			return err
+		}
+		select {
+		case <-stop:
+			return errStop
+		default:
+		}
+		select {
+		case items <- item:
+			return nil
+		case <-stop:
+			return errStop
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	close(items)
+	wg.Wait()
+	if errors.Is(err, errStop) {
+		err = nil
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	return created, failed, stopped, err
 }
 
 var errStop = errors.New("stopped")

@@ -94,6 +94,7 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"import"}, "must specify -f FILENAME"},
 		{[]string{"import", "-f", "x.yaml", "--on-error", "ignore"}, `invalid --on-error "ignore": one of continue, stop`},
 		{[]string{"import", "-f", "x.yaml", "--progress", "sometimes"}, `invalid --progress "sometimes"`},
+		{[]string{"import", "-f", "x.yaml", "--parallel", "0"}, "--parallel must be at least 1"},
 	} {
 		_, _, err := run(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
