@@ -5,6 +5,7 @@ SHELL := /usr/bin/env bash -o pipefail
 
 BIN_DIR      := bin
 ANNEX        := $(BIN_DIR)/annex-apiserver
+KUBECTL_ANNEX := $(BIN_DIR)/kubectl-annex
 RUN_DIR      := .annex
 RUN_PORT     ?= 8443
 # The test control plane lives outside the clone, keyed by version.
@@ -46,8 +47,25 @@ help: ## Show the targets.
 .PHONY: build
 # make build compiles as make image does (static, -trimpath), so that the
 # image's build for this machine's platform reuses the compiled packages.
-build: ## Build bin/annex-apiserver (static), stamped with the version.
+build: ## Build bin/annex-apiserver (static) and the kubectl plugin bin/kubectl-annex, stamped with the version.
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(ANNEX) ./cmd/annex-apiserver
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(KUBECTL_ANNEX) ./cmd/kubectl-annex
+
+# The kubectl plugin for each platform a release ships it for.
+PLUGIN_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+
+.PHONY: plugin-archives
+plugin-archives: ## Build kubectl-annex for each of PLUGIN_PLATFORMS into bin/release/, one archive per platform, as releases ship it.
+	@set -e; mkdir -p $(BIN_DIR)/release; \
+	for p in $(PLUGIN_PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+		dir=$(BIN_DIR)/release/kubectl-annex-$$os-$$arch; mkdir -p $$dir; \
+		echo "go build $$p -> $$dir/kubectl-annex$$ext"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $$dir/kubectl-annex$$ext ./cmd/kubectl-annex; \
+		tar -C $$dir --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
+			-czf $(BIN_DIR)/release/kubectl-annex-$$os-$$arch.tar.gz .; \
+	done; \
+	cd $(BIN_DIR)/release && sha256sum kubectl-annex-*.tar.gz > kubectl-annex.sha256
 
 .PHONY: version
 version: ## Print the version that builds are stamped with.
