@@ -151,15 +151,15 @@ func readLabels(it *jsoniter.Iterator) map[string]string {
 		it.Skip()
 		return nil
 	case jsoniter.ObjectValue:
-		labels := map[string]string{}
+		set := map[string]string{}
 		it.ReadMapCB(func(it *jsoniter.Iterator, key string) bool {
-			labels[key] = readString(it)
+			set[key] = readString(it)
 			if !utf8.ValidString(key) {
 				it.ReportError("reading labels", "not UTF-8")
 			}
 			return it.Error == nil
 		})
-		return labels
+		return set
 	}
 	it.ReportError("reading labels", "not an object")
 	return nil
