@@ -213,8 +213,8 @@ func (s *Storage) deferObject(encoded []byte, resourceVersion string, warm bool)
 	if err != nil {
 		return nil, err
 	}
-	o := &Object{key: key, labels: l, fields: f, stored: &storedForm{}}
-	o.stored.form.Store(&encodedForm{data: compress(encoded)})
+	o := &Object{key: key, labels: s.labelSets.share(l), fields: f, stored: &storedForm{}}
+	o.stored.form.Store(&encodedForm{data: s.packer.compress(encoded)})
 	o.Name, o.Namespace, o.ResourceVersion = accessor.GetName(), accessor.GetNamespace(), resourceVersion
 	if warm && s.warmer != nil {
 		s.warmer.add(o)
@@ -251,7 +251,7 @@ func (s *Storage) placeholder(encoded []byte, resourceVersion string) (runtime.O
 // compact encoding in place of the stored bytes for the reads after.
 // It returns the compact encoding.
 func (s *Storage) decodeStored(o *Object, form *encodedForm, into runtime.Object) ([]byte, error) {
-	encoded, release, err := expand(form.data)
+	encoded, release, err := s.packer.expand(form.data)
 	defer release()
 	if err != nil {
 		return nil, fmt.Errorf("decompressing %s from the lean cache: %w", o.key, err)
@@ -272,7 +272,7 @@ func (s *Storage) decodeStored(o *Object, form *encodedForm, into runtime.Object
 	if err := s.config.Codec.Encode(into, buf); err != nil {
 		return nil, fmt.Errorf("encoding %s: %w", o.key, err)
 	}
-	compacted := &encodedForm{data: compress(buf.Bytes()), compact: true}
+	compacted := &encodedForm{data: s.packer.compress(buf.Bytes()), compact: true}
 	if !o.stored.form.CompareAndSwap(form, compacted) {
 		// Another read made it first; both are the same.
 		compacted = o.stored.form.Load()

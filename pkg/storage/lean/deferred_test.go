@@ -87,8 +87,8 @@ func TestDeferObjectPlacesFromMetadata(t *testing.T) {
 				t.Fatal(err)
 			}
 			if o.key != "/widgets/ns/w" || o.Name != "w" || o.Namespace != "ns" || o.ResourceVersion != "7" ||
-				!labels.Equals(o.labels, tc.labels) || !maps.Equal(o.fields, fields.Set{"metadata.name": "w", "metadata.namespace": "ns"}) {
-				t.Errorf("placed as key %q, %s/%s at %q, labels %v, fields %v", o.key, o.Namespace, o.Name, o.ResourceVersion, o.labels, o.fields)
+				!labels.Equals(o.GetLabels(), tc.labels) || !maps.Equal(o.fields, fields.Set{"metadata.name": "w", "metadata.namespace": "ns"}) {
+				t.Errorf("placed as key %q, %s/%s at %q, labels %v, fields %v", o.key, o.Namespace, o.Name, o.ResourceVersion, o.GetLabels(), o.fields)
 			}
 			obj := &unstructured.Unstructured{}
 			if err := s.decode(o, obj); err != nil {
@@ -112,8 +112,8 @@ func TestDeferObjectPlacesFromMetadata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if decodes.decodes != 1 || len(o.labels) != 0 {
-		t.Errorf("labels that are not strings: %d decodings, labels %v; want 1, none", decodes.decodes, o.labels)
+	if decodes.decodes != 1 || len(o.GetLabels()) != 0 {
+		t.Errorf("labels that are not strings: %d decodings, labels %v; want 1, none", decodes.decodes, o.GetLabels())
 	}
 }
 

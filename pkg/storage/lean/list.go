@@ -143,7 +143,7 @@ func (o *Object) writeJSON(s *Storage, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	encoded, release, err := expand(data)
+	encoded, release, err := s.packer.expand(data)
 	defer release()
 	if err != nil {
 		return fmt.Errorf("decompressing %s from the lean cache: %w", o.key, err)

@@ -36,7 +36,7 @@ func TestEncodedListIsTheSerializersList(t *testing.T) {
 			upstream.SetContinue(tc.continued)
 			upstream.SetRemainingItemCount(tc.remaining)
 			upstream.Items = []unstructured.Unstructured{}
-			encoded := &EncodedList{}
+			encoded := &EncodedList{s: s}
 			encoded.list.SetGroupVersionKind(kind)
 			encoded.list.SetResourceVersion("12")
 			encoded.list.SetContinue(tc.continued)

@@ -105,19 +105,19 @@ func (m *memoStore) decoded(stored []byte, resourceVersion string) *Object {
 	return o
 }
 
-func sameObject(t *testing.T, got, want *Object) {
+func sameObject(t *testing.T, s *Storage, got, want *Object) {
 	t.Helper()
-	gotJSON, wantJSON := encodedJSON(t, got), encodedJSON(t, want)
+	gotJSON, wantJSON := encodedJSON(t, s, got), encodedJSON(t, s, want)
 	if got.key != want.key || got.ResourceVersion != want.ResourceVersion || !bytes.Equal(gotJSON, wantJSON) ||
-		fmt.Sprint(got.labels, got.fields) != fmt.Sprint(want.labels, want.fields) {
+		fmt.Sprint(got.GetLabels(), got.fields) != fmt.Sprint(want.GetLabels(), want.fields) {
 		t.Errorf("the cache got %s %s %s, want %s %s %s", got.key, got.ResourceVersion, gotJSON, want.key, want.ResourceVersion, wantJSON)
 	}
 }
 
-func encodedJSON(t *testing.T, o *Object) []byte {
+func encodedJSON(t *testing.T, s *Storage, o *Object) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := (objectCodec{}).Encode(o, &buf); err != nil {
+	if err := (objectCodec{packer: &s.packer}).Encode(o, &buf); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
@@ -135,10 +135,10 @@ func TestWatchTakesTheWritesDecoding(t *testing.T) {
 	if m.inner.decodes != before {
 		t.Errorf("the watch decoded the write's bytes again (%d decodings)", m.inner.decodes-before)
 	}
-	sameObject(t, got, m.decoded(m.stored, "7"))
+	sameObject(t, m.s, got, m.decoded(m.stored, "7"))
 
 	// A second watch of the same bytes (another watcher of the store) decodes them.
-	sameObject(t, m.watch(m.stored, "7"), m.decoded(m.stored, "7"))
+	sameObject(t, m.s, m.watch(m.stored, "7"), m.decoded(m.stored, "7"))
 	if m.inner.decodes != before+1 {
 		t.Errorf("a second watch of the bytes made %d decodings, want 1", m.inner.decodes-before)
 	}
@@ -150,7 +150,7 @@ func TestWatchBeforeTheWriteFinishes(t *testing.T) {
 	m := newMemoStore(t)
 	w, out := m.write(report("r1", "3"), "7")
 	before := m.inner.decodes
-	sameObject(t, m.watch(m.stored, "7"), m.decoded(m.stored, "7"))
+	sameObject(t, m.s, m.watch(m.stored, "7"), m.decoded(m.stored, "7"))
 	if m.inner.decodes != before+1 {
 		t.Errorf("the watch made %d decodings of a write that had not finished, want 1", m.inner.decodes-before)
 	}
@@ -170,7 +170,7 @@ func TestWatchOfAnotherRevisionDecodes(t *testing.T) {
 	w, out := m.write(report("r1", "3"), "7")
 	m.s.config.Memo.end(w, m.s, out, nil)
 	before := m.inner.decodes
-	sameObject(t, m.watch(m.stored, "6"), m.decoded(m.stored, "6"))
+	sameObject(t, m.s, m.watch(m.stored, "6"), m.decoded(m.stored, "6"))
 	if m.inner.decodes != before+1 {
 		t.Errorf("the event at another revision made %d decodings, want 1", m.inner.decodes-before)
 	}
@@ -196,7 +196,7 @@ func TestMemoLeavesOtherDecodingsAlone(t *testing.T) {
 	if err := unstructured.UnstructuredJSONScheme.Encode(report("r2", "4"), &buf); err != nil {
 		t.Fatal(err)
 	}
-	sameObject(t, m.watch(buf.Bytes(), "9"), m.decoded(buf.Bytes(), "9"))
+	sameObject(t, m.s, m.watch(buf.Bytes(), "9"), m.decoded(buf.Bytes(), "9"))
 	if m.inner.decodes != 1 {
 		t.Errorf("%d decodings, want 1", m.inner.decodes)
 	}
@@ -220,5 +220,5 @@ func TestMemoIsBounded(t *testing.T) {
 		t.Errorf("the memo's order holds %d keys", n)
 	}
 	// The latest write is still there, the first one is not.
-	sameObject(t, m.watch(m.stored, "7"), m.decoded(m.stored, "7"))
+	sameObject(t, m.s, m.watch(m.stored, "7"), m.decoded(m.stored, "7"))
 }

@@ -109,6 +109,10 @@ type Storage struct {
 	attrsFromMetadata bool
 	// warmer decodes deferred objects in the background.
 	warmer *warmer
+	// packer compresses the objects' encodings, and labelSets shares
+	// their labels.
+	packer    packer
+	labelSets labelSets
 }
 
 var _ storage.Interface = &Storage{}
@@ -139,7 +143,7 @@ func New(config Config) (*Storage, error) {
 		GetAttrsFunc:        objectAttrs,
 		NewFunc:             func() runtime.Object { return &Object{} },
 		NewListFunc:         func() runtime.Object { return &ObjectList{} },
-		Codec:               objectCodec{},
+		Codec:               objectCodec{packer: &s.packer},
 		Clock:               config.Clock,
 	}
 	if cacherConfig.Clock == nil {
@@ -215,7 +219,7 @@ func (s *Storage) compact(obj runtime.Object) (*Object, error) {
 	if err := s.config.Codec.Encode(obj, buf); err != nil {
 		return nil, fmt.Errorf("encoding %s: %w", key, err)
 	}
-	o := &Object{key: key, data: compress(buf.Bytes()), labels: l, fields: f}
+	o := &Object{key: key, data: s.packer.compress(buf.Bytes()), labels: s.labelSets.share(l), fields: f}
 	o.Name, o.Namespace, o.ResourceVersion = accessor.GetName(), accessor.GetNamespace(), accessor.GetResourceVersion()
 	return o, nil
 }
@@ -232,7 +236,7 @@ func (s *Storage) decode(o *Object, into runtime.Object) error {
 		}
 		data = form.data
 	}
-	encoded, release, err := expand(data)
+	encoded, release, err := s.packer.expand(data)
 	defer release()
 	if err != nil {
 		return fmt.Errorf("decompressing %s from the lean cache: %w", o.key, err)
@@ -286,7 +290,7 @@ func objectAttrs(obj runtime.Object) (labels.Set, fields.Set, error) {
 	if !ok {
 		return nil, nil, fmt.Errorf("the lean cache holds its own objects, not %T", obj)
 	}
-	return o.labels, o.fields, nil
+	return o.GetLabels(), o.fields, nil
 }
 
 // Versioner implements storage.Interface.
