@@ -152,6 +152,9 @@ func (m *WriteMemo) end(w *memoWrite, s *Storage, out runtime.Object, err error)
 			delete(m.writing, obj)
 		}
 	}
+	// The objects are the write's decoded tries, which the memo no longer
+	// needs: let them go while it keeps the write for the watch.
+	w.objects = nil
 	keep := err == nil && w.encoded != nil && !w.taken
 	if !keep && w.encoded != nil && m.encoded[w.sum] == w {
 		delete(m.encoded, w.sum)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	goruntime "runtime"
 	"testing"
+	"weak"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -221,4 +223,29 @@ func TestMemoIsBounded(t *testing.T) {
 	}
 	// The latest write is still there, the first one is not.
 	sameObject(t, m.s, m.watch(m.stored, "7"), m.decoded(m.stored, "7"))
+}
+
+// A write the memo keeps for the watch does not keep the objects it
+// encoded: the memo holds a thousand writes of every type, and a decoded
+// custom resource is several times its compact form.
+func TestMemoLetsTheWritesObjectsGo(t *testing.T) {
+	m := newMemoStore(t)
+	obj := report("r1", "3")
+	gone := weak.Make(obj)
+	w, out := m.write(obj, "7")
+	m.s.config.Memo.end(w, m.s, out, nil)
+	obj = nil
+	for range 10 {
+		goruntime.GC()
+		if gone.Value() == nil {
+			break
+		}
+	}
+	if gone.Value() != nil {
+		t.Error("the memo keeps the object a finished write encoded")
+	}
+	if w.object == nil || m.s.config.Memo.take(m.stored) == nil {
+		t.Error("the memo did not keep the write's compact object for the watch")
+	}
+	_ = obj
 }
