@@ -20,6 +20,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/util/cert"
@@ -46,6 +47,9 @@ var (
 	// Every optional object and flag, on in one variant of each combination.
 	allOptions = []string{
 		"networkPolicy.enabled=true",
+		// As docs/operations.md shows: a control-plane node and its tunnel address.
+		"networkPolicy.ingressFrom[0].ipBlock.cidr=10.0.0.10/32",
+		"networkPolicy.ingressFrom[1].ipBlock.cidr=192.168.34.0/32",
 		"metrics.serviceMonitor.enabled=true",
 		"metrics.allowUnauthenticated=true",
 		"metrics.readerSubjects[0].kind=ServiceAccount",
@@ -223,6 +227,7 @@ func checkRendered(t *testing.T, objs []*unstructured.Unstructured, namespace, m
 	}
 	if variant == "all" {
 		checkServiceMonitor(t, objs, fullname)
+		checkNetworkPolicy(t, objs, pod, fullname)
 	}
 }
 
@@ -447,6 +452,36 @@ func checkServiceMonitor(t *testing.T, objs []*unstructured.Unstructured, fullna
 	}
 }
 
+// checkNetworkPolicy checks that the NetworkPolicy selects annex's pods and
+// admits the peers given, as docs/operations.md shows them, on the serving
+// port alone.
+func checkNetworkPolicy(t *testing.T, objs []*unstructured.Unstructured, pod corev1.PodTemplateSpec, fullname string) {
+	t.Helper()
+	var np networkingv1.NetworkPolicy
+	fromUnstructured(t, find(t, objs, "NetworkPolicy", fullname), &np)
+	for k, v := range np.Spec.PodSelector.MatchLabels {
+		if pod.Labels[k] != v {
+			t.Errorf("NetworkPolicy selector %s=%s does not match annex's pods' labels %v", k, v, pod.Labels)
+		}
+	}
+	if len(np.Spec.Ingress) != 1 {
+		t.Fatalf("NetworkPolicy has %d ingress rules, want 1", len(np.Spec.Ingress))
+	}
+	rule := np.Spec.Ingress[0]
+	var cidrs []string
+	for _, peer := range rule.From {
+		if peer.IPBlock != nil {
+			cidrs = append(cidrs, peer.IPBlock.CIDR)
+		}
+	}
+	if want := []string{"10.0.0.10/32", "192.168.34.0/32"}; !slices.Equal(cidrs, want) || len(rule.From) != len(want) {
+		t.Errorf("NetworkPolicy admits %v, want exactly the ipBlocks %v", rule.From, want)
+	}
+	if len(rule.Ports) != 1 || rule.Ports[0].Port == nil || rule.Ports[0].Port.String() != pod.Spec.Containers[0].Ports[0].Name {
+		t.Errorf("NetworkPolicy admits ports %v, want annex's serving port %q alone", rule.Ports, pod.Spec.Containers[0].Ports[0].Name)
+	}
+}
+
 // TestRefusals checks that the chart refuses what it cannot serve, with a
 // message that says why.
 func TestRefusals(t *testing.T) {
@@ -583,6 +618,13 @@ func TestDefaults(t *testing.T) {
 	}
 	// StorageBackends' Secrets live in a namespace of their own.
 	checkStorageSecrets(t, objs, "annex-system", "annex", []string{"annex-storage-secrets"})
+	// No selector finds the kube-apiserver on every cluster: the
+	// NetworkPolicy is the operator's to turn on (docs/operations.md).
+	for _, obj := range objs {
+		if obj.GetKind() == "NetworkPolicy" {
+			t.Errorf("the chart renders NetworkPolicy %s by default", obj.GetName())
+		}
+	}
 	var job batchv1.Job
 	fromUnstructured(t, find(t, objs, "Job", ""), &job)
 	hook := job.Spec.Template.Spec.Containers[0]
