@@ -92,6 +92,9 @@ type Options struct {
 	// StorageBackendProbeInterval is how often each StorageBackend is probed;
 	// requests for the types of a backend found unready get a 503 at once.
 	StorageBackendProbeInterval time.Duration
+	// MemoryLimitRatio is the fraction of the container's memory limit
+	// given to the Go runtime as its soft memory limit; 0 leaves it alone.
+	MemoryLimitRatio float64
 	// StorageSecretNamespaces are the namespaces whose Secrets
 	// StorageBackends may name; annex reads Secrets nowhere else.
 	StorageSecretNamespaces []string
@@ -158,6 +161,7 @@ func NewOptions() *Options {
 		PostgresStartTimeout:        postgres.DefaultStartTimeout,
 		StorageBackendRetryInterval: backend.DefaultRetryInterval,
 		StorageBackendProbeInterval: storagebackend.DefaultProbeInterval,
+		MemoryLimitRatio:            defaultMemoryLimitRatio,
 		StorageSecretNamespaces:     []string{secretpolicy.DefaultNamespace},
 		APIService:                  APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443, ManagedBy: v1alpha1.DefaultManagedByValue},
 		LeanEncodedLists:            true,
@@ -212,6 +216,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"is tried again; the wait doubles with each failure in a row, up to 2m or this interval, whichever is longer. Meanwhile the types on it answer 503 with the reason.")
 	fs.DurationVar(&o.StorageBackendProbeInterval, "storage-backend-probe-interval", o.StorageBackendProbeInterval, "How often each StorageBackend is probed. "+
 		"Requests for the types of a backend found unready are answered 503 at once; until the next probe notices an outage they wait for the store.")
+	fs.Float64Var(&o.MemoryLimitRatio, "memory-limit-ratio", o.MemoryLimitRatio, "The fraction of the container's memory limit (its cgroup's) "+
+		"that the Go runtime keeps the heap under (its GOMEMLIMIT), so that the collector works harder as the heap nears the limit instead of the "+
+		"container being killed for memory. Checked again every minute. 0 leaves the runtime's limit alone; a GOMEMLIMIT in the environment wins.")
 	fs.StringSliceVar(&o.StorageSecretNamespaces, "storage-secret-namespaces", o.StorageSecretNamespaces, "Namespaces whose Secrets StorageBackends may name "+
 		"(etcd client certificates, PostgreSQL connection strings); annex reads no other Secret, and a StorageBackend naming one is refused. "+
 		"Keep them apart from annex's own namespace and its serving key. Empty: StorageBackends may name no Secret.")
@@ -293,6 +300,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Mode == ModeStandalone && o.LeaderElect {
 		errs = append(errs, errors.New("--leader-elect needs a cluster: standalone mode runs one replica"))
+	}
+	if o.MemoryLimitRatio < 0 || o.MemoryLimitRatio > 1 {
+		errs = append(errs, fmt.Errorf("--memory-limit-ratio must be between 0 (off) and 1, not %g", o.MemoryLimitRatio))
 	}
 	if o.APIService.Port < 1 || o.APIService.Port > 65535 {
 		errs = append(errs, fmt.Errorf("--apiservice-service-port must be between 1 and 65535, not %d", o.APIService.Port))

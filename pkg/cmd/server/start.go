@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/spf13/cobra"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/rest"
@@ -50,6 +51,9 @@ delegates authentication, authorization and admission to the cluster; with no cl
 			}
 			if err := o.Validate(); err != nil {
 				return err
+			}
+			if _, err := setMemoryLimit(cmd.Context(), o.MemoryLimitRatio, memlimit.FromCgroup); err != nil {
+				klog.FromContext(cmd.Context()).Info("Cannot read the container's memory limit; the Go runtime keeps its own", "err", err)
 			}
 			return Run(cmd.Context(), o)
 		},
