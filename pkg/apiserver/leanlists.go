@@ -15,14 +15,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	auditinternal "k8s.io/apiserver/pkg/apis/audit"
 	"k8s.io/apiserver/pkg/audit"
+	"k8s.io/apiserver/pkg/endpoints/handlers/negotiation"
 	"k8s.io/apiserver/pkg/endpoints/handlers/responsewriters"
 	endpointsmetrics "k8s.io/apiserver/pkg/endpoints/metrics"
 	"k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/features"
 	"k8s.io/apiserver/pkg/storage"
+	"k8s.io/apiserver/pkg/util/apihelpers"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
@@ -35,9 +38,10 @@ import (
 // values of the metric's label "answer", with "encoded" for those that were.
 const (
 	leanListEncoded    = "encoded"
+	leanListMetadata   = "metadata"    // answered as PartialObjectMetadataList, from the encodings' metadata
 	leanListNotServed  = "not-served"  // the type's definition does not serve it as listed: the upstream handler says why
 	leanListDeprecated = "deprecated"  // a deprecated version, whose answers carry a warning
-	leanListMediaType  = "media-type"  // not plain JSON: YAML, a Table, metadata only, or pretty-printed
+	leanListMediaType  = "media-type"  // neither plain JSON nor metadata only: YAML, a Table, or pretty-printed JSON
 	leanListOptions    = "options"     // list options the upstream handler refuses, or a field or shard selector
 	leanListAudit      = "audit"       // an audit policy that records response bodies
 	leanListError      = "error"       // the cache refused the list: the upstream handler answers the error
@@ -51,6 +55,7 @@ var (
 		Subsystem: "lean",
 		Name:      "list_requests_total",
 		Help: "Lists of hosted types kept lean, by answer: \"encoded\" for those written from the cache's encodings, " +
+			"\"metadata\" for those answered as PartialObjectMetadataList from the encodings' metadata, " +
 			"else why the upstream handler answered (not-served, deprecated, media-type, options, audit, error, outdated, not-started).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"group", "version", "resource", "answer"})
@@ -60,12 +65,16 @@ var (
 // withLeanLists answers the JSON lists of the types kept lean from their
 // cached encodings, written between the list's own fields (see
 // lean.EncodedList), as the upstream handler would answer them but
-// without decoding, copying and encoding each item again.
+// without decoding, copying and encoding each item again; and the lists
+// asked for as metadata only (PartialObjectMetadataList, in JSON or
+// protobuf: the garbage collector's, the namespace controller's, metadata
+// informers') from the metadata of the encodings, without decoding the
+// rest of each object.
 //
 // It answers only where the upstream handler's answer is that list, byte
 // for byte: a served, established version that is not deprecated, plain
-// JSON, list options the upstream handler accepts without a field or shard
-// selector, and no audit of response bodies. Anything else, and a list the
+// JSON or metadata only, list options the upstream handler accepts without
+// a field or shard selector, and no audit of response bodies. Anything else, and a list the
 // cache refuses (a 410 for an expired continue token, say), goes on to the
 // upstream handler, which answers it itself. It belongs inside
 // authentication, authorization and the backend check.
@@ -95,16 +104,24 @@ func withLeanLists(handler http.Handler, lists *lean.Registry, crds func(name st
 			endpointsmetrics.CleanScope(info), endpointsmetrics.APIServerComponent, false, "",
 			func(w http.ResponseWriter, req *http.Request) {
 				request.TrackSerializeResponseObjectLatency(req.Context(), func() {
-					responsewriters.SerializeObject("application/json", lean.JSONEncoder{}, w, req, http.StatusOK, list)
+					switch list := list.(type) {
+					case *lean.EncodedList:
+						responsewriters.SerializeObject("application/json", lean.JSONEncoder{}, w, req, http.StatusOK, list)
+					case *metav1.PartialObjectMetadataList:
+						// As the upstream handler writes a list it turned into metadata.
+						responsewriters.WriteObjectNegotiated(apihelpers.GetMetaInternalVersionCodecs(), metadataListRestrictions{},
+							metav1.SchemeGroupVersion, w, req, http.StatusOK, list, false)
+					}
 				})
 			})(w, req)
 	})
 }
 
-// leanList reads the list a request asks for from the lean cache, or says
-// why the upstream handler answers it instead.
+// leanList reads the list a request asks for from the lean cache (a
+// *lean.EncodedList, or a *metav1.PartialObjectMetadataList for metadata
+// only), or says why the upstream handler answers it instead.
 func leanList(req *http.Request, info *request.RequestInfo, registered lean.Registered,
-	crds func(name string) (*apiextensionsv1.CustomResourceDefinition, error)) (*lean.EncodedList, string) {
+	crds func(name string) (*apiextensionsv1.CustomResourceDefinition, error)) (runtime.Object, string) {
 	crd, err := crds(info.Resource + "." + info.APIGroup)
 	if err != nil {
 		return nil, leanListNotStarted
@@ -123,7 +140,8 @@ func leanList(req *http.Request, info *request.RequestInfo, registered lean.Regi
 			return nil, leanListDeprecated
 		}
 	}
-	if !plainJSON(req) {
+	metadataOnly := metadataList(req)
+	if !metadataOnly && !plainJSON(req) {
 		return nil, leanListMediaType
 	}
 	if ac := audit.AuditContextFrom(req.Context()); ac != nil && !ac.GetEventLevel().Less(auditinternal.LevelRequestResponse) {
@@ -153,16 +171,52 @@ func leanList(req *http.Request, info *request.RequestInfo, registered lean.Regi
 	}
 	pred := s.Predicate(label, fields.Everything())
 	pred.Limit, pred.Continue = opts.Limit, opts.Continue
-	list, err := s.ListEncoded(req.Context(), key, storage.ListOptions{
+	listOpts := storage.ListOptions{
 		ResourceVersion:      opts.ResourceVersion,
 		ResourceVersionMatch: opts.ResourceVersionMatch,
 		Predicate:            pred,
 		Recursive:            true,
-	}, registered.ListKind)
+	}
+	if metadataOnly {
+		list, err := s.ListMetadata(req.Context(), key, listOpts)
+		if err != nil {
+			return nil, leanListError
+		}
+		return list, leanListMetadata
+	}
+	list, err := s.ListEncoded(req.Context(), key, listOpts, registered.ListKind)
 	if err != nil {
 		return nil, leanListError
 	}
 	return list, leanListEncoded
+}
+
+// metadataListRestrictions allows the one transformation the lean lists
+// answer: a list into a PartialObjectMetadataList of meta.k8s.io/v1.
+type metadataListRestrictions struct{}
+
+func (metadataListRestrictions) AllowsMediaTypeTransform(_, _ string, target *schema.GroupVersionKind) bool {
+	return target == nil || *target == metav1.SchemeGroupVersion.WithKind("PartialObjectMetadataList")
+}
+func (metadataListRestrictions) AllowsServerVersion(string) bool  { return false }
+func (metadataListRestrictions) AllowsStreamSchema(s string) bool { return s == "watch" }
+
+// metadataList says that the upstream handler would answer a request with
+// a PartialObjectMetadataList of meta.k8s.io/v1 in JSON or protobuf: the
+// media type it would choose from the Accept header, as it chooses, asks
+// for that. Other media types (YAML, CBOR) and versions (meta.k8s.io/v1beta1)
+// are left to it.
+func metadataList(req *http.Request) bool {
+	mediaType, ok := negotiation.NegotiateMediaTypeOptions(req.Header.Get("Accept"),
+		apihelpers.GetMetaInternalVersionCodecs().SupportedMediaTypes(), metadataListRestrictions{})
+	if !ok || mediaType.Convert == nil {
+		return false
+	}
+	switch mediaType.Accepted.MediaType {
+	case runtime.ContentTypeJSON, runtime.ContentTypeProtobuf:
+		return true
+	}
+	return false
 }
 
 // plainJSON says that the apiextensions server would answer a request in

@@ -51,7 +51,10 @@ func TestLeanListsLeaveToUpstream(t *testing.T) {
 			crd: crd(func(c *apiextensionsv1.CustomResourceDefinition) { c.Spec.Scope = apiextensionsv1.ClusterScoped }), want: leanListNotServed},
 		{name: "a deprecated version", crd: crd(func(c *apiextensionsv1.CustomResourceDefinition) { c.Spec.Versions[0].Deprecated = true }), want: leanListDeprecated},
 		{name: "a table", accept: "application/json;as=Table;v=v1;g=meta.k8s.io, application/json", want: leanListMediaType},
-		{name: "metadata only", accept: "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io", want: leanListMediaType},
+		{name: "metadata only, an older version", accept: "application/json;as=PartialObjectMetadataList;v=v1beta1;g=meta.k8s.io", want: leanListMediaType},
+		{name: "metadata only, in YAML", accept: "application/yaml;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io", want: leanListMediaType},
+		{name: "metadata only, a field selector", accept: "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io",
+			query: "fieldSelector=metadata.name%3Dg1", want: leanListOptions},
 		{name: "YAML", accept: "application/yaml", want: leanListMediaType},
 		{name: "protobuf first", accept: "application/vnd.kubernetes.protobuf, application/json", want: leanListMediaType},
 		{name: "an Accept header that does not parse", accept: "application/json;;", want: leanListMediaType},
@@ -106,5 +109,36 @@ func TestPlainJSON(t *testing.T) {
 	req.Header.Set("User-Agent", "curl/8.5.0")
 	if !plainJSON(req) {
 		t.Error("curl asking for pretty=false is not taken for plain JSON, as the upstream handler takes it")
+	}
+}
+
+// The lists asked for as metadata only that are answered from the lean
+// cache: a PartialObjectMetadataList of meta.k8s.io/v1 in JSON or protobuf,
+// where the upstream handler's choice of media type falls on one.
+func TestMetadataList(t *testing.T) {
+	for _, tc := range []struct {
+		accept string
+		want   bool
+	}{
+		{"application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io", true},
+		{"application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1", true},
+		// client-go's metadata client.
+		{"application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1," +
+			"application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json", true},
+		{"", false},
+		{"application/json", false},
+		{"application/json;as=PartialObjectMetadataList;v=v1beta1;g=meta.k8s.io", false},
+		{"application/yaml;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io", false},
+		{"application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io", false},
+		{"application/json;as=Table;v=v1;g=meta.k8s.io", false},
+		{"application/json;as=PartialObjectMetadataList;v=v1;g=example.com", false},
+	} {
+		req := httptest.NewRequest("GET", "/apis/example.com/v1/gadgets", nil)
+		if tc.accept != "" {
+			req.Header.Set("Accept", tc.accept)
+		}
+		if got := metadataList(req); got != tc.want {
+			t.Errorf("Accept %q: answered as metadata from the lean cache %v, want %v", tc.accept, got, tc.want)
+		}
 	}
 }
