@@ -293,6 +293,20 @@ func (s *Storage) encoding(o *Object) ([]byte, error) {
 	return s.decodeStored(o, form, s.config.NewFunc())
 }
 
+// compactEncoding returns the compact encoding of o, decompressed (and
+// decoded first when deferred), and a function to call once done with it.
+func (s *Storage) compactEncoding(o *Object) ([]byte, func(), error) {
+	data, err := s.encoding(o)
+	if err != nil {
+		return nil, func() {}, err
+	}
+	encoded, release, err := s.packer.expand(data)
+	if err != nil {
+		return nil, release, fmt.Errorf("decompressing %s from the lean cache: %w", o.key, err)
+	}
+	return encoded, release, nil
+}
+
 // storedItem is an object read from the store as stored: a list of them
 // makes the store's codec (the memo's) leave each object's bytes as they
 // are, with the revision the store sets.

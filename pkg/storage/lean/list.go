@@ -139,14 +139,10 @@ func (l *EncodedList) writeItems(w io.Writer) error {
 
 // writeJSON writes the object's JSON, as json.Marshal writes the object.
 func (o *Object) writeJSON(s *Storage, w io.Writer) error {
-	data, err := s.encoding(o)
-	if err != nil {
-		return err
-	}
-	encoded, release, err := s.packer.expand(data)
+	encoded, release, err := s.compactEncoding(o)
 	defer release()
 	if err != nil {
-		return fmt.Errorf("decompressing %s from the lean cache: %w", o.key, err)
+		return err
 	}
 	// The codec's encoder ends the object with a newline; json.Marshal
 	// does not.

@@ -52,14 +52,10 @@ func (s *Storage) ListMetadata(ctx context.Context, key string, opts storage.Lis
 // the resourceVersion the cache holds for o. A deferred object is decoded
 // first: its stored bytes are not yet what the type's codec makes of them.
 func (s *Storage) readObjectMeta(o *Object, into *metav1.ObjectMeta) error {
-	data, err := s.encoding(o)
-	if err != nil {
-		return err
-	}
-	encoded, release, err := s.packer.expand(data)
+	encoded, release, err := s.compactEncoding(o)
 	defer release()
 	if err != nil {
-		return fmt.Errorf("decompressing %s from the lean cache: %w", o.key, err)
+		return err
 	}
 	raw, err := metadataOf(encoded)
 	if err != nil {
