@@ -51,3 +51,32 @@ go_memstats_heap_inuse_bytes 42
 		t.Errorf("got %v", got)
 	}
 }
+
+// A labelled sample is found by its labels, all of them, whatever their
+// order; a store's metrics by the label of the command-line store, or none.
+func TestParseLabelledMetrics(t *testing.T) {
+	body := []byte(`# TYPE apiserver_storage_consistency_checks_total counter
+apiserver_storage_consistency_checks_total{group="bench.annex.dev",resource="benchreports",status="success"} 3
+apiserver_storage_consistency_checks_total{resource="benchreports",group="bench.annex.dev",status="failure"} 1
+apiserver_storage_consistency_checks_total{group="other.annex.dev",resource="benchreports",status="success"} 9
+# TYPE annex_postgres_database_size_bytes gauge
+annex_postgres_database_size_bytes{storage_backend="default"} 4096
+annex_postgres_database_size_bytes{storage_backend="pg"} 8192
+# TYPE annex_postgres_table_size_bytes gauge
+annex_postgres_table_size_bytes 512
+`)
+	name := "apiserver_storage_consistency_checks_total"
+	for status, want := range map[string]float64{"success": 3, "failure": 1, "error": math.NaN()} {
+		labels := map[string]string{"group": "bench.annex.dev", "resource": "benchreports", "status": status}
+		if got := parseLabelledMetrics(body, labels, name)[name]; got != want && !(math.IsNaN(got) && math.IsNaN(want)) {
+			t.Errorf("%s %v = %v, want %v", name, labels, got, want)
+		}
+	}
+	if got := parseLabelledMetrics(body, map[string]string{"group": "bench.annex.dev"}, name)[name]; !math.IsNaN(got) {
+		t.Errorf("a sample matched by some of its labels: %v", got)
+	}
+	got := parseStoreMetrics(body, "annex_postgres_database_size_bytes", "annex_postgres_table_size_bytes")
+	if got["annex_postgres_database_size_bytes"] != 4096 || got["annex_postgres_table_size_bytes"] != 512 {
+		t.Errorf("the command-line store's metrics: %v, want 4096 and 512", got)
+	}
+}

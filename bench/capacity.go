@@ -496,8 +496,8 @@ func (r *capacityResults) runStore(ctx context.Context, p *progress, k backendKi
 	if body, err := running.target.Server.get(ctx, "/metrics"); err == nil {
 		_ = os.WriteFile(filepath.Join(logDir, "metrics-cache-full.txt"), body, 0o644)
 		name := "apiserver_watch_cache_initializations_total"
-		labels := fmt.Sprintf(`{group=%q,resource=%q}`, hostedGroup, shapeReport.Plural)
-		if v := parseMetrics([]byte(strings.ReplaceAll(string(body), name+labels, name)), name)[name]; !math.IsNaN(v) {
+		labels := map[string]string{"group": hostedGroup, "resource": shapeReport.Plural}
+		if v := parseLabelledMetrics(body, labels, name)[name]; !math.IsNaN(v) {
 			res.CacheInitializations = v
 		}
 	}
@@ -690,8 +690,8 @@ func consistencyChecks(ctx context.Context, srv *server) (map[string]float64, er
 	name := "apiserver_storage_consistency_checks_total"
 	out := map[string]float64{}
 	for _, status := range []string{"success", "failure", "error"} {
-		labels := fmt.Sprintf(`{group=%q,resource=%q,status=%q}`, hostedGroup, shapeReport.Plural, status)
-		if v := parseMetrics([]byte(strings.ReplaceAll(string(body), name+labels, name)), name)[name]; !math.IsNaN(v) {
+		labels := map[string]string{"group": hostedGroup, "resource": shapeReport.Plural, "status": status}
+		if v := parseLabelledMetrics(body, labels, name)[name]; !math.IsNaN(v) {
 			out[status] = v
 		}
 	}

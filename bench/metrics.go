@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,6 +13,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // memory is what a server's /metrics says about its memory.
@@ -83,25 +86,56 @@ func (s *server) etcdState(ctx context.Context) (etcdState, error) {
 // parseMetrics returns the values of the named unlabelled metrics in a
 // Prometheus text exposition; a missing one is NaN.
 func parseMetrics(body []byte, names ...string) map[string]float64 {
+	return parseLabelledMetrics(body, nil, names...)
+}
+
+// parseLabelledMetrics returns the values of the named metrics in a
+// Prometheus text exposition, each the sample whose labels are exactly
+// labels; a missing one is NaN, and so is every one of a body that does not
+// parse.
+func parseLabelledMetrics(body []byte, labels map[string]string, names ...string) map[string]float64 {
 	out := make(map[string]float64, len(names))
 	for _, n := range names {
 		out[n] = math.NaN()
 	}
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		return out
+	}
+	for _, name := range names {
+		family, ok := families[name]
 		if !ok {
 			continue
 		}
-		if _, want := out[name]; !want {
-			continue
-		}
-		if f, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
-			out[name] = f
+		for _, m := range family.GetMetric() {
+			if !sameLabels(m.GetLabel(), labels) {
+				continue
+			}
+			switch {
+			case m.GetGauge() != nil:
+				out[name] = m.GetGauge().GetValue()
+			case m.GetCounter() != nil:
+				out[name] = m.GetCounter().GetValue()
+			case m.GetUntyped() != nil:
+				out[name] = m.GetUntyped().GetValue()
+			}
 		}
 	}
 	return out
+}
+
+// sameLabels says that pairs are exactly want.
+func sameLabels(pairs []*dto.LabelPair, want map[string]string) bool {
+	if len(pairs) != len(want) {
+		return false
+	}
+	for _, pair := range pairs {
+		if v, ok := want[pair.GetName()]; !ok || v != pair.GetValue() {
+			return false
+		}
+	}
+	return true
 }
 
 // version asks a server its version: gitVersion from an API server,

@@ -1,9 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -110,9 +110,6 @@ func (r *replica) waitServed(ctx context.Context, s shape, ns string) error {
 	return nil
 }
 
-// defaultBackendLabel is on the metrics of annex's command-line store.
-const defaultBackendLabel = `{storage_backend="default"}`
-
 // metrics reads the named metrics of annex's command-line store (labelled
 // storage_backend="default", or unlabelled) from the replica's /metrics.
 func (r *replica) metrics(ctx context.Context, names ...string) (map[string]float64, error) {
@@ -124,7 +121,13 @@ func (r *replica) metrics(ctx context.Context, names ...string) (map[string]floa
 }
 
 // parseStoreMetrics is parseMetrics for the metrics of annex's
-// command-line store, which carry storage_backend="default".
+// command-line store, which carry storage_backend="default" (or no label).
 func parseStoreMetrics(body []byte, names ...string) map[string]float64 {
-	return parseMetrics(bytes.ReplaceAll(body, []byte(defaultBackendLabel+" "), []byte(" ")), names...)
+	out := parseLabelledMetrics(body, map[string]string{"storage_backend": "default"}, names...)
+	for name, v := range parseMetrics(body, names...) {
+		if math.IsNaN(out[name]) {
+			out[name] = v
+		}
+	}
+	return out
 }
