@@ -38,6 +38,12 @@ type Reconciler struct {
 	// Objects lists hosted objects through annex, uncached, to tell whether a
 	// type can move to another backend.
 	Objects metadata.Interface
+	// KeyPrefix is the key prefix in the store of the types this install
+	// creates, recorded on each CRD it creates (v1alpha1.
+	// StorageKeyPrefixAnnotation) and never changed after: installs that
+	// share a store keep apart. Empty: none is recorded, and the type's
+	// objects are under the store's own prefix.
+	KeyPrefix string
 }
 
 // SetupWithManager registers the reconciler: it runs on every change of a
@@ -79,6 +85,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	switch {
 	case apierrors.IsNotFound(err):
 		crd = desiredCRD(hr)
+		if r.KeyPrefix != "" {
+			// Only here: a CRD created before keeps the keys it has.
+			crd.Annotations[v1alpha1.StorageKeyPrefixAnnotation] = r.KeyPrefix
+		}
 		if err := r.Client.Create(ctx, crd, client.FieldOwner(fieldManager)); err != nil {
 			return reconcile.Result{}, r.reportError(ctx, hr, err)
 		}

@@ -361,3 +361,48 @@ func TestReconcileRecordsTheStorageCache(t *testing.T) {
 		}
 	}
 }
+
+// A new type's CRD records the install's key prefix; a CRD created before
+// installs had prefixes never gets one, whatever changes, so its objects
+// stay where they are; nor does a recorded one change with the install's.
+func TestReconcileRecordsTheKeyPrefixOnCreateOnly(t *testing.T) {
+	const prefix = "/annex/installs/team-a.annex"
+	hr := hostedResource("")
+	f := newFixture(t, hr)
+	f.r.KeyPrefix = prefix
+	f.reconcile()
+	if got := f.crd().Annotations[v1alpha1.StorageKeyPrefixAnnotation]; got != prefix {
+		t.Errorf("the new CRD records key prefix %q, want %q", got, prefix)
+	}
+
+	// The install's prefix changes (another --storage-key-prefix): the type keeps its own.
+	f.r.KeyPrefix = "/elsewhere"
+	changed := f.hostedResource()
+	changed.Spec.Names.ShortNames = []string{"th"}
+	if err := f.r.Client.Update(context.Background(), changed); err != nil {
+		t.Fatal(err)
+	}
+	f.reconcile()
+	if got := f.crd().Annotations[v1alpha1.StorageKeyPrefixAnnotation]; got != prefix {
+		t.Errorf("after an update the CRD records key prefix %q, want %q still", got, prefix)
+	}
+
+	old := hostedResource("")
+	old.Finalizers = []string{v1alpha1.HostedResourceFinalizer}
+	f = newFixture(t, old, ownedCRD(old, ""))
+	f.r.KeyPrefix = prefix
+	changed = f.hostedResource()
+	changed.Spec.Names.ShortNames = []string{"th"}
+	changed.Spec.Storage.Cache = v1alpha1.StorageCacheNone
+	if err := f.r.Client.Update(context.Background(), changed); err != nil {
+		t.Fatal(err)
+	}
+	f.reconcile()
+	crd := f.crd()
+	if got, ok := crd.Annotations[v1alpha1.StorageKeyPrefixAnnotation]; ok {
+		t.Errorf("a CRD made before key prefixes got %q: its objects would be left under the old one", got)
+	}
+	if crd.Annotations[v1alpha1.StorageCacheAnnotation] != "None" || len(crd.Spec.Names.ShortNames) != 1 {
+		t.Errorf("the CRD was not updated: %+v", crd.ObjectMeta.Annotations)
+	}
+}
