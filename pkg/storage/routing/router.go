@@ -136,6 +136,12 @@ func (r *Router) GetRESTOptions(gr schema.GroupResource, example runtime.Object)
 	}
 	// One limit on the size of an object, whichever backend keeps it.
 	opts.Decorator = objectsize.Decorate(opts.Decorator)
+	// restOptions found the CRD.
+	crd, err := r.crds.Get(gr.Resource + "." + gr.Group)
+	if err != nil {
+		return opts, err
+	}
+	opts.Decorator = keepOnMove(opts.Decorator, r.crds.Get, crd.Name, crd.UID, BackendOf(crd))
 	return opts, nil
 }
 

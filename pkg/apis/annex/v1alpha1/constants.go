@@ -25,6 +25,12 @@ const (
 	// before installs had prefixes of their own, and its objects are under
 	// the store's --etcd-prefix.
 	StorageKeyPrefixAnnotation = "annex.dev/storage-key-prefix"
+	// MoveObservedAnnotation on an internal CustomResourceDefinition records
+	// when annex first saw its HostedResource name another StorageBackend:
+	// "<the HostedResource's generation> <RFC 3339 time>". A CRD deleted
+	// while it carries it is being moved, and its deletion deletes none of
+	// the type's objects: any written meanwhile stay in the old store.
+	MoveObservedAnnotation = "annex.dev/move-observed"
 
 	// ManagedByLabel marks the APIServices that annex registers in the
 	// cluster. Its value names the install (--apiservice-managed-by; the
