@@ -65,6 +65,9 @@ type Options struct {
 	Retention retention.Options
 	// ProbeInterval is how often each StorageBackend is probed.
 	ProbeInterval time.Duration
+	// StorageKeyPrefix is the key prefix recorded on the CRDs of the types
+	// created from now on; empty: none, the store's own.
+	StorageKeyPrefix string
 	// ObjectStats returns the storage's latest count of a resource
 	// (plural.group); nil turns the usage controller off.
 	ObjectStats func(resource string) (storage.Stats, error)
@@ -102,7 +105,7 @@ func NewManager(loopback *rest.Config, opts Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the loopback metadata client: %w", err)
 	}
-	if err := (&hostedresource.Reconciler{Client: mgr.GetClient(), Objects: objects}).SetupWithManager(mgr); err != nil {
+	if err := (&hostedresource.Reconciler{Client: mgr.GetClient(), Objects: objects, KeyPrefix: opts.StorageKeyPrefix}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the hostedresource controller: %w", err)
 	}
 	if err := (&storagebackend.Reconciler{Client: mgr.GetClient(), Prober: opts.Backends, Interval: opts.ProbeInterval}).SetupWithManager(mgr); err != nil {

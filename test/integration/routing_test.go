@@ -136,7 +136,7 @@ func TestHostedTypesOnPostgresAndEtcd(t *testing.T) {
 	want := func(group string) string {
 		var keys []string
 		for _, n := range names {
-			keys = append(keys, fmt.Sprintf("/annex/%s/ledgers/%s/%s", group, ns, n))
+			keys = append(keys, fmt.Sprintf("/annex/installs/annex-apiserver/%s/ledgers/%s/%s", group, ns, n))
 		}
 		return strings.Join(keys, " ")
 	}

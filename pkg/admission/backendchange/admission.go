@@ -221,6 +221,15 @@ func (p *plugin) validateHostedResource(ctx context.Context, a admission.Attribu
 	if !backendChanged {
 		return nil
 	}
+	backend := hr.Spec.Storage.Backend
+	if backend == "" {
+		backend = annex.DefaultStorageBackend
+	}
+	if backend == routing.BackendOf(crd) {
+		// Back to the backend the type is on, where its objects are: a move
+		// refused, or given up, is undone this way.
+		return nil
+	}
 	has, err := routing.HasObjects(ctx, p.objects, crd)
 	if err != nil {
 		return apierrors.NewServiceUnavailable(fmt.Sprintf("cannot tell whether %s has objects, so its storage backend cannot be changed now: %v", old.Name, err))
@@ -231,7 +240,7 @@ func (p *plugin) validateHostedResource(ctx context.Context, a admission.Attribu
 	return apierrors.NewInvalid(annex.Kind("HostedResource"), hr.Name, field.ErrorList{
 		field.Invalid(field.NewPath("spec", "storage", "backend"), hr.Spec.Storage.Backend, fmt.Sprintf(
 			"the type has objects in StorageBackend %q, and moving a type between backends is not supported; "+
-				"delete its objects first, or keep the backend", old.Spec.Storage.Backend)),
+				"delete its objects first, or keep the backend", routing.BackendOf(crd))),
 	})
 }
 

@@ -141,6 +141,20 @@ func TestBackendChange(t *testing.T) {
 		err := f.validate(hostedResource("fast"), hostedResource(annex.DefaultStorageBackend), "hostedresources", "")
 		wantInvalid(t, err, "spec.storage.backend", "the type has objects in StorageBackend \"default\"")
 	})
+	t.Run("back to the backend of a type with objects", func(t *testing.T) {
+		// The HostedResource names another backend, and annex refused to
+		// move the type because an object came meanwhile: setting the
+		// backend back is how its status says to serve the type again.
+		f := newFixture(t, servedCRD()).withObject()
+		if err := f.validate(hostedResource(""), hostedResource("fast"), "hostedresources", ""); err != nil {
+			t.Errorf("setting the backend back to the type's: %v, want it allowed", err)
+		}
+		if err := f.validate(hostedResource(annex.DefaultStorageBackend), hostedResource("fast"), "hostedresources", ""); err != nil {
+			t.Errorf("setting the backend back to the type's by name: %v, want it allowed", err)
+		}
+		err := f.validate(hostedResource("slow"), hostedResource("fast"), "hostedresources", "")
+		wantInvalid(t, err, "spec.storage.backend", "the type has objects in StorageBackend \"default\"")
+	})
 	t.Run("a type without objects", func(t *testing.T) {
 		f := newFixture(t, servedCRD())
 		if err := f.validate(hostedResource("fast"), hostedResource(annex.DefaultStorageBackend), "hostedresources", ""); err != nil {

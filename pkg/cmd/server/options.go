@@ -98,6 +98,10 @@ type Options struct {
 	// StorageSecretNamespaces are the namespaces whose Secrets
 	// StorageBackends may name; annex reads Secrets nowhere else.
 	StorageSecretNamespaces []string
+	// StorageKeyPrefix is the key prefix, in every store, of the objects of
+	// the hosted types annex creates; empty: <etcd-prefix>/installs/<the
+	// --apiservice-managed-by value>, one per install of the Helm chart.
+	StorageKeyPrefix string
 	// ServingCertSecret is the Secret, as namespace/name, that the serving
 	// certificate and key (--tls-cert-file, --tls-private-key-file) come
 	// from: no StorageBackend may name it.
@@ -219,6 +223,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Float64Var(&o.MemoryLimitRatio, "memory-limit-ratio", o.MemoryLimitRatio, "The fraction of the container's memory limit (its cgroup's) "+
 		"that the Go runtime keeps the heap under (its GOMEMLIMIT), so that the collector works harder as the heap nears the limit instead of the "+
 		"container being killed for memory. Checked again every minute. 0 leaves the runtime's limit alone; a GOMEMLIMIT in the environment wins.")
+	fs.StringVar(&o.StorageKeyPrefix, "storage-key-prefix", o.StorageKeyPrefix, "Key prefix, in every store, of the objects of the hosted types "+
+		"annex creates from now on; each type keeps the prefix it was created with, and types created before prefixes were per install keep --etcd-prefix. "+
+		"Installs that share a store (an external etcd, a PostgreSQL database) must have different ones. "+
+		"Default: <--etcd-prefix>/installs/<--apiservice-managed-by>, which the Helm chart makes unique per install.")
 	fs.StringSliceVar(&o.StorageSecretNamespaces, "storage-secret-namespaces", o.StorageSecretNamespaces, "Namespaces whose Secrets StorageBackends may name "+
 		"(etcd client certificates, PostgreSQL connection strings); annex reads no other Secret, and a StorageBackend naming one is refused. "+
 		"Keep them apart from annex's own namespace and its serving key. Empty: StorageBackends may name no Secret.")
@@ -329,6 +337,9 @@ func (o *Options) Validate() error {
 	} else if err := runtimeDirApart(o.RuntimeDir, o.DataDir); err != nil {
 		errs = append(errs, err)
 	}
+	if err := validateKeyPrefix(o.StorageKeyPrefix); err != nil {
+		errs = append(errs, err)
+	}
 	for _, ns := range o.StorageSecretNamespaces {
 		for _, msg := range validation.IsDNS1123Label(ns) {
 			errs = append(errs, fmt.Errorf("--storage-secret-namespaces: %q is not a namespace: %s", ns, msg))
@@ -365,6 +376,33 @@ func (o *Options) Validate() error {
 	errs = append(errs, ro.EgressSelector.Validate()...)
 	errs = append(errs, ro.Traces.Validate()...)
 	return utilerrors.NewAggregate(errs)
+}
+
+// storageKeyPrefix is the key prefix of the hosted types created from now
+// on: --storage-key-prefix, or one of this install's own under --etcd-prefix.
+func (o *Options) storageKeyPrefix() string {
+	if o.StorageKeyPrefix != "" {
+		return o.StorageKeyPrefix
+	}
+	return strings.TrimRight(o.RecommendedOptions.Etcd.StorageConfig.Prefix, "/") + "/installs/" + o.APIService.ManagedBy
+}
+
+// validateKeyPrefix checks a --storage-key-prefix given: an absolute key
+// path, without empty, "." or ".." segments, that the store joins the
+// types' keys to.
+func validateKeyPrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	if !strings.HasPrefix(prefix, "/") || strings.HasSuffix(prefix, "/") {
+		return fmt.Errorf("--storage-key-prefix=%s must start with / and not end with one", prefix)
+	}
+	for _, segment := range strings.Split(prefix[1:], "/") {
+		if segment == "" || segment == "." || segment == ".." {
+			return fmt.Errorf("--storage-key-prefix=%s has an empty, . or .. segment", prefix)
+		}
+	}
+	return nil
 }
 
 // runtimeDirApart checks that the runtime directory and the data directory

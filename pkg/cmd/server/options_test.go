@@ -267,3 +267,37 @@ func TestAPIServiceManagedBy(t *testing.T) {
 		}
 	}
 }
+
+// The key prefix of new hosted types is the install's own: under
+// --etcd-prefix, named by --apiservice-managed-by (unique per install of the
+// chart), in both modes, unless --storage-key-prefix gives one.
+func TestStorageKeyPrefix(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--mode=standalone"}, "/annex/installs/annex-apiserver"},
+		{[]string{"--mode=aggregated", "--apiservice-managed-by=team-a.annex"}, "/annex/installs/team-a.annex"},
+		{[]string{"--mode=aggregated", "--apiservice-managed-by=team-b.annex"}, "/annex/installs/team-b.annex"},
+		{[]string{"--mode=aggregated", "--apiservice-managed-by=team-a.annex", "--etcd-prefix=/shared/"}, "/shared/installs/team-a.annex"},
+		{[]string{"--mode=standalone", "--storage-key-prefix=/ci/run-7"}, "/ci/run-7"},
+	} {
+		o := parsed(t, tc.args...)
+		if err := o.Validate(); err != nil && strings.Contains(err.Error(), "key-prefix") {
+			t.Errorf("%v: %v", tc.args, err)
+		}
+		opts, err := o.controllerOptions(t.Context(), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if opts.StorageKeyPrefix != tc.want {
+			t.Errorf("%v: new types get key prefix %q, want %q", tc.args, opts.StorageKeyPrefix, tc.want)
+		}
+	}
+	for _, bad := range []string{"annex", "/annex/", "/annex//a", "/annex/../other", "/./a", "/"} {
+		if err := parsed(t, "--storage-key-prefix="+bad).Validate(); err == nil || !strings.Contains(err.Error(), "--storage-key-prefix") {
+			t.Errorf("--storage-key-prefix=%q: %v, want it refused", bad, err)
+		}
+	}
+}

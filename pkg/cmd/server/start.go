@@ -97,7 +97,7 @@ func (o *Options) postgres() backend.Postgres {
 
 // controllerOptions turns on the cluster-facing controllers in aggregated mode.
 func (o *Options) controllerOptions(ctx context.Context, cluster *rest.Config, backends *backend.Factory) (controllers.Options, error) {
-	opts := controllers.Options{Backends: backends, ProbeInterval: o.StorageBackendProbeInterval}
+	opts := controllers.Options{Backends: backends, ProbeInterval: o.StorageBackendProbeInterval, StorageKeyPrefix: o.storageKeyPrefix()}
 	opts.Retention = o.Retention
 	if o.Mode != ModeAggregated || cluster == nil {
 		return opts, nil

@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/metadata"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,7 +39,24 @@ type Reconciler struct {
 	// Objects lists hosted objects through annex, uncached, to tell whether a
 	// type can move to another backend.
 	Objects metadata.Interface
+	// KeyPrefix is the key prefix in the store of the types this install
+	// creates, recorded on each CRD it creates (v1alpha1.
+	// StorageKeyPrefixAnnotation) and never changed after: installs that
+	// share a store keep apart. Empty: none is recorded, and the type's
+	// objects are under the store's own prefix.
+	KeyPrefix string
+	// MoveSettle is how long after a move is first seen annex looks for the
+	// type's objects for the last time, so that every replica has seen the
+	// move and refuses the type's writes; DefaultMoveSettle when zero.
+	MoveSettle time.Duration
+	// Clock tells the time; the real clock when nil.
+	Clock clock.PassiveClock
 }
+
+// DefaultMoveSettle is the wait between the first sight of a move and the
+// last look for the type's objects: replicas learn of the change from their
+// informers, which follow a write within a second or so.
+const DefaultMoveSettle = 5 * time.Second
 
 // SetupWithManager registers the reconciler: it runs on every change of a
 // HostedResource and of the CRD it owns.
@@ -79,6 +97,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	switch {
 	case apierrors.IsNotFound(err):
 		crd = desiredCRD(hr)
+		if r.KeyPrefix != "" {
+			// Only here: a CRD created before keeps the keys it has.
+			crd.Annotations[v1alpha1.StorageKeyPrefixAnnotation] = r.KeyPrefix
+		}
 		if err := r.Client.Create(ctx, crd, client.FieldOwner(fieldManager)); err != nil {
 			return reconcile.Result{}, r.reportError(ctx, hr, err)
 		}
@@ -96,9 +118,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	default:
 		desired := desiredCRD(hr)
 		cache := desired.Annotations[v1alpha1.StorageCacheAnnotation]
-		if !apiequality.Semantic.DeepEqual(crd.Spec, desired.Spec) || crd.Annotations[v1alpha1.StorageCacheAnnotation] != cache {
+		// Never off a CRD already deleted for a move: its objects would go.
+		_, moveMarked := crd.Annotations[v1alpha1.MoveObservedAnnotation]
+		moveMarked = moveMarked && crd.DeletionTimestamp.IsZero()
+		if !apiequality.Semantic.DeepEqual(crd.Spec, desired.Spec) || crd.Annotations[v1alpha1.StorageCacheAnnotation] != cache || moveMarked {
 			crd.Spec = desired.Spec
 			metav1.SetMetaDataAnnotation(&crd.ObjectMeta, v1alpha1.StorageCacheAnnotation, cache)
+			// A move given up (the HostedResource names the type's backend
+			// again): deleting the CRD must delete its objects again.
+			if moveMarked {
+				delete(crd.Annotations, v1alpha1.MoveObservedAnnotation)
+			}
 			if err := r.Client.Update(ctx, crd, client.FieldOwner(fieldManager)); err != nil {
 				return reconcile.Result{}, r.reportError(ctx, hr, err)
 			}
@@ -121,7 +151,19 @@ func (r *Reconciler) finalize(ctx context.Context, hr *v1alpha1.HostedResource) 
 	}
 	if err == nil && crd.Labels[v1alpha1.HostedResourceLabel] == hr.Name {
 		if crd.DeletionTimestamp.IsZero() {
-			if err := r.Client.Delete(ctx, crd); err != nil && !apierrors.IsNotFound(err) {
+			// A CRD marked for a move keeps its objects when deleted; the
+			// deletion of a HostedResource deletes them.
+			var opts []client.DeleteOption
+			if _, marked := crd.Annotations[v1alpha1.MoveObservedAnnotation]; marked {
+				patch := client.MergeFromWithOptions(crd.DeepCopy(), client.MergeFromWithOptimisticLock{})
+				delete(crd.Annotations, v1alpha1.MoveObservedAnnotation)
+				if err := r.Client.Patch(ctx, crd, patch); err != nil {
+					return reconcile.Result{}, client.IgnoreNotFound(err)
+				}
+				// The CRD deleted is the one without the mark.
+				opts = append(opts, client.Preconditions{UID: &crd.UID, ResourceVersion: &crd.ResourceVersion})
+			}
+			if err := r.Client.Delete(ctx, crd, opts...); err != nil && !apierrors.IsNotFound(err) {
 				return reconcile.Result{}, err
 			}
 			ctrl.LoggerFrom(ctx).Info("Deleting the hosted type and its objects", "group", hr.Spec.Group, "kind", hr.Spec.Names.Kind)
@@ -148,9 +190,21 @@ func (r *Reconciler) finalize(ctx context.Context, hr *v1alpha1.HostedResource) 
 // moveBackend re-creates the CRD of a type whose HostedResource names
 // another backend than the one the type was created on: a type's storage is
 // bound to a backend for the CRD's life. It does so only for a type with no
-// objects (admission refuses the change otherwise; this catches an object
-// created meanwhile, since requests other than annex's own are refused while
-// the backends differ).
+// objects (admission refuses the change otherwise), and never deletes an
+// object:
+//
+//   - Requests other than annex's own are refused while the backends differ,
+//     but each replica decides that from its informers. annex marks the CRD
+//     with the time it first saw the move (MoveObservedAnnotation) and looks
+//     for objects for the last time once MoveSettle has passed, when every
+//     replica refuses the type's writes.
+//   - The mark makes the CRD's deletion keep the type's objects (package
+//     routing): one that a late replica accepted after the last look stays
+//     in the old store, under the type's key prefix, and is served again if
+//     the type moves back.
+//
+// Each step is written before the next is taken, so a replica that stops
+// anywhere is followed by one that picks up from there.
 func (r *Reconciler) moveBackend(ctx context.Context, hr *v1alpha1.HostedResource, crd *apiextensionsv1.CustomResourceDefinition) (reconcile.Result, error) {
 	from, to := routing.BackendOf(crd), routing.BackendOfHostedResource(hr)
 	moving := metav1.Condition{
@@ -160,6 +214,21 @@ func (r *Reconciler) moveBackend(ctx context.Context, hr *v1alpha1.HostedResourc
 	if !crd.DeletionTimestamp.IsZero() {
 		// The CRD's deletion wakes this reconciler; the requeue is a safety net.
 		return reconcile.Result{RequeueAfter: 5 * time.Second}, errors.Join(r.setStatus(ctx, hr, moving), r.retryStalledDeletion(ctx, crd))
+	}
+	now := r.now()
+	since, ok := moveObserved(crd, hr.Generation)
+	if !ok {
+		// Any change of the HostedResource starts the wait again: a replica
+		// may have served the type while it named the type's backend.
+		patch := client.MergeFromWithOptions(crd.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		metav1.SetMetaDataAnnotation(&crd.ObjectMeta, v1alpha1.MoveObservedAnnotation, fmt.Sprintf("%d %s", hr.Generation, now.UTC().Format(time.RFC3339Nano)))
+		if err := r.Client.Patch(ctx, crd, patch); err != nil {
+			return reconcile.Result{}, err
+		}
+		since = now
+	}
+	if wait := since.Add(r.moveSettle()).Sub(now); wait > 0 {
+		return reconcile.Result{RequeueAfter: wait}, r.setStatus(ctx, hr, moving)
 	}
 	has, err := routing.HasObjects(ctx, r.Objects, crd)
 	if err != nil {
@@ -176,11 +245,40 @@ func (r *Reconciler) moveBackend(ctx context.Context, hr *v1alpha1.HostedResourc
 				"set spec.storage.backend back to %q (requests are refused until then), or delete the objects", from, from),
 		})
 	}
-	if err := r.Client.Delete(ctx, crd, client.Preconditions{UID: &crd.UID}); err != nil && !apierrors.IsNotFound(err) {
+	// The preconditions make sure the CRD deleted is the one marked, and
+	// the one found empty.
+	if err := r.Client.Delete(ctx, crd, client.Preconditions{UID: &crd.UID, ResourceVersion: &crd.ResourceVersion}); err != nil && !apierrors.IsNotFound(err) {
 		return reconcile.Result{}, err
 	}
 	ctrl.LoggerFrom(ctx).Info("Re-creating the hosted type on another storage backend", "group", hr.Spec.Group, "kind", hr.Spec.Names.Kind, "from", from, "to", to)
 	return reconcile.Result{RequeueAfter: 5 * time.Second}, r.setStatus(ctx, hr, moving)
+}
+
+// moveObserved is when annex first saw the move that the HostedResource's
+// generation asks for, from the CRD's mark; false when the mark is missing
+// or is of another generation.
+func moveObserved(crd *apiextensionsv1.CustomResourceDefinition, generation int64) (time.Time, bool) {
+	var markedGeneration int64
+	var at string
+	if _, err := fmt.Sscanf(crd.Annotations[v1alpha1.MoveObservedAnnotation], "%d %s", &markedGeneration, &at); err != nil || markedGeneration != generation {
+		return time.Time{}, false
+	}
+	since, err := time.Parse(time.RFC3339Nano, at)
+	return since, err == nil
+}
+
+func (r *Reconciler) now() time.Time {
+	if r.Clock != nil {
+		return r.Clock.Now()
+	}
+	return time.Now()
+}
+
+func (r *Reconciler) moveSettle() time.Duration {
+	if r.MoveSettle > 0 {
+		return r.MoveSettle
+	}
+	return DefaultMoveSettle
 }
 
 // retryStalledDeletion wakes the apiextensions server's CRD finalizer for

@@ -42,6 +42,16 @@ func BackendOf(crd *apiextensionsv1.CustomResourceDefinition) string {
 	return annex.DefaultStorageBackend
 }
 
+// KeyPrefixOf is the key prefix of the objects of a CRD's type in its store:
+// the one recorded on the CRD when annex created it, or legacy, the store's
+// --etcd-prefix, for a CRD made before installs had prefixes of their own.
+func KeyPrefixOf(crd *apiextensionsv1.CustomResourceDefinition, legacy string) string {
+	if p := crd.Annotations[v1alpha1.StorageKeyPrefixAnnotation]; p != "" {
+		return p
+	}
+	return legacy
+}
+
 // BackendOfHostedResource is the StorageBackend a HostedResource asks for.
 func BackendOfHostedResource(hr *v1alpha1.HostedResource) string {
 	if b := hr.Spec.Storage.Backend; b != "" {
@@ -126,6 +136,12 @@ func (r *Router) GetRESTOptions(gr schema.GroupResource, example runtime.Object)
 	}
 	// One limit on the size of an object, whichever backend keeps it.
 	opts.Decorator = objectsize.Decorate(opts.Decorator)
+	// restOptions found the CRD.
+	crd, err := r.crds.Get(gr.Resource + "." + gr.Group)
+	if err != nil {
+		return opts, err
+	}
+	opts.Decorator = keepOnMove(opts.Decorator, r.crds.Get, crd.Name, crd.UID, BackendOf(crd))
 	return opts, nil
 }
 
@@ -153,6 +169,11 @@ func (r *Router) restOptions(gr schema.GroupResource, example runtime.Object) (g
 		}
 	}
 	opts, err := store.GetRESTOptions(gr, example)
+	if err == nil {
+		// The backend's options are a copy per call, so the prefix is this
+		// type's alone.
+		opts.StorageConfig.Prefix = KeyPrefixOf(crd, opts.StorageConfig.Prefix)
+	}
 	switch cache {
 	case v1alpha1.StorageCacheNone:
 		opts.Decorator = generic.UndecoratedStorage

@@ -265,3 +265,49 @@ func TestStorageCache(t *testing.T) {
 		}
 	}
 }
+
+// A type's keys are under the prefix its CRD records, and under the store's
+// own prefix when it records none (a type created before installs had
+// prefixes of their own), whatever its cache.
+func TestKeyPrefix(t *testing.T) {
+	etcd := genericoptions.NewEtcdOptions(storagebackend.NewDefaultConfig("/annex", nil))
+	etcd.StorageConfig.Transport.ServerList = []string{"https://127.0.0.1:2379"}
+	r := New(Options{Backends: backend.NewFactory(backend.Options{Etcd: *etcd, RuntimeDir: t.TempDir()})})
+	defer r.Close()
+
+	withPrefix := func(name, prefix string, cache v1alpha1.StorageCache) *apiextensionsv1.CustomResourceDefinition {
+		c := crd(name, "")
+		c.Annotations = map[string]string{v1alpha1.StorageCacheAnnotation: string(cache)}
+		if prefix != "" {
+			c.Annotations[v1alpha1.StorageKeyPrefixAnnotation] = prefix
+		}
+		return c
+	}
+	r.SetListers(apiextensionslisters.NewCustomResourceDefinitionLister(indexer(
+		withPrefix("old.example.com", "", v1alpha1.StorageCacheWatchCache),
+		withPrefix("mine.example.com", "/annex/installs/team-a.annex", v1alpha1.StorageCacheWatchCache),
+		withPrefix("lean.example.com", "/annex/installs/team-b.annex", v1alpha1.StorageCacheLean),
+	)), annexlisters.NewHostedResourceLister(indexer()), annexlisters.NewStorageBackendLister(indexer()), func() bool { return true })
+
+	for resource, want := range map[string]string{
+		"old":  "/annex",
+		"mine": "/annex/installs/team-a.annex",
+		"lean": "/annex/installs/team-b.annex",
+	} {
+		opts, err := r.GetRESTOptions(schema.GroupResource{Group: "example.com", Resource: resource}, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", resource, err)
+		}
+		if got := opts.StorageConfig.Prefix; got != want {
+			t.Errorf("%s.example.com keeps its objects under %q, want %q", resource, got, want)
+		}
+	}
+	// Each type's options are its own: the store's prefix is unchanged.
+	if got := etcd.StorageConfig.Prefix; got != "/annex" {
+		t.Errorf("the store's prefix became %q", got)
+	}
+	opts, err := r.opts.Backends.Default().GetRESTOptions(schema.GroupResource{Group: "example.com", Resource: "other"}, nil)
+	if err != nil || opts.StorageConfig.Prefix != "/annex" {
+		t.Errorf("another type on the store gets prefix %q (%v), want /annex", opts.StorageConfig.Prefix, err)
+	}
+}

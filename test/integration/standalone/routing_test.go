@@ -91,7 +91,7 @@ spec: {size: 1}
 		sort.Strings(keys)
 		return keys
 	}
-	if got, want := strings.Join(outsideKeys(), " "), "/annex/example.com/gadgets/g1 /annex/example.com/gadgets/g2"; got != want {
+	if got, want := strings.Join(outsideKeys(), " "), "/annex/installs/annex-apiserver/example.com/gadgets/g1 /annex/installs/annex-apiserver/example.com/gadgets/g2"; got != want {
 		t.Errorf("the external etcd holds %q, want only the gadgets: %q", got, want)
 	}
 	// The counts reach the statuses, and kubectl get shows them.
@@ -177,7 +177,7 @@ spec: {size: 1}
 		}); err != nil {
 			t.Fatalf("creating a doodad after the move: %v", err)
 		}
-		if keys := strings.Join(outsideKeys(), " "); !strings.Contains(keys, "/annex/example.com/doodads/d1") {
+		if keys := strings.Join(outsideKeys(), " "); !strings.Contains(keys, "/annex/installs/annex-apiserver/example.com/doodads/d1") {
 			t.Errorf("the external etcd holds %q, want the moved type's object too", keys)
 		}
 		// With an object, the type stays where it is.

@@ -19,6 +19,18 @@ const (
 	// records when annex last woke the deletion of the type's objects after
 	// it failed.
 	DeletionRetriedAtAnnotation = "annex.dev/deletion-retried-at"
+	// StorageKeyPrefixAnnotation on an internal CustomResourceDefinition is
+	// the key prefix of the type's objects in its store, recorded when annex
+	// creates the CRD and kept for the CRD's life. A CRD without it was made
+	// before installs had prefixes of their own, and its objects are under
+	// the store's --etcd-prefix.
+	StorageKeyPrefixAnnotation = "annex.dev/storage-key-prefix"
+	// MoveObservedAnnotation on an internal CustomResourceDefinition records
+	// when annex first saw its HostedResource name another StorageBackend:
+	// "<the HostedResource's generation> <RFC 3339 time>". A CRD deleted
+	// while it carries it is being moved, and its deletion deletes none of
+	// the type's objects: any written meanwhile stay in the old store.
+	MoveObservedAnnotation = "annex.dev/move-observed"
 
 	// ManagedByLabel marks the APIServices that annex registers in the
 	// cluster. Its value names the install (--apiservice-managed-by; the
