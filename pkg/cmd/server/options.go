@@ -25,6 +25,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/admission/backendchange"
+	"annex.dev/annex/pkg/admission/dryrunsize"
 	"annex.dev/annex/pkg/admission/hostedgroups"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/apiserver"
@@ -172,10 +173,12 @@ func NewOptions() *Options {
 	}
 	hostedgroups.Register(o.RecommendedOptions.Admission.Plugins)
 	backendchange.Register(o.RecommendedOptions.Admission.Plugins)
+	dryrunsize.Register(o.RecommendedOptions.Admission.Plugins, o.RecommendedOptions.Etcd.StorageConfig.Codec)
 	o.RecommendedOptions.Admission.RecommendedPluginOrder = append(o.RecommendedOptions.Admission.RecommendedPluginOrder,
-		hostedgroups.PluginName, backendchange.PluginName)
+		hostedgroups.PluginName, backendchange.PluginName, dryrunsize.PluginName)
 	// The loopback client configuration exists once SecureServing is
-	// applied, which RecommendedOptions.ApplyTo does before admission.
+	// applied, which RecommendedOptions.ApplyTo does before admission. It
+	// reaches every plugin that wants it (backendchange, dryrunsize).
 	o.RecommendedOptions.ExtraAdmissionInitializers = func(c *genericapiserver.RecommendedConfig) ([]admission.PluginInitializer, error) {
 		return []admission.PluginInitializer{backendchange.Initializer{Loopback: c.LoopbackClientConfig}}, nil
 	}
@@ -462,7 +465,7 @@ func (o *Options) Config(ctx context.Context) (_ *apiserver.Config, err error) {
 			return nil, err
 		}
 		serverConfig.Authorization.Authorizer = authz
-		if err := applyStandaloneAdmission(serverConfig); err != nil {
+		if err := applyStandaloneAdmission(serverConfig, o.RecommendedOptions.Etcd.StorageConfig.Codec); err != nil {
 			return nil, err
 		}
 		config.AdminKubeconfig = func(addr net.Addr) error {
