@@ -29,6 +29,7 @@ import (
 	"annex.dev/annex/pkg/admission/hostedgroups"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/apiserver"
+	"annex.dev/annex/pkg/clustergroups"
 	"annex.dev/annex/pkg/controllers/retention"
 	"annex.dev/annex/pkg/controllers/storagebackend"
 	generatedopenapi "annex.dev/annex/pkg/generated/openapi"
@@ -171,7 +172,10 @@ func NewOptions() *Options {
 		BatchSize:        retention.DefaultBatchSize,
 		DeletesPerSecond: retention.DefaultDeletesPerSecond,
 	}
-	hostedgroups.Register(o.RecommendedOptions.Admission.Plugins)
+	// The plugins are made once the flags are parsed: the install is known then.
+	hostedgroups.Register(o.RecommendedOptions.Admission.Plugins, func() clustergroups.Install {
+		return clustergroups.Install{Namespace: o.APIService.Namespace, Name: o.APIService.Name, ManagedBy: o.APIService.ManagedBy}
+	})
 	backendchange.Register(o.RecommendedOptions.Admission.Plugins)
 	dryrunsize.Register(o.RecommendedOptions.Admission.Plugins, o.RecommendedOptions.Etcd.StorageConfig.Codec)
 	o.RecommendedOptions.Admission.RecommendedPluginOrder = append(o.RecommendedOptions.Admission.RecommendedPluginOrder,
