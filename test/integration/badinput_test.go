@@ -380,3 +380,116 @@ func TestObjectSizeLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestObjectSizeLimitDryRun checks, through a real kube-apiserver, that a
+// dry run (?dryRun=All) is held to annex's object size limit as the real
+// write is: an object at the limit passes, one over it gets the same 413,
+// giving the same size, from a create, an update, a merge patch, a JSON
+// patch, a server-side apply and a write of the status; and nothing is
+// stored. Dry runs never reach the store, so one backend is enough.
+func TestObjectSizeLimitDryRun(t *testing.T) {
+	ns := createNamespace(t, "dryrun-size")
+	gvr := serveHostedResource(t, parcelsType(t, uniqueName("dryrun")+".example.com"), ns, "")
+	parcels := adminClient(t).Resource(gvr).Namespace(ns)
+	ctx := testContext(t)
+	dryRun := []string{metav1.DryRunAll}
+	absent := func(name string) {
+		t.Helper()
+		if got, err := parcels.Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("parcel %s after a dry run: %v (resourceVersion %s), want 404", name, err, got.GetResourceVersion())
+		}
+	}
+	// What a parcel is besides its data, from a real write's refusal; every
+	// parcel's name has the same length.
+	_, err := parcels.Create(ctx, parcel(gvr, "p0", objectsize.MaxBytes), metav1.CreateOptions{})
+	overhead := refusedSize(t, err) - objectsize.MaxBytes
+
+	// Creates: at the limit passes, over it is refused at the size the
+	// real create is refused at; none is stored.
+	if _, err := parcels.Create(ctx, parcel(gvr, "p1", objectsize.MaxBytes-overhead), metav1.CreateOptions{DryRun: dryRun}); err != nil {
+		t.Fatalf("a dry-run create of an object of exactly %d bytes: %v", objectsize.MaxBytes, err)
+	}
+	absent("p1")
+	for name, size := range map[string]int{"p2": objectsize.MaxBytes + 1, "p3": 2_500_000} {
+		_, err := parcels.Create(ctx, parcel(gvr, name, size-overhead), metav1.CreateOptions{DryRun: dryRun})
+		if got := refusedSize(t, err); got != size {
+			t.Errorf("a dry-run create of an object of %d bytes: the 413 says %d", size, got)
+		}
+		absent(name)
+	}
+
+	// Every way of writing an object at the limit one byte (or a status)
+	// larger: the dry run is refused as the real write is, at the same size.
+	atLimit, err := parcels.Create(ctx, parcel(gvr, "p1", objectsize.MaxBytes-overhead), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating an object of exactly %d bytes: %v", objectsize.MaxBytes, err)
+	}
+	grown := nestedString(atLimit, "spec", "data") + "x"
+	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"data": grown}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonPatch, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/data", "value": grown}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, write := range map[string]func(dryRun []string) error{
+		"an update": func(dryRun []string) error {
+			obj := atLimit.DeepCopy()
+			_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
+			_, err := parcels.Update(ctx, obj, metav1.UpdateOptions{DryRun: dryRun})
+			return err
+		},
+		"a merge patch": func(dryRun []string) error {
+			_, err := parcels.Patch(ctx, "p1", types.MergePatchType, patch, metav1.PatchOptions{DryRun: dryRun})
+			return err
+		},
+		"a JSON patch": func(dryRun []string) error {
+			_, err := parcels.Patch(ctx, "p1", types.JSONPatchType, jsonPatch, metav1.PatchOptions{DryRun: dryRun})
+			return err
+		},
+		"a server-side apply": func(dryRun []string) error {
+			obj := parcel(gvr, "p1", 0)
+			_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
+			_, err := parcels.Apply(ctx, "p1", obj, metav1.ApplyOptions{FieldManager: "size-test", Force: true, DryRun: dryRun})
+			return err
+		},
+		"a write of the status": func(dryRun []string) error {
+			obj := atLimit.DeepCopy()
+			_ = unstructured.SetNestedField(obj.Object, "x", "status", "data")
+			_, err := parcels.UpdateStatus(ctx, obj, metav1.UpdateOptions{DryRun: dryRun})
+			return err
+		},
+	} {
+		dry := refusedSize(t, write(dryRun))
+		if written := refusedSize(t, write(nil)); dry != written {
+			t.Errorf("%s: the dry run's 413 gives the object's size as %d bytes, the real write's as %d", what, dry, written)
+		}
+	}
+	// A dry run that writes the object as it is passes.
+	if _, err := parcels.Update(ctx, atLimit, metav1.UpdateOptions{DryRun: dryRun}); err != nil {
+		t.Errorf("a dry-run update of the object at the limit, unchanged: %v", err)
+	}
+	if got, err := parcels.Get(ctx, "p1", metav1.GetOptions{}); err != nil || got.GetResourceVersion() != atLimit.GetResourceVersion() {
+		t.Errorf("after the writes the object at the limit is %v (resourceVersion %s), want it unchanged at %s",
+			err, got.GetResourceVersion(), atLimit.GetResourceVersion())
+	}
+
+	// annex's own types: a StorageBackend of about 1.6 MB.
+	name := uniqueName("oversized")
+	obj := storageBackend(name, "Etcd", nil)
+	endpoints := make([]string, 50000)
+	for i := range endpoints {
+		endpoints[i] = fmt.Sprintf("https://etcd-%05d.example:2379", i)
+	}
+	if err := unstructured.SetNestedStringSlice(obj.Object, endpoints, "spec", "etcd", "endpoints"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = storageBackends(t).Create(ctx, obj, metav1.CreateOptions{DryRun: dryRun})
+	dry := refusedSize(t, err)
+	_, err = storageBackends(t).Create(ctx, obj, metav1.CreateOptions{})
+	if written := refusedSize(t, err); dry != written {
+		t.Errorf("a StorageBackend: the dry run's 413 gives its size as %d bytes, the real create's as %d", dry, written)
+	}
+	expectAbsent(t, framework.StorageBackends, name)
+}

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/yaml"
 
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/test/integration/framework"
 )
 
@@ -197,5 +198,44 @@ func TestHostedTypeThroughTheCluster(t *testing.T) {
 	})
 	if err != nil {
 		t.Errorf("APIService v1.%s is still registered after its HostedResource was deleted", group)
+	}
+}
+
+// TestHostedGroupOfAnotherInstall checks, through the cluster, that annex's
+// managed-by label alone does not make an APIService annex's own: one that
+// carries this install's value but points at another Service (another
+// install, or anyone who may label APIServices) makes its group the
+// cluster's, and a HostedResource of that group is refused.
+func TestHostedGroupOfAnotherInstall(t *testing.T) {
+	admin := adminClient(t)
+	ctx := testContext(t)
+	group := uniqueName("other-install") + ".example.net"
+	// The framework's install runs with the default value of the label.
+	apiService := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+		"metadata": map[string]any{
+			"name":   "v1." + group,
+			"labels": map[string]any{v1alpha1.ManagedByLabel: v1alpha1.DefaultManagedByValue},
+		},
+		"spec": map[string]any{
+			"group": group, "version": "v1", "groupPriorityMinimum": int64(1000), "versionPriority": int64(100),
+			"service": map[string]any{"namespace": "another-annex", "name": framework.ServiceName},
+		},
+	}}
+	create(t, admin, apiServicesGVR, apiService)
+
+	hr := hostedResource(t, "Widget", "widgets", group)
+	_, err := admin.Resource(framework.HostedResources).Create(ctx, hr, metav1.CreateOptions{})
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "APIService v1."+group) {
+		t.Fatalf("creating a HostedResource in the group of another install's APIService: got %v, want 422 naming the APIService", err)
+	}
+	expectCauses(t, causeFields(err), "spec.group")
+	expectAbsent(t, framework.HostedResources, hr.GetName())
+	got, err := admin.Resource(apiServicesGVR).Get(ctx, "v1."+group, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns, _, _ := unstructured.NestedString(got.Object, "spec", "service", "namespace"); ns != "another-annex" {
+		t.Errorf("the other install's APIService now points at namespace %q", ns)
 	}
 }

@@ -31,16 +31,19 @@ var (
 	apiServices = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
 )
 
-// Register adds the plugin to plugins.
-func Register(plugins *admission.Plugins) {
+// Register adds the plugin to plugins. install says which install of annex
+// this is, once the options are parsed: its own APIServices do not make a
+// group the cluster's.
+func Register(plugins *admission.Plugins, install func() clustergroups.Install) {
 	plugins.Register(PluginName, func(io.Reader) (admission.Interface, error) {
-		return &plugin{Handler: admission.NewHandler(admission.Create)}, nil
+		return &plugin{Handler: admission.NewHandler(admission.Create), install: install()}, nil
 	})
 }
 
 type plugin struct {
 	*admission.Handler
 	cluster dynamic.Interface
+	install clustergroups.Install
 }
 
 var (
@@ -60,7 +63,9 @@ func (p *plugin) ValidateInitialization() error {
 }
 
 // Validate refuses a new HostedResource whose group the cluster serves with
-// CustomResourceDefinitions or with APIServices that annex does not manage.
+// CustomResourceDefinitions or with APIServices that this install does not
+// own (clustergroups.Install.Ownership): another install's APIService, or
+// one that only carries annex's label, makes the group the cluster's.
 // It asks the cluster at the time of the request: HostedResources are
 // created rarely, and a cache could let a fresh CRD slip through.
 func (p *plugin) Validate(ctx context.Context, a admission.Attributes, _ admission.ObjectInterfaces) error {
@@ -104,5 +109,5 @@ func (p *plugin) clusterOwners(ctx context.Context, group string) ([]string, err
 			return nil, fmt.Errorf("reading APIService %s: %w", apiServiceList.Items[i].GetName(), err)
 		}
 	}
-	return clustergroups.New(crdNames, services).Owners(group), nil
+	return clustergroups.New(crdNames, services, p.install).Owners(group), nil
 }

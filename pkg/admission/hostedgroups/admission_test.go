@@ -19,6 +19,7 @@ import (
 
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/clustergroups"
 )
 
 func clusterObject(apiVersion, kind, name string, labels map[string]string, spec map[string]any) *unstructured.Unstructured {
@@ -32,12 +33,21 @@ func crd(name string) runtime.Object {
 	return clusterObject("apiextensions.k8s.io/v1", "CustomResourceDefinition", name, nil, map[string]any{})
 }
 
+// install is the install of annex the plugin belongs to: its Service is ns/svc.
+var install = clustergroups.Install{Namespace: "ns", Name: "svc", ManagedBy: "ns.annex"}
+
 func apiService(name string, labels map[string]string, withService bool) runtime.Object {
 	spec := map[string]any{}
 	if withService {
 		spec["service"] = map[string]any{"namespace": "ns", "name": "svc"}
 	}
 	return clusterObject("apiregistration.k8s.io/v1", "APIService", name, labels, spec)
+}
+
+// otherService is an APIService pointing at a Service that is not the install's.
+func otherService(name string, labels map[string]string) runtime.Object {
+	return clusterObject("apiregistration.k8s.io/v1", "APIService", name, labels,
+		map[string]any{"service": map[string]any{"namespace": "other", "name": "annex"}})
 }
 
 // newPlugin returns the plugin over a fake cluster holding objs.
@@ -47,7 +57,7 @@ func newPlugin(t *testing.T, objs ...runtime.Object) (*plugin, *dynamicfake.Fake
 		crds:        "CustomResourceDefinitionList",
 		apiServices: "APIServiceList",
 	}, objs...)
-	p := &plugin{Handler: admission.NewHandler(admission.Create)}
+	p := &plugin{Handler: admission.NewHandler(admission.Create), install: install}
 	p.SetDynamicClient(cluster)
 	if err := p.ValidateInitialization(); err != nil {
 		t.Fatal(err)
@@ -69,7 +79,16 @@ func TestValidate(t *testing.T) {
 		// The aggregator's local APIService of the CRDs' group.
 		apiService("v1.crd.example.com", nil, false),
 		apiService("v1beta1.metrics.example.com", nil, true),
-		apiService("v1.hosted.example.com", map[string]string{v1alpha1.ManagedByLabel: v1alpha1.DefaultManagedByValue}, true),
+		apiService("v1.hosted.example.com", map[string]string{v1alpha1.ManagedByLabel: "ns.annex"}, true),
+		apiService("v1.legacy.example.com", map[string]string{v1alpha1.ManagedByLabel: v1alpha1.DefaultManagedByValue}, true),
+		// Another install's, with its own value, at its own Service.
+		otherService("v1.other.example.com", map[string]string{v1alpha1.ManagedByLabel: "other.annex"}),
+		// Another install's value at this install's Service.
+		apiService("v1.relabelled.example.com", map[string]string{v1alpha1.ManagedByLabel: "other.annex"}, true),
+		// This install's value at another Service: the label alone.
+		otherService("v1.labelled.example.com", map[string]string{v1alpha1.ManagedByLabel: "ns.annex"}),
+		// The old default value at another install's Service.
+		otherService("v1.oldother.example.com", map[string]string{v1alpha1.ManagedByLabel: v1alpha1.DefaultManagedByValue}),
 	)
 	for _, tc := range []struct {
 		group   string
@@ -77,8 +96,15 @@ func TestValidate(t *testing.T) {
 	}{
 		{group: "crd.example.com", refused: "the cluster already serves this group (CustomResourceDefinition gadgets.crd.example.com, CustomResourceDefinition widgets.crd.example.com)"},
 		{group: "metrics.example.com", refused: "the cluster already serves this group (APIService v1beta1.metrics.example.com)"},
-		// annex's own APIService: another HostedResource of the group.
+		// This install's own APIService: another HostedResource of the group.
 		{group: "hosted.example.com"},
+		// One it registered before installs had their own label values.
+		{group: "legacy.example.com"},
+		// Any other APIService, labelled or not, is the cluster's.
+		{group: "other.example.com", refused: "the cluster already serves this group (APIService v1.other.example.com)"},
+		{group: "relabelled.example.com", refused: "the cluster already serves this group (APIService v1.relabelled.example.com)"},
+		{group: "labelled.example.com", refused: "the cluster already serves this group (APIService v1.labelled.example.com)"},
+		{group: "oldother.example.com", refused: "the cluster already serves this group (APIService v1.oldother.example.com)"},
 		{group: "free.example.com"},
 	} {
 		t.Run(tc.group, func(t *testing.T) {
@@ -120,7 +146,7 @@ func TestValidateWhenTheClusterDoesNotAnswer(t *testing.T) {
 
 func TestInitialization(t *testing.T) {
 	plugins := admission.NewPlugins()
-	Register(plugins)
+	Register(plugins, func() clustergroups.Install { return install })
 	if !slices.Contains(plugins.Registered(), PluginName) {
 		t.Errorf("registered plugins = %v, want %s", plugins.Registered(), PluginName)
 	}

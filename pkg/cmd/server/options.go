@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,9 +26,11 @@ import (
 	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/admission/backendchange"
+	"annex.dev/annex/pkg/admission/dryrunsize"
 	"annex.dev/annex/pkg/admission/hostedgroups"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/apiserver"
+	"annex.dev/annex/pkg/clustergroups"
 	"annex.dev/annex/pkg/controllers/retention"
 	"annex.dev/annex/pkg/controllers/storagebackend"
 	generatedopenapi "annex.dev/annex/pkg/generated/openapi"
@@ -86,6 +89,10 @@ type Options struct {
 	PostgresConnectTimeout time.Duration
 	// PostgresStartTimeout bounds kine's start on a PostgreSQL database.
 	PostgresStartTimeout time.Duration
+	// StorageInsecure lets annex reach its own store (--etcd-servers,
+	// --postgres-dsn-file) without TLS over the network, as a
+	// StorageBackend's spec.etcd.insecure and spec.postgres.insecure do.
+	StorageInsecure bool
 	// StorageBackendRetryInterval is the wait before a StorageBackend that
 	// failed to start is tried again, doubled with each failure in a row.
 	StorageBackendRetryInterval time.Duration
@@ -178,12 +185,17 @@ func NewOptions() *Options {
 		BatchSize:        retention.DefaultBatchSize,
 		DeletesPerSecond: retention.DefaultDeletesPerSecond,
 	}
-	hostedgroups.Register(o.RecommendedOptions.Admission.Plugins)
+	// The plugins are made once the flags are parsed: the install is known then.
+	hostedgroups.Register(o.RecommendedOptions.Admission.Plugins, func() clustergroups.Install {
+		return clustergroups.Install{Namespace: o.APIService.Namespace, Name: o.APIService.Name, ManagedBy: o.APIService.ManagedBy}
+	})
 	backendchange.Register(o.RecommendedOptions.Admission.Plugins)
+	dryrunsize.Register(o.RecommendedOptions.Admission.Plugins, o.RecommendedOptions.Etcd.StorageConfig.Codec)
 	o.RecommendedOptions.Admission.RecommendedPluginOrder = append(o.RecommendedOptions.Admission.RecommendedPluginOrder,
-		hostedgroups.PluginName, backendchange.PluginName)
+		hostedgroups.PluginName, backendchange.PluginName, dryrunsize.PluginName)
 	// The loopback client configuration exists once SecureServing is
-	// applied, which RecommendedOptions.ApplyTo does before admission.
+	// applied, which RecommendedOptions.ApplyTo does before admission. It
+	// reaches every plugin that wants it (backendchange, dryrunsize).
 	o.RecommendedOptions.ExtraAdmissionInitializers = func(c *genericapiserver.RecommendedConfig) ([]admission.PluginInitializer, error) {
 		return []admission.PluginInitializer{backendchange.Initializer{Loopback: c.LoopbackClientConfig}}, nil
 	}
@@ -211,6 +223,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.EmbeddedEtcdLogLevel, "embedded-etcd-log-level", o.EmbeddedEtcdLogLevel, "Log level of the embedded etcd (debug, info, warn, error).")
 	fs.StringVar(&o.PostgresDSNFile, "postgres-dsn-file", o.PostgresDSNFile, "File holding the connection string of a PostgreSQL database "+
 		"(postgres://user:password@host:port/database?sslmode=verify-full) to keep the data in instead of etcd. Exclusive with --etcd-servers.")
+	fs.BoolVar(&o.StorageInsecure, "storage-insecure", o.StorageInsecure, "Allow annex's own store to be reached without TLS: an http:// "+
+		"--etcd-servers endpoint, or a --postgres-dsn-file whose sslmode (disable, allow, prefer, or none, which is prefer) lets the connection go "+
+		"unencrypted. Anyone on the path could read and change every object. Unix sockets and loopback IP addresses (127.0.0.0/8, ::1) "+
+		"never leave the machine or pod and need no flag; host names, localhost included, do.")
 	fs.DurationVar(&o.PostgresCompactInterval, "postgres-compact-interval", o.PostgresCompactInterval, "How often old revisions are removed from PostgreSQL.")
 	fs.DurationVar(&o.PostgresConnectTimeout, "postgres-connect-timeout", o.PostgresConnectTimeout, "How long annex waits for a PostgreSQL database "+
 		"(--postgres-dsn-file or a StorageBackend) to accept a connection before it reports it unreachable and tries again later.")
@@ -366,6 +382,9 @@ func (o *Options) Validate() error {
 		errs = append(errs, errors.New("--postgres-compact-interval must be positive: without compaction the database grows without bound"))
 	}
 	errs = append(errs, o.validateEtcd()...)
+	if !o.StorageInsecure {
+		errs = append(errs, o.validatePlaintext()...)
+	}
 	errs = append(errs, ro.SecureServing.Validate()...)
 	errs = append(errs, ro.Authentication.Validate()...)
 	errs = append(errs, ro.Authorization.Validate()...)
@@ -460,6 +479,83 @@ func (o *Options) validateEtcd() []error {
 	return etcd.Validate()
 }
 
+// validatePlaintext refuses a command-line store that annex would reach
+// without TLS over the network, as a StorageBackend without insecure is
+// refused (--storage-insecure allows it). What does not leave the machine or
+// the pod is not plaintext in this sense: a unix socket, and a loopback IP
+// address. A host name is, even localhost: it is resolved when annex
+// connects. The errors never carry a password.
+func (o *Options) validatePlaintext() []error {
+	var errs []error
+	switch o.store {
+	case backend.StoreEtcd:
+		transport := o.RecommendedOptions.Etcd.StorageConfig.Transport
+		withTLS := transport.CertFile != "" || transport.KeyFile != "" || transport.TrustedCAFile != ""
+		for _, server := range transport.ServerList {
+			if shown, plaintext := etcdPlaintext(server, withTLS); plaintext {
+				errs = append(errs, fmt.Errorf("--etcd-servers: %s is plaintext: annex would send its objects and etcd's credentials unencrypted, "+
+					"readable and changeable by anyone on the path; use https:// (with --etcd-cafile, --etcd-certfile and --etcd-keyfile), "+
+					"or pass --storage-insecure to allow plaintext", shown))
+			}
+		}
+	case backend.StorePostgres:
+		dsn, err := os.ReadFile(o.PostgresDSNFile)
+		if err != nil {
+			// Reported again, and retried, when annex starts its store.
+			return []error{fmt.Errorf("reading --postgres-dsn-file: %w", err)}
+		}
+		hosts, err := postgres.PlaintextHosts(strings.TrimSpace(string(dsn)))
+		if err != nil {
+			return []error{fmt.Errorf("--postgres-dsn-file %s: %w", o.PostgresDSNFile, err)}
+		}
+		var remote []string
+		for _, host := range hosts {
+			if !isLoopbackIP(host) {
+				remote = append(remote, host)
+			}
+		}
+		if len(remote) > 0 {
+			errs = append(errs, fmt.Errorf("--postgres-dsn-file %s: the connection string lets annex connect to %s without TLS "+
+				"(sslmode disable, allow or prefer, or no sslmode, which is prefer): anyone on the path could read and change the objects; "+
+				"require TLS (sslmode=verify-full), or pass --storage-insecure to allow plaintext", o.PostgresDSNFile, strings.Join(remote, ", ")))
+		}
+	}
+	return errs
+}
+
+// etcdPlaintext says whether annex would reach an --etcd-servers endpoint
+// without TLS over the network, and how to show it (without user
+// information). https:// and unixs:// use TLS, and unix:// is a socket.
+// http:// is plaintext, TLS files or not, unless its host is a loopback IP
+// address. host:port without a scheme uses TLS when the etcd client is given
+// TLS files (--etcd-cafile, --etcd-certfile, --etcd-keyfile), as withTLS says.
+func etcdPlaintext(server string, withTLS bool) (string, bool) {
+	switch {
+	case strings.HasPrefix(server, "unix://"), strings.HasPrefix(server, "unixs://"):
+		return server, false
+	case strings.HasPrefix(server, "https://"):
+		return server, false
+	case strings.HasPrefix(server, "http://"):
+		u, err := url.Parse(server)
+		if err != nil {
+			return "an http:// endpoint that does not parse", true
+		}
+		return u.Redacted(), !isLoopbackIP(u.Hostname())
+	}
+	u, err := url.Parse("//" + server)
+	if err != nil || u.Host == "" {
+		return "an endpoint that does not parse", !withTLS
+	}
+	return u.Redacted(), !withTLS && !isLoopbackIP(u.Hostname())
+}
+
+// isLoopbackIP says whether host is a loopback IP address (127.0.0.0/8,
+// ::1); names are not, localhost included.
+func isLoopbackIP(host string) bool {
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // Config builds the server's configuration. It starts annex's own store
 // (the embedded etcd, or kine on PostgreSQL), the only thing it starts: the
 // etcd options point at it once it runs. The configuration's Stores close
@@ -510,7 +606,7 @@ func (o *Options) Config(ctx context.Context) (_ *apiserver.Config, err error) {
 			return nil, err
 		}
 		serverConfig.Authorization.Authorizer = authz
-		if err := applyStandaloneAdmission(serverConfig); err != nil {
+		if err := applyStandaloneAdmission(serverConfig, o.RecommendedOptions.Etcd.StorageConfig.Codec); err != nil {
 			return nil, err
 		}
 		config.AdminKubeconfig = func(addr net.Addr) error {

@@ -301,3 +301,75 @@ func TestStorageKeyPrefix(t *testing.T) {
 		}
 	}
 }
+
+// annex's own store is held to the rule of StorageBackends: no plaintext
+// over the network unless --storage-insecure says so.
+func TestPlaintextStoreNeedsAFlag(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	const password = "s3cret-pw"
+	dsnFile := func(dsn string) string {
+		path := filepath.Join(t.TempDir(), "dsn")
+		if err := os.WriteFile(path, []byte(dsn+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return "--postgres-dsn-file=" + path
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		refused string // what the refusal names; empty: accepted
+	}{
+		{"embedded etcd", nil, ""},
+		{"etcd over https", []string{"--etcd-servers=https://etcd.example:2379"}, ""},
+		{"etcd over http", []string{"--etcd-servers=http://etcd.example:2379"}, "--etcd-servers: http://etcd.example:2379 is plaintext"},
+		{"one of several etcd endpoints over http", []string{"--etcd-servers=https://etcd-0.example:2379,http://etcd-1.example:2379"},
+			"http://etcd-1.example:2379 is plaintext"},
+		{"etcd over http with TLS files (ignored for http)", []string{"--etcd-servers=http://etcd.example:2379", "--etcd-cafile=/ca.crt"}, "is plaintext"},
+		{"etcd over http with a password in the URL", []string{"--etcd-servers=http://root:" + password + "@etcd.example:2379"},
+			"http://root:xxxxx@etcd.example:2379 is plaintext"},
+		{"etcd without a scheme, without TLS files", []string{"--etcd-servers=etcd.example:2379"}, "etcd.example:2379 is plaintext"},
+		{"etcd without a scheme, with TLS files", []string{"--etcd-servers=etcd.example:2379", "--etcd-cafile=/ca.crt"}, ""},
+		{"etcd over http on loopback", []string{"--etcd-servers=http://127.0.0.1:2379"}, ""},
+		{"etcd over http on IPv6 loopback", []string{"--etcd-servers=http://[::1]:2379"}, ""},
+		{"etcd over http on localhost, a name", []string{"--etcd-servers=http://localhost:2379"}, "http://localhost:2379 is plaintext"},
+		{"etcd on a unix socket", []string{"--etcd-servers=unix:///var/run/etcd.sock"}, ""},
+		{"PostgreSQL with TLS", []string{dsnFile("postgres://annex:" + password + "@db.example:5432/annex?sslmode=verify-full")}, ""},
+		{"PostgreSQL without TLS", []string{dsnFile("postgres://annex:" + password + "@db.example:5432/annex?sslmode=disable")},
+			"lets annex connect to db.example without TLS"},
+		{"PostgreSQL with no sslmode (prefer)", []string{dsnFile("postgres://annex:" + password + "@db.example:5432/annex")},
+			"lets annex connect to db.example without TLS"},
+		{"PostgreSQL on loopback without TLS", []string{dsnFile("postgres://annex:" + password + "@127.0.0.1:5432/annex?sslmode=disable")}, ""},
+		{"PostgreSQL on loopback and elsewhere without TLS",
+			[]string{dsnFile("host=127.0.0.1,db.example port=5432,5432 user=annex password=" + password + " dbname=annex sslmode=prefer")},
+			"lets annex connect to db.example without TLS"},
+		{"PostgreSQL on a unix socket", []string{dsnFile("host=/var/run/postgresql user=annex password=" + password + " dbname=annex sslmode=disable")}, ""},
+		{"PostgreSQL, a connection string that does not parse", []string{dsnFile("postgres://annex:" + password + "@db.example:notaport/annex")},
+			"does not parse"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := parsed(t, tc.args...).Validate()
+			if tc.refused == "" {
+				if err != nil && (strings.Contains(err.Error(), "plaintext") || strings.Contains(err.Error(), "TLS")) {
+					t.Errorf("%v, want it accepted", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.refused) {
+				t.Fatalf("%v, want a refusal saying %q", err, tc.refused)
+			}
+			if !strings.Contains(err.Error(), "--storage-insecure") && !strings.Contains(tc.refused, "does not parse") {
+				t.Errorf("%v, want it to name --storage-insecure", err)
+			}
+			if strings.Contains(err.Error(), password) {
+				t.Errorf("the refusal shows the password: %v", err)
+			}
+			if strings.Contains(tc.refused, "does not parse") {
+				return // with the flag, left to the store's start
+			}
+			err = parsed(t, append(tc.args, "--storage-insecure")...).Validate()
+			if err != nil && (strings.Contains(err.Error(), "plaintext") || strings.Contains(err.Error(), "without TLS")) {
+				t.Errorf("with --storage-insecure: %v, want plaintext allowed", err)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/admission"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/apiserver/pkg/authorization/authorizerfactory"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"annex.dev/annex/pkg/admission/backendchange"
+	"annex.dev/annex/pkg/admission/dryrunsize"
 	standaloneadmission "annex.dev/annex/pkg/admission/standalone"
 	"annex.dev/annex/pkg/certs"
 )
@@ -58,7 +60,8 @@ func (o *Options) completeStandalone() {
 // applyStandaloneAdmission runs NamespaceLifecycle against annex's own
 // namespaces (objects cannot be created in a namespace that does not exist
 // or is being deleted), then annex's own plugins that need no cluster.
-func applyStandaloneAdmission(config *genericapiserver.RecommendedConfig) error {
+// annexCodec is the storage codec of annex.dev.
+func applyStandaloneAdmission(config *genericapiserver.RecommendedConfig, annexCodec runtime.Encoder) error {
 	lifecycle, start, err := standaloneadmission.NewNamespaceLifecycle(config.LoopbackClientConfig)
 	if err != nil {
 		return err
@@ -67,7 +70,11 @@ func applyStandaloneAdmission(config *genericapiserver.RecommendedConfig) error 
 	if err != nil {
 		return err
 	}
-	config.AdmissionControl = admission.NewChainHandler(lifecycle, backendChange)
+	dryRunSize, err := dryrunsize.New(config.LoopbackClientConfig, annexCodec)
+	if err != nil {
+		return err
+	}
+	config.AdmissionControl = admission.NewChainHandler(lifecycle, backendChange, dryRunSize)
 	return config.AddPostStartHook("start-namespace-lifecycle-informers", func(ctx genericapiserver.PostStartHookContext) error {
 		start(ctx.Context)
 		return nil

@@ -20,7 +20,7 @@ import (
 	aggregatorclient "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
-	"annex.dev/annex/pkg/controllers/apiservice"
+	"annex.dev/annex/pkg/clustergroups"
 )
 
 // NewCommand returns the delete-hosted-apiservices command.
@@ -93,13 +93,13 @@ func (i Install) validate() error {
 }
 
 // owns says whether apiService is the install's, as its apiservice
-// controller decides (apiservice.Target.Owns); with no Service given, by
+// controller decides (clustergroups.Install.Owns); with no Service given, by
 // the label alone.
 func (i Install) owns(apiService *apiregistrationv1.APIService) bool {
 	if i.Namespace == "" && i.Name == "" {
 		return apiService.Labels[v1alpha1.ManagedByLabel] == i.ManagedBy
 	}
-	return apiservice.Target{Namespace: i.Namespace, Name: i.Name, ManagedBy: i.ManagedBy}.Owns(apiService)
+	return clustergroups.Install{Namespace: i.Namespace, Name: i.Name, ManagedBy: i.ManagedBy}.Owns(apiService)
 }
 
 // Delete deletes the APIServices of install, reporting each on out, and

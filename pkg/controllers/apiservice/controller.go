@@ -11,7 +11,8 @@
 // (Target.ManagedBy), or the value every install used before it had one
 // (v1alpha1.DefaultManagedByValue), which it then relabels with its own.
 // A label alone is never enough: another install, or anyone who may label
-// an APIService, could set it.
+// an APIService, could set it. clustergroups.Install.Ownership decides, for
+// this controller and for the HostedGroupOwnership admission plugin alike.
 package apiservice
 
 import (
@@ -56,55 +57,10 @@ type Target struct {
 	ManagedBy string
 }
 
-// managedBy returns the label value of this install's APIServices.
-func (t Target) managedBy() string {
-	if t.ManagedBy == "" {
-		return v1alpha1.DefaultManagedByValue
-	}
-	return t.ManagedBy
-}
-
-// ownership is what an install may do with an existing APIService.
-type ownership int
-
-const (
-	// notOwned: leave it alone.
-	notOwned ownership = iota
-	// owned: update it, and delete it when no HostedResource serves its
-	// group/version.
-	owned
-	// legacy: owned, but labelled v1alpha1.DefaultManagedByValue by an
-	// install from before per-install values; relabel it with Target.ManagedBy.
-	legacy
-)
-
-// owns says whether this install owns apiService: it must point at the
-// install's own Service and carry the install's label value, or the
-// default value that every install used before it had one of its own.
-func (t Target) owns(apiService *apiregistrationv1.APIService) ownership {
-	if !t.isService(apiService.Spec.Service) {
-		return notOwned
-	}
-	switch apiService.Labels[v1alpha1.ManagedByLabel] {
-	case t.managedBy():
-		return owned
-	case v1alpha1.DefaultManagedByValue:
-		return legacy
-	}
-	return notOwned
-}
-
-// Owns says whether this install owns apiService, and so may change and
-// delete it: it points at the install's Service and carries the install's
-// label value, or the default value from before installs had their own.
-func (t Target) Owns(apiService *apiregistrationv1.APIService) bool {
-	return t.owns(apiService) != notOwned
-}
-
-// isService says whether ref names annex's own Service (its port may differ:
-// the Service is still annex's).
-func (t Target) isService(ref *apiregistrationv1.ServiceReference) bool {
-	return ref != nil && ref.Namespace == t.Namespace && ref.Name == t.Name
+// Install is the install of annex that Target belongs to, which says
+// which APIServices it owns (clustergroups.Install.Ownership).
+func (t Target) Install() clustergroups.Install {
+	return clustergroups.Install{Namespace: t.Namespace, Name: t.Name, ManagedBy: t.ManagedBy}
 }
 
 // Reconciler keeps the cluster's APIServices in line with the HostedResources.
@@ -171,7 +127,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	for _, crd := range clusterCRDs.Items {
 		crdNames = append(crdNames, crd.Name)
 	}
-	cluster := clustergroups.New(crdNames, apiServices.Items)
+	cluster := clustergroups.New(crdNames, apiServices.Items, r.Target.Install())
 
 	desired := desiredGroupVersions(hrs.Items)
 	// What each HostedResource is told, by name.
@@ -186,7 +142,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 			p = &problem{reason: v1alpha1.ReasonGroupServedByCluster, message: fmt.Sprintf(
 				"the cluster serves group %s itself through CustomResourceDefinitions %s; annex leaves the cluster untouched",
 				gv.Group, strings.Join(cluster.CRDs(gv.Group), ", "))}
-		case current != nil && r.Target.owns(current) == notOwned:
+		case current != nil && !r.Target.Install().Owns(current):
 			p = &problem{reason: v1alpha1.ReasonAPIServiceConflict, message: r.conflictMessage(current)}
 		default:
 			apiService, err := r.ensure(ctx, gv, current, versionPriority(gv.GroupVersion, desired))
@@ -216,7 +172,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 
 	for name, apiService := range existing {
-		if r.Target.owns(apiService) == notOwned {
+		if !r.Target.Install().Owns(apiService) {
 			continue
 		}
 		if _, ok := desired[name]; ok {
@@ -299,7 +255,7 @@ func (r *Reconciler) ensure(ctx context.Context, gv *groupVersion, current *apir
 		GroupPriorityMinimum: 1000,
 		VersionPriority:      priority,
 	}
-	managedBy := r.Target.managedBy()
+	managedBy := r.Target.Install().ManagedByValue()
 	if current == nil {
 		apiService := &apiregistrationv1.APIService{
 			ObjectMeta: metav1.ObjectMeta{Name: apiServiceName(gv.GroupVersion), Labels: map[string]string{v1alpha1.ManagedByLabel: managedBy}},
@@ -338,12 +294,12 @@ func (r *Reconciler) conflictMessage(apiService *apiregistrationv1.APIService) s
 	switch {
 	case !labelled:
 		return fmt.Sprintf("the cluster already has APIService %s, which annex does not manage", apiService.Name)
-	case !r.Target.isService(apiService.Spec.Service):
+	case !r.Target.Install().IsService(apiService.Spec.Service):
 		return fmt.Sprintf("the cluster already has APIService %s, labelled %s=%s but pointing at %s, not at this install's Service %s/%s; annex leaves it alone",
 			apiService.Name, v1alpha1.ManagedByLabel, value, serviceName(apiService.Spec.Service), r.Target.Namespace, r.Target.Name)
 	default:
 		return fmt.Sprintf("the cluster already has APIService %s, labelled %s=%s (another install's), not %s",
-			apiService.Name, v1alpha1.ManagedByLabel, value, r.Target.managedBy())
+			apiService.Name, v1alpha1.ManagedByLabel, value, r.Target.Install().ManagedByValue())
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/clustergroups"
 )
 
 var target = Target{Namespace: "annex-system", Name: "annex", Port: 8443, CABundle: []byte("annex CA"), ManagedBy: "annex-system.annex"}
@@ -246,34 +247,34 @@ func TestOwns(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		apiService *apiregistrationv1.APIService
-		want       ownership
+		want       clustergroups.Ownership
 	}{
-		{"this install's value and Service", registered("example.com", "v1", 100, nil), owned},
+		{"this install's value and Service", registered("example.com", "v1", 100, nil), clustergroups.Owned},
 		{"this install's value, its Service on another port", func() *apiregistrationv1.APIService {
 			a := registered("example.com", "v1", 100, nil)
 			a.Spec.Service.Port = ptr.To[int32](9443)
 			return a
-		}(), owned},
+		}(), clustergroups.Owned},
 		{"the value from before installs had their own, this install's Service",
-			withLabel(registered("example.com", "v1", 100, nil), v1alpha1.DefaultManagedByValue), legacy},
+			withLabel(registered("example.com", "v1", 100, nil), v1alpha1.DefaultManagedByValue), clustergroups.Legacy},
 		{"this install's value, another install's Service",
-			pointingAt(registered("example.com", "v1", 100, nil), "other", "annex"), notOwned},
+			pointingAt(registered("example.com", "v1", 100, nil), "other", "annex"), clustergroups.NotOwned},
 		{"this install's value, a Service of the same name elsewhere",
-			pointingAt(registered("example.com", "v1", 100, nil), "default", target.Name), notOwned},
+			pointingAt(registered("example.com", "v1", 100, nil), "default", target.Name), clustergroups.NotOwned},
 		{"this install's value, no Service (the kube-apiserver's own)",
-			pointingAt(registered("example.com", "v1", 100, nil), "", ""), notOwned},
+			pointingAt(registered("example.com", "v1", 100, nil), "", ""), clustergroups.NotOwned},
 		{"the old value, another install's Service",
-			pointingAt(withLabel(registered("example.com", "v1", 100, nil), v1alpha1.DefaultManagedByValue), "other", "annex"), notOwned},
+			pointingAt(withLabel(registered("example.com", "v1", 100, nil), v1alpha1.DefaultManagedByValue), "other", "annex"), clustergroups.NotOwned},
 		{"another install's value, this install's Service",
-			withLabel(registered("example.com", "v1", 100, nil), "other.annex"), notOwned},
+			withLabel(registered("example.com", "v1", 100, nil), "other.annex"), clustergroups.NotOwned},
 		{"no label, this install's Service", func() *apiregistrationv1.APIService {
 			a := registered("example.com", "v1", 100, nil)
 			a.Labels = nil
 			return a
-		}(), notOwned},
+		}(), clustergroups.NotOwned},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := target.owns(tc.apiService); got != tc.want {
+			if got := target.Install().Ownership(tc.apiService); got != tc.want {
 				t.Errorf("owns = %d, want %d", got, tc.want)
 			}
 		})
@@ -282,7 +283,7 @@ func TestOwns(t *testing.T) {
 	// what carries the default value and points at its Service.
 	plain := target
 	plain.ManagedBy = ""
-	if got := plain.owns(withLabel(registered("example.com", "v1", 100, nil), v1alpha1.DefaultManagedByValue)); got != owned {
+	if got := plain.Install().Ownership(withLabel(registered("example.com", "v1", 100, nil), v1alpha1.DefaultManagedByValue)); got != clustergroups.Owned {
 		t.Errorf("with no value of its own, owns(default value, its Service) = %d, want owned", got)
 	}
 }

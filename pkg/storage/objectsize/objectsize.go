@@ -113,6 +113,17 @@ func (e *TooLargeError) Status() *apierrors.StatusError {
 	return apierrors.NewRequestEntityTooLargeError(e.Error())
 }
 
+// Check is the 413 of a write of an object whose encoding in the store is
+// size bytes, when that is over MaxBytes, and nil otherwise. Writes that
+// never reach the store (dry runs) are checked with it, so that they are
+// refused as the real write would be.
+func Check(size int) error {
+	if size > MaxBytes {
+		return (&TooLargeError{Size: size, Limit: MaxBytes}).Status()
+	}
+	return nil
+}
+
 // transformer refuses to store a value over limit; it transforms what it
 // stores, and everything it reads, as its Transformer does.
 type transformer struct {

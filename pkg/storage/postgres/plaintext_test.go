@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -37,5 +38,23 @@ func TestPlaintext(t *testing.T) {
 	_, err := Plaintext("postgres://annex:" + password + "@db.example:notaport/annex")
 	if err == nil || strings.Contains(err.Error(), password) {
 		t.Errorf("Plaintext of a connection string that does not parse: %v, want an error without the password", err)
+	}
+}
+
+func TestPlaintextHosts(t *testing.T) {
+	for _, tc := range []struct {
+		dsn   string
+		hosts []string
+	}{
+		{"postgres://annex:pw@db.example:5432/annex?sslmode=verify-full", nil},
+		{"postgres://annex:pw@127.0.0.1:5432/annex?sslmode=disable", []string{"127.0.0.1"}},
+		// prefer tries TLS first, then plaintext: each host once.
+		{"host=db-0.example,::1 port=5432,5433 user=annex dbname=annex sslmode=prefer", []string{"db-0.example", "::1"}},
+		{"host=/var/run/postgresql user=annex dbname=annex sslmode=disable", nil},
+	} {
+		got, err := PlaintextHosts(tc.dsn)
+		if err != nil || !slices.Equal(got, tc.hosts) {
+			t.Errorf("PlaintextHosts(%q) = %q, %v; want %q", tc.dsn, got, err, tc.hosts)
+		}
 	}
 }
