@@ -482,6 +482,31 @@ func checkNetworkPolicy(t *testing.T, objs []*unstructured.Unstructured, pod cor
 	}
 }
 
+// A PostgreSQL connection string that allows plaintext is refused unless
+// storage.postgres.insecure passes --storage-insecure; the chart never
+// passes it otherwise.
+func TestPostgresInsecure(t *testing.T) {
+	ctx := testContext(t, time.Minute)
+	for _, tc := range []struct {
+		sets []string
+		want bool
+	}{
+		{storageModes["postgres"], false},
+		{append(slices.Clone(storageModes["postgres"]), "storage.postgres.insecure=true"), true},
+		{append(slices.Clone(storageModes["etcd"]), "storage.postgres.insecure=true"), false},
+		{[]string{"storage.postgres.insecure=true"}, false},
+	} {
+		out, err := helmTemplate(ctx, "annex", "annex-system", tc.sets)
+		if err != nil {
+			t.Fatalf("helm template %v: %v", tc.sets, err)
+		}
+		got := strings.Contains(out, "- --storage-insecure\n")
+		if got != tc.want {
+			t.Errorf("helm template %v: --storage-insecure given %v, want %v", tc.sets, got, tc.want)
+		}
+	}
+}
+
 // TestRefusals checks that the chart refuses what it cannot serve, with a
 // message that says why.
 func TestRefusals(t *testing.T) {

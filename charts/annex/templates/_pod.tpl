@@ -37,6 +37,9 @@ only the data directory, the runtime directory (/run/annex, in memory) and /tmp 
 {{- if eq .Values.storage.mode "postgres" }}
 - --postgres-dsn-file=/etc/annex/postgres/{{ .Values.storage.postgres.dsnSecret.key }}
 - --postgres-compact-interval={{ .Values.storage.postgres.compactInterval }}
+{{- if .Values.storage.postgres.insecure }}
+- --storage-insecure
+{{- end }}
 {{- end }}
 {{- if .Values.audit.enabled }}
 - --audit-policy-file=/etc/annex/audit/policy.yaml
