@@ -34,6 +34,40 @@ type HostedResourceSpec struct {
 	PreserveUnknownFields bool
 
 	Storage HostedResourceStorage
+	// Adoption, when set, takes over a CustomResourceDefinition the
+	// cluster serves, with its objects.
+	Adoption *Adoption
+}
+
+// Adoption names the cluster's CustomResourceDefinition whose type and
+// objects annex takes over.
+type Adoption struct {
+	CustomResourceDefinition string
+}
+
+// AdoptionPhase is how far the adoption of a CustomResourceDefinition went.
+type AdoptionPhase string
+
+// Adoption phases.
+const (
+	AdoptionCopying  AdoptionPhase = "Copying"
+	AdoptionFrozen   AdoptionPhase = "Frozen"
+	AdoptionSwitched AdoptionPhase = "Switched"
+	AdoptionAdopted  AdoptionPhase = "Adopted"
+	AdoptionFailed   AdoptionPhase = "Failed"
+)
+
+// AdoptionStatus is the progress of an adoption.
+type AdoptionStatus struct {
+	Phase         AdoptionPhase
+	Copied, Total int64
+	StartTime     *metav1.Time
+	FrozenTime    *metav1.Time
+	SwitchedTime  *metav1.Time
+	AdoptedTime   *metav1.Time
+	Freeze        *metav1.Duration
+	Reason        string
+	Message       string
 }
 
 // HostedResourceStorage says where and for how long a hosted type's objects are kept.
@@ -72,6 +106,8 @@ type HostedResourceStatus struct {
 	// storage last counted them.
 	ObjectCount        *int64
 	EstimatedSizeBytes *int64
+	// Adoption is the progress of spec.adoption.
+	Adoption *AdoptionStatus
 }
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object

@@ -32,6 +32,10 @@ import (
 func ForKind(kind schema.GroupVersionKind) interface{} {
 	switch kind {
 	// Group=annex.dev, Version=v1alpha1
+	case v1alpha1.SchemeGroupVersion.WithKind("Adoption"):
+		return &annexv1alpha1.AdoptionApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("AdoptionStatus"):
+		return &annexv1alpha1.AdoptionStatusApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("EtcdStorage"):
 		return &annexv1alpha1.EtcdStorageApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("HostedResource"):

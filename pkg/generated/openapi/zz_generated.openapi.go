@@ -35,6 +35,8 @@ import (
 
 func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenAPIDefinition {
 	return map[string]common.OpenAPIDefinition{
+		v1alpha1.Adoption{}.OpenAPIModelName():                                 schema_pkg_apis_annex_v1alpha1_Adoption(ref),
+		v1alpha1.AdoptionStatus{}.OpenAPIModelName():                           schema_pkg_apis_annex_v1alpha1_AdoptionStatus(ref),
 		v1alpha1.EtcdStorage{}.OpenAPIModelName():                              schema_pkg_apis_annex_v1alpha1_EtcdStorage(ref),
 		v1alpha1.HostedResource{}.OpenAPIModelName():                           schema_pkg_apis_annex_v1alpha1_HostedResource(ref),
 		v1alpha1.HostedResourceList{}.OpenAPIModelName():                       schema_pkg_apis_annex_v1alpha1_HostedResourceList(ref),
@@ -374,6 +376,108 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 	}
 }
 
+func schema_pkg_apis_annex_v1alpha1_Adoption(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "Adoption names the cluster's CustomResourceDefinition whose type and objects annex takes over.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"customResourceDefinition": {
+						SchemaProps: spec.SchemaProps{
+							Description: "customResourceDefinition is the name of the cluster's CRD (<plural>.<group>); its group and names must be the HostedResource's.",
+							Default:     "",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+				},
+				Required: []string{"customResourceDefinition"},
+			},
+		},
+	}
+}
+
+func schema_pkg_apis_annex_v1alpha1_AdoptionStatus(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "AdoptionStatus is the progress of an adoption.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"phase": {
+						SchemaProps: spec.SchemaProps{
+							Description: "phase is how far the adoption went.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"copied": {
+						SchemaProps: spec.SchemaProps{
+							Description: "copied is how many objects the first copy wrote, of total.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"total": {
+						SchemaProps: spec.SchemaProps{
+							Description: "total is how many objects the cluster held when the first copy began.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"startTime": {
+						SchemaProps: spec.SchemaProps{
+							Description: "startTime is when the adoption began.",
+							Ref:         ref(metav1.Time{}.OpenAPIModelName()),
+						},
+					},
+					"frozenTime": {
+						SchemaProps: spec.SchemaProps{
+							Description: "frozenTime is when the cluster began refusing writes to the type.",
+							Ref:         ref(metav1.Time{}.OpenAPIModelName()),
+						},
+					},
+					"switchedTime": {
+						SchemaProps: spec.SchemaProps{
+							Description: "switchedTime is when the APIServices were switched to annex.",
+							Ref:         ref(metav1.Time{}.OpenAPIModelName()),
+						},
+					},
+					"adoptedTime": {
+						SchemaProps: spec.SchemaProps{
+							Description: "adoptedTime is when the adoption ended and writes were accepted again.",
+							Ref:         ref(metav1.Time{}.OpenAPIModelName()),
+						},
+					},
+					"freeze": {
+						SchemaProps: spec.SchemaProps{
+							Description: "freeze is how long writes to the type were refused.",
+							Ref:         ref(metav1.Duration{}.OpenAPIModelName()),
+						},
+					},
+					"reason": {
+						SchemaProps: spec.SchemaProps{
+							Description: "reason is a CamelCase word for why the adoption failed or waits.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"message": {
+						SchemaProps: spec.SchemaProps{
+							Description: "message says what the adoption does or why it failed.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+				},
+			},
+		},
+		Dependencies: []string{
+			metav1.Duration{}.OpenAPIModelName(), metav1.Time{}.OpenAPIModelName()},
+	}
+}
+
 func schema_pkg_apis_annex_v1alpha1_EtcdStorage(ref common.ReferenceCallback) common.OpenAPIDefinition {
 	return common.OpenAPIDefinition{
 		Schema: spec.Schema{
@@ -594,12 +698,18 @@ func schema_pkg_apis_annex_v1alpha1_HostedResourceSpec(ref common.ReferenceCallb
 							Ref:         ref(v1alpha1.HostedResourceStorage{}.OpenAPIModelName()),
 						},
 					},
+					"adoption": {
+						SchemaProps: spec.SchemaProps{
+							Description: "adoption, when set, takes over a CustomResourceDefinition that the cluster serves, with its objects: annex copies them, pauses the type's writes for a moment, switches the type's APIServices to itself and stops the CRD's versions from being served. The rest of the spec must be the CRD's own (kubectl annex adopt writes it). The objects stay in the cluster's etcd until they are deleted there deliberately. It cannot be added or changed once the HostedResource exists.",
+							Ref:         ref(v1alpha1.Adoption{}.OpenAPIModelName()),
+						},
+					},
 				},
 				Required: []string{"group", "names", "scope", "versions"},
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.HostedResourceStorage{}.OpenAPIModelName(), apiextensionsv1.CustomResourceConversion{}.OpenAPIModelName(), apiextensionsv1.CustomResourceDefinitionNames{}.OpenAPIModelName(), apiextensionsv1.CustomResourceDefinitionVersion{}.OpenAPIModelName()},
+			v1alpha1.Adoption{}.OpenAPIModelName(), v1alpha1.HostedResourceStorage{}.OpenAPIModelName(), apiextensionsv1.CustomResourceConversion{}.OpenAPIModelName(), apiextensionsv1.CustomResourceDefinitionNames{}.OpenAPIModelName(), apiextensionsv1.CustomResourceDefinitionVersion{}.OpenAPIModelName()},
 	}
 }
 
@@ -653,11 +763,17 @@ func schema_pkg_apis_annex_v1alpha1_HostedResourceStatus(ref common.ReferenceCal
 							Format:      "int64",
 						},
 					},
+					"adoption": {
+						SchemaProps: spec.SchemaProps{
+							Description: "adoption is the progress of spec.adoption.",
+							Ref:         ref(v1alpha1.AdoptionStatus{}.OpenAPIModelName()),
+						},
+					},
 				},
 			},
 		},
 		Dependencies: []string{
-			metav1.Condition{}.OpenAPIModelName()},
+			v1alpha1.AdoptionStatus{}.OpenAPIModelName(), metav1.Condition{}.OpenAPIModelName()},
 	}
 }
 

@@ -48,6 +48,79 @@ type HostedResourceSpec struct {
 	// storage says where and for how long the type's objects are kept.
 	// +optional
 	Storage HostedResourceStorage `json:"storage,omitempty"`
+
+	// adoption, when set, takes over a CustomResourceDefinition that the
+	// cluster serves, with its objects: annex copies them, pauses the
+	// type's writes for a moment, switches the type's APIServices to itself
+	// and stops the CRD's versions from being served. The rest of the spec
+	// must be the CRD's own (kubectl annex adopt writes it). The objects stay
+	// in the cluster's etcd until they are deleted there deliberately. It
+	// cannot be added or changed once the HostedResource exists.
+	// +optional
+	Adoption *Adoption `json:"adoption,omitempty"`
+}
+
+// Adoption names the cluster's CustomResourceDefinition whose type and
+// objects annex takes over.
+type Adoption struct {
+	// customResourceDefinition is the name of the cluster's CRD
+	// (<plural>.<group>); its group and names must be the HostedResource's.
+	CustomResourceDefinition string `json:"customResourceDefinition"`
+}
+
+// AdoptionPhase is how far the adoption of a CustomResourceDefinition went.
+type AdoptionPhase string
+
+// Adoption phases, in order; Failed ends an adoption that cannot go on.
+const (
+	// AdoptionCopying: annex copies the objects from the cluster, then
+	// copies what changed meanwhile until little does.
+	AdoptionCopying AdoptionPhase = "Copying"
+	// AdoptionFrozen: the cluster refuses writes to the type while annex
+	// copies the last changes.
+	AdoptionFrozen AdoptionPhase = "Frozen"
+	// AdoptionSwitched: the type's APIServices point at annex; writes are
+	// still refused until the CRD's versions are no longer served.
+	AdoptionSwitched AdoptionPhase = "Switched"
+	// AdoptionAdopted: annex serves the type and its objects.
+	AdoptionAdopted AdoptionPhase = "Adopted"
+	// AdoptionFailed: the adoption stopped; reason and message say why. The
+	// cluster still serves the type.
+	AdoptionFailed AdoptionPhase = "Failed"
+)
+
+// AdoptionStatus is the progress of an adoption.
+type AdoptionStatus struct {
+	// phase is how far the adoption went.
+	// +optional
+	Phase AdoptionPhase `json:"phase,omitempty"`
+	// copied is how many objects the first copy wrote, of total.
+	// +optional
+	Copied int64 `json:"copied,omitempty"`
+	// total is how many objects the cluster held when the first copy began.
+	// +optional
+	Total int64 `json:"total,omitempty"`
+	// startTime is when the adoption began.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+	// frozenTime is when the cluster began refusing writes to the type.
+	// +optional
+	FrozenTime *metav1.Time `json:"frozenTime,omitempty"`
+	// switchedTime is when the APIServices were switched to annex.
+	// +optional
+	SwitchedTime *metav1.Time `json:"switchedTime,omitempty"`
+	// adoptedTime is when the adoption ended and writes were accepted again.
+	// +optional
+	AdoptedTime *metav1.Time `json:"adoptedTime,omitempty"`
+	// freeze is how long writes to the type were refused.
+	// +optional
+	Freeze *metav1.Duration `json:"freeze,omitempty"`
+	// reason is a CamelCase word for why the adoption failed or waits.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// message says what the adoption does or why it failed.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // HostedResourceStorage says where and for how long a hosted type's objects are kept.
@@ -121,6 +194,9 @@ type HostedResourceStatus struct {
 	// from the sizes of the objects annex last read.
 	// +optional
 	EstimatedSizeBytes *int64 `json:"estimatedSizeBytes,omitempty"`
+	// adoption is the progress of spec.adoption.
+	// +optional
+	Adoption *AdoptionStatus `json:"adoption,omitempty"`
 }
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object

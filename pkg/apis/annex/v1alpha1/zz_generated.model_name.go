@@ -22,6 +22,16 @@ limitations under the License.
 package v1alpha1
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in Adoption) OpenAPIModelName() string {
+	return "dev.annex.v1alpha1.Adoption"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in AdoptionStatus) OpenAPIModelName() string {
+	return "dev.annex.v1alpha1.AdoptionStatus"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in EtcdStorage) OpenAPIModelName() string {
 	return "dev.annex.v1alpha1.EtcdStorage"
 }

@@ -39,7 +39,26 @@ func ValidateHostedResource(ctx context.Context, hr *annex.HostedResource) field
 	allErrs := hostedPaths(crdErrors(apiextensionsvalidation.ValidateCustomResourceDefinition(ctx, crd)))
 	allErrs = append(allErrs, validateGroup(hr.Spec.Group, field.NewPath("spec", "group"))...)
 	allErrs = append(allErrs, validateStorage(&hr.Spec.Storage, nil, field.NewPath("spec", "storage"))...)
+	allErrs = append(allErrs, validateAdoption(hr, field.NewPath("spec", "adoption"))...)
 	return allErrs
+}
+
+// validateAdoption checks that an adopted CRD is the type's own: the same
+// plural and group, so the same name.
+func validateAdoption(hr *annex.HostedResource, fldPath *field.Path) field.ErrorList {
+	if hr.Spec.Adoption == nil {
+		return nil
+	}
+	name := hr.Spec.Adoption.CustomResourceDefinition
+	want := hr.Spec.Names.Plural + "." + hr.Spec.Group
+	switch {
+	case name == "":
+		return field.ErrorList{field.Required(fldPath.Child("customResourceDefinition"), "the name of the cluster's CustomResourceDefinition to adopt")}
+	case name != want:
+		return field.ErrorList{field.Invalid(fldPath.Child("customResourceDefinition"), name,
+			fmt.Sprintf("must be the CustomResourceDefinition of this type, %s (spec.names.plural and spec.group)", want))}
+	}
+	return nil
 }
 
 // ValidateHostedResourceUpdate validates an update of a HostedResource's spec and metadata.
@@ -55,6 +74,10 @@ func ValidateHostedResourceUpdate(ctx context.Context, hr, old *annex.HostedReso
 	allErrs := hostedPaths(crdErrors(apiextensionsvalidation.ValidateCustomResourceDefinitionUpdate(ctx, crd, oldCRD)))
 	allErrs = append(allErrs, validateGroup(hr.Spec.Group, field.NewPath("spec", "group"))...)
 	allErrs = append(allErrs, validateStorage(&hr.Spec.Storage, &old.Spec.Storage, field.NewPath("spec", "storage"))...)
+	if !apiequality.Semantic.DeepEqual(hr.Spec.Adoption, old.Spec.Adoption) {
+		allErrs = append(allErrs, field.Forbidden(field.NewPath("spec", "adoption"),
+			"cannot be added, changed or removed once the HostedResource exists"))
+	}
 	return allErrs
 }
 

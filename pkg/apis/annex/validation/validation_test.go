@@ -66,6 +66,21 @@ func TestValidateHostedResource(t *testing.T) {
 		want   map[string]string
 	}{
 		"valid": {mutate: func(*annex.HostedResource) {}},
+		"adopting its own CRD": {
+			mutate: func(hr *annex.HostedResource) {
+				hr.Spec.Adoption = &annex.Adoption{CustomResourceDefinition: "widgets.example.com"}
+			},
+		},
+		"adopting another type's CRD": {
+			mutate: func(hr *annex.HostedResource) {
+				hr.Spec.Adoption = &annex.Adoption{CustomResourceDefinition: "gadgets.example.com"}
+			},
+			want: map[string]string{"spec.adoption.customResourceDefinition": "must be the CustomResourceDefinition of this type, widgets.example.com"},
+		},
+		"adopting no CRD": {
+			mutate: func(hr *annex.HostedResource) { hr.Spec.Adoption = &annex.Adoption{} },
+			want:   map[string]string{"spec.adoption.customResourceDefinition": "Required"},
+		},
 		"group without a dot": {
 			mutate: func(hr *annex.HostedResource) { hr.Spec.Group, hr.Name = "example", "widgets.example" },
 			want:   map[string]string{"spec.group": "at least one dot"},
@@ -199,6 +214,17 @@ func TestValidateHostedResourceUpdate(t *testing.T) {
 	wantFields(t, ValidateHostedResourceUpdate(context.Background(), retuned, stored), map[string]string{
 		"spec.storage.retention.maxAge": "at least 1s",
 	})
+
+	// An adoption is declared when the HostedResource is created, and stays.
+	adopting := old.DeepCopy()
+	adopting.Spec.Adoption = &annex.Adoption{CustomResourceDefinition: "widgets.example.com"}
+	wantFields(t, ValidateHostedResourceUpdate(context.Background(), adopting, old), map[string]string{
+		"spec.adoption": "cannot be added, changed or removed",
+	})
+	wantFields(t, ValidateHostedResourceUpdate(context.Background(), old, adopting), map[string]string{
+		"spec.adoption": "cannot be added, changed or removed",
+	})
+	wantFields(t, ValidateHostedResourceUpdate(context.Background(), adopting.DeepCopy(), adopting), nil)
 }
 
 func TestValidateStorageBackend(t *testing.T) {

@@ -44,6 +44,14 @@ type HostedResourceSpecApplyConfiguration struct {
 	PreserveUnknownFields *bool `json:"preserveUnknownFields,omitempty"`
 	// storage says where and for how long the type's objects are kept.
 	Storage *HostedResourceStorageApplyConfiguration `json:"storage,omitempty"`
+	// adoption, when set, takes over a CustomResourceDefinition that the
+	// cluster serves, with its objects: annex copies them, pauses the
+	// type's writes for a moment, switches the type's APIServices to itself
+	// and stops the CRD's versions from being served. The rest of the spec
+	// must be the CRD's own (kubectl annex adopt writes it). The objects stay
+	// in the cluster's etcd until they are deleted there deliberately. It
+	// cannot be added or changed once the HostedResource exists.
+	Adoption *AdoptionApplyConfiguration `json:"adoption,omitempty"`
 }
 
 // HostedResourceSpecApplyConfiguration constructs a declarative configuration of the HostedResourceSpec type for use with
@@ -110,5 +118,13 @@ func (b *HostedResourceSpecApplyConfiguration) WithPreserveUnknownFields(value b
 // If called multiple times, the Storage field is set to the value of the last call.
 func (b *HostedResourceSpecApplyConfiguration) WithStorage(value *HostedResourceStorageApplyConfiguration) *HostedResourceSpecApplyConfiguration {
 	b.Storage = value
+	return b
+}
+
+// WithAdoption sets the Adoption field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Adoption field is set to the value of the last call.
+func (b *HostedResourceSpecApplyConfiguration) WithAdoption(value *AdoptionApplyConfiguration) *HostedResourceSpecApplyConfiguration {
+	b.Adoption = value
 	return b
 }

@@ -37,6 +37,8 @@ type HostedResourceStatusApplyConfiguration struct {
 	// estimatedSizeBytes is the estimated size of the type's objects in its store,
 	// from the sizes of the objects annex last read.
 	EstimatedSizeBytes *int64 `json:"estimatedSizeBytes,omitempty"`
+	// adoption is the progress of spec.adoption.
+	Adoption *AdoptionStatusApplyConfiguration `json:"adoption,omitempty"`
 }
 
 // HostedResourceStatusApplyConfiguration constructs a declarative configuration of the HostedResourceStatus type for use with
@@ -79,5 +81,13 @@ func (b *HostedResourceStatusApplyConfiguration) WithObjectCount(value int64) *H
 // If called multiple times, the EstimatedSizeBytes field is set to the value of the last call.
 func (b *HostedResourceStatusApplyConfiguration) WithEstimatedSizeBytes(value int64) *HostedResourceStatusApplyConfiguration {
 	b.EstimatedSizeBytes = &value
+	return b
+}
+
+// WithAdoption sets the Adoption field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Adoption field is set to the value of the last call.
+func (b *HostedResourceStatusApplyConfiguration) WithAdoption(value *AdoptionStatusApplyConfiguration) *HostedResourceStatusApplyConfiguration {
+	b.Adoption = value
 	return b
 }
