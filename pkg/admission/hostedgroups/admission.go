@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -77,9 +78,20 @@ func (p *plugin) Validate(ctx context.Context, a admission.Attributes, _ admissi
 		return apierrors.NewBadRequest(fmt.Sprintf("expected a HostedResource, got %T", a.GetObject()))
 	}
 	group := hr.Spec.Group
-	owners, err := p.clusterOwners(ctx, group)
+	groups, err := p.clusterGroups(ctx)
 	if err != nil {
 		return apierrors.NewServiceUnavailable(fmt.Sprintf("cannot check whether the cluster serves group %s: %v", group, err))
+	}
+	owners := groups.Owners(group)
+	if hr.Spec.Adoption != nil {
+		// An adoption takes the group over from the cluster's CRDs; what
+		// else serves it stays the cluster's.
+		name := hr.Spec.Adoption.CustomResourceDefinition
+		if !slices.Contains(groups.CRDs(group), name) {
+			return apierrors.NewInvalid(annex.Kind("HostedResource"), hr.Name, field.ErrorList{
+				field.NotFound(field.NewPath("spec", "adoption", "customResourceDefinition"), name)})
+		}
+		owners = slices.DeleteFunc(owners, func(owner string) bool { return strings.HasPrefix(owner, "CustomResourceDefinition ") })
 	}
 	if len(owners) == 0 {
 		return nil
@@ -90,7 +102,7 @@ func (p *plugin) Validate(ctx context.Context, a admission.Attributes, _ admissi
 	})
 }
 
-func (p *plugin) clusterOwners(ctx context.Context, group string) ([]string, error) {
+func (p *plugin) clusterGroups(ctx context.Context) (*clustergroups.Groups, error) {
 	crdList, err := p.cluster.Resource(crds).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
@@ -109,5 +121,5 @@ func (p *plugin) clusterOwners(ctx context.Context, group string) ([]string, err
 			return nil, fmt.Errorf("reading APIService %s: %w", apiServiceList.Items[i].GetName(), err)
 		}
 	}
-	return clustergroups.New(crdNames, services, p.install).Owners(group), nil
+	return clustergroups.New(crdNames, services, p.install), nil
 }

@@ -155,3 +155,43 @@ func TestInitialization(t *testing.T) {
 		t.Error("a plugin without a client of the cluster passes its initialization")
 	}
 }
+
+func TestValidateAdoption(t *testing.T) {
+	p, _ := newPlugin(t,
+		crd("widgets.crd.example.com"),
+		crd("gadgets.crd.example.com"),
+		apiService("v1.crd.example.com", nil, false),
+		apiService("v1beta1.metrics.example.com", nil, true),
+	)
+	adopt := func(group, plural string) error {
+		hr := &annex.HostedResource{ObjectMeta: metav1.ObjectMeta{Name: plural + "." + group}, Spec: annex.HostedResourceSpec{
+			Group: group, Adoption: &annex.Adoption{CustomResourceDefinition: plural + "." + group}}}
+		a := admission.NewAttributesRecord(hr, nil, annex.Kind("HostedResource").WithVersion(""), "", hr.Name,
+			annex.Resource("hostedresources").WithVersion(""), "", admission.Create, &metav1.CreateOptions{}, false, nil)
+		return p.Validate(context.Background(), a, nil)
+	}
+	// Each CRD of a group the cluster serves with CRDs can be adopted.
+	if err := adopt("crd.example.com", "widgets"); err != nil {
+		t.Errorf("adopting a CRD of the cluster: %v, want it allowed", err)
+	}
+	if err := adopt("crd.example.com", "gadgets"); err != nil {
+		t.Errorf("adopting the group's other CRD: %v, want it allowed", err)
+	}
+	for _, tc := range []struct {
+		group, plural, field, message string
+	}{
+		{group: "crd.example.com", plural: "things", field: "spec.adoption.customResourceDefinition", message: "Not found"},
+		// A group served by another server is not a CRD's to adopt.
+		{group: "metrics.example.com", plural: "things", field: "spec.adoption.customResourceDefinition", message: "Not found"},
+	} {
+		err := adopt(tc.group, tc.plural)
+		var status apierrors.APIStatus
+		if !errors.As(err, &status) || status.Status().Code != http.StatusUnprocessableEntity {
+			t.Fatalf("adopting %s.%s: %v, want 422", tc.plural, tc.group, err)
+		}
+		causes := status.Status().Details.Causes
+		if len(causes) != 1 || causes[0].Field != tc.field || !strings.Contains(err.Error(), tc.message) {
+			t.Errorf("adopting %s.%s: %v (causes %+v), want %q on %s", tc.plural, tc.group, err, causes, tc.message, tc.field)
+		}
+	}
+}
