@@ -136,6 +136,9 @@ func (cfg *Config) Complete() CompletedConfig {
 	if tracker := cfg.GenericConfig.StorageObjectCountTracker; tracker != nil && cfg.Controllers.ObjectStats == nil {
 		cfg.Controllers.ObjectStats = tracker.Get
 	}
+	if cfg.Router != nil && cfg.Controllers.Objects == nil {
+		cfg.Controllers.Objects = cfg.Router.RawObjects
+	}
 	return CompletedConfig{&completedConfig{
 		GenericConfig:    cfg.GenericConfig.Complete(),
 		HostedResources:  cfg.HostedResources.Complete(),

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apiserver/pkg/storage"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -22,6 +25,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/controllers/adoption"
 	"annex.dev/annex/pkg/controllers/apiservice"
 	"annex.dev/annex/pkg/controllers/backendready"
 	"annex.dev/annex/pkg/controllers/hostedresource"
@@ -29,6 +33,7 @@ import (
 	"annex.dev/annex/pkg/controllers/storagebackend"
 	"annex.dev/annex/pkg/controllers/usage"
 	"annex.dev/annex/pkg/storage/backend"
+	"annex.dev/annex/pkg/storage/routing"
 )
 
 // Scheme holds the types annex's controllers read and write.
@@ -44,6 +49,7 @@ var clusterScheme = runtime.NewScheme()
 
 func init() {
 	utilruntime.Must(apiregistrationv1.AddToScheme(clusterScheme))
+	utilruntime.Must(admissionregistrationv1.AddToScheme(clusterScheme))
 	utilruntime.Must(apiextensionsv1.AddToScheme(clusterScheme))
 	utilruntime.Must(corev1.AddToScheme(clusterScheme))
 }
@@ -71,6 +77,9 @@ type Options struct {
 	// ObjectStats returns the storage's latest count of a resource
 	// (plural.group); nil turns the usage controller off.
 	ObjectStats func(resource string) (storage.Stats, error)
+	// Objects opens the store of a hosted type, for the adoption of the
+	// cluster's CRDs; nil turns the adoption controller off.
+	Objects func(schema.GroupResource) (*routing.RawObjects, error)
 }
 
 // NewManager returns a manager with every controller registered. loopback
@@ -134,6 +143,43 @@ func NewManager(loopback *rest.Config, opts Options) (ctrl.Manager, error) {
 		if err := r.SetupWithManager(mgr, clusterCluster); err != nil {
 			return nil, fmt.Errorf("setting up the apiservice controller: %w", err)
 		}
+		if opts.Objects != nil {
+			if err := setupAdoption(mgr, clusterCluster, opts); err != nil {
+				return nil, fmt.Errorf("setting up the adoption controller: %w", err)
+			}
+		}
 	}
 	return mgr, nil
+}
+
+func setupAdoption(mgr ctrl.Manager, clusterCluster cluster.Cluster, opts Options) error {
+	// The copy reads the cluster page after page, and the last changes one
+	// object after another while writes are refused: client-go's default
+	// limit of 5 requests a second would stretch the freeze. The cluster's
+	// own flow control still applies.
+	cfg := rest.CopyConfig(opts.Cluster)
+	cfg.QPS, cfg.Burst = 200, 400
+	objects, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	objectsMetadata, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	target := opts.APIService
+	r := &adoption.Reconciler{
+		Annex:            mgr.GetClient(),
+		Cluster:          clusterCluster.GetClient(),
+		ClusterReader:    clusterCluster.GetAPIReader(),
+		Dynamic:          objects,
+		Metadata:         objectsMetadata,
+		Objects:          opts.Objects,
+		ServiceNamespace: target.Namespace,
+		ServiceName:      target.Name,
+		Port:             target.Port,
+		CABundle:         target.CABundle,
+		ManagedBy:        target.Install().ManagedByValue(),
+	}
+	return r.SetupWithManager(mgr, clusterCluster)
 }

@@ -99,6 +99,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, clusterCluster cluster.C
 type groupVersion struct {
 	schema.GroupVersion
 	hostedResources []string
+	// adopting: a HostedResource of the group/version adopts a CRD of the
+	// cluster, and has not yet switched its APIServices.
+	adopting bool
 }
 
 func apiServiceName(gv schema.GroupVersion) string { return gv.Version + "." + gv.Group }
@@ -125,6 +128,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 	crdNames := make([]string, 0, len(clusterCRDs.Items))
 	for _, crd := range clusterCRDs.Items {
+		// A CRD this install adopted is served by annex, not the cluster.
+		if crd.Annotations[v1alpha1.AdoptedByAnnotation] == r.Target.Install().ManagedByValue() {
+			continue
+		}
 		crdNames = append(crdNames, crd.Name)
 	}
 	cluster := clustergroups.New(crdNames, apiServices.Items, r.Target.Install())
@@ -138,6 +145,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		gv := desired[name]
 		var p *problem
 		switch current := existing[name]; {
+		case len(cluster.CRDs(gv.Group)) > 0 && gv.adopting:
+			p = &problem{reason: v1alpha1.ReasonAdopting, message: fmt.Sprintf(
+				"the cluster serves group %s through CustomResourceDefinitions %s until the adoption switches its APIServices to annex",
+				gv.Group, strings.Join(cluster.CRDs(gv.Group), ", "))}
 		case len(cluster.CRDs(gv.Group)) > 0:
 			p = &problem{reason: v1alpha1.ReasonGroupServedByCluster, message: fmt.Sprintf(
 				"the cluster serves group %s itself through CustomResourceDefinitions %s; annex leaves the cluster untouched",
@@ -222,6 +233,9 @@ func desiredGroupVersions(hrs []v1alpha1.HostedResource) map[string]*groupVersio
 				desired[name] = &groupVersion{GroupVersion: gv}
 			}
 			desired[name].hostedResources = append(desired[name].hostedResources, hr.Name)
+			if a := hr.Status.Adoption; hr.Spec.Adoption != nil && (a == nil || a.Phase != v1alpha1.AdoptionFailed && a.SwitchedTime == nil) {
+				desired[name].adopting = true
+			}
 		}
 	}
 	return desired

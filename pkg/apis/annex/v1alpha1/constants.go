@@ -32,6 +32,13 @@ const (
 	// the type's objects: any written meanwhile stay in the old store.
 	MoveObservedAnnotation = "annex.dev/move-observed"
 
+	// AdoptedByAnnotation on a CustomResourceDefinition of the cluster
+	// names the install of annex (its v1alpha1.ManagedByLabel value) that
+	// adopted it: annex serves the type, and the CRD's versions are kept
+	// unserved. Such a CRD does not make its group the cluster's for that
+	// install.
+	AdoptedByAnnotation = "annex.dev/adopted-by"
+
 	// ManagedByLabel marks the APIServices that annex registers in the
 	// cluster. Its value names the install (--apiservice-managed-by; the
 	// Helm chart sets <namespace>.<fullname>), so that one install never
@@ -71,6 +78,9 @@ const (
 // Reasons of a HostedResource's NamesAccepted and Established conditions,
 // besides those copied from the type's CustomResourceDefinition.
 const (
+	// ReasonAdopting: the type's CRD in the cluster is being adopted, and
+	// its APIServices are the cluster's until the switch.
+	ReasonAdopting = "Adopting"
 	// ReasonPending: the hosted-resource server has not looked at the type yet.
 	ReasonPending = "Pending"
 	// ReasonInvalid: the type's CustomResourceDefinition could not be written.

@@ -1,0 +1,412 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"annex.dev/annex/pkg/controllers/adoption"
+	"annex.dev/annex/test/integration/framework"
+)
+
+var configMapsGVR = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+
+// thirdPartyCRD is a CRD written the way a project ships one: two versions
+// (v1 stored), a status subresource, printer columns, a default and a
+// required field.
+func thirdPartyCRD(group string) *apiextensionsv1.CustomResourceDefinition {
+	schemaProps := &apiextensionsv1.JSONSchemaProps{
+		Type: "object",
+		Properties: map[string]apiextensionsv1.JSONSchemaProps{
+			"spec": {
+				Type:     "object",
+				Required: []string{"size"},
+				Properties: map[string]apiextensionsv1.JSONSchemaProps{
+					"size":  {Type: "integer"},
+					"color": {Type: "string", Default: &apiextensionsv1.JSON{Raw: []byte(`"blue"`)}},
+				},
+			},
+			"status": {
+				Type:       "object",
+				Properties: map[string]apiextensionsv1.JSONSchemaProps{"ready": {Type: "boolean"}},
+			},
+		},
+	}
+	version := func(name string, storage bool) apiextensionsv1.CustomResourceDefinitionVersion {
+		return apiextensionsv1.CustomResourceDefinitionVersion{
+			Name: name, Served: true, Storage: storage,
+			Schema:       &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: schemaProps.DeepCopy()},
+			Subresources: &apiextensionsv1.CustomResourceSubresources{Status: &apiextensionsv1.CustomResourceSubresourceStatus{}},
+			AdditionalPrinterColumns: []apiextensionsv1.CustomResourceColumnDefinition{
+				{Name: "Size", Type: "integer", JSONPath: ".spec.size"},
+				{Name: "Ready", Type: "boolean", JSONPath: ".status.ready"},
+			},
+		}
+	}
+	return &apiextensionsv1.CustomResourceDefinition{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apiextensions.k8s.io/v1", Kind: "CustomResourceDefinition"},
+		ObjectMeta: metav1.ObjectMeta{Name: "widgets." + group},
+		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+			Group: group,
+			Names: apiextensionsv1.CustomResourceDefinitionNames{Plural: "widgets", Singular: "widget", Kind: "Widget", ListKind: "WidgetList"},
+			Scope: apiextensionsv1.NamespaceScoped,
+			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{
+				version("v1", true), version("v1beta1", false),
+			},
+		},
+	}
+}
+
+func toUnstructured(t *testing.T, obj any) *unstructured.Unstructured {
+	t.Helper()
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &unstructured.Unstructured{Object: m}
+}
+
+// adoptingHostedResource is what kubectl annex adopt writes: the CRD's
+// spec, and the CRD to adopt.
+func adoptingHostedResource(t *testing.T, crd *apiextensionsv1.CustomResourceDefinition) *unstructured.Unstructured {
+	t.Helper()
+	spec := toUnstructured(t, &crd.Spec).Object
+	spec["adoption"] = map[string]any{"customResourceDefinition": crd.Name}
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": framework.Group + "/" + framework.Version,
+		"kind":       "HostedResource",
+		"metadata":   map[string]any{"name": crd.Name},
+		"spec":       spec,
+	}}
+}
+
+// writer keeps creating and updating objects while the adoption runs, as a
+// controller of the type would: it retries a write the freeze refuses, and
+// remembers every write the server acknowledged.
+type writer struct {
+	t       *testing.T
+	gvr     schema.GroupVersionResource
+	ns      string
+	mu      sync.Mutex
+	acked   map[string]int64 // name -> spec.size acknowledged last
+	refused int
+	errs    []string
+	// freeze is the refusal's message, which the writer retries.
+	freeze string
+}
+
+func (w *writer) run(ctx context.Context) {
+	dyn := adminClient(w.t).Resource(w.gvr).Namespace(w.ns)
+	for i := 0; ctx.Err() == nil; i++ {
+		name := fmt.Sprintf("written-%04d", i/3)
+		size := int64(i)
+		var err error
+		for attempt := 0; ; attempt++ {
+			if i%3 == 0 {
+				obj := widget(w.gvr, w.ns, name, size)
+				_, err = dyn.Create(ctx, obj, metav1.CreateOptions{})
+			} else {
+				var current *unstructured.Unstructured
+				if current, err = dyn.Get(ctx, name, metav1.GetOptions{}); err == nil {
+					_ = unstructured.SetNestedField(current.Object, size, "spec", "size")
+					_, err = dyn.Update(ctx, current, metav1.UpdateOptions{})
+				}
+			}
+			if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), w.freeze) {
+				break
+			}
+			w.mu.Lock()
+			w.refused++
+			w.mu.Unlock()
+			time.Sleep(100 * time.Millisecond)
+		}
+		w.mu.Lock()
+		switch {
+		case err == nil:
+			w.acked[name] = size
+		case ctx.Err() == nil:
+			w.errs = append(w.errs, err.Error())
+		}
+		w.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func widget(gvr schema.GroupVersionResource, ns, name string, size int64) *unstructured.Unstructured {
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": gvr.GroupVersion().String(),
+		"kind":       "Widget",
+		"metadata":   map[string]any{"name": name, "namespace": ns},
+		"spec":       map[string]any{"size": size},
+	}}
+	return obj
+}
+
+// identity is what must survive an adoption unchanged.
+func identity(obj *unstructured.Unstructured) map[string]any {
+	return map[string]any{
+		"uid":               obj.GetUID(),
+		"creationTimestamp": obj.GetCreationTimestamp().UTC().Format(time.RFC3339),
+		"generation":        obj.GetGeneration(),
+		"labels":            obj.GetLabels(),
+		"annotations":       obj.GetAnnotations(),
+		"finalizers":        obj.GetFinalizers(),
+		"ownerReferences":   obj.Object["metadata"].(map[string]any)["ownerReferences"],
+		"managedFields":     obj.Object["metadata"].(map[string]any)["managedFields"],
+		"spec":              obj.Object["spec"],
+		"status":            obj.Object["status"],
+	}
+}
+
+func TestAdoptACRDWithItsObjects(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	group := uniqueName("adopt") + ".example.com"
+	crd := thirdPartyCRD(group)
+	create(t, adminClient(t), crdsGVR, toUnstructured(t, crd))
+	gvr := schema.GroupVersionResource{Group: group, Version: "v1", Resource: "widgets"}
+	ns := createNamespace(t, "adopt")
+	dyn := adminClient(t).Resource(gvr).Namespace(ns)
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := dyn.List(ctx, metav1.ListOptions{Limit: 1})
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("the cluster does not serve %s: %v", gvr, err)
+	}
+
+	// The objects, as a project's controller leaves them.
+	owner, err := adminClient(t).Resource(configMapsGVR).Namespace(ns).Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "owner", "namespace": ns}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const count = 300
+	before := map[string]map[string]any{}
+	for i := range count {
+		obj := widget(gvr, ns, fmt.Sprintf("w-%04d", i), int64(i))
+		obj.SetLabels(map[string]string{"app": "demo", "shard": fmt.Sprint(i % 5)})
+		obj.SetAnnotations(map[string]string{"example.com/note": fmt.Sprintf("widget %d", i)})
+		obj.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "owner", UID: owner.GetUID()}})
+		if i%50 == 0 {
+			obj.SetFinalizers([]string{"example.com/keep"})
+		}
+		created, err := dyn.Create(ctx, obj, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("creating %s: %v", obj.GetName(), err)
+		}
+		if i%2 == 0 {
+			_ = unstructured.SetNestedField(created.Object, true, "status", "ready")
+			if created, err = dyn.UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+				t.Fatalf("writing the status of %s: %v", obj.GetName(), err)
+			}
+		}
+		before[created.GetName()] = identity(created)
+	}
+
+	w := &writer{t: t, gvr: gvr, ns: ns, acked: map[string]int64{}, freeze: adoption.FreezeMessage(crd.Name)}
+	writing, stopWriting := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { w.run(writing) })
+	time.Sleep(time.Second)
+
+	hr := create(t, adminClient(t), framework.HostedResources, adoptingHostedResource(t, crd))
+	t.Cleanup(func() { undoAdoption(t, crd.Name, gvr, ns) })
+	var phase string
+	var status map[string]any
+	if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		got, err := adminClient(t).Resource(framework.HostedResources).Get(ctx, hr.GetName(), metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		status, _, _ = unstructured.NestedMap(got.Object, "status", "adoption")
+		phase, _, _ = unstructured.NestedString(got.Object, "status", "adoption", "phase")
+		return phase == "Adopted" || phase == "Failed", nil
+	}); err != nil || phase != "Adopted" {
+		var logs strings.Builder
+		env.DumpLogs(&logs)
+		t.Fatalf("the adoption did not end Adopted: %v; status.adoption: %v\n%s", err, status, logs.String())
+	}
+	t.Logf("status.adoption: %v", status)
+	// Writes go on after the adoption, to annex.
+	time.Sleep(2 * time.Second)
+	stopWriting()
+	wg.Wait()
+	if len(w.errs) > 0 {
+		t.Errorf("the writer saw %d errors other than the freeze's refusals, the first: %s", len(w.errs), w.errs[0])
+	}
+	t.Logf("the writer wrote %d objects, and retried %d refused writes", len(w.acked), w.refused)
+
+	// The cluster no longer serves the CRD; its APIServices point at annex.
+	got, err := adminClient(t).Resource(crdsGVR).Get(ctx, crd.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions, _, _ := unstructured.NestedSlice(got.Object, "spec", "versions")
+	for _, v := range versions {
+		if served, _, _ := unstructured.NestedBool(v.(map[string]any), "served"); served {
+			t.Errorf("the CRD's version %v is still served", v.(map[string]any)["name"])
+		}
+	}
+	for _, version := range []string{"v1", "v1beta1"} {
+		svc, err := adminClient(t).Resource(apiServicesGVR).Get(ctx, version+"."+group, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name, _, _ := unstructured.NestedString(svc.Object, "spec", "service", "name"); name != framework.ServiceName {
+			t.Errorf("APIService %s points at %q, not at annex's Service", svc.GetName(), name)
+		}
+	}
+
+	// Every object is served by annex (directly, and through the cluster)
+	// exactly as the cluster held it.
+	annexConfig, err := env.AnnexAdminConfig(uniqueName("adoption-reader"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	annexDyn := dynamicFor(t, annexConfig)
+	for _, client := range []struct {
+		name string
+		list func() (*unstructured.UnstructuredList, error)
+	}{
+		{"the cluster", func() (*unstructured.UnstructuredList, error) { return dyn.List(ctx, metav1.ListOptions{}) }},
+		{"annex", func() (*unstructured.UnstructuredList, error) {
+			return annexDyn.Resource(gvr).Namespace(ns).List(ctx, metav1.ListOptions{})
+		}},
+	} {
+		list, err := client.list()
+		if err != nil {
+			t.Fatalf("listing through %s: %v", client.name, err)
+		}
+		served := map[string]*unstructured.Unstructured{}
+		for i := range list.Items {
+			served[list.Items[i].GetName()] = &list.Items[i]
+		}
+		for name, want := range before {
+			got, ok := served[name]
+			if !ok {
+				t.Errorf("through %s: %s is missing", client.name, name)
+				continue
+			}
+			if !equality.Semantic.DeepEqual(identity(got), want) {
+				gotJSON, _ := json.Marshal(identity(got))
+				wantJSON, _ := json.Marshal(want)
+				t.Errorf("through %s: %s is\n%s\nwant\n%s", client.name, name, gotJSON, wantJSON)
+			}
+		}
+		for name, size := range w.acked {
+			got, ok := served[name]
+			if !ok {
+				t.Errorf("through %s: %s, written by the writer, is missing", client.name, name)
+				continue
+			}
+			if s, _, _ := unstructured.NestedInt64(got.Object, "spec", "size"); s != size {
+				t.Errorf("through %s: %s has spec.size %d, want %d, the last acknowledged", client.name, name, s, size)
+			}
+		}
+	}
+
+	// A new object lives in annex only, not in the cluster's etcd.
+	if _, err := dyn.Create(ctx, widget(gvr, ns, "after", 1), metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating an object after the adoption: %v", err)
+	}
+	etcd, err := clientv3.New(clientv3.Config{Endpoints: []string{env.EtcdURL()}, DialTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer etcd.Close()
+	prefix := "/registry/" + group + "/widgets/" + ns + "/"
+	for name, wantIn := range map[string]bool{"w-0000": true, "after": false} {
+		resp, err := etcd.Get(ctx, prefix+name, clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in := resp.Count == 1; in != wantIn {
+			t.Errorf("%s in the cluster's etcd: %v, want %v", name, in, wantIn)
+		}
+	}
+
+	// The cluster's OpenAPI is whole: no duplicate of the type.
+	// The cluster's OpenAPI is whole (a path listed twice would make
+	// /openapi/v2 fail), and kubectl explain reads the type's schema.
+	if openapi := doRaw(t, http.MethodGet, "/openapi/v2", nil, nil); openapi.Code != http.StatusOK {
+		t.Errorf("GET /openapi/v2: %d: %.300s", openapi.Code, openapi.Body)
+	}
+	out := kubectlEventually(t, "explain", "widgets.spec.color", "--api-version="+group+"/v1")
+	for _, want := range []string{"GROUP:      " + group, "KIND:       Widget", "FIELD: color <string>"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl explain widgets.spec.color lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// undoAdoption gives the type back to the cluster by hand, so that the
+// test's cleanup can delete both: the finalizers of annex's objects go,
+// the HostedResource and its objects go, the CRD is served again, and the
+// finalizers of the cluster's objects go.
+func undoAdoption(t *testing.T, crdName string, gvr schema.GroupVersionResource, ns string) {
+	removeFinalizers(t, gvr, ns)
+	deleteAndWait(t, framework.HostedResources, crdName)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	crds := adminClient(t).Resource(crdsGVR)
+	crd, err := crds.Get(ctx, crdName, metav1.GetOptions{})
+	if err != nil {
+		t.Logf("reading CRD %s: %v", crdName, err)
+		return
+	}
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	for _, v := range versions {
+		v.(map[string]any)["served"] = true
+	}
+	_ = unstructured.SetNestedSlice(crd.Object, versions, "spec", "versions")
+	if _, err := crds.Update(ctx, crd, metav1.UpdateOptions{}); err != nil {
+		t.Logf("serving CRD %s again: %v", crdName, err)
+		return
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := adminClient(t).Resource(gvr).Namespace(ns).List(ctx, metav1.ListOptions{Limit: 1})
+		return err == nil, nil
+	}); err != nil {
+		t.Logf("the cluster does not serve %s again: %v", gvr, err)
+	}
+	removeFinalizers(t, gvr, ns)
+}
+
+// removeFinalizers removes every finalizer of the type's objects in ns.
+func removeFinalizers(t *testing.T, gvr schema.GroupVersionResource, ns string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dyn := adminClient(t).Resource(gvr).Namespace(ns)
+	list, err := dyn.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Logf("listing %s to remove finalizers: %v", gvr, err)
+		return
+	}
+	for i := range list.Items {
+		obj := &list.Items[i]
+		if len(obj.GetFinalizers()) == 0 {
+			continue
+		}
+		obj.SetFinalizers(nil)
+		if _, err := dyn.Update(ctx, obj, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			t.Logf("removing the finalizers of %s: %v", obj.GetName(), err)
+		}
+	}
+}
