@@ -1,5 +1,5 @@
 // Package kubectlannex holds the commands of the kubectl plugin
-// kubectl-annex: `kubectl annex status`, `export` and `import`.
+// kubectl-annex: `kubectl annex status`, `adopt`, `export` and `import`.
 package kubectlannex
 
 import (
@@ -23,6 +23,9 @@ var (
 	rootExample = templates.Examples(`
 		# Show the hosted types, their backends and object counts
 		kubectl annex status
+
+		# Move a CRD of the cluster, with its objects, into annex
+		kubectl annex adopt policyreports.wgpolicyk8s.io
 
 		# Back up a type's objects, and restore them
 		kubectl annex export policyreports -A -f reports.yaml
@@ -75,9 +78,9 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	kubectl.AddCommand(cmd)
 	configFlags.AddFlags(cmd.PersistentFlags())
 
-	// Adoption (adopt, release) will join these.
 	cmd.AddCommand(
 		NewCmdStatus(configFlags, streams),
+		NewCmdAdopt(configFlags, streams),
 		NewCmdExport(configFlags, streams),
 		NewCmdImport(configFlags, streams),
 	)

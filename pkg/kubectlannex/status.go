@@ -62,8 +62,11 @@ type TypeStatus struct {
 	EstimatedSizeBytes *int64 `json:"estimatedSizeBytes,omitempty"`
 	// APIServices are the cluster's APIServices of the served versions;
 	// none when annex runs standalone, without a cluster.
-	APIServices       []APIServiceStatus `json:"apiServices,omitempty"`
-	CreationTimestamp metav1.Time        `json:"creationTimestamp"`
+	APIServices []APIServiceStatus `json:"apiServices,omitempty"`
+	// Adoption is the progress of the adoption of the cluster's CRD of the
+	// same name, for a type that adopts one.
+	Adoption          *v1alpha1.AdoptionStatus `json:"adoption,omitempty"`
+	CreationTimestamp metav1.Time              `json:"creationTimestamp"`
 }
 
 // BackendStatus is the StorageBackend that holds a type's objects.
@@ -284,6 +287,12 @@ func buildReport(hrs []v1alpha1.HostedResource, backends []v1alpha1.StorageBacke
 			EstimatedSizeBytes: hr.Status.EstimatedSizeBytes,
 			CreationTimestamp:  hr.CreationTimestamp,
 		}
+		if hr.Spec.Adoption != nil {
+			item.Adoption = hr.Status.Adoption
+			if item.Adoption == nil {
+				item.Adoption = &v1alpha1.AdoptionStatus{Reason: "Pending"}
+			}
+		}
 		for _, v := range hr.Spec.Versions {
 			if v.Storage {
 				item.StorageVersion = v.Name
@@ -359,6 +368,7 @@ var statusColumns = []metav1.TableColumnDefinition{
 	{Name: "Objects", Type: "string", Description: "Objects of the type, counted now."},
 	{Name: "Size", Type: "string", Description: "Estimated size of the type's objects in the store."},
 	{Name: "APIService", Type: "string", Description: "Whether every APIService of the type is Available; <none> when annex runs without a cluster."},
+	{Name: "Adoption", Type: "string", Description: "For a type adopted from a CRD of the cluster, the adoption's phase (objects copied of the total while Copying, the reason when it waits or failed)."},
 	{Name: "Age", Type: "string", Description: "Time since the HostedResource was created."},
 }
 
@@ -390,10 +400,27 @@ func (r *StatusReport) table(now time.Time) *metav1.Table {
 			objects,
 			bytesCell(item.EstimatedSizeBytes),
 			apiServicesCell(item.APIServices),
+			adoptionCell(item.Adoption),
 			ageCell(item.CreationTimestamp, now),
 		}})
 	}
 	return table
+}
+
+// adoptionCell is an adoption's phase: "Copying 120/3000", "Adopted",
+// "Failed (CRDNotFound)"; <none> for a type that adopts nothing.
+func adoptionCell(a *v1alpha1.AdoptionStatus) string {
+	switch {
+	case a == nil:
+		return "<none>"
+	case a.Phase == "":
+		return orNone(a.Reason)
+	case a.Phase == v1alpha1.AdoptionCopying && a.Reason == "":
+		return fmt.Sprintf("%s %d/%d", a.Phase, a.Copied, a.Total)
+	case a.Reason != "":
+		return fmt.Sprintf("%s (%s)", a.Phase, a.Reason)
+	}
+	return string(a.Phase)
 }
 
 // conditionCell is a condition as kubectl get apiservices shows one: its

@@ -44,6 +44,9 @@ func statusFixture(now time.Time) *StatusReport {
 	hrs[0].Status.EstimatedSizeBytes = ptr.To[int64](3 << 20)
 	hrs[1].Spec.Storage.Backend = "pg"
 	hrs[2].Spec.Storage.Backend = "far"
+	// widgets.a.example.com adopts the cluster's CRD, and is copying.
+	hrs[2].Spec.Adoption = &v1alpha1.Adoption{CustomResourceDefinition: hrs[2].Name}
+	hrs[2].Status.Adoption = &v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionCopying, Copied: 500, Total: 3000}
 	backends := []v1alpha1.StorageBackend{
 		{ObjectMeta: metav1.ObjectMeta{Name: "pg"}, Spec: v1alpha1.StorageBackendSpec{Type: v1alpha1.StorageBackendPostgres},
 			Status: v1alpha1.StorageBackendStatus{Conditions: []metav1.Condition{condition(v1alpha1.StorageBackendReady, metav1.ConditionTrue, "Reachable")}, SizeBytes: ptr.To[int64](1 << 30)}},
@@ -71,13 +74,31 @@ func TestStatusTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		"NAME                                       KIND                  BACKEND   BACKEND READY         OBJECTS     SIZE        APISERVICE                                      AGE",
-		"clusterpolicyreports.reports.example.com   ClusterPolicyReport   pg        True                  0           <unknown>   True                                            120m",
-		"policyreports.reports.example.com          PolicyReport          default   True                  300         3.0 MiB     v1beta1.reports.example.com: False (NotFound)   60m",
-		"widgets.a.example.com                      Widget                far       False (Unreachable)   <unknown>   <unknown>   False (FailedDiscoveryCheck)                    3h",
+		"NAME                                       KIND                  BACKEND   BACKEND READY         OBJECTS     SIZE        APISERVICE                                      ADOPTION           AGE",
+		"clusterpolicyreports.reports.example.com   ClusterPolicyReport   pg        True                  0           <unknown>   True                                            <none>             120m",
+		"policyreports.reports.example.com          PolicyReport          default   True                  300         3.0 MiB     v1beta1.reports.example.com: False (NotFound)   <none>             60m",
+		"widgets.a.example.com                      Widget                far       False (Unreachable)   <unknown>   <unknown>   False (FailedDiscoveryCheck)                    Copying 500/3000   3h",
 	}
 	if got := strings.Split(strings.TrimRight(out.String(), "\n"), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("status table:\n%s\nwant:\n%s", out.String(), strings.Join(want, "\n"))
+	}
+}
+
+func TestAdoptionCell(t *testing.T) {
+	for _, tc := range []struct {
+		adoption *v1alpha1.AdoptionStatus
+		want     string
+	}{
+		{nil, "<none>"},
+		{&v1alpha1.AdoptionStatus{Reason: "Pending"}, "Pending"},
+		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionCopying, Copied: 10, Total: 20}, "Copying 10/20"},
+		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionCopying, Reason: "GroupHasOtherCRDs"}, "Copying (GroupHasOtherCRDs)"},
+		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionFailed, Reason: "CRDNotFound"}, "Failed (CRDNotFound)"},
+		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionAdopted}, "Adopted"},
+	} {
+		if got := adoptionCell(tc.adoption); got != tc.want {
+			t.Errorf("adoptionCell(%+v) = %q, want %q", tc.adoption, got, tc.want)
+		}
 	}
 }
 
@@ -89,7 +110,7 @@ func TestStatusWide(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(out.String(), "\n")
-	wantHeader := []string{"NAME", "KIND", "GROUP", "RESOURCE", "VERSIONS", "BACKEND", "BACKEND", "TYPE", "BACKEND", "READY", "BACKEND", "SIZE", "OBJECTS", "SIZE", "APISERVICE", "AGE"}
+	wantHeader := []string{"NAME", "KIND", "GROUP", "RESOURCE", "VERSIONS", "BACKEND", "BACKEND", "TYPE", "BACKEND", "READY", "BACKEND", "SIZE", "OBJECTS", "SIZE", "APISERVICE", "ADOPTION", "AGE"}
 	if got := strings.Fields(lines[0]); strings.Join(got, " ") != strings.Join(wantHeader, " ") {
 		t.Errorf("wide header %q, want %q", got, wantHeader)
 	}
