@@ -80,6 +80,8 @@ type Options struct {
 	// Objects opens the store of a hosted type, for the adoption of the
 	// cluster's CRDs; nil turns the adoption controller off.
 	Objects func(schema.GroupResource) (*routing.RawObjects, error)
+	// AdoptionFreezeSettle is adoption.Reconciler.FreezeSettle.
+	AdoptionFreezeSettle time.Duration
 }
 
 // NewManager returns a manager with every controller registered. loopback
@@ -180,6 +182,7 @@ func setupAdoption(mgr ctrl.Manager, clusterCluster cluster.Cluster, opts Option
 		Port:             target.Port,
 		CABundle:         target.CABundle,
 		ManagedBy:        target.Install().ManagedByValue(),
+		FreezeSettle:     opts.AdoptionFreezeSettle,
 	}
 	return r.SetupWithManager(mgr, clusterCluster)
 }

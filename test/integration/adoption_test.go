@@ -193,9 +193,19 @@ func identity(obj *unstructured.Unstructured) map[string]any {
 	}
 }
 
-func TestAdoptACRDWithItsObjects(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
+// adoptionFixture is a third party's CRD in the cluster, in a group of its
+// own, with count objects in a new namespace.
+type adoptionFixture struct {
+	crd    *apiextensionsv1.CustomResourceDefinition
+	group  string
+	gvr    schema.GroupVersionResource
+	ns     string
+	dyn    dynamic.ResourceInterface
+	before map[string]map[string]any
+}
+
+func newAdoptionFixture(t *testing.T, ctx context.Context, count int) *adoptionFixture {
+	t.Helper()
 	group := uniqueName("adopt") + ".example.com"
 	crd := thirdPartyCRD(group)
 	create(t, adminClient(t), crdsGVR, toUnstructured(t, crd))
@@ -215,7 +225,6 @@ func TestAdoptACRDWithItsObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const count = 3000
 	before := map[string]map[string]any{}
 	var mu sync.Mutex
 	var creating sync.WaitGroup
@@ -245,48 +254,45 @@ func TestAdoptACRDWithItsObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// What would happen, and nothing happens.
-	stdout, _ := kubectlAnnexOK(t, "adopt", crd.Name, "--dry-run")
-	if want := fmt.Sprintf("Would adopt CustomResourceDefinition %s (%d objects)", crd.Name, count); !strings.Contains(stdout, want) {
-		t.Errorf("kubectl annex adopt --dry-run printed %q, want it to start %q", stdout, want)
-	}
-	if _, err := adminClient(t).Resource(framework.HostedResources).Get(ctx, crd.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-		t.Fatalf("after a dry run, the HostedResource: %v, want NotFound", err)
-	}
+	return &adoptionFixture{crd: crd, group: group, gvr: gvr, ns: ns, dyn: dyn, before: before}
+}
 
-	w := &writer{t: t, gvr: gvr, ns: ns, acked: map[string]int64{}, tried: map[string]int64{}, freeze: adoption.FreezeMessage(crd.Name)}
+// adoptionPhase reads the phase of the HostedResource's adoption, and how
+// many objects it copied.
+func adoptionPhase(t *testing.T, ctx context.Context, name string) (phase string, copied int64) {
+	hr, err := adminClient(t).Resource(framework.HostedResources).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", 0
+	}
+	phase, _, _ = unstructured.NestedString(hr.Object, "status", "adoption", "phase")
+	copied, _, _ = unstructured.NestedInt64(hr.Object, "status", "adoption", "copied")
+	return phase, copied
+}
+
+// startWriter starts a writer on the fixture's type; stop stops it and
+// waits for it.
+func (f *adoptionFixture) startWriter(t *testing.T, ctx context.Context) (w *writer, stop func()) {
+	w = &writer{t: t, gvr: f.gvr, ns: f.ns, acked: map[string]int64{}, tried: map[string]int64{}, freeze: adoption.FreezeMessage(f.crd.Name)}
 	writing, stopWriting := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { w.run(writing) })
-	time.Sleep(time.Second)
+	return w, func() {
+		stopWriting()
+		wg.Wait()
+		if len(w.errs) > 0 {
+			t.Errorf("the writer saw %d errors other than the freeze's refusals, the first: %s", len(w.errs), w.errs[0])
+		}
+		t.Logf("the writer wrote %d objects, and retried %d refused writes", len(w.acked), w.refused)
+	}
+}
 
-	t.Cleanup(func() { undoAdoption(t, crd.Name, gvr, ns) })
-	code, stdout, stderr := kubectlAnnex(t, nil, "adopt", crd.Name, "--yes", "--progress=never")
-	hr, err := adminClient(t).Resource(framework.HostedResources).Get(ctx, crd.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("kubectl annex adopt (exit %d, stdout %q, stderr %q) left no HostedResource: %v", code, stdout, stderr, err)
-	}
-	status, _, _ := unstructured.NestedMap(hr.Object, "status", "adoption")
-	if code != 0 || !strings.Contains(stdout, "customresourcedefinition/"+crd.Name+" adopted") {
-		var logs strings.Builder
-		env.DumpLogs(&logs)
-		t.Fatalf("kubectl annex adopt: exit %d\nstdout:\n%s\nstderr:\n%s\nstatus.adoption: %v\n%s", code, stdout, stderr, status, logs.String())
-	}
-	t.Logf("kubectl annex adopt: %s%s", stderr, stdout)
-	t.Logf("status.adoption: %v", status)
-	statusOut, _ := kubectlAnnexOK(t, "status")
-	if got := statusCell(t, statusOut, crd.Name, "ADOPTION"); got != "Adopted" {
-		t.Errorf("kubectl annex status shows the adoption as %q, want Adopted:\n%s", got, statusOut)
-	}
-	// Writes go on after the adoption, to annex.
-	time.Sleep(2 * time.Second)
-	stopWriting()
-	wg.Wait()
-	if len(w.errs) > 0 {
-		t.Errorf("the writer saw %d errors other than the freeze's refusals, the first: %s", len(w.errs), w.errs[0])
-	}
-	t.Logf("the writer wrote %d objects, and retried %d refused writes", len(w.acked), w.refused)
-
+// verifyAdopted checks what a user of an adopted type expects: the
+// cluster no longer serves the CRD, its APIServices point at annex, no
+// freeze is left, and every object and every acknowledged write is served,
+// through the cluster and by annex, exactly as the cluster held it.
+func (f *adoptionFixture) verifyAdopted(t *testing.T, ctx context.Context, w *writer) {
+	t.Helper()
+	crd, group, gvr, ns, dyn, before := f.crd, f.group, f.gvr, f.ns, f.dyn, f.before
 	// The cluster no longer serves the CRD; its APIServices point at annex.
 	got, err := adminClient(t).Resource(crdsGVR).Get(ctx, crd.Name, metav1.GetOptions{})
 	if err != nil {
@@ -358,6 +364,68 @@ func TestAdoptACRDWithItsObjects(t *testing.T) {
 		}
 	}
 
+	for _, resource := range []string{"validatingadmissionpolicies", "validatingadmissionpolicybindings"} {
+		gvr := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: resource}
+		if _, err := adminClient(t).Resource(gvr).Get(ctx, "annex-adoption-freeze."+crd.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("the freeze's %s: %v, want it deleted", resource, err)
+		}
+	}
+}
+
+// adopt runs kubectl annex adopt CRD --yes and checks that it succeeds.
+func (f *adoptionFixture) adopt(t *testing.T, ctx context.Context) {
+	t.Helper()
+	if err := f.tryAdopt(t, ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryAdopt is adopt, for any goroutine: it returns what went wrong.
+func (f *adoptionFixture) tryAdopt(t *testing.T, ctx context.Context) error {
+	code, stdout, stderr := kubectlAnnex(t, nil, "adopt", f.crd.Name, "--yes", "--progress=never")
+	hr, err := adminClient(t).Resource(framework.HostedResources).Get(ctx, f.crd.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("kubectl annex adopt (exit %d, stdout %q, stderr %q) left no HostedResource: %v", code, stdout, stderr, err)
+	}
+	status, _, _ := unstructured.NestedMap(hr.Object, "status", "adoption")
+	if code != 0 || !strings.Contains(stdout, "customresourcedefinition/"+f.crd.Name+" adopted") {
+		var logs strings.Builder
+		env.DumpLogs(&logs)
+		return fmt.Errorf("kubectl annex adopt: exit %d\nstdout:\n%s\nstderr:\n%s\nstatus.adoption: %v\n%s", code, stdout, stderr, status, logs.String())
+	}
+	t.Logf("kubectl annex adopt: %s%s", stderr, stdout)
+	t.Logf("status.adoption: %v", status)
+	return nil
+}
+
+func TestAdoptACRDWithItsObjects(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	f := newAdoptionFixture(t, ctx, 3000)
+	crd, group, gvr, ns, dyn := f.crd, f.group, f.gvr, f.ns, f.dyn
+
+	// What would happen, and nothing happens.
+	stdout, _ := kubectlAnnexOK(t, "adopt", crd.Name, "--dry-run")
+	if want := fmt.Sprintf("Would adopt CustomResourceDefinition %s (%d objects)", crd.Name, len(f.before)); !strings.Contains(stdout, want) {
+		t.Errorf("kubectl annex adopt --dry-run printed %q, want it to start %q", stdout, want)
+	}
+	if _, err := adminClient(t).Resource(framework.HostedResources).Get(ctx, crd.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("after a dry run, the HostedResource: %v, want NotFound", err)
+	}
+
+	w, stopWriter := f.startWriter(t, ctx)
+	time.Sleep(time.Second)
+	t.Cleanup(func() { undoAdoption(t, crd.Name, gvr, ns) })
+	f.adopt(t, ctx)
+	statusOut, _ := kubectlAnnexOK(t, "status")
+	if got := statusCell(t, statusOut, crd.Name, "ADOPTION"); got != "Adopted" {
+		t.Errorf("kubectl annex status shows the adoption as %q, want Adopted:\n%s", got, statusOut)
+	}
+	// Writes go on after the adoption, to annex.
+	time.Sleep(2 * time.Second)
+	stopWriter()
+	f.verifyAdopted(t, ctx, w)
+
 	// A new object lives in annex only, not in the cluster's etcd.
 	if _, err := dyn.Create(ctx, widget(gvr, ns, "after", 1), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating an object after the adoption: %v", err)
@@ -378,7 +446,6 @@ func TestAdoptACRDWithItsObjects(t *testing.T) {
 		}
 	}
 
-	// The cluster's OpenAPI is whole: no duplicate of the type.
 	// The cluster's OpenAPI is whole (a path listed twice would make
 	// /openapi/v2 fail), and kubectl explain reads the type's schema.
 	if openapi := doRaw(t, http.MethodGet, "/openapi/v2", nil, nil); openapi.Code != http.StatusOK {
@@ -445,4 +512,55 @@ func removeFinalizers(t *testing.T, gvr schema.GroupVersionResource, ns string) 
 			t.Logf("removing the finalizers of %s: %v", obj.GetName(), err)
 		}
 	}
+}
+
+// TestAdoptionSurvivesKills kills annex with SIGKILL while it copies the
+// objects, and again while the cluster refuses writes: the adoption goes
+// on after each restart (the freeze undone, the copy done again), the
+// plugin that follows it waits through the restarts, and nothing is lost.
+func TestAdoptionSurvivesKills(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
+	defer cancel()
+	// Writes refused for 10 s, long enough to kill annex meanwhile.
+	if _, err := env.RestartAnnex(ctx, time.Minute, "--adoption-freeze-settle=10s"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := env.RestartAnnex(context.Background(), time.Minute, "--adoption-freeze-settle="+adoption.DefaultFreezeSettle.String()); err != nil {
+			t.Errorf("restarting annex with its default settle: %v", err)
+		}
+	})
+	f := newAdoptionFixture(t, ctx, 3000)
+	w, stopWriter := f.startWriter(t, ctx)
+	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
+
+	adopted := make(chan error, 1)
+	go func() { adopted <- f.tryAdopt(t, ctx) }()
+	for _, at := range []struct {
+		phase string
+		ready func(copied int64) bool
+	}{
+		{"Copying", func(copied int64) bool { return copied >= 500 }},
+		{"Frozen", func(int64) bool { return true }},
+	} {
+		var phase string
+		var copied int64
+		if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+			phase, copied = adoptionPhase(t, ctx, f.crd.Name)
+			return phase == at.phase && at.ready(copied), nil
+		}); err != nil {
+			t.Fatalf("the adoption never reached %s: %v (last: %s, %d copied)", at.phase, err, phase, copied)
+		}
+		took, err := env.KillAndRestartAnnex(ctx, 2*time.Minute)
+		if err != nil {
+			t.Fatalf("killing annex in phase %s and starting it again: %v", at.phase, err)
+		}
+		t.Logf("killed annex in phase %s (%d objects copied); ready again in %s", at.phase, copied, took.Round(time.Millisecond))
+	}
+	if err := <-adopted; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	stopWriter()
+	f.verifyAdopted(t, ctx, w)
 }

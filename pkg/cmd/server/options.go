@@ -31,6 +31,7 @@ import (
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/apiserver"
 	"annex.dev/annex/pkg/clustergroups"
+	"annex.dev/annex/pkg/controllers/adoption"
 	"annex.dev/annex/pkg/controllers/retention"
 	"annex.dev/annex/pkg/controllers/storagebackend"
 	generatedopenapi "annex.dev/annex/pkg/generated/openapi"
@@ -99,6 +100,9 @@ type Options struct {
 	// StorageBackendProbeInterval is how often each StorageBackend is probed;
 	// requests for the types of a backend found unready get a 503 at once.
 	StorageBackendProbeInterval time.Duration
+	// AdoptionFreezeSettle is how long an adoption waits, once the cluster
+	// refuses writes to the type, before it copies the last changes.
+	AdoptionFreezeSettle time.Duration
 	// MemoryLimitRatio is the fraction of the container's memory limit
 	// given to the Go runtime as its soft memory limit; 0 leaves it alone.
 	MemoryLimitRatio float64
@@ -172,6 +176,7 @@ func NewOptions() *Options {
 		PostgresStartTimeout:        postgres.DefaultStartTimeout,
 		StorageBackendRetryInterval: backend.DefaultRetryInterval,
 		StorageBackendProbeInterval: storagebackend.DefaultProbeInterval,
+		AdoptionFreezeSettle:        adoption.DefaultFreezeSettle,
 		MemoryLimitRatio:            defaultMemoryLimitRatio,
 		StorageSecretNamespaces:     []string{secretpolicy.DefaultNamespace},
 		APIService:                  APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443, ManagedBy: v1alpha1.DefaultManagedByValue},
@@ -236,6 +241,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"is tried again; the wait doubles with each failure in a row, up to 2m or this interval, whichever is longer. Meanwhile the types on it answer 503 with the reason.")
 	fs.DurationVar(&o.StorageBackendProbeInterval, "storage-backend-probe-interval", o.StorageBackendProbeInterval, "How often each StorageBackend is probed. "+
 		"Requests for the types of a backend found unready are answered 503 at once; until the next probe notices an outage they wait for the store.")
+	fs.DurationVar(&o.AdoptionFreezeSettle, "adoption-freeze-settle", o.AdoptionFreezeSettle, "How long the adoption of a CRD waits, once one of the "+
+		"cluster's API servers refuses writes to the type, before it copies the last changes: time for the cluster's other API servers to refuse them too, "+
+		"and for writes admitted just before to finish. Writes are refused for about this long plus the time to copy the last changes. "+
+		"Raise it for a cluster whose API servers are slow to see admission policies.")
 	fs.Float64Var(&o.MemoryLimitRatio, "memory-limit-ratio", o.MemoryLimitRatio, "The fraction of the container's memory limit (its cgroup's) "+
 		"that the Go runtime keeps the heap under (its GOMEMLIMIT), so that the collector works harder as the heap nears the limit instead of the "+
 		"container being killed for memory. Checked again every minute. 0 leaves the runtime's limit alone; a GOMEMLIMIT in the environment wins.")
@@ -335,6 +344,9 @@ func (o *Options) Validate() error {
 		errs = append(errs, errors.New("--apiservice-managed-by must not be empty"))
 	} else if msgs := validation.IsValidLabelValue(o.APIService.ManagedBy); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("--apiservice-managed-by=%s is not a label value: %s", o.APIService.ManagedBy, strings.Join(msgs, "; ")))
+	}
+	if o.AdoptionFreezeSettle < 0 || o.AdoptionFreezeSettle > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("--adoption-freeze-settle must be between 0s and 5m, not %s", o.AdoptionFreezeSettle))
 	}
 	if o.StorageBackendProbeInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--storage-backend-probe-interval must be at least 1s, not %s", o.StorageBackendProbeInterval))

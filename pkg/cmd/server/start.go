@@ -99,6 +99,7 @@ func (o *Options) postgres() backend.Postgres {
 func (o *Options) controllerOptions(ctx context.Context, cluster *rest.Config, backends *backend.Factory) (controllers.Options, error) {
 	opts := controllers.Options{Backends: backends, ProbeInterval: o.StorageBackendProbeInterval, StorageKeyPrefix: o.storageKeyPrefix()}
 	opts.Retention = o.Retention
+	opts.AdoptionFreezeSettle = o.AdoptionFreezeSettle
 	if o.Mode != ModeAggregated || cluster == nil {
 		return opts, nil
 	}

@@ -99,7 +99,8 @@ type Reconciler struct {
 	CABundle                      []byte
 	ManagedBy                     string
 
-	// Settings; zero means the default above.
+	// Settings; zero means the default above, but for FreezeSettle, which
+	// may be zero (DefaultFreezeSettle is the flag's default).
 	CatchUpObjects int
 	CatchUpPasses  int
 	FreezeSettle   time.Duration
@@ -134,9 +135,6 @@ func (r *Reconciler) defaults() {
 	}
 	if r.CatchUpPasses == 0 {
 		r.CatchUpPasses = DefaultCatchUpPasses
-	}
-	if r.FreezeSettle == 0 {
-		r.FreezeSettle = DefaultFreezeSettle
 	}
 	if r.FreezeTimeout == 0 {
 		r.FreezeTimeout = DefaultFreezeTimeout

@@ -20,6 +20,16 @@ import (
 // long that took from the start of the new process. The flags stay for the
 // rest of the test binary.
 func (e *Environment) RestartAnnex(ctx context.Context, timeout time.Duration, extraArgs ...string) (time.Duration, error) {
+	return e.restartAnnex(ctx, timeout, func() error { return e.annex.Stop(annexStopTimeout) }, extraArgs)
+}
+
+// KillAndRestartAnnex is RestartAnnex after a SIGKILL: annex stops
+// wherever it is, with no shutdown.
+func (e *Environment) KillAndRestartAnnex(ctx context.Context, timeout time.Duration, extraArgs ...string) (time.Duration, error) {
+	return e.restartAnnex(ctx, timeout, e.annex.Kill, extraArgs)
+}
+
+func (e *Environment) restartAnnex(ctx context.Context, timeout time.Duration, stop func() error, extraArgs []string) (time.Duration, error) {
 	if e.annex == nil {
 		return 0, fmt.Errorf("this environment does not run annex")
 	}
@@ -31,7 +41,7 @@ func (e *Environment) RestartAnnex(ctx context.Context, timeout time.Duration, e
 	if err != nil {
 		return 0, err
 	}
-	if err := e.annex.Stop(annexStopTimeout); err != nil {
+	if err := stop(); err != nil {
 		return 0, fmt.Errorf("stopping annex: %w", err)
 	}
 	e.annexArgs = append(e.annexArgs, extraArgs...)
