@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -408,10 +409,10 @@ func (a *adoption) copyAll(ctx context.Context, objects *routing.RawObjects) err
 				a.status.Total += *rest
 			}
 		}
+		if err := putAll(ctx, objects, page.Items); err != nil {
+			return err
+		}
 		for i := range page.Items {
-			if err := put(ctx, objects, &page.Items[i]); err != nil {
-				return err
-			}
 			a.copied[key(page.Items[i].GetNamespace(), page.Items[i].GetName())] = page.Items[i].GetResourceVersion()
 		}
 		a.status.Copied += int64(len(page.Items))
@@ -480,6 +481,20 @@ func (a *adoption) catchUp(ctx context.Context, objects *routing.RawObjects) (in
 		delete(a.copied, k)
 	}
 	return changed, nil
+}
+
+// copyWorkers is how many objects of a page are written at once: each
+// write waits for the store's commit to disk.
+const copyWorkers = 8
+
+// putAll writes objs into annex's store, copyWorkers at a time.
+func putAll(ctx context.Context, objects *routing.RawObjects, objs []unstructured.Unstructured) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(copyWorkers)
+	for i := range objs {
+		g.Go(func() error { return put(ctx, objects, &objs[i]) })
+	}
+	return g.Wait()
 }
 
 // put writes obj, as the cluster holds it, into annex's store.
