@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -59,6 +60,7 @@ var (
 		"rbac.hostedResources[0].apiGroup=reports.example.com",
 		"rbac.hostedResources[0].resources={policyreports}",
 		"rbac.apiServiceGroups={reports.example.com,*.example.org}",
+		"adoption.customResourceDefinitions={policyreports.wgpolicyk8s.io}",
 		"extraArgs={--etcd-compaction-interval=10m}",
 		"extraEnv[0].name=ANNEX_CHART_TEST",
 		"extraEnv[0].value=rendered",
@@ -504,6 +506,53 @@ func TestPostgresInsecure(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("helm template %v: --storage-insecure given %v, want %v", tc.sets, got, tc.want)
 		}
+	}
+}
+
+// TestAdoptionRBAC checks what adoption.customResourceDefinitions grants
+// annex's ServiceAccount: nothing without it; with it, the named CRDs, their
+// objects, the freeze's policies, and the take-over of their groups' local
+// APIServices in the chart's own APIService policy.
+func TestAdoptionRBAC(t *testing.T) {
+	ctx := testContext(t, time.Minute)
+	rulesOf := func(sets []string) (string, string) {
+		out, err := helmTemplate(ctx, "annex", "annex-system", sets)
+		if err != nil {
+			t.Fatalf("helm template %v: %v", sets, err)
+		}
+		objs := decodeManifests(t, out)
+		rules, err := json.Marshal(find(t, objs, "ClusterRole", "annex").Object["rules"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		policy, err := json.Marshal(find(t, objs, "ValidatingAdmissionPolicy", "annex-apiservices").Object["spec"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(rules), string(policy)
+	}
+	rules, policy := rulesOf(nil)
+	freezePolicies := `"resources":["validatingadmissionpolicies","validatingadmissionpolicybindings"],"verbs":["create","delete"]`
+	if strings.Contains(rules, `"resourceNames"`) || strings.Contains(rules, freezePolicies) || strings.Contains(policy, "oldObject.spec.group in") {
+		t.Errorf("without adoption, the chart grants adoption's rights:\n%s\n%s", rules, policy)
+	}
+	rules, policy = rulesOf([]string{"adoption.customResourceDefinitions={policyreports.wgpolicyk8s.io,widgets.a.example.com}"})
+	for _, want := range []string{
+		`{"apiGroups":["apiextensions.k8s.io"],"resourceNames":["policyreports.wgpolicyk8s.io","widgets.a.example.com"],"resources":["customresourcedefinitions"],"verbs":["update","patch"]}`,
+		`{"apiGroups":["wgpolicyk8s.io"],"resources":["policyreports"],"verbs":["get","list","watch","update"]}`,
+		`{"apiGroups":["a.example.com"],"resources":["widgets"],"verbs":["get","list","watch","update"]}`,
+		`{"apiGroups":["admissionregistration.k8s.io"],"resources":["validatingadmissionpolicies","validatingadmissionpolicybindings"],"verbs":["create","delete"]}`,
+	} {
+		if !strings.Contains(rules, want) {
+			t.Errorf("with adoption, the ClusterRole lacks %s:\n%s", want, rules)
+		}
+	}
+	if want := `oldObject.spec.group in [\"wgpolicyk8s.io\",\"a.example.com\"]`; !strings.Contains(policy, want) {
+		t.Errorf("with adoption, the APIService policy does not let annex take over the groups' local APIServices (%s):\n%s", want, policy)
+	}
+	if _, err := helmTemplate(ctx, "annex", "annex-system", []string{"adoption.customResourceDefinitions={widgets}"}); err == nil ||
+		!strings.Contains(err.Error(), "customResourceDefinitions") {
+		t.Errorf("a name without a group: %v, want the chart to refuse it", err)
 	}
 }
 

@@ -168,6 +168,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		a.status = &v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionCopying, StartTime: ptr.To(metav1.Now())}
 	}
 	err := a.run(ctx)
+	if apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "annex is adopting") {
+		// The cluster's RBAC or the chart's policy: nothing annex can change.
+		err = &waiting{reason: "Forbidden", message: fmt.Sprintf("%v; with the Helm chart, name %s in adoption.customResourceDefinitions",
+			err, hr.Spec.Adoption.CustomResourceDefinition)}
+	}
 	var w *waiting
 	var f *failed
 	switch {
