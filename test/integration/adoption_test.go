@@ -426,6 +426,39 @@ func TestAdoptACRDWithItsObjects(t *testing.T) {
 	stopWriter()
 	f.verifyAdopted(t, ctx, w)
 
+	// A chart or an operator applies the CRD again, served: annex keeps it
+	// unserved, and keeps serving the type.
+	reapplied, err := adminClient(t).Resource(crdsGVR).Get(ctx, crd.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions, _, _ := unstructured.NestedSlice(reapplied.Object, "spec", "versions")
+	for _, v := range versions {
+		v.(map[string]any)["served"] = true
+	}
+	_ = unstructured.SetNestedSlice(reapplied.Object, versions, "spec", "versions")
+	if _, err := adminClient(t).Resource(crdsGVR).Update(ctx, reapplied, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("applying the CRD again: %v", err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := adminClient(t).Resource(crdsGVR).Get(ctx, crd.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		versions, _, _ := unstructured.NestedSlice(got.Object, "spec", "versions")
+		for _, v := range versions {
+			if served, _, _ := unstructured.NestedBool(v.(map[string]any), "served"); served {
+				return false, nil
+			}
+		}
+		return true, nil
+	}); err != nil {
+		t.Errorf("the CRD applied again with served versions was not set unserved again: %v", err)
+	}
+	if got, err := dyn.Get(ctx, "w-0001", metav1.GetOptions{}); err != nil || got.GetUID() != f.before["w-0001"]["uid"] {
+		t.Errorf("after the CRD was applied again, w-0001: %v (uid %v), want annex's copy", err, got)
+	}
+
 	// A new object lives in annex only, not in the cluster's etcd.
 	if _, err := dyn.Create(ctx, widget(gvr, ns, "after", 1), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating an object after the adoption: %v", err)
