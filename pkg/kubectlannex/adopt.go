@@ -45,8 +45,9 @@ var (
 		Interrupting the command does not stop the adoption: run it again to follow
 		it, or watch kubectl annex status.
 
-		annex adopts a group that has one CRD in the cluster: the APIServices serve
-		the whole group.`)
+		The cluster routes requests by API group, so annex adopts every CRD of a
+		group together: adopt each of them; the adoption waits until all are named,
+		then switches them at once.`)
 
 	adoptExample = templates.Examples(`
 		# Show what adopting the CRD would do, and the HostedResource it would create

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -272,7 +273,7 @@ func adoptionPhase(t *testing.T, ctx context.Context, name string) (phase string
 // startWriter starts a writer on the fixture's type; stop stops it and
 // waits for it.
 func (f *adoptionFixture) startWriter(t *testing.T, ctx context.Context) (w *writer, stop func()) {
-	w = &writer{t: t, gvr: f.gvr, ns: f.ns, acked: map[string]int64{}, tried: map[string]int64{}, freeze: adoption.FreezeMessage(f.crd.Name)}
+	w = &writer{t: t, gvr: f.gvr, ns: f.ns, acked: map[string]int64{}, tried: map[string]int64{}, freeze: adoption.FreezeMessage(f.group)}
 	writing, stopWriting := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { w.run(writing) })
@@ -366,7 +367,7 @@ func (f *adoptionFixture) verifyAdopted(t *testing.T, ctx context.Context, w *wr
 
 	for _, resource := range []string{"validatingadmissionpolicies", "validatingadmissionpolicybindings"} {
 		gvr := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: resource}
-		if _, err := adminClient(t).Resource(gvr).Get(ctx, "annex-adoption-freeze."+crd.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		if _, err := adminClient(t).Resource(gvr).Get(ctx, "annex-adoption-freeze."+group, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("the freeze's %s: %v, want it deleted", resource, err)
 		}
 	}
@@ -596,4 +597,73 @@ func TestAdoptionSurvivesKills(t *testing.T) {
 	time.Sleep(time.Second)
 	stopWriter()
 	f.verifyAdopted(t, ctx, w)
+}
+
+// TestAdoptAGroupOfTwoCRDs adopts a group with two CRDs, one namespaced and
+// one cluster-scoped: the first adoption waits for the second (the group's
+// APIServices serve both), then both switch together.
+func TestAdoptAGroupOfTwoCRDs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	f := newAdoptionFixture(t, ctx, 200)
+	gadgets := thirdPartyCRD(f.group)
+	gadgets.Name = "gadgets." + f.group
+	gadgets.Spec.Names = apiextensionsv1.CustomResourceDefinitionNames{Plural: "gadgets", Singular: "gadget", Kind: "Gadget", ListKind: "GadgetList"}
+	gadgets.Spec.Scope = apiextensionsv1.ClusterScoped
+	create(t, adminClient(t), crdsGVR, toUnstructured(t, gadgets))
+	gadgetsGVR := schema.GroupVersionResource{Group: f.group, Version: "v1", Resource: "gadgets"}
+	var gadgetUIDs []types.UID
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := adminClient(t).Resource(gadgetsGVR).List(ctx, metav1.ListOptions{Limit: 1})
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("the cluster does not serve %s: %v", gadgetsGVR, err)
+	}
+	for i := range 20 {
+		obj := widget(gadgetsGVR, "", fmt.Sprintf("%s-g-%02d", f.ns, i), int64(i))
+		obj.SetKind("Gadget")
+		created, err := adminClient(t).Resource(gadgetsGVR).Create(ctx, obj, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gadgetUIDs = append(gadgetUIDs, created.GetUID())
+		t.Cleanup(func() {
+			_ = adminClient(t).Resource(gadgetsGVR).Delete(context.Background(), created.GetName(), metav1.DeleteOptions{})
+		})
+	}
+	// Undone in reverse: the widgets' HostedResource first, then the
+	// gadgets' (the group's APIServices go with the last), then the
+	// finalizers of the widgets the cluster serves again.
+	t.Cleanup(func() { removeFinalizers(t, f.gvr, f.ns) })
+	t.Cleanup(func() { undoAdoption(t, gadgets.Name, gadgetsGVR, "") })
+	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
+
+	// The first waits for the second, and says so.
+	code, stdout, stderr := kubectlAnnex(t, nil, "adopt", f.crd.Name, "--yes", "--progress=never", "--timeout=15s")
+	if code == 0 || !strings.Contains(stderr, "GroupHasOtherCRDs") || !strings.Contains(stderr, gadgets.Name) {
+		t.Fatalf("adopting one CRD of a group of two: exit %d, stdout %q, stderr %q; want it to wait, naming %s", code, stdout, stderr, gadgets.Name)
+	}
+	if _, err := f.dyn.Get(ctx, "w-0001", metav1.GetOptions{}); err != nil {
+		t.Fatalf("while the group waits, the cluster must still serve it: %v", err)
+	}
+	if code, stdout, stderr := kubectlAnnex(t, nil, "adopt", gadgets.Name, "--yes", "--progress=never"); code != 0 {
+		t.Fatalf("adopting the second CRD: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	f.adopt(t, ctx) // follows the first to its end
+	f.verifyAdopted(t, ctx, &writer{acked: map[string]int64{}})
+	list, err := adminClient(t).Resource(gadgetsGVR).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []types.UID
+	for _, item := range list.Items {
+		if strings.HasPrefix(item.GetName(), f.ns+"-g-") {
+			got = append(got, item.GetUID())
+		}
+	}
+	slices.Sort(got)
+	slices.Sort(gadgetUIDs)
+	if !slices.Equal(got, gadgetUIDs) {
+		t.Errorf("the adopted gadgets have uids %v, want %v", got, gadgetUIDs)
+	}
 }

@@ -1,49 +1,43 @@
-// Package adoption takes over a CustomResourceDefinition that the cluster
-// serves, with its objects, for a HostedResource whose spec.adoption names
-// it. It copies the objects into the type's store as the cluster holds them
-// (uid, timestamps, generation, finalizers, managedFields and status
-// included), copies what changed meanwhile until little does, then has the
-// cluster refuse writes to the type (a ValidatingAdmissionPolicy), copies
-// the last changes, points the type's APIServices at annex, stops the CRD's
+// Package adoption takes over CustomResourceDefinitions that the cluster
+// serves, with their objects, for the HostedResources whose spec.adoption
+// names them. It copies the objects into each type's store as the cluster
+// holds them (uid, timestamps, generation, finalizers, managedFields and
+// status included), copies what changed meanwhile until little does, then
+// has the cluster refuse writes to the types (a ValidatingAdmissionPolicy),
+// copies the last changes, points the APIServices at annex, stops the CRDs'
 // versions from being served, and lets writes through again.
 //
-// Nothing is deleted from the cluster: the objects stay in its etcd, so the
-// adoption can be undone. annex killed at any point goes on from where it
-// was on restart, or, while writes are refused, undoes the freeze and
-// copies again.
+// The cluster routes requests by API group and version, so the CRDs of one
+// group are adopted together: the adoption of each waits until every CRD of
+// its group has a HostedResource that adopts it, and all switch at once.
+//
+// Nothing is deleted from the cluster: the objects stay in its etcd. annex
+// killed at any point goes on from where it was on restart, or, while
+// writes are refused, undoes the freeze and copies again.
 package adoption
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/storage"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/util/retry"
-	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
-	apiregistrationv1ac "k8s.io/kube-aggregator/pkg/client/applyconfiguration/apiregistration/v1"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -111,22 +105,29 @@ type Reconciler struct {
 var crdGVK = apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition")
 
 // SetupWithManager registers the reconciler. clusterCluster is the cluster
-// annex is registered with; it must have been added to mgr.
+// annex is registered with; it must have been added to mgr. Its requests
+// are API groups: the adoptions of one group's CRDs go together, since the
+// group's APIServices serve them all.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, clusterCluster cluster.Cluster) error {
 	crds := &metav1.PartialObjectMetadata{}
 	crds.SetGroupVersionKind(crdGVK)
-	// A HostedResource is named as its CRD is, so a change of the cluster's
-	// CRD (re-applied by Helm, say) wakes the HostedResource of that name.
-	sameName := handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, crd *metav1.PartialObjectMetadata) []reconcile.Request {
-		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: crd.Name}}}
+	// A CRD's name is <plural>.<group>: a change of one (re-applied by
+	// Helm, say) wakes its group.
+	crdGroup := handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, crd *metav1.PartialObjectMetadata) []reconcile.Request {
+		_, group, _ := strings.Cut(crd.Name, ".")
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: group}}}
+	})
+	hrGroup := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		hr, ok := o.(*v1alpha1.HostedResource)
+		if !ok || hr.Spec.Adoption == nil {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: hr.Spec.Group}}}
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("adoption").
-		For(&v1alpha1.HostedResource{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-			hr, ok := o.(*v1alpha1.HostedResource)
-			return ok && hr.Spec.Adoption != nil
-		}))).
-		WatchesRawSource(source.Kind(clusterCluster.GetCache(), crds, sameName)).
+		Watches(&v1alpha1.HostedResource{}, hrGroup).
+		WatchesRawSource(source.Kind(clusterCluster.GetCache(), crds, crdGroup)).
 		Complete(r)
 }
 
@@ -153,108 +154,18 @@ type failed struct{ reason, message string }
 
 func (f *failed) Error() string { return f.reason + ": " + f.message }
 
-// Reconcile moves one adoption on as far as it can go.
-func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	r.defaults()
-	hr := &v1alpha1.HostedResource{}
-	if err := r.Annex.Get(ctx, req.NamespacedName, hr); err != nil {
-		return reconcile.Result{}, client.IgnoreNotFound(err)
-	}
-	if hr.Spec.Adoption == nil || hr.DeletionTimestamp != nil {
-		return reconcile.Result{}, nil
-	}
-	a := &adoption{Reconciler: r, hr: hr, status: hr.Status.Adoption.DeepCopy()}
-	if a.status == nil {
-		a.status = &v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionCopying, StartTime: ptr.To(metav1.Now())}
-	}
-	err := a.run(ctx)
-	if apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "annex is adopting") {
-		// The cluster's RBAC or the chart's policy: nothing annex can change.
-		err = &waiting{reason: "Forbidden", message: fmt.Sprintf("%v; with the Helm chart, name %s in adoption.customResourceDefinitions",
-			err, hr.Spec.Adoption.CustomResourceDefinition)}
-	}
-	var w *waiting
-	var f *failed
-	switch {
-	case errors.As(err, &w):
-		a.status.Reason, a.status.Message = w.reason, w.message
-		return reconcile.Result{RequeueAfter: waitInterval}, a.writeStatus(ctx)
-	case errors.As(err, &f):
-		ctrl.LoggerFrom(ctx).Info("The adoption failed", "reason", f.reason, "message", f.message)
-		a.status.Phase, a.status.Reason, a.status.Message = v1alpha1.AdoptionFailed, f.reason, f.message
-		return reconcile.Result{}, a.writeStatus(ctx)
-	case err != nil:
-		return reconcile.Result{}, err
-	}
-	return reconcile.Result{}, nil
-}
-
-// adoption is one HostedResource's adoption in progress.
+// adoption is the adoption of one HostedResource's CRD.
 type adoption struct {
 	*Reconciler
 	hr     *v1alpha1.HostedResource
 	status *v1alpha1.AdoptionStatus
 	crd    *apiextensionsv1.CustomResourceDefinition
 	gvr    schema.GroupVersionResource
-	// steps are the times of the adoption's steps in this process, for its log.
-	steps []string
-	last  time.Time
+	// objects is the type's store while its objects are copied.
+	objects *routing.RawObjects
 	// copied maps namespace/name to the resourceVersion, in the cluster, of
 	// each object as annex last copied it.
 	copied map[string]string
-}
-
-// step notes that a step of the adoption ended, with how long it took.
-func (a *adoption) step(what string) {
-	now := time.Now()
-	if !a.last.IsZero() {
-		a.steps = append(a.steps, fmt.Sprintf("%s in %s", what, now.Sub(a.last).Round(time.Millisecond)))
-	}
-	a.last = now
-}
-
-func (a *adoption) run(ctx context.Context) error {
-	a.step("start")
-	switch a.status.Phase {
-	case v1alpha1.AdoptionFailed:
-		return nil
-	case v1alpha1.AdoptionFrozen:
-		// The objects copied so far are known only to the process that
-		// copied them: undo the freeze and copy again.
-		if err := a.unfreeze(ctx); err != nil {
-			return err
-		}
-		a.status.Phase, a.status.FrozenTime = v1alpha1.AdoptionCopying, nil
-		a.status.Reason, a.status.Message = "Restarted", "annex restarted while writes were refused; copying again"
-		if err := a.writeStatus(ctx); err != nil {
-			return err
-		}
-	}
-	if err := a.readCRD(ctx); err != nil {
-		var f *failed
-		if errors.As(err, &f) && (a.status.Phase == v1alpha1.AdoptionSwitched || a.status.Phase == v1alpha1.AdoptionAdopted) {
-			// Deleted or changed in the cluster once annex serves the type:
-			// annex's objects are the type's now, and stay.
-			ctrl.LoggerFrom(ctx).Info("The adopted CustomResourceDefinition changed in the cluster; annex keeps serving the type", "problem", f.message)
-			if a.status.Phase == v1alpha1.AdoptionSwitched {
-				a.crd = &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: a.hr.Spec.Adoption.CustomResourceDefinition}}
-				return a.finish(ctx)
-			}
-			return nil
-		}
-		return err
-	}
-	switch a.status.Phase {
-	case "", v1alpha1.AdoptionCopying:
-		return a.adopt(ctx)
-	case v1alpha1.AdoptionSwitched:
-		return a.finish(ctx)
-	case v1alpha1.AdoptionAdopted:
-		// Keep it so: a CRD applied again (by Helm, or an operator) is
-		// served again, and would be listed twice in the cluster's OpenAPI.
-		return a.stopServing(ctx)
-	}
-	return nil
 }
 
 // readCRD reads the cluster's CRD and checks that it is the
@@ -303,103 +214,19 @@ func storageVersion(versions []apiextensionsv1.CustomResourceDefinitionVersion) 
 	return ""
 }
 
-// adopt runs the adoption from the copy to the end.
-func (a *adoption) adopt(ctx context.Context) error {
-	if err := a.ready(ctx); err != nil {
-		return err
-	}
-	objects, err := a.Objects(a.gvr.GroupResource())
-	if err != nil {
-		return &waiting{reason: "StoreNotReady", message: fmt.Sprintf("the type's store cannot be opened yet: %v", err)}
-	}
-	defer objects.Destroy()
-
-	a.status.Reason, a.status.Message = "", "copying the objects"
-	if err := a.copyAll(ctx, objects); err != nil {
-		return err
-	}
-	a.step(fmt.Sprintf("copied %d objects", a.status.Copied))
-	for pass := 0; ; pass++ {
-		changed, err := a.catchUp(ctx, objects)
-		if err != nil {
-			return err
-		}
-		if changed <= a.CatchUpObjects {
-			break
-		}
-		if pass+1 >= a.CatchUpPasses {
-			return &waiting{reason: "TooManyWrites", message: fmt.Sprintf(
-				"%d objects changed during the last of %d passes over the type; trying again later", changed, a.CatchUpPasses)}
-		}
-	}
-
-	// Writes are refused from here until the end.
-	a.step("caught up")
-	frozen, err := a.freeze(ctx)
-	if err != nil {
-		return err
-	}
-	a.status.Phase, a.status.FrozenTime = v1alpha1.AdoptionFrozen, ptr.To(metav1.NewTime(frozen))
-	a.status.Reason, a.status.Message = "", "writes are refused while the last changes are copied"
-	if err := a.writeStatus(ctx); err != nil {
-		return err
-	}
-	if _, err := a.catchUp(ctx, objects); err != nil {
-		return err
-	}
-	a.step("copied the last changes")
-	if err := a.switchAPIServices(ctx); err != nil {
-		return err
-	}
-	a.step("switched the APIServices")
-	a.status.Phase, a.status.SwitchedTime = v1alpha1.AdoptionSwitched, ptr.To(metav1.Now())
-	a.status.Message = "the APIServices point at annex; writes are accepted again once the CRD is no longer served"
-	if err := a.writeStatus(ctx); err != nil {
-		return err
-	}
-	return a.finish(ctx)
-}
-
-// ready says whether the adoption may start: annex serves the type, and
-// the type is the only one of its group in the cluster (its APIServices
-// serve the whole group).
-func (a *adoption) ready(ctx context.Context) error {
-	if !meta.IsStatusConditionTrue(a.hr.Status.Conditions, v1alpha1.HostedResourceEstablished) {
-		return &waiting{reason: "NotEstablished", message: "annex does not serve the type yet"}
-	}
-	crds := &metav1.PartialObjectMetadataList{}
-	crds.SetGroupVersionKind(crdGVK)
-	if err := a.ClusterReader.List(ctx, crds); err != nil {
-		return err
-	}
-	var others []string
-	for _, crd := range crds.Items {
-		if _, group, _ := strings.Cut(crd.Name, "."); group == a.hr.Spec.Group && crd.Name != a.crd.Name &&
-			crd.Annotations[v1alpha1.AdoptedByAnnotation] != a.managedBy() {
-			others = append(others, crd.Name)
-		}
-	}
-	if len(others) > 0 {
-		slices.Sort(others)
-		return &waiting{reason: "GroupHasOtherCRDs", message: fmt.Sprintf(
-			"group %s has other CustomResourceDefinitions in the cluster (%s); annex adopts a group with one CRD only, since its APIServices serve the whole group",
-			a.hr.Spec.Group, strings.Join(others, ", "))}
-	}
-	return nil
-}
-
-func (a *adoption) managedBy() string {
-	if a.ManagedBy == "" {
+func (r *Reconciler) managedBy() string {
+	if r.ManagedBy == "" {
 		return v1alpha1.DefaultManagedByValue
 	}
-	return a.ManagedBy
+	return r.ManagedBy
 }
 
 func key(namespace, name string) string { return namespace + "/" + name }
 
 // copyAll copies every object of the type, as one consistent list of the
 // cluster's, and deletes from annex's store what that list does not hold.
-func (a *adoption) copyAll(ctx context.Context, objects *routing.RawObjects) error {
+func (a *adoption) copyAll(ctx context.Context) error {
+	objects := a.objects
 	a.copied = map[string]string{}
 	a.status.Copied, a.status.Total = 0, 0
 	opts := metav1.ListOptions{Limit: pageSize}
@@ -447,7 +274,8 @@ func (a *adoption) copyAll(ctx context.Context, objects *routing.RawObjects) err
 
 // catchUp copies the objects that changed in the cluster since they were
 // copied, and deletes those the cluster deleted. It returns how many.
-func (a *adoption) catchUp(ctx context.Context, objects *routing.RawObjects) (int, error) {
+func (a *adoption) catchUp(ctx context.Context) (int, error) {
+	objects := a.objects
 	list, err := a.Metadata.Resource(a.gvr).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return 0, fmt.Errorf("listing %s in the cluster: %w", a.gvr.GroupResource(), err)
@@ -525,180 +353,6 @@ func remove(ctx context.Context, objects *routing.RawObjects, namespace, name st
 		return fmt.Errorf("deleting %s from annex: %w", k, err)
 	}
 	return nil
-}
-
-// freezeName names the admission policy, and its binding, that refuse
-// writes to the adopted type.
-func (a *adoption) freezeName() string { return "annex-adoption-freeze." + a.crd.Name }
-
-// FreezeMessage is what the cluster answers a write to a type while annex
-// adopts it.
-func FreezeMessage(resource string) string {
-	return fmt.Sprintf("annex is adopting %s: writes to it are refused for a few seconds while its last changes are copied; retry", resource)
-}
-
-// freeze has the cluster refuse every write to the type, waits until it
-// does, and returns when it first did.
-func (a *adoption) freeze(ctx context.Context) (time.Time, error) {
-	name := a.freezeName()
-	message := FreezeMessage(a.crd.Name)
-	labels := map[string]string{v1alpha1.ManagedByLabel: a.managedBy()}
-	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
-			MatchConstraints: &admissionregistrationv1.MatchResources{
-				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-						Operations: []admissionregistrationv1.OperationType{
-							admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete},
-						Rule: admissionregistrationv1.Rule{
-							APIGroups:   []string{a.crd.Spec.Group},
-							APIVersions: []string{"*"},
-							Resources:   []string{a.crd.Spec.Names.Plural, a.crd.Spec.Names.Plural + "/*"},
-						},
-					},
-				}},
-			},
-			Validations: []admissionregistrationv1.Validation{{
-				Expression: "false",
-				Message:    message,
-				Reason:     ptr.To(metav1.StatusReasonForbidden),
-			}},
-		},
-	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        name,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
-		},
-	}
-	for _, obj := range []client.Object{policy, binding} {
-		if err := a.Cluster.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
-			return time.Time{}, fmt.Errorf("refusing writes to %s: creating %T %s: %w", a.crd.Name, obj, name, err)
-		}
-	}
-	a.step("created the freeze")
-	// A write refused with the policy's message proves that the cluster's
-	// API server enforces it.
-	var last error
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, a.FreezeTimeout, true, func(ctx context.Context) (bool, error) {
-		last = a.probeWrite(ctx)
-		return last != nil && strings.Contains(last.Error(), message), nil
-	})
-	if err != nil {
-		if uerr := a.unfreeze(ctx); uerr != nil {
-			return time.Time{}, uerr
-		}
-		return time.Time{}, &waiting{reason: "FreezeNotEnforced", message: fmt.Sprintf(
-			"the cluster did not refuse writes to %s within %s (the last write tried got: %v); trying again later", a.crd.Name, a.FreezeTimeout, last)}
-	}
-	enforced := time.Now()
-	a.step("the cluster refused writes")
-	// The cluster's other API servers, and writes admitted just before.
-	select {
-	case <-ctx.Done():
-		return time.Time{}, ctx.Err()
-	case <-time.After(a.FreezeSettle):
-	}
-	a.step("settled")
-	return enforced, nil
-}
-
-// probeWrite tries a write that changes nothing, in dry-run: an update of
-// an object as it is, or, without objects, the create of an empty one.
-// Either passes the type's validation before the cluster's admission
-// policies (a create may not: then the freeze shows only with objects).
-func (a *adoption) probeWrite(ctx context.Context) error {
-	dryRun := []string{metav1.DryRunAll}
-	list, err := a.Dynamic.Resource(a.gvr).List(ctx, metav1.ListOptions{Limit: 1})
-	if err != nil {
-		return err
-	}
-	if len(list.Items) > 0 {
-		obj := &list.Items[0]
-		_, err := a.Dynamic.Resource(a.gvr).Namespace(obj.GetNamespace()).Update(ctx, obj, metav1.UpdateOptions{DryRun: dryRun})
-		return err
-	}
-	obj := &unstructured.Unstructured{}
-	obj.SetAPIVersion(a.gvr.GroupVersion().String())
-	obj.SetKind(a.crd.Spec.Names.Kind)
-	obj.SetName("annex-adoption-probe")
-	namespace := ""
-	if a.crd.Spec.Scope == apiextensionsv1.NamespaceScoped {
-		namespace = metav1.NamespaceDefault
-	}
-	obj.SetNamespace(namespace)
-	_, err = a.Dynamic.Resource(a.gvr).Namespace(namespace).Create(ctx, obj, metav1.CreateOptions{DryRun: dryRun})
-	return err
-}
-
-// unfreeze lets writes to the type through again.
-func (a *adoption) unfreeze(ctx context.Context) error {
-	name := "annex-adoption-freeze." + a.hr.Spec.Adoption.CustomResourceDefinition
-	for _, obj := range []client.Object{
-		&admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: name}},
-		&admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}},
-	} {
-		if err := a.Cluster.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("accepting writes to %s again: deleting %T %s: %w", name, obj, name, err)
-		}
-	}
-	return nil
-}
-
-// switchAPIServices points the APIService of each served version of the
-// CRD at annex, taking each over from the cluster's autoregister
-// controller in one server-side apply.
-func (a *adoption) switchAPIServices(ctx context.Context) error {
-	for _, v := range a.crd.Spec.Versions {
-		if !v.Served {
-			continue
-		}
-		name := v.Name + "." + a.crd.Spec.Group
-		current := &apiregistrationv1.APIService{}
-		groupPriority, versionPriority := int32(1000), int32(15)
-		if err := a.ClusterReader.Get(ctx, client.ObjectKey{Name: name}, current); err == nil {
-			groupPriority, versionPriority = current.Spec.GroupPriorityMinimum, current.Spec.VersionPriority
-		} else if !apierrors.IsNotFound(err) {
-			return err
-		}
-		apply := apiregistrationv1ac.APIService(name).
-			WithLabels(map[string]string{automanagedLabel: "false", v1alpha1.ManagedByLabel: a.managedBy()}).
-			WithSpec(apiregistrationv1ac.APIServiceSpec().
-				WithService(apiregistrationv1ac.ServiceReference().WithNamespace(a.ServiceNamespace).WithName(a.ServiceName).WithPort(a.Port)).
-				WithGroup(a.crd.Spec.Group).
-				WithVersion(v.Name).
-				WithCABundle(a.CABundle...).
-				WithGroupPriorityMinimum(groupPriority).
-				WithVersionPriority(versionPriority))
-		if err := a.Cluster.Apply(ctx, apply, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
-			return fmt.Errorf("switching APIService %s to annex: %w", name, err)
-		}
-	}
-	return nil
-}
-
-// finish stops the CRD from being served and lets writes through again.
-func (a *adoption) finish(ctx context.Context) error {
-	if err := a.stopServing(ctx); err != nil {
-		return err
-	}
-	a.step("stopped serving the CRD")
-	if err := a.unfreeze(ctx); err != nil {
-		return err
-	}
-	a.step("deleted the freeze")
-	now := metav1.Now()
-	a.status.Phase, a.status.AdoptedTime = v1alpha1.AdoptionAdopted, &now
-	if a.status.FrozenTime != nil {
-		a.status.Freeze = &metav1.Duration{Duration: now.Sub(a.status.FrozenTime.Time).Round(time.Millisecond)}
-	}
-	a.status.Reason, a.status.Message = "", "annex serves the type; its objects as they were before the adoption stay in the cluster's etcd"
-	ctrl.LoggerFrom(ctx).Info("Adopted a CustomResourceDefinition", "crd", a.crd.Name, "objects", a.status.Copied,
-		"freeze", ptr.Deref(a.status.Freeze, metav1.Duration{}).Duration.String(), "steps", strings.Join(a.steps, ", "))
-	return a.writeStatus(ctx)
 }
 
 // stopServing marks the CRD as adopted by this install and sets its

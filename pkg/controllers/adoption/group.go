@@ -1,0 +1,503 @@
+package adoption
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
+	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	apiregistrationv1ac "k8s.io/kube-aggregator/pkg/client/applyconfiguration/apiregistration/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+)
+
+// group is the adoption of the CRDs of one API group: each has its
+// HostedResource and its phase, but writes to all of them are refused
+// together, and the group's APIServices switch once, when every one of
+// them is copied.
+type group struct {
+	*Reconciler
+	name    string
+	members []*adoption
+	// steps are the times of the adoption's steps in this process, for its log.
+	steps []string
+	last  time.Time
+}
+
+// Reconcile moves the adoptions of one API group on as far as they go.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	r.defaults()
+	hrs := &v1alpha1.HostedResourceList{}
+	if err := r.Annex.List(ctx, hrs); err != nil {
+		return reconcile.Result{}, err
+	}
+	g := &group{Reconciler: r, name: req.Name}
+	for i := range hrs.Items {
+		hr := &hrs.Items[i]
+		if hr.Spec.Adoption == nil || hr.Spec.Group != g.name || hr.DeletionTimestamp != nil {
+			continue
+		}
+		a := &adoption{Reconciler: r, hr: hr, status: hr.Status.Adoption.DeepCopy()}
+		if a.status == nil {
+			a.status = &v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionCopying, StartTime: ptr.To(metav1.Now())}
+		}
+		if a.status.Phase != v1alpha1.AdoptionFailed {
+			g.members = append(g.members, a)
+		}
+	}
+	if len(g.members) == 0 {
+		return reconcile.Result{}, nil
+	}
+	err := g.run(ctx)
+	if apierrors.IsForbidden(err) {
+		// The cluster's RBAC or the chart's policy: nothing annex can change.
+		err = &waiting{reason: "Forbidden", message: fmt.Sprintf("%v; with the Helm chart, name %s in adoption.customResourceDefinitions",
+			err, strings.Join(g.crdNames(), ", "))}
+	}
+	var w *waiting
+	switch {
+	case errors.As(err, &w):
+		for _, a := range g.members {
+			if a.status.Phase == v1alpha1.AdoptionCopying {
+				a.status.Reason, a.status.Message = w.reason, w.message
+				if err := a.writeStatus(ctx); err != nil {
+					return reconcile.Result{}, err
+				}
+			}
+		}
+		return reconcile.Result{RequeueAfter: waitInterval}, nil
+	case err != nil:
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, nil
+}
+
+func (g *group) crdNames() []string {
+	names := make([]string, len(g.members))
+	for i, a := range g.members {
+		names[i] = a.hr.Spec.Adoption.CustomResourceDefinition
+	}
+	return names
+}
+
+// step notes that a step of the adoption ended, with how long it took.
+func (g *group) step(what string) {
+	now := time.Now()
+	if !g.last.IsZero() {
+		g.steps = append(g.steps, fmt.Sprintf("%s in %s", what, now.Sub(g.last).Round(time.Millisecond)))
+	}
+	g.last = now
+}
+
+// inPhase says whether any member is in phase.
+func (g *group) inPhase(phase v1alpha1.AdoptionPhase) bool {
+	return slices.ContainsFunc(g.members, func(a *adoption) bool { return a.status.Phase == phase })
+}
+
+// setPhase moves every member on to phase, at now, with message.
+func (g *group) setPhase(ctx context.Context, phase v1alpha1.AdoptionPhase, now time.Time, message string) error {
+	for _, a := range g.members {
+		a.status.Phase, a.status.Reason, a.status.Message = phase, "", message
+		switch phase {
+		case v1alpha1.AdoptionFrozen:
+			a.status.FrozenTime = ptr.To(metav1.NewTime(now))
+		case v1alpha1.AdoptionSwitched:
+			a.status.SwitchedTime = ptr.To(metav1.NewTime(now))
+		}
+		if err := a.writeStatus(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *group) run(ctx context.Context) error {
+	g.step("start")
+	if g.inPhase(v1alpha1.AdoptionFrozen) {
+		// The objects copied so far are known only to the process that
+		// copied them: undo the freeze and copy again.
+		if err := g.unfreeze(ctx); err != nil {
+			return err
+		}
+		for _, a := range g.members {
+			if a.status.Phase == v1alpha1.AdoptionFrozen {
+				a.status.Phase, a.status.FrozenTime = v1alpha1.AdoptionCopying, nil
+				a.status.Reason, a.status.Message = "Restarted", "annex restarted while writes were refused; copying again"
+				if err := a.writeStatus(ctx); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	switched := g.inPhase(v1alpha1.AdoptionSwitched) || g.inPhase(v1alpha1.AdoptionAdopted)
+	for _, a := range g.members {
+		err := a.readCRD(ctx)
+		var f *failed
+		switch {
+		case errors.As(err, &f) && switched:
+			// Deleted or changed in the cluster once annex serves the
+			// group: annex's objects are the type's now, and stay.
+			ctrl.LoggerFrom(ctx).Info("An adopted CustomResourceDefinition changed in the cluster; annex keeps serving the type", "problem", f.message)
+			a.crd = &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: a.hr.Spec.Adoption.CustomResourceDefinition}}
+		case errors.As(err, &f):
+			ctrl.LoggerFrom(ctx).Info("An adoption failed", "crd", a.hr.Spec.Adoption.CustomResourceDefinition, "reason", f.reason, "message", f.message)
+			a.status.Phase, a.status.Reason, a.status.Message = v1alpha1.AdoptionFailed, f.reason, f.message
+			if err := a.writeStatus(ctx); err != nil {
+				return err
+			}
+			return &waiting{reason: "MemberFailed", message: fmt.Sprintf("the adoption of %s, of the same group, failed: %s",
+				a.hr.Spec.Adoption.CustomResourceDefinition, f.message)}
+		case err != nil:
+			return err
+		}
+	}
+	if switched {
+		for _, a := range g.members {
+			if a.status.Phase == v1alpha1.AdoptionCopying {
+				if err := g.adoptLate(ctx, a); err != nil {
+					return err
+				}
+			}
+		}
+		// Writes are still refused while a member is Switched; once all are
+		// Adopted, this keeps the CRDs unserved: a CRD applied again (by
+		// Helm, or an operator) is served again, and would be listed twice
+		// in the cluster's OpenAPI.
+		return g.finish(ctx)
+	}
+	return g.adopt(ctx)
+}
+
+// adopt runs the adoption of the group from the copy to the end.
+func (g *group) adopt(ctx context.Context) error {
+	if err := g.ready(ctx); err != nil {
+		return err
+	}
+	for _, a := range g.members {
+		objects, err := a.Objects(a.gvr.GroupResource())
+		if err != nil {
+			return &waiting{reason: "StoreNotReady", message: fmt.Sprintf("the store of %s cannot be opened yet: %v", a.crd.Name, err)}
+		}
+		defer objects.Destroy()
+		a.objects = objects
+	}
+	for _, a := range g.members {
+		a.status.Reason, a.status.Message = "", "copying the objects"
+		if err := a.copyAll(ctx); err != nil {
+			return err
+		}
+		g.step(fmt.Sprintf("copied %d objects of %s", a.status.Copied, a.crd.Name))
+	}
+	for pass := 0; ; pass++ {
+		changed := 0
+		for _, a := range g.members {
+			n, err := a.catchUp(ctx)
+			if err != nil {
+				return err
+			}
+			changed += n
+		}
+		if changed <= g.CatchUpObjects {
+			break
+		}
+		if pass+1 >= g.CatchUpPasses {
+			return &waiting{reason: "TooManyWrites", message: fmt.Sprintf(
+				"%d objects changed during the last of %d passes over the group's types; trying again later", changed, g.CatchUpPasses)}
+		}
+	}
+	g.step("caught up")
+
+	// Writes are refused from here until the end.
+	frozen, err := g.freeze(ctx)
+	if err != nil {
+		return err
+	}
+	if err := g.setPhase(ctx, v1alpha1.AdoptionFrozen, frozen, "writes are refused while the last changes are copied"); err != nil {
+		return err
+	}
+	for _, a := range g.members {
+		if _, err := a.catchUp(ctx); err != nil {
+			return err
+		}
+	}
+	g.step("copied the last changes")
+	if err := g.switchAPIServices(ctx); err != nil {
+		return err
+	}
+	g.step("switched the APIServices")
+	if err := g.setPhase(ctx, v1alpha1.AdoptionSwitched, time.Now(),
+		"the APIServices point at annex; writes are accepted again once the CRDs are no longer served"); err != nil {
+		return err
+	}
+	return g.finish(ctx)
+}
+
+// adoptLate adopts a CRD of a group whose APIServices already point at
+// annex (a project's upgrade added a type to the group, say). The cluster
+// cannot be reached for it, so nothing writes to it there: one copy is
+// enough, and no freeze.
+func (g *group) adoptLate(ctx context.Context, a *adoption) error {
+	if !meta.IsStatusConditionTrue(a.hr.Status.Conditions, v1alpha1.HostedResourceEstablished) {
+		return &waiting{reason: "NotEstablished", message: fmt.Sprintf("annex does not serve %s yet", a.crd.Name)}
+	}
+	objects, err := a.Objects(a.gvr.GroupResource())
+	if err != nil {
+		return &waiting{reason: "StoreNotReady", message: fmt.Sprintf("the store of %s cannot be opened yet: %v", a.crd.Name, err)}
+	}
+	defer objects.Destroy()
+	a.objects = objects
+	a.status.Reason, a.status.Message = "", "copying the objects; the cluster no longer serves the group"
+	if err := a.copyAll(ctx); err != nil {
+		return err
+	}
+	if err := a.stopServing(ctx); err != nil {
+		return err
+	}
+	now := metav1.Now()
+	a.status.Phase, a.status.SwitchedTime, a.status.AdoptedTime = v1alpha1.AdoptionAdopted, &now, &now
+	a.status.Reason, a.status.Message = "", "annex serves the type; its objects as they were before the adoption stay in the cluster's etcd"
+	ctrl.LoggerFrom(ctx).Info("Adopted a CustomResourceDefinition of a group annex already serves", "crd", a.crd.Name, "objects", a.status.Copied)
+	return a.writeStatus(ctx)
+}
+
+// ready says whether the adoption may start: annex serves every type, and
+// every CRD of the group in the cluster is adopted (the group's APIServices
+// serve them all).
+func (g *group) ready(ctx context.Context) error {
+	for _, a := range g.members {
+		if !meta.IsStatusConditionTrue(a.hr.Status.Conditions, v1alpha1.HostedResourceEstablished) {
+			return &waiting{reason: "NotEstablished", message: fmt.Sprintf("annex does not serve %s yet", a.crd.Name)}
+		}
+	}
+	crds := &metav1.PartialObjectMetadataList{}
+	crds.SetGroupVersionKind(crdGVK)
+	if err := g.ClusterReader.List(ctx, crds); err != nil {
+		return err
+	}
+	adopting := g.crdNames()
+	var others []string
+	for _, crd := range crds.Items {
+		if _, group, _ := strings.Cut(crd.Name, "."); group == g.name && !slices.Contains(adopting, crd.Name) &&
+			crd.Annotations[v1alpha1.AdoptedByAnnotation] != g.managedBy() {
+			others = append(others, crd.Name)
+		}
+	}
+	if len(others) > 0 {
+		slices.Sort(others)
+		return &waiting{reason: "GroupHasOtherCRDs", message: fmt.Sprintf(
+			"group %s has other CustomResourceDefinitions in the cluster (%s): the group's APIServices serve them all, so annex adopts them together; adopt them too (kubectl annex adopt)",
+			g.name, strings.Join(others, ", "))}
+	}
+	return nil
+}
+
+// freezeName names the admission policy, and its binding, that refuse
+// writes to the group's adopted types.
+func (g *group) freezeName() string { return "annex-adoption-freeze." + g.name }
+
+// FreezeMessage is what the cluster answers a write to a type of group
+// while annex adopts it.
+func FreezeMessage(group string) string {
+	return fmt.Sprintf("annex is adopting the resources of %s: writes to them are refused for a few seconds while their last changes are copied; retry", group)
+}
+
+// freeze has the cluster refuse every write to the group's adopted types,
+// waits until it does, and returns when it first did.
+func (g *group) freeze(ctx context.Context) (time.Time, error) {
+	name := g.freezeName()
+	message := FreezeMessage(g.name)
+	var resources []string
+	for _, a := range g.members {
+		resources = append(resources, a.crd.Spec.Names.Plural, a.crd.Spec.Names.Plural+"/*")
+	}
+	labels := map[string]string{v1alpha1.ManagedByLabel: g.managedBy()}
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{
+				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{
+							admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete},
+						Rule: admissionregistrationv1.Rule{
+							APIGroups:   []string{g.name},
+							APIVersions: []string{"*"},
+							Resources:   resources,
+						},
+					},
+				}},
+			},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: "false",
+				Message:    message,
+				Reason:     ptr.To(metav1.StatusReasonForbidden),
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+		},
+	}
+	for _, obj := range []client.Object{policy, binding} {
+		if err := g.Cluster.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			return time.Time{}, fmt.Errorf("refusing writes to the resources of %s: creating %T %s: %w", g.name, obj, name, err)
+		}
+	}
+	g.step("created the freeze")
+	// A write refused with the policy's message proves that the cluster's
+	// API server enforces it.
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, g.FreezeTimeout, true, func(ctx context.Context) (bool, error) {
+		last = g.probeWrite(ctx)
+		return last != nil && strings.Contains(last.Error(), message), nil
+	})
+	if err != nil {
+		if uerr := g.unfreeze(ctx); uerr != nil {
+			return time.Time{}, uerr
+		}
+		return time.Time{}, &waiting{reason: "FreezeNotEnforced", message: fmt.Sprintf(
+			"the cluster did not refuse writes to the resources of %s within %s (the last write tried got: %v); trying again later", g.name, g.FreezeTimeout, last)}
+	}
+	enforced := time.Now()
+	g.step("the cluster refused writes")
+	// The cluster's other API servers, and writes admitted just before.
+	select {
+	case <-ctx.Done():
+		return time.Time{}, ctx.Err()
+	case <-time.After(g.FreezeSettle):
+	}
+	g.step("settled")
+	return enforced, nil
+}
+
+// probeWrite tries a write that changes nothing, in dry-run: an update of
+// an object of the group as it is, or, without objects, the create of an
+// empty one. An update passes the type's validation before the cluster's
+// admission policies; an empty object may not, and then the freeze shows
+// only once an object exists.
+func (g *group) probeWrite(ctx context.Context) error {
+	dryRun := []string{metav1.DryRunAll}
+	for _, a := range g.members {
+		list, err := a.Dynamic.Resource(a.gvr).List(ctx, metav1.ListOptions{Limit: 1})
+		if err != nil {
+			return err
+		}
+		if len(list.Items) > 0 {
+			obj := &list.Items[0]
+			_, err := a.Dynamic.Resource(a.gvr).Namespace(obj.GetNamespace()).Update(ctx, obj, metav1.UpdateOptions{DryRun: dryRun})
+			return err
+		}
+	}
+	a := g.members[0]
+	obj := &unstructured.Unstructured{}
+	obj.SetAPIVersion(a.gvr.GroupVersion().String())
+	obj.SetKind(a.crd.Spec.Names.Kind)
+	obj.SetName("annex-adoption-probe")
+	namespace := ""
+	if a.crd.Spec.Scope == apiextensionsv1.NamespaceScoped {
+		namespace = metav1.NamespaceDefault
+	}
+	obj.SetNamespace(namespace)
+	_, err := a.Dynamic.Resource(a.gvr).Namespace(namespace).Create(ctx, obj, metav1.CreateOptions{DryRun: dryRun})
+	return err
+}
+
+// unfreeze lets writes to the group's types through again.
+func (g *group) unfreeze(ctx context.Context) error {
+	name := g.freezeName()
+	for _, obj := range []client.Object{
+		&admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: name}},
+		&admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}},
+	} {
+		if err := g.Cluster.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("accepting writes to the resources of %s again: deleting %T %s: %w", g.name, obj, name, err)
+		}
+	}
+	return nil
+}
+
+// switchAPIServices points the APIService of each version the group's
+// CRDs serve at annex, taking each over from the cluster's autoregister
+// controller in one server-side apply.
+func (g *group) switchAPIServices(ctx context.Context) error {
+	var versions []string
+	for _, a := range g.members {
+		for _, v := range a.crd.Spec.Versions {
+			if v.Served && !slices.Contains(versions, v.Name) {
+				versions = append(versions, v.Name)
+			}
+		}
+	}
+	for _, version := range versions {
+		name := version + "." + g.name
+		current := &apiregistrationv1.APIService{}
+		groupPriority, versionPriority := int32(1000), int32(15)
+		if err := g.ClusterReader.Get(ctx, client.ObjectKey{Name: name}, current); err == nil {
+			groupPriority, versionPriority = current.Spec.GroupPriorityMinimum, current.Spec.VersionPriority
+		} else if !apierrors.IsNotFound(err) {
+			return err
+		}
+		apply := apiregistrationv1ac.APIService(name).
+			WithLabels(map[string]string{automanagedLabel: "false", v1alpha1.ManagedByLabel: g.managedBy()}).
+			WithSpec(apiregistrationv1ac.APIServiceSpec().
+				WithService(apiregistrationv1ac.ServiceReference().WithNamespace(g.ServiceNamespace).WithName(g.ServiceName).WithPort(g.Port)).
+				WithGroup(g.name).
+				WithVersion(version).
+				WithCABundle(g.CABundle...).
+				WithGroupPriorityMinimum(groupPriority).
+				WithVersionPriority(versionPriority))
+		if err := g.Cluster.Apply(ctx, apply, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+			return fmt.Errorf("switching APIService %s to annex: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// finish stops the CRDs from being served and lets writes through again.
+func (g *group) finish(ctx context.Context) error {
+	for _, a := range g.members {
+		if err := a.stopServing(ctx); err != nil {
+			return err
+		}
+	}
+	if !g.inPhase(v1alpha1.AdoptionSwitched) {
+		return nil
+	}
+	g.step("stopped serving the CRDs")
+	if err := g.unfreeze(ctx); err != nil {
+		return err
+	}
+	g.step("deleted the freeze")
+	now := metav1.Now()
+	for _, a := range g.members {
+		a.status.Phase, a.status.AdoptedTime = v1alpha1.AdoptionAdopted, &now
+		if a.status.FrozenTime != nil {
+			a.status.Freeze = &metav1.Duration{Duration: now.Sub(a.status.FrozenTime.Time).Round(time.Millisecond)}
+		}
+		a.status.Reason, a.status.Message = "", "annex serves the type; its objects as they were before the adoption stay in the cluster's etcd"
+		if err := a.writeStatus(ctx); err != nil {
+			return err
+		}
+		ctrl.LoggerFrom(ctx).Info("Adopted a CustomResourceDefinition", "crd", a.crd.Name, "objects", a.status.Copied,
+			"freeze", ptr.Deref(a.status.Freeze, metav1.Duration{}).Duration.String(), "steps", strings.Join(g.steps, ", "))
+	}
+	return nil
+}
