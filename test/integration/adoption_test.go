@@ -187,6 +187,7 @@ func identity(obj *unstructured.Unstructured) map[string]any {
 		"labels":            obj.GetLabels(),
 		"annotations":       obj.GetAnnotations(),
 		"finalizers":        obj.GetFinalizers(),
+		"deletionTimestamp": obj.Object["metadata"].(map[string]any)["deletionTimestamp"],
 		"ownerReferences":   obj.Object["metadata"].(map[string]any)["ownerReferences"],
 		"managedFields":     obj.Object["metadata"].(map[string]any)["managedFields"],
 		"spec":              obj.Object["spec"],
@@ -405,6 +406,16 @@ func TestAdoptACRDWithItsObjects(t *testing.T) {
 	f := newAdoptionFixture(t, ctx, 3000)
 	crd, group, gvr, ns, dyn := f.crd, f.group, f.gvr, f.ns, f.dyn
 
+	// An object being deleted, held by its finalizer.
+	if err := dyn.Delete(ctx, "w-0000", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	terminating, err := dyn.Get(ctx, "w-0000", metav1.GetOptions{})
+	if err != nil || terminating.GetDeletionTimestamp() == nil {
+		t.Fatalf("w-0000, deleted with a finalizer: %v, deletionTimestamp %v", err, terminating)
+	}
+	f.before["w-0000"] = identity(terminating)
+
 	// What would happen, and nothing happens.
 	stdout, _ := kubectlAnnexOK(t, "adopt", crd.Name, "--dry-run")
 	if want := fmt.Sprintf("Would adopt CustomResourceDefinition %s (%d objects)", crd.Name, len(f.before)); !strings.Contains(stdout, want) {
@@ -426,6 +437,19 @@ func TestAdoptACRDWithItsObjects(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	stopWriter()
 	f.verifyAdopted(t, ctx, w)
+
+	// The object being deleted goes once its finalizer does, in annex.
+	terminating, err = dyn.Get(ctx, "w-0000", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	terminating.SetFinalizers(nil)
+	if _, err := dyn.Update(ctx, terminating, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("removing the finalizer of w-0000: %v", err)
+	}
+	if _, err := dyn.Get(ctx, "w-0000", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("w-0000, being deleted, without its finalizer: %v, want NotFound", err)
+	}
 
 	// A chart or an operator applies the CRD again, served: annex keeps it
 	// unserved, and keeps serving the type.
@@ -665,5 +689,30 @@ func TestAdoptAGroupOfTwoCRDs(t *testing.T) {
 	slices.Sort(gadgetUIDs)
 	if !slices.Equal(got, gadgetUIDs) {
 		t.Errorf("the adopted gadgets have uids %v, want %v", got, gadgetUIDs)
+	}
+
+	// The cluster's garbage collector finds the adopted type and collects
+	// its objects once their owner goes; w-0000 keeps its finalizer, and
+	// stays, being deleted.
+	startControllerManager(t, "garbage-collector-controller")
+	if err := adminClient(t).Resource(configMapsGVR).Namespace(f.ns).Delete(ctx, "owner", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, collectionTimeout, true, func(ctx context.Context) (bool, error) {
+		list, err := f.dyn.List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		left = left[:0]
+		for _, item := range list.Items {
+			left = append(left, item.GetName())
+		}
+		return len(left) == 1, nil
+	}); err != nil || left[0] != "w-0000" {
+		t.Errorf("after the owner's deletion, the widgets left are %v, want only w-0000 (held by its finalizer): %v", left, err)
+	}
+	if held, err := f.dyn.Get(ctx, "w-0000", metav1.GetOptions{}); err != nil || held.GetDeletionTimestamp() == nil {
+		t.Errorf("w-0000 after its owner's deletion: %v, want it being deleted", err)
 	}
 }
