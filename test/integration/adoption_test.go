@@ -406,6 +406,37 @@ func TestAdoptACRDWithItsObjects(t *testing.T) {
 	f := newAdoptionFixture(t, ctx, 3000)
 	crd, group, gvr, ns, dyn := f.crd, f.group, f.gvr, f.ns, f.dyn
 
+	// The project's own admission policy for the group applies before the
+	// adoption and after it.
+	policyName := "no-negative-size." + group
+	policies := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"}
+	bindings := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicybindings"}
+	create(t, adminClient(t), policies, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+		"metadata": map[string]any{"name": policyName},
+		"spec": map[string]any{
+			"failurePolicy": "Fail",
+			"matchConstraints": map[string]any{"resourceRules": []any{map[string]any{
+				"apiGroups": []any{group}, "apiVersions": []any{"*"}, "operations": []any{"CREATE", "UPDATE"}, "resources": []any{"widgets"}}}},
+			"validations": []any{map[string]any{"expression": "object.spec.size >= 0", "message": "the size of a widget is never negative"}},
+		}}})
+	create(t, adminClient(t), bindings, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+		"metadata": map[string]any{"name": policyName},
+		"spec":     map[string]any{"policyName": policyName, "validationActions": []any{"Deny"}}}})
+	refusesNegative := func(when string) {
+		t.Helper()
+		var err error
+		_ = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			_, err = dyn.Create(ctx, widget(gvr, ns, "negative", -1), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err != nil && strings.Contains(err.Error(), "never negative"), nil
+		})
+		if err == nil || !strings.Contains(err.Error(), "never negative") {
+			t.Errorf("%s, a widget of size -1: %v, want the project's policy to refuse it", when, err)
+		}
+	}
+	refusesNegative("before the adoption")
+
 	// An object being deleted, held by its finalizer.
 	if err := dyn.Delete(ctx, "w-0000", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -437,6 +468,8 @@ func TestAdoptACRDWithItsObjects(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	stopWriter()
 	f.verifyAdopted(t, ctx, w)
+
+	refusesNegative("after the adoption")
 
 	// The object being deleted goes once its finalizer does, in annex.
 	terminating, err = dyn.Get(ctx, "w-0000", metav1.GetOptions{})
