@@ -55,6 +55,29 @@ func newDeferringLeanStore(t *testing.T, c *kubernetes.Client, clusterScoped boo
 	return newLeanStoreWith(t, c, clusterScoped, leanOptions{deferral: lean.DeferAll})
 }
 
+// newWatchFirstLeanStore is newDeferringLeanStore with a store whose
+// decodings into an object take a millisecond more: the store's watch then
+// comes to the event of a write made through the cache before the write
+// has decoded what it stored, nearly always, and the write fills the
+// object the watch kept as stored.
+func newWatchFirstLeanStore(t *testing.T, c *kubernetes.Client, clusterScoped bool) storage.Interface {
+	t.Helper()
+	codec := slowReads{apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)}
+	return newLeanStoreWith(t, c, clusterScoped, leanOptions{storeCodec: codec, deferral: lean.DeferAll})
+}
+
+// slowReads is a codec whose decodings into an object (the store's reads,
+// and a write's decoding of what it stored) take a millisecond more; its
+// watch's decodings, into nothing, do not.
+type slowReads struct{ runtime.Codec }
+
+func (c slowReads) Decode(data []byte, defaults *schema.GroupVersionKind, into runtime.Object) (runtime.Object, *schema.GroupVersionKind, error) {
+	if into != nil {
+		time.Sleep(time.Millisecond)
+	}
+	return c.Codec.Decode(data, defaults, into)
+}
+
 // leanOptions change the lean store of newLeanStore.
 type leanOptions struct {
 	// storeCodec is the codec the store encodes and decodes with; the
@@ -113,7 +136,9 @@ func newLeanStoreWith(t *testing.T, c *kubernetes.Client, clusterScoped bool, op
 // TestLeanStorageSuite runs the suite against the lean cache, as upstream
 // runs it against its watch cache (cacher_test.go), on each store: the
 // tests of TestStorageSuite, and those of the watch cache's own
-// semantics. Tests left out, besides those TestStorageSuite leaves out,
+// semantics; with objects decoded as they come, kept as stored until read,
+// and kept as stored by a watch that comes to a write's event before the
+// write has finished, for the write to fill. Tests left out, besides those TestStorageSuite leaves out,
 // and why:
 //   - WatchFromZero, List, CompactRevision and ListInconsistentContinuation
 //     as upstream runs them against its cache need hooks into the cache's
@@ -155,6 +180,7 @@ func TestLeanStorageSuite(t *testing.T) {
 	}
 	t.Run("Decoded", func(t *testing.T) { runSuite(t, tests, newLeanStore) })
 	t.Run("Deferred", func(t *testing.T) { runSuite(t, tests, newDeferringLeanStore) })
+	t.Run("DeferredWatchFirst", func(t *testing.T) { runSuite(t, tests, newWatchFirstLeanStore) })
 }
 
 // waitForCache returns from a create once the cache holds the object, as
@@ -213,12 +239,13 @@ func TestLeanWriteMemo(t *testing.T) {
 // the cache leave it their objects compact: whether the watch came to a
 // write's event after the write had finished (the write's decoding) or
 // before (the write fills the object the watch kept as stored), no read
-// decodes them again.
+// decodes them again. The store's decodings into an object are slowed
+// down, so that the watch nearly always comes first.
 func TestLeanWriteMemoDeferred(t *testing.T) {
 	ctx := context.Background()
 	const clients, pods = 8, 40
 	runSuite(t, map[string]suiteTest{"WriteMemoDeferred": func(t *testing.T, c *kubernetes.Client, _ storage.Interface) {
-		counter := &watchDecodes{Codec: apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)}
+		counter := &watchDecodes{Codec: slowReads{apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)}}
 		s := newLeanStoreWith(t, c, false, leanOptions{storeCodec: counter, deferral: lean.DeferPlaceable, attrs: podMetadataAttrs, leaveDeferred: true})
 		lastRV := writeThrough(ctx, t, s, clients, pods)
 		before := counter.reads.Load()
