@@ -8,7 +8,9 @@
 #
 # usage: hack/bench-crud-ab.sh OLD_ANNEX_BIN NEW_ANNEX_BIN [ROUNDS [COUNT]]
 # env:   KUBEBUILDER_ASSETS (required), TARGETS (default A,B), OUT (default a
-#        temporary directory), BENCH_FLAGS (more flags for bench).
+#        temporary directory), BENCH_FLAGS (more flags for bench),
+#        PROFILE_SECONDS (profile annex and the kube-apiserver in the first
+#        round's runs, for that many seconds a phase: OUT/old-1/*.pb.gz).
 set -euo pipefail
 
 old=$(realpath "$1")
@@ -24,12 +26,13 @@ cd "$(dirname "$0")/../bench"
 go build -tags integration -o "$out/bench" .
 
 run() { # label round
-	local bin=$old
+	local bin=$old profile=
 	[ "$1" = new ] && bin=$new
+	[ "$2" = 1 ] && [ -n "${PROFILE_SECONDS:-}" ] && profile=--profile-seconds=$PROFILE_SECONDS
 	echo "bench-crud-ab: round $2, $1 ($bin)"
 	# shellcheck disable=SC2086
 	ANNEX_APISERVER_BIN=$bin "$out/bench" --mode=crud --count="$count" --targets="$targets" \
-		--out="$out/$1-$2" ${BENCH_FLAGS:-} >"$out/$1-$2.log" 2>&1 || { echo "run failed: $out/$1-$2.log"; tail -20 "$out/$1-$2.log"; exit 1; }
+		--out="$out/$1-$2" $profile ${BENCH_FLAGS:-} >"$out/$1-$2.log" 2>&1 || { echo "run failed: $out/$1-$2.log"; tail -20 "$out/$1-$2.log"; exit 1; }
 	sed -n '/^    phase/,$p' "$out/$1-$2.log" | grep -v '^\[' || true
 }
 for i in $(seq 1 "$rounds"); do
