@@ -50,7 +50,7 @@ for label in old new; do
 			opsPerSecond: ([$runs[].phases[$k.t][$k.p].perSecond] | median),
 			p50Ms: ([$runs[].phases[$k.t][$k.p].latency.p50Ms] | median),
 			p99Ms: ([$runs[].phases[$k.t][$k.p].latency.p99Ms] | median),
-			annexCPUMsPerOp: ([$runs[].phases[$k.t][$k.p].cpuMsPerOp["annex-apiserver"] // 0] | median),
+			annexCPUMsPerOp: ([$runs[].phases[$k.t][$k.p].cpuMsPerOp["annex"] // 0] | median),
 			kasCPUMsPerOp: ([$runs[].phases[$k.t][$k.p].cpuMsPerOp["kube-apiserver"] // 0] | median),
 			ratioToA: (if $runs[0].phases.A then [$runs[] | .phases[$k.t][$k.p].perSecond / .phases.A[$k.p].perSecond] | median else null end),
 			runs: [$runs[].phases[$k.t][$k.p].perSecond]
