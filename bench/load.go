@@ -149,15 +149,29 @@ type crudStats struct {
 // crud creates n objects of shape s in ns on t, then updates each once, then
 // gets each once, each phase with clients workers and a time limit.
 func crud(ctx context.Context, p *progress, t *target, s shape, ns string, n, clients int, limit time.Duration) crudStats {
+	return crudPhases(ctx, p, t, s, ns, n, clients, limit, nil)
+}
+
+// A phaseHook runs one phase of crud ("create", "update" or "get"): it calls
+// run, which runs the phase, and returns its stats.
+type phaseHook func(phase string, run func() opStats) opStats
+
+// crudPhases is crud, with each phase run through hook when it is not nil.
+func crudPhases(ctx context.Context, p *progress, t *target, s shape, ns string, n, clients int, limit time.Duration, hook phaseHook) crudStats {
+	if hook == nil {
+		hook = func(_ string, run func() opStats) opStats { return run() }
+	}
 	gvr := t.gvr(s)
 	apiVersion := gvr.GroupVersion().String()
 	res := t.Dyn.Resource(gvr).Namespace(ns)
 	objs := make([]*unstructured.Unstructured, n)
 	var out crudStats
-	out.Create = runOps(ctx, p, fmt.Sprintf("%s create %s", t.Name, s.Name), n, clients, limit, func(ctx context.Context, i int) error {
-		obj, err := res.Create(ctx, s.object(apiVersion, ns, i), metav1.CreateOptions{})
-		objs[i] = obj
-		return err
+	out.Create = hook("create", func() opStats {
+		return runOps(ctx, p, fmt.Sprintf("%s create %s", t.Name, s.Name), n, clients, limit, func(ctx context.Context, i int) error {
+			obj, err := res.Create(ctx, s.object(apiVersion, ns, i), metav1.CreateOptions{})
+			objs[i] = obj
+			return err
+		})
 	})
 	created := make([]*unstructured.Unstructured, 0, n)
 	for _, o := range objs {
@@ -165,15 +179,19 @@ func crud(ctx context.Context, p *progress, t *target, s shape, ns string, n, cl
 			created = append(created, o)
 		}
 	}
-	out.Update = runOps(ctx, p, fmt.Sprintf("%s update %s", t.Name, s.Name), len(created), clients, limit, func(ctx context.Context, i int) error {
-		obj := created[i]
-		s.mutate(obj, 1)
-		_, err := res.Update(ctx, obj, metav1.UpdateOptions{})
-		return err
+	out.Update = hook("update", func() opStats {
+		return runOps(ctx, p, fmt.Sprintf("%s update %s", t.Name, s.Name), len(created), clients, limit, func(ctx context.Context, i int) error {
+			obj := created[i]
+			s.mutate(obj, 1)
+			_, err := res.Update(ctx, obj, metav1.UpdateOptions{})
+			return err
+		})
 	})
-	out.Get = runOps(ctx, p, fmt.Sprintf("%s get %s", t.Name, s.Name), len(created), clients, limit, func(ctx context.Context, i int) error {
-		_, err := res.Get(ctx, created[i].GetName(), metav1.GetOptions{})
-		return err
+	out.Get = hook("get", func() opStats {
+		return runOps(ctx, p, fmt.Sprintf("%s get %s", t.Name, s.Name), len(created), clients, limit, func(ctx context.Context, i int) error {
+			_, err := res.Get(ctx, created[i].GetName(), metav1.GetOptions{})
+			return err
+		})
 	})
 	return out
 }

@@ -34,17 +34,22 @@ func main() {
 	var (
 		mode = flag.String("mode", "quick", "quick (seconds, tiny counts, proves the harness) or full (under 30 minutes on 2 cores); "+
 			"backends (annex alone on each of its stores, under 5 minutes) or backends-quick; "+
-			"capacity (one type filled with --count objects on the embedded etcd and PostgreSQL, about 40 minutes at 1,000,000) or capacity-quick")
+			"capacity (one type filled with --count objects on the embedded etcd and PostgreSQL, about 40 minutes at 1,000,000) or capacity-quick; "+
+			"crud (only the create, update and get phases of the report shape, --count objects per target, a few minutes)")
 		outDir  = flag.String("out", "", "directory for results.json, logs and profiles (required)")
 		doc     = flag.String("doc", "", "where to write the Markdown report (default <out>/benchmarks.md)")
 		plots   = flag.String("plots", "", "directory for the PNG plots (default <out>)")
 		command = flag.String("command", "", "the command that reproduces this run, for the report")
 		fsync   = flag.Bool("cluster-etcd-fsync", true, "run the cluster's etcd with fsync, as in production and as annex's embedded etcd runs (envtest turns fsync off)")
 		cache   = flag.String("hosted-cache", "", "spec.storage.cache of the HostedResources of B and C: Lean (the default), WatchCache or None")
-		count   = flag.Int("count", 0, "capacity modes: the number of objects of the type (default 1,000,000 for capacity, 2,000 for capacity-quick)")
-		stores  = flag.String("stores", "embedded-etcd,postgres", "capacity modes: the stores to fill and measure, in order")
-		check   = flag.Bool("wait-consistency-check", false, "capacity modes: wait for a periodic consistency check of the full cache against the store "+
+		count   = flag.Int("count", 0, "capacity modes: the number of objects of the type (default 1,000,000 for capacity, 2,000 for capacity-quick); "+
+			"crud mode: the objects each target creates, updates and gets (default 3,000)")
+		stores = flag.String("stores", "embedded-etcd,postgres", "capacity modes: the stores to fill and measure, in order")
+		check  = flag.Bool("wait-consistency-check", false, "capacity modes: wait for a periodic consistency check of the full cache against the store "+
 			"and measure it (5 to 7.5 minutes, plus about twice the time the cache took to fill, per store)")
+		targets  = flag.String("targets", "A,B", "crud mode: the targets measured, in order (A, B, C)")
+		prefill  = flag.Int("prefill", 0, "crud mode: report objects created in A and B before the phases")
+		profileS = flag.Int("profile-seconds", 0, "crud mode: profile annex during B's create and update, and the kube-apiserver during A's, for this many seconds")
 	)
 	flag.Parse()
 	if *outDir == "" {
@@ -73,6 +78,14 @@ func main() {
 	if strings.HasPrefix(*mode, "capacity") {
 		opts := capacityOptions{Count: *count, Stores: strings.Split(*stores, ","), WaitCheck: *check}
 		if err := runCapacity(ctx, os.Stdout, *mode, opts, *outDir, *doc, *command); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *mode == "crud" {
+		opts := crudOptions{Count: *count, Targets: strings.Split(*targets, ","), Prefill: *prefill, ProfileSeconds: *profileS}
+		if err := runCRUDMode(ctx, os.Stdout, opts, *outDir, *command); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 			os.Exit(1)
 		}

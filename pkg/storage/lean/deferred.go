@@ -280,6 +280,29 @@ func (s *Storage) decodeStored(o *Object, form *encodedForm, into runtime.Object
 	return compacted.data, nil
 }
 
+// fill gives o, deferred, the compact form of the write that stored its
+// bytes: the object the write decoded from them, with the same key and
+// resourceVersion, which is what o's first read would decode. It reports
+// whether o is compact now (a read may have made it so first).
+func (s *Storage) fill(o, written *Object) bool {
+	if o == nil || o.stored == nil || written == nil || written.stored != nil || written.data == nil ||
+		o.key != written.key || o.ResourceVersion != written.ResourceVersion {
+		return false
+	}
+	form := o.stored.form.Load()
+	if !form.compact {
+		o.stored.form.CompareAndSwap(form, &encodedForm{data: written.data, compact: true})
+	}
+	return true
+}
+
+// warm queues o, deferred, for the background decoding, if there is one.
+func (s *Storage) warm(o *Object) {
+	if o != nil && s.warmer != nil {
+		s.warmer.add(o)
+	}
+}
+
 // encoding returns the compact encoding of o, compressed: decoding a
 // deferred object first when no read has yet.
 func (s *Storage) encoding(o *Object) ([]byte, error) {

@@ -28,10 +28,14 @@ import (
 //
 // The watch never waits for a write: it decodes events in order, one at a
 // time, and waiting would hold back every event after it. When it comes to
-// a write that has not finished, it decodes the bytes itself and the write
-// leaves nothing. So the memo saves the decoding when the watch trails the
-// writes, which is when the machine is busy; otherwise the write's
-// compaction, which the watch would have made, is made twice.
+// a write that has not finished:
+//
+//   - if the cache defers decoding (deferred.go), it keeps the bytes as
+//     stored, as it does for any event, and hands that deferred object to
+//     the write: once done, the write gives it the compact encoding of the
+//     object it decoded, as the object's first read would have, so that
+//     neither a read nor the background decoding decodes the bytes again;
+//   - otherwise it decodes the bytes itself and the write leaves nothing.
 //
 // The codec belongs to one store, and decoding is a function of the bytes,
 // so the watch gets what it would have decoded itself. The event's
@@ -68,9 +72,16 @@ type memoWrite struct {
 	encoded []byte
 	sum     uint64
 	// object is the write's compact form once it has finished; taken says
-	// that the watch came to the write's bytes first, and decoded them.
+	// that the watch came to the write's bytes first.
 	object *Object
 	taken  bool
+	// done says that the write has finished. result is then its compact
+	// form, kept for a watch that took the write before it finished and
+	// has not handed it its deferred object yet; pending holds that
+	// deferred object, when the watch handed it before the write finished.
+	done    bool
+	result  *Object
+	pending []*Object
 }
 
 // NewWriteMemo returns an empty memo.
@@ -155,40 +166,85 @@ func (m *WriteMemo) end(w *memoWrite, s *Storage, out runtime.Object, err error)
 	// The objects are the write's decoded tries, which the memo no longer
 	// needs: let them go while it keeps the write for the watch.
 	w.objects = nil
-	keep := err == nil && w.encoded != nil && !w.taken
-	if !keep && w.encoded != nil && m.encoded[w.sum] == w {
-		delete(m.encoded, w.sum)
-	}
-	m.mu.Unlock()
-	if !keep {
-		return
-	}
-	o, cerr := s.compact(out)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if cerr != nil || w.taken {
-		if m.encoded[w.sum] == w {
+	// A watch that took the write before it finished has decoded its bytes
+	// itself, unless the cache defers decoding: then it keeps them as
+	// stored for the write to fill.
+	compact := err == nil && w.encoded != nil && (!w.taken || m.deferring.Load())
+	if !compact {
+		if w.encoded != nil && m.encoded[w.sum] == w {
 			delete(m.encoded, w.sum)
+		}
+		w.done = true
+		pending := w.pending
+		w.pending = nil
+		m.mu.Unlock()
+		for _, p := range pending {
+			s.warm(p)
 		}
 		return
 	}
-	w.object = o
+	m.mu.Unlock()
+	o, cerr := s.compact(out)
+	if cerr != nil {
+		o = nil
+	}
+	m.mu.Lock()
+	if (o == nil || w.taken) && m.encoded[w.sum] == w {
+		delete(m.encoded, w.sum)
+	}
+	if !w.taken {
+		w.object = o
+	}
+	w.done = true
+	pending := w.pending
+	w.pending = nil
+	if w.taken {
+		w.result = o
+	}
+	m.mu.Unlock()
+	for _, p := range pending {
+		if !s.fill(p, o) {
+			s.warm(p)
+		}
+	}
 }
 
 // take returns the compact object of the write that encoded exactly
-// encoded, if it has finished, or nil. Either way the write is forgotten:
-// one watch takes it.
-func (m *WriteMemo) take(encoded []byte) *Object {
+// encoded, if it has finished; if it has not, nil and the write, to hand
+// it the deferred object of its bytes (handOff). Either way the write is
+// forgotten: one watch takes it.
+func (m *WriteMemo) take(encoded []byte) (*Object, *memoWrite) {
 	sum := maphash.Bytes(m.seed, encoded)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	w := m.encoded[sum]
 	if w == nil || !bytes.Equal(w.encoded, encoded) {
-		return nil
+		return nil, nil
 	}
 	delete(m.encoded, sum)
 	w.taken = true
-	return w.object
+	if w.object != nil {
+		return w.object, nil
+	}
+	return nil, w
+}
+
+// handOff gives w, a write the watch took before it finished, o: the
+// deferred object the watch made of its bytes. The write fills o with its
+// compact encoding once it has finished, or now if it has; a write that
+// failed or did not compact leaves o to the background decoding.
+func (m *WriteMemo) handOff(w *memoWrite, s *Storage, o *Object) {
+	m.mu.Lock()
+	if !w.done {
+		w.pending = append(w.pending, o)
+		m.mu.Unlock()
+		return
+	}
+	result := w.result
+	m.mu.Unlock()
+	if !s.fill(o, result) {
+		s.warm(o)
+	}
 }
 
 // memoCodec is the store's codec with the memo in front of it.
@@ -224,8 +280,8 @@ func (c *memoCodec) Decode(data []byte, defaults *schema.GroupVersionKind, into 
 		return item, nil, nil
 	}
 	if into == nil {
-		if o := c.memo.take(data); o != nil || c.memo.deferring.Load() {
-			return &memoHit{object: o, encoded: data, codec: c.Codec}, nil, nil
+		if o, w := c.memo.take(data); o != nil || c.memo.deferring.Load() {
+			return &memoHit{object: o, write: w, memo: c.memo, encoded: data, codec: c.Codec}, nil, nil
 		}
 	}
 	return c.Codec.Decode(data, defaults, into)
@@ -235,10 +291,13 @@ func (c *memoCodec) Decode(data []byte, defaults *schema.GroupVersionKind, into 
 // Storage: the write's compact object. The watch sets the event's
 // revision on it (its ObjectMeta), which the compacting layer checks
 // against the object's before it takes the object. When the watch defers
-// decoding, it gets a memoHit for any other bytes too, with no object.
+// decoding, it gets a memoHit for any other bytes too, with no object,
+// and with the write of its memo when the write has not finished.
 type memoHit struct {
 	metav1.ObjectMeta
 	object *Object
+	write  *memoWrite
+	memo   *WriteMemo
 	// encoded is what the store holds, to decode with codec when the
 	// revisions differ.
 	encoded []byte
@@ -253,7 +312,15 @@ func (h *memoHit) compact(s *Storage) (*Object, error) {
 		return &o, nil
 	}
 	if s.storeCodec != nil {
-		return s.deferObject(h.encoded, h.ResourceVersion, true)
+		if h.write == nil {
+			return s.deferObject(h.encoded, h.ResourceVersion, true)
+		}
+		o, err := s.deferObject(h.encoded, h.ResourceVersion, false)
+		if err != nil {
+			return nil, err
+		}
+		h.memo.handOff(h.write, s, o)
+		return o, nil
 	}
 	obj, err := runtime.Decode(h.codec, h.encoded)
 	if err != nil {

@@ -183,7 +183,7 @@ func TestFailedWriteLeavesNothing(t *testing.T) {
 	m := newMemoStore(t)
 	w, out := m.write(report("r1", "3"), "7")
 	m.s.config.Memo.end(w, m.s, out, errors.New("conflict"))
-	if o := m.s.config.Memo.take(m.stored); o != nil {
+	if o, _ := m.s.config.Memo.take(m.stored); o != nil {
 		t.Fatalf("the watch got the object of a failed write: %s", o.key)
 	}
 	if n := len(m.s.config.Memo.encoded) + len(m.s.config.Memo.writing); n != 0 {
@@ -244,8 +244,125 @@ func TestMemoLetsTheWritesObjectsGo(t *testing.T) {
 	if gone.Value() != nil {
 		t.Error("the memo keeps the object a finished write encoded")
 	}
-	if w.object == nil || m.s.config.Memo.take(m.stored) == nil {
+	if o, _ := m.s.config.Memo.take(m.stored); w.object == nil || o == nil {
 		t.Error("the memo did not keep the write's compact object for the watch")
 	}
 	_ = obj
+}
+
+// newDeferringMemoStore is newMemoStore with a cache that keeps what the
+// store's watch sends as stored until read, placed from its metadata, and
+// no background decoding.
+func newDeferringMemoStore(t *testing.T) *memoStore {
+	m := newMemoStore(t)
+	m.s.storeCodec = m.inner
+	m.s.attrsFromMetadata = true
+	m.s.config.Memo.deferring.Store(true)
+	return m
+}
+
+// watchEvent decodes stored as the store's watch does, at resourceVersion:
+// what compactEvent then takes.
+func (m *memoStore) watchEvent(stored []byte, resourceVersion string) runtime.Object {
+	m.t.Helper()
+	obj, err := runtime.Decode(m.codec, stored)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	if err := m.s.setResourceVersion(obj, resourceVersion); err != nil {
+		m.t.Fatal(err)
+	}
+	return obj
+}
+
+// compactEvent compacts an event of the store's watch as the cache's store
+// does.
+func (m *memoStore) compactEvent(obj runtime.Object) *Object {
+	m.t.Helper()
+	ev, _ := (&compacting{s: m.s}).compactEvent(watch.Event{Type: watch.Added, Object: obj})
+	o, ok := ev.Object.(*Object)
+	if !ok {
+		m.t.Fatalf("the watch event holds a %T", ev.Object)
+	}
+	return o
+}
+
+// readBack decodes o as a read of the cache does, and returns it compacted
+// again, to compare with what the cache would hold.
+func (m *memoStore) readBack(o *Object) *Object {
+	m.t.Helper()
+	obj := &unstructured.Unstructured{}
+	if err := m.s.decode(o, obj); err != nil {
+		m.t.Fatal(err)
+	}
+	c, err := m.s.compact(obj)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return c
+}
+
+// When the cache defers decoding, a watch that comes to a write's bytes
+// before the write has finished keeps them as stored, and the write, once
+// done, gives that object the compact form of what it decoded: no read
+// decodes the bytes again, and a read gets what it would have decoded.
+func TestWriteFillsTheDeferredObjectOfAnEarlierWatch(t *testing.T) {
+	for _, handOffAfterEnd := range []bool{false, true} {
+		t.Run(fmt.Sprintf("handOffAfterEnd=%v", handOffAfterEnd), func(t *testing.T) {
+			m := newDeferringMemoStore(t)
+			w, out := m.write(report("r1", "3"), "7")
+			decodes := m.inner.decodes
+			ev := m.watchEvent(m.stored, "7")
+			var o *Object
+			if handOffAfterEnd {
+				// The watch took the write before it finished, and made
+				// its object after.
+				m.s.config.Memo.end(w, m.s, out, nil)
+				o = m.compactEvent(ev)
+			} else {
+				o = m.compactEvent(ev)
+				if o.stored == nil || o.stored.form.Load().compact {
+					t.Fatal("the watch did not keep the bytes of an unfinished write as stored")
+				}
+				m.s.config.Memo.end(w, m.s, out, nil)
+			}
+			if o.stored == nil || !o.stored.form.Load().compact {
+				t.Fatal("the write left the watch's object as stored")
+			}
+			sameObject(t, m.s, m.readBack(o), m.decoded(m.stored, "7"))
+			if m.inner.decodes != decodes {
+				t.Errorf("the watch and the read decoded the write's bytes %d more times, want none", m.inner.decodes-decodes)
+			}
+			if n := len(m.s.config.Memo.encoded) + len(m.s.config.Memo.writing); n != 0 {
+				t.Errorf("the memo keeps %d entries after the write", n)
+			}
+		})
+	}
+}
+
+// A write that failed, or whose event is at another revision, leaves the
+// watch's object as stored, and a read decodes it.
+func TestWriteLeavesOtherDeferredObjects(t *testing.T) {
+	for name, tc := range map[string]struct {
+		err error
+		rv  string
+	}{
+		"failed":         {err: errors.New("conflict"), rv: "7"},
+		"other revision": {rv: "8"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := newDeferringMemoStore(t)
+			w, out := m.write(report("r1", "3"), "7")
+			o := m.compactEvent(m.watchEvent(m.stored, tc.rv))
+			m.s.config.Memo.end(w, m.s, out, tc.err)
+			if o.stored == nil || o.stored.form.Load().compact {
+				t.Fatal("the write filled an object that is not its own")
+			}
+			decodes := m.inner.decodes
+			sameObject(t, m.s, m.readBack(o), m.decoded(m.stored, tc.rv))
+			if m.inner.decodes != decodes+1 {
+				t.Errorf("the read made %d decodings, want 1", m.inner.decodes-decodes)
+			}
+		})
+	}
 }

@@ -55,6 +55,29 @@ func newDeferringLeanStore(t *testing.T, c *kubernetes.Client, clusterScoped boo
 	return newLeanStoreWith(t, c, clusterScoped, leanOptions{deferral: lean.DeferAll})
 }
 
+// newWatchFirstLeanStore is newDeferringLeanStore with a store whose
+// decodings into an object take a millisecond more: the store's watch then
+// comes to the event of a write made through the cache before the write
+// has decoded what it stored, nearly always, and the write fills the
+// object the watch kept as stored.
+func newWatchFirstLeanStore(t *testing.T, c *kubernetes.Client, clusterScoped bool) storage.Interface {
+	t.Helper()
+	codec := slowReads{apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)}
+	return newLeanStoreWith(t, c, clusterScoped, leanOptions{storeCodec: codec, deferral: lean.DeferAll})
+}
+
+// slowReads is a codec whose decodings into an object (the store's reads,
+// and a write's decoding of what it stored) take a millisecond more; its
+// watch's decodings, into nothing, do not.
+type slowReads struct{ runtime.Codec }
+
+func (c slowReads) Decode(data []byte, defaults *schema.GroupVersionKind, into runtime.Object) (runtime.Object, *schema.GroupVersionKind, error) {
+	if into != nil {
+		time.Sleep(time.Millisecond)
+	}
+	return c.Codec.Decode(data, defaults, into)
+}
+
 // leanOptions change the lean store of newLeanStore.
 type leanOptions struct {
 	// storeCodec is the codec the store encodes and decodes with; the
@@ -113,7 +136,9 @@ func newLeanStoreWith(t *testing.T, c *kubernetes.Client, clusterScoped bool, op
 // TestLeanStorageSuite runs the suite against the lean cache, as upstream
 // runs it against its watch cache (cacher_test.go), on each store: the
 // tests of TestStorageSuite, and those of the watch cache's own
-// semantics. Tests left out, besides those TestStorageSuite leaves out,
+// semantics; with objects decoded as they come, kept as stored until read,
+// and kept as stored by a watch that comes to a write's event before the
+// write has finished, for the write to fill. Tests left out, besides those TestStorageSuite leaves out,
 // and why:
 //   - WatchFromZero, List, CompactRevision and ListInconsistentContinuation
 //     as upstream runs them against its cache need hooks into the cache's
@@ -155,6 +180,7 @@ func TestLeanStorageSuite(t *testing.T) {
 	}
 	t.Run("Decoded", func(t *testing.T) { runSuite(t, tests, newLeanStore) })
 	t.Run("Deferred", func(t *testing.T) { runSuite(t, tests, newDeferringLeanStore) })
+	t.Run("DeferredWatchFirst", func(t *testing.T) { runSuite(t, tests, newWatchFirstLeanStore) })
 }
 
 // waitForCache returns from a create once the cache holds the object, as
@@ -199,64 +225,100 @@ func TestLeanWriteMemo(t *testing.T) {
 	runSuite(t, map[string]suiteTest{"WriteMemo": func(t *testing.T, c *kubernetes.Client, _ storage.Interface) {
 		counter := &watchDecodes{Codec: apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)}
 		s := newLeanStoreWith(t, c, false, leanOptions{storeCodec: counter})
-		var last atomic.Uint64
-		var wg sync.WaitGroup
-		errs := make(chan error, pods)
-		for client := range clients {
-			wg.Go(func() {
-				for i := client; i < pods; i += clients {
-					key := fmt.Sprintf("/pods/memo/p%d", i)
-					out := &example.Pod{}
-					pod := &example.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: "memo"}}
-					if err := s.Create(ctx, key, pod, out, 0); err != nil {
-						errs <- err
-						return
-					}
-					if err := s.GuaranteedUpdate(ctx, key, out, false, nil, func(input runtime.Object, _ storage.ResponseMeta) (runtime.Object, *uint64, error) {
-						p := input.(*example.Pod)
-						p.Spec.NodeName = "node-1"
-						return p, nil, nil
-					}, nil); err != nil {
-						errs <- err
-						return
-					}
-					rv, err := strconv.ParseUint(out.ResourceVersion, 10, 64)
-					if err != nil {
-						errs <- err
-						return
-					}
-					for seen := last.Load(); rv > seen && !last.CompareAndSwap(seen, rv); seen = last.Load() {
-					}
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
-		}
-		lastRV := strconv.FormatUint(last.Load(), 10)
-		// The cache has seen every write once it serves the last one.
-		list := &example.PodList{}
-		if err := s.GetList(ctx, "/pods/memo/", storage.ListOptions{
-			ResourceVersion: lastRV, ResourceVersionMatch: metav1.ResourceVersionMatchExact, Recursive: true, Predicate: storage.Everything,
-		}, list); err != nil {
-			t.Fatal(err)
-		}
-		if len(list.Items) != pods {
-			t.Fatalf("the cache holds %d pods, want %d", len(list.Items), pods)
-		}
-		for _, p := range list.Items {
-			if p.Spec.NodeName != "node-1" {
-				t.Errorf("the cache holds %s without its update", p.Name)
-			}
-		}
+		checkWritten(ctx, t, s, writeThrough(ctx, t, s, clients, pods), pods)
 		n := counter.n.Load()
 		t.Logf("the store's watch decoded %d of the %d events of writes made through the cache", n, 2*pods)
 		if n >= 2*pods {
 			t.Errorf("the store's watch decoded every one of the %d events of writes made through the cache", 2*pods)
 		}
 	}}, newLeanStore)
+}
+
+// TestLeanWriteMemoDeferred checks, on each store, that when the cache
+// keeps what the store's watch sends as stored, the writes made through
+// the cache leave it their objects compact: whether the watch came to a
+// write's event after the write had finished (the write's decoding) or
+// before (the write fills the object the watch kept as stored), no read
+// decodes them again. The store's decodings into an object are slowed
+// down, so that the watch nearly always comes first.
+func TestLeanWriteMemoDeferred(t *testing.T) {
+	ctx := context.Background()
+	const clients, pods = 8, 40
+	runSuite(t, map[string]suiteTest{"WriteMemoDeferred": func(t *testing.T, c *kubernetes.Client, _ storage.Interface) {
+		counter := &watchDecodes{Codec: slowReads{apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)}}
+		s := newLeanStoreWith(t, c, false, leanOptions{storeCodec: counter, deferral: lean.DeferPlaceable, attrs: podMetadataAttrs, leaveDeferred: true})
+		lastRV := writeThrough(ctx, t, s, clients, pods)
+		before := counter.reads.Load()
+		checkWritten(ctx, t, s, lastRV, pods)
+		if n := counter.reads.Load() - before; n != 0 {
+			t.Errorf("a list of the objects written through the cache decoded %d of them again, want none", n)
+		}
+	}}, newLeanStore)
+}
+
+// writeThrough creates pods Pods in namespace memo through s, and updates
+// each once, from clients clients at once. It returns the resourceVersion
+// of the last write.
+func writeThrough(ctx context.Context, t *testing.T, s *lean.Storage, clients, pods int) string {
+	t.Helper()
+	var last atomic.Uint64
+	var wg sync.WaitGroup
+	errs := make(chan error, pods)
+	for client := range clients {
+		wg.Go(func() {
+			for i := client; i < pods; i += clients {
+				key := fmt.Sprintf("/pods/memo/p%d", i)
+				out := &example.Pod{}
+				pod := &example.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: "memo"}}
+				if err := s.Create(ctx, key, pod, out, 0); err != nil {
+					errs <- err
+					return
+				}
+				if err := s.GuaranteedUpdate(ctx, key, out, false, nil, func(input runtime.Object, _ storage.ResponseMeta) (runtime.Object, *uint64, error) {
+					p := input.(*example.Pod)
+					p.Spec.NodeName = "node-1"
+					return p, nil, nil
+				}, nil); err != nil {
+					errs <- err
+					return
+				}
+				rv, err := strconv.ParseUint(out.ResourceVersion, 10, 64)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for seen := last.Load(); rv > seen && !last.CompareAndSwap(seen, rv); seen = last.Load() {
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	return strconv.FormatUint(last.Load(), 10)
+}
+
+// checkWritten lists the Pods of writeThrough from the cache at lastRV, the
+// revision of the last write (the cache has seen every write once it
+// serves it), and checks that it holds every one.
+func checkWritten(ctx context.Context, t *testing.T, s *lean.Storage, lastRV string, pods int) {
+	t.Helper()
+	list := &example.PodList{}
+	if err := s.GetList(ctx, "/pods/memo/", storage.ListOptions{
+		ResourceVersion: lastRV, ResourceVersionMatch: metav1.ResourceVersionMatchExact, Recursive: true, Predicate: storage.Everything,
+	}, list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != pods {
+		t.Fatalf("the cache holds %d pods, want %d", len(list.Items), pods)
+	}
+	for _, p := range list.Items {
+		if p.Spec.NodeName != "node-1" {
+			t.Errorf("the cache holds %s without its update", p.Name)
+		}
+	}
 }
 
 // podMetadataAttrs are attributes of Pods from their metadata alone, as a
