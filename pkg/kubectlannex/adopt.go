@@ -124,7 +124,7 @@ func (o *AdoptOptions) Validate() error {
 
 // copyRate is the rate of the copy measured on annex's reference machine
 // (docs/benchmarks.md, "Adoption"), for --dry-run's estimate.
-const copyRate = 400
+const copyRate = 300
 
 // Run adopts the CRD crdName, or follows an adoption of it already under way.
 func (o *AdoptOptions) Run(ctx context.Context, crdName string) error {

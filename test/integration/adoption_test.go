@@ -654,6 +654,32 @@ func TestAdoptionSurvivesKills(t *testing.T) {
 	time.Sleep(time.Second)
 	stopWriter()
 	f.verifyAdopted(t, ctx, w)
+
+	t.Run("a HostedResource deleted while writes are refused takes the freeze with it", func(t *testing.T) {
+		f := newAdoptionFixture(t, ctx, 100)
+		following := make(chan error, 1)
+		go func() { following <- f.tryAdopt(t, ctx) }()
+		if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+			phase, _ := adoptionPhase(t, ctx, f.crd.Name)
+			return phase == "Frozen", nil
+		}); err != nil {
+			t.Fatalf("the adoption never reached Frozen: %v", err)
+		}
+		deleteAndWait(t, framework.HostedResources, f.crd.Name)
+		var err error
+		if werr := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			_, err = f.dyn.Create(ctx, widget(f.gvr, f.ns, "after-delete", 1), metav1.CreateOptions{})
+			return err == nil, nil
+		}); werr != nil {
+			t.Errorf("after the adopting HostedResource was deleted, writes to the type: %v, want them accepted again", err)
+		}
+		if got, err := f.dyn.Get(ctx, "w-0001", metav1.GetOptions{}); err != nil || got.GetUID() != f.before["w-0001"]["uid"] {
+			t.Errorf("the cluster still serves its own objects: %v", err)
+		}
+		if err := <-following; err == nil || !strings.Contains(err.Error(), "was deleted: the adoption stopped") {
+			t.Errorf("kubectl annex adopt, following an adoption whose HostedResource was deleted: %v, want it to say so", err)
+		}
+	})
 }
 
 // TestAdoptAGroupOfTwoCRDs adopts a group with two CRDs, one namespaced and

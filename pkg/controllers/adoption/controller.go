@@ -258,18 +258,26 @@ func (a *adoption) copyAll(ctx context.Context) error {
 	}
 	// What annex holds and the cluster does not: left by a copy before a
 	// restart, of objects deleted since.
-	held := &unstructured.UnstructuredList{}
-	if err := objects.GetList(ctx, objects.Prefix(), storage.ListOptions{Recursive: true, Predicate: storage.Everything}, held); err != nil {
-		return fmt.Errorf("listing the objects annex holds: %w", err)
-	}
-	for i := range held.Items {
-		if _, ok := a.copied[key(held.Items[i].GetNamespace(), held.Items[i].GetName())]; !ok {
-			if err := remove(ctx, objects, held.Items[i].GetNamespace(), held.Items[i].GetName()); err != nil {
-				return err
+	// Read a page at a time: a whole list decoded at once would hold every
+	// object in memory.
+	predicate := storage.Everything
+	predicate.Limit = pageSize
+	for {
+		held := &unstructured.UnstructuredList{}
+		if err := objects.GetList(ctx, objects.Prefix(), storage.ListOptions{Recursive: true, Predicate: predicate}, held); err != nil {
+			return fmt.Errorf("listing the objects annex holds: %w", err)
+		}
+		for i := range held.Items {
+			if _, ok := a.copied[key(held.Items[i].GetNamespace(), held.Items[i].GetName())]; !ok {
+				if err := remove(ctx, objects, held.Items[i].GetNamespace(), held.Items[i].GetName()); err != nil {
+					return err
+				}
 			}
 		}
+		if predicate.Continue = held.GetContinue(); predicate.Continue == "" {
+			return nil
+		}
 	}
-	return nil
 }
 
 // catchUp copies the objects that changed in the cluster since they were

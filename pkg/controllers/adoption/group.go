@@ -60,7 +60,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		}
 	}
 	if len(g.members) == 0 {
-		return reconcile.Result{}, nil
+		// A HostedResource deleted while writes were refused takes the
+		// freeze with it.
+		return reconcile.Result{}, g.unfreeze(ctx)
 	}
 	err := g.run(ctx)
 	if apierrors.IsForbidden(err) {
@@ -165,6 +167,14 @@ func (g *group) run(ctx context.Context) error {
 			return err
 		}
 	}
+	if !switched {
+		// Writes go to the cluster until the last changes are copied: a
+		// freeze left by a process that died before it wrote the Frozen
+		// phase goes too.
+		if err := g.unfreeze(ctx); err != nil {
+			return err
+		}
+	}
 	if switched {
 		for _, a := range g.members {
 			if a.status.Phase == v1alpha1.AdoptionCopying {
@@ -235,6 +245,15 @@ func (g *group) adopt(ctx context.Context) error {
 		}
 	}
 	g.step("copied the last changes")
+	// The switch cannot be undone by deleting a HostedResource: one deleted
+	// meanwhile stops the adoption here, and takes the freeze with it.
+	if deleted, err := g.memberDeleted(ctx); err != nil || deleted != "" {
+		if err == nil {
+			ctrl.LoggerFrom(ctx).Info("A HostedResource of the group is being deleted; the adoption stops before the switch", "hostedResource", deleted)
+			err = g.unfreeze(ctx)
+		}
+		return err
+	}
 	if err := g.switchAPIServices(ctx); err != nil {
 		return err
 	}
@@ -244,6 +263,22 @@ func (g *group) adopt(ctx context.Context) error {
 		return err
 	}
 	return g.finish(ctx)
+}
+
+// memberDeleted names a member whose HostedResource is gone or being
+// deleted, read now from annex.
+func (g *group) memberDeleted(ctx context.Context) (string, error) {
+	for _, a := range g.members {
+		hr := &v1alpha1.HostedResource{}
+		err := g.Annex.Get(ctx, client.ObjectKeyFromObject(a.hr), hr)
+		if apierrors.IsNotFound(err) || (err == nil && (hr.DeletionTimestamp != nil || hr.UID != a.hr.UID)) {
+			return a.hr.Name, nil
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return "", nil
 }
 
 // adoptLate adopts a CRD of a group whose APIServices already point at
