@@ -108,31 +108,16 @@ func run(ctx context.Context, mode, outDir, doc, plotDir, command string, fsync 
 	p.logf("bench: %s mode, output in %s, report %s", mode, outDir, doc)
 	p.logf("%s", pl.budget())
 
-	if fsync {
-		restore, err := etcdWithFsync(outDir)
-		if err != nil {
-			return err
-		}
-		defer restore()
-	}
 	p.stage("start kube-apiserver, etcd and annex")
-	env, err := framework.Start(ctx)
+	b, stop, err := startAggregated(ctx, p, outDir, fsync)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if retErr != nil {
-			env.KeepDir = true
-			p.logf("environment kept in %s (annex log %s, kube-apiserver log %s)", env.Dir, env.AnnexLog, env.APIServerLog)
-		}
-		if err := env.Stop(); err != nil && retErr == nil {
+		if err := stop(retErr != nil); err != nil && retErr == nil {
 			retErr = err
 		}
 	}()
-	b, err := newBench(env)
-	if err != nil {
-		return err
-	}
 	b.hostedCache = cache
 	r := &results{
 		Mode:    mode,
@@ -175,6 +160,38 @@ func run(ctx context.Context, mode, outDir, doc, plotDir, command string, fsync 
 	fmt.Println()
 	fmt.Print(summaryTable(r))
 	return nil
+}
+
+// startAggregated starts the control plane of the integration tests: the
+// cluster's etcd (with fsync if asked), the kube-apiserver with its
+// aggregation layer, and annex in aggregated mode registered through its
+// APIService. stop stops them all; after a failed run it keeps their
+// directory, logs included, and says where it is.
+func startAggregated(ctx context.Context, p *progress, outDir string, fsync bool) (b *bench, stop func(failed bool) error, err error) {
+	if fsync {
+		restore, err := etcdWithFsync(outDir)
+		if err != nil {
+			return nil, nil, err
+		}
+		// The cluster's etcd is started with the assets read at the start.
+		defer restore()
+	}
+	env, err := framework.Start(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop = func(failed bool) error {
+		if failed {
+			env.KeepDir = true
+			p.logf("environment kept in %s (annex log %s, kube-apiserver log %s)", env.Dir, env.AnnexLog, env.APIServerLog)
+		}
+		return env.Stop()
+	}
+	if b, err = newBench(env); err != nil {
+		_ = stop(true)
+		return nil, nil, err
+	}
+	return b, stop, nil
 }
 
 // etcdWithFsync points KUBEBUILDER_ASSETS at a copy of the assets directory
