@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -34,16 +35,18 @@ func main() {
 	var (
 		mode = flag.String("mode", "quick", "quick (seconds, tiny counts, proves the harness) or full (under 30 minutes on 2 cores); "+
 			"backends (annex alone on each of its stores, under 5 minutes) or backends-quick; "+
-			"capacity (one type filled with --count objects on the embedded etcd and PostgreSQL, about 40 minutes at 1,000,000) or capacity-quick")
+			"capacity (one type filled with --count objects on the embedded etcd and PostgreSQL, about 40 minutes at 1,000,000) or capacity-quick; "+
+			"adoption (a CRD of the cluster with --count objects adopted by annex under a steady writer, about 25 minutes at 10,000 and 100,000) or adoption-quick")
 		outDir  = flag.String("out", "", "directory for results.json, logs and profiles (required)")
 		doc     = flag.String("doc", "", "where to write the Markdown report (default <out>/benchmarks.md)")
 		plots   = flag.String("plots", "", "directory for the PNG plots (default <out>)")
 		command = flag.String("command", "", "the command that reproduces this run, for the report")
 		fsync   = flag.Bool("cluster-etcd-fsync", true, "run the cluster's etcd with fsync, as in production and as annex's embedded etcd runs (envtest turns fsync off)")
 		cache   = flag.String("hosted-cache", "", "spec.storage.cache of the HostedResources of B and C: Lean (the default), WatchCache or None")
-		count   = flag.Int("count", 0, "capacity modes: the number of objects of the type (default 1,000,000 for capacity, 2,000 for capacity-quick)")
-		stores  = flag.String("stores", "embedded-etcd,postgres", "capacity modes: the stores to fill and measure, in order")
-		check   = flag.Bool("wait-consistency-check", false, "capacity modes: wait for a periodic consistency check of the full cache against the store "+
+		count   = flag.String("count", "", "capacity modes: the number of objects of the type (default 1,000,000 for capacity, 2,000 for capacity-quick); "+
+			"adoption modes: the object counts to adopt at, comma-separated, each in a control plane of its own (default 10000,100000 for adoption, 200 for adoption-quick)")
+		stores = flag.String("stores", "embedded-etcd,postgres", "capacity modes: the stores to fill and measure, in order")
+		check  = flag.Bool("wait-consistency-check", false, "capacity modes: wait for a periodic consistency check of the full cache against the store "+
 			"and measure it (5 to 7.5 minutes, plus about twice the time the cache took to fill, per store)")
 	)
 	flag.Parse()
@@ -70,8 +73,28 @@ func main() {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	counts, err := parseCounts(*count)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: --count:", err)
+		os.Exit(2)
+	}
+	if strings.HasPrefix(*mode, "adoption") {
+		opts := adoptionOptions{Counts: counts, ClusterEtcdFsync: *fsync}
+		if err := runAdoption(ctx, os.Stdout, *mode, opts, *outDir, *doc, *command); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if strings.HasPrefix(*mode, "capacity") {
-		opts := capacityOptions{Count: *count, Stores: strings.Split(*stores, ","), WaitCheck: *check}
+		if len(counts) > 1 {
+			fmt.Fprintln(os.Stderr, "bench: --count: the capacity modes take one count")
+			os.Exit(2)
+		}
+		opts := capacityOptions{Stores: strings.Split(*stores, ","), WaitCheck: *check}
+		if len(counts) == 1 {
+			opts.Count = counts[0]
+		}
 		if err := runCapacity(ctx, os.Stdout, *mode, opts, *outDir, *doc, *command); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 			os.Exit(1)
@@ -89,6 +112,23 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// parseCounts reads --count: object counts, comma-separated; none if empty.
+func parseCounts(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.ReplaceAll(f, "_", ""))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive object count", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func run(ctx context.Context, mode, outDir, doc, plotDir, command string, fsync bool, cache string) (retErr error) {
