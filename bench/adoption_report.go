@@ -137,7 +137,8 @@ func adoptionSection(r *adoptionResults) string {
 	}
 
 	w("How it was measured:\n\n")
-	w("- **Total time** runs from status.adoption.startTime to adoptedTime, as annex wrote them. **Copy** is the\n")
+	w("- **Total time** runs from status.adoption.startTime to adoptedTime, as annex wrote them (to the second:\n")
+	w("  the API writes times without fractions). **Copy** is the\n")
 	w("  step \"copied N objects\" of annex's log line: from the start of the reconcile that copied to the end of\n")
 	w("  the first copy (pages of 500 listed from the cluster and written into annex's store); the catch-up\n")
 	w("  passes that follow are the step \"caught up\". **Writes refused** is status.adoption.freeze, from the\n")
