@@ -244,6 +244,16 @@ bench-capacity: tools build postgres ## Fill one hosted type with 1,000,000 obje
 	$(BENCH_RUN) --mode=capacity --count=$(BENCH_CAPACITY_COUNT) --out=out/capacity --doc=../docs/benchmarks.md \
 		--command="make bench-capacity$(if $(filter-out 1000000,$(BENCH_CAPACITY_COUNT)), BENCH_CAPACITY_COUNT=$(BENCH_CAPACITY_COUNT))"
 
+# The object counts of bench-adoption, comma-separated; the report's command
+# names them when they are not the default.
+BENCH_ADOPTION_COUNTS ?= 10000,100000
+comma := ,
+
+.PHONY: bench-adoption
+bench-adoption: tools build ## Adopt a CRD of the cluster filled with 10,000 then 100,000 objects (BENCH_ADOPTION_COUNTS) with kubectl annex adopt while a writer writes at 20/s: total time, copy rate, write freeze, errors, annex's memory; about 25 minutes on 2 cores; writes the section "Adoption" of docs/benchmarks.md.
+	$(BENCH_RUN) --mode=adoption --count=$(BENCH_ADOPTION_COUNTS) --out=out/adoption --doc=../docs/benchmarks.md \
+		--command="make bench-adoption$(if $(filter-out 10000$(comma)100000,$(BENCH_ADOPTION_COUNTS)), BENCH_ADOPTION_COUNTS=$(BENCH_ADOPTION_COUNTS))"
+
 .PHONY: bench-quick
 bench-quick: tools build postgres ## Prove the benchmark harness end to end in seconds (tiny counts, output in a temp dir, no thresholds).
 	cd bench && KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) go test -tags integration -count=1 ./...

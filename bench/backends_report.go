@@ -42,9 +42,9 @@ func replaceSection(doc, section, start, end string) string {
 }
 
 // keptSections are the sections of the report that modes of their own
-// write (backends, capacity): the full mode, which rewrites the rest of the
+// write (backends, capacity, adoption): the full mode, which rewrites the rest of the
 // report, keeps them.
-var keptSections = [][2]string{{backendsStart, backendsEnd}, {capacityStart, capacityEnd}}
+var keptSections = [][2]string{{backendsStart, backendsEnd}, {capacityStart, capacityEnd}, {adoptionStart, adoptionEnd}}
 
 // keepSections carries the kept sections of the file doc, those it has,
 // into content, the new text of the report.

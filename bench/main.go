@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +36,7 @@ func main() {
 		mode = flag.String("mode", "quick", "quick (seconds, tiny counts, proves the harness) or full (under 30 minutes on 2 cores); "+
 			"backends (annex alone on each of its stores, under 5 minutes) or backends-quick; "+
 			"capacity (one type filled with --count objects on the embedded etcd and PostgreSQL, about 40 minutes at 1,000,000) or capacity-quick; "+
+			"adoption (a CRD of the cluster with --count objects adopted by annex under a steady writer, about 15 minutes at 10,000 and 100,000) or adoption-quick; "+
 			"crud (only the create, update and get phases of the report shape, --count objects per target, a few minutes)")
 		outDir  = flag.String("out", "", "directory for results.json, logs and profiles (required)")
 		doc     = flag.String("doc", "", "where to write the Markdown report (default <out>/benchmarks.md)")
@@ -42,7 +44,8 @@ func main() {
 		command = flag.String("command", "", "the command that reproduces this run, for the report")
 		fsync   = flag.Bool("cluster-etcd-fsync", true, "run the cluster's etcd with fsync, as in production and as annex's embedded etcd runs (envtest turns fsync off)")
 		cache   = flag.String("hosted-cache", "", "spec.storage.cache of the HostedResources of B and C: Lean (the default), WatchCache or None")
-		count   = flag.Int("count", 0, "capacity modes: the number of objects of the type (default 1,000,000 for capacity, 2,000 for capacity-quick); "+
+		count   = flag.String("count", "", "capacity modes: the number of objects of the type (default 1,000,000 for capacity, 2,000 for capacity-quick); "+
+			"adoption modes: the object counts to adopt at, comma-separated, each in a control plane of its own (default 10000,100000 for adoption, 200 for adoption-quick); "+
 			"crud mode: the objects each target creates, updates and gets (default 3,000)")
 		stores = flag.String("stores", "embedded-etcd,postgres", "capacity modes: the stores to fill and measure, in order")
 		check  = flag.Bool("wait-consistency-check", false, "capacity modes: wait for a periodic consistency check of the full cache against the store "+
@@ -75,8 +78,28 @@ func main() {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	counts, err := parseCounts(*count)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: --count:", err)
+		os.Exit(2)
+	}
+	if strings.HasPrefix(*mode, "adoption") {
+		opts := adoptionOptions{Counts: counts, ClusterEtcdFsync: *fsync}
+		if err := runAdoption(ctx, os.Stdout, *mode, opts, *outDir, *doc, *command); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if strings.HasPrefix(*mode, "capacity") {
-		opts := capacityOptions{Count: *count, Stores: strings.Split(*stores, ","), WaitCheck: *check}
+		if len(counts) > 1 {
+			fmt.Fprintln(os.Stderr, "bench: --count: the capacity modes take one count")
+			os.Exit(2)
+		}
+		opts := capacityOptions{Stores: strings.Split(*stores, ","), WaitCheck: *check}
+		if len(counts) == 1 {
+			opts.Count = counts[0]
+		}
 		if err := runCapacity(ctx, os.Stdout, *mode, opts, *outDir, *doc, *command); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 			os.Exit(1)
@@ -84,7 +107,14 @@ func main() {
 		return
 	}
 	if *mode == "crud" {
-		opts := crudOptions{Count: *count, Targets: strings.Split(*targets, ","), Prefill: *prefill, ProfileSeconds: *profileS}
+		if len(counts) > 1 {
+			fmt.Fprintln(os.Stderr, "bench: --count: the crud mode takes one count")
+			os.Exit(2)
+		}
+		opts := crudOptions{Targets: strings.Split(*targets, ","), Prefill: *prefill, ProfileSeconds: *profileS}
+		if len(counts) == 1 {
+			opts.Count = counts[0]
+		}
 		if err := runCRUDMode(ctx, os.Stdout, opts, *outDir, *command); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 			os.Exit(1)
@@ -104,6 +134,23 @@ func main() {
 	}
 }
 
+// parseCounts reads --count: object counts, comma-separated; none if empty.
+func parseCounts(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.ReplaceAll(f, "_", ""))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive object count", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
 func run(ctx context.Context, mode, outDir, doc, plotDir, command string, fsync bool, cache string) (retErr error) {
 	pl, err := planFor(mode)
 	if err != nil {
@@ -121,31 +168,16 @@ func run(ctx context.Context, mode, outDir, doc, plotDir, command string, fsync 
 	p.logf("bench: %s mode, output in %s, report %s", mode, outDir, doc)
 	p.logf("%s", pl.budget())
 
-	if fsync {
-		restore, err := etcdWithFsync(outDir)
-		if err != nil {
-			return err
-		}
-		defer restore()
-	}
 	p.stage("start kube-apiserver, etcd and annex")
-	env, err := framework.Start(ctx)
+	b, stop, err := startAggregated(ctx, p, outDir, fsync)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if retErr != nil {
-			env.KeepDir = true
-			p.logf("environment kept in %s (annex log %s, kube-apiserver log %s)", env.Dir, env.AnnexLog, env.APIServerLog)
-		}
-		if err := env.Stop(); err != nil && retErr == nil {
+		if err := stop(retErr != nil); err != nil && retErr == nil {
 			retErr = err
 		}
 	}()
-	b, err := newBench(env)
-	if err != nil {
-		return err
-	}
 	b.hostedCache = cache
 	r := &results{
 		Mode:    mode,
@@ -188,6 +220,38 @@ func run(ctx context.Context, mode, outDir, doc, plotDir, command string, fsync 
 	fmt.Println()
 	fmt.Print(summaryTable(r))
 	return nil
+}
+
+// startAggregated starts the control plane of the integration tests: the
+// cluster's etcd (with fsync if asked), the kube-apiserver with its
+// aggregation layer, and annex in aggregated mode registered through its
+// APIService. stop stops them all; after a failed run it keeps their
+// directory, logs included, and says where it is.
+func startAggregated(ctx context.Context, p *progress, outDir string, fsync bool) (b *bench, stop func(failed bool) error, err error) {
+	if fsync {
+		restore, err := etcdWithFsync(outDir)
+		if err != nil {
+			return nil, nil, err
+		}
+		// The cluster's etcd is started with the assets read at the start.
+		defer restore()
+	}
+	env, err := framework.Start(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop = func(failed bool) error {
+		if failed {
+			env.KeepDir = true
+			p.logf("environment kept in %s (annex log %s, kube-apiserver log %s)", env.Dir, env.AnnexLog, env.APIServerLog)
+		}
+		return env.Stop()
+	}
+	if b, err = newBench(env); err != nil {
+		_ = stop(true)
+		return nil, nil, err
+	}
+	return b, stop, nil
 }
 
 // etcdWithFsync points KUBEBUILDER_ASSETS at a copy of the assets directory
