@@ -191,8 +191,21 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 		handler = withHostedMediaTypes(handler, gc.Serializer)
 		return build(withBackendCheck(handler, c.Router.Check, isAnnex, gc.Serializer), gc)
 	}
+	// No connection is accepted before the CAs of client certificates are
+	// loaded: until then the cluster's users would be taken as anonymous.
+	var cas authenticationCAs
+	if rh := c.GenericConfig.Authentication.RequestHeaderConfig; rh != nil {
+		cas.requestHeader = rh.CAContentProvider
+	}
+	if serving := c.GenericConfig.SecureServing; serving != nil && serving.Listener != nil {
+		cas.serving = serving.ClientCA
+		serving.Listener = newCAGatedListener(serving.Listener, cas.missing, caLoadTimeout, caLoadPoll)
+	}
 	genericServer, err := c.GenericConfig.New("annex-apiserver", hosted.GenericAPIServer)
 	if err != nil {
+		return nil, err
+	}
+	if err := genericServer.AddReadyzChecks(cas.requestHeaderCheck()); err != nil {
 		return nil, err
 	}
 
