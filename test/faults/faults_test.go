@@ -136,6 +136,13 @@ func (a *annex) start() (time.Duration, error) {
 	return time.Since(started), nil
 }
 
+// stop stops annex as a rollout does: SIGTERM, and SIGKILL if it has not
+// exited within 30s, which fails the test.
+func (a *annex) stop() error {
+	fmt.Fprintf(a.log, "\n--- SIGTERM ---\n")
+	return a.proc.Stop(30 * time.Second)
+}
+
 // kill ends annex and its embedded etcd with SIGKILL.
 func (a *annex) kill() error {
 	fmt.Fprintf(a.log, "\n--- kill -9 ---\n")
@@ -208,6 +215,18 @@ func declareLedgers(t *testing.T, cfg *rest.Config) {
 	if _, err := dyn.Resource(hrs).Create(ctx, hr, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	waitForLedgers(t, cfg)
+}
+
+// waitForLedgers waits until the type is served.
+func waitForLedgers(t *testing.T, cfg *rest.Config) {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	var last error
 	err = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		_, last = dyn.Resource(ledgers).List(ctx, metav1.ListOptions{})
@@ -261,7 +280,7 @@ func TestKillAnnexUnderWrites(t *testing.T) {
 	cfg := a.restConfig()
 	declareLedgers(t, cfg)
 
-	r := startRun(t, cfg, 10*time.Second)
+	r := startRun(t, 10*time.Second, cfg)
 	for i := 1; i <= kills; i++ {
 		time.Sleep(between)
 		r.fault("kill -9 annex (%d of %d)", i, kills)

@@ -31,11 +31,17 @@ type run struct {
 }
 
 // startRun starts four clients and two watchers on ledgers; each of the
-// clients' operations has opTimeout.
-func startRun(t *testing.T, cfg *rest.Config, opTimeout time.Duration) *run {
+// clients' operations has opTimeout. With more than one server, the
+// clients and watchers share them in turn (see history.Config.Replicas).
+func startRun(t *testing.T, opTimeout time.Duration, servers ...*rest.Config) *run {
 	t.Helper()
+	var replicas []*rest.Config
+	if len(servers) > 1 {
+		replicas = servers
+	}
 	rec, err := history.Start(history.Config{
-		REST:     cfg,
+		REST:     servers[0],
+		Replicas: replicas,
 		Resource: ledgers,
 		Object:   ledger,
 		Names:    []string{"l0", "l1", "l2", "l3", "l4", "l5"},
