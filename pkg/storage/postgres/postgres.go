@@ -249,7 +249,7 @@ type databaseRevisions struct{ server.Backend }
 func (b databaseRevisions) Get(ctx context.Context, key string, revision int64, keysOnly bool) (int64, *server.KeyValue, error) {
 	rev, kv, err := b.Backend.Get(ctx, key, revision, keysOnly)
 	if err == nil && kv == nil && revision == 0 {
-		rev, err = b.latest(ctx, key, rev)
+		rev, err = b.latest(ctx, rev)
 	}
 	return rev, kv, err
 }
@@ -257,16 +257,17 @@ func (b databaseRevisions) Get(ctx context.Context, key string, revision int64, 
 func (b databaseRevisions) List(ctx context.Context, key, end string, limit, revision int64, keysOnly bool) (int64, []*server.KeyValue, error) {
 	rev, kvs, err := b.Backend.List(ctx, key, end, limit, revision, keysOnly)
 	if err == nil && len(kvs) == 0 && revision == 0 {
-		rev, err = b.latest(ctx, key, rev)
+		rev, err = b.latest(ctx, rev)
 	}
 	return rev, kvs, err
 }
 
 // latest returns the database's current revision, or rev if that is
 // higher. kine's count of the latest revision reads the current revision
-// from the database with the count.
-func (b databaseRevisions) latest(ctx context.Context, key string, rev int64) (int64, error) {
-	current, _, err := b.Backend.Count(ctx, key, key+"\x00", 0)
+// from the database with the count, whatever the range; the range here is
+// empty, and free of the NUL bytes that PostgreSQL refuses in a key.
+func (b databaseRevisions) latest(ctx context.Context, rev int64) (int64, error) {
+	current, _, err := b.Backend.Count(ctx, "/", "/", 0)
 	if err != nil {
 		return 0, err
 	}

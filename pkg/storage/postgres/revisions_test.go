@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/k3s-io/kine/pkg/server"
@@ -30,7 +32,11 @@ func (b *laggingBackend) List(_ context.Context, key, _ string, _, _ int64, _ bo
 	return b.polled, nil, nil
 }
 
-func (b *laggingBackend) Count(context.Context, string, string, int64) (int64, int64, error) {
+func (b *laggingBackend) Count(_ context.Context, key, end string, _ int64) (int64, int64, error) {
+	// As PostgreSQL does.
+	if strings.Contains(key+end, "\x00") {
+		return 0, 0, errors.New("invalid byte sequence for encoding \"UTF8\": 0x00")
+	}
 	return b.database, 0, nil
 }
 
@@ -47,6 +53,10 @@ func TestEmptyReadsCarryTheDatabaseRevision(t *testing.T) {
 		revision int64
 	}{
 		{"a get of a missing key", func() (int64, error) { rev, _, err := b.Get(ctx, "/missing", 0, false); return rev, err }, 33},
+		{"a list from past a key that finds nothing", func() (int64, error) {
+			rev, _, err := b.List(ctx, "/missing\x00", "/missinh", 0, 0, false)
+			return rev, err
+		}, 33},
 		{"a get of a key", func() (int64, error) { rev, _, err := b.Get(ctx, "/found", 0, false); return rev, err }, 33},
 		{"a list that finds nothing", func() (int64, error) {
 			rev, _, err := b.List(ctx, "/missing", "/missinh", 0, 0, false)
