@@ -201,7 +201,7 @@ test-integration: tools build postgres ## Run the integration tests: a real kube
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
 		go test -tags integration -count=1 -timeout 5m $(GO_TEST_FLAGS) ./test/etcdfault/
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
-		go test -tags integration -count=1 -timeout 3m $(GO_TEST_FLAGS) ./test/faults/
+		go test -tags integration -count=1 -timeout 8m $(GO_TEST_FLAGS) ./test/faults/
 	@log=$$(mktemp) && status=0 && \
 		KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
 		ANNEX_APISERVER_EXTRA_ARGS=--etcd-compaction-interval=2s \
@@ -211,9 +211,9 @@ test-integration: tools build postgres ## Run the integration tests: a real kube
 			rm -f $$log; echo "FAIL: $(COMPACTION_TEST) did not pass"; exit 1; fi; rm -f $$log
 
 .PHONY: test-faults
-test-faults: tools build ## Run the fault tests' long version: annex killed 10 times under clients whose history is checked (test/history), about 3.5 minutes; ANNEX_HISTORY_DIR=dir keeps each history.
+test-faults: tools build postgres ## Run the fault tests' long version under clients whose history is checked (test/history): annex killed 10 times, PostgreSQL killed 6 times, annex stopped (SIGSTOP) 5 times, the etcd leader killed 5 times, 4 rolling restarts of two replicas on PostgreSQL; about 15 minutes; ANNEX_HISTORY_DIR=dir keeps each history.
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) ANNEX_FAULTS_LONG=1 \
-		go test -tags integration -count=1 -timeout 15m -v $(GO_TEST_FLAGS) ./test/faults/
+		go test -tags integration -count=1 -timeout 30m -v $(GO_TEST_FLAGS) ./test/faults/
 
 .PHONY: test-chart
 test-chart: tools test-image-build ## Test charts/annex: lint, render, dry-run, install, serve and uninstall in a real kube-apiserver, annex run from the image's binary.

@@ -34,7 +34,13 @@ const ValueAnnotation = "history.annex.dev/value"
 type Config struct {
 	// REST reaches the server; Resource is the type, in Namespace (empty
 	// for a cluster-scoped type).
-	REST      *rest.Config
+	REST *rest.Config
+	// Replicas, when set, are servers of the same store that the clients
+	// and watchers share in turn, and REST is unused: client i talks to
+	// Replicas[i%len(Replicas)], watcher j (and the watches resumed from
+	// its chains) to Replicas[(Clients+j)%len(Replicas)], the final list
+	// to Replicas[(Clients+Watchers)%len(Replicas)].
+	Replicas  []*rest.Config
 	Resource  schema.GroupVersionResource
 	Namespace string
 	// Object returns a valid object of the type (apiVersion, kind, spec)
@@ -66,9 +72,8 @@ type Config struct {
 type Recorder struct {
 	cfg   Config
 	start time.Time
-	res   dynamic.ResourceInterface
-	http  *http.Client
-	base  string // the URL of the type's collection
+	// servers are REST's, or each of Replicas'.
+	servers []server
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -81,24 +86,24 @@ type Recorder struct {
 	h  History
 }
 
-// Start starts the clients and watchers; they run until Stop.
-func Start(cfg Config) (*Recorder, error) {
-	if cfg.OpTimeout == 0 {
-		cfg.OpTimeout = 10 * time.Second
-	}
-	if cfg.Logf == nil {
-		cfg.Logf = func(string, ...any) {}
-	}
-	restCfg := rest.CopyConfig(cfg.REST)
+// server is how the recorder reaches one server.
+type server struct {
+	res  dynamic.ResourceInterface
+	http *http.Client
+	base string // the URL of the type's collection
+}
+
+func newServer(cfg *Config, rc *rest.Config) (server, error) {
+	restCfg := rest.CopyConfig(rc)
 	// No client-side rate limit: the clients keep their own pace.
 	restCfg.RateLimiter = flowcontrol.NewFakeAlwaysRateLimiter()
 	dyn, err := dynamic.NewForConfig(restCfg)
 	if err != nil {
-		return nil, err
+		return server{}, err
 	}
 	httpClient, err := rest.HTTPClientFor(restCfg)
 	if err != nil {
-		return nil, err
+		return server{}, err
 	}
 	client := dyn.Resource(cfg.Resource)
 	var resClient dynamic.ResourceInterface = client
@@ -112,10 +117,33 @@ func Start(cfg Config) (*Recorder, error) {
 	}
 	base, err := url.JoinPath(restCfg.Host, path, cfg.Resource.Resource)
 	if err != nil {
-		return nil, err
+		return server{}, err
+	}
+	return server{res: resClient, http: httpClient, base: base}, nil
+}
+
+// Start starts the clients and watchers; they run until Stop.
+func Start(cfg Config) (*Recorder, error) {
+	if cfg.OpTimeout == 0 {
+		cfg.OpTimeout = 10 * time.Second
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	configs := cfg.Replicas
+	if len(configs) == 0 {
+		configs = []*rest.Config{cfg.REST}
+	}
+	var servers []server
+	for _, rc := range configs {
+		srv, err := newServer(&cfg, rc)
+		if err != nil {
+			return nil, err
+		}
+		servers = append(servers, srv)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Recorder{cfg: cfg, start: time.Now(), res: resClient, http: httpClient, base: base, stop: make(chan struct{}), cancel: cancel}
+	r := &Recorder{cfg: cfg, start: time.Now(), servers: servers, stop: make(chan struct{}), cancel: cancel}
 	r.h.Names = append([]string(nil), cfg.Names...)
 	for i := 0; i < cfg.Clients; i++ {
 		r.wg.Add(1)
@@ -221,7 +249,7 @@ func (r *Recorder) Finish(ctx context.Context, resumes int) (*History, error) {
 				continue
 			}
 			seen[from] = true
-			res := r.resume(ctx, from, until)
+			res := r.resume(ctx, c.Watcher, from, until)
 			res.Watcher, res.Chain = c.Watcher, ci
 			r.h.Resumes = append(r.h.Resumes, res)
 		}
@@ -231,6 +259,9 @@ func (r *Recorder) Finish(ctx context.Context, resumes int) (*History, error) {
 
 // Clients is the number of writing clients.
 func (r *Recorder) Clients() int { return r.cfg.Clients }
+
+// server is the server that client or watcher id talks to.
+func (r *Recorder) server(id int) server { return r.servers[id%len(r.servers)] }
 
 func (r *Recorder) record(o Op) {
 	r.mu.Lock()
@@ -322,10 +353,10 @@ func (r *Recorder) write(client int, kind Kind, name, value string, pre uint64) 
 		ann[ValueAnnotation] = value
 		obj.SetAnnotations(ann)
 		if kind == Create {
-			got, err = r.res.Create(ctx, obj, metav1.CreateOptions{})
+			got, err = r.server(client).res.Create(ctx, obj, metav1.CreateOptions{})
 		} else {
 			obj.SetResourceVersion(strconv.FormatUint(pre, 10))
-			got, err = r.res.Update(ctx, obj, metav1.UpdateOptions{})
+			got, err = r.server(client).res.Update(ctx, obj, metav1.UpdateOptions{})
 		}
 	case Delete:
 		opts := metav1.DeleteOptions{}
@@ -335,7 +366,7 @@ func (r *Recorder) write(client int, kind Kind, name, value string, pre uint64) 
 		}
 		// client-go's dynamic Delete does not return the object; the
 		// deleted object's resourceVersion comes from a raw request.
-		got, err = r.deleteReturning(ctx, name, opts)
+		got, err = r.deleteReturning(ctx, r.server(client), name, opts)
 	}
 	o.Return = r.Now()
 	r.inflight.Add(-1)
@@ -350,19 +381,19 @@ func (r *Recorder) write(client int, kind Kind, name, value string, pre uint64) 
 
 // deleteReturning deletes name and returns what the server answered: the
 // object as deleted, with the resourceVersion of the deletion.
-func (r *Recorder) deleteReturning(ctx context.Context, name string, opts metav1.DeleteOptions) (*unstructured.Unstructured, error) {
+func (r *Recorder) deleteReturning(ctx context.Context, srv server, name string, opts metav1.DeleteOptions) (*unstructured.Unstructured, error) {
 	// client-go's dynamic Delete drops the answer, so send it here.
 	body, err := json.Marshal(opts)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, r.base+"/"+url.PathEscape(name), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, srv.base+"/"+url.PathEscape(name), bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
-	resp, err := r.http.Do(req)
+	resp, err := srv.http.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -394,7 +425,7 @@ func (r *Recorder) get(client int, name string) Op {
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.OpTimeout)
 	defer cancel()
 	o.Call = r.Now()
-	got, err := r.res.Get(ctx, name, metav1.GetOptions{})
+	got, err := r.server(client).res.Get(ctx, name, metav1.GetOptions{})
 	o.Return = r.Now()
 	o.Result, o.Err = classify(err)
 	if o.Result == OK {
@@ -411,7 +442,7 @@ func (r *Recorder) get(client int, name string) Op {
 func (r *Recorder) list(ctx context.Context, client int) Op {
 	o := Op{Client: client, Kind: List}
 	o.Call = r.Now()
-	got, err := r.res.List(ctx, metav1.ListOptions{})
+	got, err := r.server(client).res.List(ctx, metav1.ListOptions{})
 	o.Return = r.Now()
 	o.Result, o.Err = classify(err)
 	if o.Result != OK {
@@ -508,7 +539,7 @@ func (r *Recorder) watcher(ctx context.Context, id int) {
 		c := &chains[len(chains)-1]
 		from := l.RV
 		for ctx.Err() == nil {
-			seg, err := r.watch(ctx, from, nil)
+			seg, err := r.watch(ctx, id, from, nil)
 			if err != nil {
 				if apierrors.IsGone(err) || apierrors.IsResourceExpired(err) {
 					r.cfg.Logf("watcher %d: watch from %d: %v; listing again", id, from, err)
@@ -542,17 +573,17 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// watch runs one watch from a resourceVersion until it ends, ctx ends, or
-// done says the segment has what it needs. An error means the watch could
-// not start.
-func (r *Recorder) watch(ctx context.Context, from uint64, done func(Event) bool) (Segment, error) {
+// watch runs one watch of watcher id from a resourceVersion until it ends,
+// ctx ends, or done says the segment has what it needs. An error means the
+// watch could not start.
+func (r *Recorder) watch(ctx context.Context, id int, from uint64, done func(Event) bool) (Segment, error) {
 	seg := Segment{From: from, Start: r.Now()}
 	opts := metav1.ListOptions{ResourceVersion: strconv.FormatUint(from, 10), AllowWatchBookmarks: true}
 	if r.cfg.WatchTimeout > 0 && done == nil {
 		secs := int64(r.cfg.WatchTimeout / time.Second)
 		opts.TimeoutSeconds = &secs
 	}
-	w, err := r.res.Watch(ctx, opts)
+	w, err := r.server(id).res.Watch(ctx, opts)
 	if err != nil {
 		return seg, err
 	}
@@ -602,13 +633,13 @@ func (r *Recorder) watch(ctx context.Context, from uint64, done func(Event) bool
 	}
 }
 
-// resume watches from from until it delivered an event or bookmark at
-// until or later, or 10 seconds passed.
-func (r *Recorder) resume(ctx context.Context, from, until uint64) Resume {
+// resume watches from from, on watcher id's server, until it delivered an
+// event or bookmark at until or later, or 10 seconds passed.
+func (r *Recorder) resume(ctx context.Context, id int, from, until uint64) Resume {
 	res := Resume{From: from, Until: until}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	seg, err := r.watch(ctx, from, func(e Event) bool { return e.RV >= until })
+	seg, err := r.watch(ctx, id, from, func(e Event) bool { return e.RV >= until })
 	switch {
 	case err != nil && (apierrors.IsGone(err) || apierrors.IsResourceExpired(err)):
 		res.Gone = true

@@ -194,7 +194,7 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 	// the etcd version in a Status answer says so. Its checker is global to
 	// the process: a kine with no version would turn them off for every
 	// store, etcd included.
-	server.New(backend, "unix", opts.NotifyInterval, emulatedEtcdVersion).Register(grpcServer)
+	server.New(databaseRevisions{backend}, "unix", opts.NotifyInterval, emulatedEtcdVersion).Register(grpcServer)
 
 	s := &Server{Endpoint: "unix://" + socket, grpc: grpcServer, cancel: cancel, wg: wg, stopped: make(chan struct{}), closeMetrics: closeMetrics}
 	go func() {
@@ -232,6 +232,46 @@ func startKine(ctx context.Context, wg *sync.WaitGroup, opts Options, scheme, da
 		return nil, fmt.Errorf("starting kine on PostgreSQL: %w", redact(err, opts.DSN))
 	}
 	return backend, nil
+}
+
+// databaseRevisions makes kine answer a read of the latest revision that
+// finds nothing with the database's current revision, as etcd answers with
+// its store's. kine v0.16 answers it with the revision its own poll of the
+// database has reached, which lags writes that another annex replica made
+// on the same database by up to a second. The apiserver reads the current
+// revision so (a get of the type's key prefix, which is no object) before a
+// consistent list from its cache, and waits until the cache has reached it:
+// with the poll's revision, a list on one replica missed writes another
+// replica had acknowledged before the list started. A read that finds
+// something already carries the database's revision.
+type databaseRevisions struct{ server.Backend }
+
+func (b databaseRevisions) Get(ctx context.Context, key string, revision int64, keysOnly bool) (int64, *server.KeyValue, error) {
+	rev, kv, err := b.Backend.Get(ctx, key, revision, keysOnly)
+	if err == nil && kv == nil && revision == 0 {
+		rev, err = b.latest(ctx, rev)
+	}
+	return rev, kv, err
+}
+
+func (b databaseRevisions) List(ctx context.Context, key, end string, limit, revision int64, keysOnly bool) (int64, []*server.KeyValue, error) {
+	rev, kvs, err := b.Backend.List(ctx, key, end, limit, revision, keysOnly)
+	if err == nil && len(kvs) == 0 && revision == 0 {
+		rev, err = b.latest(ctx, rev)
+	}
+	return rev, kvs, err
+}
+
+// latest returns the database's current revision, or rev if that is
+// higher. kine's count of the latest revision reads the current revision
+// from the database with the count, whatever the range; the range here is
+// empty, and free of the NUL bytes that PostgreSQL refuses in a key.
+func (b databaseRevisions) latest(ctx context.Context, rev int64) (int64, error) {
+	current, _, err := b.Backend.Count(ctx, "/", "/", 0)
+	if err != nil {
+		return 0, err
+	}
+	return max(rev, current), nil
 }
 
 // tolerantRegisterer lets kine register its connection pool's collector

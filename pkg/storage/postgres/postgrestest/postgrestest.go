@@ -26,6 +26,9 @@ type Server struct {
 	dir  string
 	bin  string
 	run  func(name string, args ...string) *exec.Cmd
+	// killed is set by Kill and cleared by Restart: a killed server leaves
+	// its postmaster.pid behind, and there is nothing to stop.
+	killed bool
 }
 
 // binDir finds the directory of initdb and pg_ctl.
@@ -60,6 +63,7 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	adoptOrphans()
 
 	// PostgreSQL refuses to run as root; as root, run it as the postgres user.
 	run := func(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }
@@ -93,23 +97,41 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
-// Stop stops the server; stopping it twice does nothing.
+// Stop stops the server; stopping it twice, or after Kill, does nothing.
 func (s *Server) Stop(t testing.TB) {
 	data := filepath.Join(s.dir, "data")
-	if _, err := os.Stat(filepath.Join(data, "postmaster.pid")); err != nil {
+	if _, err := os.Stat(filepath.Join(data, "postmaster.pid")); err != nil || s.killed {
 		return
 	}
+	pid, _ := postmasterPID(data)
 	if out, err := s.run(filepath.Join(s.bin, "pg_ctl"), "-D", data, "-m", "fast", "-w", "stop").CombinedOutput(); err != nil {
 		t.Errorf("stopping PostgreSQL: %v\n%s", err, out)
 	}
+	if pid > 0 {
+		reap(pid)
+	}
 }
 
-// Restart starts a stopped server again on the same port and data.
+// Kill ends the server as a crash would: SIGKILL to the postmaster and every
+// backend at once, and waits until they are gone. Nothing is flushed or
+// shut down; Restart starts it again, recovering from its write-ahead log.
+// Linux only.
+func (s *Server) Kill(t testing.TB) {
+	t.Helper()
+	if err := killServer(filepath.Join(s.dir, "data")); err != nil {
+		t.Fatalf("killing PostgreSQL: %v", err)
+	}
+	s.killed = true
+}
+
+// Restart starts a stopped or killed server again on the same port and
+// data.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	data := filepath.Join(s.dir, "data")
 	s.must(t, filepath.Join(s.bin, "pg_ctl"), "-D", data, "-l", filepath.Join(s.dir, "postgres.log"), "-w", "-t", "60",
 		"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", s.Port, s.dir), "start")
+	s.killed = false
 }
 
 func (s *Server) must(t testing.TB, name string, args ...string) {

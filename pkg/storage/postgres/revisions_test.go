@@ -1,0 +1,73 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/k3s-io/kine/pkg/server"
+)
+
+// laggingBackend is kine as one replica sees a database another replica
+// writes to: its poll has reached revision polled, the database is at
+// database.
+type laggingBackend struct {
+	server.Backend
+	polled, database int64
+	objects          map[string]*server.KeyValue
+}
+
+func (b *laggingBackend) Get(_ context.Context, key string, _ int64, _ bool) (int64, *server.KeyValue, error) {
+	if kv := b.objects[key]; kv != nil {
+		return b.database, kv, nil
+	}
+	return b.polled, nil, nil
+}
+
+func (b *laggingBackend) List(_ context.Context, key, _ string, _, _ int64, _ bool) (int64, []*server.KeyValue, error) {
+	if kv := b.objects[key]; kv != nil {
+		return b.database, []*server.KeyValue{kv}, nil
+	}
+	return b.polled, nil, nil
+}
+
+func (b *laggingBackend) Count(_ context.Context, key, end string, _ int64) (int64, int64, error) {
+	// As PostgreSQL does.
+	if strings.Contains(key+end, "\x00") {
+		return 0, 0, errors.New("invalid byte sequence for encoding \"UTF8\": 0x00")
+	}
+	return b.database, 0, nil
+}
+
+// TestEmptyReadsCarryTheDatabaseRevision: a read of the latest revision
+// that finds nothing answers the database's revision, not the poll's; one
+// at a given revision is left alone.
+func TestEmptyReadsCarryTheDatabaseRevision(t *testing.T) {
+	lag := &laggingBackend{polled: 30, database: 33, objects: map[string]*server.KeyValue{"/found": {Key: "/found", ModRevision: 20}}}
+	b := databaseRevisions{lag}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		what     string
+		read     func() (int64, error)
+		revision int64
+	}{
+		{"a get of a missing key", func() (int64, error) { rev, _, err := b.Get(ctx, "/missing", 0, false); return rev, err }, 33},
+		{"a list from past a key that finds nothing", func() (int64, error) {
+			rev, _, err := b.List(ctx, "/missing\x00", "/missinh", 0, 0, false)
+			return rev, err
+		}, 33},
+		{"a get of a key", func() (int64, error) { rev, _, err := b.Get(ctx, "/found", 0, false); return rev, err }, 33},
+		{"a list that finds nothing", func() (int64, error) {
+			rev, _, err := b.List(ctx, "/missing", "/missinh", 0, 0, false)
+			return rev, err
+		}, 33},
+		{"a list that finds something", func() (int64, error) { rev, _, err := b.List(ctx, "/found", "/foune", 0, 0, false); return rev, err }, 33},
+		{"a get of a missing key at a revision", func() (int64, error) { rev, _, err := b.Get(ctx, "/missing", 25, false); return rev, err }, 30},
+	} {
+		rev, err := tc.read()
+		if err != nil || rev != tc.revision {
+			t.Errorf("%s: revision %d (%v), want %d", tc.what, rev, err, tc.revision)
+		}
+	}
+}

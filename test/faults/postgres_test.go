@@ -1,0 +1,67 @@
+//go:build integration
+
+package faults
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"annex.dev/annex/pkg/storage/postgres/postgrestest"
+)
+
+// TestKillPostgres kills the PostgreSQL server of an annex that keeps its
+// data there (standalone, --postgres-dsn-file) with SIGKILL, the postmaster
+// and every backend at once, while the clients write, read and watch; it
+// leaves it down a while and starts it again on the same data (PostgreSQL
+// recovers from its write-ahead log). annex itself keeps running. The
+// history must check, annex must acknowledge writes again after each
+// restart without being restarted itself, and its watchers must go on.
+//
+// The kill is a crash of the database's processes, not of its machine: what
+// PostgreSQL had written is in the kernel's page cache and survives, so the
+// test's fsync=off changes nothing here.
+func TestKillPostgres(t *testing.T) {
+	kills, between, down := 2, 4*time.Second, 3*time.Second
+	if long() {
+		kills, between, down = 6, 15*time.Second, 10*time.Second
+	}
+	pg := postgrestest.Start(t)
+	dsnFile := filepath.Join(t.TempDir(), "dsn")
+	if err := os.WriteFile(dsnFile, []byte(pg.DSN+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startAnnex(t, "--postgres-dsn-file="+dsnFile)
+	cfg := a.restConfig()
+	declareLedgers(t, cfg)
+
+	r := startRun(t, 10*time.Second, cfg)
+	for i := 1; i <= kills; i++ {
+		time.Sleep(between)
+		r.fault("kill -9 PostgreSQL (%d of %d)", i, kills)
+		pg.Kill(t)
+		time.Sleep(down)
+		started := time.Now()
+		pg.Restart(t)
+		ready := time.Since(started).Round(time.Millisecond)
+		r.recovered("PostgreSQL ready again, %s after its start", ready)
+		took, err := r.servesWrites(60 * time.Second)
+		if err != nil {
+			t.Fatalf("after kill %d and PostgreSQL's restart: %v", i, err)
+		}
+		if exited, err := a.proc.Exited(); exited {
+			t.Fatalf("annex exited after PostgreSQL was killed: %v", err)
+		}
+		t.Logf("kill %d: PostgreSQL down %s, ready again %s after its start; annex acknowledged a write %s later",
+			i, down, ready, took.Round(time.Millisecond))
+	}
+	rep := r.finish(between, fmt.Sprintf("%d kills of PostgreSQL under annex", kills))
+	if rep.UnknownWrites+rep.RefusedWrites == 0 {
+		t.Errorf("no write failed while PostgreSQL was down: the kills did not reach annex")
+	}
+	if exited, err := a.proc.Exited(); exited {
+		t.Fatalf("annex exited: %v", err)
+	}
+}
