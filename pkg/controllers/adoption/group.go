@@ -14,7 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/storage"
 	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	apiregistrationv1ac "k8s.io/kube-aggregator/pkg/client/applyconfiguration/apiregistration/v1"
 	"k8s.io/utils/ptr"
@@ -48,7 +50,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	g := &group{Reconciler: r, name: req.Name}
 	for i := range hrs.Items {
 		hr := &hrs.Items[i]
-		if hr.Spec.Adoption == nil || hr.Spec.Group != g.name || hr.DeletionTimestamp != nil {
+		if hr.Spec.Adoption == nil || hr.Spec.Group != g.name {
+			continue
+		}
+		if hr.DeletionTimestamp != nil {
+			if err := r.dropCopies(ctx, hr); err != nil {
+				return reconcile.Result{}, err
+			}
 			continue
 		}
 		a := &adoption{Reconciler: r, hr: hr, status: hr.Status.Adoption.DeepCopy()}
@@ -239,6 +247,9 @@ func (g *group) adopt(ctx context.Context) error {
 	if err := g.setPhase(ctx, v1alpha1.AdoptionFrozen, frozen, "writes are refused while the last changes are copied"); err != nil {
 		return err
 	}
+	if err := g.settle(ctx); err != nil {
+		return err
+	}
 	for _, a := range g.members {
 		if _, err := a.catchUp(ctx); err != nil {
 			return err
@@ -263,6 +274,39 @@ func (g *group) adopt(ctx context.Context) error {
 		return err
 	}
 	return g.finish(ctx)
+}
+
+// dropCopies deletes what an adoption deleted before its switch had
+// copied into annex: copies, not the type's objects, which the cluster still
+// serves. They go from the store directly, finalizers or not: nothing would
+// ever remove a copy's finalizers, and the HostedResource's deletion would
+// wait for them for ever.
+func (r *Reconciler) dropCopies(ctx context.Context, hr *v1alpha1.HostedResource) error {
+	if a := hr.Status.Adoption; a != nil && (a.SwitchedTime != nil || a.Phase == v1alpha1.AdoptionAdopted) {
+		return nil
+	}
+	objects, err := r.Objects(schema.GroupResource{Group: hr.Spec.Group, Resource: hr.Spec.Names.Plural})
+	if err != nil {
+		// The type was never served, or is already gone: nothing was copied.
+		return nil
+	}
+	defer objects.Destroy()
+	predicate := storage.Everything
+	predicate.Limit = pageSize
+	for {
+		held := &unstructured.UnstructuredList{}
+		if err := objects.GetList(ctx, objects.Prefix(), storage.ListOptions{Recursive: true, Predicate: predicate}, held); err != nil {
+			return fmt.Errorf("listing the copies of %s: %w", hr.Name, err)
+		}
+		for i := range held.Items {
+			if err := remove(ctx, objects, held.Items[i].GetNamespace(), held.Items[i].GetName()); err != nil {
+				return err
+			}
+		}
+		if predicate.Continue = held.GetContinue(); predicate.Continue == "" {
+			return nil
+		}
+	}
 }
 
 // memberDeleted names a member whose HostedResource is gone or being
@@ -351,7 +395,7 @@ func FreezeMessage(group string) string {
 }
 
 // freeze has the cluster refuse every write to the group's adopted types,
-// waits until it does, and returns when it first did.
+// waits until one of its API servers does, and returns when it first did.
 func (g *group) freeze(ctx context.Context) (time.Time, error) {
 	name := g.freezeName()
 	message := FreezeMessage(g.name)
@@ -411,16 +455,20 @@ func (g *group) freeze(ctx context.Context) (time.Time, error) {
 		return time.Time{}, &waiting{reason: "FreezeNotEnforced", message: fmt.Sprintf(
 			"the cluster did not refuse writes to the resources of %s within %s (the last write tried got: %v); trying again later", g.name, g.FreezeTimeout, last)}
 	}
-	enforced := time.Now()
 	g.step("the cluster refused writes")
-	// The cluster's other API servers, and writes admitted just before.
+	return time.Now(), nil
+}
+
+// settle waits for the cluster's other API servers to refuse writes too,
+// and for writes admitted just before the freeze to finish.
+func (g *group) settle(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
-		return time.Time{}, ctx.Err()
+		return ctx.Err()
 	case <-time.After(g.FreezeSettle):
 	}
 	g.step("settled")
-	return enforced, nil
+	return nil
 }
 
 // probeWrite tries a write that changes nothing, in dry-run: an update of
