@@ -172,6 +172,7 @@ func setupAdoption(mgr ctrl.Manager, clusterCluster cluster.Cluster, opts Option
 	target := opts.APIService
 	r := &adoption.Reconciler{
 		Annex:            mgr.GetClient(),
+		AnnexReader:      mgr.GetAPIReader(),
 		Cluster:          clusterCluster.GetClient(),
 		ClusterReader:    clusterCluster.GetAPIReader(),
 		Dynamic:          objects,

@@ -76,8 +76,10 @@ const (
 
 // Reconciler adopts the CRDs that HostedResources name.
 type Reconciler struct {
-	// Annex reads HostedResources and writes their status.
-	Annex client.Client
+	// Annex writes HostedResources' status; AnnexReader reads them
+	// uncached.
+	Annex       client.Client
+	AnnexReader client.Reader
 	// Cluster writes the cluster's APIServices, CRDs and admission
 	// policies; ClusterReader reads them uncached.
 	Cluster       client.Client

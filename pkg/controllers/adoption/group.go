@@ -43,8 +43,10 @@ type group struct {
 // Reconcile moves the adoptions of one API group on as far as they go.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	r.defaults()
+	// Read uncached: a status this controller wrote a moment ago must be
+	// seen, or a finished adoption would be finished again.
 	hrs := &v1alpha1.HostedResourceList{}
-	if err := r.Annex.List(ctx, hrs); err != nil {
+	if err := r.AnnexReader.List(ctx, hrs); err != nil {
 		return reconcile.Result{}, err
 	}
 	g := &group{Reconciler: r, name: req.Name}
