@@ -260,8 +260,17 @@ func (a *adoption) copyAll(ctx context.Context) error {
 	}
 	// What annex holds and the cluster does not: left by a copy before a
 	// restart, of objects deleted since.
-	// Read a page at a time: a whole list decoded at once would hold every
-	// object in memory.
+	return eachHeld(ctx, objects, func(namespace, name string) error {
+		if _, ok := a.copied[key(namespace, name)]; ok {
+			return nil
+		}
+		return remove(ctx, objects, namespace, name)
+	})
+}
+
+// eachHeld calls f with each object annex holds of the type, read a page at
+// a time: a whole list decoded at once would hold every object in memory.
+func eachHeld(ctx context.Context, objects *routing.RawObjects, f func(namespace, name string) error) error {
 	predicate := storage.Everything
 	predicate.Limit = pageSize
 	for {
@@ -270,10 +279,8 @@ func (a *adoption) copyAll(ctx context.Context) error {
 			return fmt.Errorf("listing the objects annex holds: %w", err)
 		}
 		for i := range held.Items {
-			if _, ok := a.copied[key(held.Items[i].GetNamespace(), held.Items[i].GetName())]; !ok {
-				if err := remove(ctx, objects, held.Items[i].GetNamespace(), held.Items[i].GetName()); err != nil {
-					return err
-				}
+			if err := f(held.Items[i].GetNamespace(), held.Items[i].GetName()); err != nil {
+				return err
 			}
 		}
 		if predicate.Continue = held.GetContinue(); predicate.Continue == "" {

@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/apiserver/pkg/storage"
 	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	apiregistrationv1ac "k8s.io/kube-aggregator/pkg/client/applyconfiguration/apiregistration/v1"
 	"k8s.io/utils/ptr"
@@ -293,22 +292,7 @@ func (r *Reconciler) dropCopies(ctx context.Context, hr *v1alpha1.HostedResource
 		return nil
 	}
 	defer objects.Destroy()
-	predicate := storage.Everything
-	predicate.Limit = pageSize
-	for {
-		held := &unstructured.UnstructuredList{}
-		if err := objects.GetList(ctx, objects.Prefix(), storage.ListOptions{Recursive: true, Predicate: predicate}, held); err != nil {
-			return fmt.Errorf("listing the copies of %s: %w", hr.Name, err)
-		}
-		for i := range held.Items {
-			if err := remove(ctx, objects, held.Items[i].GetNamespace(), held.Items[i].GetName()); err != nil {
-				return err
-			}
-		}
-		if predicate.Continue = held.GetContinue(); predicate.Continue == "" {
-			return nil
-		}
-	}
+	return eachHeld(ctx, objects, func(namespace, name string) error { return remove(ctx, objects, namespace, name) })
 }
 
 // memberDeleted names a member whose HostedResource is gone or being
