@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/uuid"
 
 	"annex.dev/annex/pkg/storage/backend"
+	"annex.dev/annex/pkg/storage/compression"
 	"annex.dev/annex/pkg/storage/embedded"
 )
 
@@ -34,9 +35,12 @@ import (
 // templateFacts describe what annex stored for the object created through
 // the API.
 type templateFacts struct {
-	Key        string `json:"key"`
-	ValueBytes int    `json:"valueBytes"`
-	APIVersion string `json:"apiVersion"`
+	Key string `json:"key"`
+	// ValueBytes is the size of its JSON, StoredBytes of its value in the
+	// store (compressed, with annex's default --storage-compression).
+	ValueBytes  int    `json:"valueBytes"`
+	StoredBytes int    `json:"storedBytes,omitempty"`
+	APIVersion  string `json:"apiVersion"`
 	// MetadataFields are the fields of the stored metadata.
 	MetadataFields []string `json:"metadataFields"`
 }
@@ -49,6 +53,9 @@ type fillTemplate struct {
 	// pieces surround the two holes; nameFirst says which hole comes first.
 	pieces    [3][]byte
 	nameFirst bool
+	// compressed says that annex stored the value compressed: so is each
+	// variant.
+	compressed bool
 }
 
 // newFillTemplate cuts value, stored under key, at the quoted name and
@@ -86,6 +93,9 @@ func (t *fillTemplate) variant(name, uid string) (string, []byte) {
 	v = append(v, t.pieces[1]...)
 	v = append(v, second...)
 	v = append(v, t.pieces[2]...)
+	if t.compressed {
+		v = compression.Compress(v)
+	}
 	return t.keyPrefix + name, v
 }
 
@@ -251,7 +261,10 @@ func (fs *fillStore) readTemplate(ctx context.Context, ns, name string) (*fillTe
 	if err != nil || len(got.Kvs) != 1 {
 		return nil, fmt.Errorf("reading %s: %v (%d values)", found[0], err, len(got.Kvs))
 	}
-	value := got.Kvs[0].Value
+	value, compressed, err := compression.Decompress(got.Kvs[0].Value)
+	if err != nil {
+		return nil, fmt.Errorf("annex's value of %s: %w", found[0], err)
+	}
 	var obj struct {
 		APIVersion string         `json:"apiVersion"`
 		Metadata   map[string]any `json:"metadata"`
@@ -280,7 +293,8 @@ func (fs *fillStore) readTemplate(ctx context.Context, ns, name string) (*fillTe
 		fields = append(fields, f)
 	}
 	slices.Sort(fields)
-	t.facts = templateFacts{Key: found[0], ValueBytes: len(value), APIVersion: obj.APIVersion, MetadataFields: fields}
+	t.compressed = compressed
+	t.facts = templateFacts{Key: found[0], ValueBytes: len(value), StoredBytes: len(got.Kvs[0].Value), APIVersion: obj.APIVersion, MetadataFields: fields}
 	return t, nil
 }
 

@@ -98,8 +98,12 @@ func capacitySection(r *capacityResults) string {
 	w("  what annex wrote:\n")
 	for _, s := range r.Stores {
 		t := s.Template
-		w("  - %s: key `%s`, a value of %d bytes of JSON with apiVersion `%s` and metadata fields %s (no\n",
-			s.Name, t.Key, t.ValueBytes, t.APIVersion, backticked(t.MetadataFields))
+		stored := ""
+		if t.StoredBytes > 0 && t.StoredBytes != t.ValueBytes {
+			stored = fmt.Sprintf(" (%d bytes stored, compressed)", t.StoredBytes)
+		}
+		w("  - %s: key `%s`, a value of %d bytes of JSON%s with apiVersion `%s` and metadata fields %s (no\n",
+			s.Name, t.Key, t.ValueBytes, stored, t.APIVersion, backticked(t.MetadataFields))
 		w("    resourceVersion). Written: %s; %d clients. Then: %s.\n", s.Fill.Method, s.Fill.Clients, s.Fill.Settle)
 	}
 	w("  Every other object is that value with another name and a new uid, byte for byte otherwise (the same\n")

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"annex.dev/annex/pkg/storage/backend"
+	"annex.dev/annex/pkg/storage/compression"
 	"annex.dev/annex/pkg/storage/routing"
 	"annex.dev/annex/pkg/storage/secretpolicy"
 )
@@ -47,7 +48,7 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 	// Each hosted type is stored in the backend its HostedResource names.
 	backendOptions := backend.Options{
 		Etcd:                 etcdOptions,
-		ResourceTransformers: genericConfig.ResourceTransformers,
+		ResourceTransformers: compression.ResourceTransformers(genericConfig.ResourceTransformers, compression.Mode(o.StorageCompression)),
 		Tracker:              genericConfig.StorageObjectCountTracker,
 		DefaultStore:         o.store,
 		RuntimeDir:           o.runtimeDir,

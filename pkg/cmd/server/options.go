@@ -37,6 +37,7 @@ import (
 	generatedopenapi "annex.dev/annex/pkg/generated/openapi"
 	"annex.dev/annex/pkg/registry/core"
 	"annex.dev/annex/pkg/storage/backend"
+	"annex.dev/annex/pkg/storage/compression"
 	"annex.dev/annex/pkg/storage/objectsize"
 	"annex.dev/annex/pkg/storage/postgres"
 	"annex.dev/annex/pkg/storage/secretpolicy"
@@ -94,6 +95,9 @@ type Options struct {
 	// --postgres-dsn-file) without TLS over the network, as a
 	// StorageBackend's spec.etcd.insecure and spec.postgres.insecure do.
 	StorageInsecure bool
+	// StorageCompression is how hosted objects are written to their store:
+	// compressed (S2) or as they are (None). Both are always read.
+	StorageCompression string
 	// StorageBackendRetryInterval is the wait before a StorageBackend that
 	// failed to start is tried again, doubled with each failure in a row.
 	StorageBackendRetryInterval time.Duration
@@ -174,6 +178,7 @@ func NewOptions() *Options {
 		PostgresCompactInterval:     5 * time.Minute,
 		PostgresConnectTimeout:      postgres.DefaultConnectTimeout,
 		PostgresStartTimeout:        postgres.DefaultStartTimeout,
+		StorageCompression:          string(compression.S2),
 		StorageBackendRetryInterval: backend.DefaultRetryInterval,
 		StorageBackendProbeInterval: storagebackend.DefaultProbeInterval,
 		AdoptionFreezeSettle:        adoption.DefaultFreezeSettle,
@@ -228,6 +233,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.EmbeddedEtcdLogLevel, "embedded-etcd-log-level", o.EmbeddedEtcdLogLevel, "Log level of the embedded etcd (debug, info, warn, error).")
 	fs.StringVar(&o.PostgresDSNFile, "postgres-dsn-file", o.PostgresDSNFile, "File holding the connection string of a PostgreSQL database "+
 		"(postgres://user:password@host:port/database?sslmode=verify-full) to keep the data in instead of etcd. Exclusive with --etcd-servers.")
+	fs.StringVar(&o.StorageCompression, "storage-compression", o.StorageCompression, "How hosted objects are written to their store, "+
+		"on every backend: S2 compresses each object (a report of about 2 KiB of JSON keeps about a third of it), None writes it as it is. "+
+		"Both forms are always read, so the setting can change at any time; an object is rewritten in the new form on its next update. "+
+		"With --encryption-provider-config, objects are never compressed: the size of a compressed value would tell something of its content.")
 	fs.BoolVar(&o.StorageInsecure, "storage-insecure", o.StorageInsecure, "Allow annex's own store to be reached without TLS: an http:// "+
 		"--etcd-servers endpoint, or a --postgres-dsn-file whose sslmode (disable, allow, prefer, or none, which is prefer) lets the connection go "+
 		"unencrypted. Anyone on the path could read and change every object. Unix sockets and loopback IP addresses (127.0.0.0/8, ::1) "+
@@ -333,6 +342,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Mode == ModeStandalone && o.LeaderElect {
 		errs = append(errs, errors.New("--leader-elect needs a cluster: standalone mode runs one replica"))
+	}
+	if err := compression.Mode(o.StorageCompression).Valid(); err != nil {
+		errs = append(errs, fmt.Errorf("--storage-compression: %w", err))
 	}
 	if o.MemoryLimitRatio < 0 || o.MemoryLimitRatio > 1 {
 		errs = append(errs, fmt.Errorf("--memory-limit-ratio must be between 0 (off) and 1, not %g", o.MemoryLimitRatio))

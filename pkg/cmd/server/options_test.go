@@ -373,3 +373,19 @@ func TestPlaintextStoreNeedsAFlag(t *testing.T) {
 		})
 	}
 }
+
+func TestStorageCompression(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	if o := parsed(t); o.StorageCompression != "S2" {
+		t.Errorf("--storage-compression defaults to %q, want S2", o.StorageCompression)
+	}
+	for _, mode := range []string{"S2", "None"} {
+		if err := parsed(t, "--storage-compression="+mode).Validate(); err != nil && strings.Contains(err.Error(), "storage-compression") {
+			t.Errorf("--storage-compression=%s: %v", mode, err)
+		}
+	}
+	err := parsed(t, "--storage-compression=gzip").Validate()
+	if err == nil || !strings.Contains(err.Error(), `--storage-compression: unknown storage compression "gzip": want one of [S2 None]`) {
+		t.Errorf("--storage-compression=gzip: %v, want it refused, naming the modes", err)
+	}
+}

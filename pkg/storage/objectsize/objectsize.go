@@ -39,7 +39,7 @@ import (
 
 // MaxBytes is the largest object annex stores, in bytes of its encoding in
 // the store (a hosted object's JSON, as the store's codec writes it, before
-// any encryption at rest).
+// compression or encryption at rest).
 //
 // It is what every store annex offers can take. etcd refuses a request larger
 // than its --max-request-bytes: 1.5 MiB by default, which is also what annex

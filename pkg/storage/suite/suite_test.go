@@ -30,9 +30,9 @@ import (
 	"k8s.io/apiserver/pkg/storage"
 	"k8s.io/apiserver/pkg/storage/etcd3"
 	storagetesting "k8s.io/apiserver/pkg/storage/testing"
-	"k8s.io/apiserver/pkg/storage/value/encrypt/identity"
 	"k8s.io/utils/clock"
 
+	"annex.dev/annex/pkg/storage/compression"
 	"annex.dev/annex/pkg/storage/embedded"
 	"annex.dev/annex/pkg/storage/postgres"
 	"annex.dev/annex/pkg/storage/postgres/postgrestest"
@@ -152,15 +152,16 @@ var skipped = map[string]map[string]string{
 	},
 }
 
-// newStore is the apiserver's etcd3 store of example Pods, as each resource gets one.
+// newStore is the apiserver's etcd3 store of example Pods, as each resource
+// gets one, writing its values compressed as annex does by default.
 func newStore(t *testing.T, c *kubernetes.Client) storage.Interface {
 	t.Helper()
-	return newStoreWithCodec(t, c, apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion))
+	return newStoreWithCodec(t, c, apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion), compression.S2)
 }
 
 // newStoreWithCodec is newStore with the codec the store encodes and
-// decodes with.
-func newStoreWithCodec(t *testing.T, c *kubernetes.Client, codec runtime.Codec) storage.Interface {
+// decodes with, and how it writes its values (it reads both forms).
+func newStoreWithCodec(t *testing.T, c *kubernetes.Client, codec runtime.Codec, mode compression.Mode) storage.Interface {
 	t.Helper()
 	versioner := storage.APIObjectVersioner{}
 	compactor := etcd3.NewCompactor(c.Client, 0, clock.RealClock{}, nil)
@@ -169,7 +170,7 @@ func newStoreWithCodec(t *testing.T, c *kubernetes.Client, codec runtime.Codec) 
 		func() runtime.Object { return &example.Pod{} },
 		func() runtime.Object { return &example.PodList{} },
 		"", "/pods/", schema.GroupResource{Resource: "pods"},
-		identity.NewEncryptCheckTransformer(), etcd3.NewDefaultLeaseManagerConfig(),
+		compression.ResourceTransformers(nil, mode).TransformerForResource(schema.GroupResource{Resource: "pods"}), etcd3.NewDefaultLeaseManagerConfig(),
 		etcd3.NewDefaultDecoder(codec, versioner), versioner)
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +180,8 @@ func newStoreWithCodec(t *testing.T, c *kubernetes.Client, codec runtime.Codec) 
 }
 
 // storedAsWritten checks what the store wrote under a key: an object that
-// decodes, without a resourceVersion (the revision is the version).
+// decodes, once decompressed, without a resourceVersion (the revision is
+// the version).
 func storedAsWritten(c *clientv3.Client) storagetesting.KeyValidation {
 	codec := apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)
 	return func(ctx context.Context, t *testing.T, key string) {
@@ -190,7 +192,11 @@ func storedAsWritten(c *clientv3.Client) storagetesting.KeyValidation {
 		if len(resp.Kvs) != 1 {
 			t.Fatalf("the store holds %d values under %s, want 1", len(resp.Kvs), key)
 		}
-		obj, err := runtime.Decode(codec, resp.Kvs[0].Value)
+		stored, _, err := compression.Decompress(resp.Kvs[0].Value)
+		if err != nil {
+			t.Fatalf("the value under %s: %v", key, err)
+		}
+		obj, err := runtime.Decode(codec, stored)
 		if err != nil {
 			t.Fatalf("the value under %s does not decode: %v", key, err)
 		}
