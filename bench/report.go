@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"annex.dev/annex/test/integration/framework"
 )
 
 var nan = math.NaN()
@@ -378,6 +380,7 @@ func writeReport(r *results, doc string, plots []string) error {
 		cache = "Lean (the default)"
 	}
 	w("| B's and C's `spec.storage.cache` | %s |\n", cache)
+	w("| annex's `--storage-compression` | %s |\n", storageCompression())
 	w("| started (UTC), duration | %s, %.0f s |\n\n", r.Started.Format("2006-01-02 15:04"), r.Seconds)
 
 	w("## Against the targets\n\n")
@@ -494,4 +497,16 @@ func trimPprof(s string) string {
 		keep = append(keep, l)
 	}
 	return strings.Join(keep, "\n")
+}
+
+// storageCompression is annex's --storage-compression in this run: the
+// default, unless the framework's extra arguments set it.
+func storageCompression() string {
+	mode := "S2 (the default)"
+	for _, arg := range strings.Fields(os.Getenv(framework.AnnexExtraArgsEnv)) {
+		if v, ok := strings.CutPrefix(arg, "--storage-compression="); ok {
+			mode = v
+		}
+	}
+	return mode
 }
