@@ -82,11 +82,17 @@ const (
 // NotApplied is the error a store served through the etcd API returns when
 // it could not reach its database before it did anything: the request may
 // be sent again.
-func NotApplied() error { return status.Error(codes.Unavailable, notAppliedDesc) }
+//
+// Its code is Unknown, not Unavailable: the etcd client resends a read
+// answered Unavailable by itself, 100 times 25 ms apart, which would hold
+// every read for 2.5 s before the client is told; the client's own resend,
+// after Retry-After, is enough.
+func NotApplied() error { return status.Error(codes.Unknown, notAppliedDesc) }
 
 // MaybeApplied is the error a store served through the etcd API returns when
-// it lost its database during a request: a write may have been applied.
-func MaybeApplied() error { return status.Error(codes.Unavailable, maybeAppliedDesc) }
+// it lost its database during a request: a write may have been applied. Its
+// code is Unknown, as NotApplied's.
+func MaybeApplied() error { return status.Error(codes.Unknown, maybeAppliedDesc) }
 
 // Kind is what a store's error says about the store.
 type Kind int
