@@ -22,7 +22,8 @@ import (
 // cannot reach replaced by the statuses of package unavailable: NotApplied
 // when the driver did not reach the database before sending anything (the
 // connection was refused, or PostgreSQL is starting), MaybeApplied when it
-// lost the database during the request. The driver's own error names the
+// lost the database during the request, OutOfSpace when the database
+// refused a write with disk_full. The driver's own error names the
 // database's user, name and address (pgconn's "failed to connect to
 // `user=... database=...`: host:port ..."), and kine would send it to the
 // apiserver, which answered the client with it in a 500; it is logged here
@@ -48,15 +49,18 @@ func (b availability) convert(op string, err error) error {
 	if n, ok := b.limit.Allow(); ok {
 		b.logger.Error(redact(err, b.dsn), "PostgreSQL is unavailable", "operation", op, "what", kind.String(), "notLoggedSince", n)
 	}
-	if kind == unavailable.NotDone {
+	switch kind {
+	case unavailable.NotDone:
 		return unavailable.NotApplied()
+	case unavailable.NoSpace:
+		return unavailable.OutOfSpace()
 	}
 	return unavailable.MaybeApplied()
 }
 
 // classifyDriverError says whether err, returned by kine's PostgreSQL
-// driver, is a database that could not be reached (NotDone) or was lost
-// during the request (Unknown).
+// driver, is a database that could not be reached (NotDone), was lost
+// during the request (Unknown), or is out of space (NoSpace).
 func classifyDriverError(err error) unavailable.Kind {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return unavailable.Other
@@ -73,6 +77,10 @@ func classifyDriverError(err error) unavailable.Kind {
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
+		// 53100 disk_full: the statement failed, nothing was written.
+		if pgErr.Code == "53100" {
+			return unavailable.NoSpace
+		}
 		// Class 08, connection exception; 57P01 admin_shutdown, 57P02
 		// crash_shutdown, 57P03 cannot_connect_now.
 		if strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03" {

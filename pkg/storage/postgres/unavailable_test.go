@@ -98,6 +98,7 @@ func TestClassifyDriverError(t *testing.T) {
 		{"server shutting down", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}, unavailable.Unknown},
 		{"server crashed", &pgconn.PgError{Code: "57P02"}, unavailable.Unknown},
 		{"connection exception", &pgconn.PgError{Code: "08006"}, unavailable.Unknown},
+		{"disk full", fmt.Errorf("insert: %w", &pgconn.PgError{Code: "53100", Message: `could not extend file "base/16384/16390": No space left on device`}), unavailable.NoSpace},
 		{"a unique violation", &pgconn.PgError{Code: "23505"}, unavailable.Other},
 		{"kine's own status", server.ErrKeyExists, unavailable.Other},
 		{"the client went away", context.Canceled, unavailable.Other},

@@ -24,15 +24,16 @@
 //     applied the first time would come back AlreadyExists and an update
 //     Conflict. The message says the write may have been applied;
 //   - 507 Insufficient Storage, without Retry-After, for etcd's NOSPACE
-//     alarm: writes are refused until an operator frees space (compaction,
-//     defragmentation, disarming the alarm), reads go on.
+//     alarm (writes are refused until an operator frees space: compaction,
+//     defragmentation, disarming the alarm; reads go on) and for a write
+//     PostgreSQL refused with disk_full.
 //
 // The message names the resource and says what happened, never the store's
 // address, user or database; the store's own error is logged, at most once
 // a second for each resource (RateLimit), with the count of those not
 // logged. The PostgreSQL store classifies the driver's errors where they are
-// produced, in kine's backend (package postgres), and sends the two
-// statuses NotApplied and MaybeApplied, which Decorate recognizes.
+// produced, in kine's backend (package postgres), and sends the statuses
+// NotApplied, MaybeApplied and OutOfSpace, which Decorate recognizes.
 package unavailable
 
 import (
@@ -77,6 +78,7 @@ const StatusReasonInsufficientStorage metav1.StatusReason = "InsufficientStorage
 const (
 	notAppliedDesc   = "annex: the store is unavailable; the request was not applied"
 	maybeAppliedDesc = "annex: the store failed during the request; a write may have been applied"
+	outOfSpaceDesc   = "annex: the store is out of space; the write was not applied"
 )
 
 // NotApplied is the error a store served through the etcd API returns when
@@ -93,6 +95,10 @@ func NotApplied() error { return status.Error(codes.Unknown, notAppliedDesc) }
 // it lost its database during a request: a write may have been applied. Its
 // code is Unknown, as NotApplied's.
 func MaybeApplied() error { return status.Error(codes.Unknown, maybeAppliedDesc) }
+
+// OutOfSpace is the error a store served through the etcd API returns when
+// its database refused a write for want of space.
+func OutOfSpace() error { return status.Error(codes.ResourceExhausted, outOfSpaceDesc) }
 
 // Kind is what a store's error says about the store.
 type Kind int
@@ -151,7 +157,7 @@ func Classify(err error) Kind {
 		return NotDone
 	case maybeAppliedDesc:
 		return Unknown
-	case rpctypes.ErrorDesc(rpctypes.ErrGRPCNoSpace):
+	case rpctypes.ErrorDesc(rpctypes.ErrGRPCNoSpace), outOfSpaceDesc:
 		return NoSpace
 	case rpctypes.ErrorDesc(rpctypes.ErrGRPCRequestTooManyRequests):
 		// etcd refuses it before proposing it.

@@ -46,6 +46,7 @@ func TestClassify(t *testing.T) {
 		{"etcd: server stopped", rpctypes.Error(rpctypes.ErrGRPCStopped), Unknown},
 		{"etcd: too many requests", rpctypes.Error(rpctypes.ErrGRPCRequestTooManyRequests), NotDone},
 		{"etcd: NOSPACE", rpctypes.Error(rpctypes.ErrGRPCNoSpace), NoSpace},
+		{"kine: the database is out of space", OutOfSpace(), NoSpace},
 		{"etcd client: no member reachable", transportRefused, NotDone},
 		{"etcd client: no connection", status.Error(codes.Unavailable, "there is no connection available"), NotDone},
 		{"etcd client: connection lost", status.Error(codes.Unavailable, "transport is closing"), Unknown},
@@ -99,6 +100,7 @@ func TestConvert(t *testing.T) {
 		{"read, etcd without a leader", rpctypes.Error(rpctypes.ErrGRPCNoLeader), false, 503, "1", "unavailable"},
 		{"write, deadline", context.DeadlineExceeded, true, 503, "", "may have been applied"},
 		{"write, etcd NOSPACE", rpctypes.Error(rpctypes.ErrGRPCNoSpace), true, 507, "", "out of space"},
+		{"write, database out of space", OutOfSpace(), true, 507, "", "out of space"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			converted := Convert(tc.err, ledgers, tc.write)
