@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +21,11 @@ import (
 // recovers from its write-ahead log). annex itself keeps running. The
 // history must check, annex must acknowledge writes again after each
 // restart without being restarted itself, and its watchers must go on.
+//
+// While PostgreSQL is down, requests of every kind (get, list, create,
+// delete, sent with a plain HTTP client) must be answered 503 with
+// Retry-After, whose body names neither the database's user, its name nor
+// its address.
 //
 // The kill is a crash of the database's processes, not of its machine: what
 // PostgreSQL had written is in the kernel's page cache and survives, so the
@@ -37,12 +44,27 @@ func TestKillPostgres(t *testing.T) {
 	cfg := a.restConfig()
 	declareLedgers(t, cfg)
 
+	host := fmt.Sprintf("https://127.0.0.1:%d", a.port)
+	// What an answer must not name: the database's user, name and address.
+	secrets := []string{"user=", "database=", fmt.Sprintf("127.0.0.1:%d", pg.Port), strconv.Itoa(pg.Port), "failed to connect", "connection refused"}
+
 	r := startRun(t, 10*time.Second, cfg)
 	for i := 1; i <= kills; i++ {
 		time.Sleep(between)
 		r.fault("kill -9 PostgreSQL (%d of %d)", i, kills)
 		pg.Kill(t)
-		time.Sleep(down)
+		downSince := time.Now()
+		// While it is down, annex answers 503 with Retry-After, and names
+		// nothing of the database.
+		answers, problems := probeStoreDown(cfg, host, downSince.Add(down-500*time.Millisecond), secrets)
+		for _, p := range problems {
+			t.Errorf("kill %d, PostgreSQL down: %s", i, p)
+		}
+		for _, a := range answers {
+			t.Logf("kill %d, PostgreSQL down: %s answered %d (Retry-After %q) in %s: %s", i, a.what, a.code, a.retryAfter,
+				a.took.Round(time.Millisecond), strings.TrimSpace(a.body))
+		}
+		time.Sleep(time.Until(downSince.Add(down)))
 		started := time.Now()
 		pg.Restart(t)
 		ready := time.Since(started).Round(time.Millisecond)

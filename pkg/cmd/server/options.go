@@ -41,6 +41,7 @@ import (
 	"annex.dev/annex/pkg/storage/objectsize"
 	"annex.dev/annex/pkg/storage/postgres"
 	"annex.dev/annex/pkg/storage/secretpolicy"
+	"annex.dev/annex/pkg/storage/unavailable"
 	"annex.dev/annex/pkg/version"
 )
 
@@ -623,6 +624,8 @@ func (o *Options) Config(ctx context.Context) (_ *apiserver.Config, err error) {
 	// the limit of the hosted types' objects. The internal CRDs are not:
 	// they are annex's own writes, each from a HostedResource that was.
 	serverConfig.RESTOptionsGetter = objectsize.RESTOptionsGetter(serverConfig.RESTOptionsGetter)
+	// Their store, unavailable, is answered as the hosted types' is.
+	serverConfig.RESTOptionsGetter = unavailable.RESTOptionsGetter(serverConfig.RESTOptionsGetter)
 	config := &apiserver.Config{GenericConfig: serverConfig, Stores: stores, Standalone: o.Mode == ModeStandalone, LeanEncodedLists: o.LeanEncodedLists}
 	if standalone != nil {
 		authz, err := standaloneAuthorizer(o.standaloneAuthorization)

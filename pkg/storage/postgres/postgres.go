@@ -194,7 +194,7 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 	// the etcd version in a Status answer says so. Its checker is global to
 	// the process: a kine with no version would turn them off for every
 	// store, etcd included.
-	server.New(databaseRevisions{backend}, "unix", opts.NotifyInterval, emulatedEtcdVersion).Register(grpcServer)
+	server.New(newAvailability(databaseRevisions{backend}, opts.DSN, logger), "unix", opts.NotifyInterval, emulatedEtcdVersion).Register(grpcServer)
 
 	s := &Server{Endpoint: "unix://" + socket, grpc: grpcServer, cancel: cancel, wg: wg, stopped: make(chan struct{}), closeMetrics: closeMetrics}
 	go func() {

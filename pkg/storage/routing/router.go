@@ -32,6 +32,7 @@ import (
 	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/lean"
 	"annex.dev/annex/pkg/storage/objectsize"
+	"annex.dev/annex/pkg/storage/unavailable"
 )
 
 // BackendOf is the StorageBackend a CRD is bound to.
@@ -134,8 +135,9 @@ func (r *Router) GetRESTOptions(gr schema.GroupResource, example runtime.Object)
 	if err != nil {
 		return opts, err
 	}
-	// One limit on the size of an object, whichever backend keeps it.
-	opts.Decorator = objectsize.Decorate(opts.Decorator)
+	// One limit on the size of an object, whichever backend keeps it; a
+	// store that is unavailable answered alike whichever it is.
+	opts.Decorator = unavailable.Decorate(objectsize.Decorate(opts.Decorator))
 	// restOptions found the CRD.
 	crd, err := r.crds.Get(gr.Resource + "." + gr.Group)
 	if err != nil {

@@ -54,11 +54,18 @@ func binDir() (string, error) {
 // Start starts a PostgreSQL server for t.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartIn(t, "")
+}
+
+// StartIn starts a PostgreSQL server for t whose data, socket and log are in
+// a new directory under parent (the system's temp directory when "").
+func StartIn(t testing.TB, parent string) *Server {
+	t.Helper()
 	bin, err := binDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "annex-postgres-")
+	dir, err := os.MkdirTemp(parent, "annex-postgres-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +129,16 @@ func (s *Server) Kill(t testing.TB) {
 		t.Fatalf("killing PostgreSQL: %v", err)
 	}
 	s.killed = true
+}
+
+// Running says whether the server's postmaster runs.
+func (s *Server) Running() bool {
+	pid, err := postmasterPID(filepath.Join(s.dir, "data"))
+	if err != nil {
+		return false
+	}
+	reap(pid)
+	return processAlive(pid)
 }
 
 // Restart starts a stopped or killed server again on the same port and
