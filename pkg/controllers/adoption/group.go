@@ -438,8 +438,7 @@ func (g *group) freezeWith(ctx context.Context, message string, matchConditions 
 	err := g.ClusterReader.Get(ctx, client.ObjectKey{Name: name}, current)
 	switch {
 	case err == nil && (len(current.Spec.Validations) != 1 || current.Spec.Validations[0].Message != message ||
-		!equality.Semantic.DeepEqual(current.Spec.MatchConditions, policy.Spec.MatchConditions) ||
-		!equality.Semantic.DeepEqual(current.Spec.MatchConstraints, policy.Spec.MatchConstraints)):
+		!equality.Semantic.DeepEqual(current.Spec.MatchConditions, policy.Spec.MatchConditions)):
 		if err := g.unfreeze(ctx); err != nil {
 			return time.Time{}, err
 		}
