@@ -312,8 +312,7 @@ func TestReleaseAnAdoptedCRD(t *testing.T) {
 		t.Errorf("after a dry run, the adoption is %q, want Adopted", phase)
 	}
 
-	w, stopWriter := f.startWriter(t, ctx)
-	w.freeze = adoption.ReleaseFreezeMessage(f.group)
+	w, stopWriter := f.startWriterWith(t, ctx, &writer{freeze: adoption.ReleaseFreezeMessage(f.group)})
 	time.Sleep(time.Second)
 	stdout, err := f.tryRelease(t, ctx)
 	if err != nil {
@@ -327,5 +326,62 @@ func TestReleaseAnAdoptedCRD(t *testing.T) {
 		t.Logf("the writer saw no refusal: the release froze no write it made")
 	}
 	f.verifyReleased(t, ctx, held, deleted, stdout, w)
+	removeFinalizers(t, f.gvr, f.ns)
+}
+
+// TestReleaseSurvivesKills kills annex with SIGKILL while it gives a type
+// back, with writes refused: the release goes on after the restart (the
+// freeze kept, the write-back done again), the plugin that follows it waits
+// through the restart, and nothing is lost. The writer retries the 503s of
+// the restart, when annex serves the type and is down.
+func TestReleaseSurvivesKills(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
+	defer cancel()
+	// Writes refused for 10 s before the write-back, long enough to kill
+	// annex meanwhile.
+	if _, err := env.RestartAnnex(ctx, time.Minute, "--adoption-freeze-settle=10s"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := env.RestartAnnex(context.Background(), time.Minute, "--adoption-freeze-settle="+adoption.DefaultFreezeSettle.String()); err != nil {
+			t.Errorf("restarting annex with its default settle: %v", err)
+		}
+	})
+	f := newAdoptionFixture(t, ctx, 1000)
+	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
+	f.adopt(t, ctx)
+	held, deleted, _ := f.changeWhileAdopted(t, ctx)
+
+	w, stopWriter := f.startWriterWith(t, ctx, &writer{freeze: adoption.ReleaseFreezeMessage(f.group), retryUnavailable: true})
+	type result struct {
+		stdout string
+		err    error
+	}
+	released := make(chan result, 1)
+	go func() {
+		stdout, err := f.tryRelease(t, ctx)
+		released <- result{stdout, err}
+	}()
+	var phase string
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		phase, _ = adoptionPhase(t, ctx, f.crd.Name)
+		return phase == "RollingBack", nil
+	}); err != nil {
+		t.Fatalf("the release never reached RollingBack: %v (last: %s)", err, phase)
+	}
+	time.Sleep(time.Second)
+	took, err := env.KillAndRestartAnnex(ctx, 2*time.Minute)
+	if err != nil {
+		t.Fatalf("killing annex while RollingBack and starting it again: %v", err)
+	}
+	t.Logf("killed annex while RollingBack; ready again in %s", took.Round(time.Millisecond))
+	r := <-released
+	if r.err != nil {
+		stopWriter()
+		t.Fatal(r.err)
+	}
+	time.Sleep(2 * time.Second)
+	stopWriter()
+	f.verifyReleased(t, ctx, held, deleted, r.stdout, w)
 	removeFinalizers(t, f.gvr, f.ns)
 }
