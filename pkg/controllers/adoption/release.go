@@ -399,7 +399,7 @@ func (a *adoption) writeBack(ctx context.Context) error {
 	}
 	s := a.status
 	s.Copied, s.Total, s.Recreated, s.RecreatedObjects = 0, int64(total), 0, nil
-	s.Message = fmt.Sprintf("writing %d objects back into the cluster; writes to the type are refused meanwhile", total)
+	s.Reason, s.Message = "", fmt.Sprintf("writing %d objects back into the cluster; writes to the type are refused meanwhile", total)
 	if err := a.writeStatus(ctx); err != nil {
 		return err
 	}
