@@ -45,6 +45,18 @@ func content(obj *unstructured.Unstructured) map[string]any {
 func (f *adoptionFixture) changeWhileAdopted(t *testing.T, ctx context.Context) (held map[string]*unstructured.Unstructured, deleted, created []string) {
 	t.Helper()
 	dyn := f.dyn
+	// annex sees the adoption's freeze deleted a moment after the adoption
+	// ends, as the cluster does.
+	var err error
+	if werr := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		var obj *unstructured.Unstructured
+		if obj, err = dyn.Get(ctx, "w-0001", metav1.GetOptions{}); err == nil {
+			_, err = dyn.Update(ctx, obj, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+		}
+		return err == nil, nil
+	}); werr != nil {
+		t.Fatalf("after the adoption, writes to the type: %v, want them accepted", err)
+	}
 	for i := 1; i <= 10; i++ {
 		name := fmt.Sprintf("w-%04d", i)
 		obj, err := dyn.Get(ctx, name, metav1.GetOptions{})
