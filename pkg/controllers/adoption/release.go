@@ -306,8 +306,9 @@ func (a *adoption) serveReleaseVersion(ctx context.Context) error {
 			return false
 		}
 		v := *crd.Spec.Versions[i].DeepCopy()
+		// Not deprecated: the warning would be logged at each write back.
 		v.Name, v.Served, v.Storage = ReleaseVersion, true, false
-		v.Deprecated, v.DeprecationWarning = true, ptr.To("annex is giving this type back to the cluster; this version goes away in a moment")
+		v.Deprecated, v.DeprecationWarning = false, nil
 		crd.Spec.Versions = append(crd.Spec.Versions, v)
 		return true
 	})
@@ -406,7 +407,8 @@ func (a *adoption) writeBack(ctx context.Context) error {
 	held := map[string]bool{}
 	var mu sync.Mutex
 	err = eachHeldPage(ctx, a.objects, func(page []unstructured.Unstructured) error {
-		g, ctx := errgroup.WithContext(ctx)
+		// The group's context ends with Wait; the status is written after.
+		g, writing := errgroup.WithContext(ctx)
 		g.SetLimit(copyWorkers)
 		for i := range page {
 			obj := &page[i]
@@ -414,7 +416,7 @@ func (a *adoption) writeBack(ctx context.Context) error {
 			held[k] = true
 			current := inCluster[k]
 			g.Go(func() error {
-				if err := a.writeBackOne(ctx, obj, current != nil); err != nil {
+				if err := a.writeBackOne(writing, obj, current != nil); err != nil {
 					return err
 				}
 				if current == nil || current.UID != obj.GetUID() {
