@@ -1,5 +1,6 @@
 // Package kubectlannex holds the commands of the kubectl plugin
-// kubectl-annex: `kubectl annex status`, `adopt`, `export` and `import`.
+// kubectl-annex: `kubectl annex status`, `adopt`, `release`, `export` and
+// `import`.
 package kubectlannex
 
 import (
@@ -26,6 +27,9 @@ var (
 
 		# Move a CRD of the cluster, with its objects, into annex
 		kubectl annex adopt policyreports.wgpolicyk8s.io
+
+		# Give it back to the cluster, with the objects annex holds
+		kubectl annex release policyreports.wgpolicyk8s.io
 
 		# Back up a type's objects, and restore them
 		kubectl annex export policyreports -A -f reports.yaml
@@ -81,6 +85,7 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	cmd.AddCommand(
 		NewCmdStatus(configFlags, streams),
 		NewCmdAdopt(configFlags, streams),
+		NewCmdRelease(configFlags, streams),
 		NewCmdExport(configFlags, streams),
 		NewCmdImport(configFlags, streams),
 	)

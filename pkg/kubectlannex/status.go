@@ -408,6 +408,7 @@ func (r *StatusReport) table(now time.Time) *metav1.Table {
 }
 
 // adoptionCell is an adoption's phase: "Copying 120/3000", "Adopted",
+// "RollingBack 40/3000",
 // "Failed (CRDNotFound)"; <none> for a type that adopts nothing.
 func adoptionCell(a *v1alpha1.AdoptionStatus) string {
 	switch {
@@ -415,7 +416,7 @@ func adoptionCell(a *v1alpha1.AdoptionStatus) string {
 		return "<none>"
 	case a.Phase == "":
 		return orNone(a.Reason)
-	case a.Phase == v1alpha1.AdoptionCopying && a.Reason == "":
+	case (a.Phase == v1alpha1.AdoptionCopying || a.Phase == v1alpha1.AdoptionRollingBack) && a.Reason == "":
 		return fmt.Sprintf("%s %d/%d", a.Phase, a.Copied, a.Total)
 	case a.Reason != "":
 		return fmt.Sprintf("%s (%s)", a.Phase, a.Reason)

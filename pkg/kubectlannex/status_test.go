@@ -95,6 +95,9 @@ func TestAdoptionCell(t *testing.T) {
 		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionCopying, Reason: "GroupHasOtherCRDs"}, "Copying (GroupHasOtherCRDs)"},
 		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionFailed, Reason: "CRDNotFound"}, "Failed (CRDNotFound)"},
 		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionAdopted}, "Adopted"},
+		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionRollingBack, Copied: 40, Total: 3000}, "RollingBack 40/3000"},
+		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionAdopted, Reason: "ReleaseFailed"}, "Adopted (ReleaseFailed)"},
+		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionReleased}, "Released"},
 	} {
 		if got := adoptionCell(tc.adoption); got != tc.want {
 			t.Errorf("adoptionCell(%+v) = %q, want %q", tc.adoption, got, tc.want)

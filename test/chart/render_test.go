@@ -539,8 +539,8 @@ func TestAdoptionRBAC(t *testing.T) {
 	rules, policy = rulesOf([]string{"adoption.customResourceDefinitions={policyreports.wgpolicyk8s.io,widgets.a.example.com}"})
 	for _, want := range []string{
 		`{"apiGroups":["apiextensions.k8s.io"],"resourceNames":["policyreports.wgpolicyk8s.io","widgets.a.example.com"],"resources":["customresourcedefinitions"],"verbs":["update","patch"]}`,
-		`{"apiGroups":["wgpolicyk8s.io"],"resources":["policyreports"],"verbs":["get","list","watch","update"]}`,
-		`{"apiGroups":["a.example.com"],"resources":["widgets"],"verbs":["get","list","watch","update"]}`,
+		`{"apiGroups":["wgpolicyk8s.io"],"resources":["policyreports","policyreports/status"],"verbs":["get","list","watch","create","update","patch","delete"]}`,
+		`{"apiGroups":["a.example.com"],"resources":["widgets","widgets/status"],"verbs":["get","list","watch","create","update","patch","delete"]}`,
 		`{"apiGroups":["admissionregistration.k8s.io"],"resources":["validatingadmissionpolicies","validatingadmissionpolicybindings"],"verbs":["create","delete"]}`,
 	} {
 		if !strings.Contains(rules, want) {
@@ -549,6 +549,9 @@ func TestAdoptionRBAC(t *testing.T) {
 	}
 	if want := `oldObject.spec.group in [\"wgpolicyk8s.io\",\"a.example.com\"]`; !strings.Contains(policy, want) {
 		t.Errorf("with adoption, the APIService policy does not let annex take over the groups' local APIServices (%s):\n%s", want, policy)
+	}
+	if want := `request.operation == 'UPDATE' \u0026\u0026 !has(object.spec.service) \u0026\u0026 object.spec.group in [\"wgpolicyk8s.io\",\"a.example.com\"]`; !strings.Contains(policy, want) {
+		t.Errorf("with adoption, the APIService policy does not let annex give the groups' APIServices back to the cluster (%s):\n%s", want, policy)
 	}
 	if _, err := helmTemplate(ctx, "annex", "annex-system", []string{"adoption.customResourceDefinitions={widgets}"}); err == nil ||
 		!strings.Contains(err.Error(), "customResourceDefinitions") {

@@ -102,6 +102,10 @@ type writer struct {
 	errs    []string
 	// freeze is the refusal's message, which the writer retries.
 	freeze string
+	// retryUnavailable: the writer retries a 503 too (annex restarting
+	// while it serves the type), and counts it in unavailable.
+	retryUnavailable bool
+	unavailable      int
 }
 
 func (w *writer) run(ctx context.Context) {
@@ -124,11 +128,19 @@ func (w *writer) run(ctx context.Context) {
 					_, err = dyn.Update(ctx, current, metav1.UpdateOptions{})
 				}
 			}
-			if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), w.freeze) {
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			unavailable := w.retryUnavailable && (apierrors.IsServiceUnavailable(err) || strings.Contains(err.Error(), "connection refused"))
+			if !unavailable && !strings.Contains(err.Error(), w.freeze) {
 				break
 			}
 			w.mu.Lock()
-			w.refused++
+			if unavailable {
+				w.unavailable++
+			} else {
+				w.refused++
+			}
 			w.mu.Unlock()
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -274,7 +286,13 @@ func adoptionPhase(t *testing.T, ctx context.Context, name string) (phase string
 // startWriter starts a writer on the fixture's type; stop stops it and
 // waits for it.
 func (f *adoptionFixture) startWriter(t *testing.T, ctx context.Context) (w *writer, stop func()) {
-	w = &writer{t: t, gvr: f.gvr, ns: f.ns, acked: map[string]int64{}, tried: map[string]int64{}, freeze: adoption.FreezeMessage(f.group)}
+	return f.startWriterWith(t, ctx, &writer{freeze: adoption.FreezeMessage(f.group)})
+}
+
+// startWriterWith is startWriter with the writer w: its freeze message, and
+// whether it retries 503s.
+func (f *adoptionFixture) startWriterWith(t *testing.T, ctx context.Context, w *writer) (_ *writer, stop func()) {
+	w.t, w.gvr, w.ns, w.acked, w.tried = t, f.gvr, f.ns, map[string]int64{}, map[string]int64{}
 	writing, stopWriting := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { w.run(writing) })
@@ -284,7 +302,7 @@ func (f *adoptionFixture) startWriter(t *testing.T, ctx context.Context) (w *wri
 		if len(w.errs) > 0 {
 			t.Errorf("the writer saw %d errors other than the freeze's refusals, the first: %s", len(w.errs), w.errs[0])
 		}
-		t.Logf("the writer wrote %d objects, and retried %d refused writes", len(w.acked), w.refused)
+		t.Logf("the writer wrote %d objects, and retried %d refused writes and %d refused as unavailable", len(w.acked), w.refused, w.unavailable)
 	}
 }
 

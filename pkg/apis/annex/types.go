@@ -43,6 +43,8 @@ type HostedResourceSpec struct {
 // objects annex takes over.
 type Adoption struct {
 	CustomResourceDefinition string
+	// Release gives the type back to the cluster.
+	Release bool
 }
 
 // AdoptionPhase is how far the adoption of a CustomResourceDefinition went.
@@ -50,11 +52,13 @@ type AdoptionPhase string
 
 // Adoption phases.
 const (
-	AdoptionCopying  AdoptionPhase = "Copying"
-	AdoptionFrozen   AdoptionPhase = "Frozen"
-	AdoptionSwitched AdoptionPhase = "Switched"
-	AdoptionAdopted  AdoptionPhase = "Adopted"
-	AdoptionFailed   AdoptionPhase = "Failed"
+	AdoptionCopying     AdoptionPhase = "Copying"
+	AdoptionFrozen      AdoptionPhase = "Frozen"
+	AdoptionSwitched    AdoptionPhase = "Switched"
+	AdoptionAdopted     AdoptionPhase = "Adopted"
+	AdoptionRollingBack AdoptionPhase = "RollingBack"
+	AdoptionReleased    AdoptionPhase = "Released"
+	AdoptionFailed      AdoptionPhase = "Failed"
 )
 
 // AdoptionStatus is the progress of an adoption.
@@ -68,6 +72,11 @@ type AdoptionStatus struct {
 	Freeze        *metav1.Duration
 	Reason        string
 	Message       string
+
+	ReleaseStartTime *metav1.Time
+	ReleasedTime     *metav1.Time
+	Recreated        int64
+	RecreatedObjects []string
 }
 
 // HostedResourceStorage says where and for how long a hosted type's objects are kept.

@@ -194,6 +194,9 @@ func (a *adoption) readCRD(ctx context.Context) error {
 		problems = append(problems, fmt.Sprintf("its storage version is %s, not %s", sv, hv))
 	}
 	for _, v := range crd.Spec.Versions {
+		if v.Name == ReleaseVersion {
+			continue
+		}
 		if !slices.ContainsFunc(spec.Versions, func(hv apiextensionsv1.CustomResourceDefinitionVersion) bool { return hv.Name == v.Name }) {
 			problems = append(problems, fmt.Sprintf("its version %s is not one of the HostedResource's", v.Name))
 		}
@@ -271,6 +274,19 @@ func (a *adoption) copyAll(ctx context.Context) error {
 // eachHeld calls f with each object annex holds of the type, read a page at
 // a time: a whole list decoded at once would hold every object in memory.
 func eachHeld(ctx context.Context, objects *routing.RawObjects, f func(namespace, name string) error) error {
+	return eachHeldPage(ctx, objects, func(page []unstructured.Unstructured) error {
+		for i := range page {
+			if err := f(page[i].GetNamespace(), page[i].GetName()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// eachHeldPage calls f with each page of the objects annex holds of the
+// type, whole.
+func eachHeldPage(ctx context.Context, objects *routing.RawObjects, f func(page []unstructured.Unstructured) error) error {
 	predicate := storage.Everything
 	predicate.Limit = pageSize
 	for {
@@ -278,10 +294,8 @@ func eachHeld(ctx context.Context, objects *routing.RawObjects, f func(namespace
 		if err := objects.GetList(ctx, objects.Prefix(), storage.ListOptions{Recursive: true, Predicate: predicate}, held); err != nil {
 			return fmt.Errorf("listing the objects annex holds: %w", err)
 		}
-		for i := range held.Items {
-			if err := f(held.Items[i].GetNamespace(), held.Items[i].GetName()); err != nil {
-				return err
-			}
+		if err := f(held.Items); err != nil {
+			return err
 		}
 		if predicate.Continue = held.GetContinue(); predicate.Continue == "" {
 			return nil
@@ -406,7 +420,8 @@ func (a *adoption) writeStatus(ctx context.Context) error {
 	for _, t := range []struct {
 		at   *metav1.Time
 		with func(metav1.Time) *annexac.AdoptionStatusApplyConfiguration
-	}{{s.StartTime, ac.WithStartTime}, {s.FrozenTime, ac.WithFrozenTime}, {s.SwitchedTime, ac.WithSwitchedTime}, {s.AdoptedTime, ac.WithAdoptedTime}} {
+	}{{s.StartTime, ac.WithStartTime}, {s.FrozenTime, ac.WithFrozenTime}, {s.SwitchedTime, ac.WithSwitchedTime}, {s.AdoptedTime, ac.WithAdoptedTime},
+		{s.ReleaseStartTime, ac.WithReleaseStartTime}, {s.ReleasedTime, ac.WithReleasedTime}} {
 		if t.at != nil {
 			t.with(*t.at)
 		}
@@ -419,6 +434,12 @@ func (a *adoption) writeStatus(ctx context.Context) error {
 	}
 	if s.Message != "" {
 		ac.WithMessage(s.Message)
+	}
+	if s.Recreated != 0 {
+		ac.WithRecreated(s.Recreated)
+	}
+	if len(s.RecreatedObjects) > 0 {
+		ac.WithRecreatedObjects(s.RecreatedObjects...)
 	}
 	apply := annexac.HostedResource(a.hr.Name).WithStatus(annexac.HostedResourceStatus().WithAdoption(ac))
 	return client.IgnoreNotFound(a.Annex.Status().Apply(ctx, apply, client.FieldOwner(FieldManager), client.ForceOwnership))

@@ -10,6 +10,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -64,7 +65,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if a.status == nil {
 			a.status = &v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionCopying, StartTime: ptr.To(metav1.Now())}
 		}
-		if a.status.Phase != v1alpha1.AdoptionFailed {
+		// A failed adoption and a released type are the cluster's.
+		if a.status.Phase != v1alpha1.AdoptionFailed && a.status.Phase != v1alpha1.AdoptionReleased {
 			g.members = append(g.members, a)
 		}
 	}
@@ -83,7 +85,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	switch {
 	case errors.As(err, &w):
 		for _, a := range g.members {
-			if a.status.Phase == v1alpha1.AdoptionCopying {
+			if a.status.Phase == v1alpha1.AdoptionCopying || a.status.Phase == v1alpha1.AdoptionRollingBack {
 				a.status.Reason, a.status.Message = w.reason, w.message
 				if err := a.writeStatus(ctx); err != nil {
 					return reconcile.Result{}, err
@@ -137,6 +139,16 @@ func (g *group) setPhase(ctx context.Context, phase v1alpha1.AdoptionPhase, now 
 }
 
 func (g *group) run(ctx context.Context) error {
+	if g.inPhase(v1alpha1.AdoptionRollingBack) {
+		return g.release(ctx)
+	}
+	all, asking := g.releaseRequested()
+	if all {
+		return g.release(ctx)
+	}
+	if err := g.noteRelease(ctx, asking); err != nil {
+		return err
+	}
 	g.step("start")
 	if g.inPhase(v1alpha1.AdoptionFrozen) {
 		// The objects copied so far are known only to the process that
@@ -283,7 +295,8 @@ func (g *group) adopt(ctx context.Context) error {
 // ever remove a copy's finalizers, and the HostedResource's deletion would
 // wait for them for ever.
 func (r *Reconciler) dropCopies(ctx context.Context, hr *v1alpha1.HostedResource) error {
-	if a := hr.Status.Adoption; a != nil && (a.SwitchedTime != nil || a.Phase == v1alpha1.AdoptionAdopted) {
+	// Once switched, annex's objects are the type's, until it is released.
+	if a := hr.Status.Adoption; a != nil && (a.SwitchedTime != nil || a.Phase == v1alpha1.AdoptionAdopted) && a.Phase != v1alpha1.AdoptionReleased {
 		return nil
 	}
 	objects, err := r.Objects(schema.GroupResource{Group: hr.Spec.Group, Resource: hr.Spec.Names.Plural})
@@ -383,8 +396,14 @@ func FreezeMessage(group string) string {
 // freeze has the cluster refuse every write to the group's adopted types,
 // waits until one of its API servers does, and returns when it first did.
 func (g *group) freeze(ctx context.Context) (time.Time, error) {
+	return g.freezeWith(ctx, FreezeMessage(g.name), nil)
+}
+
+// freezeWith is freeze with message, for the writes that matchConditions
+// match (all, without any). A freeze left with another message or other
+// conditions is replaced.
+func (g *group) freezeWith(ctx context.Context, message string, matchConditions []admissionregistrationv1.MatchCondition) (time.Time, error) {
 	name := g.freezeName()
-	message := FreezeMessage(g.name)
 	var resources []string
 	for _, a := range g.members {
 		resources = append(resources, a.crd.Spec.Names.Plural, a.crd.Spec.Names.Plural+"/*")
@@ -407,12 +426,24 @@ func (g *group) freeze(ctx context.Context) (time.Time, error) {
 					},
 				}},
 			},
+			MatchConditions: matchConditions,
 			Validations: []admissionregistrationv1.Validation{{
 				Expression: "false",
 				Message:    message,
 				Reason:     ptr.To(metav1.StatusReasonForbidden),
 			}},
 		},
+	}
+	current := &admissionregistrationv1.ValidatingAdmissionPolicy{}
+	err := g.ClusterReader.Get(ctx, client.ObjectKey{Name: name}, current)
+	switch {
+	case err == nil && (len(current.Spec.Validations) != 1 || current.Spec.Validations[0].Message != message ||
+		!equality.Semantic.DeepEqual(current.Spec.MatchConditions, policy.Spec.MatchConditions)):
+		if err := g.unfreeze(ctx); err != nil {
+			return time.Time{}, err
+		}
+	case err != nil && !apierrors.IsNotFound(err):
+		return time.Time{}, err
 	}
 	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
@@ -430,7 +461,7 @@ func (g *group) freeze(ctx context.Context) (time.Time, error) {
 	// A write refused with the policy's message proves that the cluster's
 	// API server enforces it.
 	var last error
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, g.FreezeTimeout, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, g.FreezeTimeout, true, func(ctx context.Context) (bool, error) {
 		last = g.probeWrite(ctx)
 		return last != nil && strings.Contains(last.Error(), message), nil
 	})
@@ -516,26 +547,34 @@ func (g *group) switchAPIServices(ctx context.Context) error {
 		}
 	}
 	for _, version := range versions {
-		name := version + "." + g.name
-		current := &apiregistrationv1.APIService{}
-		groupPriority, versionPriority := int32(1000), int32(15)
-		if err := g.ClusterReader.Get(ctx, client.ObjectKey{Name: name}, current); err == nil {
-			groupPriority, versionPriority = current.Spec.GroupPriorityMinimum, current.Spec.VersionPriority
-		} else if !apierrors.IsNotFound(err) {
+		if err := g.applyAPIService(ctx, version); err != nil {
 			return err
 		}
-		apply := apiregistrationv1ac.APIService(name).
-			WithLabels(map[string]string{automanagedLabel: "false", v1alpha1.ManagedByLabel: g.managedBy()}).
-			WithSpec(apiregistrationv1ac.APIServiceSpec().
-				WithService(apiregistrationv1ac.ServiceReference().WithNamespace(g.ServiceNamespace).WithName(g.ServiceName).WithPort(g.Port)).
-				WithGroup(g.name).
-				WithVersion(version).
-				WithCABundle(g.CABundle...).
-				WithGroupPriorityMinimum(groupPriority).
-				WithVersionPriority(versionPriority))
-		if err := g.Cluster.Apply(ctx, apply, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
-			return fmt.Errorf("switching APIService %s to annex: %w", name, err)
-		}
+	}
+	return nil
+}
+
+// applyAPIService points the group's APIService of version at annex.
+func (g *group) applyAPIService(ctx context.Context, version string) error {
+	name := version + "." + g.name
+	current := &apiregistrationv1.APIService{}
+	groupPriority, versionPriority := int32(1000), int32(15)
+	if err := g.ClusterReader.Get(ctx, client.ObjectKey{Name: name}, current); err == nil {
+		groupPriority, versionPriority = current.Spec.GroupPriorityMinimum, current.Spec.VersionPriority
+	} else if !apierrors.IsNotFound(err) {
+		return err
+	}
+	apply := apiregistrationv1ac.APIService(name).
+		WithLabels(map[string]string{automanagedLabel: "false", v1alpha1.ManagedByLabel: g.managedBy()}).
+		WithSpec(apiregistrationv1ac.APIServiceSpec().
+			WithService(apiregistrationv1ac.ServiceReference().WithNamespace(g.ServiceNamespace).WithName(g.ServiceName).WithPort(g.Port)).
+			WithGroup(g.name).
+			WithVersion(version).
+			WithCABundle(g.CABundle...).
+			WithGroupPriorityMinimum(groupPriority).
+			WithVersionPriority(versionPriority))
+	if err := g.Cluster.Apply(ctx, apply, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("switching APIService %s to annex: %w", name, err)
 	}
 	return nil
 }
@@ -561,7 +600,7 @@ func (g *group) finish(ctx context.Context) error {
 		if a.status.FrozenTime != nil {
 			a.status.Freeze = &metav1.Duration{Duration: now.Sub(a.status.FrozenTime.Time).Round(time.Millisecond)}
 		}
-		a.status.Reason, a.status.Message = "", "annex serves the type; its objects as they were before the adoption stay in the cluster's etcd"
+		a.status.Reason, a.status.Message = "", adoptedMessage
 		if err := a.writeStatus(ctx); err != nil {
 			return err
 		}

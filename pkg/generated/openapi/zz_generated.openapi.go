@@ -391,6 +391,13 @@ func schema_pkg_apis_annex_v1alpha1_Adoption(ref common.ReferenceCallback) commo
 							Format:      "",
 						},
 					},
+					"release": {
+						SchemaProps: spec.SchemaProps{
+							Description: "release, set true once the adoption is Adopted, gives the type back to the cluster: annex refuses writes to the group for the time it writes its objects back into the cluster's etcd through the CRD, then points the APIServices back at the cluster, serves the CRD's versions again and accepts writes (phase RollingBack, then Released). It may be set false again only while the phase is Adopted: before the release began, or after one that failed (reason ReleaseFailed), to try again by setting it true once more.",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
 				},
 				Required: []string{"customResourceDefinition"},
 			},
@@ -468,6 +475,45 @@ func schema_pkg_apis_annex_v1alpha1_AdoptionStatus(ref common.ReferenceCallback)
 							Description: "message says what the adoption does or why it failed.",
 							Type:        []string{"string"},
 							Format:      "",
+						},
+					},
+					"releaseStartTime": {
+						SchemaProps: spec.SchemaProps{
+							Description: "releaseStartTime is when the release began.",
+							Ref:         ref(metav1.Time{}.OpenAPIModelName()),
+						},
+					},
+					"releasedTime": {
+						SchemaProps: spec.SchemaProps{
+							Description: "releasedTime is when the cluster served the type again and writes were accepted again.",
+							Ref:         ref(metav1.Time{}.OpenAPIModelName()),
+						},
+					},
+					"recreated": {
+						SchemaProps: spec.SchemaProps{
+							Description: "recreated counts the objects that the release had to create in the cluster (created while annex served the type, or deleted and created again): the cluster gave them a new uid and creationTimestamp, which no client can set.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"recreatedObjects": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "recreatedObjects names the first 100 of them, as namespace/name (or name, for a cluster-scoped type).",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Default: "",
+										Type:    []string{"string"},
+										Format:  "",
+									},
+								},
+							},
 						},
 					},
 				},
@@ -700,7 +746,7 @@ func schema_pkg_apis_annex_v1alpha1_HostedResourceSpec(ref common.ReferenceCallb
 					},
 					"adoption": {
 						SchemaProps: spec.SchemaProps{
-							Description: "adoption, when set, takes over a CustomResourceDefinition that the cluster serves, with its objects: annex copies them, pauses the type's writes for a moment, switches the type's APIServices to itself and stops the CRD's versions from being served. The rest of the spec must be the CRD's own (kubectl annex adopt writes it). The objects stay in the cluster's etcd until they are deleted there deliberately. It cannot be added or changed once the HostedResource exists.",
+							Description: "adoption, when set, takes over a CustomResourceDefinition that the cluster serves, with its objects: annex copies them, pauses the type's writes for a moment, switches the type's APIServices to itself and stops the CRD's versions from being served. The rest of the spec must be the CRD's own (kubectl annex adopt writes it). The objects stay in the cluster's etcd until they are deleted there deliberately. It cannot be added or changed once the HostedResource exists, but for adoption.release.",
 							Ref:         ref(v1alpha1.Adoption{}.OpenAPIModelName()),
 						},
 					},

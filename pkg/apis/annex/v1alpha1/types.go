@@ -55,7 +55,8 @@ type HostedResourceSpec struct {
 	// and stops the CRD's versions from being served. The rest of the spec
 	// must be the CRD's own (kubectl annex adopt writes it). The objects stay
 	// in the cluster's etcd until they are deleted there deliberately. It
-	// cannot be added or changed once the HostedResource exists.
+	// cannot be added or changed once the HostedResource exists, but for
+	// adoption.release.
 	// +optional
 	Adoption *Adoption `json:"adoption,omitempty"`
 }
@@ -66,6 +67,16 @@ type Adoption struct {
 	// customResourceDefinition is the name of the cluster's CRD
 	// (<plural>.<group>); its group and names must be the HostedResource's.
 	CustomResourceDefinition string `json:"customResourceDefinition"`
+	// release, set true once the adoption is Adopted, gives the type back
+	// to the cluster: annex refuses writes to the group for the time it
+	// writes its objects back into the cluster's etcd through the CRD, then
+	// points the APIServices back at the cluster, serves the CRD's versions
+	// again and accepts writes (phase RollingBack, then Released). It may
+	// be set false again only while the phase is Adopted: before the
+	// release began, or after one that failed (reason ReleaseFailed), to
+	// try again by setting it true once more.
+	// +optional
+	Release bool `json:"release,omitempty"`
 }
 
 // AdoptionPhase is how far the adoption of a CustomResourceDefinition went.
@@ -84,6 +95,15 @@ const (
 	AdoptionSwitched AdoptionPhase = "Switched"
 	// AdoptionAdopted: annex serves the type and its objects.
 	AdoptionAdopted AdoptionPhase = "Adopted"
+	// AdoptionRollingBack: spec.adoption.release gives the type back;
+	// writes to it are refused while annex writes its objects back into
+	// the cluster (copied of total), then the APIServices point at the
+	// cluster again.
+	AdoptionRollingBack AdoptionPhase = "RollingBack"
+	// AdoptionReleased: the cluster serves the type and the objects annex
+	// held; annex no longer serves it. Delete the HostedResource (kubectl
+	// annex release does) to delete annex's copies.
+	AdoptionReleased AdoptionPhase = "Released"
 	// AdoptionFailed: the adoption stopped; reason and message say why. The
 	// cluster still serves the type.
 	AdoptionFailed AdoptionPhase = "Failed"
@@ -121,6 +141,25 @@ type AdoptionStatus struct {
 	// message says what the adoption does or why it failed.
 	// +optional
 	Message string `json:"message,omitempty"`
+
+	// releaseStartTime is when the release began.
+	// +optional
+	ReleaseStartTime *metav1.Time `json:"releaseStartTime,omitempty"`
+	// releasedTime is when the cluster served the type again and writes
+	// were accepted again.
+	// +optional
+	ReleasedTime *metav1.Time `json:"releasedTime,omitempty"`
+	// recreated counts the objects that the release had to create in the
+	// cluster (created while annex served the type, or deleted and created
+	// again): the cluster gave them a new uid and creationTimestamp, which
+	// no client can set.
+	// +optional
+	Recreated int64 `json:"recreated,omitempty"`
+	// recreatedObjects names the first 100 of them, as namespace/name (or
+	// name, for a cluster-scoped type).
+	// +optional
+	// +listType=atomic
+	RecreatedObjects []string `json:"recreatedObjects,omitempty"`
 }
 
 // HostedResourceStorage says where and for how long a hosted type's objects are kept.

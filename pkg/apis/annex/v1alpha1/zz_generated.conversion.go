@@ -203,6 +203,7 @@ func RegisterConversions(s *runtime.Scheme) error {
 
 func autoConvert_v1alpha1_Adoption_To_annex_Adoption(in *Adoption, out *annex.Adoption, s conversion.Scope) error {
 	out.CustomResourceDefinition = in.CustomResourceDefinition
+	out.Release = in.Release
 	return nil
 }
 
@@ -213,6 +214,7 @@ func Convert_v1alpha1_Adoption_To_annex_Adoption(in *Adoption, out *annex.Adopti
 
 func autoConvert_annex_Adoption_To_v1alpha1_Adoption(in *annex.Adoption, out *Adoption, s conversion.Scope) error {
 	out.CustomResourceDefinition = in.CustomResourceDefinition
+	out.Release = in.Release
 	return nil
 }
 
@@ -232,6 +234,10 @@ func autoConvert_v1alpha1_AdoptionStatus_To_annex_AdoptionStatus(in *AdoptionSta
 	out.Freeze = (*v1.Duration)(unsafe.Pointer(in.Freeze))
 	out.Reason = in.Reason
 	out.Message = in.Message
+	out.ReleaseStartTime = (*v1.Time)(unsafe.Pointer(in.ReleaseStartTime))
+	out.ReleasedTime = (*v1.Time)(unsafe.Pointer(in.ReleasedTime))
+	out.Recreated = in.Recreated
+	out.RecreatedObjects = *(*[]string)(unsafe.Pointer(&in.RecreatedObjects))
 	return nil
 }
 
@@ -251,6 +257,10 @@ func autoConvert_annex_AdoptionStatus_To_v1alpha1_AdoptionStatus(in *annex.Adopt
 	out.Freeze = (*v1.Duration)(unsafe.Pointer(in.Freeze))
 	out.Reason = in.Reason
 	out.Message = in.Message
+	out.ReleaseStartTime = (*v1.Time)(unsafe.Pointer(in.ReleaseStartTime))
+	out.ReleasedTime = (*v1.Time)(unsafe.Pointer(in.ReleasedTime))
+	out.Recreated = in.Recreated
+	out.RecreatedObjects = *(*[]string)(unsafe.Pointer(&in.RecreatedObjects))
 	return nil
 }
 

@@ -67,6 +67,19 @@ func (in *AdoptionStatus) DeepCopyInto(out *AdoptionStatus) {
 		*out = new(v1.Duration)
 		**out = **in
 	}
+	if in.ReleaseStartTime != nil {
+		in, out := &in.ReleaseStartTime, &out.ReleaseStartTime
+		*out = (*in).DeepCopy()
+	}
+	if in.ReleasedTime != nil {
+		in, out := &in.ReleasedTime, &out.ReleasedTime
+		*out = (*in).DeepCopy()
+	}
+	if in.RecreatedObjects != nil {
+		in, out := &in.RecreatedObjects, &out.RecreatedObjects
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	return
 }
 

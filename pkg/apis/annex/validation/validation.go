@@ -54,11 +54,52 @@ func validateAdoption(hr *annex.HostedResource, fldPath *field.Path) field.Error
 	switch {
 	case name == "":
 		return field.ErrorList{field.Required(fldPath.Child("customResourceDefinition"), "the name of the cluster's CustomResourceDefinition to adopt")}
+	case hr.Spec.Adoption.Release:
+		return field.ErrorList{field.Forbidden(fldPath.Child("release"), "can be set only once the adoption is Adopted")}
 	case name != want:
 		return field.ErrorList{field.Invalid(fldPath.Child("customResourceDefinition"), name,
 			fmt.Sprintf("must be the CustomResourceDefinition of this type, %s (spec.names.plural and spec.group)", want))}
 	}
 	return nil
+}
+
+// validateAdoptionUpdate keeps spec.adoption as it was created, but for
+// release: it may be set true once the adoption is Adopted, and false again
+// while it is still Adopted (a release that has not begun, or that failed
+// and was rolled back).
+func validateAdoptionUpdate(hr, old *annex.HostedResource, fldPath *field.Path) field.ErrorList {
+	if hr.Spec.Adoption == nil || old.Spec.Adoption == nil {
+		if hr.Spec.Adoption != nil || old.Spec.Adoption != nil {
+			return field.ErrorList{field.Forbidden(fldPath, "cannot be added, changed or removed once the HostedResource exists")}
+		}
+		return nil
+	}
+	if hr.Spec.Adoption.CustomResourceDefinition != old.Spec.Adoption.CustomResourceDefinition {
+		return field.ErrorList{field.Forbidden(fldPath, "cannot be added, changed or removed once the HostedResource exists")}
+	}
+	if hr.Spec.Adoption.Release == old.Spec.Adoption.Release {
+		return nil
+	}
+	phase := annex.AdoptionPhase("")
+	if old.Status.Adoption != nil {
+		phase = old.Status.Adoption.Phase
+	}
+	if phase == annex.AdoptionAdopted {
+		return nil
+	}
+	if hr.Spec.Adoption.Release {
+		return field.ErrorList{field.Forbidden(fldPath.Child("release"), fmt.Sprintf(
+			"can be set only once the adoption is Adopted, not %s", phaseOrPending(phase)))}
+	}
+	return field.ErrorList{field.Forbidden(fldPath.Child("release"), fmt.Sprintf(
+		"cannot be unset once the release has begun (the adoption is %s)", phaseOrPending(phase)))}
+}
+
+func phaseOrPending(phase annex.AdoptionPhase) string {
+	if phase == "" {
+		return "pending"
+	}
+	return string(phase)
 }
 
 // ValidateHostedResourceUpdate validates an update of a HostedResource's spec and metadata.
@@ -74,10 +115,7 @@ func ValidateHostedResourceUpdate(ctx context.Context, hr, old *annex.HostedReso
 	allErrs := hostedPaths(crdErrors(apiextensionsvalidation.ValidateCustomResourceDefinitionUpdate(ctx, crd, oldCRD)))
 	allErrs = append(allErrs, validateGroup(hr.Spec.Group, field.NewPath("spec", "group"))...)
 	allErrs = append(allErrs, validateStorage(&hr.Spec.Storage, &old.Spec.Storage, field.NewPath("spec", "storage"))...)
-	if !apiequality.Semantic.DeepEqual(hr.Spec.Adoption, old.Spec.Adoption) {
-		allErrs = append(allErrs, field.Forbidden(field.NewPath("spec", "adoption"),
-			"cannot be added, changed or removed once the HostedResource exists"))
-	}
+	allErrs = append(allErrs, validateAdoptionUpdate(hr, old, field.NewPath("spec", "adoption"))...)
 	return allErrs
 }
 

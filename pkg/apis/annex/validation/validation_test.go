@@ -2,6 +2,7 @@ package validation
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +81,12 @@ func TestValidateHostedResource(t *testing.T) {
 		"adopting no CRD": {
 			mutate: func(hr *annex.HostedResource) { hr.Spec.Adoption = &annex.Adoption{} },
 			want:   map[string]string{"spec.adoption.customResourceDefinition": "Required"},
+		},
+		"an adoption released at its creation": {
+			mutate: func(hr *annex.HostedResource) {
+				hr.Spec.Adoption = &annex.Adoption{CustomResourceDefinition: "widgets.example.com", Release: true}
+			},
+			want: map[string]string{"spec.adoption.release": "only once the adoption is Adopted"},
 		},
 		"group without a dot": {
 			mutate: func(hr *annex.HostedResource) { hr.Spec.Group, hr.Name = "example", "widgets.example" },
@@ -225,6 +232,44 @@ func TestValidateHostedResourceUpdate(t *testing.T) {
 		"spec.adoption": "cannot be added, changed or removed",
 	})
 	wantFields(t, ValidateHostedResourceUpdate(context.Background(), adopting.DeepCopy(), adopting), nil)
+	renamed := adopting.DeepCopy()
+	renamed.Spec.Adoption.CustomResourceDefinition = "gadgets.example.com"
+	wantFields(t, ValidateHostedResourceUpdate(context.Background(), renamed, adopting), map[string]string{
+		"spec.adoption": "cannot be added, changed or removed",
+	})
+
+	// release is set once the adoption is Adopted, and unset only while it
+	// still is (a release not begun, or rolled back).
+	for _, tc := range []struct {
+		phase    annex.AdoptionPhase
+		from, to bool
+		want     string
+	}{
+		{phase: "", from: false, to: true, want: "only once the adoption is Adopted, not pending"},
+		{phase: annex.AdoptionCopying, from: false, to: true, want: "only once the adoption is Adopted, not Copying"},
+		{phase: annex.AdoptionSwitched, from: false, to: true, want: "only once the adoption is Adopted, not Switched"},
+		{phase: annex.AdoptionFailed, from: false, to: true, want: "only once the adoption is Adopted, not Failed"},
+		{phase: annex.AdoptionAdopted, from: false, to: true},
+		{phase: annex.AdoptionAdopted, from: true, to: false},
+		{phase: annex.AdoptionRollingBack, from: true, to: false, want: "cannot be unset once the release has begun (the adoption is RollingBack)"},
+		{phase: annex.AdoptionReleased, from: true, to: false, want: "cannot be unset once the release has begun (the adoption is Released)"},
+		{phase: annex.AdoptionRollingBack, from: true, to: true},
+	} {
+		t.Run(fmt.Sprintf("release %v to %v while %s", tc.from, tc.to, tc.phase), func(t *testing.T) {
+			before := adopting.DeepCopy()
+			before.Spec.Adoption.Release = tc.from
+			if tc.phase != "" {
+				before.Status.Adoption = &annex.AdoptionStatus{Phase: tc.phase}
+			}
+			after := before.DeepCopy()
+			after.Spec.Adoption.Release = tc.to
+			var want map[string]string
+			if tc.want != "" {
+				want = map[string]string{"spec.adoption.release": tc.want}
+			}
+			wantFields(t, ValidateHostedResourceUpdate(context.Background(), after, before), want)
+		})
+	}
 }
 
 func TestValidateStorageBackend(t *testing.T) {

@@ -27,6 +27,15 @@ type AdoptionApplyConfiguration struct {
 	// customResourceDefinition is the name of the cluster's CRD
 	// (<plural>.<group>); its group and names must be the HostedResource's.
 	CustomResourceDefinition *string `json:"customResourceDefinition,omitempty"`
+	// release, set true once the adoption is Adopted, gives the type back
+	// to the cluster: annex refuses writes to the group for the time it
+	// writes its objects back into the cluster's etcd through the CRD, then
+	// points the APIServices back at the cluster, serves the CRD's versions
+	// again and accepts writes (phase RollingBack, then Released). It may
+	// be set false again only while the phase is Adopted: before the
+	// release began, or after one that failed (reason ReleaseFailed), to
+	// try again by setting it true once more.
+	Release *bool `json:"release,omitempty"`
 }
 
 // AdoptionApplyConfiguration constructs a declarative configuration of the Adoption type for use with
@@ -40,5 +49,13 @@ func Adoption() *AdoptionApplyConfiguration {
 // If called multiple times, the CustomResourceDefinition field is set to the value of the last call.
 func (b *AdoptionApplyConfiguration) WithCustomResourceDefinition(value string) *AdoptionApplyConfiguration {
 	b.CustomResourceDefinition = &value
+	return b
+}
+
+// WithRelease sets the Release field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Release field is set to the value of the last call.
+func (b *AdoptionApplyConfiguration) WithRelease(value bool) *AdoptionApplyConfiguration {
+	b.Release = &value
 	return b
 }

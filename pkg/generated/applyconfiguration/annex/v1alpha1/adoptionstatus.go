@@ -48,6 +48,19 @@ type AdoptionStatusApplyConfiguration struct {
 	Reason *string `json:"reason,omitempty"`
 	// message says what the adoption does or why it failed.
 	Message *string `json:"message,omitempty"`
+	// releaseStartTime is when the release began.
+	ReleaseStartTime *v1.Time `json:"releaseStartTime,omitempty"`
+	// releasedTime is when the cluster served the type again and writes
+	// were accepted again.
+	ReleasedTime *v1.Time `json:"releasedTime,omitempty"`
+	// recreated counts the objects that the release had to create in the
+	// cluster (created while annex served the type, or deleted and created
+	// again): the cluster gave them a new uid and creationTimestamp, which
+	// no client can set.
+	Recreated *int64 `json:"recreated,omitempty"`
+	// recreatedObjects names the first 100 of them, as namespace/name (or
+	// name, for a cluster-scoped type).
+	RecreatedObjects []string `json:"recreatedObjects,omitempty"`
 }
 
 // AdoptionStatusApplyConfiguration constructs a declarative configuration of the AdoptionStatus type for use with
@@ -133,5 +146,39 @@ func (b *AdoptionStatusApplyConfiguration) WithReason(value string) *AdoptionSta
 // If called multiple times, the Message field is set to the value of the last call.
 func (b *AdoptionStatusApplyConfiguration) WithMessage(value string) *AdoptionStatusApplyConfiguration {
 	b.Message = &value
+	return b
+}
+
+// WithReleaseStartTime sets the ReleaseStartTime field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the ReleaseStartTime field is set to the value of the last call.
+func (b *AdoptionStatusApplyConfiguration) WithReleaseStartTime(value v1.Time) *AdoptionStatusApplyConfiguration {
+	b.ReleaseStartTime = &value
+	return b
+}
+
+// WithReleasedTime sets the ReleasedTime field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the ReleasedTime field is set to the value of the last call.
+func (b *AdoptionStatusApplyConfiguration) WithReleasedTime(value v1.Time) *AdoptionStatusApplyConfiguration {
+	b.ReleasedTime = &value
+	return b
+}
+
+// WithRecreated sets the Recreated field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Recreated field is set to the value of the last call.
+func (b *AdoptionStatusApplyConfiguration) WithRecreated(value int64) *AdoptionStatusApplyConfiguration {
+	b.Recreated = &value
+	return b
+}
+
+// WithRecreatedObjects adds the given value to the RecreatedObjects field in the declarative configuration
+// and returns the receiver, so that objects can be build by chaining "With" function invocations.
+// If called multiple times, values provided by each call will be appended to the RecreatedObjects field.
+func (b *AdoptionStatusApplyConfiguration) WithRecreatedObjects(values ...string) *AdoptionStatusApplyConfiguration {
+	for i := range values {
+		b.RecreatedObjects = append(b.RecreatedObjects, values[i])
+	}
 	return b
 }

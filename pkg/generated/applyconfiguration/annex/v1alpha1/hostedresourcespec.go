@@ -50,7 +50,8 @@ type HostedResourceSpecApplyConfiguration struct {
 	// and stops the CRD's versions from being served. The rest of the spec
 	// must be the CRD's own (kubectl annex adopt writes it). The objects stay
 	// in the cluster's etcd until they are deleted there deliberately. It
-	// cannot be added or changed once the HostedResource exists.
+	// cannot be added or changed once the HostedResource exists, but for
+	// adoption.release.
 	Adoption *AdoptionApplyConfiguration `json:"adoption,omitempty"`
 }
 

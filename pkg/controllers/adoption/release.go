@@ -1,0 +1,690 @@
+package adoption
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+)
+
+// ReleaseVersion is the version that a released CRD serves, from the
+// cluster, while annex writes its objects back: a copy of its storage
+// version (conversion None) whose APIService the cluster registers as
+// its own, while the type's other versions still point at annex. Through
+// it annex writes into the cluster's etcd, and clients keep reading annex's
+// objects until the switch back. It is never stored, and goes before the
+// release ends.
+const ReleaseVersion = "annexrelease"
+
+// Reasons of a release.
+const (
+	// ReasonReleaseFailed: the release stopped and was undone; annex still
+	// serves the type (phase Adopted). The message says why. Setting
+	// spec.adoption.release false, then true, tries again.
+	ReasonReleaseFailed = "ReleaseFailed"
+	// ReasonGroupNotReleased: the release waits until every adopted CRD of
+	// the group is released too (the group's APIServices serve them all).
+	ReasonGroupNotReleased = "GroupNotReleased"
+)
+
+// maxRecreatedNames bounds status.adoption.recreatedObjects.
+const maxRecreatedNames = 100
+
+// ReleaseFreezeMessage is what annex and the cluster answer a write to a
+// type of group while annex gives it back.
+func ReleaseFreezeMessage(group string) string {
+	return fmt.Sprintf("annex is giving the resources of %s back to the cluster: writes to them are refused while their objects are written back; retry", group)
+}
+
+// releaseRequested says whether every member asks to be released (and has
+// not failed to be, with release still set), and names those that do.
+func (g *group) releaseRequested() (all bool, asking []*adoption) {
+	all = true
+	for _, a := range g.members {
+		if a.hr.Spec.Adoption.Release && a.status.Phase == v1alpha1.AdoptionAdopted && a.status.Reason != ReasonReleaseFailed {
+			asking = append(asking, a)
+		} else {
+			all = false
+		}
+	}
+	return all && len(asking) > 0, asking
+}
+
+// noteRelease keeps an adopted group that is not released: a member that
+// asks for it is told what it waits for, and a failed release is forgotten
+// once its member no longer asks for it, so that asking again tries again.
+func (g *group) noteRelease(ctx context.Context, asking []*adoption) error {
+	var others []string
+	for _, a := range g.members {
+		if !slices.Contains(asking, a) {
+			others = append(others, a.hr.Spec.Adoption.CustomResourceDefinition)
+		}
+	}
+	for _, a := range g.members {
+		var reason, message string
+		switch {
+		case slices.Contains(asking, a):
+			reason, message = ReasonGroupNotReleased, fmt.Sprintf(
+				"group %s is released as a whole (its APIServices serve every type of it): release %s too", g.name, strings.Join(others, ", "))
+		case a.status.Phase == v1alpha1.AdoptionAdopted && a.status.Reason == ReasonReleaseFailed && a.hr.Spec.Adoption.Release:
+			continue
+		case a.status.Phase == v1alpha1.AdoptionAdopted && a.status.Reason != "":
+			reason, message = "", adoptedMessage
+		default:
+			continue
+		}
+		if a.status.Reason == reason && a.status.Message == message {
+			continue
+		}
+		a.status.Reason, a.status.Message = reason, message
+		if err := a.writeStatus(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const adoptedMessage = "annex serves the type; its objects as they were before the adoption stay in the cluster's etcd"
+
+// release gives the group's types back to the cluster: it refuses writes,
+// writes annex's objects back into the cluster's etcd through
+// ReleaseVersion, serves the CRDs again, points the APIServices back at
+// the cluster and accepts writes again. Every step can be done again: a
+// release that annex's restart interrupted goes on from where it was.
+func (g *group) release(ctx context.Context) error {
+	g.step("start")
+	starting := !g.inPhase(v1alpha1.AdoptionRollingBack)
+	for _, a := range g.members {
+		err := a.readCRD(ctx)
+		var f *failed
+		if errors.As(err, &f) {
+			return g.releaseFailed(ctx, fmt.Sprintf("%s: %s", f.reason, f.message))
+		}
+		if err != nil {
+			return err
+		}
+		if c := a.crd.Spec.Conversion; c != nil && c.Strategy == apiextensionsv1.WebhookConverter {
+			return g.releaseFailed(ctx, fmt.Sprintf("CustomResourceDefinition %s converts its versions with a webhook, "+
+				"which would have to convert version %s too: annex does not release such a CRD yet", a.crd.Name, ReleaseVersion))
+		}
+		if starting && slices.ContainsFunc(a.crd.Spec.Versions, func(v apiextensionsv1.CustomResourceDefinitionVersion) bool { return v.Name == ReleaseVersion }) {
+			return g.releaseFailed(ctx, fmt.Sprintf("CustomResourceDefinition %s already has a version %s, the name annex gives the version it writes back through",
+				a.crd.Name, ReleaseVersion))
+		}
+	}
+	if starting {
+		now := metav1.Now()
+		for _, a := range g.members {
+			s := a.status
+			s.Phase, s.ReleaseStartTime, s.ReleasedTime = v1alpha1.AdoptionRollingBack, &now, nil
+			s.Copied, s.Total, s.Recreated, s.RecreatedObjects = 0, 0, 0, nil
+			s.Reason, s.Message = "", "writes to the type are refused while annex writes its objects back into the cluster"
+			if err := a.writeStatus(ctx); err != nil {
+				return err
+			}
+		}
+	}
+
+	// The CRDs still annotated are not written back yet; the others were
+	// served again by a process that stopped before the end.
+	var writeBack []*adoption
+	for _, a := range g.members {
+		if a.crd.Annotations[v1alpha1.AdoptedByAnnotation] == g.managedBy() {
+			writeBack = append(writeBack, a)
+		}
+	}
+	if len(writeBack) > 0 {
+		user, err := g.whoAmI(ctx)
+		if err != nil {
+			return err
+		}
+		if _, err := g.freezeFor(ctx, ReleaseFreezeMessage(g.name), user); err != nil {
+			return err
+		}
+		if err := g.settle(ctx); err != nil {
+			return err
+		}
+		for _, a := range writeBack {
+			if err := a.serveReleaseVersion(ctx); err != nil {
+				return err
+			}
+		}
+		for _, a := range writeBack {
+			if err := a.waitServed(ctx); err != nil {
+				return err
+			}
+		}
+		g.step("served version " + ReleaseVersion)
+		for _, a := range writeBack {
+			objects, err := a.Objects(a.gvr.GroupResource())
+			if err != nil {
+				return fmt.Errorf("opening the store of %s: %w", a.crd.Name, err)
+			}
+			defer objects.Destroy()
+			a.objects = objects
+			err = a.writeBack(ctx)
+			var f *failed
+			if errors.As(err, &f) {
+				return g.releaseFailed(ctx, f.message)
+			}
+			if err != nil {
+				return err
+			}
+			g.step(fmt.Sprintf("wrote %d objects of %s back", a.status.Total, a.crd.Name))
+		}
+		for _, a := range writeBack {
+			if err := a.serveAgain(ctx); err != nil {
+				return err
+			}
+		}
+		g.step("served the CRDs again")
+	}
+	err := g.switchBack(ctx)
+	if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
+		return g.releaseFailed(ctx, err.Error())
+	}
+	if err != nil {
+		return err
+	}
+	g.step("switched the APIServices back")
+	if err := g.unfreeze(ctx); err != nil {
+		return err
+	}
+	g.step("deleted the freeze")
+	now := metav1.Now()
+	for _, a := range g.members {
+		s := a.status
+		s.Phase, s.ReleasedTime = v1alpha1.AdoptionReleased, &now
+		if s.ReleaseStartTime != nil {
+			s.Freeze = &metav1.Duration{Duration: now.Sub(s.ReleaseStartTime.Time).Round(time.Millisecond)}
+		}
+		s.Reason, s.Message = "", "the cluster serves the type again, with the objects annex held; delete the HostedResource to delete annex's copies"
+		if err := a.writeStatus(ctx); err != nil {
+			return err
+		}
+		ctrl.LoggerFrom(ctx).Info("Released a CustomResourceDefinition", "crd", a.crd.Name, "objects", s.Total, "recreated", s.Recreated,
+			"freeze", ptr.Deref(s.Freeze, metav1.Duration{}).Duration.String(), "steps", strings.Join(g.steps, ", "))
+	}
+	return nil
+}
+
+// releaseFailed undoes what a release did (the CRDs unserved again, without
+// ReleaseVersion; the APIServices pointing at annex; writes accepted) and
+// leaves the group adopted, with reason ReleaseFailed. What was written
+// back into the cluster's etcd stays there, unread, as the objects of
+// before the adoption did.
+func (g *group) releaseFailed(ctx context.Context, message string) error {
+	ctrl.LoggerFrom(ctx).Info("A release failed; the group stays adopted", "group", g.name, "message", message)
+	var versions []string
+	for _, a := range g.members {
+		if a.crd == nil {
+			continue
+		}
+		if err := a.dropReleaseVersion(ctx); err != nil {
+			return err
+		}
+		if err := a.stopServing(ctx); err != nil {
+			return err
+		}
+		for _, v := range a.hr.Spec.Versions {
+			if v.Served && !slices.Contains(versions, v.Name) {
+				versions = append(versions, v.Name)
+			}
+		}
+	}
+	if err := g.pointAtAnnex(ctx, versions); err != nil {
+		return err
+	}
+	if err := g.unfreeze(ctx); err != nil {
+		return err
+	}
+	for _, a := range g.members {
+		a.status.Phase, a.status.ReleasedTime = v1alpha1.AdoptionAdopted, nil
+		a.status.Reason, a.status.Message = ReasonReleaseFailed, "the release failed and was undone; annex still serves the type: "+message
+		if err := a.writeStatus(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// whoAmI is the name the cluster knows annex by, which the release's
+// freeze lets write through ReleaseVersion.
+func (g *group) whoAmI(ctx context.Context) (string, error) {
+	gvr := schema.GroupVersionResource{Group: "authentication.k8s.io", Version: "v1", Resource: "selfsubjectreviews"}
+	review, err := g.Dynamic.Resource(gvr).Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("asking the cluster who annex is (SelfSubjectReview): %w", err)
+	}
+	user, _, _ := unstructured.NestedString(review.Object, "status", "userInfo", "username")
+	if user == "" {
+		return "", fmt.Errorf("the cluster's SelfSubjectReview names no user")
+	}
+	return user, nil
+}
+
+// releaseGVR is the type's resource in ReleaseVersion.
+func (a *adoption) releaseGVR() schema.GroupVersionResource {
+	gvr := a.gvr
+	gvr.Version = ReleaseVersion
+	return gvr
+}
+
+// serveReleaseVersion adds ReleaseVersion to the CRD, served: the
+// cluster's autoregister controller registers its APIService as the
+// cluster's own, while the other versions' still point at annex.
+func (a *adoption) serveReleaseVersion(ctx context.Context) error {
+	return a.updateCRD(ctx, func(crd *apiextensionsv1.CustomResourceDefinition) bool {
+		if slices.ContainsFunc(crd.Spec.Versions, isReleaseVersion) {
+			return false
+		}
+		i := slices.IndexFunc(crd.Spec.Versions, func(v apiextensionsv1.CustomResourceDefinitionVersion) bool { return v.Storage })
+		if i < 0 {
+			return false
+		}
+		v := *crd.Spec.Versions[i].DeepCopy()
+		// Not deprecated: the warning would be logged at each write back.
+		v.Name, v.Served, v.Storage = ReleaseVersion, true, false
+		v.Deprecated, v.DeprecationWarning = false, nil
+		crd.Spec.Versions = append(crd.Spec.Versions, v)
+		return true
+	})
+}
+
+func isReleaseVersion(v apiextensionsv1.CustomResourceDefinitionVersion) bool {
+	return v.Name == ReleaseVersion
+}
+
+// dropReleaseVersion removes ReleaseVersion from the CRD.
+func (a *adoption) dropReleaseVersion(ctx context.Context) error {
+	return a.updateCRD(ctx, func(crd *apiextensionsv1.CustomResourceDefinition) bool {
+		n := len(crd.Spec.Versions)
+		crd.Spec.Versions = slices.DeleteFunc(crd.Spec.Versions, isReleaseVersion)
+		return len(crd.Spec.Versions) != n
+	})
+}
+
+// serveAgain serves the CRD's versions as the HostedResource serves them,
+// removes ReleaseVersion and the adoption's annotation, in one update. The
+// APIServices still point at annex: clients read annex until the switch.
+func (a *adoption) serveAgain(ctx context.Context) error {
+	return a.updateCRD(ctx, func(crd *apiextensionsv1.CustomResourceDefinition) bool {
+		crd.Spec.Versions = slices.DeleteFunc(crd.Spec.Versions, isReleaseVersion)
+		for i := range crd.Spec.Versions {
+			v := &crd.Spec.Versions[i]
+			j := slices.IndexFunc(a.hr.Spec.Versions, func(hv apiextensionsv1.CustomResourceDefinitionVersion) bool { return hv.Name == v.Name })
+			v.Served = j >= 0 && a.hr.Spec.Versions[j].Served
+		}
+		delete(crd.Annotations, v1alpha1.AdoptedByAnnotation)
+		return true
+	})
+}
+
+// updateCRD updates the cluster's CRD with change, if it changes it.
+func (a *adoption) updateCRD(ctx context.Context, change func(*apiextensionsv1.CustomResourceDefinition) bool) error {
+	for {
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		if err := a.ClusterReader.Get(ctx, client.ObjectKey{Name: a.crd.Name}, crd); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		if !change(crd) {
+			a.crd = crd
+			return nil
+		}
+		err := a.Cluster.Update(ctx, crd)
+		if apierrors.IsConflict(err) {
+			continue
+		}
+		if err == nil {
+			a.crd = crd
+		}
+		return err
+	}
+}
+
+// waitServed waits until the cluster serves ReleaseVersion.
+func (a *adoption) waitServed(ctx context.Context) error {
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, a.FreezeTimeout, true, func(ctx context.Context) (bool, error) {
+		_, last = a.Dynamic.Resource(a.releaseGVR()).List(ctx, metav1.ListOptions{Limit: 1})
+		return last == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the cluster does not serve %s: %v", a.releaseGVR(), last)
+	}
+	return nil
+}
+
+// writeBack writes the objects annex holds into the cluster's etcd
+// through ReleaseVersion: it updates those the cluster holds (keeping their
+// uid), creates the others (the cluster gives them a new uid and
+// creationTimestamp: they are counted in status.adoption.recreated), and
+// deletes those annex does not hold. Objects that did not change are not
+// written.
+func (a *adoption) writeBack(ctx context.Context) error {
+	gvr := a.releaseGVR()
+	list, err := a.Metadata.Resource(gvr).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("listing %s in the cluster: %w", gvr.GroupResource(), err)
+	}
+	inCluster := make(map[string]*metav1.PartialObjectMetadata, len(list.Items))
+	for i := range list.Items {
+		inCluster[key(list.Items[i].Namespace, list.Items[i].Name)] = &list.Items[i]
+	}
+	total := 0
+	if err := eachHeld(ctx, a.objects, func(string, string) error { total++; return nil }); err != nil {
+		return err
+	}
+	s := a.status
+	s.Copied, s.Total, s.Recreated, s.RecreatedObjects = 0, int64(total), 0, nil
+	s.Reason, s.Message = "", fmt.Sprintf("writing %d objects back into the cluster; writes to the type are refused meanwhile", total)
+	if err := a.writeStatus(ctx); err != nil {
+		return err
+	}
+	held := map[string]bool{}
+	var mu sync.Mutex
+	err = eachHeldPage(ctx, a.objects, func(page []unstructured.Unstructured) error {
+		// The group's context ends with Wait; the status is written after.
+		g, writing := errgroup.WithContext(ctx)
+		g.SetLimit(copyWorkers)
+		for i := range page {
+			obj := &page[i]
+			k := key(obj.GetNamespace(), obj.GetName())
+			held[k] = true
+			current := inCluster[k]
+			g.Go(func() error {
+				if err := a.writeBackOne(writing, obj, current != nil); err != nil {
+					return err
+				}
+				if current == nil || current.UID != obj.GetUID() {
+					mu.Lock()
+					defer mu.Unlock()
+					s.Recreated++
+					if len(s.RecreatedObjects) < maxRecreatedNames {
+						s.RecreatedObjects = append(s.RecreatedObjects, strings.TrimPrefix(k, "/"))
+					}
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		s.Copied += int64(len(page))
+		slices.Sort(s.RecreatedObjects)
+		return a.writeStatus(ctx)
+	})
+	if err != nil {
+		return err
+	}
+	for k, current := range inCluster {
+		if held[k] {
+			continue
+		}
+		if err := a.deleteFromCluster(ctx, current); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// permanent says whether a write's error will not go away by trying again.
+func permanent(err error) bool {
+	return apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsForbidden(err) ||
+		apierrors.IsNotFound(err) || apierrors.IsMethodNotSupported(err) || apierrors.IsRequestEntityTooLargeError(err)
+}
+
+func writeBackFailed(k string, err error) error {
+	if permanent(err) {
+		return &failed{reason: ReasonReleaseFailed, message: fmt.Sprintf("writing %s back into the cluster: %v", k, err)}
+	}
+	return fmt.Errorf("writing %s back into the cluster: %w", k, err)
+}
+
+// systemFields are the metadata that the cluster sets and no client can.
+var systemFields = []string{"uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "selfLink",
+	"deletionTimestamp", "deletionGracePeriodSeconds"}
+
+// writeBackOne writes one object annex holds into the cluster, through
+// ReleaseVersion: metadata (labels, annotations, finalizers,
+// ownerReferences), spec and the rest, then status through /status when
+// the type has that subresource, then the deletion of an object being
+// deleted, then annex's managedFields, so that none names ReleaseVersion.
+func (a *adoption) writeBackOne(ctx context.Context, held *unstructured.Unstructured, exists bool) error {
+	gvr := a.releaseGVR()
+	res := a.Dynamic.Resource(gvr).Namespace(held.GetNamespace())
+	name := held.GetName()
+	k := strings.TrimPrefix(key(held.GetNamespace(), name), "/")
+	want := held.DeepCopy()
+	want.SetAPIVersion(gvr.GroupVersion().String())
+	statusSubresource := a.hasStatusSubresource()
+
+	var live *unstructured.Unstructured
+	if exists {
+		var err error
+		live, err = res.Get(ctx, name, metav1.GetOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return writeBackFailed(k, err)
+		}
+		if err != nil {
+			live = nil
+		}
+	}
+	switch {
+	case live == nil:
+		create := want.DeepCopy()
+		for _, f := range systemFields {
+			unstructured.RemoveNestedField(create.Object, "metadata", f)
+		}
+		created, err := res.Create(ctx, create, metav1.CreateOptions{FieldManager: FieldManager})
+		if err != nil {
+			return writeBackFailed(k, err)
+		}
+		live = created
+	case !sameObject(live, want, statusSubresource):
+		update := want.DeepCopy()
+		for _, f := range systemFields {
+			unstructured.RemoveNestedField(update.Object, "metadata", f)
+			if v, ok, _ := unstructured.NestedFieldNoCopy(live.Object, "metadata", f); ok && f != "managedFields" {
+				_ = unstructured.SetNestedField(update.Object, v, "metadata", f)
+			}
+		}
+		updated, err := res.Update(ctx, update, metav1.UpdateOptions{FieldManager: FieldManager})
+		if err != nil {
+			return writeBackFailed(k, err)
+		}
+		live = updated
+	}
+	if statusSubresource && !equality.Semantic.DeepEqual(live.Object["status"], want.Object["status"]) {
+		live = live.DeepCopy()
+		if status, ok := want.Object["status"]; ok {
+			live.Object["status"] = status
+		} else {
+			delete(live.Object, "status")
+		}
+		updated, err := res.UpdateStatus(ctx, live, metav1.UpdateOptions{FieldManager: FieldManager})
+		if err != nil {
+			return writeBackFailed(k, err)
+		}
+		live = updated
+	}
+	if held.GetDeletionTimestamp() != nil && live.GetDeletionTimestamp() == nil {
+		uid := live.GetUID()
+		if err := res.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil {
+			return writeBackFailed(k, err)
+		}
+		if live, _ = res.Get(ctx, name, metav1.GetOptions{}); live == nil {
+			return nil
+		}
+	}
+	heldFields, _, _ := unstructured.NestedFieldNoCopy(held.Object, "metadata", "managedFields")
+	liveFields, _, _ := unstructured.NestedFieldNoCopy(live.Object, "metadata", "managedFields")
+	if equality.Semantic.DeepEqual(heldFields, liveFields) {
+		return nil
+	}
+	if fields, ok := heldFields.([]any); !ok || len(fields) == 0 {
+		// An empty entry clears them.
+		heldFields = []any{map[string]any{}}
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"managedFields": heldFields}})
+	if err != nil {
+		return err
+	}
+	if _, err := res.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
+		return writeBackFailed(k, err)
+	}
+	return nil
+}
+
+// sameObject says whether the cluster's object already is annex's, but for
+// what the cluster sets itself, and status when the type has the status
+// subresource (written apart).
+func sameObject(live, want *unstructured.Unstructured, statusSubresource bool) bool {
+	normal := func(obj *unstructured.Unstructured) map[string]any {
+		obj = obj.DeepCopy()
+		for _, f := range systemFields {
+			unstructured.RemoveNestedField(obj.Object, "metadata", f)
+		}
+		delete(obj.Object, "apiVersion")
+		if statusSubresource {
+			delete(obj.Object, "status")
+		}
+		return obj.Object
+	}
+	return equality.Semantic.DeepEqual(normal(live), normal(want))
+}
+
+// hasStatusSubresource says whether the CRD's storage version, which
+// ReleaseVersion copies, has the status subresource.
+func (a *adoption) hasStatusSubresource() bool {
+	for _, v := range a.crd.Spec.Versions {
+		if v.Name == ReleaseVersion || (v.Storage && !slices.ContainsFunc(a.crd.Spec.Versions, isReleaseVersion)) {
+			return v.Subresources != nil && v.Subresources.Status != nil
+		}
+	}
+	return false
+}
+
+// deleteFromCluster deletes from the cluster an object deleted while annex
+// served the type, finalizers or not: in annex, its finalizers were removed
+// before it went.
+func (a *adoption) deleteFromCluster(ctx context.Context, obj *metav1.PartialObjectMetadata) error {
+	res := a.Dynamic.Resource(a.releaseGVR()).Namespace(obj.Namespace)
+	k := strings.TrimPrefix(key(obj.Namespace, obj.Name), "/")
+	if len(obj.Finalizers) > 0 {
+		_, err := res.Patch(ctx, obj.Name, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`),
+			metav1.PatchOptions{FieldManager: FieldManager})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return writeBackFailed(k, err)
+		}
+	}
+	err := res.Delete(ctx, obj.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &obj.UID}})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return writeBackFailed(k, err)
+	}
+	return nil
+}
+
+// servedVersions are the versions that the members' HostedResources serve.
+func (g *group) servedVersions() []string {
+	var versions []string
+	for _, a := range g.members {
+		for _, v := range a.hr.Spec.Versions {
+			if v.Served && !slices.Contains(versions, v.Name) {
+				versions = append(versions, v.Name)
+			}
+		}
+	}
+	return versions
+}
+
+// switchBack gives each APIService of the group that points at annex back
+// to the cluster's autoregister controller, local, in one update each:
+// labelled automanaged "true" again, without annex's label and Service.
+// The CRDs are served by then, so autoregister keeps them.
+func (g *group) switchBack(ctx context.Context) error {
+	// The cluster removes ReleaseVersion's APIService once it has seen the
+	// CRDs served again; autoregister wants the others from then on, and
+	// does not delete one labelled as its own.
+	name := ReleaseVersion + "." + g.name
+	_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, g.FreezeTimeout, true, func(ctx context.Context) (bool, error) {
+		err := g.ClusterReader.Get(ctx, client.ObjectKey{Name: name}, &apiregistrationv1.APIService{})
+		return apierrors.IsNotFound(err), nil
+	})
+	for _, version := range g.servedVersions() {
+		name := version + "." + g.name
+		for {
+			current := &apiregistrationv1.APIService{}
+			if err := g.ClusterReader.Get(ctx, client.ObjectKey{Name: name}, current); err != nil {
+				if apierrors.IsNotFound(err) {
+					break // autoregister creates it
+				}
+				return err
+			}
+			if current.Spec.Service == nil || current.Labels[v1alpha1.ManagedByLabel] != g.managedBy() {
+				break
+			}
+			local := current.DeepCopy()
+			delete(local.Labels, v1alpha1.ManagedByLabel)
+			local.Labels[automanagedLabel] = "true"
+			local.Spec = apiregistrationv1.APIServiceSpec{
+				Group: g.name, Version: version,
+				GroupPriorityMinimum: current.Spec.GroupPriorityMinimum, VersionPriority: current.Spec.VersionPriority,
+			}
+			err := g.Cluster.Update(ctx, local)
+			if apierrors.IsConflict(err) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("giving APIService %s back to the cluster: %w", name, err)
+			}
+			break
+		}
+	}
+	return nil
+}
+
+// pointAtAnnex points the group's APIServices of versions at annex again.
+func (g *group) pointAtAnnex(ctx context.Context, versions []string) error {
+	for _, version := range versions {
+		if err := g.applyAPIService(ctx, version); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// freezeFor has the cluster, and annex, refuse every write to the group's
+// types but those user makes through ReleaseVersion, and waits until
+// annex does.
+func (g *group) freezeFor(ctx context.Context, message, user string) (time.Time, error) {
+	exempt := fmt.Sprintf("!(request.userInfo.username == %s && request.resource.version == %s)",
+		strconv.Quote(user), strconv.Quote(ReleaseVersion))
+	return g.freezeWith(ctx, message, []admissionregistrationv1.MatchCondition{{Name: "not-annex-writing-back", Expression: exempt}})
+}
