@@ -102,6 +102,19 @@ func TestPostgresBackendOutage(t *testing.T) {
 			t.Errorf("%s: the 503 does not name the backend and say it is unreachable: %v", when, err)
 		}
 	}
+	// WaitForAnnexThroughCluster waits for annex.dev's APIService only. The
+	// aggregator marks each hosted group's APIService available again on its
+	// own schedule after the restart, and until then answers 503 itself,
+	// with no Status: wait for annex's own answers before judging them.
+	if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		if _, err := admin.Resource(healthy).Namespace(ns).List(ctx, metav1.ListOptions{}); err != nil {
+			return false, nil
+		}
+		_, err := admin.Resource(kept).Namespace(ns).List(ctx, metav1.ListOptions{})
+		return err != nil && strings.Contains(err.Error(), "StorageBackend"), nil
+	}); err != nil {
+		t.Errorf("after a start with the database down, the aggregator never passed both groups' lists to annex: %v", err)
+	}
 	expectServes("after a start with the database down")
 	expectUnavailable("after a start with the database down", kept)
 
