@@ -77,7 +77,7 @@ func runCRUDMode(ctx context.Context, out io.Writer, opts crudOptions, outDir, c
 	}
 	defer restore()
 	p.stage("start kube-apiserver, etcd and annex")
-	env, err := framework.Start(ctx)
+	env, err := framework.Start(ctx, strings.Fields(*annexFlags)...)
 	if err != nil {
 		return err
 	}

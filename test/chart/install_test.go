@@ -31,6 +31,7 @@ import (
 	aggregatorclient "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 
 	"annex.dev/annex/test/integration/framework"
+	"annex.dev/annex/test/process"
 )
 
 var apiServices = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
@@ -356,7 +357,7 @@ func runUninstallHook(t *testing.T, ctx context.Context, cs kubernetes.Interface
 }
 
 // waitAvailable waits until the cluster reports the APIService Available.
-func waitAvailable(t *testing.T, ctx context.Context, dyn dynamic.Interface, name string, annex *framework.Process) {
+func waitAvailable(t *testing.T, ctx context.Context, dyn dynamic.Interface, name string, annex *process.Process) {
 	t.Helper()
 	last := "not found"
 	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
@@ -592,7 +593,7 @@ func (p *localPod) command(t *testing.T, commands map[string]string) (bin string
 }
 
 // start runs the container as a background process, its output to p.log.
-func (p *localPod) start(t *testing.T, annexBin string) *framework.Process {
+func (p *localPod) start(t *testing.T, annexBin string) *process.Process {
 	t.Helper()
 	bin, args, envv := p.command(t, map[string]string{"/annex-apiserver": annexBin})
 	out, err := os.Create(p.log)
@@ -605,7 +606,10 @@ func (p *localPod) start(t *testing.T, annexBin string) *framework.Process {
 			t.Fatal(err)
 		}
 	}
-	proc, err := framework.StartProcessEnv(bin, args, envv, p.root, out)
+	if envv == nil {
+		envv = []string{} // the container's environment only, none of the test's
+	}
+	proc, err := process.Start(bin, args, envv, p.root, out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -614,12 +618,7 @@ func (p *localPod) start(t *testing.T, annexBin string) *framework.Process {
 			_ = proc.Stop(time.Minute)
 		}
 		if t.Failed() {
-			data, _ := os.ReadFile(p.log)
-			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-			if len(lines) > 60 {
-				lines = lines[len(lines)-60:]
-			}
-			t.Logf("last lines of annex's log %s:\n%s", p.log, strings.Join(lines, "\n"))
+			t.Logf("annex's log:%s", process.FileTail(p.log, 60))
 		}
 	})
 	return proc

@@ -75,7 +75,7 @@ func TestKillEtcdLeader(t *testing.T) {
 			i, leader.Name, elected.Round(time.Millisecond), leader.Name, down, took.Round(time.Millisecond))
 	}
 	r.finish(between, fmt.Sprintf("%d kills of the etcd leader under annex", kills))
-	if exited, err := a.proc.Exited(); exited {
+	if exited, err := a.Process().Exited(); exited {
 		t.Fatalf("annex exited: %v", err)
 	}
 }

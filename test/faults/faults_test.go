@@ -16,10 +16,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -30,10 +28,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"annex.dev/annex/test/annexserver"
 	"annex.dev/annex/test/history"
-	"annex.dev/annex/test/integration/framework"
 )
 
 // long selects the longer run of make test-faults.
@@ -43,134 +40,39 @@ func long() bool { return os.Getenv("ANNEX_FAULTS_LONG") == "1" }
 // on the store its extra flags name, which the test kills, stops or starts
 // again on the same data.
 type annex struct {
-	t          *testing.T
-	bin        string
-	args       []string
-	dir        string
-	port       int
-	kubeconfig string
-	log        *framework.LogBuffer
-	proc       *framework.Process
-	// paused is set while the process is stopped with SIGSTOP.
-	paused bool
+	*annexserver.Server
+	t *testing.T
 }
 
 // startAnnex starts annex in standalone mode, with extraArgs added to its
-// flags, and waits until it is ready.
+// flags, and waits until it is ready. Its cleanup is registered after those
+// of the stores the test started first, so it runs before them: annex stops
+// before its store does.
 func startAnnex(t *testing.T, extraArgs ...string) *annex {
 	t.Helper()
-	bin := os.Getenv("ANNEX_APISERVER_BIN")
-	if bin == "" {
-		t.Fatal("ANNEX_APISERVER_BIN must name the annex-apiserver binary (make test-integration sets it)")
-	}
-	port, err := framework.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	a := &annex{t: t, bin: bin, dir: dir, port: port, kubeconfig: filepath.Join(dir, "kubeconfig"), log: &framework.LogBuffer{}}
-	a.args = append([]string{
-		"--mode=standalone", "--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
-		"--data-dir=" + filepath.Join(dir, "data"), "--admin-kubeconfig=" + a.kubeconfig,
-	}, extraArgs...)
-	// Registered after the cleanups of the stores the test started first,
-	// so it runs before them: annex stops before its store does.
-	t.Cleanup(func() {
-		if a.proc != nil {
-			if a.paused {
-				_ = a.signal(syscall.SIGCONT)
-			}
-			if exited, _ := a.proc.Exited(); !exited {
-				_ = a.proc.Stop(30 * time.Second)
-			}
-		}
-		if t.Failed() {
-			t.Logf("annex log:\n%s", a.log.String())
-		}
-	})
-	if _, err := a.start(); err != nil {
-		t.Fatal(err)
-	}
-	return a
+	return &annex{Server: annexserver.StartT(t, &annexserver.Server{Args: extraArgs}), t: t}
 }
 
-// start starts annex on its data and waits until /readyz answers 200; it
-// returns how long that took.
+// start starts annex again on its data and waits until /readyz answers
+// 200; it returns how long that took.
 func (a *annex) start() (time.Duration, error) {
-	started := time.Now()
-	proc, err := framework.StartProcess(a.bin, a.args, a.dir, a.log)
-	if err != nil {
+	if err := a.Start(context.Background()); err != nil {
 		return 0, err
 	}
-	a.proc = proc
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	var last string
-	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		if exited, err := proc.Exited(); exited {
-			return false, fmt.Errorf("annex exited while starting: %v", err)
-		}
-		if _, err := os.Stat(a.kubeconfig); err != nil {
-			return false, nil
-		}
-		client, err := rest.HTTPClientFor(a.restConfig())
-		if err != nil {
-			return false, err
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/readyz", a.port), nil)
-		if err != nil {
-			return false, err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			last = err.Error()
-			return false, nil
-		}
-		resp.Body.Close()
-		last = resp.Status
-		return resp.StatusCode == http.StatusOK, nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("annex was not ready: %v (last /readyz: %s)", err, last)
-	}
-	return time.Since(started), nil
+	return a.ReadyIn(), nil
 }
 
 // stop stops annex as a rollout does: SIGTERM, and SIGKILL if it has not
 // exited within 30s, which fails the test.
-func (a *annex) stop() error {
-	fmt.Fprintf(a.log, "\n--- SIGTERM ---\n")
-	return a.proc.Stop(30 * time.Second)
-}
+func (a *annex) stop() error { return a.Stop() }
 
 // kill ends annex and its embedded etcd with SIGKILL.
-func (a *annex) kill() error {
-	fmt.Fprintf(a.log, "\n--- kill -9 ---\n")
-	return a.proc.Kill()
-}
+func (a *annex) kill() error { return a.Kill() }
 
-// signal sends sig to annex; SIGSTOP and SIGCONT set and clear paused.
-func (a *annex) signal(sig syscall.Signal) error {
-	fmt.Fprintf(a.log, "\n--- %s ---\n", sig)
-	if err := syscall.Kill(a.proc.Pid(), sig); err != nil {
-		return err
-	}
-	switch sig {
-	case syscall.SIGSTOP:
-		a.paused = true
-	case syscall.SIGCONT:
-		a.paused = false
-	}
-	return nil
-}
+// signal sends sig to annex.
+func (a *annex) signal(sig syscall.Signal) error { return a.Signal(sig) }
 
-func (a *annex) restConfig() *rest.Config {
-	cfg, err := clientcmd.BuildConfigFromFlags("", a.kubeconfig)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	return cfg
-}
+func (a *annex) restConfig() *rest.Config { return annexserver.AdminConfigT(a.t, a.Server) }
 
 // The hosted type the clients share.
 var ledgers = schema.GroupVersionResource{Group: "history.example.com", Version: "v1", Resource: "ledgers"}

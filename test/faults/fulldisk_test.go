@@ -198,7 +198,7 @@ type filling struct {
 // each answer as annex gave it.
 func fill(t *testing.T, a *annex, first, refusals int, budget time.Duration) filling {
 	t.Helper()
-	cfg, host := a.restConfig(), fmt.Sprintf("https://127.0.0.1:%d", a.port)
+	cfg, host := a.restConfig(), fmt.Sprintf("https://127.0.0.1:%d", a.Port)
 	path := "/apis/" + ballasts.Group + "/" + ballasts.Version + "/" + ballasts.Resource
 	var f filling
 	started := time.Now()
@@ -233,7 +233,7 @@ func fill(t *testing.T, a *annex, first, refusals int, budget time.Duration) fil
 			}
 		}
 		f.refusals = append(f.refusals, r)
-		if exited, _ := a.proc.Exited(); exited {
+		if exited, _ := a.Process().Exited(); exited {
 			f.exited = true
 			break
 		}
@@ -264,12 +264,6 @@ func readBack(t *testing.T, cfg *rest.Config, names []string) (lost []string) {
 		}
 	}
 	return lost
-}
-
-// logTail is the last n lines of log.
-func logTail(log string, n int) string {
-	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // TestFullDisk fills the disk under annex's embedded etcd with the objects of
@@ -322,8 +316,8 @@ func TestFullDisk(t *testing.T) {
 	if f.exited {
 		// etcd ends the process when it cannot write (a finding, recorded
 		// in docs/reliability.md): say why, as its log does.
-		exited, err := a.proc.Exited()
-		t.Logf("annex exited (%v, %v); the end of its log:\n%s", exited, err, logTail(a.log.String(), 25))
+		exited, err := a.Process().Exited()
+		t.Logf("annex exited (%v, %v)%s", exited, err, a.LogTail(25))
 	} else {
 		// Reads go on while writes are refused.
 		if lost := readBack(t, cfg, f.acked); len(lost) > 0 {
@@ -382,7 +376,7 @@ func TestEtcdQuota(t *testing.T) {
 		t.Logf("refused: %s", ref)
 	}
 	if f.exited {
-		t.Fatalf("annex exited at its quota:\n%s", a.log.String())
+		t.Fatalf("annex exited at its quota:\n%s", a.Log())
 	}
 	if len(f.refusals) == 0 {
 		t.Fatalf("the quota was not reached: %d ballasts acknowledged in %s", len(f.acked), f.took)
@@ -418,7 +412,7 @@ func TestEtcdQuota(t *testing.T) {
 	after := fill(t, a, len(f.acked)+len(f.refusals), 1, 5*time.Second)
 	t.Logf("at the quota, %d of %d deletes taken; then a create: %d acknowledged, refused: %v",
 		deleted, len(f.acked)-len(f.acked)/2, len(after.acked), after.refusals)
-	if exited, err := a.proc.Exited(); exited {
+	if exited, err := a.Process().Exited(); exited {
 		t.Fatalf("annex exited: %v", err)
 	}
 }
@@ -455,7 +449,7 @@ func TestFullDiskPostgres(t *testing.T) {
 		t.Logf("refused: %s", ref)
 	}
 	if f.exited {
-		t.Fatalf("annex exited when PostgreSQL's disk filled:\n%s", a.log.String())
+		t.Fatalf("annex exited when PostgreSQL's disk filled:\n%s", a.Log())
 	}
 	if len(f.refusals) == 0 {
 		t.Fatalf("the disk did not fill: %d ballasts acknowledged in %s", len(f.acked), f.took)
@@ -503,7 +497,7 @@ func TestFullDiskPostgres(t *testing.T) {
 	if lost := readBack(t, cfg, append(f.acked, again.acked...)); len(lost) > 0 {
 		t.Errorf("%d acknowledged ballasts do not read back once space was freed: %v", len(lost), lost)
 	}
-	if exited, err := a.proc.Exited(); exited {
+	if exited, err := a.Process().Exited(); exited {
 		t.Fatalf("annex exited: %v", err)
 	}
 }

@@ -44,7 +44,7 @@ func TestKillPostgres(t *testing.T) {
 	cfg := a.restConfig()
 	declareLedgers(t, cfg)
 
-	host := fmt.Sprintf("https://127.0.0.1:%d", a.port)
+	host := fmt.Sprintf("https://127.0.0.1:%d", a.Port)
 	// What an answer must not name: the database's user, name and address.
 	secrets := []string{"user=", "database=", fmt.Sprintf("127.0.0.1:%d", pg.Port), strconv.Itoa(pg.Port), "failed to connect", "connection refused"}
 
@@ -73,7 +73,7 @@ func TestKillPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after kill %d and PostgreSQL's restart: %v", i, err)
 		}
-		if exited, err := a.proc.Exited(); exited {
+		if exited, err := a.Process().Exited(); exited {
 			t.Fatalf("annex exited after PostgreSQL was killed: %v", err)
 		}
 		t.Logf("kill %d: PostgreSQL down %s, ready again %s after its start; annex acknowledged a write %s later",
@@ -83,7 +83,7 @@ func TestKillPostgres(t *testing.T) {
 	if rep.UnknownWrites+rep.RefusedWrites == 0 {
 		t.Errorf("no write failed while PostgreSQL was down: the kills did not reach annex")
 	}
-	if exited, err := a.proc.Exited(); exited {
+	if exited, err := a.Process().Exited(); exited {
 		t.Fatalf("annex exited: %v", err)
 	}
 }

@@ -183,7 +183,7 @@ func TestLeanCacheWithAConversionWebhook(t *testing.T) {
 	a.kubectl("patch", "hostedresource/tints.example.com", "--type=merge", "-p", `{"spec":{"storage":{"cache":"Lean"}}}`)
 	generation := a.kubectl("get", "hostedresource/tints.example.com", "-o", "jsonpath={.metadata.generation}")
 	a.kubectl("wait", "--for=jsonpath={.status.observedGeneration}="+generation, "--timeout=60s", "hostedresource/tints.example.com")
-	if err := a.proc.Stop(30 * time.Second); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	a = start(t, dir, port)

@@ -220,7 +220,7 @@ func TestLeanCacheAnswersAsTheWatchCache(t *testing.T) {
 	// Once the controller has seen the change, the type's CRD records it.
 	generation := a.kubectl("get", "hostedresource/gadgets.example.com", "-o", "jsonpath={.metadata.generation}")
 	a.kubectl("wait", "--for=jsonpath={.status.observedGeneration}="+generation, "--timeout=60s", "hostedresource/gadgets.example.com")
-	if err := a.proc.Stop(30 * time.Second); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	a = start(t, dir, port)
@@ -252,7 +252,7 @@ func TestLeanCacheAnswersAsTheWatchCache(t *testing.T) {
 	}
 
 	// The way back: every list through the upstream handler answers the same.
-	if err := a.proc.Stop(30 * time.Second); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	a = start(t, dir, port, "--lean-encoded-lists=false")
@@ -373,7 +373,7 @@ func TestLeanCacheServesEachVersion(t *testing.T) {
 	a.kubectl("patch", "hostedresource/widgets.example.com", "--type=merge", "-p", `{"spec":{"storage":{"cache":"Lean"}}}`)
 	generation := a.kubectl("get", "hostedresource/widgets.example.com", "-o", "jsonpath={.metadata.generation}")
 	a.kubectl("wait", "--for=jsonpath={.status.observedGeneration}="+generation, "--timeout=60s", "hostedresource/widgets.example.com")
-	if err := a.proc.Stop(30 * time.Second); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	a = start(t, dir, port)

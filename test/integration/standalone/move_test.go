@@ -155,7 +155,7 @@ spec:
 		}); err != nil {
 			t.Errorf("after the type came back annex lists %q, want late=5", got)
 		}
-		if log := a.logLines("Keeping the objects written to a type's old StorageBackend"); !strings.Contains(log, `"objects"=1`) && !strings.Contains(log, "objects=1") {
+		if log := a.LogLines("Keeping the objects written to a type's old StorageBackend"); !strings.Contains(log, `"objects"=1`) && !strings.Contains(log, "objects=1") {
 			t.Errorf("annex's log does not report the object it kept:\n%s", log)
 		}
 	})

@@ -122,7 +122,7 @@ spec: {size: 1}
 
 	outer := t
 	t.Run("the binding survives a restart", func(t *testing.T) {
-		if err := a.proc.Stop(30 * time.Second); err != nil {
+		if err := a.Stop(); err != nil {
 			t.Fatal(err)
 		}
 		// Started for the whole test: the subtests after this one use it.
@@ -204,7 +204,7 @@ spec: {size: 1}
 			return err == nil
 		}); err != nil {
 			t.Fatalf("creating a thingy after correcting its backend: %v\n%s\nannex's log of the type:\n%s", err,
-				a.kubectl("get", "hr", "thingies.example.com", "-o", "yaml"), a.logLines("thingies"))
+				a.kubectl("get", "hr", "thingies.example.com", "-o", "yaml"), a.LogLines("thingies"))
 		}
 	})
 }
