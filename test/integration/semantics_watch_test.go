@@ -110,28 +110,7 @@ func testPolicyReportWatchAndLists(t *testing.T) {
 			t.Fatalf("watch-list: %v", err)
 		}
 		defer w.Stop()
-		var initial []string
-		for {
-			ev := nextEvent(t, w)
-			obj, ok := ev.Object.(*unstructured.Unstructured)
-			if !ok {
-				t.Fatalf("watch-list event %s carries %T, want an object", ev.Type, ev.Object)
-			}
-			if ev.Type == watch.Bookmark {
-				if obj.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
-					break
-				}
-				continue
-			}
-			if ev.Type != watch.Added {
-				t.Fatalf("watch-list initial event: got %s %s, want ADDED", ev.Type, obj.GetName())
-			}
-			initial = append(initial, obj.GetName())
-		}
-		slices.Sort(initial)
-		if !slices.Equal(initial, want) {
-			t.Errorf("initial events before the %s bookmark: %v, want %v", metav1.InitialEventsAnnotationKey, initial, want)
-		}
+		expectInitialEvents(t, w, want)
 		// The same watch goes on with changes.
 		createReport(t, ns, policyReport("later", "Deployment", "later"))
 		for {

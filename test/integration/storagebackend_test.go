@@ -361,30 +361,38 @@ func TestStorageBackendWatch(t *testing.T) {
 			t.Fatalf("watch-list: %v", err)
 		}
 		defer w.Stop()
-		var initial []string
-		for {
-			ev := nextEvent(t, w)
-			obj, ok := ev.Object.(*unstructured.Unstructured)
-			if !ok {
-				t.Fatalf("watch-list event %s carries %T, want an object", ev.Type, ev.Object)
-			}
-			if ev.Type == watch.Bookmark {
-				if v := obj.GetAnnotations()[metav1.InitialEventsAnnotationKey]; v != "true" {
-					// Only the bookmark closing the initial events carries it.
-					continue
-				}
-				break
-			}
-			if ev.Type != watch.Added {
-				t.Fatalf("watch-list initial event: got %s %s, want ADDED", ev.Type, obj.GetName())
-			}
-			initial = append(initial, obj.GetName())
-		}
-		slices.Sort(initial)
-		if !slices.Equal(initial, want) {
-			t.Errorf("watch-list initial events before the %s bookmark: %v, want %v", metav1.InitialEventsAnnotationKey, initial, want)
-		}
+		expectInitialEvents(t, w, want)
 	})
+}
+
+// expectInitialEvents reads the initial events of a watch-list up to the
+// bookmark that closes them: each must be an ADDED object, and their names,
+// sorted, must be want.
+func expectInitialEvents(t *testing.T, w watch.Interface, want []string) {
+	t.Helper()
+	var initial []string
+	for {
+		ev := nextEvent(t, w)
+		obj, ok := ev.Object.(*unstructured.Unstructured)
+		if !ok {
+			t.Fatalf("watch-list event %s carries %T, want an object", ev.Type, ev.Object)
+		}
+		if ev.Type == watch.Bookmark {
+			if v := obj.GetAnnotations()[metav1.InitialEventsAnnotationKey]; v != "true" {
+				// Only the bookmark closing the initial events carries it.
+				continue
+			}
+			break
+		}
+		if ev.Type != watch.Added {
+			t.Fatalf("watch-list initial event: got %s %s, want ADDED", ev.Type, obj.GetName())
+		}
+		initial = append(initial, obj.GetName())
+	}
+	slices.Sort(initial)
+	if !slices.Equal(initial, want) {
+		t.Errorf("watch-list initial events before the %s bookmark: %v, want %v", metav1.InitialEventsAnnotationKey, initial, want)
+	}
 }
 
 // nextEvent returns the next watch event or fails after watchEventTimeout.
