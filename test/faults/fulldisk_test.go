@@ -32,23 +32,6 @@ import (
 // not see them.
 var ballasts = schema.GroupVersionResource{Group: "history.example.com", Version: "v1", Resource: "ballasts"}
 
-const ballastsType = `{
-  "apiVersion": "annex.dev/v1alpha1",
-  "kind": "HostedResource",
-  "metadata": {"name": "ballasts.history.example.com"},
-  "spec": {
-    "group": "history.example.com",
-    "names": {"kind": "Ballast", "plural": "ballasts"},
-    "scope": "Cluster",
-    "versions": [{
-      "name": "v1", "served": true, "storage": true,
-      "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-        "spec": {"type": "object", "properties": {"data": {"type": "string"}}}
-      }}}
-    }]
-  }
-}`
-
 // ballastBytes is the size of a ballast's data.
 const ballastBytes = 256 << 10
 
@@ -78,31 +61,7 @@ func ballast(name string) *unstructured.Unstructured {
 // declareBallasts declares the ballasts' type and waits until it is served.
 func declareBallasts(t *testing.T, cfg *rest.Config) {
 	t.Helper()
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hr := &unstructured.Unstructured{}
-	if err := json.Unmarshal([]byte(ballastsType), &hr.Object); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	hrs := schema.GroupVersionResource{Group: "annex.dev", Version: "v1alpha1", Resource: "hostedresources"}
-	if _, err := dyn.Resource(hrs).Create(ctx, hr, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		_, err := dyn.Resource(ballasts).List(ctx, metav1.ListOptions{Limit: 1})
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ballasts were not served: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	declareType(t, cfg, ballasts, clusterType(ballasts, "Ballast", "data"))
 }
 
 // mountTmpfs mounts a tmpfs of size bytes on a new directory, which
@@ -438,10 +397,7 @@ func TestFullDiskPostgres(t *testing.T) {
 	const size, leave = 192 << 20, 16 << 20
 	tmpfs := mountTmpfs(t, size)
 	pg := postgrestest.StartIn(t, tmpfs)
-	dsnFile := filepath.Join(t.TempDir(), "dsn")
-	if err := os.WriteFile(dsnFile, []byte(pg.DSN+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dsnFile := writeDSNFile(t, pg)
 	a := startAnnex(t, "--postgres-dsn-file="+dsnFile)
 	cfg := a.restConfig()
 	declareBallasts(t, cfg)

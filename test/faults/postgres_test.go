@@ -4,8 +4,6 @@ package faults
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -36,10 +34,7 @@ func TestKillPostgres(t *testing.T) {
 		kills, between, down = 6, 15*time.Second, 10*time.Second
 	}
 	pg := postgrestest.Start(t)
-	dsnFile := filepath.Join(t.TempDir(), "dsn")
-	if err := os.WriteFile(dsnFile, []byte(pg.DSN+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dsnFile := writeDSNFile(t, pg)
 	a := startAnnex(t, "--postgres-dsn-file="+dsnFile)
 	cfg := a.restConfig()
 	declareLedgers(t, cfg)
