@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/yaml"
 
 	"annex.dev/annex/pkg/storage/objectsize"
 	"annex.dev/annex/pkg/storage/postgres/postgrestest"
@@ -181,37 +180,8 @@ func refusedSize(t *testing.T, err error) int {
 // in the spec and in the status subresource.
 func parcelsType(t *testing.T, group string) *unstructured.Unstructured {
 	t.Helper()
-	manifest := `apiVersion: annex.dev/v1alpha1
-kind: HostedResource
-metadata:
-  name: parcels.` + group + `
-spec:
-  group: ` + group + `
-  names: {kind: Parcel, plural: parcels}
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            properties:
-              data: {type: string}
-          status:
-            type: object
-            properties:
-              data: {type: string}
-`
-	obj := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal([]byte(manifest), &obj.Object); err != nil {
-		t.Fatal(err)
-	}
-	return obj
+	const data = "type: object\nproperties:\n  data: {type: string}\n"
+	return namespacedType(t, group, "parcels", "{kind: Parcel, plural: parcels}", data, data)
 }
 
 func parcel(gvr schema.GroupVersionResource, name string, data int) *unstructured.Unstructured {
