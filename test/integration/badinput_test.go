@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 
 	"annex.dev/annex/pkg/storage/objectsize"
 	"annex.dev/annex/pkg/storage/postgres/postgrestest"
@@ -192,6 +194,51 @@ func parcel(gvr schema.GroupVersionResource, name string, data int) *unstructure
 	}}
 }
 
+// growingWrites are the ways of writing the parcel p1, read back as atLimit,
+// one byte larger (or with a status): an update, a merge patch, a JSON
+// patch, a server-side apply and a write of the status; each is a dry run
+// when given dryRun ([]string{metav1.DryRunAll}), a real write when given nil.
+func growingWrites(t *testing.T, ctx context.Context, parcels dynamic.ResourceInterface, gvr schema.GroupVersionResource, atLimit *unstructured.Unstructured) map[string]func(dryRun []string) error {
+	t.Helper()
+	grown := nestedString(atLimit, "spec", "data") + "x"
+	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"data": grown}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonPatch, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/data", "value": grown}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]func(dryRun []string) error{
+		"an update": func(dryRun []string) error {
+			obj := atLimit.DeepCopy()
+			_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
+			_, err := parcels.Update(ctx, obj, metav1.UpdateOptions{DryRun: dryRun})
+			return err
+		},
+		"a merge patch": func(dryRun []string) error {
+			_, err := parcels.Patch(ctx, "p1", types.MergePatchType, patch, metav1.PatchOptions{DryRun: dryRun})
+			return err
+		},
+		"a JSON patch": func(dryRun []string) error {
+			_, err := parcels.Patch(ctx, "p1", types.JSONPatchType, jsonPatch, metav1.PatchOptions{DryRun: dryRun})
+			return err
+		},
+		"a server-side apply": func(dryRun []string) error {
+			obj := parcel(gvr, "p1", 0)
+			_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
+			_, err := parcels.Apply(ctx, "p1", obj, metav1.ApplyOptions{FieldManager: "size-test", Force: true, DryRun: dryRun})
+			return err
+		},
+		"a write of the status": func(dryRun []string) error {
+			obj := atLimit.DeepCopy()
+			_ = unstructured.SetNestedField(obj.Object, "x", "status", "data")
+			_, err := parcels.UpdateStatus(ctx, obj, metav1.UpdateOptions{DryRun: dryRun})
+			return err
+		},
+	}
+}
+
 // etcdClusterBackend starts an external etcd cluster of one member, serving
 // over TLS with client certificates, and names it in a StorageBackend.
 func etcdClusterBackend(t *testing.T) string {
@@ -293,44 +340,8 @@ func TestObjectSizeLimit(t *testing.T) {
 
 			// Every way of writing the object at the limit one byte (or a
 			// status) larger.
-			grown := nestedString(atLimit, "spec", "data") + "x"
-			patch, err := json.Marshal(map[string]any{"spec": map[string]any{"data": grown}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			jsonPatch, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/data", "value": grown}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for what, write := range map[string]func() error{
-				"an update": func() error {
-					obj := atLimit.DeepCopy()
-					_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
-					_, err := parcels.Update(ctx, obj, metav1.UpdateOptions{})
-					return err
-				},
-				"a merge patch": func() error {
-					_, err := parcels.Patch(ctx, "p1", types.MergePatchType, patch, metav1.PatchOptions{})
-					return err
-				},
-				"a JSON patch": func() error {
-					_, err := parcels.Patch(ctx, "p1", types.JSONPatchType, jsonPatch, metav1.PatchOptions{})
-					return err
-				},
-				"a server-side apply": func() error {
-					obj := parcel(gvr, "p1", 0)
-					_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
-					_, err := parcels.Apply(ctx, "p1", obj, metav1.ApplyOptions{FieldManager: "size-test", Force: true})
-					return err
-				},
-				"a write of the status": func() error {
-					obj := atLimit.DeepCopy()
-					_ = unstructured.SetNestedField(obj.Object, "x", "status", "data")
-					_, err := parcels.UpdateStatus(ctx, obj, metav1.UpdateOptions{})
-					return err
-				},
-			} {
-				if size := refusedSize(t, write()); size <= objectsize.MaxBytes {
+			for what, write := range growingWrites(t, ctx, parcels, gvr, atLimit) {
+				if size := refusedSize(t, write(nil)); size <= objectsize.MaxBytes {
 					t.Errorf("%s: the 413 gives the object's size as %d bytes, not over the limit", what, size)
 				}
 			}
@@ -394,43 +405,7 @@ func TestObjectSizeLimitDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("creating an object of exactly %d bytes: %v", objectsize.MaxBytes, err)
 	}
-	grown := nestedString(atLimit, "spec", "data") + "x"
-	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"data": grown}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jsonPatch, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/data", "value": grown}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for what, write := range map[string]func(dryRun []string) error{
-		"an update": func(dryRun []string) error {
-			obj := atLimit.DeepCopy()
-			_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
-			_, err := parcels.Update(ctx, obj, metav1.UpdateOptions{DryRun: dryRun})
-			return err
-		},
-		"a merge patch": func(dryRun []string) error {
-			_, err := parcels.Patch(ctx, "p1", types.MergePatchType, patch, metav1.PatchOptions{DryRun: dryRun})
-			return err
-		},
-		"a JSON patch": func(dryRun []string) error {
-			_, err := parcels.Patch(ctx, "p1", types.JSONPatchType, jsonPatch, metav1.PatchOptions{DryRun: dryRun})
-			return err
-		},
-		"a server-side apply": func(dryRun []string) error {
-			obj := parcel(gvr, "p1", 0)
-			_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
-			_, err := parcels.Apply(ctx, "p1", obj, metav1.ApplyOptions{FieldManager: "size-test", Force: true, DryRun: dryRun})
-			return err
-		},
-		"a write of the status": func(dryRun []string) error {
-			obj := atLimit.DeepCopy()
-			_ = unstructured.SetNestedField(obj.Object, "x", "status", "data")
-			_, err := parcels.UpdateStatus(ctx, obj, metav1.UpdateOptions{DryRun: dryRun})
-			return err
-		},
-	} {
+	for what, write := range growingWrites(t, ctx, parcels, gvr, atLimit) {
 		dry := refusedSize(t, write(dryRun))
 		if written := refusedSize(t, write(nil)); dry != written {
 			t.Errorf("%s: the dry run's 413 gives the object's size as %d bytes, the real write's as %d", what, dry, written)
