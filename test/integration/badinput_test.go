@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -243,25 +242,8 @@ func growingWrites(t *testing.T, ctx context.Context, parcels dynamic.ResourceIn
 // over TLS with client certificates, and names it in a StorageBackend.
 func etcdClusterBackend(t *testing.T) string {
 	t.Helper()
-	etcd := framework.StartEtcdCluster(t, 1)
-	read := func(path string) string {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(data)
-	}
-	secret, name := uniqueName("etcd-tls"), uniqueName("etcd")
-	createSecret(t, secret, map[string]string{"ca.crt": read(etcd.CAFile), "tls.crt": read(etcd.CertFile), "tls.key": read(etcd.KeyFile)})
-	obj := storageBackend(name, "Etcd", nil)
-	if err := unstructured.SetNestedStringSlice(obj.Object, etcd.ClientURLs(), "spec", "etcd", "endpoints"); err != nil {
-		t.Fatal(err)
-	}
-	if err := unstructured.SetNestedMap(obj.Object, map[string]any{"namespace": framework.SecretNamespace, "name": secret}, "spec", "etcd", "tlsSecretRef"); err != nil {
-		t.Fatal(err)
-	}
-	create(t, adminClient(t), framework.StorageBackends, obj)
-	readyCondition(t, name, "Reachable")
+	name := uniqueName("etcd")
+	createEtcdBackend(t, framework.StartEtcdCluster(t, 1), name)
 	return name
 }
 
@@ -269,15 +251,8 @@ func etcdClusterBackend(t *testing.T) string {
 // StorageBackend (plaintext on loopback: insecure).
 func postgresBackend(t *testing.T) string {
 	t.Helper()
-	pg := postgrestest.Start(t)
-	secret, name := uniqueName("pg-dsn"), uniqueName("pg")
-	createSecret(t, secret, map[string]string{"dsn": pg.DSN})
-	obj := storageBackend(name, "Postgres", nil)
-	if err := unstructured.SetNestedField(obj.Object, secret, "spec", "postgres", "dsnSecretRef", "name"); err != nil {
-		t.Fatal(err)
-	}
-	create(t, adminClient(t), framework.StorageBackends, allowPlaintext(t, obj))
-	readyCondition(t, name, "Reachable")
+	name := uniqueName("pg")
+	createPostgresBackend(t, postgrestest.Start(t), name)
 	return name
 }
 
