@@ -20,7 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/utils/ptr"
 
 	"annex.dev/annex/test/integration/framework"
 )
@@ -100,16 +99,7 @@ func testPolicyReportWatchAndLists(t *testing.T) {
 		for _, name := range want {
 			createReport(t, ns, policyReport(name, "Deployment", name))
 		}
-		reports := adminClient(t).Resource(policyReportsV1).Namespace(ns)
-		w, err := reports.Watch(testContext(t), metav1.ListOptions{
-			AllowWatchBookmarks:  true,
-			SendInitialEvents:    ptr.To(true),
-			ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
-		})
-		if err != nil {
-			t.Fatalf("watch-list: %v", err)
-		}
-		defer w.Stop()
+		w := watchList(t, adminClient(t).Resource(policyReportsV1).Namespace(ns), "")
 		expectInitialEvents(t, w, want)
 		// The same watch goes on with changes.
 		createReport(t, ns, policyReport("later", "Deployment", "later"))

@@ -351,18 +351,26 @@ func TestStorageBackendWatch(t *testing.T) {
 		for _, name := range want {
 			create(t, adminClient(t), framework.StorageBackends, storageBackend(name, "Embedded", map[string]string{"run": run}))
 		}
-		w, err := storageBackends(t).Watch(testContext(t), metav1.ListOptions{
-			LabelSelector:        "run=" + run,
-			AllowWatchBookmarks:  true,
-			SendInitialEvents:    ptr.To(true),
-			ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
-		})
-		if err != nil {
-			t.Fatalf("watch-list: %v", err)
-		}
-		defer w.Stop()
-		expectInitialEvents(t, w, want)
+		expectInitialEvents(t, watchList(t, storageBackends(t), "run="+run), want)
 	})
+}
+
+// watchList opens a watch-list (a watch that sends the initial events, and
+// bookmarks) of the objects of res that labelSelector selects, stopped when
+// the test ends.
+func watchList(t *testing.T, res dynamic.ResourceInterface, labelSelector string) watch.Interface {
+	t.Helper()
+	w, err := res.Watch(testContext(t), metav1.ListOptions{
+		LabelSelector:        labelSelector,
+		AllowWatchBookmarks:  true,
+		SendInitialEvents:    ptr.To(true),
+		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
+	})
+	if err != nil {
+		t.Fatalf("watch-list: %v", err)
+	}
+	t.Cleanup(w.Stop)
+	return w
 }
 
 // expectInitialEvents reads the initial events of a watch-list up to the
