@@ -193,6 +193,24 @@ func parcel(gvr schema.GroupVersionResource, name string, data int) *unstructure
 	}}
 }
 
+// parcelOverhead is what a parcel is besides its data, as stored, learnt
+// from a real create's refusal of one certainly over the limit. Every
+// parcel's name has the same length, so that it is the same for all.
+func parcelOverhead(t *testing.T, ctx context.Context, parcels dynamic.ResourceInterface, gvr schema.GroupVersionResource) int {
+	t.Helper()
+	_, err := parcels.Create(ctx, parcel(gvr, "p0", objectsize.MaxBytes), metav1.CreateOptions{})
+	return refusedSize(t, err) - objectsize.MaxBytes
+}
+
+// expectNoParcel checks that the parcel name is not stored; after says
+// after what, for the message.
+func expectNoParcel(t *testing.T, ctx context.Context, parcels dynamic.ResourceInterface, name, after string) {
+	t.Helper()
+	if got, err := parcels.Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("parcel %s after %s: %v (resourceVersion %s), want 404", name, after, err, got.GetResourceVersion())
+	}
+}
+
 // growingWrites are the ways of writing the parcel p1, read back as atLimit,
 // one byte larger (or with a status): an update, a merge patch, a JSON
 // patch, a server-side apply and a write of the status; each is a dry run
@@ -279,15 +297,9 @@ func TestObjectSizeLimit(t *testing.T) {
 			ctx := testContext(t)
 			absent := func(name string) {
 				t.Helper()
-				if got, err := parcels.Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-					t.Errorf("parcel %s after the refused create: %v (resourceVersion %s), want 404", name, err, got.GetResourceVersion())
-				}
+				expectNoParcel(t, ctx, parcels, name, "the refused create")
 			}
-			// What an object is besides its data, as stored, learnt from
-			// the refusal of one certainly over the limit. Every parcel's
-			// name has the same length, so that it is the same for all.
-			_, err := parcels.Create(ctx, parcel(gvr, "p0", objectsize.MaxBytes), metav1.CreateOptions{})
-			overhead := refusedSize(t, err) - objectsize.MaxBytes
+			overhead := parcelOverhead(t, ctx, parcels, gvr)
 			absent("p0")
 			t.Logf("a parcel is %d bytes besides its data", overhead)
 
@@ -351,14 +363,9 @@ func TestObjectSizeLimitDryRun(t *testing.T) {
 	dryRun := []string{metav1.DryRunAll}
 	absent := func(name string) {
 		t.Helper()
-		if got, err := parcels.Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-			t.Errorf("parcel %s after a dry run: %v (resourceVersion %s), want 404", name, err, got.GetResourceVersion())
-		}
+		expectNoParcel(t, ctx, parcels, name, "a dry run")
 	}
-	// What a parcel is besides its data, from a real write's refusal; every
-	// parcel's name has the same length.
-	_, err := parcels.Create(ctx, parcel(gvr, "p0", objectsize.MaxBytes), metav1.CreateOptions{})
-	overhead := refusedSize(t, err) - objectsize.MaxBytes
+	overhead := parcelOverhead(t, ctx, parcels, gvr)
 
 	// Creates: at the limit passes, over it is refused at the size the
 	// real create is refused at; none is stored.
