@@ -150,6 +150,17 @@ type filling struct {
 	took   time.Duration
 }
 
+// log logs what the filling took, with what else the test saw, and each
+// refusal.
+func (f filling) log(t *testing.T, saw string) {
+	t.Helper()
+	t.Logf("%d ballasts of %d KiB acknowledged in %s (%s); %d writes refused; annex exited: %v",
+		len(f.acked), ballastBytes>>10, f.took.Round(time.Millisecond), saw, len(f.refusals), f.exited)
+	for _, ref := range f.refusals {
+		t.Logf("refused: %s", ref)
+	}
+}
+
 // fill creates ballasts, one after the other, until refusals writes in a row
 // have failed, annex has exited, or budget has passed. Each write is sent
 // once, with a plain HTTP client and 10 s to be answered: client-go would
@@ -262,11 +273,7 @@ func TestFullDisk(t *testing.T) {
 	time.Sleep(between)
 	r.fault("filling the disk (%.1f MiB left) with ballasts of %d KiB", float64(freeBytes(t, tmpfs))/(1<<20), ballastBytes>>10)
 	f := fill(t, a, 0, 3, 60*time.Second)
-	t.Logf("%d ballasts acknowledged in %s, %.1f MiB left; %d writes refused; annex exited: %v",
-		len(f.acked), f.took.Round(time.Millisecond), float64(freeBytes(t, tmpfs))/(1<<20), len(f.refusals), f.exited)
-	for _, ref := range f.refusals {
-		t.Logf("refused: %s", ref)
-	}
+	f.log(t, fmt.Sprintf("%.1f MiB left", float64(freeBytes(t, tmpfs))/(1<<20)))
 	if len(f.refusals) == 0 {
 		t.Fatalf("the disk did not fill: %d ballasts acknowledged in %s", len(f.acked), f.took)
 	}
@@ -335,11 +342,7 @@ func TestEtcdQuota(t *testing.T) {
 	cfg := a.restConfig()
 	declareBallasts(t, cfg)
 	f := fill(t, a, 0, 3, 60*time.Second)
-	t.Logf("quota %d MiB: %d ballasts of %d KiB acknowledged in %s; %d writes refused; annex exited: %v",
-		quota>>20, len(f.acked), ballastBytes>>10, f.took.Round(time.Millisecond), len(f.refusals), f.exited)
-	for _, ref := range f.refusals {
-		t.Logf("refused: %s", ref)
-	}
+	f.log(t, fmt.Sprintf("quota %d MiB", quota>>20))
 	if f.exited {
 		t.Fatalf("annex exited at its quota:\n%s", a.log.String())
 	}
@@ -405,11 +408,7 @@ func TestFullDiskPostgres(t *testing.T) {
 	t.Logf("tmpfs of %d MiB, %.1f MiB left after the filler", size>>20, float64(freeBytes(t, tmpfs))/(1<<20))
 
 	f := fill(t, a, 0, 3, 60*time.Second)
-	t.Logf("%d ballasts acknowledged in %s, %.1f MiB left; %d writes refused; annex exited: %v; PostgreSQL runs: %v",
-		len(f.acked), f.took.Round(time.Millisecond), float64(freeBytes(t, tmpfs))/(1<<20), len(f.refusals), f.exited, pg.Running())
-	for _, ref := range f.refusals {
-		t.Logf("refused: %s", ref)
-	}
+	f.log(t, fmt.Sprintf("%.1f MiB left; PostgreSQL runs: %v", float64(freeBytes(t, tmpfs))/(1<<20), pg.Running()))
 	if f.exited {
 		t.Fatalf("annex exited when PostgreSQL's disk filled:\n%s", a.log.String())
 	}
