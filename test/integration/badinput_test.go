@@ -107,16 +107,7 @@ func TestBadInput(t *testing.T) {
 
 	t.Run("an object over annex's size limit is 413", func(t *testing.T) {
 		name := uniqueName("oversized")
-		obj := storageBackend(name, "Etcd", nil)
-		// About 1.6 MB of valid endpoints: under the 3 MiB body limit, over
-		// annex's object size limit.
-		endpoints := make([]string, 50000)
-		for i := range endpoints {
-			endpoints[i] = fmt.Sprintf("https://etcd-%05d.example:2379", i)
-		}
-		if err := unstructured.SetNestedStringSlice(obj.Object, endpoints, "spec", "etcd", "endpoints"); err != nil {
-			t.Fatal(err)
-		}
+		obj := oversizedStorageBackend(t, name)
 		_, err := storageBackends(t).Create(testContext(t), obj, metav1.CreateOptions{})
 		if size := refusedSize(t, err); size <= objectsize.MaxBytes {
 			t.Errorf("the 413 gives the object's size as %d bytes, under the limit", size)
@@ -191,6 +182,21 @@ func parcel(gvr schema.GroupVersionResource, name string, data int) *unstructure
 		"metadata": map[string]any{"name": name},
 		"spec":     map[string]any{"data": strings.Repeat("x", data)},
 	}}
+}
+
+// oversizedStorageBackend is a StorageBackend with about 1.6 MB of valid
+// endpoints: under the 3 MiB body limit, over annex's object size limit.
+func oversizedStorageBackend(t *testing.T, name string) *unstructured.Unstructured {
+	t.Helper()
+	obj := storageBackend(name, "Etcd", nil)
+	endpoints := make([]string, 50000)
+	for i := range endpoints {
+		endpoints[i] = fmt.Sprintf("https://etcd-%05d.example:2379", i)
+	}
+	if err := unstructured.SetNestedStringSlice(obj.Object, endpoints, "spec", "etcd", "endpoints"); err != nil {
+		t.Fatal(err)
+	}
+	return obj
 }
 
 // parcelOverhead is what a parcel is besides its data, as stored, learnt
@@ -404,14 +410,7 @@ func TestObjectSizeLimitDryRun(t *testing.T) {
 
 	// annex's own types: a StorageBackend of about 1.6 MB.
 	name := uniqueName("oversized")
-	obj := storageBackend(name, "Etcd", nil)
-	endpoints := make([]string, 50000)
-	for i := range endpoints {
-		endpoints[i] = fmt.Sprintf("https://etcd-%05d.example:2379", i)
-	}
-	if err := unstructured.SetNestedStringSlice(obj.Object, endpoints, "spec", "etcd", "endpoints"); err != nil {
-		t.Fatal(err)
-	}
+	obj := oversizedStorageBackend(t, name)
 	_, err = storageBackends(t).Create(ctx, obj, metav1.CreateOptions{DryRun: dryRun})
 	dry := refusedSize(t, err)
 	_, err = storageBackends(t).Create(ctx, obj, metav1.CreateOptions{})
