@@ -40,6 +40,16 @@ import (
 // long selects the longer run of make test-faults.
 func long() bool { return os.Getenv("ANNEX_FAULTS_LONG") == "1" }
 
+// killSchedule is how many times a test kills a process, how long apart,
+// and how long it leaves it down: twice, 4 s apart, down 3 s; or, with
+// long(), longKills times, 15 s apart, down 10 s.
+func killSchedule(longKills int) (kills int, between, down time.Duration) {
+	if long() {
+		return longKills, 15 * time.Second, 10 * time.Second
+	}
+	return 2, 4 * time.Second, 3 * time.Second
+}
+
 // annex is one annex-apiserver in standalone mode, on its embedded etcd or
 // on the store its extra flags name, which the test kills, stops or starts
 // again on the same data.
