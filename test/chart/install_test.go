@@ -40,6 +40,32 @@ var apiServices = schema.GroupVersionResource{Group: "apiregistration.k8s.io", V
 // label value is <namespace>.<fullname>.
 const managedBySelector = "annex.dev/managed-by=annex-system.annex"
 
+// clients returns a clientset and a dynamic client of the test cluster.
+func clients(t *testing.T) (kubernetes.Interface, dynamic.Interface) {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs, dyn
+}
+
+// chartCABundle returns the caBundle of the APIService of annex.dev that
+// the chart installs.
+func chartCABundle(t *testing.T, ctx context.Context, dyn dynamic.Interface) string {
+	t.Helper()
+	apiService, err := dyn.Resource(apiServices).Get(ctx, "v1alpha1.annex.dev", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the chart's APIService: %v", err)
+	}
+	caBundle, _, _ := unstructured.NestedString(apiService.Object, "spec", "caBundle")
+	return caBundle
+}
+
 // TestInstallServeUninstall installs the chart in the embedded mode, runs
 // annex with exactly the configuration the chart gives its pod (there is no
 // container runtime, so annex runs as a local process), checks that the
@@ -61,14 +87,7 @@ func TestInstallServeUninstall(t *testing.T) {
 		t.Fatalf("%s is not set: `make test-chart` sets it to the annex-apiserver binary taken out of the image (`make test-image-build`)", framework.AnnexBinEnv)
 	}
 	ctx := testContext(t, 6*time.Minute)
-	cs, err := kubernetes.NewForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dyn, err := dynamic.NewForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs, dyn := clients(t)
 	aggregator, err := aggregatorclient.NewForConfig(env.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -96,11 +115,7 @@ func TestInstallServeUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	apiService, err := dyn.Resource(apiServices).Get(ctx, "v1alpha1.annex.dev", metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("the chart's APIService: %v", err)
-	}
-	if caBundle, _, _ := unstructured.NestedString(apiService.Object, "spec", "caBundle"); caBundle == "" {
+	if chartCABundle(t, ctx, dyn) == "" {
 		t.Fatal("the installed APIService carries no caBundle")
 	}
 

@@ -20,10 +20,7 @@ import (
 // were on their way through the dead leader fail (their outcome is
 // unknown); the history must check, and writes and watches must go on.
 func TestKillEtcdLeader(t *testing.T) {
-	kills, between, down := 2, 4*time.Second, 3*time.Second
-	if long() {
-		kills, between, down = 5, 15*time.Second, 10*time.Second
-	}
+	kills, between, down := killSchedule(5)
 	cluster := framework.StartEtcdCluster(t, 3)
 	a := startAnnex(t,
 		"--etcd-servers="+strings.Join(cluster.ClientURLs(), ","),

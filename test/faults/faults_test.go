@@ -29,12 +29,23 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
+	"annex.dev/annex/pkg/storage/postgres/postgrestest"
 	"annex.dev/annex/test/annexserver"
 	"annex.dev/annex/test/history"
 )
 
 // long selects the longer run of make test-faults.
 func long() bool { return os.Getenv("ANNEX_FAULTS_LONG") == "1" }
+
+// killSchedule is how many times a test kills a process, how long apart,
+// and how long it leaves it down: twice, 4 s apart, down 3 s; or, with
+// long(), longKills times, 15 s apart, down 10 s.
+func killSchedule(longKills int) (kills int, between, down time.Duration) {
+	if long() {
+		return longKills, 15 * time.Second, 10 * time.Second
+	}
+	return 2, 4 * time.Second, 3 * time.Second
+}
 
 // annex is one annex-apiserver in standalone mode, on its embedded etcd or
 // on the store its extra flags name, which the test kills, stops or starts
@@ -77,22 +88,26 @@ func (a *annex) restConfig() *rest.Config { return annexserver.AdminConfigT(a.t,
 // The hosted type the clients share.
 var ledgers = schema.GroupVersionResource{Group: "history.example.com", Version: "v1", Resource: "ledgers"}
 
-const ledgersType = `{
+// clusterType is the HostedResource of a cluster-scoped type of one version
+// whose spec holds one string field.
+func clusterType(gvr schema.GroupVersionResource, kind, field string) string {
+	return fmt.Sprintf(`{
   "apiVersion": "annex.dev/v1alpha1",
   "kind": "HostedResource",
-  "metadata": {"name": "ledgers.history.example.com"},
+  "metadata": {"name": %q},
   "spec": {
-    "group": "history.example.com",
-    "names": {"kind": "Ledger", "plural": "ledgers"},
+    "group": %q,
+    "names": {"kind": %q, "plural": %q},
     "scope": "Cluster",
     "versions": [{
-      "name": "v1", "served": true, "storage": true,
+      "name": %q, "served": true, "storage": true,
       "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-        "spec": {"type": "object", "properties": {"note": {"type": "string"}}}
+        "spec": {"type": "object", "properties": {%q: {"type": "string"}}}
       }}}
     }]
   }
-}`
+}`, gvr.Resource+"."+gvr.Group, gvr.Group, kind, gvr.Resource, gvr.Version, field)
+}
 
 func ledger(string) *unstructured.Unstructured {
 	return &unstructured.Unstructured{Object: map[string]any{
@@ -103,12 +118,25 @@ func ledger(string) *unstructured.Unstructured {
 // declareLedgers declares the type and waits until it is served.
 func declareLedgers(t *testing.T, cfg *rest.Config) {
 	t.Helper()
+	declareType(t, cfg, ledgers, clusterType(ledgers, "Ledger", "note"))
+}
+
+// waitForLedgers waits until the type is served.
+func waitForLedgers(t *testing.T, cfg *rest.Config) {
+	t.Helper()
+	waitForType(t, cfg, ledgers)
+}
+
+// declareType creates the HostedResource hostedResource, given as JSON, and
+// waits until its type gvr is served.
+func declareType(t *testing.T, cfg *rest.Config, gvr schema.GroupVersionResource, hostedResource string) {
+	t.Helper()
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hr := &unstructured.Unstructured{}
-	if err := json.Unmarshal([]byte(ledgersType), &hr.Object); err != nil {
+	if err := json.Unmarshal([]byte(hostedResource), &hr.Object); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -117,11 +145,11 @@ func declareLedgers(t *testing.T, cfg *rest.Config) {
 	if _, err := dyn.Resource(hrs).Create(ctx, hr, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitForLedgers(t, cfg)
+	waitForType(t, cfg, gvr)
 }
 
-// waitForLedgers waits until the type is served.
-func waitForLedgers(t *testing.T, cfg *rest.Config) {
+// waitForType waits until the type gvr is served.
+func waitForType(t *testing.T, cfg *rest.Config, gvr schema.GroupVersionResource) {
 	t.Helper()
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
@@ -131,12 +159,23 @@ func waitForLedgers(t *testing.T, cfg *rest.Config) {
 	defer cancel()
 	var last error
 	err = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		_, last = dyn.Resource(ledgers).List(ctx, metav1.ListOptions{})
+		_, last = dyn.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
 		return last == nil, nil
 	})
 	if err != nil {
-		t.Fatalf("ledgers were not served: %v", last)
+		t.Fatalf("%s were not served: %v", gvr.Resource, last)
 	}
+}
+
+// writeDSNFile writes the DSN of pg to a file only its owner reads, for
+// --postgres-dsn-file, and returns its path.
+func writeDSNFile(t *testing.T, pg *postgrestest.Server) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "dsn")
+	if err := os.WriteFile(path, []byte(pg.DSN+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // historyDir is where a failing check writes its files.

@@ -4,8 +4,6 @@ package faults
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,15 +29,9 @@ import (
 // PostgreSQL had written is in the kernel's page cache and survives, so the
 // test's fsync=off changes nothing here.
 func TestKillPostgres(t *testing.T) {
-	kills, between, down := 2, 4*time.Second, 3*time.Second
-	if long() {
-		kills, between, down = 6, 15*time.Second, 10*time.Second
-	}
+	kills, between, down := killSchedule(6)
 	pg := postgrestest.Start(t)
-	dsnFile := filepath.Join(t.TempDir(), "dsn")
-	if err := os.WriteFile(dsnFile, []byte(pg.DSN+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dsnFile := writeDSNFile(t, pg)
 	a := startAnnex(t, "--postgres-dsn-file="+dsnFile)
 	cfg := a.restConfig()
 	declareLedgers(t, cfg)

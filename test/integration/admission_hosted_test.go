@@ -305,49 +305,11 @@ func registerNoteWebhook(t *testing.T, cs kubernetes.Interface, w *noteWebhook) 
 // is above 10.
 func denyLargeNotes(t *testing.T, cs kubernetes.Interface) {
 	t.Helper()
-	name := uniqueName("deny-large-notes")
-	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			MatchConstraints: &admissionregistrationv1.MatchResources{
-				ObjectSelector: &metav1.LabelSelector{MatchLabels: map[string]string{noteTestLabel: "policy"}},
-				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-						Rule: admissionregistrationv1.Rule{
-							APIGroups:   []string{noteGroup},
-							APIVersions: []string{"v1"},
-							Resources:   []string{"notes"},
-						},
-					},
-				}},
-			},
-			Validations: []admissionregistrationv1.Validation{{
-				Expression: "object.spec.size <= 10",
-				Message:    largeNoteMessage,
-			}},
-		},
-	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        name,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
-		},
-	}
-	ctx := testContext(t)
-	if _, err := cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, policy, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating ValidatingAdmissionPolicy: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Delete(ctx, name, metav1.DeleteOptions{})
-		_ = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Delete(ctx, name, metav1.DeleteOptions{})
-	})
-	if _, err := cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating ValidatingAdmissionPolicyBinding: %v", err)
-	}
+	denyCreates(t, cs, "deny-large-notes", &metav1.LabelSelector{MatchLabels: map[string]string{noteTestLabel: "policy"}}, admissionregistrationv1.Rule{
+		APIGroups:   []string{noteGroup},
+		APIVersions: []string{"v1"},
+		Resources:   []string{"notes"},
+	}, "object.spec.size <= 10", largeNoteMessage)
 }
 
 // terminatingNamespace creates a namespace and deletes it while a ConfigMap

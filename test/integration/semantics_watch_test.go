@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/utils/ptr"
 )
 
 const (
@@ -96,38 +95,8 @@ func testPolicyReportWatchAndLists(t *testing.T) {
 		for _, name := range want {
 			createReport(t, ns, policyReport(name, "Deployment", name))
 		}
-		reports := adminClient(t).Resource(policyReportsV1).Namespace(ns)
-		w, err := reports.Watch(testContext(t), metav1.ListOptions{
-			AllowWatchBookmarks:  true,
-			SendInitialEvents:    ptr.To(true),
-			ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
-		})
-		if err != nil {
-			t.Fatalf("watch-list: %v", err)
-		}
-		defer w.Stop()
-		var initial []string
-		for {
-			ev := nextEvent(t, w)
-			obj, ok := ev.Object.(*unstructured.Unstructured)
-			if !ok {
-				t.Fatalf("watch-list event %s carries %T, want an object", ev.Type, ev.Object)
-			}
-			if ev.Type == watch.Bookmark {
-				if obj.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
-					break
-				}
-				continue
-			}
-			if ev.Type != watch.Added {
-				t.Fatalf("watch-list initial event: got %s %s, want ADDED", ev.Type, obj.GetName())
-			}
-			initial = append(initial, obj.GetName())
-		}
-		slices.Sort(initial)
-		if !slices.Equal(initial, want) {
-			t.Errorf("initial events before the %s bookmark: %v, want %v", metav1.InitialEventsAnnotationKey, initial, want)
-		}
+		w := watchList(t, adminClient(t).Resource(policyReportsV1).Namespace(ns), "")
+		expectInitialEvents(t, w, want)
 		// The same watch goes on with changes.
 		createReport(t, ns, policyReport("later", "Deployment", "later"))
 		for {

@@ -45,14 +45,7 @@ func TestMoveNeverDeletesObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := start(t, dir, port, "--etcd-servers="+own.URL)
-	a.kubectl("apply", "-f", write(t, dir, "types.yaml", fmt.Sprintf(`apiVersion: annex.dev/v1alpha1
-kind: StorageBackend
-metadata: {name: outside}
-spec:
-  type: Etcd
-  etcd: {endpoints: [%q], insecure: true}
----
-%s`, outside.URL, hostedType("gizmos", "Gizmo", "outside"))))
+	a.kubectl("apply", "-f", write(t, dir, "types.yaml", etcdBackend("outside", outside.URL)+"---\n"+hostedType("gizmos", "Gizmo", "outside")))
 	a.kubectl("wait", "--for=condition=Established", "--timeout=60s", "hostedresource/gizmos.example.com")
 	onOutside := write(t, dir, "on-outside.yaml", hostedType("gizmos", "Gizmo", "outside"))
 	onDefault := write(t, dir, "on-default.yaml", hostedType("gizmos", "Gizmo", "default"))
