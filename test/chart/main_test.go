@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -40,30 +39,7 @@ var chartDir = func() string {
 const testImage = "annex.test/annex-apiserver"
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	e, err := framework.StartControlPlane(ctx)
-	cancel()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: starting the control plane: %v\n", err)
-		return 1
-	}
-	env = e
-	code := m.Run()
-	if code != 0 {
-		env.KeepDir = true
-		fmt.Fprintf(os.Stderr, "files kept in %s (kube-apiserver log: %s)\n", env.Dir, env.APIServerLog)
-	}
-	if err := env.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "stopping the control plane: %v\n", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	return code
+	os.Exit(framework.RunTests(m, framework.StartControlPlane, func(e *framework.Environment) { env = e }))
 }
 
 func testContext(t *testing.T, timeout time.Duration) context.Context {

@@ -5,7 +5,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -30,31 +29,7 @@ import (
 var env *framework.Environment
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	e, err := framework.Start(ctx)
-	cancel()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: starting the integration environment: %v\n", err)
-		return 1
-	}
-	env = e
-	code := m.Run()
-	if code != 0 {
-		env.KeepDir = true
-		env.DumpLogs(os.Stderr)
-		fmt.Fprintf(os.Stderr, "files kept in %s\n", env.Dir)
-	}
-	if err := env.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "stopping the integration environment: %v\n", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	return code
+	os.Exit(framework.RunTests(m, func(ctx context.Context) (*framework.Environment, error) { return framework.Start(ctx) }, func(e *framework.Environment) { env = e }))
 }
 
 // testContext is bounded so that a hung request fails the test rather than

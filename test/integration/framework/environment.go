@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -411,8 +412,13 @@ func (e *Environment) Kubectl(ctx context.Context, args ...string) (stdout, stde
 	return outBuf.String(), errBuf.String(), err
 }
 
-// DumpLogs writes the last lines of annex's log to w.
+// DumpLogs writes the last lines of annex's log to w, and where the full
+// logs are.
 func (e *Environment) DumpLogs(w io.Writer) {
+	if e.AnnexLog == "" {
+		fmt.Fprintf(w, "(kube-apiserver log: %s)\n", e.APIServerLog)
+		return
+	}
 	fmt.Fprintf(w, "%s\n(full logs: %s and %s)\n", e.annexLogTail(100), e.AnnexLog, e.APIServerLog)
 }
 
@@ -473,4 +479,32 @@ func checkExecutable(path string) error {
 		return fmt.Errorf("test binary %s is not an executable file", path)
 	}
 	return nil
+}
+
+// RunTests is a test package's TestMain body: it starts an environment with
+// start, hands it to the package with set, runs the tests and stops the
+// environment. When a test failed, it keeps the environment's files and
+// prints the end of its logs. It returns the exit code for os.Exit.
+func RunTests(m *testing.M, start func(context.Context) (*Environment, error), set func(*Environment)) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	e, err := start(ctx)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: starting the test environment: %v\n", err)
+		return 1
+	}
+	set(e)
+	code := m.Run()
+	if code != 0 {
+		e.KeepDir = true
+		e.DumpLogs(os.Stderr)
+		fmt.Fprintf(os.Stderr, "files kept in %s\n", e.Dir)
+	}
+	if err := e.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "stopping the test environment: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
 }

@@ -136,12 +136,7 @@ func TestLeanCacheWithAConversionWebhook(t *testing.T) {
 		t.Fatalf("the webhook did not convert v1 to v2:\nv1 %s\nv2 %s", v1, v2)
 	}
 
-	a.useLeanCache("tints.example.com")
-	if err := a.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	a = start(t, dir, port)
-	a.kubectl("create", "namespace", "after-the-restart")
+	a = a.restartWithLeanCache("tints.example.com")
 	before := converter.calls.Load()
 	sameForEachVersion(ctx, t, a, "tints", watchCache)
 	if converter.calls.Load() == before {

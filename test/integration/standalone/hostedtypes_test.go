@@ -97,12 +97,20 @@ func sameForEachVersion(ctx context.Context, t *testing.T, a *annex, resource st
 	}
 }
 
-// useLeanCache has the HostedResource name keep its type with the lean cache,
-// and waits until the controller has seen the change: the type's CRD then
-// records it.
-func (a *annex) useLeanCache(name string) {
+// restartWithLeanCache has the HostedResource name keep its type with the
+// lean cache, waits until the controller has seen the change (the type's
+// CRD then records it), and starts annex again on the same data, where the
+// lean cache serves the type; it returns the new annex, which has served a
+// write (a namespace) since.
+func (a *annex) restartWithLeanCache(name string) *annex {
 	a.t.Helper()
 	a.kubectl("patch", "hostedresource/"+name, "--type=merge", "-p", `{"spec":{"storage":{"cache":"Lean"}}}`)
 	generation := a.kubectl("get", "hostedresource/"+name, "-o", "jsonpath={.metadata.generation}")
 	a.kubectl("wait", "--for=jsonpath={.status.observedGeneration}="+generation, "--timeout=60s", "hostedresource/"+name)
+	if err := a.Stop(); err != nil {
+		a.t.Fatal(err)
+	}
+	b := start(a.t, a.Dir, a.Port)
+	b.kubectl("create", "namespace", "after-the-restart")
+	return b
 }

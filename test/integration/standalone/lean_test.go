@@ -215,12 +215,7 @@ func TestLeanCacheAnswersAsTheWatchCache(t *testing.T) {
 	defer cancel()
 	watchCache := leanRequests(ctx, t, a, "v1", "gadgets")
 
-	a.useLeanCache("gadgets.example.com")
-	if err := a.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	a = start(t, dir, port)
-	a.kubectl("create", "namespace", "after-the-restart")
+	a = a.restartWithLeanCache("gadgets.example.com")
 	lean := leanRequests(ctx, t, a, "v1", "gadgets")
 	same(t, "the lean cache", lean, "the watch cache", watchCache)
 	m := a.metrics(ctx)
@@ -322,12 +317,7 @@ func TestLeanCacheServesEachVersion(t *testing.T) {
 		t.Fatalf("the two versions do not prune as their schemas say:\nv1 %s\nv2 %s", v1, v2)
 	}
 
-	a.useLeanCache("widgets.example.com")
-	if err := a.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	a = start(t, dir, port)
-	a.kubectl("create", "namespace", "after-the-restart")
+	a = a.restartWithLeanCache("widgets.example.com")
 	sameForEachVersion(ctx, t, a, "widgets", watchCache)
 	m := a.metrics(ctx)
 	for _, version := range []string{"v1", "v2"} {
