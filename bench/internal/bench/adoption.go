@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -19,9 +18,11 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
+	annexv1alpha1 "annex.dev/annex/pkg/apis/annex/v1alpha1"
 	"annex.dev/annex/pkg/controllers/adoption"
 	"annex.dev/annex/test/integration/framework"
 )
@@ -115,7 +116,7 @@ type adoptionRun struct {
 	Objects int     `json:"objects"`
 	Fill    opStats `json:"fill"`
 	// Status is status.adoption once the adoption ended.
-	Status adoptionStatus `json:"status"`
+	Status annexv1alpha1.AdoptionStatus `json:"status"`
 	// TotalSeconds runs from startTime to adoptedTime; CopySeconds is the
 	// step "copied N objects" of annex's log, and CopyRate the objects it
 	// copied per second.
@@ -148,20 +149,6 @@ type adoptionRun struct {
 	OthersCPU float64 `json:"othersCPUDuringAdoption"`
 	Load      float64 `json:"load1m"`
 	outcome
-}
-
-// adoptionStatus is status.adoption of the HostedResource.
-type adoptionStatus struct {
-	Phase        string    `json:"phase"`
-	Copied       int64     `json:"copied"`
-	Total        int64     `json:"total"`
-	StartTime    time.Time `json:"startTime"`
-	FrozenTime   time.Time `json:"frozenTime"`
-	SwitchedTime time.Time `json:"switchedTime"`
-	AdoptedTime  time.Time `json:"adoptedTime"`
-	Freeze       string    `json:"freeze"`
-	Reason       string    `json:"reason,omitempty"`
-	Message      string    `json:"message,omitempty"`
 }
 
 type pluginRun struct {
@@ -310,15 +297,19 @@ func (r *adoptionResults) runCount(ctx context.Context, p *progress, n int, plug
 		return fail("reading status.adoption: %v", err)
 	}
 	res.Status = status
-	if res.Plugin.ExitCode != 0 || status.Phase != "Adopted" {
+	if res.Plugin.ExitCode != 0 || status.Phase != annexv1alpha1.AdoptionAdopted {
 		return fail("the adoption did not end within %s: kubectl annex adopt exited %d, phase %s (%s: %s)",
 			adoptLimit.Round(time.Second), res.Plugin.ExitCode, status.Phase, status.Reason, status.Message)
 	}
-	res.TotalSeconds = status.AdoptedTime.Sub(status.StartTime).Seconds()
-	if d, err := time.ParseDuration(status.Freeze); err == nil {
-		res.FreezeSeconds = d.Seconds()
+	if status.StartTime != nil && status.AdoptedTime != nil {
+		res.TotalSeconds = status.AdoptedTime.Sub(status.StartTime.Time).Seconds()
 	} else {
-		note("status.adoption.freeze %q: %v", status.Freeze, err)
+		note("status.adoption has no startTime or no adoptedTime")
+	}
+	if status.Freeze != nil {
+		res.FreezeSeconds = status.Freeze.Seconds()
+	} else {
+		note("status.adoption has no freeze")
 	}
 	res.LogLine, err = adoptedLogLine(b.env.AnnexLog, adoptCRDName)
 	if err != nil {
@@ -333,7 +324,7 @@ func (r *adoptionResults) runCount(ctx context.Context, p *progress, n int, plug
 		}
 	}
 	p.logf("%s: adopted in %.1f s (startTime to adoptedTime), %d objects copied in %.1f s (%.0f/s), writes refused for %s; steps: %s",
-		what, res.TotalSeconds, status.Copied, res.CopySeconds, res.CopyRate, status.Freeze, res.Steps)
+		what, res.TotalSeconds, status.Copied, res.CopySeconds, res.CopyRate, secs(res.FreezeSeconds), res.Steps)
 
 	// Writes go on a moment longer, to annex, before the checks.
 	time.Sleep(pl.WriterLead)
@@ -451,22 +442,22 @@ func indentStderr(s string) string {
 
 // readAdoptionStatus reads status.adoption of the HostedResource through
 // the kube-apiserver.
-func readAdoptionStatus(ctx context.Context, b *bench) (adoptionStatus, error) {
+func readAdoptionStatus(ctx context.Context, b *bench) (annexv1alpha1.AdoptionStatus, error) {
 	hr, err := b.adminDyn.Resource(framework.HostedResources).Get(ctx, adoptCRDName, metav1.GetOptions{})
 	if err != nil {
-		return adoptionStatus{}, err
+		return annexv1alpha1.AdoptionStatus{}, err
 	}
 	return statusOf(hr)
 }
 
-func statusOf(hr *unstructured.Unstructured) (adoptionStatus, error) {
+func statusOf(hr *unstructured.Unstructured) (annexv1alpha1.AdoptionStatus, error) {
 	m, _, _ := unstructured.NestedMap(hr.Object, "status", "adoption")
-	data, err := json.Marshal(m)
-	if err != nil {
-		return adoptionStatus{}, err
+	var s annexv1alpha1.AdoptionStatus
+	if m == nil {
+		return s, nil
 	}
-	var s adoptionStatus
-	return s, json.Unmarshal(data, &s)
+	err := runtime.DefaultUnstructuredConverter.FromUnstructured(m, &s)
+	return s, err
 }
 
 // adoptionSamples is what was seen while the adoption ran.
@@ -491,7 +482,7 @@ func sampleAdoption(ctx context.Context, p *progress, b *bench, every time.Durat
 		}
 		if hr, err := b.adminDyn.Resource(framework.HostedResources).Get(ctx, adoptCRDName, metav1.GetOptions{}); err == nil {
 			if s, err := statusOf(hr); err == nil && s.Phase != "" {
-				seen := s.Phase
+				seen := string(s.Phase)
 				if s.Reason != "" {
 					seen += " (" + s.Reason + ")"
 				}
@@ -500,7 +491,7 @@ func sampleAdoption(ctx context.Context, p *progress, b *bench, every time.Durat
 					out.phases = append(out.phases, fmt.Sprintf("%s at %.1f s", seen, time.Since(start).Seconds()))
 					p.logf("  adoption: %s: %s", seen, s.Message)
 				}
-				if time.Since(lastLog) >= p.every && s.Phase == "Copying" {
+				if time.Since(lastLog) >= p.every && s.Phase == annexv1alpha1.AdoptionCopying {
 					lastLog = time.Now()
 					p.logf("  adoption: %d of %d copied", s.Copied, s.Total)
 				}

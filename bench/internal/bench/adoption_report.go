@@ -3,7 +3,8 @@ package bench
 import (
 	"fmt"
 	"strings"
-	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // secs writes a duration in seconds, "–" for none.
@@ -150,8 +151,8 @@ func firstErr(s string) string {
 	return " (the first: " + orNone(s) + ")"
 }
 
-func clock(t time.Time) string {
-	if t.IsZero() {
+func clock(t *metav1.Time) string {
+	if t == nil || t.IsZero() {
 		return "–"
 	}
 	return t.UTC().Format("15:04:05")
