@@ -188,11 +188,6 @@ test-image: test-image-build ## Test the image: its platforms, entrypoint, user 
 	cd hack/image && ANNEX_IMAGE_ARCHIVE=$(abspath $(TEST_IMAGE_ARCHIVE)) ANNEX_IMAGE_PLATFORMS="linux/amd64" \
 		go test -count=1 -timeout 15m $(GO_TEST_FLAGS) ./...
 
-# The compaction test needs annex to compact every few seconds, which the
-# shared environment of the other tests must not; it runs in an environment
-# of its own.
-COMPACTION_TEST := TestPolicyReportSemantics/watch_and_lists/a_continue_token_expires_with_compaction
-
 .PHONY: postgres
 postgres: ## Install PostgreSQL's server binaries if missing (the tests start their own servers).
 	hack/install-postgres.sh
@@ -201,20 +196,13 @@ postgres: ## Install PostgreSQL's server binaries if missing (the tests start th
 test-integration: tools build postgres ## Run the integration tests: a real kube-apiserver, the upstream storage suite on every store, PostgreSQL's metrics.
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) go test -tags integration -count=1 -timeout 20m $(GO_TEST_FLAGS) ./pkg/storage/suite/ ./pkg/storage/postgres/ ./pkg/storage/backend/ ./pkg/cmd/uninstall/
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
-		go test -tags integration -count=1 -timeout 30m $(GO_TEST_FLAGS) ./test/integration/...
+		go test -tags integration -count=1 -timeout 30m $(GO_TEST_FLAGS) ./test/annexserver/ ./test/integration/...
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
 		go test -tags integration -count=1 -timeout 5m $(GO_TEST_FLAGS) ./test/rollout/
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
 		go test -tags integration -count=1 -timeout 5m $(GO_TEST_FLAGS) ./test/etcdfault/
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
 		go test -tags integration -count=1 -timeout 8m $(GO_TEST_FLAGS) ./test/faults/
-	@log=$$(mktemp) && status=0 && \
-		KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) \
-		ANNEX_APISERVER_EXTRA_ARGS=--etcd-compaction-interval=2s \
-		go test -tags integration -count=1 -timeout 10m -v -run '^$(COMPACTION_TEST)$$' $(GO_TEST_FLAGS) ./test/integration/ \
-		>$$log 2>&1 || status=$$?; cat $$log; \
-		if [ $$status -ne 0 ] || ! grep -q -- '--- PASS: $(COMPACTION_TEST)' $$log; then \
-			rm -f $$log; echo "FAIL: $(COMPACTION_TEST) did not pass"; exit 1; fi; rm -f $$log
 
 .PHONY: test-faults
 test-faults: tools build postgres ## Run the fault tests' long version under clients whose history is checked (test/history): annex killed 10 times, PostgreSQL killed 6 times, annex stopped (SIGSTOP) 5 times, the etcd leader killed 5 times, 4 rolling restarts of two replicas on PostgreSQL, the embedded etcd's disk filled (a tmpfs, as root) and its quota reached; about 15 minutes; ANNEX_HISTORY_DIR=dir keeps each history.

@@ -136,6 +136,9 @@ func (o *AdoptOptions) Run(ctx context.Context, crdName string) error {
 	existing, err := hrs.Get(ctx, crdName, metav1.GetOptions{})
 	switch {
 	case err == nil && existing.Spec.Adoption != nil:
+		if err := givenBack(existing.Name, existing.Status.Adoption); err != nil {
+			return err
+		}
 		if o.dryRun {
 			fmt.Fprintf(o.Out, "HostedResource %s already adopts CustomResourceDefinition %s: %s\n", crdName, crdName, adoptionCell(existing.Status.Adoption))
 			return nil
@@ -194,6 +197,20 @@ func (o *AdoptOptions) Run(ctx context.Context, crdName string) error {
 		return fmt.Errorf("starting the adoption: %w", c.annexError(ctx, err))
 	}
 	return o.follow(ctx, c, crdName)
+}
+
+// givenBack is an error when the type of HostedResource name is being
+// released or was released: there is no adoption left to follow.
+func givenBack(name string, a *v1alpha1.AdoptionStatus) error {
+	switch {
+	case a == nil:
+		return nil
+	case a.Phase == v1alpha1.AdoptionRollingBack:
+		return fmt.Errorf("CustomResourceDefinition %s is being given back to the cluster: `kubectl annex release %s` follows the release", name, name)
+	case a.Phase == v1alpha1.AdoptionReleased:
+		return fmt.Errorf("CustomResourceDefinition %s was given back to the cluster: `kubectl annex release %s` deletes HostedResource %s, and the CRD can then be adopted again", name, name, name)
+	}
+	return nil
 }
 
 func orDefault(backend string) string {
@@ -285,50 +302,13 @@ func confirm(in io.Reader, out io.Writer, question string) (bool, error) {
 
 // follow shows the adoption's progress until it ends.
 func (o *AdoptOptions) follow(ctx context.Context, c *clients, name string) error {
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	var bar *progress
-	var lastNote string
-	var lastPhase v1alpha1.AdoptionPhase
-	ticker := time.NewTicker(o.interval)
-	defer ticker.Stop()
-	for {
-		hr, err := c.annex.AnnexV1alpha1().HostedResources().Get(ctx, name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			return fmt.Errorf("HostedResource %s was deleted: the adoption stopped", name)
-		case err != nil && ctx.Err() == nil:
-			// annex restarting, say: the adoption goes on; so does the command.
-			if note := fmt.Sprintf("cannot read the adoption's progress: %v", err); note != lastNote {
-				fmt.Fprintln(o.ErrOut, note)
-				lastNote = note
-			}
-		case err == nil:
-			a := hr.Status.Adoption
-			if a == nil {
-				a = &v1alpha1.AdoptionStatus{}
-			}
-			if a.Phase == v1alpha1.AdoptionCopying && a.Reason == "" && a.Total > 0 {
-				if bar == nil {
-					bar = newProgress(o.ErrOut, o.progress, "copying", a.Total)
-				}
-				bar.add(int(a.Copied - bar.done))
-			}
-			if a.Phase != lastPhase && a.Phase != "" {
-				if bar != nil && lastPhase == v1alpha1.AdoptionCopying {
-					bar.finish(a.Copied >= a.Total)
-				}
-				lastPhase = a.Phase
-				if a.Reason == "" {
-					fmt.Fprintf(o.ErrOut, "%s: %s\n", a.Phase, a.Message)
-				}
-			}
-			if a.Reason != "" && a.Phase != v1alpha1.AdoptionFailed {
-				if note := fmt.Sprintf("waiting (%s): %s", a.Reason, a.Message); note != lastNote {
-					fmt.Fprintln(o.ErrOut, note)
-					lastNote = note
-				}
-			}
+	f := &follower{
+		what:           "adoption",
+		barPhase:       v1alpha1.AdoptionCopying,
+		barLabel:       "copying",
+		showFirstPhase: true,
+		failed:         func(a *v1alpha1.AdoptionStatus) bool { return a.Phase == v1alpha1.AdoptionFailed },
+		done: func(_ context.Context, a *v1alpha1.AdoptionStatus) (bool, error) {
 			switch a.Phase {
 			case v1alpha1.AdoptionAdopted:
 				freeze := "unknown"
@@ -340,18 +320,16 @@ func (o *AdoptOptions) follow(ctx context.Context, c *clients, name string) erro
 					took = " in " + a.AdoptedTime.Sub(a.StartTime.Time).Round(time.Second).String()
 				}
 				fmt.Fprintf(o.Out, "customresourcedefinition/%s adopted%s: %d objects copied, writes refused for %s\n", name, took, a.Copied, freeze)
-				return nil
+				return true, nil
 			case v1alpha1.AdoptionFailed:
-				return fmt.Errorf("the adoption of %s failed (%s): %s", name, a.Reason, a.Message)
+				return true, fmt.Errorf("the adoption of %s failed (%s): %s", name, a.Reason, a.Message)
 			}
-		}
-		select {
-		case <-ctx.Done():
-			if bar != nil {
-				bar.finish(false)
+			if err := givenBack(name, a); err != nil {
+				return true, err
 			}
-			return fmt.Errorf("stopped following the adoption of %s (%w); it goes on: kubectl annex status shows it", name, ctx.Err())
-		case <-ticker.C:
-		}
+			return false, nil
+		},
+		out: o.ErrOut, progress: o.progress, timeout: o.timeout, interval: o.interval,
 	}
+	return f.follow(ctx, c, name)
 }

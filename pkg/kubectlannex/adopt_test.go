@@ -66,3 +66,26 @@ func TestAdoptValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestAdoptOfAGivenBackTypeSaysWhatToDo(t *testing.T) {
+	for _, tc := range []struct {
+		phase v1alpha1.AdoptionPhase
+		want  string
+	}{
+		{v1alpha1.AdoptionRollingBack, "kubectl annex release policyreports.example.com` follows the release"},
+		{v1alpha1.AdoptionReleased, "deletes HostedResource policyreports.example.com, and the CRD can then be adopted again"},
+	} {
+		err := givenBack("policyreports.example.com", &v1alpha1.AdoptionStatus{Phase: tc.phase})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error saying %q", tc.phase, err, tc.want)
+		}
+	}
+	for _, phase := range []v1alpha1.AdoptionPhase{"", v1alpha1.AdoptionCopying, v1alpha1.AdoptionFrozen, v1alpha1.AdoptionSwitched, v1alpha1.AdoptionAdopted, v1alpha1.AdoptionFailed} {
+		if err := givenBack("policyreports.example.com", &v1alpha1.AdoptionStatus{Phase: phase}); err != nil {
+			t.Errorf("phase %q: %v, want nothing to stop the adoption's command", phase, err)
+		}
+	}
+	if err := givenBack("policyreports.example.com", nil); err != nil {
+		t.Errorf("no status yet: %v", err)
+	}
+}

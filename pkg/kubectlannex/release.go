@@ -272,66 +272,23 @@ func (o *ReleaseOptions) countObjects(ctx context.Context, c *clients, hr *v1alp
 
 // follow shows the release's progress until it ends.
 func (o *ReleaseOptions) follow(ctx context.Context, c *clients, name string) error {
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	var bar *progress
-	var lastNote string
-	var lastPhase v1alpha1.AdoptionPhase
-	ticker := time.NewTicker(o.interval)
-	defer ticker.Stop()
-	for {
-		hr, err := c.annex.AnnexV1alpha1().HostedResources().Get(ctx, name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			return fmt.Errorf("HostedResource %s was deleted: the release stopped", name)
-		case err != nil && ctx.Err() == nil:
-			// annex restarting, say: the release goes on; so does the command.
-			if note := fmt.Sprintf("cannot read the release's progress: %v", err); note != lastNote {
-				fmt.Fprintln(o.ErrOut, note)
-				lastNote = note
-			}
-		case err == nil:
-			a := hr.Status.Adoption
-			if a == nil {
-				a = &v1alpha1.AdoptionStatus{}
-			}
-			if a.Phase == v1alpha1.AdoptionRollingBack && a.Reason == "" && a.Total > 0 {
-				if bar == nil {
-					bar = newProgress(o.ErrOut, o.progress, "writing back", a.Total)
-				}
-				bar.add(int(a.Copied - bar.done))
-			}
-			if a.Phase != lastPhase && a.Phase != "" {
-				if bar != nil && lastPhase == v1alpha1.AdoptionRollingBack {
-					bar.finish(a.Copied >= a.Total)
-				}
-				if a.Reason == "" && lastPhase != "" {
-					fmt.Fprintf(o.ErrOut, "%s: %s\n", a.Phase, a.Message)
-				}
-				lastPhase = a.Phase
-			}
-			if a.Reason != "" && a.Reason != reasonReleaseFailed {
-				if note := fmt.Sprintf("waiting (%s): %s", a.Reason, a.Message); note != lastNote {
-					fmt.Fprintln(o.ErrOut, note)
-					lastNote = note
-				}
-			}
+	f := &follower{
+		what:     "release",
+		barPhase: v1alpha1.AdoptionRollingBack,
+		barLabel: "writing back",
+		failed:   func(a *v1alpha1.AdoptionStatus) bool { return a.Reason == reasonReleaseFailed },
+		done: func(ctx context.Context, a *v1alpha1.AdoptionStatus) (bool, error) {
 			switch {
 			case a.Phase == v1alpha1.AdoptionReleased:
-				return o.released(ctx, c, name, a)
+				return true, o.released(ctx, c, name, a)
 			case a.Phase == v1alpha1.AdoptionAdopted && a.Reason == reasonReleaseFailed:
-				return fmt.Errorf("the release of %s failed (%s): %s", name, a.Reason, a.Message)
+				return true, fmt.Errorf("the release of %s failed (%s): %s", name, a.Reason, a.Message)
 			}
-		}
-		select {
-		case <-ctx.Done():
-			if bar != nil {
-				bar.finish(false)
-			}
-			return fmt.Errorf("stopped following the release of %s (%w); it goes on: kubectl annex status shows it", name, ctx.Err())
-		case <-ticker.C:
-		}
+			return false, nil
+		},
+		out: o.ErrOut, progress: o.progress, timeout: o.timeout, interval: o.interval,
 	}
+	return f.follow(ctx, c, name)
 }
 
 // released reports a release that ended, then deletes the HostedResource:

@@ -31,6 +31,7 @@ import (
 	aggregatorclient "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 
 	"annex.dev/annex/test/integration/framework"
+	"annex.dev/annex/test/process"
 )
 
 var apiServices = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
@@ -38,6 +39,32 @@ var apiServices = schema.GroupVersionResource{Group: "apiregistration.k8s.io", V
 // managedBySelector selects the APIServices of the install below, whose
 // label value is <namespace>.<fullname>.
 const managedBySelector = "annex.dev/managed-by=annex-system.annex"
+
+// clients returns a clientset and a dynamic client of the test cluster.
+func clients(t *testing.T) (kubernetes.Interface, dynamic.Interface) {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs, dyn
+}
+
+// chartCABundle returns the caBundle of the APIService of annex.dev that
+// the chart installs.
+func chartCABundle(t *testing.T, ctx context.Context, dyn dynamic.Interface) string {
+	t.Helper()
+	apiService, err := dyn.Resource(apiServices).Get(ctx, "v1alpha1.annex.dev", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the chart's APIService: %v", err)
+	}
+	caBundle, _, _ := unstructured.NestedString(apiService.Object, "spec", "caBundle")
+	return caBundle
+}
 
 // TestInstallServeUninstall installs the chart in the embedded mode, runs
 // annex with exactly the configuration the chart gives its pod (there is no
@@ -60,14 +87,7 @@ func TestInstallServeUninstall(t *testing.T) {
 		t.Fatalf("%s is not set: `make test-chart` sets it to the annex-apiserver binary taken out of the image (`make test-image-build`)", framework.AnnexBinEnv)
 	}
 	ctx := testContext(t, 6*time.Minute)
-	cs, err := kubernetes.NewForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dyn, err := dynamic.NewForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs, dyn := clients(t)
 	aggregator, err := aggregatorclient.NewForConfig(env.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -95,11 +115,7 @@ func TestInstallServeUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	apiService, err := dyn.Resource(apiServices).Get(ctx, "v1alpha1.annex.dev", metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("the chart's APIService: %v", err)
-	}
-	if caBundle, _, _ := unstructured.NestedString(apiService.Object, "spec", "caBundle"); caBundle == "" {
+	if chartCABundle(t, ctx, dyn) == "" {
 		t.Fatal("the installed APIService carries no caBundle")
 	}
 
@@ -356,7 +372,7 @@ func runUninstallHook(t *testing.T, ctx context.Context, cs kubernetes.Interface
 }
 
 // waitAvailable waits until the cluster reports the APIService Available.
-func waitAvailable(t *testing.T, ctx context.Context, dyn dynamic.Interface, name string, annex *framework.Process) {
+func waitAvailable(t *testing.T, ctx context.Context, dyn dynamic.Interface, name string, annex *process.Process) {
 	t.Helper()
 	last := "not found"
 	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
@@ -592,7 +608,7 @@ func (p *localPod) command(t *testing.T, commands map[string]string) (bin string
 }
 
 // start runs the container as a background process, its output to p.log.
-func (p *localPod) start(t *testing.T, annexBin string) *framework.Process {
+func (p *localPod) start(t *testing.T, annexBin string) *process.Process {
 	t.Helper()
 	bin, args, envv := p.command(t, map[string]string{"/annex-apiserver": annexBin})
 	out, err := os.Create(p.log)
@@ -605,7 +621,10 @@ func (p *localPod) start(t *testing.T, annexBin string) *framework.Process {
 			t.Fatal(err)
 		}
 	}
-	proc, err := framework.StartProcessEnv(bin, args, envv, p.root, out)
+	if envv == nil {
+		envv = []string{} // the container's environment only, none of the test's
+	}
+	proc, err := process.Start(bin, args, envv, p.root, out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -614,12 +633,7 @@ func (p *localPod) start(t *testing.T, annexBin string) *framework.Process {
 			_ = proc.Stop(time.Minute)
 		}
 		if t.Failed() {
-			data, _ := os.ReadFile(p.log)
-			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-			if len(lines) > 60 {
-				lines = lines[len(lines)-60:]
-			}
-			t.Logf("last lines of annex's log %s:\n%s", p.log, strings.Join(lines, "\n"))
+			t.Logf("annex's log:%s", process.FileTail(p.log, 60))
 		}
 	})
 	return proc

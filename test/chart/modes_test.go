@@ -9,10 +9,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 )
 
 // TestInstallUninstallModes installs the chart in the external-store modes
@@ -28,14 +25,7 @@ func TestInstallUninstallModes(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			ctx := testContext(t, 3*time.Minute)
 			release, namespace := "annex-"+mode, "annex-"+mode
-			cs, err := kubernetes.NewForConfig(env.Config)
-			if err != nil {
-				t.Fatal(err)
-			}
-			dyn, err := dynamic.NewForConfig(env.Config)
-			if err != nil {
-				t.Fatal(err)
-			}
+			cs, dyn := clients(t)
 			// A Secret namespace of its own: the default one belongs to the
 			// install that created it (TestInstallServeUninstall), and is kept.
 			secretNamespace := release + "-storage-secrets"
@@ -57,11 +47,7 @@ func TestInstallUninstallModes(t *testing.T) {
 			if !strings.Contains(flags, want) || !strings.Contains(flags, "--leader-elect") {
 				t.Errorf("the %s mode's annex runs with %q, want %s and --leader-elect", mode, flags, want)
 			}
-			apiService, err := dyn.Resource(apiServices).Get(ctx, "v1alpha1.annex.dev", metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if caBundle, _, _ := unstructured.NestedString(apiService.Object, "spec", "caBundle"); caBundle == "" {
+			if chartCABundle(t, ctx, dyn) == "" {
 				t.Error("the installed APIService carries no caBundle")
 			}
 

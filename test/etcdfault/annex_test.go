@@ -15,9 +15,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,8 +23,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"annex.dev/annex/test/annexserver"
 	"annex.dev/annex/test/integration/framework"
 )
 
@@ -57,96 +54,30 @@ const (
 
 // annex is one annex-apiserver process in standalone mode.
 type annex struct {
-	t       *testing.T
-	base    string
-	logPath string
-	proc    *framework.Process
-	config  *rest.Config
+	*annexserver.Server
+	t      *testing.T
+	base   string
+	config *rest.Config
 	// client sends requests as the admin, without client-go's retries, so
 	// that every response annex gives is seen as it is.
 	client *http.Client
 }
 
 // startAnnex runs annex in standalone mode with its data in the etcd cluster
-// and waits until it is ready.
+// and waits until it is ready. Its cleanup is registered after the
+// cluster's, so it runs first: annex stops before etcd does.
 func startAnnex(t *testing.T, cluster *framework.EtcdCluster, extraArgs ...string) *annex {
 	t.Helper()
-	bin := os.Getenv(framework.AnnexBinEnv)
-	if bin == "" {
-		t.Fatalf("%s must name the annex-apiserver binary (make test-integration sets it)", framework.AnnexBinEnv)
-	}
-	dir := t.TempDir()
-	port, err := framework.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	a := &annex{t: t, base: "https://127.0.0.1:" + strconv.Itoa(port), logPath: filepath.Join(dir, "annex.log")}
-	log, err := os.Create(a.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := append([]string{
-		"--mode=standalone",
-		"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
-		"--data-dir=" + filepath.Join(dir, "data"), "--admin-kubeconfig=" + kubeconfig,
+	s := annexserver.StartT(t, &annexserver.Server{Args: append([]string{
 		"--etcd-servers=" + strings.Join(cluster.ClientURLs(), ","),
 		"--etcd-cafile=" + cluster.CAFile, "--etcd-certfile=" + cluster.CertFile, "--etcd-keyfile=" + cluster.KeyFile,
-	}, extraArgs...)
-	args = append(args, strings.Fields(os.Getenv(framework.AnnexExtraArgsEnv))...)
-	a.proc, err = framework.StartProcess(bin, args, dir, log)
-	if err != nil {
+	}, extraArgs...)})
+	a := &annex{Server: s, t: t, base: s.URL(), config: annexserver.AdminConfigT(t, s)}
+	var err error
+	if a.client, err = rest.HTTPClientFor(a.config); err != nil {
 		t.Fatal(err)
 	}
-	// Registered after the cluster's cleanup, so it runs first: annex stops
-	// before etcd does.
-	t.Cleanup(func() {
-		if exited, err := a.proc.Exited(); exited {
-			t.Errorf("annex exited on its own: %v", err)
-		} else if err := a.proc.Stop(30 * time.Second); err != nil {
-			t.Errorf("stopping annex: %v", err)
-		}
-		_ = log.Close()
-		if t.Failed() {
-			t.Logf("annex log (%s):%s", a.logPath, a.logTail(60))
-		}
-	})
-
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		if exited, err := a.proc.Exited(); exited {
-			t.Fatalf("annex exited while starting: %v%s", err, a.logTail(40))
-		}
-		if a.client == nil {
-			if cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig); err == nil {
-				a.config = cfg
-				if a.client, err = rest.HTTPClientFor(cfg); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		if a.client != nil {
-			if r := a.do(context.Background(), http.MethodGet, "/readyz", nil); r.code == http.StatusOK {
-				return a
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("annex was not ready within 90s%s", a.logTail(40))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func (a *annex) logTail(n int) string {
-	data, err := os.ReadFile(a.logPath)
-	if err != nil || len(data) == 0 {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "\n--- last lines ---\n" + strings.Join(lines, "\n") + "\n---"
+	return a
 }
 
 // response is what annex answered to one request, or the error that

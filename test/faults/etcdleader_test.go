@@ -20,10 +20,7 @@ import (
 // were on their way through the dead leader fail (their outcome is
 // unknown); the history must check, and writes and watches must go on.
 func TestKillEtcdLeader(t *testing.T) {
-	kills, between, down := 2, 4*time.Second, 3*time.Second
-	if long() {
-		kills, between, down = 5, 15*time.Second, 10*time.Second
-	}
+	kills, between, down := killSchedule(5)
 	cluster := framework.StartEtcdCluster(t, 3)
 	a := startAnnex(t,
 		"--etcd-servers="+strings.Join(cluster.ClientURLs(), ","),
@@ -75,7 +72,7 @@ func TestKillEtcdLeader(t *testing.T) {
 			i, leader.Name, elected.Round(time.Millisecond), leader.Name, down, took.Round(time.Millisecond))
 	}
 	r.finish(between, fmt.Sprintf("%d kills of the etcd leader under annex", kills))
-	if exited, err := a.proc.Exited(); exited {
+	if exited, err := a.Process().Exited(); exited {
 		t.Fatalf("annex exited: %v", err)
 	}
 }

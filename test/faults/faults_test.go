@@ -16,10 +16,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -30,167 +28,86 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"annex.dev/annex/pkg/storage/postgres/postgrestest"
+	"annex.dev/annex/test/annexserver"
 	"annex.dev/annex/test/history"
-	"annex.dev/annex/test/integration/framework"
 )
 
 // long selects the longer run of make test-faults.
 func long() bool { return os.Getenv("ANNEX_FAULTS_LONG") == "1" }
 
+// killSchedule is how many times a test kills a process, how long apart,
+// and how long it leaves it down: twice, 4 s apart, down 3 s; or, with
+// long(), longKills times, 15 s apart, down 10 s.
+func killSchedule(longKills int) (kills int, between, down time.Duration) {
+	if long() {
+		return longKills, 15 * time.Second, 10 * time.Second
+	}
+	return 2, 4 * time.Second, 3 * time.Second
+}
+
 // annex is one annex-apiserver in standalone mode, on its embedded etcd or
 // on the store its extra flags name, which the test kills, stops or starts
 // again on the same data.
 type annex struct {
-	t          *testing.T
-	bin        string
-	args       []string
-	dir        string
-	port       int
-	kubeconfig string
-	log        *framework.LogBuffer
-	proc       *framework.Process
-	// paused is set while the process is stopped with SIGSTOP.
-	paused bool
+	*annexserver.Server
+	t *testing.T
 }
 
 // startAnnex starts annex in standalone mode, with extraArgs added to its
-// flags, and waits until it is ready.
+// flags, and waits until it is ready. Its cleanup is registered after those
+// of the stores the test started first, so it runs before them: annex stops
+// before its store does.
 func startAnnex(t *testing.T, extraArgs ...string) *annex {
 	t.Helper()
-	bin := os.Getenv("ANNEX_APISERVER_BIN")
-	if bin == "" {
-		t.Fatal("ANNEX_APISERVER_BIN must name the annex-apiserver binary (make test-integration sets it)")
-	}
-	port, err := framework.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	a := &annex{t: t, bin: bin, dir: dir, port: port, kubeconfig: filepath.Join(dir, "kubeconfig"), log: &framework.LogBuffer{}}
-	a.args = append([]string{
-		"--mode=standalone", "--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
-		"--data-dir=" + filepath.Join(dir, "data"), "--admin-kubeconfig=" + a.kubeconfig,
-	}, extraArgs...)
-	// Registered after the cleanups of the stores the test started first,
-	// so it runs before them: annex stops before its store does.
-	t.Cleanup(func() {
-		if a.proc != nil {
-			if a.paused {
-				_ = a.signal(syscall.SIGCONT)
-			}
-			if exited, _ := a.proc.Exited(); !exited {
-				_ = a.proc.Stop(30 * time.Second)
-			}
-		}
-		if t.Failed() {
-			t.Logf("annex log:\n%s", a.log.String())
-		}
-	})
-	if _, err := a.start(); err != nil {
-		t.Fatal(err)
-	}
-	return a
+	return &annex{Server: annexserver.StartT(t, &annexserver.Server{Args: extraArgs}), t: t}
 }
 
-// start starts annex on its data and waits until /readyz answers 200; it
-// returns how long that took.
+// start starts annex again on its data and waits until /readyz answers
+// 200; it returns how long that took.
 func (a *annex) start() (time.Duration, error) {
-	started := time.Now()
-	proc, err := framework.StartProcess(a.bin, a.args, a.dir, a.log)
-	if err != nil {
+	if err := a.Start(context.Background()); err != nil {
 		return 0, err
 	}
-	a.proc = proc
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	var last string
-	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		if exited, err := proc.Exited(); exited {
-			return false, fmt.Errorf("annex exited while starting: %v", err)
-		}
-		if _, err := os.Stat(a.kubeconfig); err != nil {
-			return false, nil
-		}
-		client, err := rest.HTTPClientFor(a.restConfig())
-		if err != nil {
-			return false, err
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/readyz", a.port), nil)
-		if err != nil {
-			return false, err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			last = err.Error()
-			return false, nil
-		}
-		resp.Body.Close()
-		last = resp.Status
-		return resp.StatusCode == http.StatusOK, nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("annex was not ready: %v (last /readyz: %s)", err, last)
-	}
-	return time.Since(started), nil
+	return a.ReadyIn(), nil
 }
 
 // stop stops annex as a rollout does: SIGTERM, and SIGKILL if it has not
 // exited within 30s, which fails the test.
-func (a *annex) stop() error {
-	fmt.Fprintf(a.log, "\n--- SIGTERM ---\n")
-	return a.proc.Stop(30 * time.Second)
-}
+func (a *annex) stop() error { return a.Stop() }
 
 // kill ends annex and its embedded etcd with SIGKILL.
-func (a *annex) kill() error {
-	fmt.Fprintf(a.log, "\n--- kill -9 ---\n")
-	return a.proc.Kill()
-}
+func (a *annex) kill() error { return a.Kill() }
 
-// signal sends sig to annex; SIGSTOP and SIGCONT set and clear paused.
-func (a *annex) signal(sig syscall.Signal) error {
-	fmt.Fprintf(a.log, "\n--- %s ---\n", sig)
-	if err := syscall.Kill(a.proc.Pid(), sig); err != nil {
-		return err
-	}
-	switch sig {
-	case syscall.SIGSTOP:
-		a.paused = true
-	case syscall.SIGCONT:
-		a.paused = false
-	}
-	return nil
-}
+// signal sends sig to annex.
+func (a *annex) signal(sig syscall.Signal) error { return a.Signal(sig) }
 
-func (a *annex) restConfig() *rest.Config {
-	cfg, err := clientcmd.BuildConfigFromFlags("", a.kubeconfig)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	return cfg
-}
+func (a *annex) restConfig() *rest.Config { return annexserver.AdminConfigT(a.t, a.Server) }
 
 // The hosted type the clients share.
 var ledgers = schema.GroupVersionResource{Group: "history.example.com", Version: "v1", Resource: "ledgers"}
 
-const ledgersType = `{
+// clusterType is the HostedResource of a cluster-scoped type of one version
+// whose spec holds one string field.
+func clusterType(gvr schema.GroupVersionResource, kind, field string) string {
+	return fmt.Sprintf(`{
   "apiVersion": "annex.dev/v1alpha1",
   "kind": "HostedResource",
-  "metadata": {"name": "ledgers.history.example.com"},
+  "metadata": {"name": %q},
   "spec": {
-    "group": "history.example.com",
-    "names": {"kind": "Ledger", "plural": "ledgers"},
+    "group": %q,
+    "names": {"kind": %q, "plural": %q},
     "scope": "Cluster",
     "versions": [{
-      "name": "v1", "served": true, "storage": true,
+      "name": %q, "served": true, "storage": true,
       "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-        "spec": {"type": "object", "properties": {"note": {"type": "string"}}}
+        "spec": {"type": "object", "properties": {%q: {"type": "string"}}}
       }}}
     }]
   }
-}`
+}`, gvr.Resource+"."+gvr.Group, gvr.Group, kind, gvr.Resource, gvr.Version, field)
+}
 
 func ledger(string) *unstructured.Unstructured {
 	return &unstructured.Unstructured{Object: map[string]any{
@@ -201,12 +118,25 @@ func ledger(string) *unstructured.Unstructured {
 // declareLedgers declares the type and waits until it is served.
 func declareLedgers(t *testing.T, cfg *rest.Config) {
 	t.Helper()
+	declareType(t, cfg, ledgers, clusterType(ledgers, "Ledger", "note"))
+}
+
+// waitForLedgers waits until the type is served.
+func waitForLedgers(t *testing.T, cfg *rest.Config) {
+	t.Helper()
+	waitForType(t, cfg, ledgers)
+}
+
+// declareType creates the HostedResource hostedResource, given as JSON, and
+// waits until its type gvr is served.
+func declareType(t *testing.T, cfg *rest.Config, gvr schema.GroupVersionResource, hostedResource string) {
+	t.Helper()
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hr := &unstructured.Unstructured{}
-	if err := json.Unmarshal([]byte(ledgersType), &hr.Object); err != nil {
+	if err := json.Unmarshal([]byte(hostedResource), &hr.Object); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -215,11 +145,11 @@ func declareLedgers(t *testing.T, cfg *rest.Config) {
 	if _, err := dyn.Resource(hrs).Create(ctx, hr, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitForLedgers(t, cfg)
+	waitForType(t, cfg, gvr)
 }
 
-// waitForLedgers waits until the type is served.
-func waitForLedgers(t *testing.T, cfg *rest.Config) {
+// waitForType waits until the type gvr is served.
+func waitForType(t *testing.T, cfg *rest.Config, gvr schema.GroupVersionResource) {
 	t.Helper()
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
@@ -229,12 +159,23 @@ func waitForLedgers(t *testing.T, cfg *rest.Config) {
 	defer cancel()
 	var last error
 	err = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		_, last = dyn.Resource(ledgers).List(ctx, metav1.ListOptions{})
+		_, last = dyn.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
 		return last == nil, nil
 	})
 	if err != nil {
-		t.Fatalf("ledgers were not served: %v", last)
+		t.Fatalf("%s were not served: %v", gvr.Resource, last)
 	}
+}
+
+// writeDSNFile writes the DSN of pg to a file only its owner reads, for
+// --postgres-dsn-file, and returns its path.
+func writeDSNFile(t *testing.T, pg *postgrestest.Server) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "dsn")
+	if err := os.WriteFile(path, []byte(pg.DSN+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // historyDir is where a failing check writes its files.

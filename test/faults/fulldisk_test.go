@@ -32,23 +32,6 @@ import (
 // not see them.
 var ballasts = schema.GroupVersionResource{Group: "history.example.com", Version: "v1", Resource: "ballasts"}
 
-const ballastsType = `{
-  "apiVersion": "annex.dev/v1alpha1",
-  "kind": "HostedResource",
-  "metadata": {"name": "ballasts.history.example.com"},
-  "spec": {
-    "group": "history.example.com",
-    "names": {"kind": "Ballast", "plural": "ballasts"},
-    "scope": "Cluster",
-    "versions": [{
-      "name": "v1", "served": true, "storage": true,
-      "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-        "spec": {"type": "object", "properties": {"data": {"type": "string"}}}
-      }}}
-    }]
-  }
-}`
-
 // ballastBytes is the size of a ballast's data.
 const ballastBytes = 256 << 10
 
@@ -78,31 +61,7 @@ func ballast(name string) *unstructured.Unstructured {
 // declareBallasts declares the ballasts' type and waits until it is served.
 func declareBallasts(t *testing.T, cfg *rest.Config) {
 	t.Helper()
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hr := &unstructured.Unstructured{}
-	if err := json.Unmarshal([]byte(ballastsType), &hr.Object); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	hrs := schema.GroupVersionResource{Group: "annex.dev", Version: "v1alpha1", Resource: "hostedresources"}
-	if _, err := dyn.Resource(hrs).Create(ctx, hr, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		_, err := dyn.Resource(ballasts).List(ctx, metav1.ListOptions{Limit: 1})
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ballasts were not served: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	declareType(t, cfg, ballasts, clusterType(ballasts, "Ballast", "data"))
 }
 
 // mountTmpfs mounts a tmpfs of size bytes on a new directory, which
@@ -191,6 +150,17 @@ type filling struct {
 	took   time.Duration
 }
 
+// log logs what the filling took, with what else the test saw, and each
+// refusal.
+func (f filling) log(t *testing.T, saw string) {
+	t.Helper()
+	t.Logf("%d ballasts of %d KiB acknowledged in %s (%s); %d writes refused; annex exited: %v",
+		len(f.acked), ballastBytes>>10, f.took.Round(time.Millisecond), saw, len(f.refusals), f.exited)
+	for _, ref := range f.refusals {
+		t.Logf("refused: %s", ref)
+	}
+}
+
 // fill creates ballasts, one after the other, until refusals writes in a row
 // have failed, annex has exited, or budget has passed. Each write is sent
 // once, with a plain HTTP client and 10 s to be answered: client-go would
@@ -198,7 +168,7 @@ type filling struct {
 // each answer as annex gave it.
 func fill(t *testing.T, a *annex, first, refusals int, budget time.Duration) filling {
 	t.Helper()
-	cfg, host := a.restConfig(), fmt.Sprintf("https://127.0.0.1:%d", a.port)
+	cfg, host := a.restConfig(), fmt.Sprintf("https://127.0.0.1:%d", a.Port)
 	path := "/apis/" + ballasts.Group + "/" + ballasts.Version + "/" + ballasts.Resource
 	var f filling
 	started := time.Now()
@@ -233,7 +203,7 @@ func fill(t *testing.T, a *annex, first, refusals int, budget time.Duration) fil
 			}
 		}
 		f.refusals = append(f.refusals, r)
-		if exited, _ := a.proc.Exited(); exited {
+		if exited, _ := a.Process().Exited(); exited {
 			f.exited = true
 			break
 		}
@@ -264,12 +234,6 @@ func readBack(t *testing.T, cfg *rest.Config, names []string) (lost []string) {
 		}
 	}
 	return lost
-}
-
-// logTail is the last n lines of log.
-func logTail(log string, n int) string {
-	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // TestFullDisk fills the disk under annex's embedded etcd with the objects of
@@ -303,11 +267,7 @@ func TestFullDisk(t *testing.T) {
 	time.Sleep(between)
 	r.fault("filling the disk (%.1f MiB left) with ballasts of %d KiB", float64(freeBytes(t, tmpfs))/(1<<20), ballastBytes>>10)
 	f := fill(t, a, 0, 3, 60*time.Second)
-	t.Logf("%d ballasts acknowledged in %s, %.1f MiB left; %d writes refused; annex exited: %v",
-		len(f.acked), f.took.Round(time.Millisecond), float64(freeBytes(t, tmpfs))/(1<<20), len(f.refusals), f.exited)
-	for _, ref := range f.refusals {
-		t.Logf("refused: %s", ref)
-	}
+	f.log(t, fmt.Sprintf("%.1f MiB left", float64(freeBytes(t, tmpfs))/(1<<20)))
 	if len(f.refusals) == 0 {
 		t.Fatalf("the disk did not fill: %d ballasts acknowledged in %s", len(f.acked), f.took)
 	}
@@ -322,8 +282,8 @@ func TestFullDisk(t *testing.T) {
 	if f.exited {
 		// etcd ends the process when it cannot write (a finding, recorded
 		// in docs/reliability.md): say why, as its log does.
-		exited, err := a.proc.Exited()
-		t.Logf("annex exited (%v, %v); the end of its log:\n%s", exited, err, logTail(a.log.String(), 25))
+		exited, err := a.Process().Exited()
+		t.Logf("annex exited (%v, %v)%s", exited, err, a.LogTail(25))
 	} else {
 		// Reads go on while writes are refused.
 		if lost := readBack(t, cfg, f.acked); len(lost) > 0 {
@@ -376,13 +336,9 @@ func TestEtcdQuota(t *testing.T) {
 	cfg := a.restConfig()
 	declareBallasts(t, cfg)
 	f := fill(t, a, 0, 3, 60*time.Second)
-	t.Logf("quota %d MiB: %d ballasts of %d KiB acknowledged in %s; %d writes refused; annex exited: %v",
-		quota>>20, len(f.acked), ballastBytes>>10, f.took.Round(time.Millisecond), len(f.refusals), f.exited)
-	for _, ref := range f.refusals {
-		t.Logf("refused: %s", ref)
-	}
+	f.log(t, fmt.Sprintf("quota %d MiB", quota>>20))
 	if f.exited {
-		t.Fatalf("annex exited at its quota:\n%s", a.log.String())
+		t.Fatalf("annex exited at its quota:\n%s", a.Log())
 	}
 	if len(f.refusals) == 0 {
 		t.Fatalf("the quota was not reached: %d ballasts acknowledged in %s", len(f.acked), f.took)
@@ -418,7 +374,7 @@ func TestEtcdQuota(t *testing.T) {
 	after := fill(t, a, len(f.acked)+len(f.refusals), 1, 5*time.Second)
 	t.Logf("at the quota, %d of %d deletes taken; then a create: %d acknowledged, refused: %v",
 		deleted, len(f.acked)-len(f.acked)/2, len(after.acked), after.refusals)
-	if exited, err := a.proc.Exited(); exited {
+	if exited, err := a.Process().Exited(); exited {
 		t.Fatalf("annex exited: %v", err)
 	}
 }
@@ -438,10 +394,7 @@ func TestFullDiskPostgres(t *testing.T) {
 	const size, leave = 192 << 20, 16 << 20
 	tmpfs := mountTmpfs(t, size)
 	pg := postgrestest.StartIn(t, tmpfs)
-	dsnFile := filepath.Join(t.TempDir(), "dsn")
-	if err := os.WriteFile(dsnFile, []byte(pg.DSN+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dsnFile := writeDSNFile(t, pg)
 	a := startAnnex(t, "--postgres-dsn-file="+dsnFile)
 	cfg := a.restConfig()
 	declareBallasts(t, cfg)
@@ -449,13 +402,9 @@ func TestFullDiskPostgres(t *testing.T) {
 	t.Logf("tmpfs of %d MiB, %.1f MiB left after the filler", size>>20, float64(freeBytes(t, tmpfs))/(1<<20))
 
 	f := fill(t, a, 0, 3, 60*time.Second)
-	t.Logf("%d ballasts acknowledged in %s, %.1f MiB left; %d writes refused; annex exited: %v; PostgreSQL runs: %v",
-		len(f.acked), f.took.Round(time.Millisecond), float64(freeBytes(t, tmpfs))/(1<<20), len(f.refusals), f.exited, pg.Running())
-	for _, ref := range f.refusals {
-		t.Logf("refused: %s", ref)
-	}
+	f.log(t, fmt.Sprintf("%.1f MiB left; PostgreSQL runs: %v", float64(freeBytes(t, tmpfs))/(1<<20), pg.Running()))
 	if f.exited {
-		t.Fatalf("annex exited when PostgreSQL's disk filled:\n%s", a.log.String())
+		t.Fatalf("annex exited when PostgreSQL's disk filled:\n%s", a.Log())
 	}
 	if len(f.refusals) == 0 {
 		t.Fatalf("the disk did not fill: %d ballasts acknowledged in %s", len(f.acked), f.took)
@@ -503,7 +452,7 @@ func TestFullDiskPostgres(t *testing.T) {
 	if lost := readBack(t, cfg, append(f.acked, again.acked...)); len(lost) > 0 {
 		t.Errorf("%d acknowledged ballasts do not read back once space was freed: %v", len(lost), lost)
 	}
-	if exited, err := a.proc.Exited(); exited {
+	if exited, err := a.Process().Exited(); exited {
 		t.Fatalf("annex exited: %v", err)
 	}
 }

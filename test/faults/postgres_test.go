@@ -4,8 +4,6 @@ package faults
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,20 +29,14 @@ import (
 // PostgreSQL had written is in the kernel's page cache and survives, so the
 // test's fsync=off changes nothing here.
 func TestKillPostgres(t *testing.T) {
-	kills, between, down := 2, 4*time.Second, 3*time.Second
-	if long() {
-		kills, between, down = 6, 15*time.Second, 10*time.Second
-	}
+	kills, between, down := killSchedule(6)
 	pg := postgrestest.Start(t)
-	dsnFile := filepath.Join(t.TempDir(), "dsn")
-	if err := os.WriteFile(dsnFile, []byte(pg.DSN+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dsnFile := writeDSNFile(t, pg)
 	a := startAnnex(t, "--postgres-dsn-file="+dsnFile)
 	cfg := a.restConfig()
 	declareLedgers(t, cfg)
 
-	host := fmt.Sprintf("https://127.0.0.1:%d", a.port)
+	host := fmt.Sprintf("https://127.0.0.1:%d", a.Port)
 	// What an answer must not name: the database's user, name and address.
 	secrets := []string{"user=", "database=", fmt.Sprintf("127.0.0.1:%d", pg.Port), strconv.Itoa(pg.Port), "failed to connect", "connection refused"}
 
@@ -73,7 +65,7 @@ func TestKillPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after kill %d and PostgreSQL's restart: %v", i, err)
 		}
-		if exited, err := a.proc.Exited(); exited {
+		if exited, err := a.Process().Exited(); exited {
 			t.Fatalf("annex exited after PostgreSQL was killed: %v", err)
 		}
 		t.Logf("kill %d: PostgreSQL down %s, ready again %s after its start; annex acknowledged a write %s later",
@@ -83,7 +75,7 @@ func TestKillPostgres(t *testing.T) {
 	if rep.UnknownWrites+rep.RefusedWrites == 0 {
 		t.Errorf("no write failed while PostgreSQL was down: the kills did not reach annex")
 	}
-	if exited, err := a.proc.Exited(); exited {
+	if exited, err := a.Process().Exited(); exited {
 		t.Fatalf("annex exited: %v", err)
 	}
 }

@@ -4,8 +4,6 @@ package faults
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -26,10 +24,7 @@ func TestRollingRestartOnPostgres(t *testing.T) {
 		rounds, between = 4, 10*time.Second
 	}
 	pg := postgrestest.Start(t)
-	dsnFile := filepath.Join(t.TempDir(), "dsn")
-	if err := os.WriteFile(dsnFile, []byte(pg.DSN+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dsnFile := writeDSNFile(t, pg)
 	replicas := []*annex{startAnnex(t, "--postgres-dsn-file="+dsnFile), startAnnex(t, "--postgres-dsn-file="+dsnFile)}
 	declareLedgers(t, replicas[0].restConfig())
 	// The second replica learns of the type from the database.

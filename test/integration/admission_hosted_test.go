@@ -4,16 +4,9 @@ package integration
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -30,8 +23,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/util/cert"
 	"k8s.io/utils/ptr"
+
+	"annex.dev/annex/test/integration/framework"
 )
 
 const (
@@ -254,36 +248,15 @@ func (w *noteWebhook) serve(rw http.ResponseWriter, req *http.Request) {
 // 127.0.0.1, and returns the CA in PEM form and the serving pair.
 func webhookCertificates(t *testing.T) ([]byte, tls.Certificate) {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	serving, err := framework.WriteServingCertificate(t.TempDir(), "note-webhook", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	caCert, err := cert.NewSelfSignedCACert(cert.Config{CommonName: "note-webhook-ca"}, caKey)
+	pair, err := tls.LoadX509KeyPair(serving.CertFile, serving.KeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "note-webhook"},
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPEM, err := cert.EncodeCertificates(caCert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return caPEM, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return serving.CAPEM, pair
 }
 
 // registerNoteWebhook registers w with the cluster by URL for creates of
@@ -332,49 +305,11 @@ func registerNoteWebhook(t *testing.T, cs kubernetes.Interface, w *noteWebhook) 
 // is above 10.
 func denyLargeNotes(t *testing.T, cs kubernetes.Interface) {
 	t.Helper()
-	name := uniqueName("deny-large-notes")
-	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			MatchConstraints: &admissionregistrationv1.MatchResources{
-				ObjectSelector: &metav1.LabelSelector{MatchLabels: map[string]string{noteTestLabel: "policy"}},
-				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-						Rule: admissionregistrationv1.Rule{
-							APIGroups:   []string{noteGroup},
-							APIVersions: []string{"v1"},
-							Resources:   []string{"notes"},
-						},
-					},
-				}},
-			},
-			Validations: []admissionregistrationv1.Validation{{
-				Expression: "object.spec.size <= 10",
-				Message:    largeNoteMessage,
-			}},
-		},
-	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        name,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
-		},
-	}
-	ctx := testContext(t)
-	if _, err := cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, policy, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating ValidatingAdmissionPolicy: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Delete(ctx, name, metav1.DeleteOptions{})
-		_ = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Delete(ctx, name, metav1.DeleteOptions{})
-	})
-	if _, err := cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating ValidatingAdmissionPolicyBinding: %v", err)
-	}
+	denyCreates(t, cs, "deny-large-notes", &metav1.LabelSelector{MatchLabels: map[string]string{noteTestLabel: "policy"}}, admissionregistrationv1.Rule{
+		APIGroups:   []string{noteGroup},
+		APIVersions: []string{"v1"},
+		Resources:   []string{"notes"},
+	}, "object.spec.size <= 10", largeNoteMessage)
 }
 
 // terminatingNamespace creates a namespace and deletes it while a ConfigMap

@@ -63,25 +63,34 @@ func denyPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := uniqueName("deny-postgres")
+	denyCreates(t, cs, "deny-postgres", nil, admissionregistrationv1.Rule{
+		APIGroups:   []string{framework.Group},
+		APIVersions: []string{framework.Version},
+		Resources:   []string{"storagebackends"},
+	}, "object.spec.type != 'Postgres'", postgresDeniedMessage)
+}
+
+// denyCreates creates, for the length of the test, a ValidatingAdmissionPolicy
+// and its binding that deny creating the objects of rule, among those
+// objectSelector matches (all when nil), for which expression is false.
+func denyCreates(t *testing.T, cs kubernetes.Interface, prefix string, objectSelector *metav1.LabelSelector, rule admissionregistrationv1.Rule, expression, message string) {
+	t.Helper()
+	name := uniqueName(prefix)
 	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
 			MatchConstraints: &admissionregistrationv1.MatchResources{
+				ObjectSelector: objectSelector,
 				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
 					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
 						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-						Rule: admissionregistrationv1.Rule{
-							APIGroups:   []string{framework.Group},
-							APIVersions: []string{framework.Version},
-							Resources:   []string{"storagebackends"},
-						},
+						Rule:       rule,
 					},
 				}},
 			},
 			Validations: []admissionregistrationv1.Validation{{
-				Expression: "object.spec.type != 'Postgres'",
-				Message:    postgresDeniedMessage,
+				Expression: expression,
+				Message:    message,
 			}},
 		},
 	}

@@ -6,8 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -280,6 +280,88 @@ func newAdoptionFixture(t *testing.T, ctx context.Context, count int) *adoptionF
 	}
 
 	return &adoptionFixture{crd: crd, group: group, gvr: gvr, ns: ns, dyn: dyn, before: before}
+}
+
+// addGadgets declares a second CRD in the fixture's group, cluster-scoped
+// gadgets, and creates count of them; it returns the CRD, its resource and
+// each gadget's uid by name. At the end of the test both adoptions are undone
+// in reverse: the widgets' HostedResource first, then the gadgets' (the
+// group's APIServices go with the last), then the finalizers of the widgets
+// the cluster serves again.
+func (f *adoptionFixture) addGadgets(t *testing.T, ctx context.Context, count int) (*apiextensionsv1.CustomResourceDefinition, schema.GroupVersionResource, map[string]types.UID) {
+	t.Helper()
+	gadgets := thirdPartyCRD(f.group)
+	gadgets.Name = "gadgets." + f.group
+	gadgets.Spec.Names = apiextensionsv1.CustomResourceDefinitionNames{Plural: "gadgets", Singular: "gadget", Kind: "Gadget", ListKind: "GadgetList"}
+	gadgets.Spec.Scope = apiextensionsv1.ClusterScoped
+	create(t, adminClient(t), crdsGVR, toUnstructured(t, gadgets))
+	gvr := schema.GroupVersionResource{Group: f.group, Version: "v1", Resource: "gadgets"}
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := adminClient(t).Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("the cluster does not serve %s: %v", gvr, err)
+	}
+	uids := map[string]types.UID{}
+	for i := range count {
+		obj := widget(gvr, "", fmt.Sprintf("%s-g-%02d", f.ns, i), int64(i))
+		obj.SetKind("Gadget")
+		created, err := adminClient(t).Resource(gvr).Create(ctx, obj, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		uids[created.GetName()] = created.GetUID()
+		t.Cleanup(func() {
+			_ = adminClient(t).Resource(gvr).Delete(context.Background(), created.GetName(), metav1.DeleteOptions{})
+		})
+	}
+	t.Cleanup(func() { removeFinalizers(t, f.gvr, f.ns) })
+	t.Cleanup(func() { undoAdoption(t, gadgets.Name, gvr, "") })
+	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
+	return gadgets, gvr, uids
+}
+
+// gadgetUIDs lists, through the cluster, the gadgets addGadgets created and
+// returns each one's uid by name.
+func (f *adoptionFixture) gadgetUIDs(t *testing.T, ctx context.Context, gvr schema.GroupVersionResource) map[string]types.UID {
+	t.Helper()
+	list, err := adminClient(t).Resource(gvr).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatalf("listing the gadgets through the cluster: %v", err)
+	}
+	uids := map[string]types.UID{}
+	for _, item := range list.Items {
+		if strings.HasPrefix(item.GetName(), f.ns+"-g-") {
+			uids[item.GetName()] = item.GetUID()
+		}
+	}
+	return uids
+}
+
+// restartWithFreezeSettle restarts annex so that an adoption or a release
+// keeps writes refused for settle, and with the default settle again at
+// the end of the test.
+func restartWithFreezeSettle(t *testing.T, ctx context.Context, settle time.Duration) {
+	t.Helper()
+	if _, err := env.RestartAnnex(ctx, time.Minute, "--adoption-freeze-settle="+settle.String()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := env.RestartAnnex(context.Background(), time.Minute, "--adoption-freeze-settle="+adoption.DefaultFreezeSettle.String()); err != nil {
+			t.Errorf("restarting annex with its default settle: %v", err)
+		}
+	})
+}
+
+// killAnnex kills annex with SIGKILL and waits for it to be ready again;
+// when says what the test was doing, for the messages.
+func killAnnex(t *testing.T, ctx context.Context, when string) {
+	t.Helper()
+	took, err := env.KillAndRestartAnnex(ctx, 2*time.Minute)
+	if err != nil {
+		t.Fatalf("killing annex %s and starting it again: %v", when, err)
+	}
+	t.Logf("killed annex %s; ready again in %s", when, took.Round(time.Millisecond))
 }
 
 // adoptionPhase reads the phase of the HostedResource's adoption, and how
@@ -645,14 +727,7 @@ func TestAdoptionSurvivesKills(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
 	// Writes refused for 10 s, long enough to kill annex meanwhile.
-	if _, err := env.RestartAnnex(ctx, time.Minute, "--adoption-freeze-settle=10s"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := env.RestartAnnex(context.Background(), time.Minute, "--adoption-freeze-settle="+adoption.DefaultFreezeSettle.String()); err != nil {
-			t.Errorf("restarting annex with its default settle: %v", err)
-		}
-	})
+	restartWithFreezeSettle(t, ctx, 10*time.Second)
 	f := newAdoptionFixture(t, ctx, 3000)
 	w, stopWriter := f.startWriter(t, ctx)
 	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
@@ -674,11 +749,7 @@ func TestAdoptionSurvivesKills(t *testing.T) {
 		}); err != nil {
 			t.Fatalf("the adoption never reached %s: %v (last: %s, %d copied)", at.phase, err, phase, copied)
 		}
-		took, err := env.KillAndRestartAnnex(ctx, 2*time.Minute)
-		if err != nil {
-			t.Fatalf("killing annex in phase %s and starting it again: %v", at.phase, err)
-		}
-		t.Logf("killed annex in phase %s (%d objects copied); ready again in %s", at.phase, copied, took.Round(time.Millisecond))
+		killAnnex(t, ctx, fmt.Sprintf("in phase %s (%d objects copied)", at.phase, copied))
 	}
 	if err := <-adopted; err != nil {
 		t.Fatal(err)
@@ -721,37 +792,7 @@ func TestAdoptAGroupOfTwoCRDs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	f := newAdoptionFixture(t, ctx, 200)
-	gadgets := thirdPartyCRD(f.group)
-	gadgets.Name = "gadgets." + f.group
-	gadgets.Spec.Names = apiextensionsv1.CustomResourceDefinitionNames{Plural: "gadgets", Singular: "gadget", Kind: "Gadget", ListKind: "GadgetList"}
-	gadgets.Spec.Scope = apiextensionsv1.ClusterScoped
-	create(t, adminClient(t), crdsGVR, toUnstructured(t, gadgets))
-	gadgetsGVR := schema.GroupVersionResource{Group: f.group, Version: "v1", Resource: "gadgets"}
-	var gadgetUIDs []types.UID
-	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, err := adminClient(t).Resource(gadgetsGVR).List(ctx, metav1.ListOptions{Limit: 1})
-		return err == nil, nil
-	}); err != nil {
-		t.Fatalf("the cluster does not serve %s: %v", gadgetsGVR, err)
-	}
-	for i := range 20 {
-		obj := widget(gadgetsGVR, "", fmt.Sprintf("%s-g-%02d", f.ns, i), int64(i))
-		obj.SetKind("Gadget")
-		created, err := adminClient(t).Resource(gadgetsGVR).Create(ctx, obj, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		gadgetUIDs = append(gadgetUIDs, created.GetUID())
-		t.Cleanup(func() {
-			_ = adminClient(t).Resource(gadgetsGVR).Delete(context.Background(), created.GetName(), metav1.DeleteOptions{})
-		})
-	}
-	// Undone in reverse: the widgets' HostedResource first, then the
-	// gadgets' (the group's APIServices go with the last), then the
-	// finalizers of the widgets the cluster serves again.
-	t.Cleanup(func() { removeFinalizers(t, f.gvr, f.ns) })
-	t.Cleanup(func() { undoAdoption(t, gadgets.Name, gadgetsGVR, "") })
-	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
+	gadgets, gadgetsGVR, gadgetUIDs := f.addGadgets(t, ctx, 20)
 
 	// The first waits for the second, and says so.
 	code, stdout, stderr := kubectlAnnex(t, nil, "adopt", f.crd.Name, "--yes", "--progress=never", "--timeout=15s")
@@ -766,19 +807,7 @@ func TestAdoptAGroupOfTwoCRDs(t *testing.T) {
 	}
 	f.adopt(t, ctx) // follows the first to its end
 	f.verifyAdopted(t, ctx, &writer{acked: map[string]int64{}})
-	list, err := adminClient(t).Resource(gadgetsGVR).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []types.UID
-	for _, item := range list.Items {
-		if strings.HasPrefix(item.GetName(), f.ns+"-g-") {
-			got = append(got, item.GetUID())
-		}
-	}
-	slices.Sort(got)
-	slices.Sort(gadgetUIDs)
-	if !slices.Equal(got, gadgetUIDs) {
+	if got := f.gadgetUIDs(t, ctx, gadgetsGVR); !maps.Equal(got, gadgetUIDs) {
 		t.Errorf("the adopted gadgets have uids %v, want %v", got, gadgetUIDs)
 	}
 

@@ -3,10 +3,10 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/yaml"
+	"k8s.io/client-go/dynamic"
 
 	"annex.dev/annex/pkg/storage/objectsize"
 	"annex.dev/annex/pkg/storage/postgres/postgrestest"
@@ -107,16 +107,7 @@ func TestBadInput(t *testing.T) {
 
 	t.Run("an object over annex's size limit is 413", func(t *testing.T) {
 		name := uniqueName("oversized")
-		obj := storageBackend(name, "Etcd", nil)
-		// About 1.6 MB of valid endpoints: under the 3 MiB body limit, over
-		// annex's object size limit.
-		endpoints := make([]string, 50000)
-		for i := range endpoints {
-			endpoints[i] = fmt.Sprintf("https://etcd-%05d.example:2379", i)
-		}
-		if err := unstructured.SetNestedStringSlice(obj.Object, endpoints, "spec", "etcd", "endpoints"); err != nil {
-			t.Fatal(err)
-		}
+		obj := oversizedStorageBackend(t, name)
 		_, err := storageBackends(t).Create(testContext(t), obj, metav1.CreateOptions{})
 		if size := refusedSize(t, err); size <= objectsize.MaxBytes {
 			t.Errorf("the 413 gives the object's size as %d bytes, under the limit", size)
@@ -181,37 +172,8 @@ func refusedSize(t *testing.T, err error) int {
 // in the spec and in the status subresource.
 func parcelsType(t *testing.T, group string) *unstructured.Unstructured {
 	t.Helper()
-	manifest := `apiVersion: annex.dev/v1alpha1
-kind: HostedResource
-metadata:
-  name: parcels.` + group + `
-spec:
-  group: ` + group + `
-  names: {kind: Parcel, plural: parcels}
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            properties:
-              data: {type: string}
-          status:
-            type: object
-            properties:
-              data: {type: string}
-`
-	obj := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal([]byte(manifest), &obj.Object); err != nil {
-		t.Fatal(err)
-	}
-	return obj
+	const data = "type: object\nproperties:\n  data: {type: string}\n"
+	return namespacedType(t, group, "parcels", "{kind: Parcel, plural: parcels}", data, data)
 }
 
 func parcel(gvr schema.GroupVersionResource, name string, data int) *unstructured.Unstructured {
@@ -222,29 +184,90 @@ func parcel(gvr schema.GroupVersionResource, name string, data int) *unstructure
 	}}
 }
 
+// oversizedStorageBackend is a StorageBackend with about 1.6 MB of valid
+// endpoints: under the 3 MiB body limit, over annex's object size limit.
+func oversizedStorageBackend(t *testing.T, name string) *unstructured.Unstructured {
+	t.Helper()
+	obj := storageBackend(name, "Etcd", nil)
+	endpoints := make([]string, 50000)
+	for i := range endpoints {
+		endpoints[i] = fmt.Sprintf("https://etcd-%05d.example:2379", i)
+	}
+	if err := unstructured.SetNestedStringSlice(obj.Object, endpoints, "spec", "etcd", "endpoints"); err != nil {
+		t.Fatal(err)
+	}
+	return obj
+}
+
+// parcelOverhead is what a parcel is besides its data, as stored, learnt
+// from a real create's refusal of one certainly over the limit. Every
+// parcel's name has the same length, so that it is the same for all.
+func parcelOverhead(t *testing.T, ctx context.Context, parcels dynamic.ResourceInterface, gvr schema.GroupVersionResource) int {
+	t.Helper()
+	_, err := parcels.Create(ctx, parcel(gvr, "p0", objectsize.MaxBytes), metav1.CreateOptions{})
+	return refusedSize(t, err) - objectsize.MaxBytes
+}
+
+// expectNoParcel checks that the parcel name is not stored; after says
+// after what, for the message.
+func expectNoParcel(t *testing.T, ctx context.Context, parcels dynamic.ResourceInterface, name, after string) {
+	t.Helper()
+	if got, err := parcels.Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("parcel %s after %s: %v (resourceVersion %s), want 404", name, after, err, got.GetResourceVersion())
+	}
+}
+
+// growingWrites are the ways of writing the parcel p1, read back as atLimit,
+// one byte larger (or with a status): an update, a merge patch, a JSON
+// patch, a server-side apply and a write of the status; each is a dry run
+// when given dryRun ([]string{metav1.DryRunAll}), a real write when given nil.
+func growingWrites(t *testing.T, ctx context.Context, parcels dynamic.ResourceInterface, gvr schema.GroupVersionResource, atLimit *unstructured.Unstructured) map[string]func(dryRun []string) error {
+	t.Helper()
+	grown := nestedString(atLimit, "spec", "data") + "x"
+	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"data": grown}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonPatch, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/data", "value": grown}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]func(dryRun []string) error{
+		"an update": func(dryRun []string) error {
+			obj := atLimit.DeepCopy()
+			_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
+			_, err := parcels.Update(ctx, obj, metav1.UpdateOptions{DryRun: dryRun})
+			return err
+		},
+		"a merge patch": func(dryRun []string) error {
+			_, err := parcels.Patch(ctx, "p1", types.MergePatchType, patch, metav1.PatchOptions{DryRun: dryRun})
+			return err
+		},
+		"a JSON patch": func(dryRun []string) error {
+			_, err := parcels.Patch(ctx, "p1", types.JSONPatchType, jsonPatch, metav1.PatchOptions{DryRun: dryRun})
+			return err
+		},
+		"a server-side apply": func(dryRun []string) error {
+			obj := parcel(gvr, "p1", 0)
+			_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
+			_, err := parcels.Apply(ctx, "p1", obj, metav1.ApplyOptions{FieldManager: "size-test", Force: true, DryRun: dryRun})
+			return err
+		},
+		"a write of the status": func(dryRun []string) error {
+			obj := atLimit.DeepCopy()
+			_ = unstructured.SetNestedField(obj.Object, "x", "status", "data")
+			_, err := parcels.UpdateStatus(ctx, obj, metav1.UpdateOptions{DryRun: dryRun})
+			return err
+		},
+	}
+}
+
 // etcdClusterBackend starts an external etcd cluster of one member, serving
 // over TLS with client certificates, and names it in a StorageBackend.
 func etcdClusterBackend(t *testing.T) string {
 	t.Helper()
-	etcd := framework.StartEtcdCluster(t, 1)
-	read := func(path string) string {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(data)
-	}
-	secret, name := uniqueName("etcd-tls"), uniqueName("etcd")
-	createSecret(t, secret, map[string]string{"ca.crt": read(etcd.CAFile), "tls.crt": read(etcd.CertFile), "tls.key": read(etcd.KeyFile)})
-	obj := storageBackend(name, "Etcd", nil)
-	if err := unstructured.SetNestedStringSlice(obj.Object, etcd.ClientURLs(), "spec", "etcd", "endpoints"); err != nil {
-		t.Fatal(err)
-	}
-	if err := unstructured.SetNestedMap(obj.Object, map[string]any{"namespace": framework.SecretNamespace, "name": secret}, "spec", "etcd", "tlsSecretRef"); err != nil {
-		t.Fatal(err)
-	}
-	create(t, adminClient(t), framework.StorageBackends, obj)
-	readyCondition(t, name, "Reachable")
+	name := uniqueName("etcd")
+	createEtcdBackend(t, framework.StartEtcdCluster(t, 1), name)
 	return name
 }
 
@@ -252,15 +275,8 @@ func etcdClusterBackend(t *testing.T) string {
 // StorageBackend (plaintext on loopback: insecure).
 func postgresBackend(t *testing.T) string {
 	t.Helper()
-	pg := postgrestest.Start(t)
-	secret, name := uniqueName("pg-dsn"), uniqueName("pg")
-	createSecret(t, secret, map[string]string{"dsn": pg.DSN})
-	obj := storageBackend(name, "Postgres", nil)
-	if err := unstructured.SetNestedField(obj.Object, secret, "spec", "postgres", "dsnSecretRef", "name"); err != nil {
-		t.Fatal(err)
-	}
-	create(t, adminClient(t), framework.StorageBackends, allowPlaintext(t, obj))
-	readyCondition(t, name, "Reachable")
+	name := uniqueName("pg")
+	createPostgresBackend(t, postgrestest.Start(t), name)
 	return name
 }
 
@@ -287,15 +303,9 @@ func TestObjectSizeLimit(t *testing.T) {
 			ctx := testContext(t)
 			absent := func(name string) {
 				t.Helper()
-				if got, err := parcels.Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-					t.Errorf("parcel %s after the refused create: %v (resourceVersion %s), want 404", name, err, got.GetResourceVersion())
-				}
+				expectNoParcel(t, ctx, parcels, name, "the refused create")
 			}
-			// What an object is besides its data, as stored, learnt from
-			// the refusal of one certainly over the limit. Every parcel's
-			// name has the same length, so that it is the same for all.
-			_, err := parcels.Create(ctx, parcel(gvr, "p0", objectsize.MaxBytes), metav1.CreateOptions{})
-			overhead := refusedSize(t, err) - objectsize.MaxBytes
+			overhead := parcelOverhead(t, ctx, parcels, gvr)
 			absent("p0")
 			t.Logf("a parcel is %d bytes besides its data", overhead)
 
@@ -323,44 +333,8 @@ func TestObjectSizeLimit(t *testing.T) {
 
 			// Every way of writing the object at the limit one byte (or a
 			// status) larger.
-			grown := nestedString(atLimit, "spec", "data") + "x"
-			patch, err := json.Marshal(map[string]any{"spec": map[string]any{"data": grown}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			jsonPatch, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/data", "value": grown}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for what, write := range map[string]func() error{
-				"an update": func() error {
-					obj := atLimit.DeepCopy()
-					_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
-					_, err := parcels.Update(ctx, obj, metav1.UpdateOptions{})
-					return err
-				},
-				"a merge patch": func() error {
-					_, err := parcels.Patch(ctx, "p1", types.MergePatchType, patch, metav1.PatchOptions{})
-					return err
-				},
-				"a JSON patch": func() error {
-					_, err := parcels.Patch(ctx, "p1", types.JSONPatchType, jsonPatch, metav1.PatchOptions{})
-					return err
-				},
-				"a server-side apply": func() error {
-					obj := parcel(gvr, "p1", 0)
-					_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
-					_, err := parcels.Apply(ctx, "p1", obj, metav1.ApplyOptions{FieldManager: "size-test", Force: true})
-					return err
-				},
-				"a write of the status": func() error {
-					obj := atLimit.DeepCopy()
-					_ = unstructured.SetNestedField(obj.Object, "x", "status", "data")
-					_, err := parcels.UpdateStatus(ctx, obj, metav1.UpdateOptions{})
-					return err
-				},
-			} {
-				if size := refusedSize(t, write()); size <= objectsize.MaxBytes {
+			for what, write := range growingWrites(t, ctx, parcels, gvr, atLimit) {
+				if size := refusedSize(t, write(nil)); size <= objectsize.MaxBytes {
 					t.Errorf("%s: the 413 gives the object's size as %d bytes, not over the limit", what, size)
 				}
 			}
@@ -395,14 +369,9 @@ func TestObjectSizeLimitDryRun(t *testing.T) {
 	dryRun := []string{metav1.DryRunAll}
 	absent := func(name string) {
 		t.Helper()
-		if got, err := parcels.Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-			t.Errorf("parcel %s after a dry run: %v (resourceVersion %s), want 404", name, err, got.GetResourceVersion())
-		}
+		expectNoParcel(t, ctx, parcels, name, "a dry run")
 	}
-	// What a parcel is besides its data, from a real write's refusal; every
-	// parcel's name has the same length.
-	_, err := parcels.Create(ctx, parcel(gvr, "p0", objectsize.MaxBytes), metav1.CreateOptions{})
-	overhead := refusedSize(t, err) - objectsize.MaxBytes
+	overhead := parcelOverhead(t, ctx, parcels, gvr)
 
 	// Creates: at the limit passes, over it is refused at the size the
 	// real create is refused at; none is stored.
@@ -424,43 +393,7 @@ func TestObjectSizeLimitDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("creating an object of exactly %d bytes: %v", objectsize.MaxBytes, err)
 	}
-	grown := nestedString(atLimit, "spec", "data") + "x"
-	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"data": grown}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jsonPatch, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/data", "value": grown}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for what, write := range map[string]func(dryRun []string) error{
-		"an update": func(dryRun []string) error {
-			obj := atLimit.DeepCopy()
-			_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
-			_, err := parcels.Update(ctx, obj, metav1.UpdateOptions{DryRun: dryRun})
-			return err
-		},
-		"a merge patch": func(dryRun []string) error {
-			_, err := parcels.Patch(ctx, "p1", types.MergePatchType, patch, metav1.PatchOptions{DryRun: dryRun})
-			return err
-		},
-		"a JSON patch": func(dryRun []string) error {
-			_, err := parcels.Patch(ctx, "p1", types.JSONPatchType, jsonPatch, metav1.PatchOptions{DryRun: dryRun})
-			return err
-		},
-		"a server-side apply": func(dryRun []string) error {
-			obj := parcel(gvr, "p1", 0)
-			_ = unstructured.SetNestedField(obj.Object, grown, "spec", "data")
-			_, err := parcels.Apply(ctx, "p1", obj, metav1.ApplyOptions{FieldManager: "size-test", Force: true, DryRun: dryRun})
-			return err
-		},
-		"a write of the status": func(dryRun []string) error {
-			obj := atLimit.DeepCopy()
-			_ = unstructured.SetNestedField(obj.Object, "x", "status", "data")
-			_, err := parcels.UpdateStatus(ctx, obj, metav1.UpdateOptions{DryRun: dryRun})
-			return err
-		},
-	} {
+	for what, write := range growingWrites(t, ctx, parcels, gvr, atLimit) {
 		dry := refusedSize(t, write(dryRun))
 		if written := refusedSize(t, write(nil)); dry != written {
 			t.Errorf("%s: the dry run's 413 gives the object's size as %d bytes, the real write's as %d", what, dry, written)
@@ -477,14 +410,7 @@ func TestObjectSizeLimitDryRun(t *testing.T) {
 
 	// annex's own types: a StorageBackend of about 1.6 MB.
 	name := uniqueName("oversized")
-	obj := storageBackend(name, "Etcd", nil)
-	endpoints := make([]string, 50000)
-	for i := range endpoints {
-		endpoints[i] = fmt.Sprintf("https://etcd-%05d.example:2379", i)
-	}
-	if err := unstructured.SetNestedStringSlice(obj.Object, endpoints, "spec", "etcd", "endpoints"); err != nil {
-		t.Fatal(err)
-	}
+	obj := oversizedStorageBackend(t, name)
 	_, err = storageBackends(t).Create(ctx, obj, metav1.CreateOptions{DryRun: dryRun})
 	dry := refusedSize(t, err)
 	_, err = storageBackends(t).Create(ctx, obj, metav1.CreateOptions{})

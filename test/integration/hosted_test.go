@@ -29,32 +29,36 @@ var (
 // HostedResource in group group.
 func hostedResource(t *testing.T, kind, plural, group string) *unstructured.Unstructured {
 	t.Helper()
-	manifest := `apiVersion: annex.dev/v1alpha1
-kind: HostedResource
-metadata:
-  name: ` + plural + `.` + group + `
-spec:
-  group: ` + group + `
-  names: {kind: ` + kind + `, plural: ` + plural + `}
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            properties:
-              size: {type: integer, default: 3}
-`
+	return namespacedType(t, group, plural, "{kind: "+kind+", plural: "+plural+"}", "type: object\nproperties:\n  size: {type: integer, default: 3}\n", "")
+}
+
+// namespacedType is the HostedResource of a namespaced type in group group
+// with one version, v1: names is its spec.names, spec the openAPIV3Schema
+// of the objects' spec, and status, when not empty, that of their status,
+// which is then a subresource. The schemas are YAML without indentation.
+func namespacedType(t *testing.T, group, plural, names, spec, status string) *unstructured.Unstructured {
+	t.Helper()
+	manifest := "apiVersion: annex.dev/v1alpha1\nkind: HostedResource\nmetadata:\n  name: " + plural + "." + group + "\n" +
+		"spec:\n  group: " + group + "\n  names: " + names + "\n  scope: Namespaced\n" +
+		"  versions:\n  - name: v1\n    served: true\n    storage: true\n"
+	if status != "" {
+		manifest += "    subresources: {status: {}}\n"
+	}
+	manifest += "    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec:\n" + indent(spec, "            ")
+	if status != "" {
+		manifest += "          status:\n" + indent(status, "            ")
+	}
 	obj := &unstructured.Unstructured{}
 	if err := yaml.Unmarshal([]byte(manifest), &obj.Object); err != nil {
 		t.Fatal(err)
 	}
 	return obj
+}
+
+// indent puts prefix before each line of text, and ends it with a newline.
+func indent(text, prefix string) string {
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	return prefix + strings.Join(lines, "\n"+prefix) + "\n"
 }
 
 // waitForCondition waits until the HostedResource has the condition with the status.

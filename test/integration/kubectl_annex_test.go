@@ -26,38 +26,22 @@ import (
 	"annex.dev/annex/test/integration/framework"
 )
 
-// snapshotsManifest is a namespaced type with a status subresource, whose
+// snapshotsType is a namespaced type with a status subresource, whose
 // objects the kubectl annex tests export and import.
-const snapshotsManifest = `apiVersion: annex.dev/v1alpha1
-kind: HostedResource
-metadata:
-  name: snapshots.backup.example.com
-spec:
-  group: backup.example.com
-  names: {kind: Snapshot, plural: snapshots, singular: snapshot, shortNames: [snap]}
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            required: [source]
-            properties:
-              source: {type: string}
-              size: {type: integer}
-              retain: {type: boolean, default: true}
-          status:
-            type: object
-            properties:
-              phase: {type: string}
-              bytes: {type: integer}
-`
+func snapshotsType(t *testing.T) *unstructured.Unstructured {
+	t.Helper()
+	return namespacedType(t, "backup.example.com", "snapshots", "{kind: Snapshot, plural: snapshots, singular: snapshot, shortNames: [snap]}", `type: object
+required: [source]
+properties:
+  source: {type: string}
+  size: {type: integer}
+  retain: {type: boolean, default: true}
+`, `type: object
+properties:
+  phase: {type: string}
+  bytes: {type: integer}
+`)
+}
 
 // kubectlAnnex runs `kubectl annex args...` as a user does: the test's
 // kubectl finds the plugin bin/kubectl-annex (built by make build beside
@@ -152,11 +136,7 @@ func snapshot(ns string, i int) *unstructured.Unstructured {
 func TestKubectlAnnex(t *testing.T) {
 	const perNamespace = 150
 	nsA, nsB := createNamespace(t, "snap-a"), createNamespace(t, "snap-b")
-	hr := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal([]byte(snapshotsManifest), &hr.Object); err != nil {
-		t.Fatal(err)
-	}
-	gvr := serveHostedResource(t, hr, nsA, "")
+	gvr := serveHostedResource(t, snapshotsType(t), nsA, "")
 	const name = "snapshots.backup.example.com"
 	admin := adminClient(t)
 	ctx := testContext(t)

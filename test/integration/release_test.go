@@ -6,17 +6,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
 
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"annex.dev/annex/pkg/controllers/adoption"
@@ -353,14 +352,7 @@ func TestReleaseSurvivesKills(t *testing.T) {
 	defer cancel()
 	// Writes refused for 10 s before the write-back, long enough to kill
 	// annex meanwhile.
-	if _, err := env.RestartAnnex(ctx, time.Minute, "--adoption-freeze-settle=10s"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := env.RestartAnnex(context.Background(), time.Minute, "--adoption-freeze-settle="+adoption.DefaultFreezeSettle.String()); err != nil {
-			t.Errorf("restarting annex with its default settle: %v", err)
-		}
-	})
+	restartWithFreezeSettle(t, ctx, 10*time.Second)
 	f := newAdoptionFixture(t, ctx, 1000)
 	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
 	f.adopt(t, ctx)
@@ -384,11 +376,7 @@ func TestReleaseSurvivesKills(t *testing.T) {
 		t.Fatalf("the release never reached RollingBack: %v (last: %s)", err, phase)
 	}
 	time.Sleep(time.Second)
-	took, err := env.KillAndRestartAnnex(ctx, 2*time.Minute)
-	if err != nil {
-		t.Fatalf("killing annex while RollingBack and starting it again: %v", err)
-	}
-	t.Logf("killed annex while RollingBack; ready again in %s", took.Round(time.Millisecond))
+	killAnnex(t, ctx, "while RollingBack")
 	r := <-released
 	if r.err != nil {
 		stopWriter()
@@ -407,34 +395,7 @@ func TestReleaseAGroupOfTwoCRDs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	f := newAdoptionFixture(t, ctx, 50)
-	gadgets := thirdPartyCRD(f.group)
-	gadgets.Name = "gadgets." + f.group
-	gadgets.Spec.Names = apiextensionsv1.CustomResourceDefinitionNames{Plural: "gadgets", Singular: "gadget", Kind: "Gadget", ListKind: "GadgetList"}
-	gadgets.Spec.Scope = apiextensionsv1.ClusterScoped
-	create(t, adminClient(t), crdsGVR, toUnstructured(t, gadgets))
-	gadgetsGVR := schema.GroupVersionResource{Group: f.group, Version: "v1", Resource: "gadgets"}
-	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, err := adminClient(t).Resource(gadgetsGVR).List(ctx, metav1.ListOptions{Limit: 1})
-		return err == nil, nil
-	}); err != nil {
-		t.Fatalf("the cluster does not serve %s: %v", gadgetsGVR, err)
-	}
-	gadgetUIDs := map[string]types.UID{}
-	for i := range 5 {
-		obj := widget(gadgetsGVR, "", fmt.Sprintf("%s-g-%02d", f.ns, i), int64(i))
-		obj.SetKind("Gadget")
-		created, err := adminClient(t).Resource(gadgetsGVR).Create(ctx, obj, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		gadgetUIDs[created.GetName()] = created.GetUID()
-		t.Cleanup(func() {
-			_ = adminClient(t).Resource(gadgetsGVR).Delete(context.Background(), created.GetName(), metav1.DeleteOptions{})
-		})
-	}
-	t.Cleanup(func() { removeFinalizers(t, f.gvr, f.ns) })
-	t.Cleanup(func() { undoAdoption(t, gadgets.Name, gadgetsGVR, "") })
-	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
+	gadgets, gadgetsGVR, gadgetUIDs := f.addGadgets(t, ctx, 5)
 	// The gadgets' adoption waits for the widgets'; then both switch.
 	_, _, _ = kubectlAnnex(t, nil, "adopt", gadgets.Name, "--yes", "--progress=never", "--timeout=5s")
 	f.adopt(t, ctx)
@@ -471,17 +432,7 @@ func TestReleaseAGroupOfTwoCRDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.verifyReleased(t, ctx, held, nil, stdout, &writer{acked: map[string]int64{}})
-	list, err := adminClient(t).Resource(gadgetsGVR).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatalf("listing the gadgets through the cluster: %v", err)
-	}
-	got := map[string]types.UID{}
-	for _, item := range list.Items {
-		if strings.HasPrefix(item.GetName(), f.ns+"-g-") {
-			got[item.GetName()] = item.GetUID()
-		}
-	}
-	if !equality.Semantic.DeepEqual(got, gadgetUIDs) {
+	if got := f.gadgetUIDs(t, ctx, gadgetsGVR); !maps.Equal(got, gadgetUIDs) {
 		t.Errorf("the released gadgets are %v, want %v", got, gadgetUIDs)
 	}
 	if _, err := adminClient(t).Resource(framework.HostedResources).Get(ctx, gadgets.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {

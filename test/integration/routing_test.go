@@ -42,6 +42,49 @@ func createSecret(t *testing.T, name string, data map[string]string) {
 	t.Cleanup(func() { _ = secrets.Delete(context.Background(), name, metav1.DeleteOptions{}) })
 }
 
+// createPostgresBackend names the PostgreSQL server pg in the
+// StorageBackend name (plaintext on loopback: insecure), with its DSN in a
+// Secret, and waits until annex reaches it.
+func createPostgresBackend(t *testing.T, pg *postgrestest.Server, name string) {
+	t.Helper()
+	secret := uniqueName("pg-dsn")
+	createSecret(t, secret, map[string]string{"dsn": pg.DSN})
+	obj := storageBackend(name, "Postgres", nil)
+	if err := unstructured.SetNestedField(obj.Object, secret, "spec", "postgres", "dsnSecretRef", "name"); err != nil {
+		t.Fatal(err)
+	}
+	create(t, adminClient(t), framework.StorageBackends, allowPlaintext(t, obj))
+	readyCondition(t, name, "Reachable")
+}
+
+// createEtcdBackend names the etcd cluster etcd, serving over TLS with
+// client certificates, in the StorageBackend name, with its CA and client
+// certificate in a Secret, and waits until annex reaches it.
+func createEtcdBackend(t *testing.T, etcd *framework.EtcdCluster, name string) {
+	t.Helper()
+	secret := uniqueName("etcd-tls")
+	createSecret(t, secret, map[string]string{"ca.crt": readFile(t, etcd.CAFile), "tls.crt": readFile(t, etcd.CertFile), "tls.key": readFile(t, etcd.KeyFile)})
+	obj := storageBackend(name, "Etcd", nil)
+	if err := unstructured.SetNestedStringSlice(obj.Object, etcd.ClientURLs(), "spec", "etcd", "endpoints"); err != nil {
+		t.Fatal(err)
+	}
+	if err := unstructured.SetNestedMap(obj.Object, map[string]any{"namespace": framework.SecretNamespace, "name": secret}, "spec", "etcd", "tlsSecretRef"); err != nil {
+		t.Fatal(err)
+	}
+	create(t, adminClient(t), framework.StorageBackends, obj)
+	readyCondition(t, name, "Reachable")
+}
+
+// readFile returns the content of the file at path.
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
 // TestHostedTypesOnPostgresAndEtcd serves one type from a PostgreSQL
 // database and another from an external etcd cluster, side by side in one
 // annex, both through the cluster: each StorageBackend's credentials come
@@ -50,33 +93,9 @@ func createSecret(t *testing.T, name string, data map[string]string) {
 func TestHostedTypesOnPostgresAndEtcd(t *testing.T) {
 	pg := postgrestest.Start(t)
 	etcd := framework.StartEtcdCluster(t, 1)
-	read := func(path string) string {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(data)
-	}
-	pgSecret, etcdSecret := uniqueName("pg-dsn"), uniqueName("etcd-tls")
-	createSecret(t, pgSecret, map[string]string{"dsn": pg.DSN})
-	createSecret(t, etcdSecret, map[string]string{"ca.crt": read(etcd.CAFile), "tls.crt": read(etcd.CertFile), "tls.key": read(etcd.KeyFile)})
-
 	pgBackend, etcdBackend := uniqueName("pg"), uniqueName("etcd")
-	obj := storageBackend(pgBackend, "Postgres", nil)
-	if err := unstructured.SetNestedField(obj.Object, pgSecret, "spec", "postgres", "dsnSecretRef", "name"); err != nil {
-		t.Fatal(err)
-	}
-	create(t, adminClient(t), framework.StorageBackends, allowPlaintext(t, obj))
-	obj = storageBackend(etcdBackend, "Etcd", nil)
-	if err := unstructured.SetNestedStringSlice(obj.Object, etcd.ClientURLs(), "spec", "etcd", "endpoints"); err != nil {
-		t.Fatal(err)
-	}
-	if err := unstructured.SetNestedMap(obj.Object, map[string]any{"namespace": framework.SecretNamespace, "name": etcdSecret}, "spec", "etcd", "tlsSecretRef"); err != nil {
-		t.Fatal(err)
-	}
-	create(t, adminClient(t), framework.StorageBackends, obj)
-	readyCondition(t, pgBackend, "Reachable")
-	readyCondition(t, etcdBackend, "Reachable")
+	createPostgresBackend(t, pg, pgBackend)
+	createEtcdBackend(t, etcd, etcdBackend)
 
 	ns := createNamespace(t, "routing")
 	pgGroup, etcdGroup := uniqueName("pg")+".example.com", uniqueName("etcd")+".example.com"
@@ -156,7 +175,7 @@ func TestHostedTypesOnPostgresAndEtcd(t *testing.T) {
 	}
 	// annex wrote the etcd client's key for its connection to the runtime
 	// directory, owner-only, and nowhere in the data directory.
-	checkClientKeyOnlyInRuntimeDir(t, []byte(read(etcd.KeyFile)))
+	checkClientKeyOnlyInRuntimeDir(t, []byte(readFile(t, etcd.KeyFile)))
 	// PostgreSQL holds the other type's, in kine's table.
 	conn, err := pgx.Connect(ctx, pg.DSN)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -17,12 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/utils/ptr"
-
-	"annex.dev/annex/test/integration/framework"
 )
 
 const (
@@ -100,38 +95,8 @@ func testPolicyReportWatchAndLists(t *testing.T) {
 		for _, name := range want {
 			createReport(t, ns, policyReport(name, "Deployment", name))
 		}
-		reports := adminClient(t).Resource(policyReportsV1).Namespace(ns)
-		w, err := reports.Watch(testContext(t), metav1.ListOptions{
-			AllowWatchBookmarks:  true,
-			SendInitialEvents:    ptr.To(true),
-			ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
-		})
-		if err != nil {
-			t.Fatalf("watch-list: %v", err)
-		}
-		defer w.Stop()
-		var initial []string
-		for {
-			ev := nextEvent(t, w)
-			obj, ok := ev.Object.(*unstructured.Unstructured)
-			if !ok {
-				t.Fatalf("watch-list event %s carries %T, want an object", ev.Type, ev.Object)
-			}
-			if ev.Type == watch.Bookmark {
-				if obj.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
-					break
-				}
-				continue
-			}
-			if ev.Type != watch.Added {
-				t.Fatalf("watch-list initial event: got %s %s, want ADDED", ev.Type, obj.GetName())
-			}
-			initial = append(initial, obj.GetName())
-		}
-		slices.Sort(initial)
-		if !slices.Equal(initial, want) {
-			t.Errorf("initial events before the %s bookmark: %v, want %v", metav1.InitialEventsAnnotationKey, initial, want)
-		}
+		w := watchList(t, adminClient(t).Resource(policyReportsV1).Namespace(ns), "")
+		expectInitialEvents(t, w, want)
 		// The same watch goes on with changes.
 		createReport(t, ns, policyReport("later", "Deployment", "later"))
 		for {
@@ -400,45 +365,6 @@ func testPolicyReportWatchAndLists(t *testing.T) {
 			}
 		case <-time.After(watchEventTimeout):
 			t.Fatalf("no event within %s from a watch from resourceVersion 1", watchEventTimeout)
-		}
-	})
-
-	t.Run("a continue token expires with compaction", func(t *testing.T) {
-		// Only with a fast compaction, which is annex's flag for the whole
-		// test binary, for example
-		// ANNEX_APISERVER_EXTRA_ARGS=--etcd-compaction-interval=2s.
-		if !strings.Contains(os.Getenv(framework.AnnexExtraArgsEnv), "--etcd-compaction-interval") {
-			t.Skipf("annex compacts every 5 minutes; set %s=--etcd-compaction-interval=2s to run this", framework.AnnexExtraArgsEnv)
-		}
-		ns := reportNamespace(t)
-		ctx := testContext(t)
-		reports := adminClient(t).Resource(policyReportsV1).Namespace(ns)
-		for _, name := range []string{"c1", "c2"} {
-			createReport(t, ns, policyReport(name, "Deployment", name))
-		}
-		first, err := reports.List(ctx, metav1.ListOptions{Limit: 1})
-		if err != nil || first.GetContinue() == "" {
-			t.Fatalf("first page: continue %q, error %v", first.GetContinue(), err)
-		}
-		// The apiserver compacts to the revision it saw one interval ago,
-		// so writes must go on for the page's revision to fall behind.
-		var lastErr error
-		err = wait.PollUntilContextTimeout(ctx, time.Second, 60*time.Second, false, func(ctx context.Context) (bool, error) {
-			if _, err := reports.Patch(ctx, "c1", types.MergePatchType, []byte(`{"summary":{"pass":`+fmt.Sprint(time.Now().Unix()%1000)+`}}`), metav1.PatchOptions{}); err != nil {
-				return false, err
-			}
-			_, lastErr = reports.List(ctx, metav1.ListOptions{Limit: 1, Continue: first.GetContinue()})
-			return lastErr != nil, nil
-		})
-		if err != nil {
-			t.Fatalf("the continue token of resourceVersion %s still works after a minute of compactions: %v", first.GetResourceVersion(), err)
-		}
-		if !apierrors.IsResourceExpired(lastErr) || statusCode(lastErr) != http.StatusGone {
-			t.Errorf("listing with a compacted continue token: want 410 Expired, got %v", lastErr)
-		}
-		_, err = reports.List(ctx, metav1.ListOptions{ResourceVersion: first.GetResourceVersion(), ResourceVersionMatch: metav1.ResourceVersionMatchExact})
-		if !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
-			t.Errorf("listing at the compacted resourceVersion %s exactly: want 410 Gone, got %v", first.GetResourceVersion(), err)
 		}
 	})
 }

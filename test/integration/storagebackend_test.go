@@ -351,40 +351,56 @@ func TestStorageBackendWatch(t *testing.T) {
 		for _, name := range want {
 			create(t, adminClient(t), framework.StorageBackends, storageBackend(name, "Embedded", map[string]string{"run": run}))
 		}
-		w, err := storageBackends(t).Watch(testContext(t), metav1.ListOptions{
-			LabelSelector:        "run=" + run,
-			AllowWatchBookmarks:  true,
-			SendInitialEvents:    ptr.To(true),
-			ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
-		})
-		if err != nil {
-			t.Fatalf("watch-list: %v", err)
-		}
-		defer w.Stop()
-		var initial []string
-		for {
-			ev := nextEvent(t, w)
-			obj, ok := ev.Object.(*unstructured.Unstructured)
-			if !ok {
-				t.Fatalf("watch-list event %s carries %T, want an object", ev.Type, ev.Object)
-			}
-			if ev.Type == watch.Bookmark {
-				if v := obj.GetAnnotations()[metav1.InitialEventsAnnotationKey]; v != "true" {
-					// Only the bookmark closing the initial events carries it.
-					continue
-				}
-				break
-			}
-			if ev.Type != watch.Added {
-				t.Fatalf("watch-list initial event: got %s %s, want ADDED", ev.Type, obj.GetName())
-			}
-			initial = append(initial, obj.GetName())
-		}
-		slices.Sort(initial)
-		if !slices.Equal(initial, want) {
-			t.Errorf("watch-list initial events before the %s bookmark: %v, want %v", metav1.InitialEventsAnnotationKey, initial, want)
-		}
+		expectInitialEvents(t, watchList(t, storageBackends(t), "run="+run), want)
 	})
+}
+
+// watchList opens a watch-list (a watch that sends the initial events, and
+// bookmarks) of the objects of res that labelSelector selects, stopped when
+// the test ends.
+func watchList(t *testing.T, res dynamic.ResourceInterface, labelSelector string) watch.Interface {
+	t.Helper()
+	w, err := res.Watch(testContext(t), metav1.ListOptions{
+		LabelSelector:        labelSelector,
+		AllowWatchBookmarks:  true,
+		SendInitialEvents:    ptr.To(true),
+		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
+	})
+	if err != nil {
+		t.Fatalf("watch-list: %v", err)
+	}
+	t.Cleanup(w.Stop)
+	return w
+}
+
+// expectInitialEvents reads the initial events of a watch-list up to the
+// bookmark that closes them: each must be an ADDED object, and their names,
+// sorted, must be want.
+func expectInitialEvents(t *testing.T, w watch.Interface, want []string) {
+	t.Helper()
+	var initial []string
+	for {
+		ev := nextEvent(t, w)
+		obj, ok := ev.Object.(*unstructured.Unstructured)
+		if !ok {
+			t.Fatalf("watch-list event %s carries %T, want an object", ev.Type, ev.Object)
+		}
+		if ev.Type == watch.Bookmark {
+			if v := obj.GetAnnotations()[metav1.InitialEventsAnnotationKey]; v != "true" {
+				// Only the bookmark closing the initial events carries it.
+				continue
+			}
+			break
+		}
+		if ev.Type != watch.Added {
+			t.Fatalf("watch-list initial event: got %s %s, want ADDED", ev.Type, obj.GetName())
+		}
+		initial = append(initial, obj.GetName())
+	}
+	slices.Sort(initial)
+	if !slices.Equal(initial, want) {
+		t.Errorf("watch-list initial events before the %s bookmark: %v, want %v", metav1.InitialEventsAnnotationKey, initial, want)
+	}
 }
 
 // nextEvent returns the next watch event or fails after watchEventTimeout.

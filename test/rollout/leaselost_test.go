@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -103,8 +102,8 @@ func TestLeaseLost(t *testing.T) {
 	t.Log("the cluster does not answer annex")
 	var failures []string
 	for blocked := time.Now(); time.Since(blocked) < 25*time.Second; time.Sleep(time.Second) {
-		if exited, err := r.proc.Exited(); exited {
-			t.Fatalf("annex exited while the cluster did not answer: %v%s", err, tail(r.logPath, 30))
+		if err := r.Running(); err != nil {
+			t.Fatalf("annex exited while the cluster did not answer: %v%s", err, r.LogTail(30))
 		}
 		if err := list(); err != nil {
 			failures = append(failures, err.Error())
@@ -113,12 +112,8 @@ func TestLeaseLost(t *testing.T) {
 	if len(failures) > 0 {
 		t.Errorf("%d direct requests failed while the cluster did not answer, want none; the first: %s", len(failures), failures[0])
 	}
-	log, err := os.ReadFile(r.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(log), "The controllers stopped") {
-		t.Errorf("annex's log does not say the controllers stopped when the lease was lost%s", tail(r.logPath, 30))
+	if !strings.Contains(r.Log(), "The controllers stopped") {
+		t.Errorf("annex's log does not say the controllers stopped when the lease was lost%s", r.LogTail(30))
 	}
 
 	proxy.setBlocked(false)
@@ -160,7 +155,7 @@ spec:
 		return false, nil
 	})
 	if err != nil {
-		t.Fatalf("the controllers did not establish a new type after the cluster came back: conditions %v%s", conditions, tail(r.logPath, 30))
+		t.Fatalf("the controllers did not establish a new type after the cluster came back: conditions %v%s", conditions, r.LogTail(30))
 	}
 }
 

@@ -392,7 +392,7 @@ func (r *capacityResults) runStore(ctx context.Context, p *progress, k backendKi
 	}
 	res.CacheSeconds = time.Since(t0).Seconds()
 	cacheFull := time.Now()
-	res.StartCPUSeconds, _ = processCPU(running.proc.Pid())
+	res.StartCPUSeconds, _ = processCPU(running.Process().Pid())
 	res.ChecksAtFull, _ = consistencyChecks(ctx, running.target.Server)
 	if err := <-profiled; err != nil {
 		note("CPU profile from /readyz on: %v", err)
@@ -498,12 +498,12 @@ func (r *capacityResults) runStore(ctx context.Context, p *progress, k backendKi
 	p.logf("%s: at the end, %s after the cache was full: RSS %s (anonymous %s, file-backed %s), live heap %s", k.Name,
 		time.Since(cacheFull).Round(time.Second), mib(res.End.VmRSS), mib(res.End.RssAnon), mib(res.End.RssFile), mib(res.End.HeapLive))
 	res.ChecksAtEnd, _ = consistencyChecks(ctx, running.target.Server)
-	if cpu, err := processCPU(running.proc.Pid()); err == nil {
+	if cpu, err := processCPU(running.Process().Pid()); err == nil {
 		res.AfterCPUSeconds = cpu - res.StartCPUSeconds
 	}
 	p.logf("%s: consistency checks of the type's cache when it was full %v, at the end %v; annex used %.1f s of CPU after its cache was full",
 		k.Name, res.ChecksAtFull, res.ChecksAtEnd, res.AfterCPUSeconds)
-	if m, err := procStatus(running.proc.Pid()); err == nil {
+	if m, err := procStatus(running.Process().Pid()); err == nil {
 		res.HWM = m["VmHWM"]
 	}
 	p.logf("%s: annex's peak RSS since its start on the filled store (VmHWM): %s", k.Name, mib(res.HWM))
@@ -520,7 +520,7 @@ func readProcMemory(ctx context.Context, rep *replica, pl capacityPlan, boltFile
 		return procMemory{}, err
 	}
 	out := procMemory{memory: m}
-	pid := rep.proc.Pid()
+	pid := rep.Process().Pid()
 	status, err := procStatus(pid)
 	if err != nil {
 		return procMemory{}, err
@@ -607,15 +607,15 @@ func consistencyChecks(ctx context.Context, srv *server) (map[string]float64, er
 // waitConsistencyCheck waits up to timeout for a check of the full cache,
 // one that succeeded or failed after the counts before.
 func waitConsistencyCheck(ctx context.Context, rep *replica, before map[string]float64, timeout time.Duration) (*consistencyCheck, error) {
-	pid := rep.proc.Pid()
+	pid := rep.Process().Pid()
 	cpuBefore, err := processCPU(pid)
 	if err != nil {
 		return nil, err
 	}
 	c := &consistencyCheck{}
 	err = wait.PollUntilContextTimeout(ctx, time.Second, timeout, true, func(ctx context.Context) (bool, error) {
-		if exited, err := rep.proc.Exited(); exited {
-			return false, fmt.Errorf("annex exited: %v (log %s)", err, rep.logPath)
+		if exited, err := rep.Process().Exited(); exited {
+			return false, fmt.Errorf("annex exited: %v (log %s)", err, rep.LogFile)
 		}
 		counts, err := consistencyChecks(ctx, rep.target.Server)
 		if err != nil {
@@ -672,13 +672,13 @@ func waitCacheFull(ctx context.Context, p *progress, rep *replica, path string, 
 	q := url.Values{"resourceVersion": {"0"}, "fieldSelector": {"metadata.name=" + objectName(0)}}
 	start, next := time.Now(), time.Now().Add(p.every)
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		if exited, err := rep.proc.Exited(); exited {
-			return false, fmt.Errorf("annex exited while its cache filled: %v (log %s)", err, rep.logPath)
+		if exited, err := rep.Process().Exited(); exited {
+			return false, fmt.Errorf("annex exited while its cache filled: %v (log %s)", err, rep.LogFile)
 		}
 		if time.Now().After(next) {
 			next = next.Add(p.every)
-			status, _ := procStatus(rep.proc.Pid())
-			cpu, _ := processCPU(rep.proc.Pid())
+			status, _ := procStatus(rep.Process().Pid())
+			cpu, _ := processCPU(rep.Process().Pid())
 			p.logf("  the cache is filling: %s so far, annex's RSS %s, %.0f s of CPU", time.Since(start).Round(time.Second), mib(status["VmRSS"]), cpu)
 		}
 		_, _, lastErr = timedGet(ctx, rep.target.Server, path, q, false)

@@ -29,6 +29,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"annex.dev/annex/test/integration/framework"
@@ -142,7 +143,7 @@ func startAggregated(ctx context.Context, p *progress, outDir string, fsync bool
 		// The cluster's etcd is started with the assets read at the start.
 		defer restore()
 	}
-	env, err := framework.Start(ctx)
+	env, err := framework.Start(ctx, strings.Fields(annexFlags)...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -114,6 +114,12 @@ func fsyncFlag(fs *flag.FlagSet, p *bool) {
 	fs.BoolVar(p, "cluster-etcd-fsync", true, "run the cluster's etcd with fsync, as in production and as annex's embedded etcd runs (envtest turns fsync off)")
 }
 
+// annexFlagsFlag adds --annex-flags, for the commands that start annex
+// behind a kube-apiserver.
+func annexFlagsFlag(fs *flag.FlagSet) {
+	fs.StringVar(&annexFlags, "annex-flags", "", "further flags for the annex behind the kube-apiserver (B and C), whitespace-separated, for example --storage-compression=None")
+}
+
 // CompareOptions are the flags of the compare command.
 type CompareOptions struct {
 	// Plots is the directory for the PNG plots (default Flags.Out).
@@ -128,6 +134,7 @@ func (o *CompareOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Plots, "plots", "", "directory for the PNG plots (default <out>)")
 	fsyncFlag(fs, &o.ClusterEtcdFsync)
 	fs.StringVar(&o.HostedCache, "hosted-cache", "", "spec.storage.cache of the HostedResources of B and C: Lean (the default), WatchCache or None")
+	annexFlagsFlag(fs)
 }
 
 func (o *CompareOptions) Complete() error { return nil }
@@ -176,6 +183,7 @@ func (o *AdoptionOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.counts, "count", "", "the object counts to adopt at, comma-separated, each in a control plane of its own "+
 		"(default 10000,100000, 200 with --quick)")
 	fsyncFlag(fs, &o.ClusterEtcdFsync)
+	annexFlagsFlag(fs)
 }
 
 func (o *AdoptionOptions) Complete() (err error) {
@@ -205,6 +213,7 @@ func (o *CRUDOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.targets, "targets", "A,B", "the targets measured, in order (A, B, C)")
 	fs.IntVar(&o.Prefill, "prefill", 0, "report objects created in A and B before the phases")
 	fs.IntVar(&o.ProfileSeconds, "profile-seconds", 0, "profile annex during B's create and update, and the kube-apiserver during A's, for this many seconds")
+	annexFlagsFlag(fs)
 }
 
 func (o *CRUDOptions) Complete() (err error) {

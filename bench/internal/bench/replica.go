@@ -6,24 +6,20 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/tools/clientcmd"
 
-	"annex.dev/annex/test/integration/framework"
+	"annex.dev/annex/test/annexserver"
 )
 
 // replica is one annex process in standalone mode: its own certificates,
 // admin kubeconfig and data directory; its store is the embedded etcd
 // unless storeArgs name another.
 type replica struct {
-	name    string
-	proc    *framework.Process
-	log     *os.File
-	logPath string
+	*annexserver.Server
+	name string
 	// target reaches the replica as its admin, for the hosted group.
 	target *target
 }
@@ -39,59 +35,30 @@ func startReplicaWithin(ctx context.Context, bin, name, dir, logDir string, stor
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	port, err := framework.FreePort()
-	if err != nil {
-		return nil, err
+	r := &replica{name: name, Server: &annexserver.Server{
+		Name: name, Bin: bin, Dir: dir, LogFile: filepath.Join(logDir, name+".log"), Args: storeArgs, ReadyTimeout: timeout,
+	}}
+	if err := r.Start(ctx); err != nil {
+		return nil, fmt.Errorf("%s did not become ready (log %s): %w", name, r.LogFile, err)
 	}
-	r := &replica{name: name, logPath: filepath.Join(logDir, name+".log")}
-	if r.log, err = os.Create(r.logPath); err != nil {
-		return nil, err
-	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	args := append([]string{
-		"--mode=standalone", "--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
-		"--data-dir=" + filepath.Join(dir, "data"), "--admin-kubeconfig=" + kubeconfig,
-	}, storeArgs...)
-	if r.proc, err = framework.StartProcess(bin, args, dir, r.log); err != nil {
-		_ = r.log.Close()
-		return nil, err
-	}
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		if exited, err := r.proc.Exited(); exited {
-			return false, fmt.Errorf("annex exited while starting: %v", err)
-		}
-		if _, err := os.Stat(kubeconfig); err != nil {
-			return false, nil
-		}
-		if r.target == nil {
-			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-			if err != nil {
-				return false, nil
-			}
-			srv, dyn, err := newServer(name, cfg)
-			if err != nil {
-				return false, err
-			}
-			r.target = &target{Name: name, Server: srv, Dyn: dyn, group: hostedGroup}
-		}
-		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		_, err := r.target.Server.get(rctx, "/readyz")
-		return err == nil, nil
-	})
+	cfg, err := r.AdminConfig()
 	if err != nil {
 		_ = r.stop()
-		return nil, fmt.Errorf("%s did not become ready (log %s): %w", name, r.logPath, err)
+		return nil, err
 	}
+	srv, dyn, err := newServer(name, cfg)
+	if err != nil {
+		_ = r.stop()
+		return nil, err
+	}
+	r.target = &target{Name: name, Server: srv, Dyn: dyn, group: hostedGroup}
 	return r, nil
 }
 
 // stop stops the replica; a replica that exited on its own is an error.
 func (r *replica) stop() error {
-	err := r.proc.Stop(30 * time.Second)
-	_ = r.log.Close()
-	if err != nil {
-		return fmt.Errorf("stopping %s (log %s): %w", r.name, r.logPath, err)
+	if err := r.Stop(); err != nil {
+		return fmt.Errorf("stopping %s (log %s): %w", r.name, r.LogFile, err)
 	}
 	return nil
 }

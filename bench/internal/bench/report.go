@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-
-	"annex.dev/annex/test/integration/framework"
 )
 
 var nan = math.NaN()
@@ -491,11 +489,15 @@ func trimPprof(s string) string {
 	return strings.Join(keep, "\n")
 }
 
+// annexFlags are further flags for the annex of the kube-apiserver's
+// environment (B and C): --annex-flags of the commands that start it.
+var annexFlags string
+
 // storageCompression is annex's --storage-compression in this run: the
-// default, unless the framework's extra arguments set it.
+// default, unless --annex-flags sets it.
 func storageCompression() string {
 	mode := "S2 (the default)"
-	for _, arg := range strings.Fields(os.Getenv(framework.AnnexExtraArgsEnv)) {
+	for _, arg := range strings.Fields(annexFlags) {
 		if v, ok := strings.CutPrefix(arg, "--storage-compression="); ok {
 			mode = v
 		}

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"annex.dev/annex/test/integration/framework"
+	"annex.dev/annex/test/process"
 )
 
 // A store is a running backend that annex replicas keep their data in.
@@ -80,12 +81,12 @@ func etcdStore(ctx context.Context, dataDir, logDir string) (*store, error) {
 	if err != nil {
 		return nil, err
 	}
-	proc, err := framework.StartProcess(bin, []string{
+	proc, err := process.Start(bin, []string{
 		"--data-dir=" + filepath.Join(dataDir, "etcd"),
 		"--listen-client-urls=" + clientURL, "--advertise-client-urls=" + clientURL,
 		"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
 		"--initial-cluster=default=" + peerURL,
-	}, dataDir, log)
+	}, nil, dataDir, log)
 	if err != nil {
 		_ = log.Close()
 		return nil, err

@@ -181,8 +181,32 @@ func writeAdminKubeconfig(path string, ca *certs.CA, admin certs.Pair, addr net.
 	cfg.AuthInfos["annex-admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: certPEM, ClientKeyData: keyPEM}
 	cfg.Contexts["annex"] = &clientcmdapi.Context{Cluster: "annex", AuthInfo: "annex-admin"}
 	cfg.CurrentContext = "annex"
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	data, err := clientcmd.Write(*cfg)
+	if err != nil {
 		return err
 	}
-	return clientcmd.WriteToFile(*cfg, path)
+	return writeFileAtomically(path, data)
+}
+
+// writeFileAtomically replaces path with data through a temporary file in
+// the same directory, so that a reader, such as a script that waits for the
+// admin kubeconfig, never reads a file half written.
+func writeFileAtomically(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename, there is nothing to remove
+	if _, err := tmp.Write(data); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"annex.dev/annex/test/process"
 )
 
 const (
@@ -97,7 +99,7 @@ func (e *Environment) StartControllerManager(ctx context.Context, controllers ..
 		"--secure-port=0",
 		"--v=2",
 	}
-	proc, err := StartProcess(bin, args, e.Dir, logFile)
+	proc, err := process.Start(bin, args, nil, e.Dir, logFile)
 	if err != nil {
 		return nil, "", fmt.Errorf("starting %s: %w", bin, err)
 	}
@@ -107,7 +109,7 @@ func (e *Environment) StartControllerManager(ctx context.Context, controllers ..
 	case <-ctx.Done():
 	}
 	if exited, exitErr := proc.Exited(); exited {
-		return nil, "", fmt.Errorf("kube-controller-manager exited at start: %v%s", exitErr, logTail(log, 40))
+		return nil, "", fmt.Errorf("kube-controller-manager exited at start: %v%s", exitErr, process.FileTail(log, 40))
 	}
 	if ctx.Err() != nil {
 		_ = proc.Stop(controllerManagerStopTimeout)
@@ -140,18 +142,4 @@ func lockWithContext(ctx context.Context, mu *sync.Mutex) bool {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// logTail returns the last n lines of the file at path, formatted to be
-// appended to an error, or "" when it is empty or unreadable.
-func logTail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil || len(data) == 0 {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return fmt.Sprintf("\n--- last %d lines of %s ---\n%s\n---", len(lines), path, strings.Join(lines, "\n"))
 }

@@ -94,12 +94,3 @@ func (e *Environment) Helm(ctx context.Context, args ...string) (stdout, stderr 
 	}
 	return outBuf.String(), errBuf.String(), nil
 }
-
-// StartProcessEnv is StartProcess with exactly the environment env (the
-// child inherits none of the test's).
-func StartProcessEnv(bin string, args, env []string, dir string, out io.Writer) (*Process, error) {
-	if env == nil {
-		env = []string{}
-	}
-	return startProcess(bin, args, env, dir, out)
-}

@@ -78,18 +78,16 @@ func (e *Environment) AnnexForgedConfig(commonName string, byFrontProxyCA bool, 
 		file := "forged-front-proxy-" + commonName
 		if !byFrontProxyCA {
 			var err error
-			if ca, err = newCertAuthority("untrusted-ca"); err != nil {
+			if ca, err = newCA(e.Dir, "untrusted-ca"); err != nil {
 				return nil, err
 			}
 			file = "untrusted-" + commonName
 		}
-		pair, err := ca.sign(commonName)
+		pair, err := issue(ca, e.Dir, file, commonName)
 		if err != nil {
 			return nil, err
 		}
-		if cfg.CertFile, cfg.KeyFile, err = pair.write(e.Dir, file); err != nil {
-			return nil, err
-		}
+		cfg.CertFile, cfg.KeyFile = pair.CertFile, pair.KeyFile
 	}
 	return withRemoteUser(cfg, name, groups...), nil
 }
@@ -117,6 +115,13 @@ func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) {
 func (e *Environment) annexURL() string {
 	return "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(e.AnnexPort))
 }
+
+// AnnexURL is the https URL of annex, for a test's own HTTP client (one of
+// the configurations above gives it its credentials).
+func (e *Environment) AnnexURL() string { return e.annexURL() }
+
+// AnnexPid is the process id of annex, for its figures under /proc.
+func (e *Environment) AnnexPid() int { return e.annex.Process().Pid() }
 
 // AnnexDataDir is where annex keeps its embedded etcd's data.
 func (e *Environment) AnnexDataDir() string { return filepath.Join(e.Dir, "annex-data") }

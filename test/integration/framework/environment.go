@@ -33,17 +33,17 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"annex.dev/annex/pkg/certs"
+	"annex.dev/annex/test/annexserver"
 	"annex.dev/annex/test/ports"
+	"annex.dev/annex/test/process"
 )
 
 const (
 	// AssetsEnv names the directory holding kube-apiserver, etcd and kubectl.
 	AssetsEnv = "KUBEBUILDER_ASSETS"
 	// AnnexBinEnv names the annex-apiserver binary under test.
-	AnnexBinEnv = "ANNEX_APISERVER_BIN"
-	// AnnexExtraArgsEnv holds extra whitespace-separated flags for annex,
-	// for example "--v=4" when debugging.
-	AnnexExtraArgsEnv = "ANNEX_APISERVER_EXTRA_ARGS"
+	AnnexBinEnv = annexserver.BinEnv
 
 	// Namespace and ServiceName locate annex for the aggregator, as the Helm
 	// chart does; the serving certificate carries ServiceName.Namespace.svc.
@@ -92,20 +92,17 @@ type Environment struct {
 	env    *envtest.Environment
 	// frontProxyCA signs the front-proxy client certificate annex trusts
 	// request headers from.
-	frontProxyCA *certAuthority
-	annex        *Process
+	frontProxyCA *certs.CA
+	annex        *annexserver.Server
 	annexCA      []byte
-	// annexBin, annexArgs and annexOut start annex again (RestartAnnex).
-	annexBin  string
-	annexArgs []string
-	annexOut  io.Writer
-	logFiles  []*os.File
+	logFiles     []*os.File
 }
 
-// Start brings up etcd, the kube-apiserver and annex, registers annex with
-// the kube-apiserver and waits until annex's API answers through it. On error
-// it stops whatever it started and the error carries annex's last log lines.
-func Start(ctx context.Context) (_ *Environment, retErr error) {
+// Start brings up etcd, the kube-apiserver and annex, with annexArgs added to
+// annex's flags, registers annex with the kube-apiserver and waits until
+// annex's API answers through it. On error it stops whatever it started and
+// the error carries annex's last log lines.
+func Start(ctx context.Context, annexArgs ...string) (_ *Environment, retErr error) {
 	assets := os.Getenv(AssetsEnv)
 	if assets == "" {
 		return nil, fmt.Errorf("%s is not set: point it at the directory printed by hack/tools/install.sh", AssetsEnv)
@@ -139,7 +136,7 @@ func Start(ctx context.Context) (_ *Environment, retErr error) {
 	if err := e.startCluster(); err != nil {
 		return nil, err
 	}
-	if err := e.startAnnex(annexBin); err != nil {
+	if err := e.startAnnex(annexBin, annexArgs); err != nil {
 		return nil, err
 	}
 	if err := e.register(ctx); err != nil {
@@ -155,23 +152,17 @@ func Start(ctx context.Context) (_ *Environment, retErr error) {
 // annex: it trusts a front-proxy CA for request headers and presents the
 // front-proxy client certificate to annex.
 func (e *Environment) startCluster() error {
-	frontProxyCA, err := newCertAuthority("front-proxy-ca")
+	frontProxyCA, err := newCA(e.Dir, "front-proxy-ca")
 	if err != nil {
 		return err
 	}
 	e.frontProxyCA = frontProxyCA
-	frontProxyCAFile := filepath.Join(e.Dir, "front-proxy-ca.crt")
-	if err := os.WriteFile(frontProxyCAFile, frontProxyCA.CertPEM(), 0o600); err != nil {
-		return err
-	}
-	client, err := frontProxyCA.sign(frontProxyClientName)
+	frontProxyCAFile := frontProxyCA.CertFile
+	client, err := issue(frontProxyCA, e.Dir, frontProxyClientName, frontProxyClientName)
 	if err != nil {
 		return err
 	}
-	clientCert, clientKey, err := client.write(e.Dir, frontProxyClientName)
-	if err != nil {
-		return err
-	}
+	clientCert, clientKey := client.CertFile, client.KeyFile
 
 	e.APIServerLog = filepath.Join(e.Dir, "kube-apiserver.log")
 	apiServerOut, err := e.createLog(e.APIServerLog)
@@ -224,24 +215,20 @@ func (e *Environment) startCluster() error {
 	return os.WriteFile(e.KubeconfigFile, e.env.KubeConfig, 0o600)
 }
 
-// startAnnex starts the annex binary in aggregated mode with a serving
-// certificate the aggregator accepts for annex.annex-system.svc.
-func (e *Environment) startAnnex(bin string) error {
-	ca, err := newCertAuthority("annex-ca")
+// startAnnex starts the annex binary in aggregated mode, with extraArgs
+// added to its flags, and a serving certificate the aggregator accepts for
+// annex.annex-system.svc. It does not wait: annex is ready only once it is
+// registered.
+func (e *Environment) startAnnex(bin string, extraArgs []string) error {
+	ca, err := newCA(e.Dir, "annex-ca")
 	if err != nil {
 		return err
 	}
-	serving, err := ca.sign("annex", ServiceName+"."+Namespace+".svc", "localhost", "127.0.0.1")
+	serving, err := issue(ca, e.Dir, "annex-serving", "annex", ServiceName+"."+Namespace+".svc", "localhost", "127.0.0.1")
 	if err != nil {
 		return err
 	}
-	certFile, keyFile, err := serving.write(e.Dir, "annex-serving")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(e.Dir, "annex-ca.crt"), ca.CertPEM(), 0o600); err != nil {
-		return err
-	}
+	e.annexCA = ca.CertPEM
 
 	// annex gets its own system:masters identity so its requests are easy to
 	// tell apart from the tests' in the kube-apiserver's logs.
@@ -261,41 +248,36 @@ func (e *Environment) startAnnex(bin string) error {
 	if e.AnnexPort, err = FreePort(); err != nil {
 		return err
 	}
-	dataDir := filepath.Join(e.Dir, "annex-data")
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return err
-	}
 	args := []string{
-		"--mode=aggregated",
-		"--secure-port=" + strconv.Itoa(e.AnnexPort),
-		"--bind-address=127.0.0.1",
-		"--tls-cert-file=" + certFile,
-		"--tls-private-key-file=" + keyFile,
+		"--tls-cert-file=" + serving.CertFile,
+		"--tls-private-key-file=" + serving.KeyFile,
 		"--kubeconfig=" + kubeconfigFile,
 		"--authentication-kubeconfig=" + kubeconfigFile,
 		"--authorization-kubeconfig=" + kubeconfigFile,
-		"--data-dir=" + dataDir,
 		"--runtime-dir=" + e.AnnexRuntimeDir(),
 		// Hosted groups are registered through the same Service as annex.dev.
 		"--apiservice-namespace=" + Namespace,
 		"--apiservice-service-name=" + ServiceName,
 		"--apiservice-service-port=" + strconv.Itoa(e.AnnexPort),
-		"--apiservice-ca-bundle-file=" + filepath.Join(e.Dir, "annex-ca.crt"),
+		"--apiservice-ca-bundle-file=" + ca.CertFile,
 	}
-	args = append(args, strings.Fields(os.Getenv(AnnexExtraArgsEnv))...)
-
 	e.AnnexLog = filepath.Join(e.Dir, "annex.log")
-	out, err := e.createLog(e.AnnexLog)
+	probe, err := e.AnnexAdminConfig("readiness-probe")
 	if err != nil {
 		return err
 	}
-	e.annexBin, e.annexArgs, e.annexOut = bin, args, out
-	e.annex, err = StartProcess(bin, args, e.Dir, out)
-	if err != nil {
-		return fmt.Errorf("starting %s: %w", bin, err)
+	e.annex = &annexserver.Server{
+		Bin:         bin,
+		Mode:        annexserver.Aggregated,
+		Dir:         e.Dir,
+		DataDir:     e.AnnexDataDir(),
+		Port:        e.AnnexPort,
+		Args:        append(args, extraArgs...),
+		LogFile:     e.AnnexLog,
+		Probe:       probe,
+		StopTimeout: annexStopTimeout,
 	}
-	e.annexCA = ca.CertPEM()
-	return nil
+	return e.annex.Launch()
 }
 
 // register creates what the Helm chart creates for the aggregator: a
@@ -362,7 +344,7 @@ func (e *Environment) waitForAnnex(ctx context.Context) error {
 	var available string // the last Available condition seen, for the error
 	var lastErr error
 	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, registrationTimeout, true, func(ctx context.Context) (bool, error) {
-		if exited, err := e.annex.Exited(); exited {
+		if err := e.annex.Running(); err != nil {
 			return false, fmt.Errorf("annex exited before it became available: %v", err)
 		}
 		svc, err := dyn.Resource(apiServices).Get(ctx, Version+"."+Group, metav1.GetOptions{})
@@ -439,8 +421,8 @@ func (e *Environment) DumpLogs(w io.Writer) {
 func (e *Environment) Stop() error {
 	var errs []error
 	if e.annex != nil {
-		if err := e.annex.Stop(annexStopTimeout); err != nil {
-			errs = append(errs, fmt.Errorf("stopping annex: %w", err))
+		if err := e.annex.Stop(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if e.env != nil {
@@ -474,15 +456,7 @@ func (e *Environment) annexLogTail(n int) string {
 	if e.AnnexLog == "" {
 		return ""
 	}
-	data, err := os.ReadFile(e.AnnexLog)
-	if err != nil || len(data) == 0 {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return fmt.Sprintf("\n--- last %d lines of %s ---\n%s\n---", len(lines), e.AnnexLog, strings.Join(lines, "\n"))
+	return process.FileTail(e.AnnexLog, n)
 }
 
 // FreePort returns a port of 127.0.0.1 for a server that this test process

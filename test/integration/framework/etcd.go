@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"annex.dev/annex/test/process"
 )
 
 // Etcd is the test control plane's etcd run on loopback without TLS; a
@@ -18,7 +20,7 @@ type Etcd struct {
 	dir  string
 	args []string
 	log  *os.File
-	proc *Process
+	proc *process.Process
 }
 
 // StartEtcd runs an etcd (from KUBEBUILDER_ASSETS) with its data and log in
@@ -73,7 +75,7 @@ func StartEtcdServer(t testing.TB, dir string) *Etcd {
 
 // Start starts a stopped etcd again, with its data.
 func (e *Etcd) Start() error {
-	proc, err := StartProcess(filepath.Join(os.Getenv(AssetsEnv), "etcd"), e.args, e.dir, e.log)
+	proc, err := process.Start(filepath.Join(os.Getenv(AssetsEnv), "etcd"), e.args, nil, e.dir, e.log)
 	if err != nil {
 		return err
 	}

@@ -5,18 +5,12 @@ package framework
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -24,16 +18,15 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"k8s.io/client-go/util/cert"
-	"k8s.io/client-go/util/keyutil"
 
+	"annex.dev/annex/pkg/certs"
 	"annex.dev/annex/test/ports"
+	"annex.dev/annex/test/process"
 )
 
 const (
@@ -78,7 +71,7 @@ type EtcdMember struct {
 	dir  string
 
 	mu   sync.Mutex
-	proc *Process
+	proc *process.Process
 	log  *os.File
 }
 
@@ -371,7 +364,7 @@ func (m *EtcdMember) Kill() error {
 		return fmt.Errorf("etcd %s is not running", m.Name)
 	}
 	m.note("SIGKILL")
-	err := m.proc.kill()
+	err := m.proc.Kill()
 	m.proc = nil
 	return err
 }
@@ -416,7 +409,7 @@ func (m *EtcdMember) start() error {
 		m.log = log
 	}
 	m.note("starting " + m.bin + " " + strings.Join(m.args, " "))
-	proc, err := StartProcess(m.bin, m.args, m.dir, m.log)
+	proc, err := process.Start(m.bin, m.args, nil, m.dir, m.log)
 	if err != nil {
 		return fmt.Errorf("starting etcd %s: %w", m.Name, err)
 	}
@@ -431,17 +424,7 @@ func (m *EtcdMember) note(what string) {
 	}
 }
 
-func (m *EtcdMember) logTail(n int) string {
-	data, err := os.ReadFile(m.LogPath)
-	if err != nil || len(data) == 0 {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return fmt.Sprintf("\n--- last %d lines of %s ---\n%s\n---", len(lines), m.LogPath, strings.Join(lines, "\n"))
-}
+func (m *EtcdMember) logTail(n int) string { return process.FileTail(m.LogPath, n) }
 
 func (c *EtcdCluster) logTails(n int) string {
 	var b strings.Builder
@@ -462,7 +445,7 @@ func (c *EtcdCluster) cleanup(t testing.TB) {
 			// A member the test killed, or one that died: reap it.
 			m.mu.Lock()
 			if m.proc != nil {
-				_ = m.proc.kill()
+				_ = m.proc.Kill()
 				m.proc = nil
 			}
 			m.mu.Unlock()
@@ -476,22 +459,6 @@ func (c *EtcdCluster) cleanup(t testing.TB) {
 	}
 }
 
-// kill sends SIGKILL and waits for the process to be gone.
-func (p *Process) kill() error {
-	if exited, _ := p.Exited(); exited {
-		return nil
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("process %d still running 10s after SIGKILL", p.cmd.Process.Pid)
-	}
-}
-
 // writeCertificates issues the cluster's CA, a certificate per member that
 // serves clients and peers and authenticates it to its peers, and a client
 // certificate.
@@ -500,72 +467,28 @@ func (c *EtcdCluster) writeCertificates(size int) error {
 	if err := os.MkdirAll(pki, 0o700); err != nil {
 		return err
 	}
-	ca, err := newCertAuthority("etcd-ca")
+	ca, err := newCA(pki, "ca")
 	if err != nil {
 		return err
 	}
-	c.CAFile = filepath.Join(pki, "ca.crt")
-	if err := os.WriteFile(c.CAFile, ca.CertPEM(), 0o600); err != nil {
-		return err
-	}
+	c.CAFile = ca.CertFile
 	for i := range size {
 		// A member dials its peers, and its own client listener for its
 		// HTTP gateway, with this certificate: it is a client's too.
-		pair, err := signEtcdCert(ca, "member"+strconv.Itoa(i),
-			[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-			[]string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
-		if err != nil {
-			return err
-		}
-		if _, _, err := pair.write(pki, "member"+strconv.Itoa(i)); err != nil {
+		name := "member" + strconv.Itoa(i)
+		if _, err := ca.Ensure(pki, name, certs.Spec{
+			CommonName: name,
+			Usages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+			DNSNames:   []string{"localhost"},
+			IPs:        []net.IP{net.ParseIP("127.0.0.1")},
+		}); err != nil {
 			return err
 		}
 	}
-	client, err := ca.sign("annex-apiserver")
+	client, err := issue(ca, pki, "client", "annex-apiserver")
 	if err != nil {
 		return err
 	}
-	c.CertFile, c.KeyFile, err = client.write(pki, "client")
-	return err
-}
-
-// signEtcdCert issues a certificate with the given usages and SANs; the
-// framework's sign issues either a serving or a client certificate, and an
-// etcd member needs one that is both.
-func signEtcdCert(ca *certAuthority, commonName string, usages []x509.ExtKeyUsage, dnsNames []string, ips []net.IP) (*keyPair, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := rand.Int(rand.Reader, big.NewInt(math.MaxInt64))
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: commonName},
-		NotBefore:    now.Add(-time.Minute),
-		NotAfter:     now.Add(certValidity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  usages,
-		DNSNames:     dnsNames,
-		IPAddresses:  ips,
-	}, ca.cert, key.Public(), ca.key)
-	if err != nil {
-		return nil, fmt.Errorf("signing certificate for %q: %w", commonName, err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	certPEM, err := cert.EncodeCertificates(leaf)
-	if err != nil {
-		return nil, err
-	}
-	keyPEM, err := keyutil.MarshalPrivateKeyToPEM(key)
-	if err != nil {
-		return nil, err
-	}
-	return &keyPair{CertPEM: certPEM, KeyPEM: keyPEM}, nil
+	c.CertFile, c.KeyFile = client.CertFile, client.KeyFile
+	return nil
 }

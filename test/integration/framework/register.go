@@ -5,8 +5,6 @@ package framework
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 )
 
 // ServingCertificate is a throw-away CA and a serving certificate it signed,
@@ -23,22 +21,15 @@ type ServingCertificate struct {
 // or IP addresses) from a new CA and writes dir/name.crt, dir/name.key and
 // dir/name-ca.crt. Replicas that share it are interchangeable to clients.
 func WriteServingCertificate(dir, name string, hosts ...string) (*ServingCertificate, error) {
-	ca, err := newCertAuthority(name + "-ca")
+	ca, err := newCA(dir, name+"-ca")
 	if err != nil {
 		return nil, err
 	}
-	pair, err := ca.sign(name, hosts...)
+	pair, err := issue(ca, dir, name, name, hosts...)
 	if err != nil {
 		return nil, err
 	}
-	s := &ServingCertificate{CAFile: filepath.Join(dir, name+"-ca.crt"), CAPEM: ca.CertPEM()}
-	if s.CertFile, s.KeyFile, err = pair.write(dir, name); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(s.CAFile, s.CAPEM, 0o600); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return &ServingCertificate{CAFile: ca.CertFile, CAPEM: ca.CertPEM, CertFile: pair.CertFile, KeyFile: pair.KeyFile}, nil
 }
 
 // RegisterAnnex registers annex with the cluster exactly as Start does (the

@@ -99,50 +99,15 @@ func startConverter(t *testing.T, dir string, converter http.Handler) (url strin
 
 // tintsWithWebhook has two versions that name a field differently, and a
 // conversion webhook between them.
-const tintsWithWebhook = `apiVersion: annex.dev/v1alpha1
-kind: HostedResource
-metadata:
-  name: tints.example.com
-spec:
-  group: example.com
-  names: {kind: Tint, plural: tints}
-  scope: Namespaced
-  storage: {backend: default, cache: WatchCache}
+var tintsWithWebhook = hostedResource("tints", "{kind: Tint, plural: tints}", "Namespaced", `  storage: {backend: default, cache: WatchCache}
   conversion:
     strategy: Webhook
     webhook:
       conversionReviewVersions: [v1]
       clientConfig: {url: "URL", caBundle: "CABUNDLE"}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    additionalPrinterColumns:
-    - {name: Size, type: integer, jsonPath: .spec.size}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            properties:
-              size: {type: integer}
-              color: {type: string}
-  - name: v2
-    served: true
-    storage: false
-    additionalPrinterColumns:
-    - {name: Size, type: integer, jsonPath: .spec.size}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            properties:
-              size: {type: integer}
-              colour: {type: string}
-`
+`,
+	hostedVersion("v1", true, sizeColumn, sizeSpec("color")),
+	hostedVersion("v2", false, sizeColumn, sizeSpec("colour")))
 
 // TestLeanCacheWithAConversionWebhook reads both versions of a type with a
 // conversion webhook, with the watch cache and then with the lean cache:
@@ -160,38 +125,25 @@ func TestLeanCacheWithAConversionWebhook(t *testing.T) {
 	tints := strings.NewReplacer("URL", url, "CABUNDLE", base64.StdEncoding.EncodeToString(caBundle)).Replace(tintsWithWebhook)
 
 	a := start(t, dir, port)
-	a.kubectl("apply", "-f", write(t, dir, "type.yaml", tints))
-	a.kubectl("wait", "--for=condition=Established", "--timeout=60s", "hostedresource/tints.example.com")
-	var objects strings.Builder
-	for i, tier := range []string{"gold", "silver", "gold"} {
-		fmt.Fprintf(&objects, "apiVersion: example.com/v1\nkind: Tint\nmetadata: {name: g%d, labels: {tier: %s}}\nspec: {size: %d, color: red}\n---\n", i+1, tier, i+1)
-	}
-	a.kubectl("apply", "--server-side", "--field-manager=lean-test", "-f", write(t, dir, "objects.yaml", objects.String()))
-	a.kubectl("create", "namespace", "after-the-objects")
+	a.declare(write(t, dir, "type.yaml", tints), 60*time.Second, "tints.example.com")
+	a.applyTiered(t, dir, "Tint")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	watchCache := map[string][]recorded{}
-	for _, version := range []string{"v1", "v2"} {
-		watchCache[version] = leanRequests(ctx, t, a, version, "tints")
-	}
+	watchCache := leanRequestsOfEachVersion(ctx, t, a, "tints")
 	if v1, v2 := watchCache["v1"][0].body, watchCache["v2"][0].body; !bytes.Contains(v1, []byte(`"spec":{"color":"red","size":1}`)) ||
 		!bytes.Contains(v2, []byte(`"spec":{"colour":"red","size":1}`)) {
 		t.Fatalf("the webhook did not convert v1 to v2:\nv1 %s\nv2 %s", v1, v2)
 	}
 
-	a.kubectl("patch", "hostedresource/tints.example.com", "--type=merge", "-p", `{"spec":{"storage":{"cache":"Lean"}}}`)
-	generation := a.kubectl("get", "hostedresource/tints.example.com", "-o", "jsonpath={.metadata.generation}")
-	a.kubectl("wait", "--for=jsonpath={.status.observedGeneration}="+generation, "--timeout=60s", "hostedresource/tints.example.com")
-	if err := a.proc.Stop(30 * time.Second); err != nil {
+	a.useLeanCache("tints.example.com")
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	a = start(t, dir, port)
 	a.kubectl("create", "namespace", "after-the-restart")
 	before := converter.calls.Load()
-	for _, version := range []string{"v1", "v2"} {
-		same(t, "the lean cache of "+version, leanRequests(ctx, t, a, version, "tints"), "its watch cache", watchCache[version])
-	}
+	sameForEachVersion(ctx, t, a, "tints", watchCache)
 	if converter.calls.Load() == before {
 		t.Error("the lean cache answered v2 without calling the conversion webhook")
 	}

@@ -7,36 +7,22 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"annex.dev/annex/test/integration/framework"
 )
 
-const gadgets = `apiVersion: annex.dev/v1alpha1
-kind: HostedResource
-metadata:
-  name: gadgets.example.com
-spec:
-  group: example.com
-  names: {kind: Gadget, plural: gadgets, shortNames: [gd]}
-  scope: Cluster
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    additionalPrinterColumns:
-    - {name: Size, type: integer, jsonPath: .spec.size}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            x-kubernetes-validations:
-            - rule: self.size <= 10
-              message: size must be at most 10
-            properties:
-              size: {type: integer, default: 3, description: How big the gadget is.}
-`
+var gadgets = hostedResource("gadgets", "{kind: Gadget, plural: gadgets, shortNames: [gd]}", "Cluster", "",
+	hostedVersion("v1", true, sizeColumn, `type: object
+properties:
+  spec:
+    type: object
+    x-kubernetes-validations:
+    - rule: self.size <= 10
+      message: size must be at most 10
+    properties:
+      size: {type: integer, default: 3, description: How big the gadget is.}
+`))
 
 func write(t *testing.T, dir, name, content string) string {
 	t.Helper()
@@ -57,8 +43,7 @@ func TestHostedResourceLifecycle(t *testing.T) {
 	}
 	a := start(t, dir, port)
 
-	a.kubectl("apply", "-f", write(t, dir, "gadgets.yaml", gadgets))
-	a.kubectl("wait", "--for=condition=Established", "--timeout=30s", "hostedresource/gadgets.example.com")
+	a.declare(write(t, dir, "gadgets.yaml", gadgets), 30*time.Second, "gadgets.example.com")
 	if out := a.kubectl("get", "hr", "gadgets.example.com", "-o", "jsonpath={.status.conditions[?(@.type=='NamesAccepted')].status}"); out != "True" {
 		t.Errorf("NamesAccepted = %q, want True", out)
 	}

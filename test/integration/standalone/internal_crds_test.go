@@ -6,6 +6,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,8 +28,7 @@ func TestInternalCRDAPIIsAnnexs(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := start(t, dir, port)
-	a.kubectl("apply", "-f", write(t, dir, "gadgets.yaml", gadgets))
-	a.kubectl("wait", "--for=condition=Established", "--timeout=30s", "hostedresource/gadgets.example.com")
+	a.declare(write(t, dir, "gadgets.yaml", gadgets), 30*time.Second, "gadgets.example.com")
 	a.kubectl("apply", "-f", write(t, dir, "g1.yaml", "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g1}\nspec: {}\n"))
 
 	out, err := a.kubectlErr("get", "customresourcedefinitions")

@@ -200,8 +200,7 @@ func TestLeanCacheAnswersAsTheWatchCache(t *testing.T) {
 	a := start(t, dir, port)
 	namespaced := strings.NewReplacer("  scope: Cluster\n", "  scope: Namespaced\n", "{backend: default}", "{backend: default, cache: WatchCache}").
 		Replace(hostedType("gadgets", "Gadget", "default"))
-	a.kubectl("apply", "-f", write(t, dir, "type.yaml", namespaced))
-	a.kubectl("wait", "--for=condition=Established", "--timeout=60s", "hostedresource/gadgets.example.com")
+	a.declare(write(t, dir, "type.yaml", namespaced), 60*time.Second, "gadgets.example.com")
 	var objects strings.Builder
 	for i, tier := range []string{"gold", "silver", "gold"} {
 		fmt.Fprintf(&objects, "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g%d, labels: {tier: %s}}\nspec: {size: %d}\n---\n", i+1, tier, i+1)
@@ -216,11 +215,8 @@ func TestLeanCacheAnswersAsTheWatchCache(t *testing.T) {
 	defer cancel()
 	watchCache := leanRequests(ctx, t, a, "v1", "gadgets")
 
-	a.kubectl("patch", "hostedresource/gadgets.example.com", "--type=merge", "-p", `{"spec":{"storage":{"cache":"Lean"}}}`)
-	// Once the controller has seen the change, the type's CRD records it.
-	generation := a.kubectl("get", "hostedresource/gadgets.example.com", "-o", "jsonpath={.metadata.generation}")
-	a.kubectl("wait", "--for=jsonpath={.status.observedGeneration}="+generation, "--timeout=60s", "hostedresource/gadgets.example.com")
-	if err := a.proc.Stop(30 * time.Second); err != nil {
+	a.useLeanCache("gadgets.example.com")
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	a = start(t, dir, port)
@@ -252,7 +248,7 @@ func TestLeanCacheAnswersAsTheWatchCache(t *testing.T) {
 	}
 
 	// The way back: every list through the upstream handler answers the same.
-	if err := a.proc.Stop(30 * time.Second); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	a = start(t, dir, port, "--lean-encoded-lists=false")
@@ -300,44 +296,9 @@ func (m metricSamples) sum(name string, labels ...string) float64 {
 // color, so each version's cache holds the objects as that version shows
 // them. Its printer columns leave out the default column Age, which
 // changes between reads.
-const twoVersionWidgets = `apiVersion: annex.dev/v1alpha1
-kind: HostedResource
-metadata:
-  name: widgets.example.com
-spec:
-  group: example.com
-  names: {kind: Widget, plural: widgets}
-  scope: Namespaced
-  storage: {backend: default, cache: WatchCache}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    additionalPrinterColumns:
-    - {name: Size, type: integer, jsonPath: .spec.size}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            properties:
-              size: {type: integer}
-              color: {type: string}
-  - name: v2
-    served: true
-    storage: false
-    additionalPrinterColumns:
-    - {name: Size, type: integer, jsonPath: .spec.size}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            properties:
-              size: {type: integer}
-`
+var twoVersionWidgets = hostedResource("widgets", "{kind: Widget, plural: widgets}", "Namespaced", "  storage: {backend: default, cache: WatchCache}\n",
+	hostedVersion("v1", true, sizeColumn, sizeSpec("color")),
+	hostedVersion("v2", false, sizeColumn, sizeSpec()))
 
 // TestLeanCacheServesEachVersion reads both versions of a type whose
 // versions prune and default differently, with the watch cache and then
@@ -349,38 +310,25 @@ func TestLeanCacheServesEachVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := start(t, dir, port)
-	a.kubectl("apply", "-f", write(t, dir, "type.yaml", twoVersionWidgets))
-	a.kubectl("wait", "--for=condition=Established", "--timeout=60s", "hostedresource/widgets.example.com")
-	var objects strings.Builder
-	for i, tier := range []string{"gold", "silver", "gold"} {
-		fmt.Fprintf(&objects, "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: g%d, labels: {tier: %s}}\nspec: {size: %d, color: red}\n---\n", i+1, tier, i+1)
-	}
-	a.kubectl("apply", "--server-side", "--field-manager=lean-test", "-f", write(t, dir, "objects.yaml", objects.String()))
-	a.kubectl("create", "namespace", "after-the-objects")
+	a.declare(write(t, dir, "type.yaml", twoVersionWidgets), 60*time.Second, "widgets.example.com")
+	a.applyTiered(t, dir, "Widget")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	watchCache := map[string][]recorded{}
-	for _, version := range []string{"v1", "v2"} {
-		watchCache[version] = leanRequests(ctx, t, a, version, "widgets")
-	}
+	watchCache := leanRequestsOfEachVersion(ctx, t, a, "widgets")
 	// The versions differ as their schemas say.
 	if v1, v2 := watchCache["v1"][0].body, watchCache["v2"][0].body; !bytes.Contains(v1, []byte(`"spec":{"color":"red","size":1}`)) ||
 		!bytes.Contains(v2, []byte(`"spec":{"size":1}`)) {
 		t.Fatalf("the two versions do not prune as their schemas say:\nv1 %s\nv2 %s", v1, v2)
 	}
 
-	a.kubectl("patch", "hostedresource/widgets.example.com", "--type=merge", "-p", `{"spec":{"storage":{"cache":"Lean"}}}`)
-	generation := a.kubectl("get", "hostedresource/widgets.example.com", "-o", "jsonpath={.metadata.generation}")
-	a.kubectl("wait", "--for=jsonpath={.status.observedGeneration}="+generation, "--timeout=60s", "hostedresource/widgets.example.com")
-	if err := a.proc.Stop(30 * time.Second); err != nil {
+	a.useLeanCache("widgets.example.com")
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	a = start(t, dir, port)
 	a.kubectl("create", "namespace", "after-the-restart")
-	for _, version := range []string{"v1", "v2"} {
-		same(t, "the lean cache of "+version, leanRequests(ctx, t, a, version, "widgets"), "its watch cache", watchCache[version])
-	}
+	sameForEachVersion(ctx, t, a, "widgets", watchCache)
 	m := a.metrics(ctx)
 	for _, version := range []string{"v1", "v2"} {
 		if n := m.sum("annex_lean_list_requests_total", `resource="widgets"`, `version="`+version+`"`, `answer="encoded"`); n < 10 {

@@ -45,14 +45,7 @@ func TestMoveNeverDeletesObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := start(t, dir, port, "--etcd-servers="+own.URL)
-	a.kubectl("apply", "-f", write(t, dir, "types.yaml", fmt.Sprintf(`apiVersion: annex.dev/v1alpha1
-kind: StorageBackend
-metadata: {name: outside}
-spec:
-  type: Etcd
-  etcd: {endpoints: [%q], insecure: true}
----
-%s`, outside.URL, hostedType("gizmos", "Gizmo", "outside"))))
+	a.kubectl("apply", "-f", write(t, dir, "types.yaml", etcdBackend("outside", outside.URL)+"---\n"+hostedType("gizmos", "Gizmo", "outside")))
 	a.kubectl("wait", "--for=condition=Established", "--timeout=60s", "hostedresource/gizmos.example.com")
 	onOutside := write(t, dir, "on-outside.yaml", hostedType("gizmos", "Gizmo", "outside"))
 	onDefault := write(t, dir, "on-default.yaml", hostedType("gizmos", "Gizmo", "default"))
@@ -155,7 +148,7 @@ spec:
 		}); err != nil {
 			t.Errorf("after the type came back annex lists %q, want late=5", got)
 		}
-		if log := a.logLines("Keeping the objects written to a type's old StorageBackend"); !strings.Contains(log, `"objects"=1`) && !strings.Contains(log, "objects=1") {
+		if log := a.LogLines("Keeping the objects written to a type's old StorageBackend"); !strings.Contains(log, `"objects"=1`) && !strings.Contains(log, "objects=1") {
 			t.Errorf("annex's log does not report the object it kept:\n%s", log)
 		}
 	})

@@ -11,23 +11,8 @@ import (
 	"annex.dev/annex/test/integration/framework"
 )
 
-const widgets = `apiVersion: annex.dev/v1alpha1
-kind: HostedResource
-metadata:
-  name: widgets.example.com
-spec:
-  group: example.com
-  names: {kind: Widget, plural: widgets}
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        x-kubernetes-preserve-unknown-fields: true
-`
+var widgets = hostedResource("widgets", "{kind: Widget, plural: widgets}", "Namespaced", "",
+	hostedVersion("v1", true, "", "type: object\nx-kubernetes-preserve-unknown-fields: true\n"))
 
 func widget(name string, finalizers ...string) string {
 	return "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: " + name +

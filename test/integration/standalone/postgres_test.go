@@ -51,7 +51,7 @@ func TestPostgres(t *testing.T) {
 		t.Errorf("Embedded backend on an annex that runs on PostgreSQL: Ready message %q, want it to say annex runs on PostgreSQL", out)
 	}
 
-	if err := a.proc.Stop(30 * time.Second); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatalf("annex did not stop cleanly: %v", err)
 	}
 	b := start(t, dir, port, "--postgres-dsn-file="+dsnFile)

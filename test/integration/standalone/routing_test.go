@@ -5,7 +5,6 @@ package standalone
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -23,6 +22,12 @@ func hostedType(plural, kind, backend string) string {
 	return strings.Replace(hr, "  scope: Cluster\n", "  scope: Cluster\n  storage: {backend: "+backend+"}\n", 1)
 }
 
+// etcdBackend is a StorageBackend of the etcd at endpoint, which serves
+// plaintext as the tests' etcd does.
+func etcdBackend(name, endpoint string) string {
+	return fmt.Sprintf("apiVersion: annex.dev/v1alpha1\nkind: StorageBackend\nmetadata: {name: %s}\nspec:\n  type: Etcd\n  etcd: {endpoints: [%q], insecure: true}\n", name, endpoint)
+}
+
 // TestHostedTypeOnAnotherBackend stores one type in an external etcd named
 // by a StorageBackend and another in annex's default store, side by side:
 // the objects land where their HostedResource says, stay there across a
@@ -30,11 +35,7 @@ func hostedType(plural, kind, backend string) string {
 // while the other type keeps working.
 func TestHostedTypeOnAnotherBackend(t *testing.T) {
 	dir := t.TempDir()
-	etcdDir := filepath.Join(dir, "outside")
-	if err := os.Mkdir(etcdDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	etcd := framework.StartEtcdServer(t, etcdDir)
+	etcd := framework.StartEtcdServer(t, mkdir(t, filepath.Join(dir, "outside")))
 	port, err := framework.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -42,15 +43,8 @@ func TestHostedTypeOnAnotherBackend(t *testing.T) {
 	args := []string{"--storage-backend-probe-interval=1s", "--etcd-count-metric-poll-period=1s"}
 	a := start(t, dir, port, args...)
 
-	a.kubectl("apply", "-f", write(t, dir, "types.yaml", fmt.Sprintf(`apiVersion: annex.dev/v1alpha1
-kind: StorageBackend
-metadata: {name: outside}
-spec:
-  type: Etcd
-  etcd: {endpoints: [%q], insecure: true}
----
-%s---
-%s`, etcd.URL, hostedType("gadgets", "Gadget", "outside"), hostedType("gizmos", "Gizmo", "default"))))
+	a.kubectl("apply", "-f", write(t, dir, "types.yaml", etcdBackend("outside", etcd.URL)+"---\n"+
+		hostedType("gadgets", "Gadget", "outside")+"---\n"+hostedType("gizmos", "Gizmo", "default")))
 	for _, hr := range []string{"gadgets.example.com", "gizmos.example.com"} {
 		a.kubectl("wait", "--for=condition=Established", "--timeout=60s", "hostedresource/"+hr)
 		a.kubectl("wait", "--for=condition=StorageBackendReady", "--timeout=60s", "hostedresource/"+hr)
@@ -122,7 +116,7 @@ spec: {size: 1}
 
 	outer := t
 	t.Run("the binding survives a restart", func(t *testing.T) {
-		if err := a.proc.Stop(30 * time.Second); err != nil {
+		if err := a.Stop(); err != nil {
 			t.Fatal(err)
 		}
 		// Started for the whole test: the subtests after this one use it.
@@ -204,7 +198,7 @@ spec: {size: 1}
 			return err == nil
 		}); err != nil {
 			t.Fatalf("creating a thingy after correcting its backend: %v\n%s\nannex's log of the type:\n%s", err,
-				a.kubectl("get", "hr", "thingies.example.com", "-o", "yaml"), a.logLines("thingies"))
+				a.kubectl("get", "hr", "thingies.example.com", "-o", "yaml"), a.LogLines("thingies"))
 		}
 	})
 }

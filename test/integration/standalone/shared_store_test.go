@@ -137,7 +137,7 @@ func TestTypeCreatedBeforeKeyPrefixes(t *testing.T) {
 	a := start(t, dir, port, args...)
 	a.kubectl("apply", "-f", write(t, dir, "gizmos.yaml", hostedType("gizmos", "Gizmo", "default")))
 	a.kubectl("wait", "--for=condition=Established", "--timeout=60s", "hostedresource/gizmos.example.com")
-	if err := a.proc.Stop(30 * time.Second); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 

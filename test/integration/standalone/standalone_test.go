@@ -8,13 +8,11 @@ package standalone
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,77 +21,34 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"annex.dev/annex/test/annexserver"
 	"annex.dev/annex/test/integration/framework"
 )
 
+// annex is one standalone annex of a test, with the test's helpers.
 type annex struct {
-	t          *testing.T
-	dir        string
-	port       int
-	kubeconfig string
-	log        *framework.LogBuffer
-	proc       *framework.Process
+	*annexserver.Server
+	t *testing.T
 }
 
 // start runs the annex binary in standalone mode on dir and waits until it is ready.
 // With no --etcd-servers among extraArgs it keeps its data in an embedded etcd.
 func start(t *testing.T, dir string, port int, extraArgs ...string) *annex {
 	t.Helper()
-	bin := os.Getenv("ANNEX_APISERVER_BIN")
-	if bin == "" {
-		t.Fatal("ANNEX_APISERVER_BIN must name the annex-apiserver binary (make test-integration sets it)")
-	}
-	a := &annex{t: t, dir: dir, port: port, kubeconfig: filepath.Join(dir, "kubeconfig"), log: &framework.LogBuffer{}}
-	args := append([]string{
-		"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
-		"--data-dir=" + filepath.Join(dir, "data"), "--admin-kubeconfig=" + a.kubeconfig,
-	}, extraArgs...)
-	proc, err := framework.StartProcess(bin, args, dir, a.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.proc = proc
-	t.Cleanup(func() {
-		if exited, _ := proc.Exited(); !exited {
-			_ = proc.Stop(30 * time.Second)
-		}
-		if t.Failed() {
-			t.Logf("annex log:\n%s", a.log.String())
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	err = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		if exited, err := proc.Exited(); exited {
-			return false, fmt.Errorf("annex exited while starting: %v", err)
-		}
-		if _, err := os.Stat(a.kubeconfig); err != nil {
-			return false, nil
-		}
-		code, _ := a.get(ctx, "/readyz")
-		return code == http.StatusOK, nil
-	})
-	if err != nil {
-		t.Fatalf("annex did not become ready: %v\n%s", err, a.log.String())
-	}
-	return a
+	s := annexserver.StartT(t, &annexserver.Server{Dir: dir, Port: port, Args: extraArgs, ReadyTimeout: 60 * time.Second})
+	return &annex{Server: s, t: t}
 }
 
 func (a *annex) restConfig() *rest.Config {
 	a.t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", a.kubeconfig)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	return cfg
+	return annexserver.AdminConfigT(a.t, a.Server)
 }
 
 // get sends a GET with the given valueless query parameters as the admin
 // and returns the status code and body.
 func (a *annex) get(ctx context.Context, path string, params ...string) (int, string) {
-	cfg, err := clientcmd.BuildConfigFromFlags("", a.kubeconfig)
+	cfg, err := a.AdminConfig()
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -117,18 +72,6 @@ func withCodec(cfg *rest.Config) *rest.Config {
 	return cfg
 }
 
-// logLines returns the lines of annex's log so far that contain substr:
-// what a failure message needs, when the whole log is too long to read.
-func (a *annex) logLines(substr string) string {
-	var out []string
-	for _, line := range strings.Split(a.log.String(), "\n") {
-		if strings.Contains(line, substr) {
-			out = append(out, line)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
 // kubectl runs the built kubectl as the admin and fails the test if it fails.
 func (a *annex) kubectl(args ...string) string {
 	a.t.Helper()
@@ -142,7 +85,7 @@ func (a *annex) kubectl(args ...string) string {
 // kubectlErr runs the built kubectl as the admin and returns its combined output.
 func (a *annex) kubectlErr(args ...string) (string, error) {
 	kubectl := filepath.Join(os.Getenv(framework.AssetsEnv), "kubectl")
-	cmd := exec.Command(kubectl, append([]string{"--kubeconfig", a.kubeconfig, "--cache-dir", filepath.Join(a.dir, "kubectl-cache")}, args...)...)
+	cmd := exec.Command(kubectl, append([]string{"--kubeconfig", a.Kubeconfig(), "--cache-dir", filepath.Join(a.Dir, "kubectl-cache")}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -198,11 +141,11 @@ func TestStandalone(t *testing.T) {
 	})
 
 	firstCA := a.restConfig().CAData
-	if err := a.proc.Stop(30 * time.Second); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatalf("annex did not stop cleanly on SIGTERM: %v", err)
 	}
 	t.Run("standalone mode does not warn about the cluster it does not need", func(t *testing.T) {
-		if strings.Contains(a.log.String(), "No authorization-kubeconfig provided") {
+		if strings.Contains(a.Log(), "No authorization-kubeconfig provided") {
 			t.Error("annex warned that it has no authorization kubeconfig")
 		}
 	})
@@ -243,11 +186,11 @@ func TestStandaloneStopsQuietly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("storagebackend/embedded did not become Ready: %v", err)
 	}
-	running := a.log.Len()
-	if err := a.proc.Stop(30 * time.Second); err != nil {
+	running := len(a.Log())
+	if err := a.Stop(); err != nil {
 		t.Fatalf("annex did not stop cleanly on SIGTERM: %v", err)
 	}
-	stopping := a.log.String()[running:]
+	stopping := a.Log()[running:]
 	for _, line := range strings.Split(stopping, "\n") {
 		if klogError.MatchString(line) || strings.Contains(line, `"level":"error"`) {
 			t.Errorf("annex logged at SIGTERM: %s", line)

@@ -4,7 +4,6 @@ package standalone
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -180,21 +179,13 @@ spec:
 // type's objects, and that one nobody uses can be both.
 func TestStorageBackendInUse(t *testing.T) {
 	dir := t.TempDir()
-	etcdDir := filepath.Join(dir, "outside")
-	if err := os.Mkdir(etcdDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	etcd := framework.StartEtcdServer(t, etcdDir)
+	etcd := framework.StartEtcdServer(t, mkdir(t, filepath.Join(dir, "outside")))
 	port, err := framework.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	a := start(t, dir, port, "--storage-backend-probe-interval=1s")
-	backend := func(name, endpoint string) string {
-		// The test's etcd serves plaintext.
-		return fmt.Sprintf("apiVersion: annex.dev/v1alpha1\nkind: StorageBackend\nmetadata: {name: %s}\nspec:\n  type: Etcd\n  etcd: {endpoints: [%q], insecure: true}\n", name, endpoint)
-	}
-	a.kubectl("apply", "-f", write(t, dir, "types.yaml", backend("used", etcd.URL)+"---\n"+backend("unused", etcd.URL)+"---\n"+
+	a.kubectl("apply", "-f", write(t, dir, "types.yaml", etcdBackend("used", etcd.URL)+"---\n"+etcdBackend("unused", etcd.URL)+"---\n"+
 		hostedType("widgets", "Widget", "used")))
 	a.kubectl("wait", "--for=condition=Established", "--timeout=60s", "hostedresource/widgets.example.com")
 	widget := func(name string) string {
@@ -208,14 +199,14 @@ func TestStorageBackendInUse(t *testing.T) {
 	}
 
 	elsewhere := "http://" + closedPort(t)
-	out, err := a.kubectlErr("apply", "-f", write(t, dir, "used-elsewhere.yaml", backend("used", elsewhere)))
+	out, err := a.kubectlErr("apply", "-f", write(t, dir, "used-elsewhere.yaml", etcdBackend("used", elsewhere)))
 	if err == nil || !strings.Contains(out, "spec: Forbidden") || !strings.Contains(out, "widgets.example.com") {
 		t.Errorf("pointing a backend in use at another store: want a 422 on spec naming the HostedResource, got %v\n%s", err, out)
 	}
 	if got := a.kubectl("get", "storagebackend", "used", "-o", "jsonpath={.spec.etcd.endpoints[0]}"); got != etcd.URL {
 		t.Errorf("the refused change was stored: endpoint %q, want %q", got, etcd.URL)
 	}
-	a.kubectl("apply", "-f", write(t, dir, "unused-elsewhere.yaml", backend("unused", elsewhere)))
+	a.kubectl("apply", "-f", write(t, dir, "unused-elsewhere.yaml", etcdBackend("unused", elsewhere)))
 
 	// Deleting a backend in use is held, and its type keeps working.
 	a.kubectl("delete", "storagebackend", "used", "--wait=false")
