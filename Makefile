@@ -218,16 +218,17 @@ test-chart: tools test-image-build ## Test charts/annex: lint, render, dry-run, 
 
 # The benchmark is its own Go module (bench/go.mod) so that its plotting
 # dependencies stay out of annex's go.mod; it imports the integration
-# framework, hence -tags integration.
-BENCH_RUN = cd bench && KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) go run -tags integration .
+# framework, hence -tags integration. Each report has a command of its own
+# under bench/cmd; the logic is in bench/internal/bench.
+BENCH_RUN = cd bench && KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) go run -tags integration
 
 .PHONY: bench
 bench: tools build ## Benchmark A (CRD), B (annex) and C (annex via the aggregator), under 30 minutes on 2 cores: docs/benchmarks.md, plots, profiles in bench/out/. BENCH_FLAGS=--hosted-cache=WatchCache measures B and C with the watch cache instead of the default lean cache.
-	$(BENCH_RUN) --mode=full --out=out --doc=../docs/benchmarks.md --plots=../docs/benchmarks --command="make bench $(BENCH_FLAGS)" $(BENCH_FLAGS)
+	$(BENCH_RUN) ./cmd/compare --out=out --doc=../docs/benchmarks.md --plots=../docs/benchmarks --command="make bench $(BENCH_FLAGS)" $(BENCH_FLAGS)
 
 .PHONY: bench-backends
 bench-backends: tools build postgres ## Measure annex on each store (embedded etcd, external etcd, PostgreSQL): creates and watch latency across two replicas, under 5 minutes; writes the section "Storage backends" of docs/benchmarks.md.
-	$(BENCH_RUN) --mode=backends --out=out/backends --doc=../docs/benchmarks.md --command="make bench-backends"
+	$(BENCH_RUN) ./cmd/backends --out=out/backends --doc=../docs/benchmarks.md --command="make bench-backends"
 
 # The object count of bench-capacity; the report's command names it when it
 # is not the default.
@@ -235,7 +236,7 @@ BENCH_CAPACITY_COUNT ?= 1000000
 
 .PHONY: bench-capacity
 bench-capacity: tools build postgres ## Fill one hosted type with 1,000,000 objects (BENCH_CAPACITY_COUNT) on the embedded etcd and on PostgreSQL and measure annex on it: start to ready, RSS and heap, paged LIST, watch; about 40 minutes on 2 cores; writes the section "Capacity" of docs/benchmarks.md.
-	$(BENCH_RUN) --mode=capacity --count=$(BENCH_CAPACITY_COUNT) --out=out/capacity --doc=../docs/benchmarks.md \
+	$(BENCH_RUN) ./cmd/capacity --count=$(BENCH_CAPACITY_COUNT) --out=out/capacity --doc=../docs/benchmarks.md \
 		--command="make bench-capacity$(if $(filter-out 1000000,$(BENCH_CAPACITY_COUNT)), BENCH_CAPACITY_COUNT=$(BENCH_CAPACITY_COUNT))"
 
 # The object counts of bench-adoption, comma-separated; the report's command
@@ -245,14 +246,14 @@ comma := ,
 
 .PHONY: bench-adoption
 bench-adoption: tools build ## Adopt a CRD of the cluster filled with 10,000 then 100,000 objects (BENCH_ADOPTION_COUNTS) with kubectl annex adopt while a writer writes at 20/s: total time, copy rate, write freeze, errors, annex's memory; about 25 minutes on 2 cores; writes the section "Adoption" of docs/benchmarks.md.
-	$(BENCH_RUN) --mode=adoption --count=$(BENCH_ADOPTION_COUNTS) --out=out/adoption --doc=../docs/benchmarks.md \
+	$(BENCH_RUN) ./cmd/adoption --count=$(BENCH_ADOPTION_COUNTS) --out=out/adoption --doc=../docs/benchmarks.md \
 		--command="make bench-adoption$(if $(filter-out 10000$(comma)100000,$(BENCH_ADOPTION_COUNTS)), BENCH_ADOPTION_COUNTS=$(BENCH_ADOPTION_COUNTS))"
 
 .PHONY: bench-quick
 bench-quick: tools build postgres ## Prove the benchmark harness end to end in seconds (tiny counts, output in a temp dir, no thresholds).
 	cd bench && KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) go test -tags integration -count=1 ./...
 	@out=$$(mktemp -d -t annex-bench-XXXXXX) && echo "bench-quick: output in $$out" && \
-		$(BENCH_RUN) --mode=quick --out=$$out --command="make bench-quick"
+		$(BENCH_RUN) ./cmd/compare --quick --out=$$out --command="make bench-quick"
 
 .PHONY: fresh-check
 fresh-check: ## Run CI (.ci/run) in a fresh clone with an empty HOME, module, build and tools cache, as on a new machine (about 40 minutes on 2 cores).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compares two builds of annex on the create, update and get phases of the
-# benchmark (bench --mode=crud), run in turns on the same machine: old, new,
+# benchmark (bench/cmd/crud), run in turns on the same machine: old, new,
 # new, old, old, new... so that a drift of the machine falls on both.
 # Prints the medians of each build, the ratio new/old, and the medians of
 # the per-run ratios B/A (A is the kube-apiserver's CRD path, measured in
@@ -23,7 +23,7 @@ mkdir -p "$out"
 echo "bench-crud-ab: output in $out"
 
 cd "$(dirname "$0")/../bench"
-go build -tags integration -o "$out/bench" .
+go build -tags integration -o "$out/bench" ./cmd/crud
 
 run() { # label round
 	local bin=$old profile=
@@ -31,7 +31,7 @@ run() { # label round
 	[ "$2" = 1 ] && [ -n "${PROFILE_SECONDS:-}" ] && profile=--profile-seconds=$PROFILE_SECONDS
 	echo "bench-crud-ab: round $2, $1 ($bin)"
 	# shellcheck disable=SC2086
-	ANNEX_APISERVER_BIN=$bin "$out/bench" --mode=crud --count="$count" --targets="$targets" \
+	ANNEX_APISERVER_BIN=$bin "$out/bench" --count="$count" --targets="$targets" \
 		--out="$out/$1-$2" $profile ${BENCH_FLAGS:-} >"$out/$1-$2.log" 2>&1 || { echo "run failed: $out/$1-$2.log"; tail -20 "$out/$1-$2.log"; exit 1; }
 	sed -n '/^    phase/,$p' "$out/$1-$2.log" | grep -v '^\[' || true
 }

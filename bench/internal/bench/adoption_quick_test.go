@@ -1,0 +1,25 @@
+//go:build integration
+
+package bench
+
+import "testing"
+
+// TestAdoptionQuick runs the adoption command at a tiny count: a CRD filled
+// through the kube-apiserver, adopted with kubectl annex adopt while the
+// writer writes, then checked through the cluster. It checks that the
+// adoption was measured whole and the section written; it asserts no
+// figure.
+func TestAdoptionQuick(t *testing.T) {
+	const count = 200
+	var r adoptionResults
+	runQuick(t, adoptionSec, &r, RunAdoption, &AdoptionOptions{Counts: []int{count}, ClusterEtcdFsync: true})
+	if len(r.Runs) != 1 {
+		t.Fatalf("%d counts measured, want 1", len(r.Runs))
+	}
+	a := r.Runs[0]
+	if a.Error != "" || a.Objects != count || a.Status.Phase != "Adopted" || a.TotalSeconds <= 0 || a.FreezeSeconds <= 0 ||
+		a.CopyRate <= 0 || a.Steps == "" || a.Writer.Writes == 0 || a.Writer.Errors != 0 || !a.Verify.ok() || a.After.RSS == 0 {
+		t.Errorf("error %q, %d objects, phase %s, total %.1f s, freeze %.1f s, copy %.0f/s, steps %q, %d writes, %d errors, verify %+v, RSS %v",
+			a.Error, a.Objects, a.Status.Phase, a.TotalSeconds, a.FreezeSeconds, a.CopyRate, a.Steps, a.Writer.Writes, a.Writer.Errors, a.Verify, a.After.RSS)
+	}
+}
