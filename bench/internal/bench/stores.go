@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,8 +16,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"annex.dev/annex/pkg/storage/postgres/postgrestest"
 	"annex.dev/annex/test/integration/framework"
-	"annex.dev/annex/test/process"
 )
 
 // A store is a running backend that annex replicas keep their data in.
@@ -63,52 +62,12 @@ func embeddedStore(_ context.Context, _, _ string) (*store, error) {
 // loopback without TLS, with its data in dataDir and its log in logDir. It
 // syncs its WAL (envtest's --unsafe-no-fsync is not given here).
 func etcdStore(ctx context.Context, dataDir, logDir string) (*store, error) {
-	bin := filepath.Join(os.Getenv(framework.AssetsEnv), "etcd")
-	if err := checkBinary(bin); err != nil {
-		return nil, fmt.Errorf("etcd from %s: %w", framework.AssetsEnv, err)
-	}
-	clientPort, err := framework.FreePort()
+	e, err := framework.StartEtcdProcess(ctx, filepath.Join(dataDir, "etcd"), filepath.Join(logDir, "etcd.log"))
 	if err != nil {
 		return nil, err
 	}
-	peerPort, err := framework.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	clientURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
-	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
-	log, err := os.Create(filepath.Join(logDir, "etcd.log"))
-	if err != nil {
-		return nil, err
-	}
-	proc, err := process.Start(bin, []string{
-		"--data-dir=" + filepath.Join(dataDir, "etcd"),
-		"--listen-client-urls=" + clientURL, "--advertise-client-urls=" + clientURL,
-		"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
-		"--initial-cluster=default=" + peerURL,
-	}, nil, dataDir, log)
-	if err != nil {
-		_ = log.Close()
-		return nil, err
-	}
-	stop := func() error {
-		err := proc.Stop(15 * time.Second)
-		_ = log.Close()
-		return err
-	}
-	srv := &server{Name: "etcd", Host: clientURL, HTTP: &http.Client{Timeout: 2 * time.Second}}
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		if exited, err := proc.Exited(); exited {
-			return false, fmt.Errorf("etcd exited: %v", err)
-		}
-		_, err := srv.get(ctx, "/health")
-		return err == nil, nil
-	})
-	if err != nil {
-		_ = stop()
-		return nil, fmt.Errorf("etcd did not become healthy (log %s): %w", log.Name(), err)
-	}
-	return &store{Args: []string{"--etcd-servers=" + clientURL}, Shared: true, Version: srv.version(ctx), stop: stop}, nil
+	srv := &server{Name: "etcd", Host: e.URL, HTTP: &http.Client{Timeout: 2 * time.Second}}
+	return &store{Args: []string{"--etcd-servers=" + e.URL}, Shared: true, Version: srv.version(ctx), stop: e.Stop}, nil
 }
 
 // postgresStore starts a new PostgreSQL server with its defaults (fsync and
@@ -116,7 +75,7 @@ func etcdStore(ctx context.Context, dataDir, logDir string) (*store, error) {
 // (removed when it stops) and its log in logDir. The server runs in the
 // foreground as a child of the driver, so that it dies with the driver.
 func postgresStore(ctx context.Context, _, logDir string) (_ *store, retErr error) {
-	bin, err := postgresBinDir()
+	bin, err := postgrestest.BinDir()
 	if err != nil {
 		return nil, err
 	}
@@ -218,33 +177,6 @@ func postgresStore(ctx context.Context, _, logDir string) (_ *store, retErr erro
 		return nil, err
 	}
 	return &store{Args: []string{"--postgres-dsn-file=" + dsnFile}, Shared: true, Version: version, DSN: dsn, stop: stop}, nil
-}
-
-// postgresBinDir finds PostgreSQL's server binaries: POSTGRES_BIN_DIR, or
-// Debian's directory of the newest version (hack/install-postgres.sh
-// installs them), or pg_config's.
-func postgresBinDir() (string, error) {
-	if dir := os.Getenv("POSTGRES_BIN_DIR"); dir != "" {
-		return dir, nil
-	}
-	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
-	sort.Slice(matches, func(i, j int) bool { return pgMajor(matches[i]) < pgMajor(matches[j]) })
-	if len(matches) > 0 {
-		return filepath.Dir(matches[len(matches)-1]), nil
-	}
-	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
-		dir := strings.TrimSpace(string(out))
-		if checkBinary(filepath.Join(dir, "postgres")) == nil {
-			return dir, nil
-		}
-	}
-	return "", errors.New("no PostgreSQL server binaries found: run `make postgres` (hack/install-postgres.sh), or set POSTGRES_BIN_DIR")
-}
-
-// pgMajor is the major version in /usr/lib/postgresql/<major>/bin/postgres.
-func pgMajor(path string) int {
-	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(path))))
-	return n
 }
 
 func checkBinary(path string) error {

@@ -31,8 +31,10 @@ type Server struct {
 	killed bool
 }
 
-// binDir finds the directory of initdb and pg_ctl.
-func binDir() (string, error) {
+// BinDir finds the directory of PostgreSQL's server binaries (initdb,
+// pg_ctl, postgres): POSTGRES_BIN_DIR, pg_config's, or Debian's directory
+// of the newest version (hack/install-postgres.sh installs them).
+func BinDir() (string, error) {
 	if dir := os.Getenv("POSTGRES_BIN_DIR"); dir != "" {
 		return dir, nil
 	}
@@ -42,11 +44,16 @@ func binDir() (string, error) {
 			return dir, nil
 		}
 	}
-	// Debian keeps the server binaries out of PATH, one directory per version.
+	// Debian keeps the server binaries out of PATH, one directory per
+	// version: /usr/lib/postgresql/<major>/bin.
 	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	sort.Strings(matches)
+	major := func(path string) int {
+		n, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(path))))
+		return n
+	}
+	sort.Slice(matches, func(i, j int) bool { return major(matches[i]) < major(matches[j]) })
 	if len(matches) == 0 {
-		return "", fmt.Errorf("no PostgreSQL server binaries (initdb) found: run hack/install-postgres.sh, or set POSTGRES_BIN_DIR")
+		return "", fmt.Errorf("no PostgreSQL server binaries (initdb) found: run `make postgres` (hack/install-postgres.sh), or set POSTGRES_BIN_DIR")
 	}
 	return filepath.Dir(matches[len(matches)-1]), nil
 }
@@ -61,7 +68,7 @@ func Start(t testing.TB) *Server {
 // a new directory under parent (the system's temp directory when "").
 func StartIn(t testing.TB, parent string) *Server {
 	t.Helper()
-	bin, err := binDir()
+	bin, err := BinDir()
 	if err != nil {
 		t.Fatal(err)
 	}
