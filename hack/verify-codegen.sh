@@ -14,7 +14,10 @@ git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} cp --parent
 # The generated files are removed first so that a generator that no longer
 # produces a file is noticed too.
 find "$tmp/pkg" "$tmp/examples/reports/api" -name 'zz_generated.*.go' -delete
+# The client generator looks for its old files in its output directories
+# first: they must exist, empty.
 rm -rf "$tmp/pkg/generated" "$tmp/examples/reports/generated"
+mkdir -p "$tmp/pkg/generated" "$tmp/examples/reports/generated"
 
 (cd "$tmp" && hack/update-codegen.sh >/dev/null)
 

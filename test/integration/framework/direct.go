@@ -120,8 +120,14 @@ func (e *Environment) annexURL() string {
 // the configurations above gives it its credentials).
 func (e *Environment) AnnexURL() string { return e.annexURL() }
 
-// AnnexPid is the process id of annex, for its figures under /proc.
-func (e *Environment) AnnexPid() int { return e.annex.Process().Pid() }
+// AnnexPid is the process id of annex, for its figures under /proc; 0
+// when the environment has not started annex (StartControlPlane).
+func (e *Environment) AnnexPid() int {
+	if e.annex == nil || e.annex.Process() == nil {
+		return 0
+	}
+	return e.annex.Process().Pid()
+}
 
 // AnnexDataDir is where annex keeps its embedded etcd's data.
 func (e *Environment) AnnexDataDir() string { return filepath.Join(e.Dir, "annex-data") }
