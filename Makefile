@@ -230,14 +230,16 @@ bench: tools build ## Benchmark A (CRD), B (annex) and C (annex via the aggregat
 bench-backends: tools build postgres ## Measure annex on each store (embedded etcd, external etcd, PostgreSQL): creates and watch latency across two replicas, under 5 minutes; writes the section "Storage backends" of docs/benchmarks.md.
 	$(BENCH_RUN) ./cmd/backends --out=out/backends --doc=../docs/benchmarks.md --command="make bench-backends"
 
-# The object count of bench-capacity; the report's command names it when it
-# is not the default.
+# The object count of bench-capacity, and further flags of its command (for
+# example --stores=embedded-etcd --annex-memory-limit=3GiB); the report's
+# command names them when they are not the defaults.
 BENCH_CAPACITY_COUNT ?= 1000000
+BENCH_CAPACITY_FLAGS ?=
 
 .PHONY: bench-capacity
 bench-capacity: tools build postgres ## Fill one hosted type with 1,000,000 objects (BENCH_CAPACITY_COUNT) on the embedded etcd and on PostgreSQL and measure annex on it: start to ready, RSS and heap, paged LIST, watch; about 40 minutes on 2 cores; writes the section "Capacity" of docs/benchmarks.md.
-	$(BENCH_RUN) ./cmd/capacity --count=$(BENCH_CAPACITY_COUNT) --out=out/capacity --doc=../docs/benchmarks.md \
-		--command="make bench-capacity$(if $(filter-out 1000000,$(BENCH_CAPACITY_COUNT)), BENCH_CAPACITY_COUNT=$(BENCH_CAPACITY_COUNT))"
+	$(BENCH_RUN) ./cmd/capacity --count=$(BENCH_CAPACITY_COUNT) --out=out/capacity --doc=../docs/benchmarks.md $(BENCH_CAPACITY_FLAGS) \
+		--command="make bench-capacity$(if $(filter-out 1000000,$(BENCH_CAPACITY_COUNT)), BENCH_CAPACITY_COUNT=$(BENCH_CAPACITY_COUNT))$(if $(BENCH_CAPACITY_FLAGS), BENCH_CAPACITY_FLAGS='$(BENCH_CAPACITY_FLAGS)')"
 
 # The object counts of bench-adoption, comma-separated; the report's command
 # names them when they are not the default.

@@ -65,6 +65,9 @@ type capacityPlan struct {
 	// the whole type from the store again: up to about 10 minutes more
 	// per store, and twice as long as the cache took to fill.
 	ConsistencyCheck bool `json:"consistencyCheck"`
+	// MemoryLimit is GOMEMLIMIT in annex's environment, as a container's
+	// memory limit gives it through --memory-limit-ratio; empty for none.
+	MemoryLimit string `json:"memoryLimit,omitempty"`
 	// MemSamples reads of memory, MemGap apart, after a forced GC each.
 	MemSamples int           `json:"memSamples"`
 	MemGap     time.Duration `json:"memGap"`
@@ -244,6 +247,7 @@ func RunCapacity(ctx context.Context, f Flags, opts *CapacityOptions) error {
 		return err
 	}
 	pl.ConsistencyCheck = opts.WaitCheck
+	pl.MemoryLimit = opts.MemoryLimit
 	kinds, err := capacityKinds(opts.Stores)
 	if err != nil {
 		return err
@@ -299,7 +303,11 @@ func (r *capacityResults) runStore(ctx context.Context, p *progress, k backendKi
 	if k.slug == "embedded-etcd" {
 		args = append(args, "--embedded-etcd-quota-backend-bytes="+strconv.Itoa(capacityQuota))
 	}
-	running, err := startReplica(ctx, bin, "annex", annexDir, logDir, args)
+	var env []string
+	if pl.MemoryLimit != "" {
+		env = append(os.Environ(), "GOMEMLIMIT="+pl.MemoryLimit)
+	}
+	running, err := startReplicaWithin(ctx, bin, "annex", annexDir, logDir, args, env, 2*time.Minute)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -375,7 +383,7 @@ func (r *capacityResults) runStore(ctx context.Context, p *progress, k backendKi
 		return fail("%v", err)
 	}
 	t0 := time.Now()
-	running, err = startReplicaWithin(ctx, bin, "annex-filled", annexDir, logDir, args, r.limit(pl.ReadyLimit))
+	running, err = startReplicaWithin(ctx, bin, "annex-filled", annexDir, logDir, args, env, r.limit(pl.ReadyLimit))
 	if err != nil {
 		return fail("%v", err)
 	}

@@ -64,7 +64,14 @@ func capacitySection(r *capacityResults) string {
 	w("lean cache, filled with %s objects on its **embedded etcd** (inside annex's process) and on **PostgreSQL**\n", thousands(pl.Count))
 	w("(through kine, inside annex's process; PostgreSQL is a process of its own). annex is restarted on the filled\n")
 	w("store and measured from its start. The issue's goals at 1,000,000 objects: RSS at most 4 GiB, ready within\n")
-	w("2 minutes.\n\n")
+	w("2 minutes.")
+	if pl.MemoryLimit != "" {
+		w(" annex ran with `GOMEMLIMIT=%s`, the soft limit of its Go heap that a container's memory limit\n", pl.MemoryLimit)
+		w("gives it through `--memory-limit-ratio`: the collector works harder as the heap nears it.")
+	} else {
+		w(" annex ran without a memory limit: the Go collector's default headroom.")
+	}
+	w("\n\n")
 	capacitySec.reproduce(w, r.runInfo)
 	w("%s\n", capacityTables(r))
 

@@ -94,6 +94,7 @@ func RunCompare(ctx context.Context, f Flags, opts *CompareOptions) (retErr erro
 		Plan:             pl,
 		ClusterEtcdFsync: opts.ClusterEtcdFsync,
 		HostedCache:      opts.HostedCache,
+		Phases:           opts.Phases,
 	}
 	p.logf("versions: %v", r.Versions)
 

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -128,16 +130,34 @@ type CompareOptions struct {
 	ClusterEtcdFsync bool
 	// HostedCache is spec.storage.cache of the HostedResources of B and C.
 	HostedCache string
+	// Phases are the phases run, in the plan's order: ladder, watch, crud.
+	Phases []string
+	phases string
 }
 
 func (o *CompareOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Plots, "plots", "", "directory for the PNG plots (default <out>)")
 	fsyncFlag(fs, &o.ClusterEtcdFsync)
 	fs.StringVar(&o.HostedCache, "hosted-cache", "", "spec.storage.cache of the HostedResources of B and C: Lean (the default), WatchCache or None")
+	fs.StringVar(&o.phases, "phases", strings.Join(comparePhases, ","), "the phases to run, comma-separated: a part of the report, for measuring one figure while working on it")
 	annexFlagsFlag(fs)
 }
 
-func (o *CompareOptions) Complete() error { return nil }
+// comparePhases are the phases of the compare command, in the order they
+// run.
+var comparePhases = []string{"ladder", "watch", "crud"}
+
+func (o *CompareOptions) Complete() error {
+	o.Phases = nil
+	for ph := range strings.SplitSeq(o.phases, ",") {
+		ph = strings.TrimSpace(ph)
+		if !slices.Contains(comparePhases, ph) {
+			return fmt.Errorf("--phases: %q is not one of %s", ph, strings.Join(comparePhases, ", "))
+		}
+		o.Phases = append(o.Phases, ph)
+	}
+	return nil
+}
 
 // BackendsOptions are the flags of the backends command: none of its own.
 type BackendsOptions struct{}
@@ -153,6 +173,8 @@ type CapacityOptions struct {
 	Stores []string
 	// WaitCheck waits for a consistency check of the full cache.
 	WaitCheck bool
+	// MemoryLimit is GOMEMLIMIT for annex; empty for none.
+	MemoryLimit string
 
 	count, stores string
 }
@@ -162,9 +184,18 @@ func (o *CapacityOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.stores, "stores", "embedded-etcd,postgres", "the stores to fill and measure, in order")
 	fs.BoolVar(&o.WaitCheck, "wait-consistency-check", false, "wait for a periodic consistency check of the full cache against the store "+
 		"and measure it (5 to 7.5 minutes, plus about twice the time the cache took to fill, per store)")
+	fs.StringVar(&o.MemoryLimit, "annex-memory-limit", "", "GOMEMLIMIT for annex (for example 3GiB), as a container's memory limit sets it "+
+		"with annex's --memory-limit-ratio; none when empty")
 }
 
+// memoryLimitPattern is what GOMEMLIMIT accepts: a byte count with an
+// optional unit.
+var memoryLimitPattern = regexp.MustCompile(`^[0-9]+(B|KiB|MiB|GiB|TiB)?$`)
+
 func (o *CapacityOptions) Complete() (err error) {
+	if o.MemoryLimit != "" && !memoryLimitPattern.MatchString(o.MemoryLimit) {
+		return fmt.Errorf("--annex-memory-limit: %q is not a size such as 3GiB or 3221225472", o.MemoryLimit)
+	}
 	o.Stores = strings.Split(o.stores, ",")
 	o.Count, err = parseCount(o.count)
 	return err

@@ -27,16 +27,17 @@ type replica struct {
 // startReplica starts annex with its data in dir and its log in logDir, and
 // waits up to 2 minutes until /readyz answers 200.
 func startReplica(ctx context.Context, bin, name, dir, logDir string, storeArgs []string) (*replica, error) {
-	return startReplicaWithin(ctx, bin, name, dir, logDir, storeArgs, 2*time.Minute)
+	return startReplicaWithin(ctx, bin, name, dir, logDir, storeArgs, nil, 2*time.Minute)
 }
 
-// startReplicaWithin is startReplica waiting up to timeout for /readyz.
-func startReplicaWithin(ctx context.Context, bin, name, dir, logDir string, storeArgs []string, timeout time.Duration) (*replica, error) {
+// startReplicaWithin is startReplica with env as annex's environment (the
+// driver's when nil), waiting up to timeout for /readyz.
+func startReplicaWithin(ctx context.Context, bin, name, dir, logDir string, storeArgs, env []string, timeout time.Duration) (*replica, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	r := &replica{name: name, Server: &annexserver.Server{
-		Name: name, Bin: bin, Dir: dir, LogFile: filepath.Join(logDir, name+".log"), Args: storeArgs, ReadyTimeout: timeout,
+		Name: name, Bin: bin, Dir: dir, LogFile: filepath.Join(logDir, name+".log"), Args: storeArgs, Env: env, ReadyTimeout: timeout,
 	}}
 	if err := r.Start(ctx); err != nil {
 		return nil, fmt.Errorf("%s did not become ready (log %s): %w", name, r.LogFile, err)

@@ -403,7 +403,8 @@ func writeReport(r *results, doc string, plots []string) error {
 	w("create's response counts as 0 ms. The watchers run in the driver's process, on the same 2 cores as\n")
 	w("the servers: with 200 watchers, decoding each event 200 times is part of the figure, for every target.\n")
 	w("Each watch starts at the resourceVersion of a list of its namespace, as an informer's does, so that\n")
-	w("opening 200 watches (without one, the watch cache reads every object of the type for each) is not.\n\n")
+	w("opening 200 watches (without one, the watch cache reads every object of the type for each) is not.\n")
+	w("Each watch has an HTTP/2 connection of its own, as the watches of separate controllers do.\n\n")
 	w("%s\n", table(r.watchRows()))
 	for _, t := range []string{"A", "B", "C"} {
 		for _, wn := range r.Plan.Watchers {
@@ -458,7 +459,8 @@ func writeReport(r *results, doc string, plots []string) error {
 	w("- B authenticates with a client certificate for a `system:masters` user issued by the cluster's client\n")
 	w("  CA (envtest's): annex trusts that CA (from the `extension-apiserver-authentication` ConfigMap) and\n")
 	w("  delegates authorization to the cluster, exactly as for any client. A and C use the kube-apiserver's\n")
-	w("  admin certificate. Client-side rate limiting is off; each target uses one HTTP/2 connection.\n")
+	w("  admin certificate. Client-side rate limiting is off; each target uses one HTTP/2 connection\n")
+	w("  for its requests, and each watch one of its own.\n")
 	w("- The cluster's etcd runs with fsync (envtest turns it off; the driver wraps its etcd binary to drop\n")
 	w("  `--unsafe-no-fsync`) so that both etcds pay the same for a write. Both run on the same disk.\n")
 	w("- C's objects are created in annex like B's; C's LIST reads B's objects through the aggregator, so\n")

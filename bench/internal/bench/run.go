@@ -23,6 +23,9 @@ type results struct {
 	// HostedCache is spec.storage.cache of B's and C's HostedResources;
 	// empty for the default, the lean cache.
 	HostedCache string `json:"hostedCache,omitempty"`
+	// Phases are the phases run (--phases); the report has only their
+	// figures.
+	Phases []string `json:"phases"`
 
 	Ladder ladder `json:"ladder"`
 	// CRUD is keyed by shape, then target (A, B, C, ConfigMap).
@@ -165,17 +168,26 @@ func (r *results) Run(ctx context.Context, p *progress, b *bench, outDir string)
 		}
 	}
 
-	r.runLadder(ctx, p, b, outDir)
-	if ctx.Err() != nil {
-		return
-	}
 	// Watch before CRUD: it is short, and if the budget runs out it is the
 	// last CRUD phases (the least important shapes) that are cut.
-	r.runWatch(ctx, p, b, outDir)
-	if ctx.Err() != nil {
-		return
+	phases := []struct {
+		name string
+		run  func()
+	}{
+		{"ladder", func() { r.runLadder(ctx, p, b, outDir) }},
+		{"watch", func() { r.runWatch(ctx, p, b, outDir) }},
+		{"crud", func() { r.runCRUD(ctx, p, b) }},
 	}
-	r.runCRUD(ctx, p, b)
+	for _, ph := range phases {
+		if !slices.Contains(r.Phases, ph.name) {
+			r.note(p, "the %s phase was not run (--phases=%s): its figures are missing", ph.name, strings.Join(r.Phases, ","))
+			continue
+		}
+		ph.run()
+		if ctx.Err() != nil {
+			return
+		}
+	}
 }
 
 func watchNamespace(t *target, watchers int) string {

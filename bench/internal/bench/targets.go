@@ -37,6 +37,26 @@ type server struct {
 	Name string
 	Host string
 	HTTP *http.Client
+	// config is the client configuration of HTTP (nil for the cluster's
+	// etcd).
+	config *rest.Config
+}
+
+// ownConnection returns a dynamic client of the server on a connection of
+// its own, as a separate controller has. client-go shares one transport,
+// hence one HTTP/2 connection, between clients of equal configurations; a
+// configuration with a proxy function is never shared.
+func (s *server) ownConnection() (dynamic.Interface, error) {
+	if s.config == nil {
+		return nil, fmt.Errorf("%s has no client configuration", s.Name)
+	}
+	cfg := rest.CopyConfig(s.config)
+	cfg.Proxy = http.ProxyURL(nil)
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return dynamic.NewForConfigAndClient(cfg, hc)
 }
 
 // get fetches path from the server and returns the body.
@@ -107,7 +127,7 @@ func newServer(name string, cfg *rest.Config) (*server, dynamic.Interface, error
 	}
 	// envtest's host ends with a slash; the paths the driver appends start
 	// with one.
-	return &server{Name: name, Host: strings.TrimSuffix(cfg.Host, "/"), HTTP: hc}, dyn, nil
+	return &server{Name: name, Host: strings.TrimSuffix(cfg.Host, "/"), HTTP: hc, config: cfg}, dyn, nil
 }
 
 // bench holds the running environment and the targets.

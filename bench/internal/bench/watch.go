@@ -67,7 +67,8 @@ func merge(events int, samples ...watchSamples) watchStats {
 }
 
 // watchLatencies opens one watch of shape s in the empty namespace ns on each
-// of watchers (a target may appear more than once), creates events objects
+// of watchers (a target may appear more than once), each on a connection of
+// its own, creates events objects
 // through writer one after another at rate per second, and returns, for each
 // watch, the time from each create's response to the ADDED event. It waits
 // at most eventWait after the last create for the last events.
@@ -95,7 +96,17 @@ func watchLatencies(ctx context.Context, writer *target, watchers []*target, s s
 		resourceVersions[t] = list.GetResourceVersion()
 	}
 	for i, t := range watchers {
-		wi, err := t.Dyn.Resource(gvr).Namespace(ns).Watch(wctx, metav1.ListOptions{ResourceVersion: resourceVersions[t]})
+		// Each watch has a connection of its own, as the watches of
+		// separate controllers do: on one shared HTTP/2 connection every
+		// event of every watch goes through one read loop in the driver,
+		// and the figure would be the driver's queue.
+		dyn, err := t.Server.ownConnection()
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return nil, fmt.Errorf("connecting watch %d to %s: %w", i, t.Name, err)
+		}
+		wi, err := dyn.Resource(gvr).Namespace(ns).Watch(wctx, metav1.ListOptions{ResourceVersion: resourceVersions[t]})
 		if err != nil {
 			cancel()
 			wg.Wait()
