@@ -43,6 +43,7 @@ import (
 	hostedresourcestorage "annex.dev/annex/pkg/registry/annex/hostedresource/storage"
 	storagebackendstorage "annex.dev/annex/pkg/registry/annex/storagebackend/storage"
 	"annex.dev/annex/pkg/registry/core"
+	"annex.dev/annex/pkg/storage/lean"
 	"annex.dev/annex/pkg/storage/routing"
 	"annex.dev/annex/pkg/storage/secretpolicy"
 )
@@ -85,6 +86,8 @@ type Config struct {
 	// LeanEncodedLists answers the JSON lists of the types kept lean from
 	// their cached encodings (see withLeanLists).
 	LeanEncodedLists bool
+	// LeanCacheBudget bounds the memory of the lean caches.
+	LeanCacheBudget lean.Budget
 	// Router is the hosted types' RESTOptionsGetter (HostedResources uses
 	// it); the server gives it the listers it reads.
 	Router *routing.Router
@@ -116,8 +119,9 @@ type completedConfig struct {
 	Controllers     controllers.Options
 	Stores          Stores
 	StorageSecrets  secretpolicy.Policy
-	// LeanEncodedLists is Config's.
+	// LeanEncodedLists and LeanCacheBudget are Config's.
 	LeanEncodedLists bool
+	LeanCacheBudget  lean.Budget
 }
 
 // CompletedConfig is a Config whose defaults are filled in.
@@ -149,6 +153,7 @@ func (cfg *Config) Complete() CompletedConfig {
 		Stores:           cfg.Stores,
 		StorageSecrets:   cfg.StorageSecrets,
 		LeanEncodedLists: cfg.LeanEncodedLists,
+		LeanCacheBudget:  cfg.LeanCacheBudget,
 	}}
 }
 
@@ -235,6 +240,13 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 		}
 	}
 	if err := startRouting(c.Router, genericServer, hosted); err != nil {
+		return nil, err
+	}
+	budgets := lean.NewBudgets(c.Router.Lean().Storages, c.LeanCacheBudget)
+	if err := genericServer.AddPostStartHook("lean-cache-budget", func(ctx genericapiserver.PostStartHookContext) error {
+		go budgets.Run(ctx)
+		return nil
+	}); err != nil {
 		return nil, err
 	}
 	s := &AnnexServer{GenericAPIServer: genericServer, HostedResources: hosted, router: c.Router, stores: c.Stores, failed: make(chan error, 1)}

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -38,6 +39,7 @@ import (
 	"annex.dev/annex/pkg/registry/core"
 	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/compression"
+	"annex.dev/annex/pkg/storage/lean"
 	"annex.dev/annex/pkg/storage/objectsize"
 	"annex.dev/annex/pkg/storage/postgres"
 	"annex.dev/annex/pkg/storage/secretpolicy"
@@ -134,6 +136,14 @@ type Options struct {
 	// LeanEncodedLists answers JSON lists of the types kept lean from their
 	// cached encodings.
 	LeanEncodedLists bool
+	// LeanCacheBudget bounds the memory of all the lean caches, and
+	// LeanCacheBudgetPerType that of each type's (quantities; "0" is no
+	// bound). An empty LeanCacheBudget is half the Go runtime's memory
+	// limit, none without one.
+	LeanCacheBudget        string
+	LeanCacheBudgetPerType string
+	// LeanCacheBudgetInterval is how often the lean caches are measured.
+	LeanCacheBudgetInterval time.Duration
 
 	// StandaloneInPod lets standalone mode run where the in-cluster
 	// environment says there is a cluster (see Validate).
@@ -187,6 +197,7 @@ func NewOptions() *Options {
 		StorageSecretNamespaces:     []string{secretpolicy.DefaultNamespace},
 		APIService:                  APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443, ManagedBy: v1alpha1.DefaultManagedByValue},
 		LeanEncodedLists:            true,
+		LeanCacheBudgetInterval:     lean.DefaultBudgetInterval,
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
 		v1alpha1.SchemeGroupVersion, schema.GroupKind{Group: v1alpha1.GroupName})
@@ -281,6 +292,15 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.LeanEncodedLists, "lean-encoded-lists", o.LeanEncodedLists, "Answer the JSON lists of hosted types kept lean "+
 		"(spec.storage.cache: Lean) by writing their cached encodings, byte for byte what the upstream list handler answers, at a fraction of its cost. "+
 		"false sends every list to the upstream handler: the way back if an answer ever differs.")
+	fs.StringVar(&o.LeanCacheBudget, "lean-cache-budget", o.LeanCacheBudget, "The memory all hosted types' lean caches may hold together "+
+		"(a quantity such as 4Gi; 0: no bound). Once they hold it, creates of every hosted type kept lean are refused with 507 Insufficient Storage "+
+		"until objects are deleted; reads, updates and deletes go on. Empty: half the Go runtime's memory limit (see --memory-limit-ratio), "+
+		"no bound without one.")
+	fs.StringVar(&o.LeanCacheBudgetPerType, "lean-cache-budget-per-type", o.LeanCacheBudgetPerType, "The memory the lean caches of one hosted type "+
+		"may hold, all its versions together (a quantity such as 1Gi; 0 or empty: no bound but --lean-cache-budget). Past it, the type's creates are refused "+
+		"with 507 Insufficient Storage.")
+	fs.DurationVar(&o.LeanCacheBudgetInterval, "lean-cache-budget-interval", o.LeanCacheBudgetInterval, "How often the lean caches are measured "+
+		"against their budgets (annex_lean_cache_bytes); between two measures a type can outgrow its budget by what is created meanwhile.")
 	fs.DurationVar(&o.Retention.Interval, "retention-interval", o.Retention.Interval, "How often the objects of each hosted type with spec.storage.retention are checked against it.")
 	fs.IntVar(&o.Retention.BatchSize, "retention-batch-size", o.Retention.BatchSize, "The most objects of one hosted type that a retention pass deletes; "+
 		"the rest are deleted by the next pass, a second later.")
@@ -346,6 +366,14 @@ func (o *Options) Validate() error {
 	}
 	if err := compression.Mode(o.StorageCompression).Valid(); err != nil {
 		errs = append(errs, fmt.Errorf("--storage-compression: %w", err))
+	}
+	for flag, value := range map[string]string{"--lean-cache-budget": o.LeanCacheBudget, "--lean-cache-budget-per-type": o.LeanCacheBudgetPerType} {
+		if _, err := parseBudget(value); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", flag, err))
+		}
+	}
+	if o.LeanCacheBudgetInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--lean-cache-budget-interval must be positive, not %s", o.LeanCacheBudgetInterval))
 	}
 	if o.MemoryLimitRatio < 0 || o.MemoryLimitRatio > 1 {
 		errs = append(errs, fmt.Errorf("--memory-limit-ratio must be between 0 (off) and 1, not %g", o.MemoryLimitRatio))
@@ -627,6 +655,9 @@ func (o *Options) Config(ctx context.Context) (_ *apiserver.Config, err error) {
 	// Their store, unavailable, is answered as the hosted types' is.
 	serverConfig.RESTOptionsGetter = unavailable.RESTOptionsGetter(serverConfig.RESTOptionsGetter)
 	config := &apiserver.Config{GenericConfig: serverConfig, Stores: stores, Standalone: o.Mode == ModeStandalone, LeanEncodedLists: o.LeanEncodedLists}
+	if config.LeanCacheBudget, err = o.leanCacheBudget(debug.SetMemoryLimit(-1)); err != nil {
+		return nil, err
+	}
 	if standalone != nil {
 		authz, err := standaloneAuthorizer(o.standaloneAuthorization)
 		if err != nil {

@@ -48,6 +48,17 @@ func (r *Registry) Get(gvr schema.GroupVersionResource) (Registered, bool) {
 	return reg, ok
 }
 
+// Storages returns every lean storage the registry knows.
+func (r *Registry) Storages() []*Storage {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*Storage, 0, len(r.storages))
+	for _, reg := range r.storages {
+		out = append(out, reg.Storage)
+	}
+	return out
+}
+
 // Decorator returns the storage decorator of a custom resource kept lean,
 // for the definition with uid at generation: Decorator's storage, which
 // the registry knows until it is destroyed.

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -113,6 +114,9 @@ type Storage struct {
 	// their labels.
 	packer    packer
 	labelSets labelSets
+	// overBudget, when set, is the answer to creates while the caches hold
+	// their budget's worth (budget.go).
+	overBudget atomic.Pointer[apierrors.StatusError]
 }
 
 var _ storage.Interface = &Storage{}
@@ -298,6 +302,9 @@ func (s *Storage) Versioner() storage.Versioner { return s.raw.Versioner() }
 
 // Create implements storage.Interface.
 func (s *Storage) Create(ctx context.Context, key string, obj, out runtime.Object, ttl uint64) error {
+	if refusal := s.overBudget.Load(); refusal != nil {
+		return refusal
+	}
 	w := s.config.Memo.begin()
 	s.config.Memo.note(w, obj)
 	err := s.delegator.Create(ctx, key, obj, out, ttl)
