@@ -306,6 +306,10 @@ func (r *capacityResults) runStore(ctx context.Context, p *progress, k backendKi
 	var env []string
 	if pl.MemoryLimit != "" {
 		env = append(os.Environ(), "GOMEMLIMIT="+pl.MemoryLimit)
+		// The lean caches' budget, by default half of that limit, would
+		// refuse the watch phase's creates: this run measures what the
+		// objects cost, not the budget.
+		args = append(args, "--lean-cache-budget=0")
 	}
 	running, err := startReplicaWithin(ctx, bin, "annex", annexDir, logDir, args, env, 2*time.Minute)
 	if err != nil {

@@ -67,7 +67,9 @@ func capacitySection(r *capacityResults) string {
 	w("2 minutes.")
 	if pl.MemoryLimit != "" {
 		w(" annex ran with `GOMEMLIMIT=%s`, the soft limit of its Go heap that a container's memory limit\n", pl.MemoryLimit)
-		w("gives it through `--memory-limit-ratio`: the collector works harder as the heap nears it.")
+		w("gives it through `--memory-limit-ratio`: the collector works harder as the heap nears it. The lean caches'\n")
+		w("budget, by default half that limit, was off (`--lean-cache-budget=0`), so that the creates of the watch figure\n")
+		w("were not refused.")
 	} else {
 		w(" annex ran without a memory limit: the Go collector's default headroom.")
 	}
