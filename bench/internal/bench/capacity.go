@@ -344,9 +344,9 @@ func (r *capacityResults) runStore(ctx context.Context, p *progress, k backendKi
 		_ = fs.close()
 		return fail("%v", err)
 	}
-	res.Template = tmpl.facts
-	p.logf("%s: annex stored %s as %d bytes of JSON (apiVersion %s; metadata: %s)", k.Name, tmpl.facts.Key, tmpl.facts.ValueBytes,
-		tmpl.facts.APIVersion, strings.Join(tmpl.facts.MetadataFields, ", "))
+	res.Template = tmpl.Facts()
+	p.logf("%s: annex stored %s as %d bytes of JSON (apiVersion %s; metadata: %s)", k.Name, res.Template.Key, res.Template.ValueBytes,
+		res.Template.APIVersion, strings.Join(res.Template.MetadataFields, ", "))
 	res.Fill = fs.fill(ctx, p, tmpl, 1, pl.Count, r.limit(pl.FillLimit))
 	if res.Fill.TimedOut {
 		note("the fill stopped at its time limit (%s) with %d objects of %d", pl.FillLimit, res.Fill.Objects+1, pl.Count)
