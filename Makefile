@@ -205,7 +205,7 @@ test-integration: tools build postgres ## Run the integration tests: a real kube
 		go test -tags integration -count=1 -timeout 8m $(GO_TEST_FLAGS) ./test/faults/
 
 .PHONY: test-faults
-test-faults: tools build postgres ## Run the fault tests' long version under clients whose history is checked (test/history): annex killed 10 times, PostgreSQL killed 6 times, annex stopped (SIGSTOP) 5 times, the etcd leader killed 5 times, 4 rolling restarts of two replicas on PostgreSQL, the embedded etcd's disk filled (a tmpfs, as root) and its quota reached; about 15 minutes; ANNEX_HISTORY_DIR=dir keeps each history.
+test-faults: tools build postgres ## Run the fault tests' long version under clients whose history is checked (test/history): annex killed 10 times, PostgreSQL killed 6 times, annex stopped (SIGSTOP) 5 times, the etcd leader killed 5 times, 4 rolling restarts of two replicas on PostgreSQL, the embedded etcd's disk filled (a tmpfs, as root) and its quota reached; and a storm of 20 concurrent full LISTs of 100,000 reports beside other clients; about 17 minutes; ANNEX_HISTORY_DIR=dir keeps each history.
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) ANNEX_FAULTS_LONG=1 \
 		go test -tags integration -count=1 -timeout 30m -v $(GO_TEST_FLAGS) ./test/faults/
 

@@ -4,6 +4,8 @@
 // test/history write, read and watch one hosted type, and checks the
 // recorded history: linearizable against Kubernetes object semantics,
 // nothing acknowledged lost, no stale read, no silent gap in any watch.
+// TestListStorm, apart, overloads annex with full LISTs of a large type
+// beside other clients.
 //
 // The short version runs in make test-integration; ANNEX_FAULTS_LONG=1
 // (make test-faults) runs more faults for longer. On a violation the test

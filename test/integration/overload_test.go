@@ -12,7 +12,6 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,6 +30,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+
+	"annex.dev/annex/test/process"
 )
 
 const (
@@ -445,21 +446,11 @@ func runOverloadPhase(ctx context.Context, clients []*overloadClient, drive func
 // annexPeakRSS reads annex's peak resident memory (VmHWM) since it started.
 func annexPeakRSS(t *testing.T) int64 {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", env.AnnexPid()))
+	peak, err := process.PeakRSS(env.AnnexPid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatalf("no VmHWM in /proc/%d/status", env.AnnexPid())
-	return 0
+	return peak
 }
 
 // listOverloadNames lists the type's objects in pages, as c's user.

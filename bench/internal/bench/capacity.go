@@ -16,6 +16,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"annex.dev/annex/test/process"
 )
 
 // The capacity command (`make bench-capacity`) fills one hosted type with many
@@ -356,9 +358,9 @@ func (r *capacityResults) runStore(ctx context.Context, p *progress, k backendKi
 		_ = fs.close()
 		return fail("%v", err)
 	}
-	res.Template = tmpl.facts
-	p.logf("%s: annex stored %s as %d bytes of JSON (apiVersion %s; metadata: %s)", k.Name, tmpl.facts.Key, tmpl.facts.ValueBytes,
-		tmpl.facts.APIVersion, strings.Join(tmpl.facts.MetadataFields, ", "))
+	res.Template = tmpl.Facts()
+	p.logf("%s: annex stored %s as %d bytes of JSON (apiVersion %s; metadata: %s)", k.Name, res.Template.Key, res.Template.ValueBytes,
+		res.Template.APIVersion, strings.Join(res.Template.MetadataFields, ", "))
 	res.Fill = fs.fill(ctx, p, tmpl, 1, pl.Count, r.limit(pl.FillLimit))
 	if res.Fill.TimedOut {
 		note("the fill stopped at its time limit (%s) with %d objects of %d", pl.FillLimit, res.Fill.Objects+1, pl.Count)
@@ -515,7 +517,7 @@ func (r *capacityResults) runStore(ctx context.Context, p *progress, k backendKi
 	}
 	p.logf("%s: consistency checks of the type's cache when it was full %v, at the end %v; annex used %.1f s of CPU after its cache was full",
 		k.Name, res.ChecksAtFull, res.ChecksAtEnd, res.AfterCPUSeconds)
-	if m, err := procStatus(running.Process().Pid()); err == nil {
+	if m, err := process.Status(running.Process().Pid()); err == nil {
 		res.HWM = m["VmHWM"]
 	}
 	p.logf("%s: annex's peak RSS since its start on the filled store (VmHWM): %s", k.Name, mib(res.HWM))
@@ -533,7 +535,7 @@ func readProcMemory(ctx context.Context, rep *replica, pl capacityPlan, boltFile
 	}
 	out := procMemory{memory: m}
 	pid := rep.Process().Pid()
-	status, err := procStatus(pid)
+	status, err := process.Status(pid)
 	if err != nil {
 		return procMemory{}, err
 	}
@@ -541,28 +543,6 @@ func readProcMemory(ctx context.Context, rep *replica, pl capacityPlan, boltFile
 	if boltFile != "" {
 		if out.Bolt, err = mappedRSS(pid, boltFile); err != nil {
 			return procMemory{}, err
-		}
-	}
-	return out, nil
-}
-
-// procStatus reads the "Name: N kB" lines of /proc/<pid>/status, in bytes.
-func procStatus(pid int) (map[string]float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]float64{}
-	for line := range strings.Lines(string(data)) {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 2 && f[1] == "kB" {
-			if n, err := strconv.ParseFloat(f[0], 64); err == nil {
-				out[k] = n * 1024
-			}
 		}
 	}
 	return out, nil
@@ -689,7 +669,7 @@ func waitCacheFull(ctx context.Context, p *progress, rep *replica, path string, 
 		}
 		if time.Now().After(next) {
 			next = next.Add(p.every)
-			status, _ := procStatus(rep.Process().Pid())
+			status, _ := process.Status(rep.Process().Pid())
 			cpu, _ := processCPU(rep.Process().Pid())
 			p.logf("  the cache is filling: %s so far, annex's RSS %s, %.0f s of CPU", time.Since(start).Round(time.Second), mib(status["VmRSS"]), cpu)
 		}

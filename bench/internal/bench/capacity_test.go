@@ -9,46 +9,6 @@ import (
 	"time"
 )
 
-func TestFillTemplate(t *testing.T) {
-	const uid = "0b6f1a2c-3d4e-4f50-8a6b-7c8d9e0f1a2b"
-	value := []byte(`{"apiVersion":"g/v1","kind":"K","metadata":{"name":"obj-0000000","namespace":"ns","uid":"` + uid +
-		`","labels":{"a":"b"}},"spec":{"scope":{"name":"web-0"}}}` + "\n")
-	tmpl, err := newFillTemplate("/annex/g/ks/ns/obj-0000000", value, "obj-0000000", uid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, got := tmpl.variant("obj-0000042", "11111111-2222-4333-8444-555555555555")
-	if key != "/annex/g/ks/ns/obj-0000042" {
-		t.Errorf("key %q", key)
-	}
-	want := strings.NewReplacer("obj-0000000", "obj-0000042", uid, "11111111-2222-4333-8444-555555555555").Replace(string(value))
-	if string(got) != want {
-		t.Errorf("variant\n%s\nwant\n%s", got, want)
-	}
-	// The same with the uid before the name.
-	swapped := []byte(`{"metadata":{"uid":"` + uid + `","name":"obj-0000000"}}`)
-	tmpl, err = newFillTemplate("/p/obj-0000000", swapped, "obj-0000000", uid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, got := tmpl.variant("obj-1", "u"); string(got) != `{"metadata":{"uid":"u","name":"obj-1"}}` {
-		t.Errorf("swapped variant %s", got)
-	}
-
-	for _, tc := range []struct {
-		name, key string
-		value     string
-	}{
-		{"name twice", "/p/obj-0000000", `{"name":"obj-0000000","uid":"` + uid + `","other":"obj-0000000"}`},
-		{"no uid", "/p/obj-0000000", `{"name":"obj-0000000"}`},
-		{"key of another name", "/p/obj-1", `{"name":"obj-0000000","uid":"` + uid + `"}`},
-	} {
-		if _, err := newFillTemplate(tc.key, []byte(tc.value), "obj-0000000", uid); err == nil {
-			t.Errorf("%s: no error", tc.name)
-		}
-	}
-}
-
 func TestNormalizeServed(t *testing.T) {
 	a := `{"metadata":{"name":"obj-0000000","uid":"u1","resourceVersion":"7","generation":1},"spec":{"name":"web-0"}}`
 	b := `{"metadata":{"name":"obj-0000009","uid":"u2","resourceVersion":"99","generation":1},"spec":{"name":"web-0"}}`
@@ -68,14 +28,6 @@ func TestNormalizeServed(t *testing.T) {
 }
 
 func TestProcMemory(t *testing.T) {
-	status, err := procStatus(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if status["VmRSS"] <= 0 || status["VmHWM"] < status["VmRSS"] || status["RssAnon"]+status["RssFile"] > status["VmRSS"] {
-		t.Errorf("VmRSS %v, VmHWM %v, RssAnon %v, RssFile %v", status["VmRSS"], status["VmHWM"], status["RssAnon"], status["RssFile"])
-	}
-
 	before, err := processCPU(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
@@ -115,25 +67,6 @@ func TestProcMemory(t *testing.T) {
 	}
 	if got, _ := mappedRSS(os.Getpid(), file+".missing"); got != 0 {
 		t.Errorf("mappedRSS of a file not mapped = %v", got)
-	}
-}
-
-func TestSnapshotIndex(t *testing.T) {
-	dir := t.TempDir()
-	snap := filepath.Join(dir, "data", "member", "snap")
-	if got := snapshotIndex(dir); got != 0 {
-		t.Errorf("no snapshot: %d", got)
-	}
-	if err := os.MkdirAll(snap, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range []string{"0000000000000002-0000000000002711.snap", "0000000000000002-0000000000004e22.snap", "db"} {
-		if err := os.WriteFile(filepath.Join(snap, n), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := snapshotIndex(dir); got != 0x4e22 {
-		t.Errorf("got %d, want %d", got, 0x4e22)
 	}
 }
 
