@@ -234,15 +234,20 @@ func startKine(ctx context.Context, wg *sync.WaitGroup, opts Options, scheme, da
 	return backend, nil
 }
 
-// databaseRevisions makes kine answer a read of the latest revision that
-// finds nothing with the database's current revision, as etcd answers with
-// its store's. kine v0.16 answers it with the revision its own poll of the
-// database has reached, which lags writes that another annex replica made
-// on the same database by up to a second. The apiserver reads the current
-// revision so (a get of the type's key prefix, which is no object) before a
-// consistent list from its cache, and waits until the cache has reached it:
-// with the poll's revision, a list on one replica missed writes another
-// replica had acknowledged before the list started. A read that finds
+// databaseRevisions makes kine answer with the database's current
+// revision, as etcd answers with its store's, where kine v0.16 answers with
+// a revision of its own: a read of the latest revision that finds nothing,
+// and the revision of its watch progress notifications. kine's own follows
+// its poll of the database only while it equals what the poll has reached:
+// once this replica wrote, or another wrote while this one's kine started,
+// it stays where it is until this replica writes again, and it lags the
+// other replica's writes for as long. The apiserver reads the current
+// revision (a get of the type's key prefix, which is no object) before a
+// consistent list from its cache, and waits until the cache has reached it;
+// a cache of a type nobody writes reaches it only through a progress
+// notification. With kine's revision, a list on one replica missed writes
+// another replica had acknowledged before the list started, and a replica
+// restarted beside a busy one never became ready. A read that finds
 // something already carries the database's revision.
 type databaseRevisions struct{ server.Backend }
 
@@ -260,6 +265,17 @@ func (b databaseRevisions) List(ctx context.Context, key, end string, limit, rev
 		rev, err = b.latest(ctx, rev)
 	}
 	return rev, kvs, err
+}
+
+// CurrentRevision is the revision of kine's progress notifications. kine
+// sends one once its poll has passed the revision (WaitForSyncTo), so each
+// says truly that every event up to the database's revision was sent.
+func (b databaseRevisions) CurrentRevision(ctx context.Context) (int64, error) {
+	rev, err := b.Backend.CurrentRevision(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return b.latest(ctx, rev)
 }
 
 // latest returns the database's current revision, or rev if that is

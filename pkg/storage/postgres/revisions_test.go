@@ -32,6 +32,8 @@ func (b *laggingBackend) List(_ context.Context, key, _ string, _, _ int64, _ bo
 	return b.polled, nil, nil
 }
 
+func (b *laggingBackend) CurrentRevision(context.Context) (int64, error) { return b.polled, nil }
+
 func (b *laggingBackend) Count(_ context.Context, key, end string, _ int64) (int64, int64, error) {
 	// As PostgreSQL does.
 	if strings.Contains(key+end, "\x00") {
@@ -41,8 +43,8 @@ func (b *laggingBackend) Count(_ context.Context, key, end string, _ int64) (int
 }
 
 // TestEmptyReadsCarryTheDatabaseRevision: a read of the latest revision
-// that finds nothing answers the database's revision, not the poll's; one
-// at a given revision is left alone.
+// that finds nothing, and a progress notification, carry the database's
+// revision, not the poll's; a read at a given revision is left alone.
 func TestEmptyReadsCarryTheDatabaseRevision(t *testing.T) {
 	lag := &laggingBackend{polled: 30, database: 33, objects: map[string]*server.KeyValue{"/found": {Key: "/found", ModRevision: 20}}}
 	b := databaseRevisions{lag}
@@ -63,6 +65,7 @@ func TestEmptyReadsCarryTheDatabaseRevision(t *testing.T) {
 			return rev, err
 		}, 33},
 		{"a list that finds something", func() (int64, error) { rev, _, err := b.List(ctx, "/found", "/foune", 0, 0, false); return rev, err }, 33},
+		{"the revision of a progress notification", func() (int64, error) { return b.CurrentRevision(ctx) }, 33},
 		{"a get of a missing key at a revision", func() (int64, error) { rev, _, err := b.Get(ctx, "/missing", 25, false); return rev, err }, 30},
 	} {
 		rev, err := tc.read()

@@ -1,0 +1,123 @@
+//go:build integration
+
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"annex.dev/annex/pkg/storage/postgres/postgrestest"
+)
+
+// TestProgressFollowsAnotherReplicasWrites runs two kines on one database,
+// as two annex replicas do: A writes all along, B starts beside it. B's watch progress
+// notifications, from which the watch cache learns that it is up to date
+// (consistent reads, the hosted types' readiness, bookmarks), must reach the
+// revision of A's writes. With kine v0.16 alone they could stay at the
+// database's revision when B started, whenever A wrote while B's kine
+// started: a replica restarted beside a busy one never became ready.
+func TestProgressFollowsAnotherReplicasWrites(t *testing.T) {
+	pg := postgrestest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	a, writer, _ := start(t, pg.DSN, 0)
+	defer a.Close()
+	defer writer.Close()
+
+	// A writes without a pause, from several clients, while B starts.
+	const writers = 8
+	var last atomic.Int64
+	stop := make(chan struct{})
+	wrote := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					wrote <- nil
+					return
+				default:
+				}
+				resp, err := writer.Put(ctx, fmt.Sprintf("/registry/test/a/key-%d-%d", w, i%20), fmt.Sprintf("value %d", i))
+				if err != nil {
+					wrote <- err
+					return
+				}
+				for {
+					seen := last.Load()
+					if resp.Header.Revision <= seen || last.CompareAndSwap(seen, resp.Header.Revision) {
+						break
+					}
+				}
+			}
+		}()
+	}
+	for last.Load() < 20 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	defer func() {
+		close(stop)
+		for range writers {
+			if err := <-wrote; err != nil {
+				t.Errorf("A's writes: %v", err)
+			}
+		}
+	}()
+
+	// B starts again and again beside A's writes, as a replica restarted in
+	// a rolling update does: each time, its progress must reach a revision
+	// A wrote after B started.
+	for round := range 10 {
+		b, reader, _ := start(t, pg.DSN, 0)
+		err := progressReaches(ctx, reader, &last)
+		reader.Close()
+		b.Close()
+		if err != nil {
+			t.Fatalf("start %d of B: %v", round+1, err)
+		}
+	}
+}
+
+// progressReaches waits up to 10 s for the progress notifications of a
+// watch on client to reach the revision last holds when it is called,
+// asking for progress as the watch cache does before a consistent read.
+func progressReaches(ctx context.Context, client *clientv3.Client, last *atomic.Int64) error {
+	want := last.Load()
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	// A key nobody writes: only progress notifications come.
+	events := client.Watch(ctx, "/registry/test/nobody/", clientv3.WithPrefix(), clientv3.WithProgressNotify())
+	deadline := time.After(10 * time.Second)
+	ask := time.NewTicker(100 * time.Millisecond)
+	defer ask.Stop()
+	var seen int64
+	for {
+		select {
+		case resp, ok := <-events:
+			if !ok {
+				return fmt.Errorf("the watch ended: %v", ctx.Err())
+			}
+			if err := resp.Err(); err != nil {
+				return fmt.Errorf("the watch: %w", err)
+			}
+			if resp.IsProgressNotify() {
+				seen = max(seen, resp.Header.Revision)
+				if seen >= want {
+					return nil
+				}
+			}
+		case <-ask.C:
+			if err := client.RequestProgress(ctx); err != nil {
+				return fmt.Errorf("asking for progress: %w", err)
+			}
+		case <-deadline:
+			return fmt.Errorf("its progress notifications reached revision %d in 10 s; A had written revision %d when they were asked for", seen, want)
+		}
+	}
+}
