@@ -43,6 +43,22 @@ func capacityTables(r *capacityResults) string {
 	return sb.String()
 }
 
+// storesRun names the stores of the run, each with where it runs.
+func storesRun(stores []capacityStore) string {
+	var names []string
+	for _, s := range stores {
+		switch s.Name {
+		case "embedded etcd":
+			names = append(names, "its **embedded etcd** (inside annex's process)")
+		case "PostgreSQL":
+			names = append(names, "**PostgreSQL** (through kine, inside annex's process; PostgreSQL is a process of its own)")
+		default:
+			names = append(names, s.Name)
+		}
+	}
+	return strings.Join(names, " and on ")
+}
+
 // capacitySection renders the section, markers included.
 func capacitySection(r *capacityResults) string {
 	var sb strings.Builder
@@ -61,8 +77,7 @@ func capacitySection(r *capacityResults) string {
 	pl := r.Plan
 	capacitySec.head(w, "Capacity: one type with "+thousands(pl.Count)+" objects", r.Mode)
 	w("annex alone, in standalone mode, serving one hosted type of the report shape (section 1) from its default\n")
-	w("lean cache, filled with %s objects on its **embedded etcd** (inside annex's process) and on **PostgreSQL**\n", thousands(pl.Count))
-	w("(through kine, inside annex's process; PostgreSQL is a process of its own). annex is restarted on the filled\n")
+	w("lean cache, filled with %s objects on %s. annex is restarted on the filled\n", thousands(pl.Count), storesRun(r.Stores))
 	w("store and measured from its start. The issue's goals at 1,000,000 objects: RSS at most 4 GiB, ready within\n")
 	w("2 minutes.")
 	if pl.MemoryLimit != "" {
