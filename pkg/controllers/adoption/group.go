@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
@@ -404,10 +403,17 @@ func (g *group) freeze(ctx context.Context) (time.Time, error) {
 // conditions is replaced.
 func (g *group) freezeWith(ctx context.Context, message string, matchConditions []admissionregistrationv1.MatchCondition) (time.Time, error) {
 	name := g.freezeName()
-	var resources []string
+	var resources, crds []string
 	for _, a := range g.members {
 		resources = append(resources, a.crd.Spec.Names.Plural, a.crd.Spec.Names.Plural+"/*")
+		crds = append(crds, a.crd.Name)
 	}
+	// The policy refuses dry-run updates of the group's CRDs too: the
+	// probe of a type without objects (probeWrite). annex's own writes to
+	// the CRDs, and any other, pass.
+	matchConditions = append([]admissionregistrationv1.MatchCondition{{
+		Name: "crds-in-dry-run-only", Expression: `request.resource.group != "apiextensions.k8s.io" || request.dryRun`,
+	}}, matchConditions...)
 	labels := map[string]string{v1alpha1.ManagedByLabel: g.managedBy()}
 	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
@@ -422,6 +428,16 @@ func (g *group) freezeWith(ctx context.Context, message string, matchConditions 
 							APIGroups:   []string{g.name},
 							APIVersions: []string{"*"},
 							Resources:   resources,
+						},
+					},
+				}, {
+					ResourceNames: crds,
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
+						Rule: admissionregistrationv1.Rule{
+							APIGroups:   []string{apiextensionsv1.GroupName},
+							APIVersions: []string{"v1"},
+							Resources:   []string{"customresourcedefinitions"},
 						},
 					},
 				}},
@@ -489,10 +505,10 @@ func (g *group) settle(ctx context.Context) error {
 }
 
 // probeWrite tries a write that changes nothing, in dry-run: an update of
-// an object of the group as it is, or, without objects, the create of an
-// empty one. An update passes the type's validation before the cluster's
-// admission policies; an empty object may not, and then the freeze shows
-// only once an object exists.
+// an object of the group as it is, or, without objects, an update of the
+// first type's CRD as it is. A type's validation comes before the
+// cluster's admission policies, and may refuse any object made up here (a
+// required spec, say); an object as it is, or the CRD, passes it.
 func (g *group) probeWrite(ctx context.Context) error {
 	dryRun := []string{metav1.DryRunAll}
 	for _, a := range g.members {
@@ -506,18 +522,11 @@ func (g *group) probeWrite(ctx context.Context) error {
 			return err
 		}
 	}
-	a := g.members[0]
-	obj := &unstructured.Unstructured{}
-	obj.SetAPIVersion(a.gvr.GroupVersion().String())
-	obj.SetKind(a.crd.Spec.Names.Kind)
-	obj.SetName("annex-adoption-probe")
-	namespace := ""
-	if a.crd.Spec.Scope == apiextensionsv1.NamespaceScoped {
-		namespace = metav1.NamespaceDefault
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	if err := g.ClusterReader.Get(ctx, client.ObjectKey{Name: g.members[0].crd.Name}, crd); err != nil {
+		return err
 	}
-	obj.SetNamespace(namespace)
-	_, err := a.Dynamic.Resource(a.gvr).Namespace(namespace).Create(ctx, obj, metav1.CreateOptions{DryRun: dryRun})
-	return err
+	return g.Cluster.Update(ctx, crd, client.DryRunAll)
 }
 
 // unfreeze lets writes to the group's types through again.
