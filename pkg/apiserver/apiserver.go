@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 
 	apiextensionsapiserver "k8s.io/apiextensions-apiserver/pkg/apiserver"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -242,7 +243,9 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 	if err := startRouting(c.Router, genericServer, hosted); err != nil {
 		return nil, err
 	}
-	budgets := lean.NewBudgets(c.Router.Lean().Storages, c.LeanCacheBudget)
+	budget := c.LeanCacheBudget
+	budget.OfType = func(gr schema.GroupResource) (int64, bool) { return typeCacheBudget(c.Router, gr) }
+	budgets := lean.NewBudgets(c.Router.Lean().Storages, budget)
 	if err := genericServer.AddPostStartHook("lean-cache-budget", func(ctx genericapiserver.PostStartHookContext) error {
 		go budgets.Run(ctx)
 		return nil
@@ -383,4 +386,23 @@ func (s *AnnexServer) PrepareRun() Runner {
 	hosted.OpenAPIVersionedService = s.GenericAPIServer.OpenAPIVersionedService
 	hosted.OpenAPIV3VersionedService = s.GenericAPIServer.OpenAPIV3VersionedService
 	return prepared
+}
+
+// typeCacheBudget is the budget of a hosted type's lean caches set on its
+// HostedResource, as annex's internal CRD of the type records it.
+func typeCacheBudget(router *routing.Router, gr schema.GroupResource) (int64, bool) {
+	crd, err := router.CRD(gr.String())
+	if err != nil {
+		return 0, false
+	}
+	value, ok := crd.Annotations[v1alpha1.CacheBudgetAnnotation]
+	if !ok {
+		return 0, false
+	}
+	bytes, err := strconv.ParseInt(value, 10, 64)
+	if err != nil || bytes <= 0 {
+		klog.ErrorS(err, "A hosted type's cache budget does not parse; annex's --lean-cache-budget-per-type bounds it", "resource", gr, "annotation", v1alpha1.CacheBudgetAnnotation, "value", value)
+		return 0, false
+	}
+	return bytes, true
 }

@@ -2,6 +2,7 @@ package annex
 
 import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -87,6 +88,8 @@ type HostedResourceStorage struct {
 	Retention *RetentionPolicy
 	// Cache is what annex keeps in memory of the type's objects.
 	Cache StorageCache
+	// CacheBudget bounds the memory of the type's lean caches.
+	CacheBudget *resource.Quantity
 }
 
 // StorageCache is what annex keeps in memory of a hosted type's objects.

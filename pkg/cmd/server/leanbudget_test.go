@@ -39,7 +39,7 @@ func TestLeanCacheBudgetFlags(t *testing.T) {
 		if tc.want.Interval == 0 {
 			tc.want.Interval = lean.DefaultBudgetInterval
 		}
-		if got != tc.want {
+		if got.PerType != tc.want.PerType || got.Total != tc.want.Total || got.Interval != tc.want.Interval || got.OfType != nil {
 			t.Errorf("%v with a memory limit of %d: budget %+v, want %+v", tc.args, tc.limit, got, tc.want)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"k8s.io/apiextensions-apiserver/pkg/apihelpers"
@@ -118,12 +119,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	default:
 		desired := desiredCRD(hr)
 		cache := desired.Annotations[v1alpha1.StorageCacheAnnotation]
+		budget, budgeted := desired.Annotations[v1alpha1.CacheBudgetAnnotation]
+		currentBudget, currentlyBudgeted := crd.Annotations[v1alpha1.CacheBudgetAnnotation]
 		// Never off a CRD already deleted for a move: its objects would go.
 		_, moveMarked := crd.Annotations[v1alpha1.MoveObservedAnnotation]
 		moveMarked = moveMarked && crd.DeletionTimestamp.IsZero()
-		if !apiequality.Semantic.DeepEqual(crd.Spec, desired.Spec) || crd.Annotations[v1alpha1.StorageCacheAnnotation] != cache || moveMarked {
+		if !apiequality.Semantic.DeepEqual(crd.Spec, desired.Spec) || crd.Annotations[v1alpha1.StorageCacheAnnotation] != cache ||
+			budget != currentBudget || budgeted != currentlyBudgeted || moveMarked {
 			crd.Spec = desired.Spec
 			metav1.SetMetaDataAnnotation(&crd.ObjectMeta, v1alpha1.StorageCacheAnnotation, cache)
+			if budgeted {
+				metav1.SetMetaDataAnnotation(&crd.ObjectMeta, v1alpha1.CacheBudgetAnnotation, budget)
+			} else {
+				delete(crd.Annotations, v1alpha1.CacheBudgetAnnotation)
+			}
 			// A move given up (the HostedResource names the type's backend
 			// again): deleting the CRD must delete its objects again.
 			if moveMarked {
@@ -358,6 +367,9 @@ func desiredCRD(hr *v1alpha1.HostedResource) *apiextensionsv1.CustomResourceDefi
 		cache = v1alpha1.DefaultStorageCache
 	}
 	crd.Annotations[v1alpha1.StorageCacheAnnotation] = string(cache)
+	if b := hr.Spec.Storage.CacheBudget; b != nil {
+		crd.Annotations[v1alpha1.CacheBudgetAnnotation] = strconv.FormatInt(b.Value(), 10)
+	}
 	return crd
 }
 

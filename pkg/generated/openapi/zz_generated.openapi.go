@@ -851,11 +851,17 @@ func schema_pkg_apis_annex_v1alpha1_HostedResourceStorage(ref common.ReferenceCa
 							Enum:        []interface{}{"Lean", "None", "WatchCache"},
 						},
 					},
+					"cacheBudget": {
+						SchemaProps: spec.SchemaProps{
+							Description: "cacheBudget bounds the memory of the type's Lean cache, all its versions together, in place of annex's --lean-cache-budget-per-type (larger or smaller). Once the cache holds that much, creates of the type are refused with 507 Insufficient Storage until objects are deleted or the budget is raised; reads, updates and deletes go on. A change takes effect at annex's next measure of its caches (--lean-cache-budget-interval, 30s by default). Only for the Lean cache.",
+							Ref:         ref(resource.Quantity{}.OpenAPIModelName()),
+						},
+					},
 				},
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.RetentionPolicy{}.OpenAPIModelName()},
+			v1alpha1.RetentionPolicy{}.OpenAPIModelName(), resource.Quantity{}.OpenAPIModelName()},
 	}
 }
 

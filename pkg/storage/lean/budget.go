@@ -54,6 +54,21 @@ type Budget struct {
 	Total int64
 	// Interval is how often the caches are measured.
 	Interval time.Duration
+	// OfType, when set, returns the budget set on one resource itself (its
+	// HostedResource's spec.storage.cacheBudget), which bounds it in place
+	// of PerType; ok is false for a resource without one. It is asked at
+	// each measure.
+	OfType func(schema.GroupResource) (bytes int64, ok bool)
+}
+
+// perType is the budget of gr's caches, 0 for none, and what sets it.
+func (b Budget) perType(gr schema.GroupResource) (int64, string) {
+	if b.OfType != nil {
+		if own, ok := b.OfType(gr); ok {
+			return own, "its HostedResource's spec.storage.cacheBudget"
+		}
+	}
+	return b.PerType, "annex's --lean-cache-budget-per-type"
 }
 
 // Usage is what a cache holds.
@@ -103,15 +118,15 @@ func (s *Storage) refuseCreates(err *apierrors.StatusError) {
 
 // overBudgetError is the answer to a create refused because the caches hold
 // their budget's worth.
-func overBudgetError(resource schema.GroupResource, which string, used, budget int64) *apierrors.StatusError {
+func overBudgetError(resource schema.GroupResource, which string, used, budget int64, setBy string) *apierrors.StatusError {
 	return &apierrors.StatusError{ErrStatus: metav1.Status{
 		Status:  metav1.StatusFailure,
 		Code:    http.StatusInsufficientStorage,
 		Reason:  "InsufficientStorage",
 		Details: &metav1.StatusDetails{Group: resource.Group, Kind: resource.Resource},
-		Message: fmt.Sprintf("annex's cache of %s is full: %s holds about %s, its budget is %s; "+
+		Message: fmt.Sprintf("annex's cache of %s is full: %s holds about %s, its budget is %s (%s); "+
 			"objects are not created until some are deleted or the budget is raised (reads, updates and deletes go on)",
-			resource, which, quantity(used), quantity(budget)),
+			resource, which, quantity(used), quantity(budget), setBy),
 	}}
 }
 
@@ -158,6 +173,12 @@ var (
 			"absent when there is none.",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"scope"})
+	cacheTypeBudgetBytes = metrics.NewGaugeVec(&metrics.GaugeOpts{
+		Name: "annex_lean_cache_type_budget_bytes",
+		Help: "The memory budget of a hosted type's lean caches at the last measure: its own (spec.storage.cacheBudget) " +
+			"or annex's --lean-cache-budget-per-type; absent when it has none.",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"group", "resource"})
 	cacheOverBudget = metrics.NewGaugeVec(&metrics.GaugeOpts{
 		Name:           "annex_lean_cache_over_budget",
 		Help:           "1 while creates of a hosted type are refused because its lean caches, or all of them, hold their budget's worth.",
@@ -173,7 +194,7 @@ func NewBudgets(storages func() []*Storage, budget Budget) *Budgets {
 		budget.Interval = DefaultBudgetInterval
 	}
 	registerBudgetMetrics.Do(func() {
-		legacyregistry.MustRegister(cacheObjects, cacheBytes, cacheBudgetBytes, cacheOverBudget)
+		legacyregistry.MustRegister(cacheObjects, cacheBytes, cacheBudgetBytes, cacheTypeBudgetBytes, cacheOverBudget)
 	})
 	if budget.PerType > 0 {
 		cacheBudgetBytes.WithLabelValues("type").Set(float64(budget.PerType))
@@ -220,6 +241,7 @@ func (b *Budgets) Measure(ctx context.Context) {
 			cacheObjects.DeleteLabelValues(gr.Group, gr.Resource)
 			cacheBytes.DeleteLabelValues(gr.Group, gr.Resource)
 			cacheOverBudget.DeleteLabelValues(gr.Group, gr.Resource)
+			cacheTypeBudgetBytes.DeleteLabelValues(gr.Group, gr.Resource)
 		}
 	}
 	b.usage = measured
@@ -230,19 +252,26 @@ func (b *Budgets) Measure(ctx context.Context) {
 	}
 	cacheBytes.WithLabelValues("", "").Set(float64(total.Bytes()))
 	overTotal := b.budget.Total > 0 && total.Bytes() >= b.budget.Total
+	perType, setBy := map[schema.GroupResource]int64{}, map[schema.GroupResource]string{}
 	for gr, u := range measured {
 		cacheObjects.WithLabelValues(gr.Group, gr.Resource).Set(float64(u.Objects))
 		cacheBytes.WithLabelValues(gr.Group, gr.Resource).Set(float64(u.Bytes()))
+		perType[gr], setBy[gr] = b.budget.perType(gr)
+		if perType[gr] > 0 {
+			cacheTypeBudgetBytes.WithLabelValues(gr.Group, gr.Resource).Set(float64(perType[gr]))
+		} else {
+			cacheTypeBudgetBytes.DeleteLabelValues(gr.Group, gr.Resource)
+		}
 	}
 	for _, s := range storages {
 		gr := s.config.GroupResource
 		u := measured[gr]
 		var refusal *apierrors.StatusError
 		switch {
-		case b.budget.PerType > 0 && u.Bytes() >= b.budget.PerType:
-			refusal = overBudgetError(gr, "the type", u.Bytes(), b.budget.PerType)
+		case perType[gr] > 0 && u.Bytes() >= perType[gr]:
+			refusal = overBudgetError(gr, "the type", u.Bytes(), perType[gr], setBy[gr])
 		case overTotal:
-			refusal = overBudgetError(gr, "annex (all types together)", total.Bytes(), b.budget.Total)
+			refusal = overBudgetError(gr, "annex (all types together)", total.Bytes(), b.budget.Total, "annex's --lean-cache-budget")
 		}
 		if refusal != nil && s.overBudget.Load() == nil {
 			klog.InfoS("Refusing to create objects: the lean caches hold their budget's worth", "resource", gr, "reason", refusal.ErrStatus.Message)

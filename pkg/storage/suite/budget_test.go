@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
 	"go.etcd.io/etcd/client/v3/kubernetes"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -67,6 +69,10 @@ func TestLeanCacheBudget(t *testing.T) {
 		}{
 			{"per type", lean.Budget{PerType: full.Bytes()}, "annex's cache of pods is full: the type holds about "},
 			{"total", lean.Budget{Total: full.Bytes()}, "annex's cache of pods is full: annex (all types together) holds about "},
+			// A type's own budget bounds it in place of the per-type flag's,
+			// smaller or larger.
+			{"the type's own", lean.Budget{PerType: 100 * full.Bytes(), OfType: ownBudget(full.Bytes())}, "(its HostedResource's spec.storage.cacheBudget)"},
+			{"the type's own over the flag's", lean.Budget{PerType: 1, OfType: ownBudget(full.Bytes())}, "(its HostedResource's spec.storage.cacheBudget)"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				budgets := lean.NewBudgets(storages, tc.budget)
@@ -83,6 +89,11 @@ func TestLeanCacheBudget(t *testing.T) {
 				}
 				if got := gauge(t, "annex_lean_cache_over_budget", "pods"); got != 1 {
 					t.Errorf("annex_lean_cache_over_budget{resource=pods} = %v, want 1", got)
+				}
+				if tc.budget.OfType != nil {
+					if got := gauge(t, "annex_lean_cache_type_budget_bytes", "pods"); got != float64(full.Bytes()) {
+						t.Errorf("annex_lean_cache_type_budget_bytes{resource=pods} = %v, want the type's own, %d", got, full.Bytes())
+					}
 				}
 				// Nothing was stored, and the rest goes on.
 				if err := s.Get(ctx, budgetPodKey(pods), storage.GetOptions{}, &example.Pod{}); !storage.IsNotFound(err) {
@@ -111,6 +122,11 @@ func TestLeanCacheBudget(t *testing.T) {
 			})
 		}
 	}}, newLeanStore)
+}
+
+// ownBudget is a Budget.OfType that gives pods a budget of their own.
+func ownBudget(bytes int64) func(schema.GroupResource) (int64, bool) {
+	return func(gr schema.GroupResource) (int64, bool) { return bytes, gr.Resource == "pods" }
 }
 
 func budgetPodKey(i int) string { return fmt.Sprintf("/pods/budget/p%d", i) }

@@ -37,40 +37,8 @@ func TestLeanCacheBudgetRefusesCreates(t *testing.T) {
 		t.Fatal(err)
 	}
 	gadgets := client.Resource(schema.GroupVersionResource{Group: "example.com", Version: "v1", Resource: "gadgets"})
-	gadget := func(i int) *unstructured.Unstructured {
-		return &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "example.com/v1", "kind": "Gadget",
-			"metadata": map[string]any{"name": fmt.Sprintf("g%d", i)},
-			"spec":     map[string]any{"size": int64(1 + i%10)},
-		}}
-	}
-
-	// Each object costs about 1 KiB of budget besides its encoding: the
-	// budget is reached within a few dozen creates, and refused at the
-	// next measure.
-	var created int
-	var refusal error
-	for created < 200 && refusal == nil {
-		_, err := gadgets.Create(ctx, gadget(created), metav1.CreateOptions{})
-		var status *apierrors.StatusError
-		switch {
-		case err == nil:
-			created++
-			time.Sleep(20 * time.Millisecond)
-		case errors.As(err, &status) && status.ErrStatus.Code == http.StatusInsufficientStorage:
-			refusal = err
-		default:
-			t.Fatalf("creating g%d: %v", created, err)
-		}
-	}
-	if refusal == nil {
-		t.Fatalf("%d creates were accepted into a cache with a budget of %d bytes", created, budget)
-	}
-	t.Logf("refused after %d objects: %v", created, refusal)
-	if created < 5 {
-		t.Errorf("refused after %d objects: the budget of %d bytes holds more", created, budget)
-	}
-	for _, want := range []string{"annex's cache of gadgets.example.com is full: the type holds about ", "its budget is 24.0 KiB",
+	created, refusal := fillToBudget(ctx, t, gadgets, budget)
+	for _, want := range []string{"annex's cache of gadgets.example.com is full: the type holds about ", "its budget is 24.0 KiB (annex's --lean-cache-budget-per-type)",
 		"objects are not created until some are deleted or the budget is raised"} {
 		if !strings.Contains(refusal.Error(), want) {
 			t.Errorf("the refusal %q does not say %q", refusal, want)
@@ -102,12 +70,96 @@ func TestLeanCacheBudgetRefusesCreates(t *testing.T) {
 	}
 	// Accepted again once the deletes are measured.
 	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		_, err := gadgets.Create(ctx, gadget(created), metav1.CreateOptions{})
+		_, err := gadgets.Create(ctx, budgetGadget(created), metav1.CreateOptions{})
 		return err == nil, nil
 	}); err != nil {
 		t.Fatalf("creates are still refused after half the objects were deleted: %v", err)
 	}
 	if got := a.metrics(ctx).value("annex_lean_cache_over_budget", "example.com", "gadgets", ""); got != 0 {
 		t.Errorf("annex_lean_cache_over_budget = %v after the deletes, want 0", got)
+	}
+}
+
+// budgetGadget is the i-th object of the budget tests' type.
+func budgetGadget(i int) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "example.com/v1", "kind": "Gadget",
+		"metadata": map[string]any{"name": fmt.Sprintf("g%d", i)},
+		"spec":     map[string]any{"size": int64(1 + i%10)},
+	}}
+}
+
+// fillToBudget creates gadgets until one is refused with 507, and returns
+// how many were created and the refusal. Each object costs about 1 KiB of
+// budget besides its encoding: a budget of a few dozen KiB is reached
+// within a few dozen creates, and refused at the next measure.
+func fillToBudget(ctx context.Context, t *testing.T, gadgets dynamic.NamespaceableResourceInterface, budget int64) (int, error) {
+	t.Helper()
+	var created int
+	for created < 200 {
+		_, err := gadgets.Create(ctx, budgetGadget(created), metav1.CreateOptions{})
+		var status *apierrors.StatusError
+		switch {
+		case err == nil:
+			created++
+			time.Sleep(20 * time.Millisecond)
+			continue
+		case errors.As(err, &status) && status.ErrStatus.Code == http.StatusInsufficientStorage:
+		default:
+			t.Fatalf("creating g%d: %v", created, err)
+		}
+		t.Logf("refused after %d objects: %v", created, err)
+		if created < 5 {
+			t.Errorf("refused after %d objects: the budget of %d bytes holds more", created, budget)
+		}
+		return created, err
+	}
+	t.Fatalf("%d creates were accepted into a cache with a budget of %d bytes", created, budget)
+	return 0, nil
+}
+
+// TestHostedResourceCacheBudget gives a type a budget of its own
+// (spec.storage.cacheBudget), smaller than annex's per-type one: creates are
+// refused past it with a message that names it, /metrics shows it, raising
+// it lets creates in again at the next measure, and a budget that is not a
+// positive quantity is refused with the field's path.
+func TestHostedResourceCacheBudget(t *testing.T) {
+	dir := t.TempDir()
+	a := start(t, dir, 0, "--lean-cache-budget-per-type=64Mi", "--lean-cache-budget-interval=300ms")
+	declared := strings.Replace(hostedType("gadgets", "Gadget", "default"), "storage: {backend: default}", "storage: {backend: default, cacheBudget: 24Ki}", 1)
+	a.declare(write(t, dir, "types.yaml", declared), 60*time.Second, "gadgets.example.com")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client, err := dynamic.NewForConfig(a.restConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gadgets := client.Resource(schema.GroupVersionResource{Group: "example.com", Version: "v1", Resource: "gadgets"})
+	created, refusal := fillToBudget(ctx, t, gadgets, 24<<10)
+	if want := "its budget is 24.0 KiB (its HostedResource's spec.storage.cacheBudget)"; !strings.Contains(refusal.Error(), want) {
+		t.Errorf("the refusal %q does not say %q", refusal, want)
+	}
+	if got := a.metrics(ctx).value("annex_lean_cache_type_budget_bytes", "example.com", "gadgets", ""); got != 24<<10 {
+		t.Errorf("annex_lean_cache_type_budget_bytes = %v, want the type's own, %d", got, 24<<10)
+	}
+
+	// A budget that is no positive quantity is refused, and changes nothing.
+	for _, bad := range []string{`"0"`, `"-1Gi"`} {
+		out, err := a.kubectlErr("patch", "hostedresource", "gadgets.example.com", "--type=merge", "-p", `{"spec":{"storage":{"cacheBudget":`+bad+`}}}`)
+		if err == nil || !strings.Contains(out, "spec.storage.cacheBudget") || !strings.Contains(out, "must be a positive quantity of bytes") {
+			t.Errorf("a cache budget of %s: %v\n%s\nwant it refused, naming spec.storage.cacheBudget", bad, err, out)
+		}
+	}
+
+	// Raised, it lets creates in again at the next measure.
+	a.kubectl("patch", "hostedresource", "gadgets.example.com", "--type=merge", "-p", `{"spec":{"storage":{"cacheBudget":"1Mi"}}}`)
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := gadgets.Create(ctx, budgetGadget(created), metav1.CreateOptions{})
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("creates are still refused after the budget was raised: %v", err)
+	}
+	if got := a.metrics(ctx).value("annex_lean_cache_type_budget_bytes", "example.com", "gadgets", ""); got != 1<<20 {
+		t.Errorf("annex_lean_cache_type_budget_bytes = %v after the budget was raised, want %d", got, 1<<20)
 	}
 }

@@ -15,6 +15,11 @@ const (
 	// storage, read when annex builds it. A CRD without it was made when the
 	// watch cache was the default, and has a WatchCache.
 	StorageCacheAnnotation = "annex.dev/storage-cache"
+	// CacheBudgetAnnotation on an internal CustomResourceDefinition is the
+	// budget of the type's lean caches in bytes (spec.storage.cacheBudget),
+	// read at each measure of the caches; without it the type has annex's
+	// --lean-cache-budget-per-type.
+	CacheBudgetAnnotation = "annex.dev/cache-budget"
 	// DeletionRetriedAtAnnotation on an internal CustomResourceDefinition
 	// records when annex last woke the deletion of the type's objects after
 	// it failed.

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -177,6 +178,16 @@ type HostedResourceStorage struct {
 	// annex restarts, or when the type's versions or names change.
 	// +optional
 	Cache StorageCache `json:"cache,omitempty"`
+	// cacheBudget bounds the memory of the type's Lean cache, all its
+	// versions together, in place of annex's --lean-cache-budget-per-type
+	// (larger or smaller). Once the cache holds that much, creates of the
+	// type are refused with 507 Insufficient Storage until objects are
+	// deleted or the budget is raised; reads, updates and deletes go on.
+	// A change takes effect at annex's next measure of its caches
+	// (--lean-cache-budget-interval, 30s by default). Only for the Lean
+	// cache.
+	// +optional
+	CacheBudget *resource.Quantity `json:"cacheBudget,omitempty"`
 }
 
 // StorageCache is what annex keeps in memory of a hosted type's objects.

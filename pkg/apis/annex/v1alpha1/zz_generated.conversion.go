@@ -26,6 +26,7 @@ import (
 
 	annex "annex.dev/annex/pkg/apis/annex"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	resource "k8s.io/apimachinery/pkg/api/resource"
 	v1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	conversion "k8s.io/apimachinery/pkg/conversion"
 	runtime "k8s.io/apimachinery/pkg/runtime"
@@ -417,6 +418,7 @@ func autoConvert_v1alpha1_HostedResourceStorage_To_annex_HostedResourceStorage(i
 	out.Backend = in.Backend
 	out.Retention = (*annex.RetentionPolicy)(unsafe.Pointer(in.Retention))
 	out.Cache = annex.StorageCache(in.Cache)
+	out.CacheBudget = (*resource.Quantity)(unsafe.Pointer(in.CacheBudget))
 	return nil
 }
 
@@ -429,6 +431,7 @@ func autoConvert_annex_HostedResourceStorage_To_v1alpha1_HostedResourceStorage(i
 	out.Backend = in.Backend
 	out.Retention = (*RetentionPolicy)(unsafe.Pointer(in.Retention))
 	out.Cache = StorageCache(in.Cache)
+	out.CacheBudget = (*resource.Quantity)(unsafe.Pointer(in.CacheBudget))
 	return nil
 }
 

@@ -261,6 +261,11 @@ func (in *HostedResourceStorage) DeepCopyInto(out *HostedResourceStorage) {
 		*out = new(RetentionPolicy)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.CacheBudget != nil {
+		in, out := &in.CacheBudget, &out.CacheBudget
+		x := (*in).DeepCopy()
+		*out = &x
+	}
 	return
 }
 

@@ -268,6 +268,15 @@ func validateStorage(s, old *annex.HostedResourceStorage, fldPath *field.Path) f
 		allErrs = append(allErrs, field.NotSupported(fldPath.Child("cache"), s.Cache,
 			[]annex.StorageCache{annex.StorageCacheWatchCache, annex.StorageCacheLean, annex.StorageCacheNone}))
 	}
+	if b := s.CacheBudget; b != nil {
+		path := fldPath.Child("cacheBudget")
+		switch {
+		case b.Sign() <= 0:
+			allErrs = append(allErrs, field.Invalid(path, b.String(), "must be a positive quantity of bytes such as 2Gi; leave it out for annex's --lean-cache-budget-per-type"))
+		case s.Cache != "" && s.Cache != annex.StorageCacheLean:
+			allErrs = append(allErrs, field.Invalid(path, b.String(), fmt.Sprintf("bounds the Lean cache only, and cache is %s", s.Cache)))
+		}
+	}
 	// An unchanged policy is not checked again, so that rules added later
 	// never block an update (a finalizer's removal) of an existing object.
 	if old == nil || !apiequality.Semantic.DeepEqual(s.Retention, old.Retention) {

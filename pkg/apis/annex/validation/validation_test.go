@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -159,6 +161,24 @@ func TestValidateHostedResource(t *testing.T) {
 		"an unknown cache": {
 			mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.Cache = "Everything" },
 			want:   map[string]string{"spec.storage.cache": `supported values: "WatchCache", "Lean", "None"`},
+		},
+		"a cache budget": {mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.CacheBudget = ptr.To(resource.MustParse("2Gi")) }},
+		"a cache budget of a lean cache": {mutate: func(hr *annex.HostedResource) {
+			hr.Spec.Storage.Cache, hr.Spec.Storage.CacheBudget = annex.StorageCacheLean, ptr.To(resource.MustParse("512Mi"))
+		}},
+		"a cache budget of zero": {
+			mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.CacheBudget = ptr.To(resource.MustParse("0")) },
+			want:   map[string]string{"spec.storage.cacheBudget": "must be a positive quantity of bytes"},
+		},
+		"a negative cache budget": {
+			mutate: func(hr *annex.HostedResource) { hr.Spec.Storage.CacheBudget = ptr.To(resource.MustParse("-1Gi")) },
+			want:   map[string]string{"spec.storage.cacheBudget": "must be a positive quantity of bytes"},
+		},
+		"a cache budget of the watch cache": {
+			mutate: func(hr *annex.HostedResource) {
+				hr.Spec.Storage.Cache, hr.Spec.Storage.CacheBudget = annex.StorageCacheWatchCache, ptr.To(resource.MustParse("1Gi"))
+			},
+			want: map[string]string{"spec.storage.cacheBudget": "bounds the Lean cache only, and cache is WatchCache"},
 		},
 		"retention not positive": {
 			mutate: func(hr *annex.HostedResource) {

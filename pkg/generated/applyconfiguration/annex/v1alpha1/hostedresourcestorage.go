@@ -20,6 +20,7 @@ package v1alpha1
 
 import (
 	annexv1alpha1 "annex.dev/annex/pkg/apis/annex/v1alpha1"
+	resource "k8s.io/apimachinery/pkg/api/resource"
 )
 
 // HostedResourceStorageApplyConfiguration represents a declarative configuration of the HostedResourceStorage type for use
@@ -37,6 +38,15 @@ type HostedResourceStorageApplyConfiguration struct {
 	// change takes effect when annex next builds the type's storage: when
 	// annex restarts, or when the type's versions or names change.
 	Cache *annexv1alpha1.StorageCache `json:"cache,omitempty"`
+	// cacheBudget bounds the memory of the type's Lean cache, all its
+	// versions together, in place of annex's --lean-cache-budget-per-type
+	// (larger or smaller). Once the cache holds that much, creates of the
+	// type are refused with 507 Insufficient Storage until objects are
+	// deleted or the budget is raised; reads, updates and deletes go on.
+	// A change takes effect at annex's next measure of its caches
+	// (--lean-cache-budget-interval, 30s by default). Only for the Lean
+	// cache.
+	CacheBudget *resource.Quantity `json:"cacheBudget,omitempty"`
 }
 
 // HostedResourceStorageApplyConfiguration constructs a declarative configuration of the HostedResourceStorage type for use with
@@ -66,5 +76,13 @@ func (b *HostedResourceStorageApplyConfiguration) WithRetention(value *Retention
 // If called multiple times, the Cache field is set to the value of the last call.
 func (b *HostedResourceStorageApplyConfiguration) WithCache(value annexv1alpha1.StorageCache) *HostedResourceStorageApplyConfiguration {
 	b.Cache = &value
+	return b
+}
+
+// WithCacheBudget sets the CacheBudget field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the CacheBudget field is set to the value of the last call.
+func (b *HostedResourceStorageApplyConfiguration) WithCacheBudget(value resource.Quantity) *HostedResourceStorageApplyConfiguration {
+	b.CacheBudget = &value
 	return b
 }
