@@ -32,11 +32,7 @@ func TestLeanCacheBudgetRefusesCreates(t *testing.T) {
 	a.declare(write(t, dir, "types.yaml", hostedType("gadgets", "Gadget", "default")), 60*time.Second, "gadgets.example.com")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	client, err := dynamic.NewForConfig(a.restConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gadgets := client.Resource(schema.GroupVersionResource{Group: "example.com", Version: "v1", Resource: "gadgets"})
+	gadgets := gadgetsOf(t, a)
 	created, refusal := fillToBudget(ctx, t, gadgets, budget)
 	for _, want := range []string{"annex's cache of gadgets.example.com is full: the type holds about ", "its budget is 24.0 KiB (annex's --lean-cache-budget-per-type)",
 		"objects are not created until some are deleted or the budget is raised"} {
@@ -78,6 +74,16 @@ func TestLeanCacheBudgetRefusesCreates(t *testing.T) {
 	if got := a.metrics(ctx).value("annex_lean_cache_over_budget", "example.com", "gadgets", ""); got != 0 {
 		t.Errorf("annex_lean_cache_over_budget = %v after the deletes, want 0", got)
 	}
+}
+
+// gadgetsOf is a client of a's gadgets.
+func gadgetsOf(t *testing.T, a *annex) dynamic.NamespaceableResourceInterface {
+	t.Helper()
+	client, err := dynamic.NewForConfig(a.restConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client.Resource(schema.GroupVersionResource{Group: "example.com", Version: "v1", Resource: "gadgets"})
 }
 
 // budgetGadget is the i-th object of the budget tests' type.
@@ -130,11 +136,7 @@ func TestHostedResourceCacheBudget(t *testing.T) {
 	a.declare(write(t, dir, "types.yaml", declared), 60*time.Second, "gadgets.example.com")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	client, err := dynamic.NewForConfig(a.restConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gadgets := client.Resource(schema.GroupVersionResource{Group: "example.com", Version: "v1", Resource: "gadgets"})
+	gadgets := gadgetsOf(t, a)
 	created, refusal := fillToBudget(ctx, t, gadgets, 24<<10)
 	if want := "its budget is 24.0 KiB (its HostedResource's spec.storage.cacheBudget)"; !strings.Contains(refusal.Error(), want) {
 		t.Errorf("the refusal %q does not say %q", refusal, want)
