@@ -187,9 +187,22 @@ func TestLeanStorageSuite(t *testing.T) {
 	} {
 		tests[name] = test
 	}
-	t.Run("Decoded", func(t *testing.T) { runSuite(t, tests, newLeanStore) })
-	t.Run("Deferred", func(t *testing.T) { runSuite(t, tests, newDeferringLeanStore) })
-	t.Run("DeferredWatchFirst", func(t *testing.T) { runSuite(t, tests, newWatchFirstLeanStore) })
+	t.Run("Decoded", func(t *testing.T) { runSuiteSkipping(t, tests, newLeanStore, skippedWithCache) })
+	t.Run("Deferred", func(t *testing.T) { runSuiteSkipping(t, tests, newDeferringLeanStore, skippedWithCache) })
+	t.Run("DeferredWatchFirst", func(t *testing.T) { runSuiteSkipping(t, tests, newWatchFirstLeanStore, skippedWithCache) })
+}
+
+// skippedWithCache are the tests that do not apply to a backend when a
+// watch cache serves it, with the reason.
+var skippedWithCache = map[string]map[string]string{
+	"postgres": {
+		// kine writes two revisions of its own (its compaction record and
+		// the health key) before the test's first write, so the cache
+		// starts at revision 2, and the test's watch from revision 1 gets
+		// the 410 a watch from before a cache's window gets. On etcd the
+		// cache starts at revision 1.
+		"WatchSemantics": "kine's own first revisions put revision 1 before the cache's window (410)",
+	},
 }
 
 // waitForCache returns from a create once the cache holds the object, as
