@@ -543,6 +543,26 @@ func (g *group) unfreeze(ctx context.Context) error {
 	return nil
 }
 
+// awaitThaw waits, up to FreezeTimeout, until a write is no longer refused
+// with the freeze's message: an API server drops a deleted policy a moment
+// after the deletion, and until it does the freeze goes on. The freeze's
+// measure, and the phase after it, then say when writes were accepted
+// again, not when the policy was deleted. Past FreezeTimeout it gives up
+// waiting, and says so: the policy is gone, and the API servers will drop it.
+func (g *group) awaitThaw(ctx context.Context, message string) {
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, g.FreezeTimeout, true, func(ctx context.Context) (bool, error) {
+		last = g.probeWrite(ctx)
+		return last == nil || !strings.Contains(last.Error(), message), nil
+	})
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Info("The cluster still refused writes with the freeze's message after the freeze was deleted; going on",
+			"group", g.name, "waited", g.FreezeTimeout, "last", fmt.Sprint(last))
+		return
+	}
+	g.step("the cluster accepted writes again")
+}
+
 // switchAPIServices points the APIService of each version the group's
 // CRDs serve at annex, taking each over from the cluster's autoregister
 // controller in one server-side apply.
@@ -603,6 +623,7 @@ func (g *group) finish(ctx context.Context) error {
 		return err
 	}
 	g.step("deleted the freeze")
+	g.awaitThaw(ctx, FreezeMessage(g.name))
 	now := metav1.Now()
 	for _, a := range g.members {
 		a.status.Phase, a.status.AdoptedTime = v1alpha1.AdoptionAdopted, &now

@@ -213,6 +213,7 @@ func (g *group) release(ctx context.Context) error {
 		return err
 	}
 	g.step("deleted the freeze")
+	g.awaitThaw(ctx, ReleaseFreezeMessage(g.name))
 	now := metav1.Now()
 	for _, a := range g.members {
 		s := a.status
