@@ -60,8 +60,8 @@ func TestHostedAdmission(t *testing.T) {
 	}
 
 	t.Run("a validating webhook of the cluster rejects", func(t *testing.T) {
-		webhook := startNoteWebhook(t)
-		registerNoteWebhook(t, cs, webhook)
+		webhook := startDenyWebhook(t, noteGroup, "notes", forbiddenNoteMessage)
+		registerDenyWebhook(t, cs, webhook, admissionregistrationv1.NamespacedScope, &metav1.LabelSelector{MatchLabels: map[string]string{noteTestLabel: "webhook"}})
 
 		forbidden := map[string]string{noteTestLabel: "webhook", "forbidden": "true"}
 		rejected, lastErr := createUntilRejected(t, notes, ns, "forbidden", forbidden, 3, forbiddenNoteMessage)
@@ -196,21 +196,25 @@ func expectHostedAbsent(t *testing.T, gvr schema.GroupVersionResource, ns, name 
 	}
 }
 
-// noteWebhook is a validating admission webhook served over TLS on
-// 127.0.0.1 with a certificate from its own CA.
-type noteWebhook struct {
+// denyWebhook is a validating admission webhook served over TLS on
+// 127.0.0.1 with a certificate from its own CA: it denies the objects of one
+// resource labelled forbidden=true, with its message.
+type denyWebhook struct {
 	url      string
 	caBundle []byte
-	// calls counts the admission requests for notes it answered.
+	group    string
+	resource string
+	message  string
+	// calls counts the admission requests for the resource it answered.
 	calls atomic.Int32
 }
 
-// startNoteWebhook serves a webhook that denies notes labelled
-// forbidden=true, until the test ends.
-func startNoteWebhook(t *testing.T) *noteWebhook {
+// startDenyWebhook serves a webhook that denies the objects of resource in
+// group labelled forbidden=true with message, until the test ends.
+func startDenyWebhook(t *testing.T, group, resource, message string) *denyWebhook {
 	t.Helper()
 	caPEM, serving := webhookCertificates(t)
-	w := &noteWebhook{caBundle: caPEM}
+	w := &denyWebhook{caBundle: caPEM, group: group, resource: resource, message: message}
 	server := httptest.NewUnstartedServer(http.HandlerFunc(w.serve))
 	server.TLS = &tls.Config{Certificates: []tls.Certificate{serving}, MinVersion: tls.VersionTLS12}
 	server.StartTLS()
@@ -219,13 +223,13 @@ func startNoteWebhook(t *testing.T) *noteWebhook {
 	return w
 }
 
-func (w *noteWebhook) serve(rw http.ResponseWriter, req *http.Request) {
+func (w *denyWebhook) serve(rw http.ResponseWriter, req *http.Request) {
 	var review admissionv1.AdmissionReview
 	if err := json.NewDecoder(req.Body).Decode(&review); err != nil || review.Request == nil {
 		http.Error(rw, fmt.Sprintf("decoding AdmissionReview: %v", err), http.StatusBadRequest)
 		return
 	}
-	if review.Request.Resource.Group == noteGroup && review.Request.Resource.Resource == "notes" {
+	if review.Request.Resource.Group == w.group && review.Request.Resource.Resource == w.resource {
 		w.calls.Add(1)
 	}
 	response := &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}
@@ -235,7 +239,7 @@ func (w *noteWebhook) serve(rw http.ResponseWriter, req *http.Request) {
 		response.Result = &metav1.Status{Code: http.StatusBadRequest, Message: fmt.Sprintf("decoding the object: %v", err)}
 	} else if obj.Labels["forbidden"] == "true" {
 		response.Allowed = false
-		response.Result = &metav1.Status{Code: http.StatusForbidden, Reason: metav1.StatusReasonForbidden, Message: forbiddenNoteMessage}
+		response.Result = &metav1.Status{Code: http.StatusForbidden, Reason: metav1.StatusReasonForbidden, Message: w.message}
 	}
 	rw.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(rw).Encode(admissionv1.AdmissionReview{
@@ -259,15 +263,16 @@ func webhookCertificates(t *testing.T) ([]byte, tls.Certificate) {
 	return serving.CAPEM, pair
 }
 
-// registerNoteWebhook registers w with the cluster by URL for creates of
-// notes labelled for the webhook subtest, until the test ends.
-func registerNoteWebhook(t *testing.T, cs kubernetes.Interface, w *noteWebhook) {
+// registerDenyWebhook registers w with the cluster by URL for creates of
+// its resource (in every version, of scope) that selector selects, until
+// the test ends.
+func registerDenyWebhook(t *testing.T, cs kubernetes.Interface, w *denyWebhook, scope admissionregistrationv1.ScopeType, selector *metav1.LabelSelector) {
 	t.Helper()
-	name := uniqueName("notes." + noteGroup)
+	name := uniqueName(w.resource + "." + w.group)
 	config := &admissionregistrationv1.ValidatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
-			Name: "notes." + noteGroup,
+			Name: w.resource + "." + w.group,
 			ClientConfig: admissionregistrationv1.WebhookClientConfig{
 				URL:      ptr.To(w.url),
 				CABundle: w.caBundle,
@@ -275,13 +280,13 @@ func registerNoteWebhook(t *testing.T, cs kubernetes.Interface, w *noteWebhook) 
 			Rules: []admissionregistrationv1.RuleWithOperations{{
 				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
 				Rule: admissionregistrationv1.Rule{
-					APIGroups:   []string{noteGroup},
-					APIVersions: []string{"v1"},
-					Resources:   []string{"notes"},
-					Scope:       ptr.To(admissionregistrationv1.NamespacedScope),
+					APIGroups:   []string{w.group},
+					APIVersions: []string{"*"},
+					Resources:   []string{w.resource},
+					Scope:       ptr.To(scope),
 				},
 			}},
-			ObjectSelector:          &metav1.LabelSelector{MatchLabels: map[string]string{noteTestLabel: "webhook"}},
+			ObjectSelector:          selector,
 			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
 			AdmissionReviewVersions: []string{"v1"},

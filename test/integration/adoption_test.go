@@ -14,6 +14,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 
 	"annex.dev/annex/pkg/controllers/adoption"
 	"annex.dev/annex/test/integration/framework"
@@ -498,6 +500,50 @@ func (f *adoptionFixture) verifyAdopted(t *testing.T, ctx context.Context, w *wr
 	}
 }
 
+// probed is what the creates of probeForbidden got.
+type probed struct {
+	accepted                             []string
+	byWebhook, byFreeze, otherwise, sent int
+	last                                 string
+}
+
+// probeForbidden creates an object that the project's webhook refuses every
+// 200 ms, as a client that keeps trying would, until the function it returns
+// is called; that returns what the creates got.
+func probeForbidden(ctx context.Context, dyn dynamic.ResourceInterface, forbidden func(string) *unstructured.Unstructured, webhookMessage, freezeMessage string) func() probed {
+	var got probed
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			name := fmt.Sprintf("forbidden-%d", i)
+			_, err := dyn.Create(ctx, forbidden(name), metav1.CreateOptions{})
+			got.sent++
+			switch {
+			case err == nil:
+				got.accepted = append(got.accepted, name)
+			case strings.Contains(err.Error(), webhookMessage):
+				got.byWebhook++
+			case strings.Contains(err.Error(), freezeMessage):
+				got.byFreeze++
+			default:
+				got.otherwise++
+				got.last = err.Error()
+			}
+		}
+	}()
+	return func() probed {
+		close(stop)
+		<-done
+		return got
+	}
+}
+
 // adopt runs kubectl annex adopt CRD --yes and checks that it succeeds.
 func (f *adoptionFixture) adopt(t *testing.T, ctx context.Context) {
 	t.Helper()
@@ -551,11 +597,20 @@ func TestAdoptAnEmptyCRDWithARequiredSpec(t *testing.T) {
 	}
 	f.verifyAdopted(t, ctx, &writer{acked: map[string]int64{}})
 
-	// annex serves the type, with its schema.
-	if _, err := f.dyn.Create(ctx, widget(f.gvr, f.ns, "w-0001", 1), metav1.CreateOptions{}); err != nil {
+	// annex serves the type, with its schema. annex sees the freeze's
+	// deletion a moment after the cluster does (the adoption proves the
+	// cluster's side only, without an object to write in dry-run): a
+	// create may still be refused with the freeze's message, which says
+	// to retry, as a controller does.
+	var err error
+	_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err = f.dyn.Create(ctx, widget(f.gvr, f.ns, "w-0001", 1), metav1.CreateOptions{})
+		return err == nil || !strings.Contains(err.Error(), adoption.FreezeMessage(f.group)), nil
+	})
+	if err != nil {
 		t.Errorf("creating a widget once adopted: %v", err)
 	}
-	_, err := f.dyn.Create(ctx, empty, metav1.CreateOptions{})
+	_, err = f.dyn.Create(ctx, empty, metav1.CreateOptions{})
 	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "spec") {
 		t.Errorf("creating an empty widget once adopted: %v, want it refused as invalid, naming spec", err)
 	}
@@ -598,6 +653,32 @@ func TestAdoptACRDWithItsObjects(t *testing.T) {
 	}
 	refusesNegative("before the adoption")
 
+	// So does its validating webhook, before, during and after: a widget
+	// labelled forbidden=true is never accepted.
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook := startDenyWebhook(t, group, "widgets", "the project's webhook refuses widgets labelled forbidden=true")
+	registerDenyWebhook(t, cs, hook, admissionregistrationv1.NamespacedScope, nil)
+	forbidden := func(name string) *unstructured.Unstructured {
+		obj := widget(gvr, ns, name, 1)
+		obj.SetLabels(map[string]string{"forbidden": "true"})
+		return obj
+	}
+	refusesForbidden := func(when string) {
+		t.Helper()
+		var err error
+		_ = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			_, err = dyn.Create(ctx, forbidden("forbidden"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err != nil && strings.Contains(err.Error(), hook.message), nil
+		})
+		if err == nil || !strings.Contains(err.Error(), hook.message) {
+			t.Errorf("%s, a widget labelled forbidden=true: %v, want the project's webhook to refuse it", when, err)
+		}
+	}
+	refusesForbidden("before the adoption")
+
 	// An object being deleted, held by its finalizer.
 	if err := dyn.Delete(ctx, "w-0000", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -618,9 +699,15 @@ func TestAdoptACRDWithItsObjects(t *testing.T) {
 	}
 
 	w, stopWriter := f.startWriter(t, ctx)
+	probe := probeForbidden(ctx, dyn, forbidden, hook.message, adoption.FreezeMessage(group))
 	time.Sleep(time.Second)
 	t.Cleanup(func() { undoAdoption(t, crd.Name, gvr, ns) })
 	f.adopt(t, ctx)
+	if got := probe(); len(got.accepted) > 0 || got.byWebhook == 0 {
+		t.Errorf("during the adoption, creates of widgets labelled forbidden=true: %+v; want none accepted, and some refused by the webhook", got)
+	} else {
+		t.Logf("during the adoption, creates of widgets labelled forbidden=true: %+v", got)
+	}
 	statusOut, _ := kubectlAnnexOK(t, "status")
 	if got := statusCell(t, statusOut, crd.Name, "ADOPTION"); got != "Adopted" {
 		t.Errorf("kubectl annex status shows the adoption as %q, want Adopted:\n%s", got, statusOut)
@@ -631,6 +718,7 @@ func TestAdoptACRDWithItsObjects(t *testing.T) {
 	f.verifyAdopted(t, ctx, w)
 
 	refusesNegative("after the adoption")
+	refusesForbidden("after the adoption")
 
 	// The object being deleted goes once its finalizer does, in annex.
 	terminating, err = dyn.Get(ctx, "w-0000", metav1.GetOptions{})
