@@ -511,6 +511,14 @@ func (r *capacityResults) runStore(ctx context.Context, p *progress, k backendKi
 	}
 	p.logf("%s: at the end, %s after the cache was full: RSS %s (anonymous %s, file-backed %s), live heap %s", k.Name,
 		time.Since(cacheFull).Round(time.Second), mib(res.End.VmRSS), mib(res.End.RssAnon), mib(res.End.RssFile), mib(res.End.HeapLive))
+	// What the heap gained since the cache was full, for the log.
+	endHeap := filepath.Join(outDir, "annex-heap-end-"+k.slug+".pb.gz")
+	if err := running.target.Server.saveProfile(ctx, "/debug/pprof/heap?gc=1", endHeap); err != nil {
+		note("heap profile at the end: %v", err)
+	} else if res.HeapProfile != "" {
+		p.logf("%s: the live heap at the end against the full cache's (in use, top 10):\n%s", k.Name,
+			pprofTop(endHeap, 10, "-sample_index=inuse_space", "-diff_base="+heap))
+	}
 	res.ChecksAtEnd, _ = consistencyChecks(ctx, running.target.Server)
 	if cpu, err := processCPU(running.Process().Pid()); err == nil {
 		res.AfterCPUSeconds = cpu - res.StartCPUSeconds
