@@ -82,6 +82,8 @@ type Options struct {
 	Objects func(schema.GroupResource) (*routing.RawObjects, error)
 	// AdoptionFreezeSettle is adoption.Reconciler.FreezeSettle.
 	AdoptionFreezeSettle time.Duration
+	// AdoptionDeleteBatch is adoption.Reconciler.DeleteBatch.
+	AdoptionDeleteBatch int
 }
 
 // NewManager returns a manager with every controller registered. loopback
@@ -184,6 +186,7 @@ func setupAdoption(mgr ctrl.Manager, clusterCluster cluster.Cluster, opts Option
 		CABundle:         target.CABundle,
 		ManagedBy:        target.Install().ManagedByValue(),
 		FreezeSettle:     opts.AdoptionFreezeSettle,
+		DeleteBatch:      opts.AdoptionDeleteBatch,
 	}
 	return r.SetupWithManager(mgr, clusterCluster)
 }

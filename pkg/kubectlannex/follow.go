@@ -18,9 +18,11 @@ import (
 type follower struct {
 	// what is "adoption" or "release", for messages.
 	what string
-	// barPhase is the phase whose objects the bar counts, barLabel its name.
+	// barPhase is the phase whose objects (copied of total) the bar counts,
+	// barLabel its name. count, when set, counts instead, in any phase.
 	barPhase v1alpha1.AdoptionPhase
 	barLabel string
+	count    func(a *v1alpha1.AdoptionStatus) (done, total int64, counting bool)
 	// showFirstPhase prints the phase found at the start, not only the
 	// phases that follow it.
 	showFirstPhase bool
@@ -64,14 +66,14 @@ func (f *follower) follow(ctx context.Context, c *clients, name string) error {
 			if a == nil {
 				a = &v1alpha1.AdoptionStatus{}
 			}
-			if a.Phase == f.barPhase && a.Reason == "" && a.Total > 0 {
+			if done, total, counting := f.counted(a); counting && total > 0 {
 				if bar == nil {
-					bar = newProgress(f.out, f.progress, f.barLabel, a.Total)
+					bar = newProgress(f.out, f.progress, f.barLabel, total)
 				}
-				bar.add(int(a.Copied - bar.done))
+				bar.add(int(done - bar.done))
 			}
 			if a.Phase != lastPhase && a.Phase != "" {
-				if bar != nil && lastPhase == f.barPhase {
+				if bar != nil && f.count == nil && lastPhase == f.barPhase {
 					bar.finish(a.Copied >= a.Total)
 				}
 				if a.Reason == "" && (lastPhase != "" || f.showFirstPhase) {
@@ -81,6 +83,12 @@ func (f *follower) follow(ctx context.Context, c *clients, name string) error {
 			}
 			if a.Reason != "" && !f.failed(a) {
 				note(fmt.Sprintf("waiting (%s): %s", a.Reason, a.Message))
+			}
+			if f.count != nil && bar != nil {
+				if done, total, counting := f.count(a); !counting {
+					bar.finish(done >= total)
+					bar = nil
+				}
 			}
 			if ended, err := f.done(ctx, a); ended {
 				return err
@@ -95,4 +103,13 @@ func (f *follower) follow(ctx context.Context, c *clients, name string) error {
 		case <-ticker.C:
 		}
 	}
+}
+
+// counted is how far the bar's count is: count's, or the copied objects of
+// barPhase.
+func (f *follower) counted(a *v1alpha1.AdoptionStatus) (done, total int64, counting bool) {
+	if f.count != nil {
+		return f.count(a)
+	}
+	return a.Copied, a.Total, a.Phase == f.barPhase && a.Reason == ""
 }

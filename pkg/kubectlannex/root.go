@@ -86,6 +86,7 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		NewCmdStatus(configFlags, streams),
 		NewCmdAdopt(configFlags, streams),
 		NewCmdRelease(configFlags, streams),
+		NewCmdConfirm(configFlags, streams),
 		NewCmdExport(configFlags, streams),
 		NewCmdImport(configFlags, streams),
 	)

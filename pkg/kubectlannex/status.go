@@ -418,6 +418,8 @@ func adoptionCell(a *v1alpha1.AdoptionStatus) string {
 		return orNone(a.Reason)
 	case (a.Phase == v1alpha1.AdoptionCopying || a.Phase == v1alpha1.AdoptionRollingBack) && a.Reason == "":
 		return fmt.Sprintf("%s %d/%d", a.Phase, a.Copied, a.Total)
+	case a.Phase == v1alpha1.AdoptionAdopted && a.Reason == "" && a.ClusterCopies != nil && a.ClusterCopies.CompletionTime == nil:
+		return fmt.Sprintf("%s, deleting the cluster's copies %d/%d", a.Phase, a.ClusterCopies.Deleted, a.ClusterCopies.Total)
 	case a.Reason != "":
 		return fmt.Sprintf("%s (%s)", a.Phase, a.Reason)
 	}

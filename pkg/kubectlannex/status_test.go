@@ -98,6 +98,12 @@ func TestAdoptionCell(t *testing.T) {
 		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionRollingBack, Copied: 40, Total: 3000}, "RollingBack 40/3000"},
 		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionAdopted, Reason: "ReleaseFailed"}, "Adopted (ReleaseFailed)"},
 		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionReleased}, "Released"},
+		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionAdopted, ClusterCopies: &v1alpha1.ClusterCopiesStatus{Total: 3000, Deleted: 500}},
+			"Adopted, deleting the cluster's copies 500/3000"},
+		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionAdopted, Reason: "ClusterCopiesNotDeleted", ClusterCopies: &v1alpha1.ClusterCopiesStatus{Total: 3000}},
+			"Adopted (ClusterCopiesNotDeleted)"},
+		{&v1alpha1.AdoptionStatus{Phase: v1alpha1.AdoptionAdopted, ClusterCopies: &v1alpha1.ClusterCopiesStatus{Total: 3000, Deleted: 3000, CompletionTime: &metav1.Time{}}},
+			"Adopted"},
 	} {
 		if got := adoptionCell(tc.adoption); got != tc.want {
 			t.Errorf("adoptionCell(%+v) = %q, want %q", tc.adoption, got, tc.want)

@@ -46,6 +46,9 @@ type Adoption struct {
 	CustomResourceDefinition string
 	// Release gives the type back to the cluster.
 	Release bool
+	// DeleteClusterCopies deletes the objects the cluster's etcd still
+	// holds of the type, once it is adopted.
+	DeleteClusterCopies bool
 }
 
 // AdoptionPhase is how far the adoption of a CustomResourceDefinition went.
@@ -78,6 +81,17 @@ type AdoptionStatus struct {
 	ReleasedTime     *metav1.Time
 	Recreated        int64
 	RecreatedObjects []string
+
+	// ClusterCopies is the deletion that DeleteClusterCopies asks for.
+	ClusterCopies *ClusterCopiesStatus
+}
+
+// ClusterCopiesStatus is the progress of the deletion of the objects the
+// cluster's etcd held of an adopted type.
+type ClusterCopiesStatus struct {
+	Total, Deleted int64
+	StartTime      *metav1.Time
+	CompletionTime *metav1.Time
 }
 
 // HostedResourceStorage says where and for how long a hosted type's objects are kept.

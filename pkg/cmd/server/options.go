@@ -110,6 +110,9 @@ type Options struct {
 	// AdoptionFreezeSettle is how long an adoption waits, once the cluster
 	// refuses writes to the type, before it copies the last changes.
 	AdoptionFreezeSettle time.Duration
+	// AdoptionDeleteBatch is how many of an adopted type's copies in the
+	// cluster's etcd one batch deletes (spec.adoption.deleteClusterCopies).
+	AdoptionDeleteBatch int
 	// MemoryLimitRatio is the fraction of the container's memory limit
 	// given to the Go runtime as its soft memory limit; 0 leaves it alone.
 	MemoryLimitRatio float64
@@ -193,6 +196,7 @@ func NewOptions() *Options {
 		StorageBackendRetryInterval: backend.DefaultRetryInterval,
 		StorageBackendProbeInterval: storagebackend.DefaultProbeInterval,
 		AdoptionFreezeSettle:        adoption.DefaultFreezeSettle,
+		AdoptionDeleteBatch:         adoption.DefaultDeleteBatch,
 		MemoryLimitRatio:            defaultMemoryLimitRatio,
 		StorageSecretNamespaces:     []string{secretpolicy.DefaultNamespace},
 		APIService:                  APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443, ManagedBy: v1alpha1.DefaultManagedByValue},
@@ -266,6 +270,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"cluster's API servers refuses writes to the type, before it copies the last changes: time for the cluster's other API servers to refuse them too, "+
 		"and for writes admitted just before to finish. Writes are refused for about this long plus the time to copy the last changes. "+
 		"Raise it for a cluster whose API servers are slow to see admission policies.")
+	fs.IntVar(&o.AdoptionDeleteBatch, "adoption-delete-batch", o.AdoptionDeleteBatch, "How many objects of an adopted type one batch deletes from the cluster's etcd "+
+		"when its HostedResource sets spec.adoption.deleteClusterCopies: one list of them, then their deletions (8 at a time), then the progress in the status. "+
+		"Lower it to spread the load on the cluster's etcd; between 1 and 5000.")
 	fs.Float64Var(&o.MemoryLimitRatio, "memory-limit-ratio", o.MemoryLimitRatio, "The fraction of the container's memory limit (its cgroup's) "+
 		"that the Go runtime keeps the heap under (its GOMEMLIMIT), so that the collector works harder as the heap nears the limit instead of the "+
 		"container being killed for memory. Checked again every minute. 0 leaves the runtime's limit alone; a GOMEMLIMIT in the environment wins.")
@@ -385,6 +392,9 @@ func (o *Options) Validate() error {
 		errs = append(errs, errors.New("--apiservice-managed-by must not be empty"))
 	} else if msgs := validation.IsValidLabelValue(o.APIService.ManagedBy); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("--apiservice-managed-by=%s is not a label value: %s", o.APIService.ManagedBy, strings.Join(msgs, "; ")))
+	}
+	if o.AdoptionDeleteBatch < 1 || o.AdoptionDeleteBatch > 5000 {
+		errs = append(errs, fmt.Errorf("--adoption-delete-batch must be between 1 and 5000, not %d", o.AdoptionDeleteBatch))
 	}
 	if o.AdoptionFreezeSettle < 0 || o.AdoptionFreezeSettle > 5*time.Minute {
 		errs = append(errs, fmt.Errorf("--adoption-freeze-settle must be between 0s and 5m, not %s", o.AdoptionFreezeSettle))

@@ -100,6 +100,7 @@ func (o *Options) controllerOptions(ctx context.Context, cluster *rest.Config, b
 	opts := controllers.Options{Backends: backends, ProbeInterval: o.StorageBackendProbeInterval, StorageKeyPrefix: o.storageKeyPrefix()}
 	opts.Retention = o.Retention
 	opts.AdoptionFreezeSettle = o.AdoptionFreezeSettle
+	opts.AdoptionDeleteBatch = o.AdoptionDeleteBatch
 	if o.Mode != ModeAggregated || cluster == nil {
 		return opts, nil
 	}

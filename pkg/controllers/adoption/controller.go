@@ -102,6 +102,9 @@ type Reconciler struct {
 	CatchUpPasses  int
 	FreezeSettle   time.Duration
 	FreezeTimeout  time.Duration
+	// DeleteBatch is how many of the cluster's copies one batch deletes
+	// (spec.adoption.deleteClusterCopies).
+	DeleteBatch int
 }
 
 var crdGVK = apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition")
@@ -142,6 +145,9 @@ func (r *Reconciler) defaults() {
 	}
 	if r.FreezeTimeout == 0 {
 		r.FreezeTimeout = DefaultFreezeTimeout
+	}
+	if r.DeleteBatch == 0 {
+		r.DeleteBatch = DefaultDeleteBatch
 	}
 }
 
@@ -398,7 +404,9 @@ func (a *adoption) stopServing(ctx context.Context) error {
 		changed := crd.Annotations[v1alpha1.AdoptedByAnnotation] != a.managedBy()
 		metav1.SetMetaDataAnnotation(&crd.ObjectMeta, v1alpha1.AdoptedByAnnotation, a.managedBy())
 		for i := range crd.Spec.Versions {
-			if crd.Spec.Versions[i].Served {
+			// ReleaseVersion is the release's, or the deletion's of the
+			// cluster's copies, which remove it when they end.
+			if crd.Spec.Versions[i].Served && !isReleaseVersion(crd.Spec.Versions[i]) {
 				crd.Spec.Versions[i].Served, changed = false, true
 			}
 		}
@@ -440,6 +448,16 @@ func (a *adoption) writeStatus(ctx context.Context) error {
 	}
 	if len(s.RecreatedObjects) > 0 {
 		ac.WithRecreatedObjects(s.RecreatedObjects...)
+	}
+	if c := s.ClusterCopies; c != nil {
+		cc := annexac.ClusterCopiesStatus().WithTotal(c.Total).WithDeleted(c.Deleted)
+		if c.StartTime != nil {
+			cc.WithStartTime(*c.StartTime)
+		}
+		if c.CompletionTime != nil {
+			cc.WithCompletionTime(*c.CompletionTime)
+		}
+		ac.WithClusterCopies(cc)
 	}
 	apply := annexac.HostedResource(a.hr.Name).WithStatus(annexac.HostedResourceStatus().WithAdoption(ac))
 	return client.IgnoreNotFound(a.Annex.Status().Apply(ctx, apply, client.FieldOwner(FieldManager), client.ForceOwnership))

@@ -58,6 +58,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			if err := r.dropCopies(ctx, hr); err != nil {
 				return reconcile.Result{}, err
 			}
+			if err := r.forgetReleaseVersion(ctx, hr); err != nil {
+				return reconcile.Result{}, err
+			}
 			continue
 		}
 		a := &adoption{Reconciler: r, hr: hr, status: hr.Status.Adoption.DeepCopy()}
@@ -71,8 +74,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	if len(g.members) == 0 {
 		// A HostedResource deleted while writes were refused takes the
-		// freeze with it.
-		return reconcile.Result{}, g.unfreeze(ctx)
+		// freeze with it, and one deleted while annex deleted its cluster's
+		// copies the version it deleted them through.
+		if err := g.unfreeze(ctx); err != nil {
+			return reconcile.Result{}, err
+		}
+		return reconcile.Result{}, g.dropLeftReleaseVersions(ctx)
 	}
 	err := g.run(ctx)
 	if apierrors.IsForbidden(err) {
@@ -82,6 +89,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	var w *waiting
 	switch {
+	case errors.As(err, &more{}):
+		return reconcile.Result{RequeueAfter: time.Millisecond}, nil
 	case errors.As(err, &w):
 		for _, a := range g.members {
 			if a.status.Phase == v1alpha1.AdoptionCopying || a.status.Phase == v1alpha1.AdoptionRollingBack {
@@ -142,11 +151,15 @@ func (g *group) run(ctx context.Context) error {
 		return g.release(ctx)
 	}
 	all, asking := g.releaseRequested()
-	if all {
+	switch {
+	case all && !slices.ContainsFunc(g.members, (*adoption).clusterCopiesPending):
 		return g.release(ctx)
-	}
-	if err := g.noteRelease(ctx, asking); err != nil {
-		return err
+	case all:
+		// The release follows the deletion of the cluster's copies, below.
+	default:
+		if err := g.noteRelease(ctx, asking); err != nil {
+			return err
+		}
 	}
 	g.step("start")
 	if g.inPhase(v1alpha1.AdoptionFrozen) {
@@ -207,7 +220,10 @@ func (g *group) run(ctx context.Context) error {
 		// Adopted, this keeps the CRDs unserved: a CRD applied again (by
 		// Helm, or an operator) is served again, and would be listed twice
 		// in the cluster's OpenAPI.
-		return g.finish(ctx)
+		if err := g.finish(ctx); err != nil {
+			return err
+		}
+		return g.deleteClusterCopies(ctx)
 	}
 	return g.adopt(ctx)
 }
@@ -630,7 +646,7 @@ func (g *group) finish(ctx context.Context) error {
 		if a.status.FrozenTime != nil {
 			a.status.Freeze = &metav1.Duration{Duration: now.Sub(a.status.FrozenTime.Time).Round(time.Millisecond)}
 		}
-		a.status.Reason, a.status.Message = "", adoptedMessage
+		a.status.Reason, a.status.Message = "", a.adoptedMessage()
 		if err := a.writeStatus(ctx); err != nil {
 			return err
 		}

@@ -90,8 +90,10 @@ func (g *group) noteRelease(ctx context.Context, asking []*adoption) error {
 				"group %s is released as a whole (its APIServices serve every type of it): release %s too", g.name, strings.Join(others, ", "))
 		case a.status.Phase == v1alpha1.AdoptionAdopted && a.status.Reason == ReasonReleaseFailed && a.hr.Spec.Adoption.Release:
 			continue
+		case a.status.Reason == ReasonClusterCopiesNotDeleted && a.clusterCopiesPending():
+			continue
 		case a.status.Phase == v1alpha1.AdoptionAdopted && a.status.Reason != "":
-			reason, message = "", adoptedMessage
+			reason, message = "", a.adoptedMessage()
 		default:
 			continue
 		}
@@ -446,6 +448,9 @@ func (a *adoption) writeBack(ctx context.Context) error {
 			continue
 		}
 		if err := a.deleteFromCluster(ctx, current); err != nil {
+			if permanent(err) {
+				return &failed{reason: ReasonReleaseFailed, message: err.Error()}
+			}
 			return err
 		}
 	}
@@ -589,12 +594,14 @@ func (a *adoption) hasStatusSubresource() bool {
 	return false
 }
 
-// deleteFromCluster deletes from the cluster an object deleted while annex
-// served the type, finalizers or not: in annex, its finalizers were removed
-// before it went.
+// deleteFromCluster deletes an object from the cluster's etcd, through
+// ReleaseVersion, finalizers or not: an object deleted while annex served
+// the type (in annex, its finalizers were removed before it went), or a
+// copy of before the adoption that spec.adoption.deleteClusterCopies
+// deletes.
 func (a *adoption) deleteFromCluster(ctx context.Context, obj *metav1.PartialObjectMetadata) error {
 	res := a.Dynamic.Resource(a.releaseGVR()).Namespace(obj.Namespace)
-	k := strings.TrimPrefix(key(obj.Namespace, obj.Name), "/")
+	k := key(obj.Namespace, obj.Name)
 	if len(obj.Finalizers) > 0 {
 		_, err := res.Patch(ctx, obj.Name, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`),
 			metav1.PatchOptions{FieldManager: FieldManager})
@@ -602,12 +609,12 @@ func (a *adoption) deleteFromCluster(ctx context.Context, obj *metav1.PartialObj
 			return nil
 		}
 		if err != nil {
-			return writeBackFailed(k, err)
+			return deleteFromClusterError(k, err)
 		}
 	}
 	err := res.Delete(ctx, obj.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &obj.UID}})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return writeBackFailed(k, err)
+		return deleteFromClusterError(k, err)
 	}
 	return nil
 }

@@ -36,6 +36,8 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 		return &annexv1alpha1.AdoptionApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("AdoptionStatus"):
 		return &annexv1alpha1.AdoptionStatusApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("ClusterCopiesStatus"):
+		return &annexv1alpha1.ClusterCopiesStatusApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("EtcdStorage"):
 		return &annexv1alpha1.EtcdStorageApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("HostedResource"):

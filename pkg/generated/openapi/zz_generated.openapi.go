@@ -37,6 +37,7 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 	return map[string]common.OpenAPIDefinition{
 		v1alpha1.Adoption{}.OpenAPIModelName():                                 schema_pkg_apis_annex_v1alpha1_Adoption(ref),
 		v1alpha1.AdoptionStatus{}.OpenAPIModelName():                           schema_pkg_apis_annex_v1alpha1_AdoptionStatus(ref),
+		v1alpha1.ClusterCopiesStatus{}.OpenAPIModelName():                      schema_pkg_apis_annex_v1alpha1_ClusterCopiesStatus(ref),
 		v1alpha1.EtcdStorage{}.OpenAPIModelName():                              schema_pkg_apis_annex_v1alpha1_EtcdStorage(ref),
 		v1alpha1.HostedResource{}.OpenAPIModelName():                           schema_pkg_apis_annex_v1alpha1_HostedResource(ref),
 		v1alpha1.HostedResourceList{}.OpenAPIModelName():                       schema_pkg_apis_annex_v1alpha1_HostedResourceList(ref),
@@ -398,6 +399,13 @@ func schema_pkg_apis_annex_v1alpha1_Adoption(ref common.ReferenceCallback) commo
 							Format:      "",
 						},
 					},
+					"deleteClusterCopies": {
+						SchemaProps: spec.SchemaProps{
+							Description: "deleteClusterCopies, set true once the adoption is Adopted, deletes the objects that the cluster's etcd still holds of the type (as they were at the switch; nothing reads them): annex deletes them through the cluster, in batches, finalizers or not, while it goes on serving the type (status.adoption.clusterCopies counts them). annex's objects are not touched. It cannot be unset, and release cannot be set until the deletion is complete; a release after it creates every object in the cluster anew, with a new uid and creationTimestamp.",
+							Type:        []string{"boolean"},
+							Format:      "",
+						},
+					},
 				},
 				Required: []string{"customResourceDefinition"},
 			},
@@ -516,11 +524,58 @@ func schema_pkg_apis_annex_v1alpha1_AdoptionStatus(ref common.ReferenceCallback)
 							},
 						},
 					},
+					"clusterCopies": {
+						SchemaProps: spec.SchemaProps{
+							Description: "clusterCopies is the progress of the deletion that spec.adoption.deleteClusterCopies asks for.",
+							Ref:         ref(v1alpha1.ClusterCopiesStatus{}.OpenAPIModelName()),
+						},
+					},
 				},
 			},
 		},
 		Dependencies: []string{
-			metav1.Duration{}.OpenAPIModelName(), metav1.Time{}.OpenAPIModelName()},
+			v1alpha1.ClusterCopiesStatus{}.OpenAPIModelName(), metav1.Duration{}.OpenAPIModelName(), metav1.Time{}.OpenAPIModelName()},
+	}
+}
+
+func schema_pkg_apis_annex_v1alpha1_ClusterCopiesStatus(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "ClusterCopiesStatus is the progress of the deletion of the objects that the cluster's etcd held of an adopted type.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"total": {
+						SchemaProps: spec.SchemaProps{
+							Description: "total is how many objects the cluster held when the deletion began.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"deleted": {
+						SchemaProps: spec.SchemaProps{
+							Description: "deleted is how many of them are deleted.",
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"startTime": {
+						SchemaProps: spec.SchemaProps{
+							Description: "startTime is when the deletion began.",
+							Ref:         ref(metav1.Time{}.OpenAPIModelName()),
+						},
+					},
+					"completionTime": {
+						SchemaProps: spec.SchemaProps{
+							Description: "completionTime is when the cluster held none of them any more.",
+							Ref:         ref(metav1.Time{}.OpenAPIModelName()),
+						},
+					},
+				},
+			},
+		},
+		Dependencies: []string{
+			metav1.Time{}.OpenAPIModelName()},
 	}
 }
 

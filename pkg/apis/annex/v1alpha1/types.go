@@ -78,6 +78,16 @@ type Adoption struct {
 	// try again by setting it true once more.
 	// +optional
 	Release bool `json:"release,omitempty"`
+	// deleteClusterCopies, set true once the adoption is Adopted, deletes
+	// the objects that the cluster's etcd still holds of the type (as they
+	// were at the switch; nothing reads them): annex deletes them through
+	// the cluster, in batches, finalizers or not, while it goes on serving
+	// the type (status.adoption.clusterCopies counts them). annex's objects
+	// are not touched. It cannot be unset, and release cannot be set
+	// until the deletion is complete; a release after it creates every
+	// object in the cluster anew, with a new uid and creationTimestamp.
+	// +optional
+	DeleteClusterCopies bool `json:"deleteClusterCopies,omitempty"`
 }
 
 // AdoptionPhase is how far the adoption of a CustomResourceDefinition went.
@@ -161,6 +171,28 @@ type AdoptionStatus struct {
 	// +optional
 	// +listType=atomic
 	RecreatedObjects []string `json:"recreatedObjects,omitempty"`
+
+	// clusterCopies is the progress of the deletion that
+	// spec.adoption.deleteClusterCopies asks for.
+	// +optional
+	ClusterCopies *ClusterCopiesStatus `json:"clusterCopies,omitempty"`
+}
+
+// ClusterCopiesStatus is the progress of the deletion of the objects that
+// the cluster's etcd held of an adopted type.
+type ClusterCopiesStatus struct {
+	// total is how many objects the cluster held when the deletion began.
+	// +optional
+	Total int64 `json:"total,omitempty"`
+	// deleted is how many of them are deleted.
+	// +optional
+	Deleted int64 `json:"deleted,omitempty"`
+	// startTime is when the deletion began.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+	// completionTime is when the cluster held none of them any more.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
 }
 
 // HostedResourceStorage says where and for how long a hosted type's objects are kept.

@@ -32,6 +32,11 @@ func (in AdoptionStatus) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in ClusterCopiesStatus) OpenAPIModelName() string {
+	return "dev.annex.v1alpha1.ClusterCopiesStatus"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in EtcdStorage) OpenAPIModelName() string {
 	return "dev.annex.v1alpha1.EtcdStorage"
 }

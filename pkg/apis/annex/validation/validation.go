@@ -56,6 +56,8 @@ func validateAdoption(hr *annex.HostedResource, fldPath *field.Path) field.Error
 		return field.ErrorList{field.Required(fldPath.Child("customResourceDefinition"), "the name of the cluster's CustomResourceDefinition to adopt")}
 	case hr.Spec.Adoption.Release:
 		return field.ErrorList{field.Forbidden(fldPath.Child("release"), "can be set only once the adoption is Adopted")}
+	case hr.Spec.Adoption.DeleteClusterCopies:
+		return field.ErrorList{field.Forbidden(fldPath.Child("deleteClusterCopies"), "can be set only once the adoption is Adopted")}
 	case name != want:
 		return field.ErrorList{field.Invalid(fldPath.Child("customResourceDefinition"), name,
 			fmt.Sprintf("must be the CustomResourceDefinition of this type, %s (spec.names.plural and spec.group)", want))}
@@ -64,9 +66,12 @@ func validateAdoption(hr *annex.HostedResource, fldPath *field.Path) field.Error
 }
 
 // validateAdoptionUpdate keeps spec.adoption as it was created, but for
-// release: it may be set true once the adoption is Adopted, and false again
-// while it is still Adopted (a release that has not begun, or that failed
-// and was rolled back).
+// release and deleteClusterCopies. release may be set true once the
+// adoption is Adopted, and false again while it is still Adopted (a release
+// that has not begun, or that failed and was rolled back).
+// deleteClusterCopies may be set true once the adoption is Adopted and no
+// release is asked for, and never unset: what it deleted cannot come back.
+// release waits until that deletion is complete.
 func validateAdoptionUpdate(hr, old *annex.HostedResource, fldPath *field.Path) field.ErrorList {
 	if hr.Spec.Adoption == nil || old.Spec.Adoption == nil {
 		if hr.Spec.Adoption != nil || old.Spec.Adoption != nil {
@@ -77,22 +82,40 @@ func validateAdoptionUpdate(hr, old *annex.HostedResource, fldPath *field.Path) 
 	if hr.Spec.Adoption.CustomResourceDefinition != old.Spec.Adoption.CustomResourceDefinition {
 		return field.ErrorList{field.Forbidden(fldPath, "cannot be added, changed or removed once the HostedResource exists")}
 	}
-	if hr.Spec.Adoption.Release == old.Spec.Adoption.Release {
-		return nil
-	}
-	phase := annex.AdoptionPhase("")
+	var status annex.AdoptionStatus
 	if old.Status.Adoption != nil {
-		phase = old.Status.Adoption.Phase
+		status = *old.Status.Adoption
 	}
-	if phase == annex.AdoptionAdopted {
-		return nil
+	phase := status.Phase
+	var allErrs field.ErrorList
+	release, deleteCopies := hr.Spec.Adoption.Release, hr.Spec.Adoption.DeleteClusterCopies
+	switch {
+	case deleteCopies == old.Spec.Adoption.DeleteClusterCopies:
+	case !deleteCopies:
+		allErrs = append(allErrs, field.Forbidden(fldPath.Child("deleteClusterCopies"),
+			"cannot be unset: the cluster's copies it deleted cannot come back"))
+	case phase != annex.AdoptionAdopted:
+		allErrs = append(allErrs, field.Forbidden(fldPath.Child("deleteClusterCopies"), fmt.Sprintf(
+			"can be set only once the adoption is Adopted, not %s", phaseOrPending(phase))))
+	case release:
+		allErrs = append(allErrs, field.Forbidden(fldPath.Child("deleteClusterCopies"),
+			"cannot be set while spec.adoption.release is: a release writes the objects back into the cluster"))
 	}
-	if hr.Spec.Adoption.Release {
-		return field.ErrorList{field.Forbidden(fldPath.Child("release"), fmt.Sprintf(
-			"can be set only once the adoption is Adopted, not %s", phaseOrPending(phase)))}
+	if release == old.Spec.Adoption.Release {
+		return allErrs
 	}
-	return field.ErrorList{field.Forbidden(fldPath.Child("release"), fmt.Sprintf(
-		"cannot be unset once the release has begun (the adoption is %s)", phaseOrPending(phase)))}
+	switch {
+	case phase != annex.AdoptionAdopted && release:
+		allErrs = append(allErrs, field.Forbidden(fldPath.Child("release"), fmt.Sprintf(
+			"can be set only once the adoption is Adopted, not %s", phaseOrPending(phase))))
+	case phase != annex.AdoptionAdopted:
+		allErrs = append(allErrs, field.Forbidden(fldPath.Child("release"), fmt.Sprintf(
+			"cannot be unset once the release has begun (the adoption is %s)", phaseOrPending(phase))))
+	case release && old.Spec.Adoption.DeleteClusterCopies && (status.ClusterCopies == nil || status.ClusterCopies.CompletionTime == nil):
+		allErrs = append(allErrs, field.Forbidden(fldPath.Child("release"),
+			"cannot be set until the deletion of the cluster's copies (spec.adoption.deleteClusterCopies) is complete: status.adoption.clusterCopies.completionTime"))
+	}
+	return allErrs
 }
 
 func phaseOrPending(phase annex.AdoptionPhase) string {

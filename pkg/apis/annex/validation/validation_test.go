@@ -90,6 +90,12 @@ func TestValidateHostedResource(t *testing.T) {
 			},
 			want: map[string]string{"spec.adoption.release": "only once the adoption is Adopted"},
 		},
+		"an adoption whose cluster copies are deleted at its creation": {
+			mutate: func(hr *annex.HostedResource) {
+				hr.Spec.Adoption = &annex.Adoption{CustomResourceDefinition: "widgets.example.com", DeleteClusterCopies: true}
+			},
+			want: map[string]string{"spec.adoption.deleteClusterCopies": "only once the adoption is Adopted"},
+		},
 		"group without a dot": {
 			mutate: func(hr *annex.HostedResource) { hr.Spec.Group, hr.Name = "example", "widgets.example" },
 			want:   map[string]string{"spec.group": "at least one dot"},
@@ -286,6 +292,60 @@ func TestValidateHostedResourceUpdate(t *testing.T) {
 			var want map[string]string
 			if tc.want != "" {
 				want = map[string]string{"spec.adoption.release": tc.want}
+			}
+			wantFields(t, ValidateHostedResourceUpdate(context.Background(), after, before), want)
+		})
+	}
+
+	// deleteClusterCopies is set once the adoption is Adopted and no
+	// release is asked for, and never unset; a release waits until the
+	// deletion is complete.
+	done := &annex.ClusterCopiesStatus{Total: 3, Deleted: 3, CompletionTime: &metav1.Time{}}
+	for _, tc := range []struct {
+		name                 string
+		phase                annex.AdoptionPhase
+		copies               *annex.ClusterCopiesStatus
+		from, to             annex.Adoption
+		wantField, wantError string
+	}{
+		{name: "set while Adopted", phase: annex.AdoptionAdopted, to: annex.Adoption{DeleteClusterCopies: true}},
+		{name: "set while Copying", phase: annex.AdoptionCopying, to: annex.Adoption{DeleteClusterCopies: true},
+			wantField: "spec.adoption.deleteClusterCopies", wantError: "only once the adoption is Adopted, not Copying"},
+		{name: "set before the adoption began", to: annex.Adoption{DeleteClusterCopies: true},
+			wantField: "spec.adoption.deleteClusterCopies", wantError: "only once the adoption is Adopted, not pending"},
+		{name: "set while a release is asked for", phase: annex.AdoptionAdopted,
+			from: annex.Adoption{Release: true}, to: annex.Adoption{Release: true, DeleteClusterCopies: true},
+			wantField: "spec.adoption.deleteClusterCopies", wantError: "cannot be set while spec.adoption.release is"},
+		{name: "set with release at once", phase: annex.AdoptionAdopted, to: annex.Adoption{Release: true, DeleteClusterCopies: true},
+			wantField: "spec.adoption.deleteClusterCopies", wantError: "cannot be set while spec.adoption.release is"},
+		{name: "unset during the deletion", phase: annex.AdoptionAdopted, copies: &annex.ClusterCopiesStatus{Total: 3, Deleted: 1},
+			from:      annex.Adoption{DeleteClusterCopies: true},
+			wantField: "spec.adoption.deleteClusterCopies", wantError: "cannot be unset"},
+		{name: "unset after the deletion", phase: annex.AdoptionAdopted, copies: done,
+			from:      annex.Adoption{DeleteClusterCopies: true},
+			wantField: "spec.adoption.deleteClusterCopies", wantError: "cannot be unset"},
+		{name: "release before the deletion began", phase: annex.AdoptionAdopted,
+			from: annex.Adoption{DeleteClusterCopies: true}, to: annex.Adoption{DeleteClusterCopies: true, Release: true},
+			wantField: "spec.adoption.release", wantError: "until the deletion of the cluster's copies (spec.adoption.deleteClusterCopies) is complete"},
+		{name: "release during the deletion", phase: annex.AdoptionAdopted, copies: &annex.ClusterCopiesStatus{Total: 3, Deleted: 1},
+			from: annex.Adoption{DeleteClusterCopies: true}, to: annex.Adoption{DeleteClusterCopies: true, Release: true},
+			wantField: "spec.adoption.release", wantError: "until the deletion of the cluster's copies (spec.adoption.deleteClusterCopies) is complete"},
+		{name: "release after the deletion", phase: annex.AdoptionAdopted, copies: done,
+			from: annex.Adoption{DeleteClusterCopies: true}, to: annex.Adoption{DeleteClusterCopies: true, Release: true}},
+		{name: "kept while RollingBack", phase: annex.AdoptionRollingBack, copies: done,
+			from: annex.Adoption{DeleteClusterCopies: true, Release: true}, to: annex.Adoption{DeleteClusterCopies: true, Release: true}},
+	} {
+		t.Run("deleteClusterCopies "+tc.name, func(t *testing.T) {
+			before := adopting.DeepCopy()
+			before.Spec.Adoption.Release, before.Spec.Adoption.DeleteClusterCopies = tc.from.Release, tc.from.DeleteClusterCopies
+			if tc.phase != "" {
+				before.Status.Adoption = &annex.AdoptionStatus{Phase: tc.phase, ClusterCopies: tc.copies}
+			}
+			after := before.DeepCopy()
+			after.Spec.Adoption.Release, after.Spec.Adoption.DeleteClusterCopies = tc.to.Release, tc.to.DeleteClusterCopies
+			var want map[string]string
+			if tc.wantField != "" {
+				want = map[string]string{tc.wantField: tc.wantError}
 			}
 			wantFields(t, ValidateHostedResourceUpdate(context.Background(), after, before), want)
 		})

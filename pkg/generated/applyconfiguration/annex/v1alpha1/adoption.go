@@ -36,6 +36,15 @@ type AdoptionApplyConfiguration struct {
 	// release began, or after one that failed (reason ReleaseFailed), to
 	// try again by setting it true once more.
 	Release *bool `json:"release,omitempty"`
+	// deleteClusterCopies, set true once the adoption is Adopted, deletes
+	// the objects that the cluster's etcd still holds of the type (as they
+	// were at the switch; nothing reads them): annex deletes them through
+	// the cluster, in batches, finalizers or not, while it goes on serving
+	// the type (status.adoption.clusterCopies counts them). annex's objects
+	// are not touched. It cannot be unset, and release cannot be set
+	// until the deletion is complete; a release after it creates every
+	// object in the cluster anew, with a new uid and creationTimestamp.
+	DeleteClusterCopies *bool `json:"deleteClusterCopies,omitempty"`
 }
 
 // AdoptionApplyConfiguration constructs a declarative configuration of the Adoption type for use with
@@ -57,5 +66,13 @@ func (b *AdoptionApplyConfiguration) WithCustomResourceDefinition(value string) 
 // If called multiple times, the Release field is set to the value of the last call.
 func (b *AdoptionApplyConfiguration) WithRelease(value bool) *AdoptionApplyConfiguration {
 	b.Release = &value
+	return b
+}
+
+// WithDeleteClusterCopies sets the DeleteClusterCopies field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the DeleteClusterCopies field is set to the value of the last call.
+func (b *AdoptionApplyConfiguration) WithDeleteClusterCopies(value bool) *AdoptionApplyConfiguration {
+	b.DeleteClusterCopies = &value
 	return b
 }

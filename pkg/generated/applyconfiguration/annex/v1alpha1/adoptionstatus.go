@@ -61,6 +61,9 @@ type AdoptionStatusApplyConfiguration struct {
 	// recreatedObjects names the first 100 of them, as namespace/name (or
 	// name, for a cluster-scoped type).
 	RecreatedObjects []string `json:"recreatedObjects,omitempty"`
+	// clusterCopies is the progress of the deletion that
+	// spec.adoption.deleteClusterCopies asks for.
+	ClusterCopies *ClusterCopiesStatusApplyConfiguration `json:"clusterCopies,omitempty"`
 }
 
 // AdoptionStatusApplyConfiguration constructs a declarative configuration of the AdoptionStatus type for use with
@@ -180,5 +183,13 @@ func (b *AdoptionStatusApplyConfiguration) WithRecreatedObjects(values ...string
 	for i := range values {
 		b.RecreatedObjects = append(b.RecreatedObjects, values[i])
 	}
+	return b
+}
+
+// WithClusterCopies sets the ClusterCopies field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the ClusterCopies field is set to the value of the last call.
+func (b *AdoptionStatusApplyConfiguration) WithClusterCopies(value *ClusterCopiesStatusApplyConfiguration) *AdoptionStatusApplyConfiguration {
+	b.ClusterCopies = value
 	return b
 }
