@@ -159,7 +159,7 @@ const reasonClusterCopiesNotDeleted = "ClusterCopiesNotDeleted"
 // follow shows the deletion's progress until it ends.
 func (o *ConfirmOptions) follow(ctx context.Context, c *clients, name, crdName string) error {
 	f := &follower{
-		what:     "deletion of the cluster's copies",
+		what:     "deletion",
 		barLabel: "deleting",
 		count: func(a *v1alpha1.AdoptionStatus) (done, total int64, counting bool) {
 			cc := a.ClusterCopies
