@@ -4,11 +4,9 @@ package integration
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -213,13 +211,9 @@ type denyWebhook struct {
 // group labelled forbidden=true with message, until the test ends.
 func startDenyWebhook(t *testing.T, group, resource, message string) *denyWebhook {
 	t.Helper()
-	caPEM, serving := webhookCertificates(t)
-	w := &denyWebhook{caBundle: caPEM, group: group, resource: resource, message: message}
-	server := httptest.NewUnstartedServer(http.HandlerFunc(w.serve))
-	server.TLS = &tls.Config{Certificates: []tls.Certificate{serving}, MinVersion: tls.VersionTLS12}
-	server.StartTLS()
-	t.Cleanup(server.Close)
-	w.url = server.URL + "/validate"
+	w := &denyWebhook{group: group, resource: resource, message: message}
+	w.url, w.caBundle = framework.StartWebhookServer(t, http.HandlerFunc(w.serve))
+	w.url += "/validate"
 	return w
 }
 
@@ -246,21 +240,6 @@ func (w *denyWebhook) serve(rw http.ResponseWriter, req *http.Request) {
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Response: response,
 	})
-}
-
-// webhookCertificates makes a CA and a serving certificate it signs for
-// 127.0.0.1, and returns the CA in PEM form and the serving pair.
-func webhookCertificates(t *testing.T) ([]byte, tls.Certificate) {
-	t.Helper()
-	serving, err := framework.WriteServingCertificate(t.TempDir(), "note-webhook", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.LoadX509KeyPair(serving.CertFile, serving.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return serving.CAPEM, pair
 }
 
 // registerDenyWebhook registers w with the cluster by URL for creates of

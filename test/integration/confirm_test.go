@@ -10,6 +10,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -176,4 +177,107 @@ func TestConfirmAnAdoption(t *testing.T) {
 	if stdout, _ := kubectlAnnexOK(t, "confirm", f.crd.Name, "--dry-run"); !strings.Contains(stdout, "are already deleted") {
 		t.Errorf("kubectl annex confirm --dry-run after the deletion printed %q", stdout)
 	}
+}
+
+// TestAdoptACRDWithAConversionWebhook adopts a CRD whose versions name a
+// field differently and convert through a webhook: annex keeps the webhook
+// and calls it. Then the cluster's copies are deleted and the type is
+// released: both go through a version the webhook does not know, so the
+// CRD converts with None meanwhile, and gets its webhook back after.
+func TestAdoptACRDWithAConversionWebhook(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	converter := &framework.FieldConverter{}
+	url, caBundle := framework.StartWebhookServer(t, converter)
+	url += "/convert"
+	f := newAdoptionFixtureWith(t, ctx, 100, func(crd *apiextensionsv1.CustomResourceDefinition) {
+		converter.Fields = map[string]string{crd.Spec.Group + "/v1": "color", crd.Spec.Group + "/v1beta1": "colour"}
+		spec := crd.Spec.Versions[1].Schema.OpenAPIV3Schema.Properties["spec"]
+		spec.Properties["colour"] = spec.Properties["color"]
+		delete(spec.Properties, "color")
+		crd.Spec.Conversion = &apiextensionsv1.CustomResourceConversion{Strategy: apiextensionsv1.WebhookConverter, Webhook: &apiextensionsv1.WebhookConversion{
+			ClientConfig:             &apiextensionsv1.WebhookClientConfig{URL: &url, CABundle: caBundle},
+			ConversionReviewVersions: []string{"v1"},
+		}}
+	})
+	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
+	v1beta1 := f.gvr
+	v1beta1.Version = "v1beta1"
+	colour := func(through string, obj *unstructured.Unstructured, err error, field, want string) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", through, err)
+		}
+		if got, _, _ := unstructured.NestedString(obj.Object, "spec", field); got != want {
+			t.Errorf("%s: spec.%s is %q, want %q (spec: %v)", through, field, got, want, obj.Object["spec"])
+		}
+	}
+	cluster := adminClient(t)
+	obj, err := cluster.Resource(v1beta1).Namespace(f.ns).Get(ctx, "w-0001", metav1.GetOptions{})
+	colour("the cluster's w-0001 as v1beta1", obj, err, "colour", "blue")
+
+	f.adopt(t, ctx)
+	hr, err := cluster.Resource(framework.HostedResources).Get(ctx, f.crd.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strategy, _, _ := unstructured.NestedString(hr.Object, "spec", "conversion", "strategy"); strategy != "Webhook" {
+		t.Errorf("the HostedResource's conversion is %q, want the CRD's Webhook", strategy)
+	}
+	// Only annex serves the type now: the webhook's calls are annex's.
+	calls := converter.Calls()
+	obj, err = cluster.Resource(v1beta1).Namespace(f.ns).Get(ctx, "w-0001", metav1.GetOptions{})
+	colour("annex's w-0001 as v1beta1", obj, err, "colour", "blue")
+	if converter.Calls() == calls {
+		t.Error("annex served v1beta1 without calling the conversion webhook")
+	}
+	made := widget(v1beta1, f.ns, "made-as-v1beta1", 7)
+	_ = unstructured.SetNestedField(made.Object, "green", "spec", "colour")
+	if _, err := cluster.Resource(v1beta1).Namespace(f.ns).Create(ctx, made, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating a v1beta1 object through annex: %v", err)
+	}
+	obj, err = f.dyn.Get(ctx, "made-as-v1beta1", metav1.GetOptions{})
+	colour("annex's made-as-v1beta1 as v1", obj, err, "color", "green")
+
+	// The cluster's webhook is back on the CRD after each step that
+	// served another version.
+	webhookBack := func(after string) {
+		t.Helper()
+		crd, err := cluster.Resource(crdsGVR).Get(ctx, f.crd.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		strategy, _, _ := unstructured.NestedString(crd.Object, "spec", "conversion", "strategy")
+		got, _, _ := unstructured.NestedString(crd.Object, "spec", "conversion", "webhook", "clientConfig", "url")
+		if _, kept := crd.GetAnnotations()["annex.dev/adopted-conversion"]; strategy != "Webhook" || got != url || kept {
+			t.Errorf("after %s the CRD converts with %q through %q (annotation left: %v), want Webhook through %s", after, strategy, got, kept, url)
+		}
+	}
+	stdout, _ := kubectlAnnexOK(t, "confirm", f.crd.Name, "--yes", "--progress=never")
+	if want := "confirmed: 100 objects deleted from the cluster's etcd"; !strings.Contains(stdout, want) {
+		t.Errorf("kubectl annex confirm printed %q, want %q", stdout, want)
+	}
+	if n := f.clusterCopies(t, ctx); n != 0 {
+		t.Errorf("after kubectl annex confirm the cluster's etcd holds %d widgets, want none", n)
+	}
+	webhookBack("kubectl annex confirm")
+
+	stdout, err = f.tryRelease(t, ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "101 objects were created in the cluster with a new uid"; !strings.Contains(stdout, want) {
+		t.Errorf("kubectl annex release printed %q, want %q: the cluster's copies were deleted", stdout, want)
+	}
+	webhookBack("kubectl annex release")
+	// The cluster serves the type again, and converts through its webhook.
+	calls = converter.Calls()
+	obj, err = cluster.Resource(v1beta1).Namespace(f.ns).Get(ctx, "made-as-v1beta1", metav1.GetOptions{})
+	colour("the cluster's made-as-v1beta1 as v1beta1, after the release", obj, err, "colour", "green")
+	obj, err = cluster.Resource(f.gvr).Namespace(f.ns).Get(ctx, "w-0001", metav1.GetOptions{})
+	colour("the cluster's w-0001 as v1, after the release", obj, err, "color", "blue")
+	if converter.Calls() == calls {
+		t.Error("the cluster served v1beta1 without calling the conversion webhook")
+	}
+	removeFinalizers(t, f.gvr, f.ns)
 }

@@ -100,10 +100,6 @@ func (a *adoption) deleteClusterCopiesBatch(ctx context.Context) (done bool, err
 		return false, &failed{message: fmt.Sprintf("CustomResourceDefinition %s changed in the cluster and is no longer the HostedResource's type: "+
 			"annex does not delete objects through it", a.crd.Name)}
 	}
-	if conv := a.crd.Spec.Conversion; conv != nil && conv.Strategy == apiextensionsv1.WebhookConverter {
-		return false, &failed{message: fmt.Sprintf("CustomResourceDefinition %s converts its versions with a webhook, which would have to convert version %s, "+
-			"the one annex deletes the copies through: annex does not delete them for such a CRD; deleting the CRD in the cluster deletes them", a.crd.Name, ReleaseVersion)}
-	}
 	if err := a.serveReleaseVersion(ctx); err != nil {
 		return false, fmt.Errorf("serving version %s of %s in the cluster: %w", ReleaseVersion, a.crd.Name, err)
 	}

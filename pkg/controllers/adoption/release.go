@@ -127,10 +127,6 @@ func (g *group) release(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if c := a.crd.Spec.Conversion; c != nil && c.Strategy == apiextensionsv1.WebhookConverter {
-			return g.releaseFailed(ctx, fmt.Sprintf("CustomResourceDefinition %s converts its versions with a webhook, "+
-				"which would have to convert version %s too: annex does not release such a CRD yet", a.crd.Name, ReleaseVersion))
-		}
 		if starting && slices.ContainsFunc(a.crd.Spec.Versions, func(v apiextensionsv1.CustomResourceDefinitionVersion) bool { return v.Name == ReleaseVersion }) {
 			return g.releaseFailed(ctx, fmt.Sprintf("CustomResourceDefinition %s already has a version %s, the name annex gives the version it writes back through",
 				a.crd.Name, ReleaseVersion))
@@ -298,15 +294,31 @@ func (a *adoption) releaseGVR() schema.GroupVersionResource {
 
 // serveReleaseVersion adds ReleaseVersion to the CRD, served: the
 // cluster's autoregister controller registers its APIService as the
-// cluster's own, while the other versions' still point at annex.
+// cluster's own, while the other versions' still point at annex. A
+// conversion webhook would be asked to convert ReleaseVersion, which it
+// does not know: the CRD converts with None meanwhile (ReleaseVersion is
+// the storage version's copy, and the cluster serves no other version),
+// and keeps the webhook in v1alpha1.ConversionAnnotation.
 func (a *adoption) serveReleaseVersion(ctx context.Context) error {
-	return a.updateCRD(ctx, func(crd *apiextensionsv1.CustomResourceDefinition) bool {
+	var problem error
+	err := a.updateCRD(ctx, func(crd *apiextensionsv1.CustomResourceDefinition) bool {
+		changed := false
+		if c := crd.Spec.Conversion; c != nil && c.Strategy == apiextensionsv1.WebhookConverter {
+			saved, err := json.Marshal(c)
+			if err != nil {
+				problem = err
+				return false
+			}
+			metav1.SetMetaDataAnnotation(&crd.ObjectMeta, v1alpha1.ConversionAnnotation, string(saved))
+			crd.Spec.Conversion = &apiextensionsv1.CustomResourceConversion{Strategy: apiextensionsv1.NoneConverter}
+			changed = true
+		}
 		if slices.ContainsFunc(crd.Spec.Versions, isReleaseVersion) {
-			return false
+			return changed
 		}
 		i := slices.IndexFunc(crd.Spec.Versions, func(v apiextensionsv1.CustomResourceDefinitionVersion) bool { return v.Storage })
 		if i < 0 {
-			return false
+			return changed
 		}
 		v := *crd.Spec.Versions[i].DeepCopy()
 		// Not deprecated: the warning would be logged at each write back.
@@ -315,18 +327,36 @@ func (a *adoption) serveReleaseVersion(ctx context.Context) error {
 		crd.Spec.Versions = append(crd.Spec.Versions, v)
 		return true
 	})
+	return errors.Join(problem, err)
+}
+
+// restoreConversion puts back the conversion that serveReleaseVersion
+// kept, and says whether it did.
+func restoreConversion(crd *apiextensionsv1.CustomResourceDefinition) bool {
+	saved, ok := crd.Annotations[v1alpha1.ConversionAnnotation]
+	if !ok {
+		return false
+	}
+	conversion := &apiextensionsv1.CustomResourceConversion{}
+	if err := json.Unmarshal([]byte(saved), conversion); err == nil && conversion.Strategy != "" {
+		crd.Spec.Conversion = conversion
+	}
+	delete(crd.Annotations, v1alpha1.ConversionAnnotation)
+	return true
 }
 
 func isReleaseVersion(v apiextensionsv1.CustomResourceDefinitionVersion) bool {
 	return v.Name == ReleaseVersion
 }
 
-// dropReleaseVersion removes ReleaseVersion from the CRD.
+// dropReleaseVersion removes ReleaseVersion from the CRD, and puts its
+// conversion back.
 func (a *adoption) dropReleaseVersion(ctx context.Context) error {
 	return a.updateCRD(ctx, func(crd *apiextensionsv1.CustomResourceDefinition) bool {
 		n := len(crd.Spec.Versions)
 		crd.Spec.Versions = slices.DeleteFunc(crd.Spec.Versions, isReleaseVersion)
-		return len(crd.Spec.Versions) != n
+		restored := restoreConversion(crd)
+		return len(crd.Spec.Versions) != n || restored
 	})
 }
 
@@ -336,6 +366,7 @@ func (a *adoption) dropReleaseVersion(ctx context.Context) error {
 func (a *adoption) serveAgain(ctx context.Context) error {
 	return a.updateCRD(ctx, func(crd *apiextensionsv1.CustomResourceDefinition) bool {
 		crd.Spec.Versions = slices.DeleteFunc(crd.Spec.Versions, isReleaseVersion)
+		restoreConversion(crd)
 		for i := range crd.Spec.Versions {
 			v := &crd.Spec.Versions[i]
 			j := slices.IndexFunc(a.hr.Spec.Versions, func(hv apiextensionsv1.CustomResourceDefinitionVersion) bool { return hv.Name == v.Name })

@@ -6,96 +6,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
-	"fmt"
-	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 
-	"annex.dev/annex/pkg/certs"
 	"annex.dev/annex/test/integration/framework"
 )
-
-// tintConverter is a conversion webhook for tints.example.com: v1 calls
-// the colour spec.color, v2 calls it spec.colour.
-type tintConverter struct {
-	calls atomic.Int64
-}
-
-func (c *tintConverter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c.calls.Add(1)
-	var review apiextensionsv1.ConversionReview
-	if err := json.NewDecoder(r.Body).Decode(&review); err != nil || review.Request == nil {
-		http.Error(w, fmt.Sprintf("not a ConversionReview: %v", err), http.StatusBadRequest)
-		return
-	}
-	response := &apiextensionsv1.ConversionResponse{UID: review.Request.UID, Result: metav1.Status{Status: metav1.StatusSuccess}}
-	for _, raw := range review.Request.Objects {
-		obj := &unstructured.Unstructured{}
-		if err := json.Unmarshal(raw.Raw, &obj.Object); err != nil {
-			response.Result = metav1.Status{Status: metav1.StatusFailure, Message: err.Error()}
-			break
-		}
-		from, to := "color", "colour"
-		if review.Request.DesiredAPIVersion == "example.com/v1" {
-			from, to = to, from
-		}
-		if value, found, _ := unstructured.NestedString(obj.Object, "spec", from); found {
-			unstructured.RemoveNestedField(obj.Object, "spec", from)
-			_ = unstructured.SetNestedField(obj.Object, value, "spec", to)
-		}
-		obj.SetAPIVersion(review.Request.DesiredAPIVersion)
-		converted, err := json.Marshal(obj.Object)
-		if err != nil {
-			response.Result = metav1.Status{Status: metav1.StatusFailure, Message: err.Error()}
-			break
-		}
-		response.ConvertedObjects = append(response.ConvertedObjects, runtime.RawExtension{Raw: converted})
-	}
-	review.Request, review.Response = nil, response
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(&review)
-}
-
-// startConverter serves converter over TLS on 127.0.0.1 with a certificate
-// of a CA of its own, and returns its URL and the CA's bundle.
-func startConverter(t *testing.T, dir string, converter http.Handler) (url string, caBundle []byte) {
-	t.Helper()
-	ca, err := certs.LoadOrCreateCA(dir, "converter-ca", "tint converter CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := ca.Ensure(dir, "converter", certs.Spec{
-		CommonName: "tint converter", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.LoadX509KeyPair(pair.CertFile, pair.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	listener, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-	if err != nil {
-		t.Fatal(err)
-	}
-	server := &http.Server{Handler: converter, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = server.Serve(listener) }()
-	t.Cleanup(func() { _ = server.Close() })
-	return "https://" + listener.Addr().String() + "/convert", ca.CertPEM
-}
 
 // tintsWithWebhook has two versions that name a field differently, and a
 // conversion webhook between them.
@@ -120,8 +40,9 @@ func TestLeanCacheWithAConversionWebhook(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	converter := &tintConverter{}
-	url, caBundle := startConverter(t, dir, converter)
+	converter := &framework.FieldConverter{Fields: map[string]string{"example.com/v1": "color", "example.com/v2": "colour"}}
+	url, caBundle := framework.StartWebhookServer(t, converter)
+	url += "/convert"
 	tints := strings.NewReplacer("URL", url, "CABUNDLE", base64.StdEncoding.EncodeToString(caBundle)).Replace(tintsWithWebhook)
 
 	a := start(t, dir, port)
@@ -137,9 +58,9 @@ func TestLeanCacheWithAConversionWebhook(t *testing.T) {
 	}
 
 	a = a.restartWithLeanCache("tints.example.com")
-	before := converter.calls.Load()
+	before := converter.Calls()
 	sameForEachVersion(ctx, t, a, "tints", watchCache)
-	if converter.calls.Load() == before {
+	if converter.Calls() == before {
 		t.Error("the lean cache answered v2 without calling the conversion webhook")
 	}
 	if n := a.metrics(ctx).sum("annex_lean_list_requests_total", `resource="tints"`, `version="v2"`, `answer="encoded"`); n < 10 {

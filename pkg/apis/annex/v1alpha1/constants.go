@@ -44,6 +44,13 @@ const (
 	// install.
 	AdoptedByAnnotation = "annex.dev/adopted-by"
 
+	// ConversionAnnotation on an adopted CustomResourceDefinition keeps,
+	// as JSON, its spec.conversion (a webhook) while annex has set it to
+	// None: while the cluster serves the version that annex writes back or
+	// deletes the cluster's copies through, which the webhook would not
+	// know. annex puts the conversion back when it removes that version.
+	ConversionAnnotation = "annex.dev/adopted-conversion"
+
 	// ManagedByLabel marks the APIServices that annex registers in the
 	// cluster. Its value names the install (--apiservice-managed-by; the
 	// Helm chart sets <namespace>.<fullname>), so that one install never
