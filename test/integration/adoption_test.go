@@ -920,6 +920,88 @@ func TestAdoptionSurvivesKills(t *testing.T) {
 	})
 }
 
+// TestAdoptionSurvivesAKillWhenSwitched kills annex once the APIServices
+// point at it and before the CRD is unserved: a policy of the test's holds
+// the adoption there by refusing to unserve the CRD (as an operator's
+// policy might). annex restarted keeps writes refused and serves the type,
+// and once the policy goes it unserves the CRD and lets writes through;
+// nothing is lost.
+func TestAdoptionSurvivesAKillWhenSwitched(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	f := newAdoptionFixture(t, ctx, 300)
+	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
+
+	hold := "hold-served." + f.group
+	policies := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"}
+	bindings := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicybindings"}
+	create(t, adminClient(t), policies, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+		"metadata": map[string]any{"name": hold},
+		"spec": map[string]any{
+			"failurePolicy": "Fail",
+			"matchConstraints": map[string]any{"resourceRules": []any{map[string]any{
+				"apiGroups": []any{"apiextensions.k8s.io"}, "apiVersions": []any{"v1"}, "operations": []any{"UPDATE"},
+				"resources": []any{"customresourcedefinitions"}, "resourceNames": []any{f.crd.Name}}}},
+			"validations": []any{map[string]any{"expression": "object.spec.versions.exists(v, v.served)", "message": "the test holds the CRD served"}},
+		}}})
+	create(t, adminClient(t), bindings, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+		"metadata": map[string]any{"name": hold},
+		"spec":     map[string]any{"policyName": hold, "validationActions": []any{"Deny"}}}})
+	// The cluster enforces the hold before the adoption starts.
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		crd, err := adminClient(t).Resource(crdsGVR).Get(ctx, f.crd.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+		for _, v := range versions {
+			v.(map[string]any)["served"] = false
+		}
+		_ = unstructured.SetNestedSlice(crd.Object, versions, "spec", "versions")
+		_, err = adminClient(t).Resource(crdsGVR).Update(ctx, crd, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err != nil && strings.Contains(err.Error(), "the test holds the CRD served"), nil
+	}); err != nil {
+		t.Fatalf("the cluster does not enforce the test's policy: %v", err)
+	}
+
+	w, stopWriter := f.startWriterWith(t, ctx, &writer{freeze: adoption.FreezeMessage(f.group), retryUnavailable: true})
+	adopted := make(chan error, 1)
+	go func() { adopted <- f.tryAdopt(t, ctx) }()
+	var phase string
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		phase, _ = adoptionPhase(t, ctx, f.crd.Name)
+		return phase == "Switched", nil
+	}); err != nil {
+		t.Fatalf("the adoption never reached Switched: %v (last: %s)", err, phase)
+	}
+	time.Sleep(time.Second)
+	killAnnex(t, ctx, "with the APIServices switched and the CRD still served")
+
+	// Held: the type is annex's, and writes to it are refused.
+	time.Sleep(2 * time.Second)
+	if phase, _ := adoptionPhase(t, ctx, f.crd.Name); phase != "Switched" {
+		t.Errorf("held after the restart, the adoption is %q, want Switched", phase)
+	}
+	_, err := f.dyn.Create(ctx, widget(f.gvr, f.ns, "while-held", 1), metav1.CreateOptions{})
+	if err == nil || !strings.Contains(err.Error(), adoption.FreezeMessage(f.group)) {
+		t.Errorf("a create while held: %v, want the freeze's refusal", err)
+	}
+	if got, err := f.dyn.Get(ctx, "w-0001", metav1.GetOptions{}); err != nil || got.GetUID() != f.before["w-0001"]["uid"] {
+		t.Errorf("w-0001 while held: %v, want it served", err)
+	}
+
+	deleteIfExists(t, bindings, hold)
+	deleteIfExists(t, policies, hold)
+	if err := <-adopted; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	stopWriter()
+	f.verifyAdopted(t, ctx, w)
+}
+
 // TestAdoptAGroupOfTwoCRDs adopts a group with two CRDs, one namespaced and
 // one cluster-scoped: the first adoption waits for the second (the group's
 // APIServices serve both), then both switch together.
