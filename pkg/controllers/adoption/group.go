@@ -54,7 +54,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if hr.Spec.Adoption == nil || hr.Spec.Group != g.name {
 			continue
 		}
-		if hr.DeletionTimestamp != nil {
+		// A HostedResource deleted while its release is pending stays a
+		// member: its deletion waits for the release's end.
+		if hr.DeletionTimestamp != nil && !ReleasePending(hr) {
 			if err := r.dropCopies(ctx, hr); err != nil {
 				return reconcile.Result{}, err
 			}

@@ -58,6 +58,19 @@ func ReleaseFreezeMessage(group string) string {
 	return fmt.Sprintf("annex is giving the resources of %s back to the cluster: writes to them are refused while their objects are written back; retry", group)
 }
 
+// ReleasePending says whether hr asks for its type to be released and the
+// release has not ended: it is under way, waits for the rest of its group,
+// or failed with release still set. The deletion of such a HostedResource
+// waits, since it would delete annex's objects before the cluster holds
+// them.
+func ReleasePending(hr *v1alpha1.HostedResource) bool {
+	s := hr.Status.Adoption
+	if hr.Spec.Adoption == nil || s == nil {
+		return false
+	}
+	return s.Phase == v1alpha1.AdoptionRollingBack || (s.Phase == v1alpha1.AdoptionAdopted && hr.Spec.Adoption.Release)
+}
+
 // releaseRequested says whether every member asks to be released (and has
 // not failed to be, with release still set), and names those that do.
 func (g *group) releaseRequested() (all bool, asking []*adoption) {

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
+	"annex.dev/annex/pkg/controllers/adoption"
 	"annex.dev/annex/pkg/controllers/conditions"
 	"annex.dev/annex/pkg/storage/routing"
 )
@@ -152,6 +153,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 func (r *Reconciler) finalize(ctx context.Context, hr *v1alpha1.HostedResource) (reconcile.Result, error) {
 	if !controllerutil.ContainsFinalizer(hr, v1alpha1.HostedResourceFinalizer) {
 		return reconcile.Result{}, nil
+	}
+	if adoption.ReleasePending(hr) {
+		// Deleting the type now would delete annex's objects before the
+		// cluster holds them: the deletion follows the release.
+		message := "waiting for the release of the type to end: annex deletes its objects once the cluster holds them"
+		if a := hr.Status.Adoption; a.Reason == adoption.ReasonReleaseFailed {
+			message = "the release failed (status.adoption.message): release again (kubectl annex release), " +
+				"or set spec.adoption.release false to delete the type with annex's objects"
+		}
+		if err := r.setStatus(ctx, hr, metav1.Condition{
+			Type: v1alpha1.HostedResourceEstablished, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonTerminating, Message: message,
+		}); err != nil {
+			return reconcile.Result{}, err
+		}
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
 	}
 	crd := &apiextensionsv1.CustomResourceDefinition{}
 	err := r.Client.Get(ctx, client.ObjectKey{Name: hr.Name}, crd)
