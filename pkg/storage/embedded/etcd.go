@@ -19,6 +19,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/logutil"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/storage"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/klog/v2"
@@ -36,6 +37,10 @@ type Options struct {
 	LogLevel string
 	// LogOutput receives etcd's log, as JSON lines; stderr when nil.
 	LogOutput io.Writer
+	// SpaceCheckInterval is how often the NOSPACE alarm is looked at, to
+	// end it once objects are deleted (recoverSpace); zero means
+	// DefaultSpaceCheckInterval.
+	SpaceCheckInterval time.Duration
 }
 
 // Etcd is a running embedded etcd. It listens on 127.0.0.1 only and accepts
@@ -44,6 +49,9 @@ type Etcd struct {
 	etcd *embed.Etcd
 	// closing is set once Close has begun; see quietClose.
 	closing *atomic.Bool
+	// stopRecovery stops recoverSpace, which closes recovered as it ends.
+	stopRecovery context.CancelFunc
+	recovered    chan struct{}
 	// ClientURL is where the client listener is.
 	ClientURL string
 	// CAFile, CertFile and KeyFile are what a client needs to connect.
@@ -127,14 +135,30 @@ func Start(ctx context.Context, opts Options) (*Etcd, error) {
 	}
 	clientURL := url.URL{Scheme: "https", Host: e.Clients[0].Addr().String()}
 	logger.Info("Embedded etcd is ready", "dataDir", cfg.Dir, "clientURL", clientURL.String(), "took", time.Since(start).Round(time.Millisecond))
-	return &Etcd{
-		etcd:      e,
-		closing:   closing,
-		ClientURL: clientURL.String(),
-		CAFile:    ca.CertFile,
-		CertFile:  client.CertFile,
-		KeyFile:   client.KeyFile,
-	}, nil
+	quota := cfg.QuotaBackendBytes
+	if quota == 0 {
+		quota = storage.DefaultQuotaBytes
+	}
+	every := opts.SpaceCheckInterval
+	if every <= 0 {
+		every = DefaultSpaceCheckInterval
+	}
+	recovery, stopRecovery := context.WithCancel(klog.NewContext(context.Background(), logger))
+	etcd := &Etcd{
+		etcd:         e,
+		closing:      closing,
+		stopRecovery: stopRecovery,
+		recovered:    make(chan struct{}),
+		ClientURL:    clientURL.String(),
+		CAFile:       ca.CertFile,
+		CertFile:     client.CertFile,
+		KeyFile:      client.KeyFile,
+	}
+	go func() {
+		defer close(etcd.recovered)
+		etcd.recoverSpace(recovery, quota, every)
+	}()
+	return etcd, nil
 }
 
 // ClientTLS returns the TLS configuration of a client of this etcd.
@@ -147,6 +171,8 @@ func (e *Etcd) Err() <-chan error { return e.etcd.Err() }
 
 // Close stops etcd gracefully.
 func (e *Etcd) Close() {
+	e.stopRecovery()
+	<-e.recovered
 	e.closing.Store(true)
 	e.etcd.Close()
 }

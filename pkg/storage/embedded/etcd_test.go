@@ -3,13 +3,18 @@ package embedded
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // syncBuffer is a bytes.Buffer safe for etcd's concurrent loggers.
@@ -79,6 +84,83 @@ func TestStartServesAndStopsQuietly(t *testing.T) {
 			if strings.Contains(line, `"level":"error"`) {
 				t.Errorf("etcd %d logged an error at a clean stop: %s", i, line)
 			}
+		}
+	}
+}
+
+// TestSpaceIsRecoveredAfterDeletes fills an embedded etcd to its quota: it
+// raises its NOSPACE alarm and refuses puts. Deleting keys frees no space
+// by itself, and etcd keeps refusing puts until the alarm is disarmed;
+// annex compacts, defragments and disarms it, and a put is taken again.
+// Deleting too little keeps the alarm, with the keys left readable.
+func TestSpaceIsRecoveredAfterDeletes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const quota = 4 << 20
+	e, err := Start(ctx, Options{DataDir: t.TempDir(), QuotaBackendBytes: quota, SpaceCheckInterval: 100 * time.Millisecond, LogOutput: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	tlsConfig, err := e.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{e.ClientURL}, TLS: tlsConfig, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	value := strings.Repeat("x", 64<<10)
+	var keys []string
+	for i := 0; ; i++ {
+		if i > 1000 {
+			t.Fatalf("%d puts of 64 KiB did not reach a quota of %d bytes", i, quota)
+		}
+		key := fmt.Sprintf("/k/%04d", i)
+		_, err := c.Put(ctx, key, value)
+		if errors.Is(err, rpctypes.ErrNoSpace) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+		keys = append(keys, key)
+	}
+	t.Logf("NOSPACE after %d puts of 64 KiB", len(keys))
+	putAgain := func(within time.Duration) error {
+		var err error
+		deadline := time.Now().Add(within)
+		for time.Now().Before(deadline) {
+			if _, err = c.Put(ctx, "/after", "1"); err == nil {
+				return nil
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return err
+	}
+
+	// One key deleted: not enough room; the alarm stays.
+	if _, err := c.Delete(ctx, keys[0]); err != nil {
+		t.Fatalf("a delete under the alarm: %v", err)
+	}
+	if err := putAgain(2 * time.Second); !errors.Is(err, rpctypes.ErrNoSpace) {
+		t.Errorf("after one key of %d was deleted, a put: %v, want NOSPACE still", len(keys), err)
+	}
+	// Half of them deleted: the alarm ends.
+	for _, key := range keys[1 : len(keys)/2] {
+		if _, err := c.Delete(ctx, key); err != nil {
+			t.Fatalf("a delete under the alarm: %v", err)
+		}
+	}
+	if err := putAgain(10 * time.Second); err != nil {
+		t.Fatalf("after half the keys were deleted, a put is still refused: %v", err)
+	}
+	for _, key := range keys[len(keys)/2:] {
+		got, err := c.Get(ctx, key)
+		if err != nil || len(got.Kvs) != 1 || len(got.Kvs[0].Value) != len(value) {
+			t.Fatalf("%s after the recovery: %v, %v", key, got, err)
 		}
 	}
 }
