@@ -247,7 +247,7 @@ BENCH_ADOPTION_COUNTS ?= 10000,100000
 comma := ,
 
 .PHONY: bench-adoption
-bench-adoption: tools build ## Adopt a CRD of the cluster filled with 10,000 then 100,000 objects (BENCH_ADOPTION_COUNTS) with kubectl annex adopt while a writer writes at 20/s: total time, copy rate, write freeze, errors, annex's memory; about 25 minutes on 2 cores; writes the section "Adoption" of docs/benchmarks.md.
+bench-adoption: tools build ## Adopt a CRD of the cluster filled with 10,000 then 100,000 objects (BENCH_ADOPTION_COUNTS) with kubectl annex adopt while a writer writes at 20/s, then release it with kubectl annex release: total time, copy and write-back rates, write freezes, errors, annex's memory; about 35 minutes on 2 cores; writes the section "Adoption" of docs/benchmarks.md.
 	$(BENCH_RUN) ./cmd/adoption --count=$(BENCH_ADOPTION_COUNTS) --out=out/adoption --doc=../docs/benchmarks.md \
 		--command="make bench-adoption$(if $(filter-out 10000$(comma)100000,$(BENCH_ADOPTION_COUNTS)), BENCH_ADOPTION_COUNTS=$(BENCH_ADOPTION_COUNTS))"
 

@@ -70,6 +70,9 @@ type adoptionPlan struct {
 	VerifyPage   int           `json:"verifyPage"`
 	PluginPolls  time.Duration `json:"-"`
 	ClusterFsync bool          `json:"clusterEtcdFsync"`
+	// Release gives the type back (kubectl annex release) after the
+	// adoption, the writer writing on, and checks the cluster's objects.
+	Release bool `json:"release"`
 }
 
 // The goal of the issue: writes refused for at most 10 s at 100,000 objects.
@@ -79,7 +82,7 @@ const (
 )
 
 func adoptionPlanFor(f Flags, counts []int) adoptionPlan {
-	pl := adoptionPlan{Mode: f.mode("adoption", "adoption-quick"), FillClients: 16, WriteRate: 20, CreateEvery: 3, WriterLead: 3 * time.Second,
+	pl := adoptionPlan{Mode: f.mode("adoption", "adoption-quick"), Release: true, FillClients: 16, WriteRate: 20, CreateEvery: 3, WriterLead: 3 * time.Second,
 		RetryGap: 100 * time.Millisecond, MemSamples: 3, MemGap: 2 * time.Second, SampleEvery: time.Second, VerifyPage: 500,
 		FillBase: 2 * time.Minute, FillPer: 10 * time.Millisecond, AdoptBase: 5 * time.Minute, AdoptPer: 6 * time.Millisecond,
 		VerifyBase: 2 * time.Minute, VerifyPer: 2 * time.Millisecond}
@@ -148,7 +151,29 @@ type adoptionRun struct {
 	// average when it started.
 	OthersCPU float64 `json:"othersCPUDuringAdoption"`
 	Load      float64 `json:"load1m"`
+	// Release is the release that followed, when the plan has one.
+	Release *releaseRun `json:"release,omitempty"`
 	outcome
+}
+
+// releaseRun is what was measured of the release that follows an adoption.
+type releaseRun struct {
+	Plugin pluginRun `json:"plugin"`
+	// LogLine is annex's line "Released a CustomResourceDefinition"; the
+	// others are its values: objects written back, of them recreated with
+	// a new uid, writes refused (the whole release), and its steps.
+	LogLine       string  `json:"logLine"`
+	Objects       int     `json:"objects"`
+	Recreated     int     `json:"recreated"`
+	FreezeSeconds float64 `json:"freezeSeconds"`
+	Steps         string  `json:"steps"`
+	// WriteBackRate is the objects written back a second, from the step
+	// "wrote N objects of CRD back".
+	WriteBackSeconds float64     `json:"writeBackSeconds"`
+	WriteBackRate    float64     `json:"writeBackRate"`
+	Writer           writerStats `json:"writer"`
+	Verify           verifyStats `json:"verify"`
+	PeakRSS          float64     `json:"peakRSSBytes"`
 }
 
 type pluginRun struct {
@@ -285,7 +310,7 @@ func (r *adoptionResults) runCount(ctx context.Context, p *progress, n int, plug
 	sampling, stopSampling := context.WithCancel(ctx)
 	sampled := make(chan adoptionSamples, 1)
 	go func() { sampled <- sampleAdoption(sampling, p, b, pl.SampleEvery) }()
-	res.Plugin = runPlugin(ctx, plugin, b.env.KubeconfigFile, adoptLimit)
+	res.Plugin = runPlugin(ctx, plugin, b.env.KubeconfigFile, "adopt", adoptLimit)
 	stopSampling()
 	s := <-sampled
 	res.OthersCPU = othersCPU(cpuBefore, sampleCPU())
@@ -311,7 +336,7 @@ func (r *adoptionResults) runCount(ctx context.Context, p *progress, n int, plug
 	} else {
 		note("status.adoption has no freeze")
 	}
-	res.LogLine, err = adoptedLogLine(b.env.AnnexLog, adoptCRDName)
+	res.LogLine, err = annexLogLine(b.env.AnnexLog, "Adopted a CustomResourceDefinition", adoptCRDName)
 	if err != nil {
 		note("annex's log: %v", err)
 	} else {
@@ -353,8 +378,71 @@ func (r *adoptionResults) runCount(ctx context.Context, p *progress, n int, plug
 		return fail("the cluster serves %d objects, %d expected; %d missing, %d with a lost update (first: %s)",
 			res.Verify.Served, res.Verify.Expected, res.Verify.Missing, res.Verify.LostUpdates, res.Verify.First)
 	}
+	if pl.Release {
+		rel, err := r.release(ctx, p, b, t, w, plugin, what, n)
+		res.Release = rel
+		if err != nil {
+			return fail("the release: %v", err)
+		}
+	}
 	p.stage(what + ": stop")
 	return res
+}
+
+// release gives the adopted type back with kubectl annex release while a
+// writer goes on from w, then checks every object and acknowledged write
+// through the cluster, which serves the type from its own etcd again.
+func (r *adoptionResults) release(ctx context.Context, p *progress, b *bench, t *target, w *adoptionWriter, plugin, what string, n int) (*releaseRun, error) {
+	pl := r.Plan
+	rel := &releaseRun{}
+	p.stage(fmt.Sprintf("%s: release the CRD with kubectl annex release, a writer at %.0f writes/s meanwhile", what, pl.WriteRate))
+	w2 := w.continued("released", adoption.ReleaseFreezeMessage(adoptGroup))
+	stopWriter := w2.start()
+	time.Sleep(pl.WriterLead)
+	sampling, stopSampling := context.WithCancel(ctx)
+	sampled := make(chan adoptionSamples, 1)
+	go func() { sampled <- sampleAdoption(sampling, p, b, pl.SampleEvery) }()
+	rel.Plugin = runPlugin(ctx, plugin, b.env.KubeconfigFile, "release", r.limit(pl.AdoptBase, pl.AdoptPer, n))
+	stopSampling()
+	rel.PeakRSS = (<-sampled).peakRSS
+	p.logf("%s: kubectl annex release exited %d after %.1f s: %s%s", what, rel.Plugin.ExitCode, rel.Plugin.Seconds,
+		strings.TrimSpace(rel.Plugin.Stdout), indentStderr(rel.Plugin.Stderr))
+	time.Sleep(pl.WriterLead)
+	rel.Writer = stopWriter()
+	if rel.Plugin.ExitCode != 0 {
+		return rel, fmt.Errorf("kubectl annex release exited %d: %s", rel.Plugin.ExitCode, strings.TrimSpace(rel.Plugin.Stderr))
+	}
+	line, err := annexLogLine(b.env.AnnexLog, "Released a CustomResourceDefinition", adoptCRDName)
+	if err != nil {
+		return rel, err
+	}
+	rel.LogLine, rel.Steps = line, logValue(line, "steps")
+	rel.Objects, _ = strconv.Atoi(logValue(line, "objects"))
+	rel.Recreated, _ = strconv.Atoi(logValue(line, "recreated"))
+	if d, err := time.ParseDuration(logValue(line, "freeze")); err == nil {
+		rel.FreezeSeconds = d.Seconds()
+	}
+	if d, ok := stepDuration(rel.Steps, "wrote"); ok && d > 0 {
+		rel.WriteBackSeconds = d.Seconds()
+		rel.WriteBackRate = float64(rel.Objects) / rel.WriteBackSeconds
+	}
+	p.logf("%s: released: %d objects written back (%d recreated) in %s (%.0f/s), writes refused for %s; the writer: %d writes, %d refused attempts retried, %d other errors",
+		what, rel.Objects, rel.Recreated, secs(rel.WriteBackSeconds), rel.WriteBackRate, secs(rel.FreezeSeconds), rel.Writer.Writes, rel.Writer.Refused, rel.Writer.Errors)
+	p.stage(what + ": verify every object and every acknowledged write through the cluster, which serves them again")
+	rel.Verify, err = w2.verify(ctx, t, shapeReport, adoptNamespace, pl.VerifyPage, r.limit(pl.VerifyBase, pl.VerifyPer, n))
+	if err != nil {
+		return rel, fmt.Errorf("verifying: %w", err)
+	}
+	p.logf("%s: after the release the cluster serves %d objects, %d expected; %d missing, %d with a lost update",
+		what, rel.Verify.Served, rel.Verify.Expected, rel.Verify.Missing, rel.Verify.LostUpdates)
+	switch {
+	case rel.Writer.Errors > 0:
+		return rel, fmt.Errorf("the writer saw %d errors other than the release's refusals, the first: %s", rel.Writer.Errors, rel.Writer.FirstError)
+	case !rel.Verify.ok():
+		return rel, fmt.Errorf("the cluster serves %d objects, %d expected; %d missing, %d with a lost update (first: %s)",
+			rel.Verify.Served, rel.Verify.Expected, rel.Verify.Missing, rel.Verify.LostUpdates, rel.Verify.First)
+	}
+	return rel, nil
 }
 
 // createAdoptedCRD creates the namespace and the CRD to adopt, and waits
@@ -407,9 +495,10 @@ func countObjects(ctx context.Context, t *target) (int, error) {
 	}
 }
 
-// runPlugin runs kubectl-annex adopt, as a user would, and waits for it.
-func runPlugin(ctx context.Context, plugin, kubeconfig string, limit time.Duration) pluginRun {
-	run := pluginRun{Args: []string{"adopt", adoptCRDName, "--yes", "--progress=never", "--timeout=" + limit.Round(time.Second).String()}}
+// runPlugin runs kubectl-annex verb (adopt, release) on the adopted CRD, as
+// a user would, and waits for it.
+func runPlugin(ctx context.Context, plugin, kubeconfig, verb string, limit time.Duration) pluginRun {
+	run := pluginRun{Args: []string{verb, adoptCRDName, "--yes", "--progress=never", "--timeout=" + limit.Round(time.Second).String()}}
 	// The plugin gives up on its own at its --timeout; the context is a
 	// last resort.
 	ctx, cancel := context.WithTimeout(ctx, limit+time.Minute)
@@ -505,20 +594,20 @@ func sampleAdoption(ctx context.Context, p *progress, b *bench, every time.Durat
 	}
 }
 
-// adoptedLogLine is the last line of annex's log that says it adopted crd.
-func adoptedLogLine(logFile, crd string) (string, error) {
+// annexLogLine is the last line of annex's log that says msg of crd.
+func annexLogLine(logFile, msg, crd string) (string, error) {
 	data, err := os.ReadFile(logFile)
 	if err != nil {
 		return "", err
 	}
 	found := ""
 	for line := range strings.Lines(string(data)) {
-		if strings.Contains(line, "Adopted a CustomResourceDefinition") && strings.Contains(line, crd) {
+		if strings.Contains(line, msg) && strings.Contains(line, crd) {
 			found = strings.TrimSpace(line)
 		}
 	}
 	if found == "" {
-		return "", fmt.Errorf("no line \"Adopted a CustomResourceDefinition\" of %s in %s", crd, logFile)
+		return "", fmt.Errorf("no line %q of %s in %s", msg, crd, logFile)
 	}
 	return found, nil
 }
@@ -541,11 +630,15 @@ func logValue(line, key string) string {
 
 // copyStep is the duration of the first copy in annex's steps, "what in D"
 // joined by ", ": the step "copied N objects[ of ...] in D".
-func copyStep(steps string) (time.Duration, bool) {
+func copyStep(steps string) (time.Duration, bool) { return stepDuration(steps, "copied") }
+
+// stepDuration is the duration of the first step "verb N objects[ ...] in D"
+// of annex's steps.
+func stepDuration(steps, verb string) (time.Duration, bool) {
 	for step := range strings.SplitSeq(steps, ", ") {
 		i := strings.LastIndex(step, " in ")
 		f := strings.Fields(step)
-		if i < 0 || len(f) < 3 || f[0] != "copied" || f[2] != "objects" {
+		if i < 0 || len(f) < 3 || f[0] != verb || f[2] != "objects" {
 			continue
 		}
 		if _, err := strconv.Atoi(f[1]); err != nil {

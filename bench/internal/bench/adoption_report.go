@@ -20,12 +20,16 @@ func secs(s float64) string {
 func adoptionSummary(r *adoptionResults) string {
 	var sb strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&sb, format, args...) }
-	w("| objects | total | copy | freeze | refused writes retried | other errors | verified | annex RSS after | error |\n")
-	w("|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	w("| objects | total | copy | freeze | refused writes retried | other errors | verified | annex RSS after | release: writes refused | release: write-back | error |\n")
+	w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, a := range r.Runs {
-		w("| %s | %s | %s/s | %s | %d | %d | %s of %s | %s | %s |\n", thousands(a.Objects), secs(a.TotalSeconds), num(a.CopyRate),
+		relFreeze, relRate := "–", "–"
+		if rel := a.Release; rel != nil {
+			relFreeze, relRate = secs(rel.FreezeSeconds), num(rel.WriteBackRate)+"/s"
+		}
+		w("| %s | %s | %s/s | %s | %d | %d | %s of %s | %s | %s | %s | %s |\n", thousands(a.Objects), secs(a.TotalSeconds), num(a.CopyRate),
 			secs(a.FreezeSeconds), a.Writer.Refused, a.Writer.Errors, thousands(a.Verify.Served), thousands(a.Verify.Expected),
-			mib(a.After.RSS), orNone(a.Error))
+			mib(a.After.RSS), relFreeze, relRate, orNone(a.Error))
 	}
 	return sb.String()
 }
@@ -69,7 +73,14 @@ func adoptionSection(r *adoptionResults) string {
 	w("at %.0f writes/s, one at a time, as the writer of the adoption's integration tests does: it creates an object,\n", pl.WriteRate)
 	w("updates it %d times (a JSON merge patch of one counter), creates the next, and so on: about %.0f objects\n", pl.CreateEvery-1, pl.WriteRate/float64(pl.CreateEvery))
 	w("change a second. `kubectl annex adopt %s --yes`, the plugin built by `make build`,\n", adoptCRDName)
-	w("adopts the CRD while it writes. The goal of the issue: writes refused for at most 10 s at 100,000 objects.\n\n")
+	w("adopts the CRD while it writes. The goal of the issue: writes refused for at most 10 s at 100,000 objects.\n")
+	if pl.Release {
+		w("Once the adoption is checked, `kubectl annex release %s --yes` gives the type back while a writer\n", adoptCRDName)
+		w("writes on (objects of its own, the same rate), and every object is checked again through the cluster, which\n")
+		w("serves the type from its own etcd by then. A release refuses writes for its whole write-back (a read of each\n")
+		w("object, and a write of each one that changed), so its figure grows with the object count.\n")
+	}
+	w("\n")
 	adoptionSec.reproduce(w, r.runInfo)
 	w("**Against the goal**: %s.\n\n", freezeVerdict(r))
 	w("%s\n", adoptionSummary(r))
@@ -105,6 +116,9 @@ func adoptionSection(r *adoptionResults) string {
 				w("- %s\n", step)
 			}
 			w("\n")
+		}
+		if rel := a.Release; rel != nil {
+			writeRelease(w, rel)
 		}
 		for _, n := range a.Notes {
 			w("- Note: %s\n", n)
@@ -142,6 +156,31 @@ func adoptionSection(r *adoptionResults) string {
 	w("  `make bench-adoption`).\n")
 	w("%s", adoptionSec.end())
 	return sb.String()
+}
+
+// writeRelease writes what was measured of the release that followed an
+// adoption.
+func writeRelease(w func(string, ...any), rel *releaseRun) {
+	w("Then `kubectl annex release %s --yes` gave the type back, the writer writing on:\n\n", adoptCRDName)
+	w("| figure | value |\n|---|---|\n")
+	w("| release: writes refused (releaseStartTime → releasedTime) | **%s** |\n", secs(rel.FreezeSeconds))
+	w("| release: write-back (annex's step \"wrote N objects back\") | %s objects (%d recreated with a new uid) in %s: **%s objects/s** |\n",
+		thousands(rel.Objects), rel.Recreated, secs(rel.WriteBackSeconds), num(rel.WriteBackRate))
+	w("| release: writer | %d writes acknowledged (%d creates, %d updates) in %s; %d refused attempts retried (first to last %s, the longest wait %s); **%d other errors**%s |\n",
+		rel.Writer.Writes, rel.Writer.Creates, rel.Writer.Updates, secs(rel.Writer.Seconds), rel.Writer.Refused, secs(rel.Writer.RefusedSeconds),
+		secs(rel.Writer.LongestWait), rel.Writer.Errors, firstErr(rel.Writer.FirstError))
+	w("| release: verified afterwards, through the cluster (its own etcd) | %s served, %s expected; %d missing, %d unexpected, %d updates lost |\n",
+		thousands(rel.Verify.Served), thousands(rel.Verify.Expected), rel.Verify.Missing, rel.Verify.Unexpected, rel.Verify.LostUpdates)
+	w("| release: annex's highest RSS sampled | %s |\n", mib(rel.PeakRSS))
+	first, _, _ := strings.Cut(strings.TrimSpace(rel.Plugin.Stdout), "\n")
+	w("| kubectl annex release (its first line) | exit %d after %s: `%s` |\n\n", rel.Plugin.ExitCode, secs(rel.Plugin.Seconds), first)
+	if rel.Steps != "" {
+		w("annex's steps (`steps=` of its log line \"Released a CustomResourceDefinition\"):\n\n")
+		for step := range strings.SplitSeq(rel.Steps, ", ") {
+			w("- %s\n", step)
+		}
+		w("\n")
+	}
 }
 
 func firstErr(s string) string {

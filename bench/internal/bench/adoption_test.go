@@ -21,7 +21,7 @@ func TestAdoptedLogLine(t *testing.T) {
 	if err := os.WriteFile(log, []byte("I1202 started\n"+adoptedLine+"\n"+other+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	line, err := adoptedLogLine(log, adoptCRDName)
+	line, err := annexLogLine(log, "Adopted a CustomResourceDefinition", adoptCRDName)
 	if err != nil || line != adoptedLine {
 		t.Fatalf("got %q, %v; want the line of %s", line, err, adoptCRDName)
 	}
@@ -38,7 +38,7 @@ func TestAdoptedLogLine(t *testing.T) {
 	if got := logValue(line, "missing"); got != "" {
 		t.Errorf("a missing key: %q", got)
 	}
-	if _, err := adoptedLogLine(log, "nothing.example.com"); err == nil {
+	if _, err := annexLogLine(log, "Adopted a CustomResourceDefinition", "nothing.example.com"); err == nil {
 		t.Error("a CRD the log does not name: no error")
 	}
 }
@@ -53,6 +53,12 @@ func TestCopyStep(t *testing.T) {
 		if got != want || ok != (want != 0) {
 			t.Errorf("copyStep(%q) = %s, %v; want %s", steps, got, ok, want)
 		}
+	}
+	// The release's step.
+	steps := "the cluster refused writes in 120ms, settled in 2s, served version annexrelease in 1.1s, " +
+		"wrote 10010 objects of benchreports.adopt.bench.example.com back in 41.5s, served the CRDs again in 30ms"
+	if got, ok := stepDuration(steps, "wrote"); !ok || got != 41500*time.Millisecond {
+		t.Errorf("stepDuration(%q, wrote) = %s, %v; want 41.5s", steps, got, ok)
 	}
 }
 
@@ -88,14 +94,16 @@ func TestAdoptionSection(t *testing.T) {
 	r := &adoptionResults{runInfo: runInfo{Mode: "adoption", Command: "make bench-adoption"}, Plan: pl, Runs: []adoptionRun{
 		{Count: 10000, Objects: 10000, TotalSeconds: 40, CopySeconds: 20, CopyRate: 500, FreezeSeconds: 3.1,
 			Steps: "copied 10000 objects in 20s, caught up in 1s", Verify: verifyStats{Served: 10100, Expected: 10100}},
-		{Count: 100000, Objects: 100000, TotalSeconds: 400, FreezeSeconds: 12.5},
+		{Count: 100000, Objects: 100000, TotalSeconds: 400, FreezeSeconds: 12.5, Release: &releaseRun{Objects: 100033, Recreated: 33,
+			FreezeSeconds: 95.2, WriteBackSeconds: 90, WriteBackRate: 1111, Steps: "wrote 100033 objects of x back in 1m30s"}},
 	}}
 	if err := adoptionSec.write(doc, adoptionSection(r)); err != nil {
 		t.Fatal(err)
 	}
 	got := replacedReport(t, doc, adoptionSec)
 	for _, want := range []string{"### 10,000 objects", "### 100,000 objects", "writes refused for 12.5 s at 100,000 objects: **not met**",
-		"- copied 10000 objects in 20s", "**500 objects/s**"} {
+		"- copied 10000 objects in 20s", "**500 objects/s**", "| release: writes refused (releaseStartTime → releasedTime) | **95.2 s** |",
+		"100,033 objects (33 recreated with a new uid) in 90.0 s: **1111 objects/s**", "- wrote 100033 objects of x back in 1m30s"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the section lacks %q:\n%s", want, got)
 		}

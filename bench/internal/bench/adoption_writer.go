@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,8 +29,12 @@ type adoptionWriter struct {
 	every      int
 	retryGap   time.Duration
 	// filled objects, objectName(0) to objectName(filled-1), were there
-	// before the writer.
-	filled int
+	// before the writer; so were the earlier writer's acknowledged creates,
+	// inherited of them, whose names are the first of created.
+	filled, inherited int
+	// prefix begins the names of the writer's creates; freeze is the
+	// refusal it retries.
+	prefix, freeze string
 
 	mu    sync.Mutex
 	stats writerStats
@@ -65,11 +71,22 @@ type writerStats struct {
 
 func newAdoptionWriter(res dynamic.ResourceInterface, apiVersion string, pl adoptionPlan, filled int) *adoptionWriter {
 	return &adoptionWriter{res: res, apiVersion: apiVersion, rate: pl.WriteRate, every: pl.CreateEvery, retryGap: pl.RetryGap,
-		filled: filled, updated: map[string]int64{}, uncertain: map[string]bool{}}
+		filled: filled, prefix: "written", freeze: adoptFreezeMessage, updated: map[string]int64{}, uncertain: map[string]bool{}}
+}
+
+// continued is a writer that goes on after w stopped, with names of its
+// own (prefix) and the refusal freeze: its checks cover w's writes too.
+func (w *adoptionWriter) continued(prefix, freeze string) *adoptionWriter {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	next := &adoptionWriter{res: w.res, apiVersion: w.apiVersion, rate: w.rate, every: w.every, retryGap: w.retryGap,
+		filled: w.filled, inherited: w.inherited + w.stats.Creates, prefix: prefix, freeze: freeze,
+		created: slices.Clone(w.created), updated: maps.Clone(w.updated), uncertain: maps.Clone(w.uncertain)}
+	return next
 }
 
 // writtenName is the name of the writer's n-th create.
-func writtenName(n int) string { return fmt.Sprintf("written-%07d", n) }
+func (w *adoptionWriter) writtenName(n int) string { return fmt.Sprintf("%s-%07d", w.prefix, n) }
 
 // start starts writing; stop stops the writer after the write under way and
 // returns what it did.
@@ -107,7 +124,7 @@ func (w *adoptionWriter) start() (stop func() writerStats) {
 // of the object created last. It retries refused attempts until one is
 // not refused, or quit is closed (a refused write is not applied).
 func (w *adoptionWriter) write(i int, quit <-chan struct{}) {
-	create, name := i%w.every == 0, writtenName(i/w.every)
+	create, name := i%w.every == 0, w.writtenName(i/w.every)
 	// The value of the update: i is larger than any before it.
 	patch := fmt.Appendf(nil, `{"summary":{"warn":%d}}`, i)
 	var firstRefused time.Time
@@ -138,7 +155,7 @@ func (w *adoptionWriter) write(i int, quit <-chan struct{}) {
 			if !firstRefused.IsZero() {
 				w.stats.LongestWait = max(w.stats.LongestWait, now.Sub(firstRefused).Seconds())
 			}
-		case strings.Contains(err.Error(), adoptFreezeMessage):
+		case strings.Contains(err.Error(), w.freeze):
 			w.stats.Refused++
 			if w.stats.FirstRefused.IsZero() {
 				w.stats.FirstRefused = now
@@ -223,7 +240,7 @@ func (w *adoptionWriter) verify(ctx context.Context, t *target, s shape, ns stri
 			break
 		}
 	}
-	v := verifyStats{Served: len(served), Expected: w.filled + w.stats.Creates, Uncertain: len(w.uncertain)}
+	v := verifyStats{Served: len(served), Expected: w.filled + w.inherited + w.stats.Creates, Uncertain: len(w.uncertain)}
 	first := func(format string, args ...any) {
 		if v.First == "" {
 			v.First = fmt.Sprintf(format, args...)
