@@ -229,6 +229,9 @@ type adoptionFixture struct {
 	ns     string
 	dyn    dynamic.ResourceInterface
 	before map[string]map[string]any
+	// rvBefore is each object's resourceVersion in the cluster before the
+	// adoption.
+	rvBefore map[string]string
 }
 
 func newAdoptionFixture(t *testing.T, ctx context.Context, count int) *adoptionFixture {
@@ -262,7 +265,7 @@ func newAdoptionFixtureWith(t *testing.T, ctx context.Context, count int, change
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := map[string]map[string]any{}
+	before, rvBefore := map[string]map[string]any{}, map[string]string{}
 	var mu sync.Mutex
 	var creating sync.WaitGroup
 	failures := make(chan error, count)
@@ -277,6 +280,7 @@ func newAdoptionFixtureWith(t *testing.T, ctx context.Context, count int, change
 				}
 				mu.Lock()
 				before[created.GetName()] = identity(created)
+				rvBefore[created.GetName()] = created.GetResourceVersion()
 				mu.Unlock()
 			}
 		})
@@ -291,7 +295,7 @@ func newAdoptionFixtureWith(t *testing.T, ctx context.Context, count int, change
 		t.Fatal(err)
 	}
 
-	return &adoptionFixture{crd: crd, group: group, gvr: gvr, ns: ns, dyn: dyn, before: before}
+	return &adoptionFixture{crd: crd, group: group, gvr: gvr, ns: ns, dyn: dyn, before: before, rvBefore: rvBefore}
 }
 
 // addGadgets declares a second CRD in the fixture's group, cluster-scoped

@@ -249,6 +249,11 @@ func (f *adoptionFixture) verifyReleased(t *testing.T, ctx context.Context, held
 			t.Errorf("%s is\n%s\nwant, as annex held it,\n%s", name, gotJSON, wantJSON)
 		}
 		if before, ok := f.before[name]; ok {
+			// An object annex holds as the cluster held it is not written:
+			// its clients see no change.
+			if equality.Semantic.DeepEqual(identity(want), before) && got.GetResourceVersion() != f.rvBefore[name] {
+				t.Errorf("%s, unchanged while adopted, was written back: resourceVersion %s, %s before the adoption", name, got.GetResourceVersion(), f.rvBefore[name])
+			}
 			if got.GetUID() != before["uid"] {
 				t.Errorf("%s has uid %s, want its own, %s", name, got.GetUID(), before["uid"])
 			}

@@ -2,6 +2,7 @@ package adoption
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -425,21 +426,56 @@ func (a *adoption) waitServed(ctx context.Context) error {
 	return nil
 }
 
+// clusterObject is what writeBack keeps of an object the cluster holds:
+// enough to delete it, and a fingerprint of what a write-back would change.
+type clusterObject struct {
+	uid         types.UID
+	finalizers  bool
+	fingerprint [sha256.Size]byte
+}
+
+// fingerprint digests what writeBackOne compares of an object: the object
+// but for what the cluster sets itself, its status when the type has the
+// subresource (written apart), its managedFields, and whether it is being
+// deleted. Two objects with the same fingerprint need no write.
+func fingerprint(obj *unstructured.Unstructured, statusSubresource bool) ([sha256.Size]byte, error) {
+	managedFields, _, _ := unstructured.NestedFieldNoCopy(obj.Object, "metadata", "managedFields")
+	data, err := json.Marshal([]any{normalObject(obj, statusSubresource), obj.Object["status"], managedFields, obj.GetDeletionTimestamp() != nil})
+	if err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	return sha256.Sum256(data), nil
+}
+
 // writeBack writes the objects annex holds into the cluster's etcd
 // through ReleaseVersion: it updates those the cluster holds (keeping their
 // uid), creates the others (the cluster gives them a new uid and
 // creationTimestamp: they are counted in status.adoption.recreated), and
 // deletes those annex does not hold. Objects that did not change are not
-// written.
+// written, nor read one by one: the cluster's objects are listed a page at
+// a time, and only their fingerprints kept, to compare with annex's.
 func (a *adoption) writeBack(ctx context.Context) error {
 	gvr := a.releaseGVR()
-	list, err := a.Metadata.Resource(gvr).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return fmt.Errorf("listing %s in the cluster: %w", gvr.GroupResource(), err)
-	}
-	inCluster := make(map[string]*metav1.PartialObjectMetadata, len(list.Items))
-	for i := range list.Items {
-		inCluster[key(list.Items[i].Namespace, list.Items[i].Name)] = &list.Items[i]
+	statusSubresource := a.hasStatusSubresource()
+	inCluster := map[string]*clusterObject{}
+	opts := metav1.ListOptions{Limit: pageSize}
+	for {
+		page, err := a.Dynamic.Resource(gvr).List(ctx, opts)
+		if err != nil {
+			return fmt.Errorf("listing %s in the cluster: %w", gvr.GroupResource(), err)
+		}
+		for i := range page.Items {
+			obj := &page.Items[i]
+			obj.SetAPIVersion(gvr.GroupVersion().String())
+			sum, err := fingerprint(obj, statusSubresource)
+			if err != nil {
+				return err
+			}
+			inCluster[key(obj.GetNamespace(), obj.GetName())] = &clusterObject{uid: obj.GetUID(), finalizers: len(obj.GetFinalizers()) > 0, fingerprint: sum}
+		}
+		if opts.Continue = page.GetContinue(); opts.Continue == "" {
+			break
+		}
 	}
 	total := 0
 	if err := eachHeld(ctx, a.objects, func(string, string) error { total++; return nil }); err != nil {
@@ -453,7 +489,7 @@ func (a *adoption) writeBack(ctx context.Context) error {
 	}
 	held := map[string]bool{}
 	var mu sync.Mutex
-	err = eachHeldPage(ctx, a.objects, func(page []unstructured.Unstructured) error {
+	err := eachHeldPage(ctx, a.objects, func(page []unstructured.Unstructured) error {
 		// The group's context ends with Wait; the status is written after.
 		g, writing := errgroup.WithContext(ctx)
 		g.SetLimit(copyWorkers)
@@ -462,11 +498,18 @@ func (a *adoption) writeBack(ctx context.Context) error {
 			k := key(obj.GetNamespace(), obj.GetName())
 			held[k] = true
 			current := inCluster[k]
+			if current != nil && current.uid == obj.GetUID() {
+				want := obj.DeepCopy()
+				want.SetAPIVersion(gvr.GroupVersion().String())
+				if sum, err := fingerprint(want, statusSubresource); err == nil && sum == current.fingerprint {
+					continue // the cluster holds it as annex does
+				}
+			}
 			g.Go(func() error {
 				if err := a.writeBackOne(writing, obj, current != nil); err != nil {
 					return err
 				}
-				if current == nil || current.UID != obj.GetUID() {
+				if current == nil || current.uid != obj.GetUID() {
 					mu.Lock()
 					defer mu.Unlock()
 					s.Recreated++
@@ -491,7 +534,12 @@ func (a *adoption) writeBack(ctx context.Context) error {
 		if held[k] {
 			continue
 		}
-		if err := a.deleteFromCluster(ctx, current); err != nil {
+		namespace, name, _ := strings.Cut(k, "/")
+		obj := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, UID: current.uid}}
+		if current.finalizers {
+			obj.Finalizers = []string{"any"} // deleteFromCluster removes them first
+		}
+		if err := a.deleteFromCluster(ctx, obj); err != nil {
 			if permanent(err) {
 				return &failed{reason: ReasonReleaseFailed, message: err.Error()}
 			}
@@ -613,18 +661,21 @@ func (a *adoption) writeBackOne(ctx context.Context, held *unstructured.Unstruct
 // what the cluster sets itself, and status when the type has the status
 // subresource (written apart).
 func sameObject(live, want *unstructured.Unstructured, statusSubresource bool) bool {
-	normal := func(obj *unstructured.Unstructured) map[string]any {
-		obj = obj.DeepCopy()
-		for _, f := range systemFields {
-			unstructured.RemoveNestedField(obj.Object, "metadata", f)
-		}
-		delete(obj.Object, "apiVersion")
-		if statusSubresource {
-			delete(obj.Object, "status")
-		}
-		return obj.Object
+	return equality.Semantic.DeepEqual(normalObject(live, statusSubresource), normalObject(want, statusSubresource))
+}
+
+// normalObject is obj without what the cluster sets itself, its apiVersion,
+// and its status when the type has the status subresource.
+func normalObject(obj *unstructured.Unstructured, statusSubresource bool) map[string]any {
+	obj = obj.DeepCopy()
+	for _, f := range systemFields {
+		unstructured.RemoveNestedField(obj.Object, "metadata", f)
 	}
-	return equality.Semantic.DeepEqual(normal(live), normal(want))
+	delete(obj.Object, "apiVersion")
+	if statusSubresource {
+		delete(obj.Object, "status")
+	}
+	return obj.Object
 }
 
 // hasStatusSubresource says whether the CRD's storage version, which
