@@ -139,6 +139,7 @@ func Start(ctx context.Context, opts Options) (*Etcd, error) {
 	if quota == 0 {
 		quota = storage.DefaultQuotaBytes
 	}
+	checkSpace(logger, cfg.Dir, e.Server.Backend().Size(), quota)
 	every := opts.SpaceCheckInterval
 	if every <= 0 {
 		every = DefaultSpaceCheckInterval

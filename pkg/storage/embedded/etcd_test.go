@@ -164,3 +164,21 @@ func TestSpaceIsRecoveredAfterDeletes(t *testing.T) {
 		}
 	}
 }
+
+func TestSpaceShortfall(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		free, db, quota, want int64
+	}{
+		{free: 10_000 * mib, db: 0, quota: 8192 * mib, want: 0},
+		{free: 8192 * mib, db: 0, quota: 8192 * mib, want: 128 * mib},
+		// The database on the volume already holds part of the quota.
+		{free: 8000 * mib, db: 1000 * mib, quota: 8192 * mib, want: 0},
+		{free: 64 * mib, db: 0, quota: 24 * mib, want: 88 * mib},
+		{free: 0, db: 10 * mib, quota: 8 * mib, want: 126 * mib},
+	} {
+		if got := spaceShortfall(tc.free, tc.db, tc.quota); got != tc.want {
+			t.Errorf("spaceShortfall(free %d MiB, db %d MiB, quota %d MiB) = %d MiB, want %d MiB", tc.free/mib, tc.db/mib, tc.quota/mib, got/mib, tc.want/mib)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/server/v3/etcdserver"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 )
 
@@ -101,4 +102,36 @@ func hasNoSpaceAlarm(s *etcdserver.EtcdServer) bool {
 		}
 	}
 	return false
+}
+
+// walReserve is what etcd's write-ahead log takes of the volume beside the
+// database: it preallocates its segments of 64 MiB, always one ahead.
+const walReserve = 128 << 20
+
+// spaceShortfall says by how much the volume under dir lacks the room the
+// database may take: its quota, less what the database file already holds
+// (it is on the volume), plus walReserve. Zero when the volume has room.
+func spaceShortfall(free, dbSize, quota int64) int64 {
+	return max(quota-dbSize+walReserve-free, 0)
+}
+
+// checkSpace warns when the volume under dir cannot hold the database up to
+// its quota: the disk would fill first, and etcd stops on a write it cannot
+// commit (annex exits, and starts again on its data once there is space),
+// where at the quota it refuses writes with a clear error and goes on.
+func checkSpace(logger klog.Logger, dir string, dbSize, quota int64) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		logger.Info("Cannot read the free space of the embedded etcd's volume", "dir", dir, "err", err.Error())
+		return
+	}
+	free := int64(st.Bavail) * st.Bsize
+	short := spaceShortfall(free, dbSize, quota)
+	if short == 0 {
+		return
+	}
+	logger.Info("Warning: the embedded etcd's volume is smaller than its quota: the disk may fill before the quota does, and annex would stop; "+
+		"give the volume more space, or lower --embedded-etcd-quota-backend-bytes",
+		"dir", dir, "freeBytes", free, "dbSizeBytes", dbSize, "quotaBytes", quota, "walReserveBytes", walReserve,
+		"shortBytes", short, "quotaThatFitsBytes", max(quota-short, 0))
 }
