@@ -84,6 +84,8 @@ type Options struct {
 	AdoptionFreezeSettle time.Duration
 	// AdoptionDeleteBatch is adoption.Reconciler.DeleteBatch.
 	AdoptionDeleteBatch int
+	// AdoptionReleaseStallTimeout is adoption.Reconciler.ReleaseStallTimeout.
+	AdoptionReleaseStallTimeout time.Duration
 }
 
 // NewManager returns a manager with every controller registered. loopback
@@ -173,20 +175,21 @@ func setupAdoption(mgr ctrl.Manager, clusterCluster cluster.Cluster, opts Option
 	}
 	target := opts.APIService
 	r := &adoption.Reconciler{
-		Annex:            mgr.GetClient(),
-		AnnexReader:      mgr.GetAPIReader(),
-		Cluster:          clusterCluster.GetClient(),
-		ClusterReader:    clusterCluster.GetAPIReader(),
-		Dynamic:          objects,
-		Metadata:         objectsMetadata,
-		Objects:          opts.Objects,
-		ServiceNamespace: target.Namespace,
-		ServiceName:      target.Name,
-		Port:             target.Port,
-		CABundle:         target.CABundle,
-		ManagedBy:        target.Install().ManagedByValue(),
-		FreezeSettle:     opts.AdoptionFreezeSettle,
-		DeleteBatch:      opts.AdoptionDeleteBatch,
+		Annex:               mgr.GetClient(),
+		AnnexReader:         mgr.GetAPIReader(),
+		Cluster:             clusterCluster.GetClient(),
+		ClusterReader:       clusterCluster.GetAPIReader(),
+		Dynamic:             objects,
+		Metadata:            objectsMetadata,
+		Objects:             opts.Objects,
+		ServiceNamespace:    target.Namespace,
+		ServiceName:         target.Name,
+		Port:                target.Port,
+		CABundle:            target.CABundle,
+		ManagedBy:           target.Install().ManagedByValue(),
+		FreezeSettle:        opts.AdoptionFreezeSettle,
+		DeleteBatch:         opts.AdoptionDeleteBatch,
+		ReleaseStallTimeout: opts.AdoptionReleaseStallTimeout,
 	}
 	return r.SetupWithManager(mgr, clusterCluster)
 }

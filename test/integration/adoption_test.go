@@ -809,6 +809,19 @@ func TestAdoptACRDWithItsObjects(t *testing.T) {
 // finalizers of the cluster's objects go.
 func undoAdoption(t *testing.T, crdName string, gvr schema.GroupVersionResource, ns string) {
 	removeFinalizers(t, gvr, ns)
+	// A release asked for holds the HostedResource's deletion until it ends:
+	// one that failed is no longer asked for.
+	if hr, err := adminClient(t).Resource(framework.HostedResources).Get(context.Background(), crdName, metav1.GetOptions{}); err == nil {
+		if release, _, _ := unstructured.NestedBool(hr.Object, "spec", "adoption", "release"); release {
+			if phase, _, _ := unstructured.NestedString(hr.Object, "status", "adoption", "phase"); phase == "Adopted" {
+				_, err := adminClient(t).Resource(framework.HostedResources).Patch(context.Background(), crdName, types.MergePatchType,
+					[]byte(`{"spec":{"adoption":{"release":false}}}`), metav1.PatchOptions{})
+				if err != nil {
+					t.Logf("asking no more for the release of %s: %v", crdName, err)
+				}
+			}
+		}
+	}
 	deleteAndWait(t, framework.HostedResources, crdName)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

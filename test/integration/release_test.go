@@ -449,6 +449,85 @@ func TestDeleteAHostedResourceWhileItsReleaseRuns(t *testing.T) {
 	removeFinalizers(t, f.gvr, f.ns)
 }
 
+// TestAStalledReleaseIsUndone holds a release where it cannot go on (a
+// policy of the cluster refuses the version it writes back through) while
+// it refuses writes to the type: after --adoption-release-stall-timeout
+// without progress annex undoes it, writes are accepted again, and the type
+// stays adopted with the reason.
+func TestAStalledReleaseIsUndone(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	if _, err := env.RestartAnnex(ctx, time.Minute, "--adoption-release-stall-timeout=15s"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := env.RestartAnnex(context.Background(), time.Minute, "--adoption-release-stall-timeout="+adoption.DefaultReleaseStallTimeout.String()); err != nil {
+			t.Errorf("restarting annex with its default stall timeout: %v", err)
+		}
+	})
+	f := newAdoptionFixture(t, ctx, 50)
+	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
+	f.adopt(t, ctx)
+
+	hold := "hold-release." + f.group
+	policies := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"}
+	bindings := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicybindings"}
+	create(t, adminClient(t), policies, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+		"metadata": map[string]any{"name": hold},
+		"spec": map[string]any{
+			"failurePolicy": "Fail",
+			"matchConstraints": map[string]any{"resourceRules": []any{map[string]any{
+				"apiGroups": []any{"apiextensions.k8s.io"}, "apiVersions": []any{"v1"}, "operations": []any{"UPDATE"},
+				"resources": []any{"customresourcedefinitions"}, "resourceNames": []any{f.crd.Name}}}},
+			"validations": []any{map[string]any{
+				"expression": "!object.spec.versions.exists(v, v.name == '" + adoption.ReleaseVersion + "')", "message": "the test holds the release"}},
+		}}})
+	create(t, adminClient(t), bindings, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+		"metadata": map[string]any{"name": hold},
+		"spec":     map[string]any{"policyName": hold, "validationActions": []any{"Deny"}}}})
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		crd, err := adminClient(t).Resource(crdsGVR).Get(ctx, f.crd.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+		extra := map[string]any{}
+		for k, v := range versions[0].(map[string]any) {
+			extra[k] = v
+		}
+		extra["name"], extra["storage"] = adoption.ReleaseVersion, false
+		_ = unstructured.SetNestedSlice(crd.Object, append(versions, extra), "spec", "versions")
+		_, err = adminClient(t).Resource(crdsGVR).Update(ctx, crd, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err != nil && strings.Contains(err.Error(), "the test holds the release"), nil
+	}); err != nil {
+		t.Fatalf("the cluster does not enforce the test's policy: %v", err)
+	}
+
+	start := time.Now()
+	code, stdout, stderr := kubectlAnnex(t, nil, "release", f.crd.Name, "--yes", "--progress=never", "--timeout=2m")
+	took := time.Since(start)
+	t.Logf("kubectl annex release, held, exited %d after %s:\n%s%s", code, took.Round(time.Second), stderr, stdout)
+	if code == 0 || !strings.Contains(stderr, "made no progress for 15s") || !strings.Contains(stderr, "the test holds the release") {
+		t.Errorf("a held release: exit %d, stderr %q; want a failure that says it made no progress, with the last error", code, stderr)
+	}
+	if phase, _ := adoptionPhase(t, ctx, f.crd.Name); phase != "Adopted" {
+		t.Errorf("after a stalled release the adoption is %q, want Adopted", phase)
+	}
+	// Writes are accepted again, by annex.
+	var err error
+	if werr := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err = f.dyn.Create(ctx, widget(f.gvr, f.ns, "after-stall", 1), metav1.CreateOptions{})
+		return err == nil, nil
+	}); werr != nil {
+		t.Errorf("after the stalled release was undone, a create: %v", err)
+	}
+	f.verifyAdopted(t, ctx, &writer{acked: map[string]int64{}})
+	deleteIfExists(t, bindings, hold)
+	deleteIfExists(t, policies, hold)
+}
+
 // TestReleaseAGroupOfTwoCRDs releases a group whose two CRDs annex adopted:
 // the release of the first waits for the second (the group's APIServices
 // serve both), then both go back together.

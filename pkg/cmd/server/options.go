@@ -113,6 +113,9 @@ type Options struct {
 	// AdoptionDeleteBatch is how many of an adopted type's copies in the
 	// cluster's etcd one batch deletes (spec.adoption.deleteClusterCopies).
 	AdoptionDeleteBatch int
+	// AdoptionReleaseStallTimeout is how long a release may go without
+	// progress, writes refused, before annex undoes it.
+	AdoptionReleaseStallTimeout time.Duration
 	// MemoryLimitRatio is the fraction of the container's memory limit
 	// given to the Go runtime as its soft memory limit; 0 leaves it alone.
 	MemoryLimitRatio float64
@@ -197,6 +200,7 @@ func NewOptions() *Options {
 		StorageBackendProbeInterval: storagebackend.DefaultProbeInterval,
 		AdoptionFreezeSettle:        adoption.DefaultFreezeSettle,
 		AdoptionDeleteBatch:         adoption.DefaultDeleteBatch,
+		AdoptionReleaseStallTimeout: adoption.DefaultReleaseStallTimeout,
 		MemoryLimitRatio:            defaultMemoryLimitRatio,
 		StorageSecretNamespaces:     []string{secretpolicy.DefaultNamespace},
 		APIService:                  APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443, ManagedBy: v1alpha1.DefaultManagedByValue},
@@ -273,6 +277,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.AdoptionDeleteBatch, "adoption-delete-batch", o.AdoptionDeleteBatch, "How many objects of an adopted type one batch deletes from the cluster's etcd "+
 		"when its HostedResource sets spec.adoption.deleteClusterCopies: one list of them, then their deletions (8 at a time), then the progress in the status. "+
 		"Lower it to spread the load on the cluster's etcd; between 1 and 5000.")
+	fs.DurationVar(&o.AdoptionReleaseStallTimeout, "adoption-release-stall-timeout", o.AdoptionReleaseStallTimeout, "How long the release of an adopted CRD "+
+		"(kubectl annex release) may go without progress, while it refuses writes to the type, before annex undoes it: the type stays adopted, writes are "+
+		"accepted again, and status.adoption says ReleaseFailed with the last error. Progress is each page of objects written back and each phase.")
 	fs.Float64Var(&o.MemoryLimitRatio, "memory-limit-ratio", o.MemoryLimitRatio, "The fraction of the container's memory limit (its cgroup's) "+
 		"that the Go runtime keeps the heap under (its GOMEMLIMIT), so that the collector works harder as the heap nears the limit instead of the "+
 		"container being killed for memory. Checked again every minute. 0 leaves the runtime's limit alone; a GOMEMLIMIT in the environment wins.")
@@ -392,6 +399,9 @@ func (o *Options) Validate() error {
 		errs = append(errs, errors.New("--apiservice-managed-by must not be empty"))
 	} else if msgs := validation.IsValidLabelValue(o.APIService.ManagedBy); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("--apiservice-managed-by=%s is not a label value: %s", o.APIService.ManagedBy, strings.Join(msgs, "; ")))
+	}
+	if o.AdoptionReleaseStallTimeout < 10*time.Second {
+		errs = append(errs, fmt.Errorf("--adoption-release-stall-timeout must be at least 10s, not %s", o.AdoptionReleaseStallTimeout))
 	}
 	if o.AdoptionDeleteBatch < 1 || o.AdoptionDeleteBatch > 5000 {
 		errs = append(errs, fmt.Errorf("--adoption-delete-batch must be between 1 and 5000, not %d", o.AdoptionDeleteBatch))

@@ -101,6 +101,7 @@ func (o *Options) controllerOptions(ctx context.Context, cluster *rest.Config, b
 	opts.Retention = o.Retention
 	opts.AdoptionFreezeSettle = o.AdoptionFreezeSettle
 	opts.AdoptionDeleteBatch = o.AdoptionDeleteBatch
+	opts.AdoptionReleaseStallTimeout = o.AdoptionReleaseStallTimeout
 	if o.Mode != ModeAggregated || cluster == nil {
 		return opts, nil
 	}

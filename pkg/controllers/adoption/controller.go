@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -68,6 +69,9 @@ const (
 	DefaultFreezeSettle = 2 * time.Second
 	// DefaultFreezeTimeout bounds the wait for the freeze to take effect.
 	DefaultFreezeTimeout = 30 * time.Second
+	// DefaultReleaseStallTimeout is how long a release may go without
+	// progress before it is undone.
+	DefaultReleaseStallTimeout = 5 * time.Minute
 	// waitInterval is how often a waiting adoption looks again.
 	waitInterval = 10 * time.Second
 	// pageSize is the size of the pages of the first copy.
@@ -105,6 +109,13 @@ type Reconciler struct {
 	// DeleteBatch is how many of the cluster's copies one batch deletes
 	// (spec.adoption.deleteClusterCopies).
 	DeleteBatch int
+	// ReleaseStallTimeout is how long a release may go without progress,
+	// writes refused, before annex undoes it; zero means the default.
+	ReleaseStallTimeout time.Duration
+
+	// stalls notes, per group being released, its progress and since when.
+	stallsMu sync.Mutex
+	stalls   map[string]stallMark
 }
 
 var crdGVK = apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition")
@@ -148,6 +159,9 @@ func (r *Reconciler) defaults() {
 	}
 	if r.DeleteBatch == 0 {
 		r.DeleteBatch = DefaultDeleteBatch
+	}
+	if r.ReleaseStallTimeout == 0 {
+		r.ReleaseStallTimeout = DefaultReleaseStallTimeout
 	}
 }
 

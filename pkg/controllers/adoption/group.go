@@ -84,6 +84,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, g.dropLeftReleaseVersions(ctx)
 	}
 	err := g.run(ctx)
+	if err != nil && !errors.As(err, &more{}) && g.inPhase(v1alpha1.AdoptionRollingBack) {
+		if g.releaseStalled() {
+			r.forgetStall(g.name)
+			ctrl.LoggerFrom(ctx).Info("A release made no progress; undoing it", "group", g.name, "for", g.ReleaseStallTimeout, "lastError", err.Error())
+			return reconcile.Result{}, g.releaseFailed(ctx, fmt.Sprintf("it made no progress for %s, writes refused; the last error: %v", g.ReleaseStallTimeout, err))
+		}
+	} else {
+		r.forgetStall(g.name)
+	}
 	if apierrors.IsForbidden(err) {
 		// The cluster's RBAC or the chart's policy: nothing annex can change.
 		err = &waiting{reason: "Forbidden", message: fmt.Sprintf("%v; with the Helm chart, name %s in adoption.customResourceDefinitions",

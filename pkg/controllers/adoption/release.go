@@ -791,3 +791,40 @@ func (g *group) freezeFor(ctx context.Context, message, user string) (time.Time,
 		strconv.Quote(user), strconv.Quote(ReleaseVersion))
 	return g.freezeWith(ctx, message, []admissionregistrationv1.MatchCondition{{Name: "not-annex-writing-back", Expression: exempt}})
 }
+
+// stallMark is the progress of a release (each member's phase and objects
+// written back) and when it was first seen.
+type stallMark struct {
+	progress string
+	since    time.Time
+}
+
+// releaseStalled says whether the group's release, which just failed with
+// an error, has made no progress for ReleaseStallTimeout: a release that
+// keeps failing (the cluster refusing a step, an API server unreachable)
+// would keep writes refused for ever. Progress is noted in this process
+// only: a restart gives a release a new period.
+func (g *group) releaseStalled() bool {
+	var b strings.Builder
+	for _, a := range g.members {
+		fmt.Fprintf(&b, "%s:%s:%d;", a.hr.Name, a.status.Phase, a.status.Copied)
+	}
+	g.stallsMu.Lock()
+	defer g.stallsMu.Unlock()
+	if g.stalls == nil {
+		g.stalls = map[string]stallMark{}
+	}
+	mark, ok := g.stalls[g.name]
+	if !ok || mark.progress != b.String() {
+		g.stalls[g.name] = stallMark{progress: b.String(), since: time.Now()}
+		return false
+	}
+	return time.Since(mark.since) >= g.ReleaseStallTimeout
+}
+
+// forgetStall forgets the group's release progress.
+func (r *Reconciler) forgetStall(group string) {
+	r.stallsMu.Lock()
+	defer r.stallsMu.Unlock()
+	delete(r.stalls, group)
+}
