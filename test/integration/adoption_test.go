@@ -628,22 +628,9 @@ func TestAdoptACRDWithItsObjects(t *testing.T) {
 
 	// The project's own admission policy for the group applies before the
 	// adoption and after it.
-	policyName := "no-negative-size." + group
-	policies := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"}
-	bindings := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicybindings"}
-	create(t, adminClient(t), policies, &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-		"metadata": map[string]any{"name": policyName},
-		"spec": map[string]any{
-			"failurePolicy": "Fail",
-			"matchConstraints": map[string]any{"resourceRules": []any{map[string]any{
-				"apiGroups": []any{group}, "apiVersions": []any{"*"}, "operations": []any{"CREATE", "UPDATE"}, "resources": []any{"widgets"}}}},
-			"validations": []any{map[string]any{"expression": "object.spec.size >= 0", "message": "the size of a widget is never negative"}},
-		}}})
-	create(t, adminClient(t), bindings, &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-		"metadata": map[string]any{"name": policyName},
-		"spec":     map[string]any{"policyName": policyName, "validationActions": []any{"Deny"}}}})
+	denyByPolicy(t, "no-negative-size."+group, map[string]any{
+		"apiGroups": []any{group}, "apiVersions": []any{"*"}, "operations": []any{"CREATE", "UPDATE"}, "resources": []any{"widgets"}},
+		"object.spec.size >= 0", "the size of a widget is never negative")
 	refusesNegative := func(when string) {
 		t.Helper()
 		var err error
@@ -949,39 +936,14 @@ func TestAdoptionSurvivesAKillWhenSwitched(t *testing.T) {
 	f := newAdoptionFixture(t, ctx, 300)
 	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
 
-	hold := "hold-served." + f.group
-	policies := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"}
-	bindings := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicybindings"}
-	create(t, adminClient(t), policies, &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-		"metadata": map[string]any{"name": hold},
-		"spec": map[string]any{
-			"failurePolicy": "Fail",
-			"matchConstraints": map[string]any{"resourceRules": []any{map[string]any{
-				"apiGroups": []any{"apiextensions.k8s.io"}, "apiVersions": []any{"v1"}, "operations": []any{"UPDATE"},
-				"resources": []any{"customresourcedefinitions"}, "resourceNames": []any{f.crd.Name}}}},
-			"validations": []any{map[string]any{"expression": "object.spec.versions.exists(v, v.served)", "message": "the test holds the CRD served"}},
-		}}})
-	create(t, adminClient(t), bindings, &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-		"metadata": map[string]any{"name": hold},
-		"spec":     map[string]any{"policyName": hold, "validationActions": []any{"Deny"}}}})
-	// The cluster enforces the hold before the adoption starts.
-	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		crd, err := adminClient(t).Resource(crdsGVR).Get(ctx, f.crd.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
-		for _, v := range versions {
-			v.(map[string]any)["served"] = false
-		}
-		_ = unstructured.SetNestedSlice(crd.Object, versions, "spec", "versions")
-		_, err = adminClient(t).Resource(crdsGVR).Update(ctx, crd, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
-		return err != nil && strings.Contains(err.Error(), "the test holds the CRD served"), nil
-	}); err != nil {
-		t.Fatalf("the cluster does not enforce the test's policy: %v", err)
-	}
+	// The cluster refuses to unserve the CRD until the hold goes.
+	unhold := holdCRD(t, ctx, f.crd.Name, "object.spec.versions.exists(v, v.served)", "the test holds the CRD served",
+		func(versions []any) []any {
+			for _, v := range versions {
+				v.(map[string]any)["served"] = false
+			}
+			return versions
+		})
 
 	w, stopWriter := f.startWriterWith(t, ctx, &writer{freeze: adoption.FreezeMessage(f.group), retryUnavailable: true})
 	adopted := make(chan error, 1)
@@ -1009,14 +971,64 @@ func TestAdoptionSurvivesAKillWhenSwitched(t *testing.T) {
 		t.Errorf("w-0001 while held: %v, want it served", err)
 	}
 
-	deleteIfExists(t, bindings, hold)
-	deleteIfExists(t, policies, hold)
+	unhold()
 	if err := <-adopted; err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
 	stopWriter()
 	f.verifyAdopted(t, ctx, w)
+}
+
+var (
+	policiesGVR       = schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"}
+	policyBindingsGVR = schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicybindings"}
+)
+
+// denyByPolicy has the cluster refuse with message the requests that rule
+// (a resource rule of a ValidatingAdmissionPolicy) matches and expression
+// does not allow, until the test ends or remove is called.
+func denyByPolicy(t *testing.T, name string, rule map[string]any, expression, message string) (remove func()) {
+	t.Helper()
+	create(t, adminClient(t), policiesGVR, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+		"metadata": map[string]any{"name": name},
+		"spec": map[string]any{
+			"failurePolicy":    "Fail",
+			"matchConstraints": map[string]any{"resourceRules": []any{rule}},
+			"validations":      []any{map[string]any{"expression": expression, "message": message}},
+		}}})
+	create(t, adminClient(t), policyBindingsGVR, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+		"metadata": map[string]any{"name": name},
+		"spec":     map[string]any{"policyName": name, "validationActions": []any{"Deny"}}}})
+	return func() {
+		deleteIfExists(t, policyBindingsGVR, name)
+		deleteIfExists(t, policiesGVR, name)
+	}
+}
+
+// holdCRD has the cluster refuse, with message, the updates of CRD crdName
+// that expression does not allow, and waits until it refuses a dry-run
+// update whose versions change makes. remove lets them through.
+func holdCRD(t *testing.T, ctx context.Context, crdName, expression, message string, change func(versions []any) []any) (remove func()) {
+	t.Helper()
+	remove = denyByPolicy(t, "hold."+crdName, map[string]any{
+		"apiGroups": []any{"apiextensions.k8s.io"}, "apiVersions": []any{"v1"}, "operations": []any{"UPDATE"},
+		"resources": []any{"customresourcedefinitions"}, "resourceNames": []any{crdName}}, expression, message)
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		crd, err := adminClient(t).Resource(crdsGVR).Get(ctx, crdName, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+		_ = unstructured.SetNestedSlice(crd.Object, change(versions), "spec", "versions")
+		_, err = adminClient(t).Resource(crdsGVR).Update(ctx, crd, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err != nil && strings.Contains(err.Error(), message), nil
+	}); err != nil {
+		t.Fatalf("the cluster does not enforce the test's hold of %s: %v", crdName, err)
+	}
+	return remove
 }
 
 // TestAdoptAGroupOfTwoCRDs adopts a group with two CRDs, one namespaced and

@@ -469,41 +469,13 @@ func TestAStalledReleaseIsUndone(t *testing.T) {
 	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
 	f.adopt(t, ctx)
 
-	hold := "hold-release." + f.group
-	policies := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"}
-	bindings := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicybindings"}
-	create(t, adminClient(t), policies, &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-		"metadata": map[string]any{"name": hold},
-		"spec": map[string]any{
-			"failurePolicy": "Fail",
-			"matchConstraints": map[string]any{"resourceRules": []any{map[string]any{
-				"apiGroups": []any{"apiextensions.k8s.io"}, "apiVersions": []any{"v1"}, "operations": []any{"UPDATE"},
-				"resources": []any{"customresourcedefinitions"}, "resourceNames": []any{f.crd.Name}}}},
-			"validations": []any{map[string]any{
-				"expression": "!object.spec.versions.exists(v, v.name == '" + adoption.ReleaseVersion + "')", "message": "the test holds the release"}},
-		}}})
-	create(t, adminClient(t), bindings, &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-		"metadata": map[string]any{"name": hold},
-		"spec":     map[string]any{"policyName": hold, "validationActions": []any{"Deny"}}}})
-	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		crd, err := adminClient(t).Resource(crdsGVR).Get(ctx, f.crd.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
-		extra := map[string]any{}
-		for k, v := range versions[0].(map[string]any) {
-			extra[k] = v
-		}
-		extra["name"], extra["storage"] = adoption.ReleaseVersion, false
-		_ = unstructured.SetNestedSlice(crd.Object, append(versions, extra), "spec", "versions")
-		_, err = adminClient(t).Resource(crdsGVR).Update(ctx, crd, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
-		return err != nil && strings.Contains(err.Error(), "the test holds the release"), nil
-	}); err != nil {
-		t.Fatalf("the cluster does not enforce the test's policy: %v", err)
-	}
+	// The cluster refuses the version the release writes back through.
+	unhold := holdCRD(t, ctx, f.crd.Name, "!object.spec.versions.exists(v, v.name == '"+adoption.ReleaseVersion+"')", "the test holds the release",
+		func(versions []any) []any {
+			extra := maps.Clone(versions[0].(map[string]any))
+			extra["name"], extra["storage"] = adoption.ReleaseVersion, false
+			return append(versions, extra)
+		})
 
 	start := time.Now()
 	code, stdout, stderr := kubectlAnnex(t, nil, "release", f.crd.Name, "--yes", "--progress=never", "--timeout=2m")
@@ -524,8 +496,7 @@ func TestAStalledReleaseIsUndone(t *testing.T) {
 		t.Errorf("after the stalled release was undone, a create: %v", err)
 	}
 	f.verifyAdopted(t, ctx, &writer{acked: map[string]int64{}})
-	deleteIfExists(t, bindings, hold)
-	deleteIfExists(t, policies, hold)
+	unhold()
 }
 
 // TestReleaseAGroupOfTwoCRDs releases a group whose two CRDs annex adopted:
