@@ -88,19 +88,11 @@ var deleteClusterCopiesPatch = []byte(`{"spec":{"adoption":{"deleteClusterCopies
 // Run deletes the cluster's copies of the type of crdName, or follows the
 // deletion under way.
 func (o *ConfirmOptions) Run(ctx context.Context, crdName string) error {
-	c, err := newClients(o.configFlags)
-	if err != nil {
-		return err
-	}
-	hr, err := adoptingHostedResourceOf(ctx, c, crdName)
+	c, hr, a, err := adoptionOf(ctx, o.configFlags, crdName)
 	if err != nil {
 		return err
 	}
 	name := hr.Name
-	a := hr.Status.Adoption
-	if a == nil {
-		a = &v1alpha1.AdoptionStatus{}
-	}
 	switch {
 	case a.ClusterCopies != nil && a.ClusterCopies.CompletionTime != nil:
 		if o.dryRun {

@@ -111,19 +111,11 @@ func (o *ReleaseOptions) Validate() error {
 
 // Run releases the CRD crdName, or follows a release of it under way.
 func (o *ReleaseOptions) Run(ctx context.Context, crdName string) error {
-	c, err := newClients(o.configFlags)
-	if err != nil {
-		return err
-	}
-	hr, err := adoptingHostedResourceOf(ctx, c, crdName)
+	c, hr, a, err := adoptionOf(ctx, o.configFlags, crdName)
 	if err != nil {
 		return err
 	}
 	name := hr.Name
-	a := hr.Status.Adoption
-	if a == nil {
-		a = &v1alpha1.AdoptionStatus{}
-	}
 	switch {
 	case a.Phase == v1alpha1.AdoptionReleased:
 		if o.dryRun {
@@ -211,6 +203,24 @@ func (o *ReleaseOptions) setRelease(ctx context.Context, c *clients, name string
 		return fmt.Errorf("setting spec.adoption.release of HostedResource %s to %t: %w", name, release, c.annexError(ctx, err))
 	}
 	return nil
+}
+
+// adoptionOf connects to annex and finds the HostedResource that adopted
+// crdName, and its status.adoption (empty when it has none yet).
+func adoptionOf(ctx context.Context, configFlags *genericclioptions.ConfigFlags, crdName string) (*clients, *v1alpha1.HostedResource, *v1alpha1.AdoptionStatus, error) {
+	c, err := newClients(configFlags)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	hr, err := adoptingHostedResourceOf(ctx, c, crdName)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	a := hr.Status.Adoption
+	if a == nil {
+		a = &v1alpha1.AdoptionStatus{}
+	}
+	return c, hr, a, nil
 }
 
 // adoptingHostedResourceOf finds the HostedResource that adopted crdName:
