@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -179,6 +180,10 @@ func (f *adoptionFixture) verifyReleased(t *testing.T, ctx context.Context, held
 	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
 	if len(versions) != 2 {
 		t.Errorf("the CRD has versions %v, want v1 and v1beta1 only", versions)
+	}
+	// annexrelease was never stored: the CRD's stored versions are its own.
+	if stored, _, _ := unstructured.NestedStringSlice(crd.Object, "status", "storedVersions"); !slices.Equal(stored, []string{"v1"}) {
+		t.Errorf("the CRD's storedVersions are %v, want [v1] as before the adoption", stored)
 	}
 	for _, v := range versions {
 		if served, _, _ := unstructured.NestedBool(v.(map[string]any), "served"); !served {
