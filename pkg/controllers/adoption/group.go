@@ -94,9 +94,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		r.forgetStall(g.name)
 	}
 	if apierrors.IsForbidden(err) {
-		// The cluster's RBAC or the chart's policy: nothing annex can change.
-		err = &waiting{reason: "Forbidden", message: fmt.Sprintf("%v; with the Helm chart, name %s in adoption.customResourceDefinitions",
-			err, strings.Join(g.crdNames(), ", "))}
+		// The cluster's RBAC, or an admission policy or webhook: nothing annex
+		// can change.
+		err = &waiting{reason: "Forbidden", message: forbiddenMessage(err, g.crdNames())}
 	}
 	var w *waiting
 	switch {
@@ -116,6 +116,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{}, nil
+}
+
+// forbiddenMessage says why a step was forbidden: an admission policy's or
+// webhook's refusal says its own reason; RBAC's names none, and the chart
+// grants what an adoption needs for the CRDs its value names.
+func forbiddenMessage(err error, crds []string) string {
+	message := err.Error()
+	if strings.Contains(message, "denied request") || strings.Contains(message, "admission webhook") {
+		return message
+	}
+	return fmt.Sprintf("%s; with the Helm chart, name %s in adoption.customResourceDefinitions", message, strings.Join(crds, ", "))
 }
 
 func (g *group) crdNames() []string {

@@ -3,6 +3,7 @@ package adoption
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -262,5 +263,20 @@ func TestHasStatusSubresource(t *testing.T) {
 	a.crd = widgetCRD(false)
 	if a.hasStatusSubresource() {
 		t.Error("a storage version without status: want false")
+	}
+}
+
+// TestForbiddenMessage: RBAC's refusal gets the chart's hint; a policy's or
+// a webhook's says its own reason, and gets none.
+func TestForbiddenMessage(t *testing.T) {
+	crds := []string{"widgets.example.com"}
+	gr := schema.GroupResource{Group: "apiextensions.k8s.io", Resource: "customresourcedefinitions"}
+	rbac := apierrors.NewForbidden(gr, "widgets.example.com", fmt.Errorf(`User "system:serviceaccount:annex-system:annex" cannot update resource "customresourcedefinitions"`))
+	if got := forbiddenMessage(rbac, crds); !strings.HasSuffix(got, "; with the Helm chart, name widgets.example.com in adoption.customResourceDefinitions") {
+		t.Errorf("RBAC's refusal: %q, want the chart's hint", got)
+	}
+	policy := apierrors.NewForbidden(gr, "widgets.example.com", fmt.Errorf("ValidatingAdmissionPolicy 'hold' with binding 'hold' denied request: the test holds the release"))
+	if got := forbiddenMessage(policy, crds); strings.Contains(got, "Helm chart") || !strings.Contains(got, "the test holds the release") {
+		t.Errorf("a policy's refusal: %q, want its reason and no hint", got)
 	}
 }
