@@ -1,6 +1,6 @@
 // Package kubectlannex holds the commands of the kubectl plugin
-// kubectl-annex: `kubectl annex status`, `adopt`, `release`, `export` and
-// `import`.
+// kubectl-annex: `kubectl annex status`, `adopt`, `confirm`, `release`,
+// `export` and `import`.
 package kubectlannex
 
 import (
@@ -28,7 +28,10 @@ var (
 		# Move a CRD of the cluster, with its objects, into annex
 		kubectl annex adopt policyreports.wgpolicyk8s.io
 
-		# Give it back to the cluster, with the objects annex holds
+		# Keep it in annex: delete the copies of its objects left in the cluster's etcd
+		kubectl annex confirm policyreports.wgpolicyk8s.io
+
+		# Or give it back to the cluster, with the objects annex holds
 		kubectl annex release policyreports.wgpolicyk8s.io
 
 		# Back up a type's objects, and restore them
