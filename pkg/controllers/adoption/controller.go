@@ -72,6 +72,9 @@ const (
 	// DefaultReleaseStallTimeout is how long a release may go without
 	// progress before it is undone.
 	DefaultReleaseStallTimeout = 5 * time.Minute
+	// releaseRetryInterval is how soon a step of a release that failed is
+	// tried again.
+	releaseRetryInterval = 5 * time.Second
 	// waitInterval is how often a waiting adoption looks again.
 	waitInterval = 10 * time.Second
 	// pageSize is the size of the pages of the first copy.

@@ -112,6 +112,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			}
 		}
 		return reconcile.Result{RequeueAfter: waitInterval}, nil
+	case err != nil && g.inPhase(v1alpha1.AdoptionRollingBack):
+		// Writes are refused until the release goes on: try again soon, not
+		// after a backoff that grows to minutes (and the stall's deadline
+		// is kept to within releaseRetryInterval).
+		ctrl.LoggerFrom(ctx).Error(err, "A step of a release failed; trying again", "group", g.name, "in", releaseRetryInterval)
+		return reconcile.Result{RequeueAfter: releaseRetryInterval}, nil
 	case err != nil:
 		return reconcile.Result{}, err
 	}
