@@ -184,14 +184,8 @@ func (o *AdoptOptions) Run(ctx context.Context, crdName string) error {
 		fmt.Fprintf(o.Out, "Would %s.\n", summary)
 		return nil
 	}
-	if !o.yes {
-		ok, err := confirm(o.In, o.ErrOut, "This will "+summary+". Continue?")
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return errors.New("not adopted")
-		}
+	if err := askToContinue(o.In, o.ErrOut, o.yes, summary, "not adopted"); err != nil {
+		return err
 	}
 	if _, err := hrs.Create(ctx, hr, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("starting the adoption: %w", c.annexError(ctx, err))
@@ -283,6 +277,23 @@ func countObjectsOf(ctx context.Context, c *clients, crd *apiextensionsv1.Custom
 		n += *rest
 	}
 	return n, nil
+}
+
+// askToContinue asks whether to do what summary says, unless yes (--yes)
+// was given, and returns an error saying what was not done, refused, when
+// the answer is no.
+func askToContinue(in io.Reader, out io.Writer, yes bool, summary, refused string) error {
+	if yes {
+		return nil
+	}
+	ok, err := confirm(in, out, "This will "+summary+". Continue?")
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New(refused)
+	}
+	return nil
 }
 
 // confirm asks question on out and reads the answer from in, which must be

@@ -2,7 +2,6 @@ package kubectlannex
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -128,14 +127,8 @@ func (o *ConfirmOptions) Run(ctx context.Context, crdName string) error {
 		fmt.Fprintf(o.Out, "Would %s.\n", summary)
 		return nil
 	}
-	if !o.yes {
-		ok, err := confirm(o.In, o.ErrOut, "This will "+summary+". Continue?")
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return errors.New("nothing deleted")
-		}
+	if err := askToContinue(o.In, o.ErrOut, o.yes, summary, "nothing deleted"); err != nil {
+		return err
 	}
 	_, err = c.annex.AnnexV1alpha1().HostedResources().Patch(ctx, name, types.MergePatchType, deleteClusterCopiesPatch, metav1.PatchOptions{})
 	if err != nil {

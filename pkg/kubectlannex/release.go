@@ -2,7 +2,6 @@ package kubectlannex
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -161,14 +160,8 @@ func (o *ReleaseOptions) Run(ctx context.Context, crdName string) error {
 		fmt.Fprintf(o.Out, "Would %s.\n", summary)
 		return nil
 	}
-	if !o.yes {
-		ok, err := confirm(o.In, o.ErrOut, "This will "+summary+". Continue?")
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return errors.New("not released")
-		}
+	if err := askToContinue(o.In, o.ErrOut, o.yes, summary, "not released"); err != nil {
+		return err
 	}
 	if hr.Spec.Adoption.Release && a.Reason == reasonReleaseFailed {
 		// A release that failed is tried again once it is no longer asked for.

@@ -11,6 +11,7 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -85,7 +86,7 @@ func (g *group) deleteClusterCopies(ctx context.Context) error {
 func (a *adoption) deleteClusterCopiesBatch(ctx context.Context) (done bool, err error) {
 	s := a.status
 	if s.ClusterCopies == nil {
-		s.ClusterCopies = &v1alpha1.ClusterCopiesStatus{StartTime: ptrNow()}
+		s.ClusterCopies = &v1alpha1.ClusterCopiesStatus{StartTime: ptr.To(metav1.Now())}
 	}
 	c := s.ClusterCopies
 	if a.crd.UID == "" {
@@ -158,7 +159,7 @@ func (a *adoption) clusterCopiesDeleted(ctx context.Context, why string) error {
 	}
 	s := a.status
 	c := s.ClusterCopies
-	c.Deleted, c.CompletionTime = c.Total, ptrNow()
+	c.Deleted, c.CompletionTime = c.Total, ptr.To(metav1.Now())
 	s.Reason, s.Message = "", a.adoptedMessage()
 	took := c.CompletionTime.Sub(c.StartTime.Time).Round(time.Millisecond)
 	ctrl.LoggerFrom(ctx).Info("Deleted the cluster's copies of an adopted type", "crd", a.crd.Name, "objects", c.Total, "took", took.String(),
@@ -221,9 +222,4 @@ func (g *group) dropLeftReleaseVersions(ctx context.Context) error {
 // cluster failed.
 func deleteFromClusterError(k string, err error) error {
 	return fmt.Errorf("deleting %s from the cluster: %w", strings.TrimPrefix(k, "/"), err)
-}
-
-func ptrNow() *metav1.Time {
-	now := metav1.Now()
-	return &now
 }
