@@ -71,10 +71,13 @@ func TestKillPostgres(t *testing.T) {
 		t.Logf("kill %d: PostgreSQL down %s, ready again %s after its start; annex acknowledged a write %s later",
 			i, down, ready, took.Round(time.Millisecond))
 	}
-	rep := r.finish(between, fmt.Sprintf("%d kills of PostgreSQL under annex", kills))
-	if rep.UnknownWrites+rep.RefusedWrites == 0 {
-		t.Errorf("no write failed while PostgreSQL was down: the kills did not reach annex")
-	}
+	// That the kills reached annex is shown by the probes above (each
+	// request kind answered 503 while PostgreSQL was down), not by the
+	// clients' failed writes: client-go sends a write answered 503 with
+	// Retry-After again, up to ten times, so a client's write that meets
+	// PostgreSQL down usually succeeds once it is back. Only a write in
+	// flight at the kill fails, and whether one is depends on timing.
+	r.finish(between, fmt.Sprintf("%d kills of PostgreSQL under annex", kills))
 	if exited, err := a.Process().Exited(); exited {
 		t.Fatalf("annex exited: %v", err)
 	}
