@@ -5,8 +5,10 @@ package faults
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
@@ -469,5 +473,161 @@ func TestFullDiskPostgres(t *testing.T) {
 	}
 	if exited, err := a.Process().Exited(); exited {
 		t.Fatalf("annex exited: %v", err)
+	}
+}
+
+// TestFullTablespacePostgres fills the disk under the tables of an annex
+// that keeps its data in PostgreSQL while PostgreSQL's write-ahead log still
+// has room: the database is a tablespace on a tmpfs of its own, most of it
+// taken by a filler file. PostgreSQL then refuses each write that would
+// extend a table's file with disk_full, and keeps running. Each such write
+// must be answered at once with 507 InsufficientStorage, naming nothing of
+// the database; annex and PostgreSQL must keep running; every write
+// acknowledged before must read back while the disk is full; and once the
+// filler is removed, annex must take writes again without anything being
+// restarted.
+func TestFullTablespacePostgres(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a full disk needs a tmpfs of its own, which only root may mount")
+	}
+	const size, leave = 64 << 20, 8 << 20
+	tmpfs := mountTmpfs(t, size)
+	pg := postgrestest.Start(t)
+	pg.MoveDatabaseTo(t, filepath.Join(tmpfs, "tablespace"))
+	dsnFile := writeDSNFile(t, pg)
+	a := startAnnex(t, "--postgres-dsn-file="+dsnFile)
+	cfg := a.restConfig()
+	declareBallasts(t, cfg)
+	delivered := watchBallasts(t, cfg)
+	filler := placeFiller(t, tmpfs, leave)
+	t.Logf("tmpfs of %d MiB for the tables, %.1f MiB left after the filler", size>>20, float64(freeBytes(t, tmpfs))/(1<<20))
+
+	f := fill(t, a, 0, 3, 60*time.Second)
+	f.log(t, fmt.Sprintf("%.1f MiB left; PostgreSQL runs: %v", float64(freeBytes(t, tmpfs))/(1<<20), pg.Running()))
+	if f.exited {
+		t.Fatalf("annex exited when the disk under its tables filled:\n%s", a.Log())
+	}
+	if len(f.refusals) == 0 {
+		t.Fatalf("the disk did not fill: %d ballasts acknowledged in %s", len(f.acked), f.took)
+	}
+	if !pg.Running() {
+		t.Fatalf("PostgreSQL stopped when the disk under its tables filled; the test wants its write-ahead log to have room")
+	}
+	secrets := []string{"user=", "database=", "127.0.0.1", strconv.Itoa(pg.Port), tmpfs}
+	for _, ref := range f.refusals {
+		if ref.code != http.StatusInsufficientStorage || ref.reason != "InsufficientStorage" {
+			t.Errorf("a write refused for want of space was not answered 507 InsufficientStorage: %s", ref)
+		}
+		if ref.took >= 5*time.Second {
+			t.Errorf("a refusal took %s: %s", ref.took.Round(time.Millisecond), ref)
+		}
+		for _, s := range secrets {
+			if strings.Contains(ref.message, s) {
+				t.Errorf("a refusal names %q: %s", s, ref)
+			}
+		}
+	}
+	if lost := readBack(t, cfg, f.acked); len(lost) > 0 {
+		t.Errorf("with the disk full, %d acknowledged ballasts do not read back: %v", len(lost), lost)
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	freed := time.Now()
+	var again filling
+	for {
+		again = fill(t, a, len(f.acked)+len(f.refusals)+len(again.acked)+len(again.refusals), 1, time.Second)
+		if len(again.acked) > 0 || time.Since(freed) > 30*time.Second {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(again.acked) == 0 {
+		t.Fatalf("no ballast was acknowledged within 30 s once space was freed: %v", again.refusals)
+	}
+	t.Logf("space freed: writes acknowledged again %s later", time.Since(freed).Round(time.Millisecond))
+	if lost := readBack(t, cfg, append(f.acked, again.acked...)); len(lost) > 0 {
+		t.Errorf("%d acknowledged ballasts do not read back once space was freed: %v", len(lost), lost)
+	}
+	// The watch opened before the disk filled goes on, and delivers every
+	// acknowledged create.
+	acked := append(f.acked, again.acked...)
+	var missing []string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		got, err := delivered()
+		if err != nil {
+			t.Fatalf("the watch of ballasts opened before the disk filled ended: %v", err)
+		}
+		missing = missing[:0]
+		for _, name := range acked {
+			if !got[name] {
+				missing = append(missing, name)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("the watch of ballasts opened before the disk filled did not deliver %d of %d acknowledged creates: %v",
+			len(missing), len(acked), missing)
+	}
+	if exited, err := a.Process().Exited(); exited {
+		t.Fatalf("annex exited: %v", err)
+	}
+	if !pg.Running() {
+		t.Fatalf("PostgreSQL stopped")
+	}
+}
+
+// watchBallasts watches the ballasts from now until the test ends. What it
+// returns gives the names of the ballasts the watch delivered as added so
+// far, or why the watch ended.
+func watchBallasts(t *testing.T, cfg *rest.Config) func() (map[string]bool, error) {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	list, err := dyn.Resource(ballasts).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := dyn.Resource(ballasts).Watch(ctx, metav1.ListOptions{ResourceVersion: list.GetResourceVersion()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	var (
+		mu    sync.Mutex
+		added = map[string]bool{}
+		ended error
+	)
+	go func() {
+		for e := range w.ResultChan() {
+			mu.Lock()
+			switch e.Type {
+			case watch.Added:
+				if obj, ok := e.Object.(*unstructured.Unstructured); ok {
+					added[obj.GetName()] = true
+				}
+			case watch.Error:
+				ended = fmt.Errorf("an error event: %v", e.Object)
+			}
+			mu.Unlock()
+		}
+		mu.Lock()
+		if ended == nil && ctx.Err() == nil {
+			ended = errors.New("the server closed it")
+		}
+		mu.Unlock()
+	}()
+	return func() (map[string]bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(added), ended
 	}
 }

@@ -26,6 +26,8 @@ type Server struct {
 	dir  string
 	bin  string
 	run  func(name string, args ...string) *exec.Cmd
+	// own gives a directory to the user the server runs as.
+	own func(dir string) error
 	// killed is set by Kill and cleared by Restart: a killed server leaves
 	// its postmaster.pid behind, and there is nothing to stop.
 	killed bool
@@ -81,6 +83,7 @@ func StartIn(t testing.TB, parent string) *Server {
 
 	// PostgreSQL refuses to run as root; as root, run it as the postgres user.
 	run := func(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }
+	own := func(string) error { return nil }
 	if os.Geteuid() == 0 {
 		pg, err := user.Lookup("postgres")
 		if err != nil {
@@ -88,7 +91,8 @@ func StartIn(t testing.TB, parent string) *Server {
 		}
 		uid, _ := strconv.Atoi(pg.Uid)
 		gid, _ := strconv.Atoi(pg.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
+		own = func(dir string) error { return os.Chown(dir, uid, gid) }
+		if err := own(dir); err != nil {
 			t.Fatal(err)
 		}
 		run = func(name string, args ...string) *exec.Cmd {
@@ -100,7 +104,7 @@ func StartIn(t testing.TB, parent string) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Port: port, dir: dir, bin: bin, run: run}
+	s := &Server{Port: port, dir: dir, bin: bin, run: run, own: own}
 	data := filepath.Join(dir, "data")
 	s.must(t, filepath.Join(bin, "initdb"), "-D", data, "-U", "annex", "--auth=trust", "--no-sync", "-E", "UTF8")
 	s.must(t, filepath.Join(bin, "pg_ctl"), "-D", data, "-l", filepath.Join(dir, "postgres.log"), "-w", "-t", "60",
@@ -109,6 +113,26 @@ func StartIn(t testing.TB, parent string) *Server {
 	s.must(t, filepath.Join(bin, "createdb"), "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "annex", "annex")
 	s.DSN = fmt.Sprintf("postgres://annex@127.0.0.1:%d/annex?sslmode=disable", port)
 	return s
+}
+
+// MoveDatabaseTo keeps the database "annex", its tables and indexes, in
+// dir (a new directory, made here), as a tablespace of its own: dir may be
+// on another filesystem than the rest of the server's data and its
+// write-ahead log. Call it before anything connects to the database.
+func (s *Server) MoveDatabaseTo(t testing.TB, dir string) {
+	t.Helper()
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.own(dir); err != nil {
+		t.Fatal(err)
+	}
+	psql := func(sql string) {
+		s.must(t, filepath.Join(s.bin, "psql"), "-h", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-U", "annex", "-d", "postgres",
+			"-v", "ON_ERROR_STOP=1", "-c", sql)
+	}
+	psql(fmt.Sprintf("CREATE TABLESPACE annex LOCATION '%s'", dir))
+	psql("ALTER DATABASE annex SET TABLESPACE annex")
 }
 
 // Stop stops the server; stopping it twice, or after Kill, does nothing.
