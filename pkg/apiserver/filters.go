@@ -1,11 +1,13 @@
 package apiserver
 
 import (
+	"errors"
 	"mime"
 	"net/http"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/authentication/user"
@@ -14,6 +16,8 @@ import (
 	"k8s.io/apiserver/pkg/endpoints/request"
 
 	"annex.dev/annex/pkg/apis/annex"
+	"annex.dev/annex/pkg/storage/routing"
+	"annex.dev/annex/pkg/storage/unavailable"
 )
 
 // withBackendCheck answers 503 Service Unavailable, at once and with the
@@ -36,11 +40,31 @@ func withBackendCheck(handler http.Handler, check func(group, resource string, f
 		u, _ := request.UserFrom(req.Context())
 		if err := check(info.APIGroup, info.Resource, u != nil && isAnnex(u)); err != nil {
 			gv := schema.GroupVersion{Group: info.APIGroup, Version: info.APIVersion}
-			responsewriters.ErrorNegotiated(apierrors.NewServiceUnavailable(err.Error()), s, gv, w, req)
+			responsewriters.ErrorNegotiated(backendCheckRefusal(err, info), s, gv, w, req)
 			return
 		}
 		handler.ServeHTTP(w, req)
 	})
+}
+
+// backendCheckRefusal is the 503 of withBackendCheck. Nothing of the request
+// ran, so a write says it was not applied. While annex is starting, which
+// passes within seconds, the answer carries a Retry-After, which client-go
+// follows by itself; a backend that is missing, unready, unreachable or
+// being changed is answered at once, so that kubectl fails with the reason
+// instead of retrying for ten seconds.
+func backendCheckRefusal(err error, info *request.RequestInfo) *apierrors.StatusError {
+	msg := err.Error()
+	switch info.Verb {
+	case "create", "update", "patch", "delete", "deletecollection":
+		msg += "; the write was not applied"
+	}
+	refusal := apierrors.NewServiceUnavailable(msg)
+	refusal.ErrStatus.Details = &metav1.StatusDetails{Group: info.APIGroup, Kind: info.Resource}
+	if errors.Is(err, routing.ErrStarting) {
+		refusal.ErrStatus.Details.RetryAfterSeconds = unavailable.RetryAfterSeconds
+	}
+	return refusal
 }
 
 // withHostedMediaTypes answers 415 Unsupported Media Type to a create or

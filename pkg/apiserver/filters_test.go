@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -9,6 +10,8 @@ import (
 
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/endpoints/request"
+
+	"annex.dev/annex/pkg/storage/routing"
 )
 
 func TestWithBackendCheck(t *testing.T) {
@@ -53,10 +56,43 @@ func TestWithBackendCheck(t *testing.T) {
 			if served != (tc.wantCode == http.StatusOK) {
 				t.Errorf("the request reached the handler: %v", served)
 			}
-			if tc.wantCode == http.StatusServiceUnavailable && !strings.Contains(rec.Body.String(), `moves from StorageBackend \"a\"`) {
-				t.Errorf("the 503 does not carry the reason: %s", rec.Body.String())
+			if tc.wantCode == http.StatusServiceUnavailable {
+				if !strings.Contains(rec.Body.String(), `moves from StorageBackend \"a\"`) {
+					t.Errorf("the 503 does not carry the reason: %s", rec.Body.String())
+				}
+				// kubectl fails at once with the reason, rather than
+				// retrying.
+				if got := rec.Header().Get("Retry-After"); got != "" {
+					t.Errorf("the 503 of a moving type has Retry-After %q, want none", got)
+				}
+				if strings.Contains(rec.Body.String(), "not applied") {
+					t.Errorf("the 503 to a list speaks of a write: %s", rec.Body.String())
+				}
 			}
 		})
+	}
+}
+
+// A write refused by the backend check says that it was not applied, so
+// that a client may send it again as it is; while annex starts, client-go
+// sends it again by itself (Retry-After).
+func TestBackendCheckRefusesAWrite(t *testing.T) {
+	check := func(group, resource string, _ bool) error { return fmt.Errorf("annex is %w", routing.ErrStarting) }
+	handler := withBackendCheck(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		t.Error("the write reached the handler")
+	}), check, func(user.Info) bool { return false }, Codecs)
+	info := resourceInfo("example.com", "widgets")
+	info.Verb = "create"
+	req := httptest.NewRequest(http.MethodPost, "/apis/example.com/v1/widgets", strings.NewReader("{}"))
+	ctx := request.WithRequestInfo(req.Context(), info)
+	ctx = request.WithUser(ctx, &user.DefaultInfo{Name: "alice"})
+	rec := httptest.NewRecorder()
+	handler.ServeHTTP(rec, req.WithContext(ctx))
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" {
+		t.Fatalf("status %d, Retry-After %q; want 503 and 1: %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body.String())
+	}
+	if !strings.Contains(rec.Body.String(), "annex is starting; the write was not applied") {
+		t.Errorf("the 503 does not say that the write was not applied: %s", rec.Body.String())
 	}
 }
 

@@ -30,6 +30,12 @@ type fakeStore struct {
 	// bookmarkBack: the bookmark that ends a watch with timeoutSeconds
 	// is below the last event it sent.
 	bookmarkBack bool
+	// unavailableEvery > 0: every unavailableEvery-th write that would
+	// succeed is answered 503 "service unavailable" as the kube-apiserver's
+	// aggregator answers a request it did not send on, and not applied;
+	// with appliesUnavailable, it is applied all the same.
+	unavailableEvery   int
+	appliesUnavailable bool
 
 	mu      sync.Mutex
 	rev     uint64
@@ -151,8 +157,13 @@ func (f *fakeStore) write(w http.ResponseWriter, req *http.Request, kind Kind, n
 		status(w, http.StatusConflict, "Conflict", "the object has been modified")
 		return
 	}
-	f.rev++
 	f.writes++
+	unavailable := f.unavailableEvery > 0 && f.writes%f.unavailableEvery == 0
+	if unavailable && !f.appliesUnavailable {
+		http.Error(w, "service unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	f.rev++
 	obj := Object{Value: body.Metadata.Annotations[ValueAnnotation], RV: f.rev}
 	if kind == Delete {
 		obj.Value = cur.Value
@@ -186,6 +197,10 @@ func (f *fakeStore) write(w http.ResponseWriter, req *http.Request, kind Kind, n
 			f.lagged[k] = v
 		}
 		f.laggedR = f.rev
+	}
+	if unavailable {
+		http.Error(w, "service unavailable", http.StatusServiceUnavailable) // applied all the same
+		return
 	}
 	reply(w, code, answer)
 }
@@ -295,6 +310,10 @@ func (f *fakeStore) String() string {
 		return "sends bookmarks below the events it sent"
 	case f.skipEvents > 0:
 		return fmt.Sprintf("skips every watch event whose resourceVersion divides by %d", f.skipEvents)
+	case f.unavailableEvery > 0 && f.appliesUnavailable:
+		return fmt.Sprintf("applies every %dth write it answers 503 service unavailable", f.unavailableEvery)
+	case f.unavailableEvery > 0:
+		return fmt.Sprintf("answers every %dth write 503 service unavailable", f.unavailableEvery)
 	}
 	return "correct"
 }

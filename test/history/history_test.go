@@ -75,6 +75,21 @@ func TestCorrectStorePasses(t *testing.T) {
 	}
 }
 
+// A write answered 503 "service unavailable", as the aggregator answers a
+// request it did not send on, was not applied: the checker takes it as
+// refused, not as of unknown outcome.
+func TestUnsentWritesAreRefused(t *testing.T) {
+	f := newFakeStore()
+	f.unavailableEvery = 7
+	rep := run(t, f)
+	if !rep.OK() {
+		t.Fatalf("the checker reports violations on a correct store:\n%s", rep)
+	}
+	if rep.RefusedWrites == 0 || rep.UnknownWrites != 0 {
+		t.Fatalf("%d writes refused and %d of unknown outcome; want every 503 service unavailable refused", rep.RefusedWrites, rep.UnknownWrites)
+	}
+}
+
 func TestBrokenStoresAreCaught(t *testing.T) {
 	for _, tc := range []struct {
 		store *fakeStore
@@ -92,6 +107,9 @@ func TestBrokenStoresAreCaught(t *testing.T) {
 		}},
 		{&fakeStore{skipEvents: 10}, func(r *Report) bool {
 			return r.Linearizable == porcupine.Ok && r.SilentGaps > 0
+		}},
+		{&fakeStore{unavailableEvery: 10, appliesUnavailable: true}, func(r *Report) bool {
+			return r.Linearizable == porcupine.Illegal
 		}},
 	} {
 		f := tc.store

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -404,6 +405,11 @@ func (r *Recorder) deleteReturning(ctx context.Context, srv server, name string,
 	}
 	obj := &unstructured.Unstructured{}
 	if err := obj.UnmarshalJSON(data); err != nil {
+		if resp.StatusCode >= 300 {
+			// Not a Status (the aggregator answers text): the error
+			// client-go makes of such an answer.
+			return nil, apierrors.NewGenericServerResponse(resp.StatusCode, http.MethodDelete, r.cfg.Resource.GroupResource(), name, string(data), 0, true)
+		}
 		return nil, fmt.Errorf("%d: %s: %w", resp.StatusCode, data, err)
 	}
 	if obj.GetKind() == "Status" {
@@ -483,14 +489,48 @@ func classify(err error) (Result, string) {
 	}
 	var status apierrors.APIStatus
 	if errors.As(err, &status) {
-		code := int(status.Status().Code)
+		s := status.Status()
+		code := int(s.Code)
 		// A 4xx other than a timeout was answered before anything was
 		// written (429: refused by priority and fairness).
 		if code >= 400 && code < 500 && code != http.StatusRequestTimeout {
 			return Refused, msg
 		}
+		if code == http.StatusServiceUnavailable && notSent(s) {
+			return Refused, msg
+		}
 	}
 	return Unknown, msg
+}
+
+// notSent says whether a 503 is one the write's server answered without
+// applying the write:
+//   - the kube-apiserver's aggregator answers "service unavailable" (as text,
+//     not a Status) when it did not send the request on: the APIService is
+//     not available, or it has no endpoint;
+//   - the aggregator answers its error when its connection to the
+//     APIService's server could not be made (connection refused);
+//   - annex answers that the write was not applied when its store was not
+//     reached.
+//
+// Any other 503 (a connection lost during the request, a timeout) leaves
+// the outcome unknown. The history checks annex's claim: a write it
+// called not applied that shows up is a violation.
+func notSent(s metav1.Status) bool {
+	if strings.Contains(s.Message, "the write was not applied") {
+		return true
+	}
+	if s.Details == nil {
+		return false
+	}
+	for _, c := range s.Details.Causes {
+		// client-go keeps a body that is not a Status as a cause.
+		if c.Type == metav1.CauseTypeUnexpectedServerResponse &&
+			(strings.TrimSpace(c.Message) == "service unavailable" || strings.Contains(c.Message, "connect: connection refused")) {
+			return true
+		}
+	}
+	return false
 }
 
 func rvOf(obj *unstructured.Unstructured) (uint64, error) {
