@@ -174,52 +174,96 @@ func TestListStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	fillStormReports(ctx, t, a, objects)
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	fillStormReports(ctx, t, a.Dir, a.DataDir, objects)
 	a.ReadyTimeout = 5 * time.Minute
 	took, err := a.start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cached := waitStormCache(ctx, t, a)
+	cached := waitStormCache(ctx, t, cfg, a.Running)
 	t.Logf("annex ready %s after its start on %d reports, its cache full %s after that",
 		took.Round(time.Millisecond), objects, cached.Round(time.Millisecond))
 
-	pid := a.Process().Pid()
-	others := startStormOthers(ctx, t, a.restConfig(), objects)
+	runStorm(ctx, t, stormTarget{
+		lists: a.restConfig(), others: a.restConfig(), url: a.URL(),
+		running: a.Running, logTail: func() string { return a.LogTail(40) },
+		pids: map[string]int{"annex": a.Process().Pid()}, rssLimits: map[string]int64{"annex": stormRSSLimit()},
+		othersP99: stormOthersP99(),
+	}, objects)
+}
+
+// stormTarget is what a storm runs against.
+type stormTarget struct {
+	// lists is the LISTs' client configuration, others the other clients'
+	// (which also count what is stored afterwards), url the server both
+	// talk to.
+	lists, others *rest.Config
+	url           string
+	// running says whether annex still runs, and logTail gives the end
+	// of its log.
+	running func() error
+	logTail func() string
+	// pids are the processes whose peak resident memory during the storm
+	// is measured, by name, and rssLimits bound it.
+	pids      map[string]int
+	rssLimits map[string]int64
+	// refusable allows a LIST to be refused with 429 and Retry-After (API
+	// Priority and Fairness), rather than served in full.
+	refusable bool
+	// othersP99 bounds the p99 of the other clients' requests during the
+	// storm.
+	othersP99 time.Duration
+}
+
+// runStorm starts the other clients, lets them work alone for stormQuiet,
+// runs the storm, lets them work stormQuiet more, and checks and logs what
+// every client got, the processes' memory, and that nothing was lost.
+func runStorm(ctx context.Context, t *testing.T, target stormTarget, objects int) {
+	t.Helper()
+	others := startStormOthers(ctx, t, rest.CopyConfig(target.others), objects)
 	time.Sleep(stormQuiet)
 
-	before, err := process.Status(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := process.ResetPeakRSS(pid); err != nil {
-		t.Fatal(err)
+	before := map[string]map[string]float64{}
+	for name, pid := range target.pids {
+		status, err := process.Status(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[name] = status
+		if err := process.ResetPeakRSS(pid); err != nil {
+			t.Fatal(err)
+		}
 	}
 	others.mark()
-	lists := listStorm(ctx, t, a.restConfig(), a.URL(), objects)
+	lists := listStorm(ctx, t, target.lists, target.url, objects)
 	others.mark()
-	peak, err := process.PeakRSS(pid)
-	if err != nil {
-		t.Fatal(err)
+	peaks := map[string]int64{}
+	for name, pid := range target.pids {
+		peak, err := process.PeakRSS(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		peaks[name] = peak
 	}
 	time.Sleep(stormQuiet)
 	acked := others.acknowledged()
-	after, err := process.Status(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Running(); err != nil {
-		t.Fatalf("annex exited during the storm: %v%s", err, a.LogTail(40))
+	if err := target.running(); err != nil {
+		t.Fatalf("annex exited during the storm: %v%s", err, target.logTail())
 	}
 
 	// What the LISTs got.
 	var (
-		latencies []time.Duration
-		bytes     int64
-		failed    int
+		latencies, refusedIn []time.Duration
+		bytes                int64
+		failed               int
 	)
 	for i, l := range lists {
 		switch {
+		case target.refusable && l.refused:
+			refusedIn = append(refusedIn, l.took)
 		case l.err != nil:
 			failed++
 			t.Errorf("LIST %d: %v", i, l.err)
@@ -234,6 +278,13 @@ func TestListStorm(t *testing.T) {
 	t.Logf("storm: %d full LISTs of %d reports at once, %d served in full (%.0f MiB of JSON each); LIST p50 %s, p99 %s",
 		stormLists, objects, len(latencies), float64(bytes)/float64(max(len(latencies), 1))/(1<<20),
 		quantile(latencies, 0.5).Round(time.Millisecond), quantile(latencies, 0.99).Round(time.Millisecond))
+	if target.refusable {
+		t.Logf("storm: %d LISTs refused with 429 and Retry-After, answered in p50 %s, max %s", len(refusedIn),
+			quantile(refusedIn, 0.5).Round(time.Millisecond), quantile(refusedIn, 1).Round(time.Millisecond))
+		if len(latencies) == 0 {
+			t.Errorf("no LIST of the storm was served")
+		}
+	}
 
 	// What the other clients got.
 	for _, op := range others.ops() {
@@ -247,8 +298,8 @@ func TestListStorm(t *testing.T) {
 		}
 		if len(storm) == 0 {
 			t.Errorf("%s: no request was answered during the storm", op)
-		} else if p99 := quantile(storm, 0.99); p99 > stormOthersP99() {
-			t.Errorf("%s: p99 %s during the storm, above %s", op, p99.Round(time.Millisecond), stormOthersP99())
+		} else if p99 := quantile(storm, 0.99); p99 > target.othersP99 {
+			t.Errorf("%s: p99 %s during the storm, above %s", op, p99.Round(time.Millisecond), target.othersP99)
 		}
 	}
 	delivered := others.waitDelivered(acked, 30*time.Second)
@@ -259,14 +310,24 @@ func TestListStorm(t *testing.T) {
 	t.Logf("watch of ledgers: %d of %d creates delivered; delivery p50 %s, p99 %s, max %s", delivered, len(acked),
 		quantile(watchLat, 0.5).Round(time.Millisecond), quantile(watchLat, 0.99).Round(time.Millisecond), quantile(watchLat, 1).Round(time.Millisecond))
 
-	// annex's memory.
-	t.Logf("annex's RSS: %d MiB before the storm, peak %d MiB during it (limit %d MiB), %d MiB after it",
-		int64(before["VmRSS"])>>20, peak>>20, stormRSSLimit()>>20, int64(after["VmRSS"])>>20)
-	if peak > stormRSSLimit() {
-		t.Errorf("annex's peak RSS during the storm, %d MiB, is above %d MiB", peak>>20, stormRSSLimit()>>20)
+	// The processes' memory.
+	for name, pid := range target.pids {
+		after, err := process.Status(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s's RSS: %d MiB before the storm, peak %d MiB during it (limit %d MiB), %d MiB after it",
+			name, int64(before[name]["VmRSS"])>>20, peaks[name]>>20, target.rssLimits[name]>>20, int64(after["VmRSS"])>>20)
+		if peaks[name] > target.rssLimits[name] {
+			t.Errorf("%s's peak RSS during the storm, %d MiB, is above %d MiB", name, peaks[name]>>20, target.rssLimits[name]>>20)
+		}
 	}
 
 	// Nothing lost.
+	dyn, err := dynamic.NewForConfig(target.others)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if n := countStorm(ctx, t, dyn.Resource(stormReports).Namespace(stormNamespace)); n != objects {
 		t.Errorf("after the storm, %d reports are stored, want %d", n, objects)
 	}
@@ -285,20 +346,17 @@ func TestListStorm(t *testing.T) {
 	}
 }
 
-// fillStormReports stops annex, writes reports 1 to objects-1 as copies of
-// report 0, which annex stored, into its embedded etcd, and leaves annex
-// stopped.
-func fillStormReports(ctx context.Context, t *testing.T, a *annex, objects int) {
+// fillStormReports writes reports 1 to objects-1 as copies of report 0,
+// which annex stored, into the embedded etcd of a stopped annex whose
+// --data-dir is dataDir; its log goes into dir.
+func fillStormReports(ctx context.Context, t *testing.T, dir, dataDir string, objects int) {
 	t.Helper()
-	if err := a.stop(); err != nil {
-		t.Fatal(err)
-	}
-	log, err := os.Create(filepath.Join(a.Dir, "fill-etcd.log"))
+	log, err := os.Create(filepath.Join(dir, "fill-etcd.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	s, err := storefill.OpenEmbedded(ctx, filepath.Join(a.DataDir, "etcd"), stormQuota, log, 128, 4)
+	s, err := storefill.OpenEmbedded(ctx, filepath.Join(dataDir, "etcd"), stormQuota, log, 128, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,16 +384,16 @@ func fillStormReports(ctx context.Context, t *testing.T, a *annex, objects int) 
 // waitStormCache waits until annex's cache of the reports is full: until
 // it answers a LIST with resourceVersion=0 and a field selector, which it
 // answers 429 while the cache fills. It returns how long that took.
-func waitStormCache(ctx context.Context, t *testing.T, a *annex) time.Duration {
+func waitStormCache(ctx context.Context, t *testing.T, cfg *rest.Config, running func() error) time.Duration {
 	t.Helper()
-	dyn, err := dynamic.NewForConfig(a.restConfig())
+	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	var last error
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
-		if err := a.Running(); err != nil {
+		if err := running(); err != nil {
 			return false, err
 		}
 		_, last = dyn.Resource(stormReports).Namespace(stormNamespace).List(ctx, metav1.ListOptions{
@@ -354,6 +412,8 @@ type stormList struct {
 	bytes int64
 	took  time.Duration
 	err   error
+	// refused says that the LIST was answered 429 with Retry-After.
+	refused bool
 }
 
 // listStorm sends stormLists full LISTs of the reports at once, each over
@@ -396,7 +456,9 @@ func listReports(ctx context.Context, client *http.Client, path string, objects 
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return stormList{err: fmt.Errorf("%s (Retry-After %q): %s", resp.Status, resp.Header.Get("Retry-After"), body)}
+		retryAfter := resp.Header.Get("Retry-After")
+		return stormList{err: fmt.Errorf("%s (Retry-After %q): %s", resp.Status, retryAfter, body),
+			refused: resp.StatusCode == http.StatusTooManyRequests && retryAfter != ""}
 	}
 	counted := &countingReader{r: resp.Body}
 	seen := make([]bool, objects)

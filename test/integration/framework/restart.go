@@ -5,6 +5,11 @@ package framework
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -21,6 +26,18 @@ func (e *Environment) RestartAnnex(ctx context.Context, timeout time.Duration, e
 // wherever it is, with no shutdown.
 func (e *Environment) KillAndRestartAnnex(ctx context.Context, timeout time.Duration, extraArgs ...string) (time.Duration, error) {
 	return e.restartAnnex(ctx, timeout, func() error { return e.annex.Kill() }, extraArgs)
+}
+
+// RestartAnnexAfter stops annex, runs while (on its data, with no process
+// holding it), and starts annex again as RestartAnnex does. A failure of
+// while leaves annex stopped.
+func (e *Environment) RestartAnnexAfter(ctx context.Context, timeout time.Duration, while func() error) (time.Duration, error) {
+	return e.restartAnnex(ctx, timeout, func() error {
+		if err := e.annex.Stop(); err != nil {
+			return err
+		}
+		return while()
+	}, nil)
 }
 
 func (e *Environment) restartAnnex(ctx context.Context, timeout time.Duration, stop func() error, extraArgs []string) (time.Duration, error) {
@@ -53,4 +70,29 @@ func (e *Environment) AnnexRunning() error {
 // and annex answers through the kube-apiserver, as after Start.
 func (e *Environment) WaitForAnnexThroughCluster(ctx context.Context) error {
 	return e.waitForAnnex(ctx)
+}
+
+// APIServerPid is the process id of the kube-apiserver, for its figures
+// under /proc: the kube-apiserver process whose flags name its port.
+func (e *Environment) APIServerPid() (int, error) {
+	port := "--secure-port=" + e.env.ControlPlane.APIServer.SecureServing.ListenAddr.Port
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, entry := range entries {
+		pid, err := strconv.Atoi(entry.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", entry.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if filepath.Base(args[0]) == "kube-apiserver" && slices.Contains(args, port) {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no kube-apiserver process with %s", port)
 }
