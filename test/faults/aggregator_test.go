@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"annex.dev/annex/pkg/storage/postgres/postgrestest"
 	"annex.dev/annex/test/integration/framework"
 	"annex.dev/annex/test/process"
 )
@@ -65,11 +66,71 @@ func TestKillAnnexThroughTheAggregator(t *testing.T) {
 	r.finish(between, fmt.Sprintf("%d kills of annex behind the aggregator", kills))
 }
 
+// TestStopAnnexThroughTheAggregator is TestStopAnnex with the clients and
+// watchers on a real kube-apiserver, whose aggregator proxies the hosted
+// type to annex: while annex is stopped, the requests the aggregator sent
+// on wait, and the clients give up on them; once the aggregator finds annex
+// unavailable it answers the clients itself.
+func TestStopAnnexThroughTheAggregator(t *testing.T) {
+	longOnly(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	env := startCluster(ctx, t)
+	declareLedgers(t, env.Config)
+	stopAnnexUnderWrites(t, env.Config, env.SignalAnnex, "annex behind the aggregator")
+}
+
+// TestKillPostgresThroughTheAggregator is TestKillPostgres with annex
+// aggregated into a real kube-apiserver on PostgreSQL, the clients, the
+// watchers and the probes on the kube-apiserver: annex's 503s, with their
+// Retry-After, reach the clients through the aggregator unchanged.
+func TestKillPostgresThroughTheAggregator(t *testing.T) {
+	longOnly(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	pg := postgrestest.Start(t)
+	env := startCluster(ctx, t, "--postgres-dsn-file="+writeDSNFile(t, pg))
+	declareLedgers(t, env.Config)
+	killPostgresUnderWrites(t, pg, env.Config, strings.TrimSuffix(env.Config.Host, "/"), annexExited(env))
+}
+
+// annexExited says whether the annex of env exited, and how.
+func annexExited(env *framework.Environment) func() (bool, error) {
+	return func() (bool, error) {
+		err := env.AnnexRunning()
+		return err != nil, err
+	}
+}
+
+// TestKillEtcdLeaderThroughTheAggregator is TestKillEtcdLeader with annex
+// aggregated into a real kube-apiserver, on an external etcd cluster of
+// three members, and the clients and watchers on the kube-apiserver.
+func TestKillEtcdLeaderThroughTheAggregator(t *testing.T) {
+	longOnly(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cluster := framework.StartEtcdCluster(t, 3)
+	env := startCluster(ctx, t, etcdClusterFlags(cluster)...)
+	declareLedgers(t, env.Config)
+	killEtcdLeaderUnderWrites(t, cluster, env.Config, annexExited(env))
+}
+
+// longOnly skips a test outside make test-faults (ANNEX_FAULTS_LONG=1):
+// make test-integration runs one fault through the aggregator
+// (TestKillAnnexThroughTheAggregator), to keep its faults within about
+// five minutes; the others each start a control plane of their own.
+func longOnly(t *testing.T) {
+	t.Helper()
+	if !long() {
+		t.Skip("runs in make test-faults (ANNEX_FAULTS_LONG=1); make test-integration runs TestKillAnnexThroughTheAggregator")
+	}
+}
+
 // startCluster starts a kube-apiserver with annex aggregated into it, and
 // stops both when the test ends, keeping their files if it failed.
-func startCluster(ctx context.Context, t *testing.T) *framework.Environment {
+func startCluster(ctx context.Context, t *testing.T, annexArgs ...string) *framework.Environment {
 	t.Helper()
-	env, err := framework.Start(ctx)
+	env, err := framework.Start(ctx, annexArgs...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +157,7 @@ func startCluster(ctx context.Context, t *testing.T) *framework.Environment {
 // resident memory of annex and of the kube-apiserver (which streams each
 // LIST's answer through) must stay under theirs, and nothing may be lost.
 func TestListStormThroughTheAggregator(t *testing.T) {
+	longOnly(t)
 	objects := stormObjects
 	if long() {
 		objects = stormObjectsLong

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/rest"
+
 	"annex.dev/annex/test/integration/framework"
 )
 
@@ -20,14 +22,27 @@ import (
 // were on their way through the dead leader fail (their outcome is
 // unknown); the history must check, and writes and watches must go on.
 func TestKillEtcdLeader(t *testing.T) {
-	kills, between, down := killSchedule(5)
 	cluster := framework.StartEtcdCluster(t, 3)
-	a := startAnnex(t,
-		"--etcd-servers="+strings.Join(cluster.ClientURLs(), ","),
-		"--etcd-cafile="+cluster.CAFile, "--etcd-certfile="+cluster.CertFile, "--etcd-keyfile="+cluster.KeyFile)
+	a := startAnnex(t, etcdClusterFlags(cluster)...)
 	cfg := a.restConfig()
 	declareLedgers(t, cfg)
+	killEtcdLeaderUnderWrites(t, cluster, cfg, a.Process().Exited)
+}
 
+// etcdClusterFlags are annex's flags for an external etcd cluster.
+func etcdClusterFlags(cluster *framework.EtcdCluster) []string {
+	return []string{
+		"--etcd-servers=" + strings.Join(cluster.ClientURLs(), ","),
+		"--etcd-cafile=" + cluster.CAFile, "--etcd-certfile=" + cluster.CertFile, "--etcd-keyfile=" + cluster.KeyFile,
+	}
+}
+
+// killEtcdLeaderUnderWrites runs the clients on cfg and kills the leader of
+// cluster twice (five times with long()), starting it again each time once
+// a new leader is elected. exited says whether annex exited.
+func killEtcdLeaderUnderWrites(t *testing.T, cluster *framework.EtcdCluster, cfg *rest.Config, exited func() (bool, error)) {
+	t.Helper()
+	kills, between, down := killSchedule(5)
 	ctx := context.Background()
 	r := startRun(t, 10*time.Second, cfg)
 	for i := 1; i <= kills; i++ {
@@ -72,7 +87,7 @@ func TestKillEtcdLeader(t *testing.T) {
 			i, leader.Name, elected.Round(time.Millisecond), leader.Name, down, took.Round(time.Millisecond))
 	}
 	r.finish(between, fmt.Sprintf("%d kills of the etcd leader under annex", kills))
-	if exited, err := a.Process().Exited(); exited {
+	if gone, err := exited(); gone {
 		t.Fatalf("annex exited: %v", err)
 	}
 }

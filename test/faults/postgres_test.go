@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/rest"
+
 	"annex.dev/annex/pkg/storage/postgres/postgrestest"
 )
 
@@ -29,14 +31,19 @@ import (
 // PostgreSQL had written is in the kernel's page cache and survives, so the
 // test's fsync=off changes nothing here.
 func TestKillPostgres(t *testing.T) {
-	kills, between, down := killSchedule(6)
 	pg := postgrestest.Start(t)
-	dsnFile := writeDSNFile(t, pg)
-	a := startAnnex(t, "--postgres-dsn-file="+dsnFile)
+	a := startAnnex(t, "--postgres-dsn-file="+writeDSNFile(t, pg))
 	cfg := a.restConfig()
 	declareLedgers(t, cfg)
+	killPostgresUnderWrites(t, pg, cfg, fmt.Sprintf("https://127.0.0.1:%d", a.Port), a.Process().Exited)
+}
 
-	host := fmt.Sprintf("https://127.0.0.1:%d", a.Port)
+// killPostgresUnderWrites runs the clients on cfg, whose server is host,
+// and kills pg twice (six times with long()), starting it again each time.
+// exited says whether annex exited.
+func killPostgresUnderWrites(t *testing.T, pg *postgrestest.Server, cfg *rest.Config, host string, exited func() (bool, error)) {
+	t.Helper()
+	kills, between, down := killSchedule(6)
 	// What an answer must not name: the database's user, name and address.
 	secrets := []string{"user=", "database=", fmt.Sprintf("127.0.0.1:%d", pg.Port), strconv.Itoa(pg.Port), "failed to connect", "connection refused"}
 
@@ -65,7 +72,7 @@ func TestKillPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after kill %d and PostgreSQL's restart: %v", i, err)
 		}
-		if exited, err := a.Process().Exited(); exited {
+		if gone, err := exited(); gone {
 			t.Fatalf("annex exited after PostgreSQL was killed: %v", err)
 		}
 		t.Logf("kill %d: PostgreSQL down %s, ready again %s after its start; annex acknowledged a write %s later",
@@ -78,7 +85,7 @@ func TestKillPostgres(t *testing.T) {
 	// PostgreSQL down usually succeeds once it is back. Only a write in
 	// flight at the kill fails, and whether one is depends on timing.
 	r.finish(between, fmt.Sprintf("%d kills of PostgreSQL under annex", kills))
-	if exited, err := a.Process().Exited(); exited {
+	if gone, err := exited(); gone {
 		t.Fatalf("annex exited: %v", err)
 	}
 }

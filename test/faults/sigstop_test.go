@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/rest"
 )
 
 // TestStopAnnex stops annex (with its embedded etcd) with SIGSTOP for longer
@@ -18,34 +20,42 @@ import (
 // then. The history must check, annex must acknowledge writes again soon
 // after each SIGCONT, and its watchers, stalled meanwhile, must go on.
 func TestStopAnnex(t *testing.T) {
+	a := startAnnex(t)
+	cfg := a.restConfig()
+	declareLedgers(t, cfg)
+	stopAnnexUnderWrites(t, cfg, a.signal, "annex")
+}
+
+// stopAnnexUnderWrites runs the clients on cfg and stops annex with
+// SIGSTOP (sent with signal) longer than their timeout, twice (five times
+// with long()), letting it go on with SIGCONT each time; what names annex
+// in the marks and logs.
+func stopAnnexUnderWrites(t *testing.T, cfg *rest.Config, signal func(syscall.Signal) error, what string) {
+	t.Helper()
 	const opTimeout = 3 * time.Second
 	stops, between, paused := 2, 4*time.Second, 3*opTimeout
 	if long() {
 		stops, between, paused = 5, 15*time.Second, 20*time.Second
 	}
-	a := startAnnex(t)
-	cfg := a.restConfig()
-	declareLedgers(t, cfg)
-
 	r := startRun(t, opTimeout, cfg)
 	for i := 1; i <= stops; i++ {
 		time.Sleep(between)
-		r.fault("SIGSTOP annex (%d of %d) for %s", i, stops, paused)
-		if err := a.signal(syscall.SIGSTOP); err != nil {
+		r.fault("SIGSTOP %s (%d of %d) for %s", what, i, stops, paused)
+		if err := signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(paused)
-		if err := a.signal(syscall.SIGCONT); err != nil {
+		if err := signal(syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
-		r.recovered("SIGCONT annex")
+		r.recovered("SIGCONT %s", what)
 		took, err := r.servesWrites(30 * time.Second)
 		if err != nil {
 			t.Fatalf("after SIGCONT %d: %v", i, err)
 		}
-		t.Logf("stop %d: annex stopped %s; a write acknowledged %s after SIGCONT", i, paused, took.Round(time.Millisecond))
+		t.Logf("stop %d: %s stopped %s; a write acknowledged %s after SIGCONT", i, what, paused, took.Round(time.Millisecond))
 	}
-	rep := r.finish(between, fmt.Sprintf("%d stops of annex (SIGSTOP %s, clients' timeout %s)", stops, paused, opTimeout))
+	rep := r.finish(between, fmt.Sprintf("%d stops of %s (SIGSTOP %s, clients' timeout %s)", stops, what, paused, opTimeout))
 	// The stops outlasted the clients' timeout: requests timed out.
 	timedOut := 0
 	for cause, n := range rep.Causes {
@@ -54,6 +64,6 @@ func TestStopAnnex(t *testing.T) {
 		}
 	}
 	if timedOut == 0 {
-		t.Errorf("no write timed out while annex was stopped: the stops did not outlast the clients' timeout")
+		t.Errorf("no write timed out while %s was stopped: the stops did not outlast the clients' timeout", what)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -95,4 +96,13 @@ func (e *Environment) APIServerPid() (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no kube-apiserver process with %s", port)
+}
+
+// SignalAnnex sends sig to annex's process: SIGSTOP and SIGCONT pause it
+// and let it go on.
+func (e *Environment) SignalAnnex(sig syscall.Signal) error {
+	if e.annex == nil {
+		return fmt.Errorf("this environment does not run annex")
+	}
+	return e.annex.Signal(sig)
 }
