@@ -21,8 +21,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -60,16 +58,8 @@ func TestOverload(t *testing.T) {
 	ns := createNamespace(t, "overload")
 	gvr := serveHostedType(t, "Burst", "bursts", uniqueName("overload")+".example.com", ns)
 	users := configureOverloadLevels(t, ctx)
-	admin, err := env.AnnexAdminConfig("overload-metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsClient, err := rest.HTTPClientFor(admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	execution := func() histogram { return apfExecution(t, ctx, metricsClient, users) }
-	seats := apfSeats(t, ctx, metricsClient, users)
+	execution := func() histogram { return apfExecution(t, ctx, users) }
+	seats := apfSeats(t, ctx, users)
 
 	base := env.AnnexURL() + "/apis/" + gvr.Group + "/" + gvr.Version + "/namespaces/" + ns + "/" + gvr.Resource
 	clients := make([]*overloadClient, overloadClients)
@@ -528,10 +518,10 @@ func (h histogram) quantile(q float64) time.Duration {
 
 // apfSeats reads from annex's /metrics how many seats each of the given
 // priority levels has (they neither lend nor borrow).
-func apfSeats(t *testing.T, ctx context.Context, hc *http.Client, levels []string) map[string]int {
+func apfSeats(t *testing.T, ctx context.Context, levels []string) map[string]int {
 	t.Helper()
 	seats := map[string]int{}
-	for _, m := range annexMetrics(t, ctx, hc)["apiserver_flowcontrol_nominal_limit_seats"].GetMetric() {
+	for _, m := range annexMetrics(t, ctx)["apiserver_flowcontrol_nominal_limit_seats"].GetMetric() {
 		if level := labelValue(m, "priority_level"); slices.Contains(levels, level) {
 			seats[level] = int(m.GetGauge().GetValue())
 		}
@@ -555,31 +545,21 @@ func labelValue(m *dto.Metric, name string) string {
 }
 
 // annexMetrics reads and parses annex's /metrics.
-func annexMetrics(t *testing.T, ctx context.Context, hc *http.Client) map[string]*dto.MetricFamily {
+func annexMetrics(t *testing.T, ctx context.Context) map[string]*dto.MetricFamily {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, env.AnnexURL()+"/metrics", nil)
+	families, err := env.AnnexMetrics(ctx)
 	if err != nil {
 		t.Fatal(err)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parsing annex's /metrics: %v", err)
 	}
 	return families
 }
 
 // apfExecution reads from annex's /metrics the histogram of how long
 // requests of the given priority levels held their seats, summed.
-func apfExecution(t *testing.T, ctx context.Context, hc *http.Client, levels []string) histogram {
+func apfExecution(t *testing.T, ctx context.Context, levels []string) histogram {
 	t.Helper()
 	h := histogram{}
-	for _, m := range annexMetrics(t, ctx, hc)["apiserver_flowcontrol_request_execution_seconds"].GetMetric() {
+	for _, m := range annexMetrics(t, ctx)["apiserver_flowcontrol_request_execution_seconds"].GetMetric() {
 		if !slices.Contains(levels, labelValue(m, "priority_level")) {
 			continue
 		}

@@ -3,6 +3,7 @@
 package framework
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +11,9 @@ import (
 	"path/filepath"
 	"strconv"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
@@ -145,4 +149,34 @@ func (e *Environment) AnnexServingPair() (certPEM, keyPEM []byte, err error) {
 		return nil, nil, err
 	}
 	return certPEM, keyPEM, nil
+}
+
+// AnnexMetrics reads annex's /metrics, as an admin, and parses it.
+func (e *Environment) AnnexMetrics(ctx context.Context) (map[string]*dto.MetricFamily, error) {
+	cfg, err := e.AnnexAdminConfig("metrics-reader")
+	if err != nil {
+		return nil, err
+	}
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.AnnexURL()+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("annex's /metrics answered %s", resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("parsing annex's /metrics: %w", err)
+	}
+	return families, nil
 }
