@@ -87,6 +87,9 @@ type Config struct {
 	// LeanEncodedLists answers the JSON lists of the types kept lean from
 	// their cached encodings (see withLeanLists).
 	LeanEncodedLists bool
+	// LeanEncodedGets answers the JSON gets of the types kept lean from
+	// their cached encodings when the cache is current (see withLeanGets).
+	LeanEncodedGets bool
 	// LeanCacheBudget bounds the memory of the lean caches.
 	LeanCacheBudget lean.Budget
 	// Router is the hosted types' RESTOptionsGetter (HostedResources uses
@@ -120,8 +123,9 @@ type completedConfig struct {
 	Controllers     controllers.Options
 	Stores          Stores
 	StorageSecrets  secretpolicy.Policy
-	// LeanEncodedLists and LeanCacheBudget are Config's.
+	// LeanEncodedLists, LeanEncodedGets and LeanCacheBudget are Config's.
 	LeanEncodedLists bool
+	LeanEncodedGets  bool
 	LeanCacheBudget  lean.Budget
 }
 
@@ -154,6 +158,7 @@ func (cfg *Config) Complete() CompletedConfig {
 		Stores:           cfg.Stores,
 		StorageSecrets:   cfg.StorageSecrets,
 		LeanEncodedLists: cfg.LeanEncodedLists,
+		LeanEncodedGets:  cfg.LeanEncodedGets,
 		LeanCacheBudget:  cfg.LeanCacheBudget,
 	}}
 }
@@ -193,6 +198,9 @@ func (c completedConfig) New(delegate genericapiserver.DelegationTarget) (*Annex
 	c.GenericConfig.BuildHandlerChainFunc = func(handler http.Handler, gc *genericapiserver.Config) http.Handler {
 		if c.LeanEncodedLists {
 			handler = withLeanLists(handler, c.Router.Lean(), c.Router.CRD)
+		}
+		if c.LeanEncodedGets {
+			handler = withLeanGets(handler, c.Router.Lean(), c.Router.CRD)
 		}
 		handler = withHostedMediaTypes(handler, gc.Serializer)
 		return build(withBackendCheck(handler, c.Router.Check, isAnnex, gc.Serializer), gc)

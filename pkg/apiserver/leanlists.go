@@ -20,8 +20,6 @@ import (
 	auditinternal "k8s.io/apiserver/pkg/apis/audit"
 	"k8s.io/apiserver/pkg/audit"
 	"k8s.io/apiserver/pkg/endpoints/handlers/negotiation"
-	"k8s.io/apiserver/pkg/endpoints/handlers/responsewriters"
-	endpointsmetrics "k8s.io/apiserver/pkg/endpoints/metrics"
 	"k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/features"
 	"k8s.io/apiserver/pkg/storage"
@@ -99,21 +97,7 @@ func withLeanLists(handler http.Handler, lists *lean.Registry, crds func(name st
 			handler.ServeHTTP(w, req)
 			return
 		}
-		// As the apiextensions server instruments its handlers.
-		endpointsmetrics.InstrumentHandlerFunc(strings.ToUpper(info.Verb), info.APIGroup, info.APIVersion, info.Resource, "",
-			endpointsmetrics.CleanScope(info), endpointsmetrics.APIServerComponent, false, "",
-			func(w http.ResponseWriter, req *http.Request) {
-				request.TrackSerializeResponseObjectLatency(req.Context(), func() {
-					switch list := list.(type) {
-					case *lean.EncodedList:
-						responsewriters.SerializeObject("application/json", lean.JSONEncoder{}, w, req, http.StatusOK, list)
-					case *metav1.PartialObjectMetadataList:
-						// As the upstream handler writes a list it turned into metadata.
-						responsewriters.WriteObjectNegotiated(apihelpers.GetMetaInternalVersionCodecs(), metadataListRestrictions{},
-							metav1.SchemeGroupVersion, w, req, http.StatusOK, list, false)
-					}
-				})
-			})(w, req)
+		serveEncoded(w, req, info, list)
 	})
 }
 
@@ -122,30 +106,14 @@ func withLeanLists(handler http.Handler, lists *lean.Registry, crds func(name st
 // only), or says why the upstream handler answers it instead.
 func leanList(req *http.Request, info *request.RequestInfo, registered lean.Registered,
 	crds func(name string) (*apiextensionsv1.CustomResourceDefinition, error)) (runtime.Object, string) {
-	crd, err := crds(info.Resource + "." + info.APIGroup)
-	if err != nil {
-		return nil, leanListNotStarted
+	crd, why := leanServable(req, info, registered, crds)
+	if why != "" {
+		return nil, why
 	}
-	if crd.UID != registered.UID || crd.Generation != registered.Generation {
-		return nil, leanListOutdated
-	}
-	// What the apiextensions server checks before it serves a list.
 	namespaced := crd.Spec.Scope == apiextensionsv1.NamespaceScoped
-	if !namespaced && info.Namespace != "" || !apiextensionshelpers.HasServedCRDVersion(crd, info.APIVersion) ||
-		!apiextensionshelpers.IsCRDConditionTrue(crd, apiextensionsv1.NamesAccepted) && !apiextensionshelpers.IsCRDConditionTrue(crd, apiextensionsv1.Established) {
-		return nil, leanListNotServed
-	}
-	for _, v := range crd.Spec.Versions {
-		if v.Name == info.APIVersion && v.Deprecated {
-			return nil, leanListDeprecated
-		}
-	}
 	metadataOnly := metadataList(req)
 	if !metadataOnly && !plainJSON(req) {
 		return nil, leanListMediaType
-	}
-	if ac := audit.AuditContextFrom(req.Context()); ac != nil && !ac.GetEventLevel().Less(auditinternal.LevelRequestResponse) {
-		return nil, leanListAudit
 	}
 
 	// The list options as the upstream list handler reads them.
@@ -189,6 +157,37 @@ func leanList(req *http.Request, info *request.RequestInfo, registered lean.Regi
 		return nil, leanListError
 	}
 	return list, leanListEncoded
+}
+
+// leanServable returns the definition of the type a request reads, or why
+// the request is left to the upstream handler: what the apiextensions
+// server checks before it serves a read (the version served, the names
+// accepted, the scope), a cache made for another generation of the
+// definition, a deprecated version (whose answers carry a warning), and an
+// audit policy that records response bodies.
+func leanServable(req *http.Request, info *request.RequestInfo, registered lean.Registered,
+	crds func(name string) (*apiextensionsv1.CustomResourceDefinition, error)) (*apiextensionsv1.CustomResourceDefinition, string) {
+	crd, err := crds(info.Resource + "." + info.APIGroup)
+	if err != nil {
+		return nil, leanListNotStarted
+	}
+	if crd.UID != registered.UID || crd.Generation != registered.Generation {
+		return nil, leanListOutdated
+	}
+	namespaced := crd.Spec.Scope == apiextensionsv1.NamespaceScoped
+	if !namespaced && info.Namespace != "" || !apiextensionshelpers.HasServedCRDVersion(crd, info.APIVersion) ||
+		!apiextensionshelpers.IsCRDConditionTrue(crd, apiextensionsv1.NamesAccepted) && !apiextensionshelpers.IsCRDConditionTrue(crd, apiextensionsv1.Established) {
+		return nil, leanListNotServed
+	}
+	for _, v := range crd.Spec.Versions {
+		if v.Name == info.APIVersion && v.Deprecated {
+			return nil, leanListDeprecated
+		}
+	}
+	if ac := audit.AuditContextFrom(req.Context()); ac != nil && !ac.GetEventLevel().Less(auditinternal.LevelRequestResponse) {
+		return nil, leanListAudit
+	}
+	return crd, ""
 }
 
 // metadataListRestrictions allows the one transformation the lean lists

@@ -142,6 +142,9 @@ type Options struct {
 	// LeanEncodedLists answers JSON lists of the types kept lean from their
 	// cached encodings.
 	LeanEncodedLists bool
+	// LeanEncodedGets answers JSON gets of the types kept lean from their
+	// cached encodings when the cache is current.
+	LeanEncodedGets bool
 	// LeanCacheBudget bounds the memory of all the lean caches, and
 	// LeanCacheBudgetPerType that of each type's (quantities; "0" is no
 	// bound). An empty LeanCacheBudget is half the Go runtime's memory
@@ -205,6 +208,7 @@ func NewOptions() *Options {
 		StorageSecretNamespaces:     []string{secretpolicy.DefaultNamespace},
 		APIService:                  APIServiceOptions{Namespace: "annex-system", Name: "annex", Port: 443, ManagedBy: v1alpha1.DefaultManagedByValue},
 		LeanEncodedLists:            true,
+		LeanEncodedGets:             true,
 		LeanCacheBudgetInterval:     lean.DefaultBudgetInterval,
 	}
 	o.RecommendedOptions.Etcd.StorageConfig.EncodeVersioner = runtime.NewMultiGroupVersioner(
@@ -306,6 +310,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.LeanEncodedLists, "lean-encoded-lists", o.LeanEncodedLists, "Answer the JSON lists of hosted types kept lean "+
 		"(spec.storage.cache: Lean) by writing their cached encodings, byte for byte what the upstream list handler answers, at a fraction of its cost. "+
 		"false sends every list to the upstream handler: the way back if an answer ever differs.")
+	fs.BoolVar(&o.LeanEncodedGets, "lean-encoded-gets", o.LeanEncodedGets, "Answer the JSON gets of the latest state of objects of hosted types kept lean "+
+		"by writing their cached encodings, when the cache has already received the store's current revision (the store is still asked for it), "+
+		"byte for byte what the upstream get handler answers after reading the object from the store. "+
+		"false sends every get to the upstream handler: the way back if an answer ever differs.")
 	fs.StringVar(&o.LeanCacheBudget, "lean-cache-budget", o.LeanCacheBudget, "The memory all hosted types' lean caches may hold together "+
 		"(a quantity such as 4Gi; 0: no bound). Once they hold it, creates of every hosted type kept lean are refused with 507 Insufficient Storage "+
 		"until objects are deleted; reads, updates and deletes go on. Empty: half the Go runtime's memory limit (see --memory-limit-ratio), "+
@@ -674,7 +682,7 @@ func (o *Options) Config(ctx context.Context) (_ *apiserver.Config, err error) {
 	serverConfig.RESTOptionsGetter = objectsize.RESTOptionsGetter(serverConfig.RESTOptionsGetter)
 	// Their store, unavailable, is answered as the hosted types' is.
 	serverConfig.RESTOptionsGetter = unavailable.RESTOptionsGetter(serverConfig.RESTOptionsGetter)
-	config := &apiserver.Config{GenericConfig: serverConfig, Stores: stores, Standalone: o.Mode == ModeStandalone, LeanEncodedLists: o.LeanEncodedLists}
+	config := &apiserver.Config{GenericConfig: serverConfig, Stores: stores, Standalone: o.Mode == ModeStandalone, LeanEncodedLists: o.LeanEncodedLists, LeanEncodedGets: o.LeanEncodedGets}
 	if config.LeanCacheBudget, err = o.leanCacheBudget(debug.SetMemoryLimit(-1)); err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -163,19 +162,14 @@ func (l *EncodedList) DeepCopyObject() runtime.Object {
 	return &EncodedList{list: *l.list.DeepCopy(), items: l.items, s: l.s}
 }
 
-// JSONEncoder writes EncodedLists in JSON, and nothing else.
+// JSONEncoder writes EncodedLists and EncodedObjects in JSON, and nothing
+// else.
 type JSONEncoder struct{}
 
 var _ runtime.Encoder = JSONEncoder{}
 
 // Encode implements runtime.Encoder.
-func (JSONEncoder) Encode(obj runtime.Object, w io.Writer) error {
-	l, ok := obj.(*EncodedList)
-	if !ok {
-		return errors.New("the lean cache's JSON encoder writes only its own lists")
-	}
-	return l.writeJSON(w)
-}
+func (JSONEncoder) Encode(obj runtime.Object, w io.Writer) error { return encodeEncoded(obj, w) }
 
 // Identifier implements runtime.Encoder.
 func (JSONEncoder) Identifier() runtime.Identifier { return "annex-lean-list-json" }

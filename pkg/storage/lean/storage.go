@@ -117,6 +117,11 @@ type Storage struct {
 	// overBudget, when set, is the answer to creates while the caches hold
 	// their budget's worth (budget.go).
 	overBudget atomic.Pointer[apierrors.StatusError]
+	// received is the highest resourceVersion the cache's watch delivered,
+	// and progressing says that a progress notification was asked for
+	// (get.go).
+	received    atomic.Uint64
+	progressing atomic.Bool
 }
 
 var _ storage.Interface = &Storage{}
@@ -593,7 +598,13 @@ func (c *compacting) Watch(ctx context.Context, key string, opts storage.ListOpt
 	if err != nil {
 		return nil, err
 	}
-	return watch.Filter(w, c.compactEvent), nil
+	return watch.Filter(w, func(ev watch.Event) (watch.Event, bool) {
+		ev, keep := c.compactEvent(ev)
+		if ev.Type != watch.Error {
+			c.s.receive(ev)
+		}
+		return ev, keep
+	}), nil
 }
 
 func (c *compacting) compactEvent(ev watch.Event) (watch.Event, bool) {

@@ -241,17 +241,36 @@ func TestLeanCacheAnswersAsTheWatchCache(t *testing.T) {
 	if n := m.sum("annex_lean_list_requests_total", `resource="gadgets"`, `answer="media-type"`); n != 2 {
 		t.Errorf("%v lists of gadgets went to the upstream handler for their media type, want 2 (table, pretty)\n%s", n, m["annex_lean_list_requests_total"])
 	}
+	// A get of the latest state is written from the cache's encoding once
+	// the cache has received the store's revision (at once, unless
+	// something else was written since its last event); the other gets
+	// (from any resourceVersion, a table) went to the upstream handler.
+	encodedGets := func() float64 {
+		return a.metrics(ctx).sum("annex_lean_get_requests_total", `resource="gadgets"`, `answer="encoded"`)
+	}
+	for deadline := time.Now().Add(10 * time.Second); encodedGets() == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		a.kubectl("get", "--raw", "/apis/example.com/v1/namespaces/default/gadgets/g1")
+	}
+	if encodedGets() == 0 {
+		t.Errorf("no get of a gadget was written from the lean cache's encoding\n%s", a.metrics(ctx)["annex_lean_get_requests_total"])
+	}
+	if n := m.sum("annex_lean_get_requests_total", `resource="gadgets"`, `answer="options"`); n != 1 {
+		t.Errorf("%v gets of gadgets went to the upstream handler for their options, want 1 (from any resourceVersion)\n%s", n, m["annex_lean_get_requests_total"])
+	}
 
 	// The way back: every list through the upstream handler answers the same.
 	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	a = start(t, dir, port, "--lean-encoded-lists=false")
+	a = start(t, dir, port, "--lean-encoded-lists=false", "--lean-encoded-gets=false")
 	a.kubectl("create", "namespace", "after-the-second-restart")
 	upstream := leanRequests(ctx, t, a, "v1", "gadgets")
-	same(t, "the lean cache with --lean-encoded-lists=false", upstream, "the watch cache", watchCache)
+	same(t, "the lean cache with --lean-encoded-lists=false --lean-encoded-gets=false", upstream, "the watch cache", watchCache)
 	if n := a.metrics(ctx).sum("annex_lean_list_requests_total"); n != 0 {
 		t.Errorf("with --lean-encoded-lists=false, %v lists were answered or counted by the encoded lists", n)
+	}
+	if n := a.metrics(ctx).sum("annex_lean_get_requests_total"); n != 0 {
+		t.Errorf("with --lean-encoded-gets=false, %v gets were answered or counted by the encoded gets", n)
 	}
 }
 

@@ -1,0 +1,131 @@
+package lean
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/apiserver/pkg/storage"
+)
+
+// EncodedObject is one object read from the lean cache as its encoding, to
+// be written without decoding it.
+type EncodedObject struct {
+	object Object
+	s      *Storage
+}
+
+var _ runtime.Object = &EncodedObject{}
+
+// GetEncoded reads the object at key from the cache as a get of the latest
+// reads it from the store: a state at least as new as every write
+// acknowledged before the call. It asks the store for its current
+// revision, as the cache's consistent lists do, and answers from the cache
+// only when the cache's watch has already brought it that revision (an
+// event or a progress notification), so that the read never waits for the
+// cache. Otherwise, and when the cache does not hold the object, it
+// returns nil, and stale when the cache had not received the revision: the
+// caller reads the store as before. A store that moved on through writes of
+// other keys is asked for a progress notification, so that the next gets
+// find the cache current.
+func (s *Storage) GetEncoded(ctx context.Context, key string) (obj *EncodedObject, stale bool, err error) {
+	current, err := s.raw.GetCurrentResourceVersion(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	if s.received.Load() < current {
+		s.requestProgress()
+		return nil, true, nil
+	}
+	l := &ObjectList{}
+	opts := storage.ListOptions{
+		ResourceVersion:      strconv.FormatUint(current, 10),
+		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
+		Predicate:            s.Predicate(labels.Everything(), fields.Everything()),
+	}
+	if err := s.cacher.GetList(ctx, key, opts, l); err != nil {
+		// A cache that is not ready: the store answers.
+		return nil, false, nil
+	}
+	if len(l.Items) != 1 {
+		return nil, false, nil
+	}
+	if err := s.decodeDeferred(l.Items); err != nil {
+		return nil, false, err
+	}
+	return &EncodedObject{object: l.Items[0], s: s}, false, nil
+}
+
+// receive notes the resourceVersion of an event or progress notification
+// the cache's watch delivered.
+func (s *Storage) receive(ev watch.Event) {
+	accessor, err := meta.Accessor(ev.Object)
+	if err != nil {
+		return
+	}
+	rv, err := strconv.ParseUint(accessor.GetResourceVersion(), 10, 64)
+	if err != nil {
+		return
+	}
+	for {
+		seen := s.received.Load()
+		if rv <= seen || s.received.CompareAndSwap(seen, rv) {
+			return
+		}
+	}
+}
+
+// requestProgress asks the store, at most once at a time, for a progress
+// notification on the cache's watch.
+func (s *Storage) requestProgress() {
+	if !s.progressing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.progressing.Store(false)
+		_ = s.raw.RequestWatchProgress(context.Background())
+	}()
+}
+
+// writeJSON writes the object as the apiserver's JSON serializer writes it:
+// its encoding, and a newline.
+func (o *EncodedObject) writeJSON(w io.Writer) error {
+	if err := o.object.writeJSON(o.s, w); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "\n")
+	return err
+}
+
+// GetObjectKind implements runtime.Object.
+func (o *EncodedObject) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+// DeepCopyObject implements runtime.Object. The encoding is never changed,
+// so the copy shares it.
+func (o *EncodedObject) DeepCopyObject() runtime.Object {
+	return &EncodedObject{object: o.object, s: o.s}
+}
+
+var errNotEncoded = errors.New("the lean cache's JSON encoder writes only its own lists and objects")
+
+// encodeEncoded writes obj, an *EncodedList or an *EncodedObject.
+func encodeEncoded(obj runtime.Object, w io.Writer) error {
+	switch obj := obj.(type) {
+	case *EncodedList:
+		return obj.writeJSON(w)
+	case *EncodedObject:
+		return obj.writeJSON(w)
+	}
+	return errNotEncoded
+}
+
+// ResourceVersion is the object's resourceVersion.
+func (o *EncodedObject) ResourceVersion() string { return o.object.ResourceVersion }

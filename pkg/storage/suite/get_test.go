@@ -1,0 +1,130 @@
+//go:build integration
+
+package suite
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/client/v3/kubernetes"
+	apitesting "k8s.io/apimachinery/pkg/api/apitesting"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apiserver/pkg/apis/example"
+	examplev1 "k8s.io/apiserver/pkg/apis/example/v1"
+	"k8s.io/apiserver/pkg/storage"
+
+	"annex.dev/annex/pkg/storage/lean"
+)
+
+// TestLeanGetEncoded checks, on each store, the gets the lean cache answers
+// from its encodings (lean.Storage.GetEncoded): the object as the store's
+// get returns it, byte for byte once encoded; never older than a write
+// acknowledged before the get, however soon after it; not from the cache
+// while the store has moved on through writes the cache's watch does not
+// see (other keys), and from the cache again once a progress notification
+// has brought the cache there; and nothing for an object the cache does not
+// hold.
+func TestLeanGetEncoded(t *testing.T) {
+	ctx := context.Background()
+	runSuite(t, map[string]suiteTest{"GetEncoded": func(t *testing.T, c *kubernetes.Client, _ storage.Interface) {
+		s := newLeanStoreWith(t, c, false, leanOptions{})
+		codec := apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)
+		const key = "/pods/get/p1"
+		pod := &example.Pod{}
+		if err := s.Create(ctx, key, &example.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p1", Namespace: "get"}}, pod, 0); err != nil {
+			t.Fatal(err)
+		}
+		// served waits until the cache answers, and returns its answer.
+		served := func(what string) *lean.EncodedObject {
+			t.Helper()
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				obj, _, err := s.GetEncoded(ctx, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if obj != nil {
+					return obj
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: the cache did not answer the get within 10 s", what)
+				}
+			}
+		}
+
+		// The object as the store's get returns it.
+		obj := served("after the create")
+		stored := &example.Pod{}
+		if err := s.Get(ctx, key, storage.GetOptions{}, stored); err != nil {
+			t.Fatal(err)
+		}
+		var got, want bytes.Buffer
+		if err := (lean.JSONEncoder{}).Encode(obj, &got); err != nil {
+			t.Fatal(err)
+		}
+		if err := codec.Encode(stored, &want); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Errorf("the cache's answer:\n%s\nthe store's get, encoded:\n%s", got.Bytes(), want.Bytes())
+		}
+
+		// Never older than an acknowledged write: each update is followed
+		// at once by a get, answered from the cache or left to the store.
+		fromCache := 0
+		for i := range 50 {
+			out := &example.Pod{}
+			if err := s.GuaranteedUpdate(ctx, key, out, false, nil, func(input runtime.Object, _ storage.ResponseMeta) (runtime.Object, *uint64, error) {
+				p := input.(*example.Pod).DeepCopy()
+				p.Labels = map[string]string{"round": strconv.Itoa(i)}
+				return p, nil, nil
+			}, nil); err != nil {
+				t.Fatal(err)
+			}
+			obj, _, err := s.GetEncoded(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if obj == nil {
+				continue
+			}
+			fromCache++
+			if got, acked := rv(t, obj.ResourceVersion()), rv(t, out.ResourceVersion); got < acked {
+				t.Fatalf("round %d: the cache answered resourceVersion %d after an update acknowledged at %d", i, got, acked)
+			}
+		}
+		t.Logf("%d of 50 gets right after an update were answered from the cache", fromCache)
+
+		// A write the cache's watch does not see: the store's revision moves
+		// past the cache's, and the get is left to the store, until a
+		// progress notification brings the cache there.
+		served("before a write elsewhere")
+		if _, err := c.KV.Put(ctx, "/elsewhere/x", "y"); err != nil {
+			t.Fatal(err)
+		}
+		obj, stale, err := s.GetEncoded(ctx, key)
+		if err != nil || obj != nil || !stale {
+			t.Fatalf("a get right after a write elsewhere: %v, stale %v, %v; want nothing from the cache, and stale", obj, stale, err)
+		}
+		served("after a write elsewhere")
+
+		// An object the cache does not hold.
+		obj, stale, err = s.GetEncoded(ctx, "/pods/get/none")
+		if err != nil || obj != nil || stale {
+			t.Fatalf("a get of an object that does not exist: %v, stale %v, %v; want nothing, not stale", obj, stale, err)
+		}
+	}}, newLeanStore)
+}
+
+func rv(t *testing.T, s string) uint64 {
+	t.Helper()
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatal(fmt.Errorf("resourceVersion %q: %w", s, err))
+	}
+	return v
+}
