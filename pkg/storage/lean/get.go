@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,7 +39,7 @@ var _ runtime.Object = &EncodedObject{}
 // other keys is asked for a progress notification, so that the next gets
 // find the cache current.
 func (s *Storage) GetEncoded(ctx context.Context, key string) (obj *EncodedObject, stale bool, err error) {
-	current, err := s.raw.GetCurrentResourceVersion(ctx)
+	current, err := s.revisions.current(ctx, s.raw.GetCurrentResourceVersion)
 	if err != nil {
 		return nil, false, err
 	}
@@ -129,3 +131,60 @@ func encodeEncoded(obj runtime.Object, w io.Writer) error {
 
 // ResourceVersion is the object's resourceVersion.
 func (o *EncodedObject) ResourceVersion() string { return o.object.ResourceVersion }
+
+// revisions shares the reads of the store's current revision between the
+// gets that need one at the same time. A get must have a read that started
+// after it did (an earlier one may miss a write acknowledged before the
+// get); so a get joins the next read, which starts once the read in flight,
+// if any, has returned, and which every get that comes meanwhile joins too.
+// At most one read is in flight, and the gets of a busy type share them.
+type revisions struct {
+	// mu guards next, the read not started yet.
+	mu   sync.Mutex
+	next *revisionRead
+	// reading is held by the read in flight.
+	reading sync.Mutex
+}
+
+type revisionRead struct {
+	done chan struct{}
+	rv   uint64
+	err  error
+}
+
+// revisionReadTimeout bounds a shared read, which no one caller's context
+// bounds.
+const revisionReadTimeout = 30 * time.Second
+
+// current returns the store's current revision, read by read after the
+// call.
+func (r *revisions) current(ctx context.Context, read func(context.Context) (uint64, error)) (uint64, error) {
+	r.mu.Lock()
+	next := r.next
+	if next == nil {
+		next = &revisionRead{done: make(chan struct{})}
+		r.next = next
+		go r.run(next, read)
+	}
+	r.mu.Unlock()
+	select {
+	case <-next.done:
+		return next.rv, next.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// run reads for next once the read in flight has returned; the gets that
+// joined next until then all called before this read starts.
+func (r *revisions) run(next *revisionRead, read func(context.Context) (uint64, error)) {
+	r.reading.Lock()
+	defer r.reading.Unlock()
+	r.mu.Lock()
+	r.next = nil
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), revisionReadTimeout)
+	defer cancel()
+	next.rv, next.err = read(ctx)
+	close(next.done)
+}

@@ -122,6 +122,7 @@ type Storage struct {
 	// (get.go).
 	received    atomic.Uint64
 	progressing atomic.Bool
+	revisions   revisions
 }
 
 var _ storage.Interface = &Storage{}

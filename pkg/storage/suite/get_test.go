@@ -5,8 +5,10 @@ package suite
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,6 +100,55 @@ func TestLeanGetEncoded(t *testing.T) {
 			}
 		}
 		t.Logf("%d of 50 gets right after an update were answered from the cache", fromCache)
+
+		// The same from eight clients at once, each on an object of its
+		// own, so that the gets share their reads of the store's revision.
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for client := range 8 {
+			wg.Go(func() {
+				key := fmt.Sprintf("/pods/get/c%d", client)
+				out := &example.Pod{}
+				if err := s.Create(ctx, key, &example.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("c%d", client), Namespace: "get"}}, out, 0); err != nil {
+					errs <- err
+					return
+				}
+				for i := range 30 {
+					if err := s.GuaranteedUpdate(ctx, key, out, false, nil, func(input runtime.Object, _ storage.ResponseMeta) (runtime.Object, *uint64, error) {
+						p := input.(*example.Pod).DeepCopy()
+						p.Labels = map[string]string{"round": strconv.Itoa(i)}
+						return p, nil, nil
+					}, nil); err != nil {
+						errs <- err
+						return
+					}
+					obj, _, err := s.GetEncoded(ctx, key)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if obj == nil {
+						continue
+					}
+					got, err1 := strconv.ParseUint(obj.ResourceVersion(), 10, 64)
+					acked, err2 := strconv.ParseUint(out.ResourceVersion, 10, 64)
+					if err := errors.Join(err1, err2); err != nil {
+						errs <- err
+						return
+					}
+					if got < acked {
+						errs <- fmt.Errorf("client %d, round %d: the cache answered resourceVersion %s after an update acknowledged at %s",
+							client, i, obj.ResourceVersion(), out.ResourceVersion)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
 
 		// A write the cache's watch does not see: the store's revision moves
 		// past the cache's, and the get is left to the store, until a
