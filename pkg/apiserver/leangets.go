@@ -10,7 +10,6 @@ import (
 	metainternalversionscheme "k8s.io/apimachinery/pkg/apis/meta/internalversion/scheme"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/endpoints/handlers/responsewriters"
 	endpointsmetrics "k8s.io/apiserver/pkg/endpoints/metrics"
 	"k8s.io/apiserver/pkg/endpoints/request"
@@ -18,7 +17,6 @@ import (
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
 
-	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/storage/lean"
 )
 
@@ -51,33 +49,13 @@ var (
 // inside authentication, authorization and the backend check.
 func withLeanGets(handler http.Handler, lists *lean.Registry, crds func(name string) (*apiextensionsv1.CustomResourceDefinition, error)) http.Handler {
 	registerLeanGetsOnce.Do(func() { legacyregistry.MustRegister(leanGets) })
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		info, ok := request.RequestInfoFrom(req.Context())
-		if !ok || !info.IsResourceRequest || info.Verb != "get" || info.Subresource != "" || info.Name == "" || info.APIGroup == "" ||
-			info.APIGroup == annex.GroupName || info.APIGroup == apiextensionsv1.GroupName {
-			handler.ServeHTTP(w, req)
-			return
-		}
-		gvr := schema.GroupVersionResource{Group: info.APIGroup, Version: info.APIVersion, Resource: info.Resource}
-		registered, ok := lists.Get(gvr)
-		if !ok {
-			handler.ServeHTTP(w, req)
-			return
-		}
-		obj, answer := leanGet(req, info, registered, crds)
-		leanGets.WithLabelValues(gvr.Group, gvr.Version, gvr.Resource, answer).Inc()
-		if obj == nil {
-			handler.ServeHTTP(w, req)
-			return
-		}
-		serveEncoded(w, req, info, obj)
-	})
+	return withLeanReads(handler, "get", leanGets, lists, crds, leanGet)
 }
 
 // leanGet reads the object a get asks for from the lean cache, or says why
 // the upstream handler answers it instead.
 func leanGet(req *http.Request, info *request.RequestInfo, registered lean.Registered,
-	crds func(name string) (*apiextensionsv1.CustomResourceDefinition, error)) (*lean.EncodedObject, string) {
+	crds func(name string) (*apiextensionsv1.CustomResourceDefinition, error)) (runtime.Object, string) {
 	crd, why := leanServable(req, info, registered, crds)
 	if why != "" {
 		return nil, why
@@ -94,7 +72,7 @@ func leanGet(req *http.Request, info *request.RequestInfo, registered lean.Regis
 	}
 	// As the type's registry store makes the object's key.
 	namespaced := crd.Spec.Scope == apiextensionsv1.NamespaceScoped
-	if namespaced && info.Namespace == "" || len(path.IsValidPathSegmentName(info.Name)) > 0 {
+	if info.Name == "" || namespaced && info.Namespace == "" || len(path.IsValidPathSegmentName(info.Name)) > 0 {
 		return nil, leanListNotServed
 	}
 	s := registered.Storage

@@ -78,9 +78,18 @@ var (
 // authentication, authorization and the backend check.
 func withLeanLists(handler http.Handler, lists *lean.Registry, crds func(name string) (*apiextensionsv1.CustomResourceDefinition, error)) http.Handler {
 	registerLeanListsOnce.Do(func() { legacyregistry.MustRegister(leanLists) })
+	return withLeanReads(handler, "list", leanLists, lists, crds, leanList)
+}
+
+// withLeanReads answers the requests of verb for the types kept lean with
+// what read reads from the lean cache, counting them by answer in answers;
+// read answers nil, and why, to leave a request to the upstream handler.
+func withLeanReads(handler http.Handler, verb string, answers *metrics.CounterVec, lists *lean.Registry,
+	crds func(name string) (*apiextensionsv1.CustomResourceDefinition, error),
+	read func(*http.Request, *request.RequestInfo, lean.Registered, func(string) (*apiextensionsv1.CustomResourceDefinition, error)) (runtime.Object, string)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		info, ok := request.RequestInfoFrom(req.Context())
-		if !ok || !info.IsResourceRequest || info.Verb != "list" || info.Subresource != "" || info.APIGroup == "" ||
+		if !ok || !info.IsResourceRequest || info.Verb != verb || info.Subresource != "" || info.APIGroup == "" ||
 			info.APIGroup == annex.GroupName || info.APIGroup == apiextensionsv1.GroupName {
 			handler.ServeHTTP(w, req)
 			return
@@ -91,13 +100,13 @@ func withLeanLists(handler http.Handler, lists *lean.Registry, crds func(name st
 			handler.ServeHTTP(w, req)
 			return
 		}
-		list, answer := leanList(req, info, registered, crds)
-		leanLists.WithLabelValues(gvr.Group, gvr.Version, gvr.Resource, answer).Inc()
-		if list == nil {
+		obj, answer := read(req, info, registered, crds)
+		answers.WithLabelValues(gvr.Group, gvr.Version, gvr.Resource, answer).Inc()
+		if obj == nil {
 			handler.ServeHTTP(w, req)
 			return
 		}
-		serveEncoded(w, req, info, list)
+		serveEncoded(w, req, info, obj)
 	})
 }
 
