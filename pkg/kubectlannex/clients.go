@@ -3,6 +3,7 @@ package kubectlannex
 import (
 	"context"
 	"fmt"
+	"net/http"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,6 +47,7 @@ func newClients(flags *genericclioptions.ConfigFlags) (*clients, error) {
 	// row: leave the pace to the server's API Priority and Fairness rather
 	// than client-go's default of 5 requests a second.
 	config.QPS, config.Burst = -1, 0
+	config.Wrap(func(rt http.RoundTripper) http.RoundTripper { return retryNotSent{rt: rt, wait: notSentWait} })
 	ns, explicit, err := flags.ToRawKubeConfigLoader().Namespace()
 	if err != nil {
 		return nil, err

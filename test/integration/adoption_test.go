@@ -126,10 +126,21 @@ func (w *writer) run(ctx context.Context) {
 		w.mu.Lock()
 		w.tried[name] = size
 		w.mu.Unlock()
+		retriedUnavailable := false
 		for attempt := 0; ; attempt++ {
 			if i%3 == 0 {
 				obj := widget(w.gvr, w.ns, name, size)
 				_, err = dyn.Create(ctx, obj, metav1.CreateOptions{})
+				if apierrors.IsAlreadyExists(err) && retriedUnavailable {
+					// The attempt answered 503 was applied after all (annex
+					// was killed after the write, before its answer): it
+					// counts if the object is the one it wrote.
+					if got, gerr := dyn.Get(ctx, name, metav1.GetOptions{}); gerr == nil {
+						if s, _, _ := unstructured.NestedInt64(got.Object, "spec", "size"); s == size {
+							err = nil
+						}
+					}
+				}
 			} else {
 				var current *unstructured.Unstructured
 				if current, err = dyn.Get(ctx, name, metav1.GetOptions{}); err == nil {
@@ -145,6 +156,7 @@ func (w *writer) run(ctx context.Context) {
 			if !unavailable && !conflict && !strings.Contains(err.Error(), w.freeze) {
 				break
 			}
+			retriedUnavailable = retriedUnavailable || unavailable
 			w.mu.Lock()
 			switch {
 			case unavailable:
