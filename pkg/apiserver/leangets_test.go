@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/endpoints/request"
 
 	"annex.dev/annex/pkg/storage/lean"
@@ -16,17 +15,10 @@ import (
 // before the cache is read.
 func TestLeanGetsLeaveToUpstream(t *testing.T) {
 	crd := func(scope apiextensionsv1.ResourceScope, deprecated bool) *apiextensionsv1.CustomResourceDefinition {
-		return &apiextensionsv1.CustomResourceDefinition{
-			ObjectMeta: metav1.ObjectMeta{Name: "gadgets.example.com", UID: "u1", Generation: 3},
-			Spec: apiextensionsv1.CustomResourceDefinitionSpec{
-				Group: "example.com", Scope: scope,
-				Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{Name: "v1", Served: true, Storage: true, Deprecated: deprecated}},
-			},
-			Status: apiextensionsv1.CustomResourceDefinitionStatus{Conditions: []apiextensionsv1.CustomResourceDefinitionCondition{
-				{Type: apiextensionsv1.Established, Status: apiextensionsv1.ConditionTrue},
-				{Type: apiextensionsv1.NamesAccepted, Status: apiextensionsv1.ConditionTrue},
-			}},
-		}
+		return gadgetsCRD(func(c *apiextensionsv1.CustomResourceDefinition) {
+			c.Spec.Scope = scope
+			c.Spec.Versions[0].Deprecated = deprecated
+		})
 	}
 	// No storage: a get that reached the cache would fail the test.
 	registered := lean.Registered{UID: "u1", Generation: 3}

@@ -17,24 +17,28 @@ import (
 
 // Every list the upstream handler would answer otherwise than in plain
 // JSON, or not at all, goes to it, and the reason is counted.
-func TestLeanListsLeaveToUpstream(t *testing.T) {
-	crd := func(change func(*apiextensionsv1.CustomResourceDefinition)) *apiextensionsv1.CustomResourceDefinition {
-		c := &apiextensionsv1.CustomResourceDefinition{
-			ObjectMeta: metav1.ObjectMeta{Name: "gadgets.example.com", UID: "u1", Generation: 3},
-			Spec: apiextensionsv1.CustomResourceDefinitionSpec{
-				Group: "example.com", Scope: apiextensionsv1.NamespaceScoped,
-				Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{Name: "v1", Served: true, Storage: true}},
-			},
-			Status: apiextensionsv1.CustomResourceDefinitionStatus{Conditions: []apiextensionsv1.CustomResourceDefinitionCondition{
-				{Type: apiextensionsv1.Established, Status: apiextensionsv1.ConditionTrue},
-				{Type: apiextensionsv1.NamesAccepted, Status: apiextensionsv1.ConditionTrue},
-			}},
-		}
-		if change != nil {
-			change(c)
-		}
-		return c
+// gadgetsCRD is the definition of the lean type of the filters' tests, at
+// generation 3 with UID u1, changed by change when not nil.
+func gadgetsCRD(change func(*apiextensionsv1.CustomResourceDefinition)) *apiextensionsv1.CustomResourceDefinition {
+	c := &apiextensionsv1.CustomResourceDefinition{
+		ObjectMeta: metav1.ObjectMeta{Name: "gadgets.example.com", UID: "u1", Generation: 3},
+		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+			Group: "example.com", Scope: apiextensionsv1.NamespaceScoped,
+			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{Name: "v1", Served: true, Storage: true}},
+		},
+		Status: apiextensionsv1.CustomResourceDefinitionStatus{Conditions: []apiextensionsv1.CustomResourceDefinitionCondition{
+			{Type: apiextensionsv1.Established, Status: apiextensionsv1.ConditionTrue},
+			{Type: apiextensionsv1.NamesAccepted, Status: apiextensionsv1.ConditionTrue},
+		}},
 	}
+	if change != nil {
+		change(c)
+	}
+	return c
+}
+
+func TestLeanListsLeaveToUpstream(t *testing.T) {
+	crd := gadgetsCRD
 	registered := lean.Registered{UID: "u1", Generation: 3,
 		ListKind: schema.GroupVersionKind{Group: "example.com", Version: "v1", Kind: "GadgetList"}}
 	for _, tc := range []struct {
