@@ -6,13 +6,13 @@ import (
 	"sync"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	"k8s.io/apimachinery/pkg/api/validation/path"
 	metainternalversionscheme "k8s.io/apimachinery/pkg/apis/meta/internalversion/scheme"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/endpoints/handlers/responsewriters"
 	endpointsmetrics "k8s.io/apiserver/pkg/endpoints/metrics"
 	"k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/apiserver/pkg/registry/generic/registry"
 	"k8s.io/apiserver/pkg/util/apihelpers"
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
@@ -70,18 +70,18 @@ func leanGet(req *http.Request, info *request.RequestInfo, registered lean.Regis
 		opts.ResourceVersion != "" {
 		return nil, leanListOptions
 	}
-	// As the type's registry store makes the object's key.
-	namespaced := crd.Spec.Scope == apiextensionsv1.NamespaceScoped
-	if info.Name == "" || namespaced && info.Namespace == "" || len(path.IsValidPathSegmentName(info.Name)) > 0 {
+	// The object's key as the type's registry store makes it; a name or a
+	// namespace it refuses goes to the upstream handler, which says why.
+	keyFunc := registry.NoNamespaceKeyFunc
+	if crd.Spec.Scope == apiextensionsv1.NamespaceScoped {
+		keyFunc = registry.NamespaceKeyFunc
+	}
+	key, err := keyFunc(request.WithNamespace(req.Context(), info.Namespace), "", info.Name)
+	if err != nil {
 		return nil, leanListNotServed
 	}
 	s := registered.Storage
-	key := s.ResourcePrefix()
-	if namespaced {
-		key += "/" + info.Namespace
-	}
-	key += "/" + info.Name
-	obj, stale, err := s.GetEncoded(req.Context(), key)
+	obj, stale, err := s.GetEncoded(req.Context(), s.ResourcePrefix()+key)
 	switch {
 	case err != nil:
 		return nil, leanListError
