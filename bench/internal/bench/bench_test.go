@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -78,5 +79,26 @@ annex_postgres_table_size_bytes 512
 	got := parseStoreMetrics(body, "annex_postgres_database_size_bytes", "annex_postgres_table_size_bytes")
 	if got["annex_postgres_database_size_bytes"] != 4096 || got["annex_postgres_table_size_bytes"] != 512 {
 		t.Errorf("the command-line store's metrics: %v, want 4096 and 512", got)
+	}
+}
+
+// A shape whose phases the run's budget skipped for every target gets no
+// rows: a row of dashes beside the ConfigMap's figures would read as if the
+// ConfigMap had been measured against it.
+func TestCRUDRowsLeaveOutSkippedShapes(t *testing.T) {
+	done := opStats{Ops: 100, PerSecond: 50, Latency: latencies{P50: 10, P99: 20}}
+	r := &results{CRUD: map[string]map[string]crudStats{
+		shapeReport.Name:    {"A": {Create: done, Update: done, Get: done}, "B": {Create: done, Update: done, Get: done}},
+		shapeFlat.Name:      {"A": {}, "B": {}, "C": {}},
+		shapeConfigMap.Name: {configMapTarget: {Create: done, Update: done, Get: done}},
+	}}
+	rows := r.crudRows()
+	if len(rows) != 9 {
+		t.Fatalf("got %d rows, want the 9 of the report shape (3 operations, 3 figures each): %+v", len(rows), rows)
+	}
+	for _, rw := range rows {
+		if !strings.Contains(rw.Figure, shapeReport.Name+" ") {
+			t.Errorf("row %q is not of the report shape", rw.Figure)
+		}
 	}
 }
