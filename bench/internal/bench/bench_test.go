@@ -102,3 +102,18 @@ func TestCRUDRowsLeaveOutSkippedShapes(t *testing.T) {
 		}
 	}
 }
+
+func TestSumByLabel(t *testing.T) {
+	body := []byte(`# TYPE annex_lean_get_requests_total counter
+annex_lean_get_requests_total{answer="encoded",group="g",resource="a",version="v1"} 5
+annex_lean_get_requests_total{answer="encoded",group="g",resource="b",version="v1"} 2
+annex_lean_get_requests_total{answer="stale",group="g",resource="a",version="v1"} 3
+`)
+	got := sumByLabel(body, "annex_lean_get_requests_total", "answer")
+	if len(got) != 2 || got["encoded"] != 7 || got["stale"] != 3 {
+		t.Errorf("got %v, want encoded 7 and stale 3", got)
+	}
+	if got := sumByLabel(body, "missing_total", "answer"); got != nil {
+		t.Errorf("a missing counter gave %v", got)
+	}
+}

@@ -125,6 +125,26 @@ func parseLabelledMetrics(body []byte, labels map[string]string, names ...string
 	return out
 }
 
+// sumByLabel sums the samples of the named counter by the value of one of
+// their labels, over all their other labels; nil for a body that does not
+// parse or lacks the counter.
+func sumByLabel(body []byte, name, label string) map[string]float64 {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil || families[name] == nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for _, m := range families[name].GetMetric() {
+		for _, pair := range m.GetLabel() {
+			if pair.GetName() == label {
+				out[pair.GetValue()] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return out
+}
+
 // sameLabels says that pairs are exactly want.
 func sameLabels(pairs []*dto.LabelPair, want map[string]string) bool {
 	if len(pairs) != len(want) {
