@@ -123,9 +123,20 @@ func RunCRUD(ctx context.Context, f Flags, opts *CRUDOptions) (retErr error) {
 					}()
 				}
 			}
+			// A nil count before is none yet: the counter appears with the first get.
+			leanGets := phase == "get" && name != "A"
+			var answersBefore map[string]float64
+			if leanGets {
+				answersBefore = leanGetAnswers(ctx, b.annex)
+			}
 			before, procsBefore := sampleCPU(), runProcessesCPU()
 			st := run()
 			after, procsAfter := sampleCPU(), runProcessesCPU()
+			if leanGets {
+				if n := leanGetsNote(answersBefore, leanGetAnswers(ctx, b.annex)); n != "" {
+					note("%s get: %s", name, n)
+				}
+			}
 			if profiled != nil {
 				<-profiled
 			}

@@ -216,30 +216,28 @@ func (r *results) etcd(ctx context.Context, p *progress, b *bench, what string) 
 
 // leanGetAnswers reads annex's count of the gets of lean types by answer
 // (annex_lean_get_requests_total): from the cache's encoding, or why not.
-func (r *results) leanGetAnswers(ctx context.Context, b *bench) map[string]float64 {
-	body, err := b.annex.get(ctx, "/metrics")
+func leanGetAnswers(ctx context.Context, annex *server) map[string]float64 {
+	body, err := annex.get(ctx, "/metrics")
 	if err != nil {
 		return nil
 	}
 	return sumByLabel(body, "annex_lean_get_requests_total", "answer")
 }
 
-// noteLeanGets notes how annex answered the gets of a phase: a get of B or
-// C answered by the upstream handler (stale, for one) costs as much as
-// before the lean gets.
-func (r *results) noteLeanGets(p *progress, what string, before, after map[string]float64) {
-	if after == nil {
-		return
-	}
+// leanGetsNote says how annex answered the gets between two reads of
+// leanGetAnswers, "" if it cannot: a get of B or C answered by the
+// upstream handler (stale, for one) costs as much as before the lean gets.
+func leanGetsNote(before, after map[string]float64) string {
 	var parts []string
 	for _, answer := range slices.Sorted(maps.Keys(after)) {
 		if n := after[answer] - before[answer]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%s %.0f", answer, n))
 		}
 	}
-	if len(parts) > 0 {
-		r.note(p, "%s: annex answered its lean gets (annex_lean_get_requests_total by answer): %s", what, strings.Join(parts, ", "))
+	if len(parts) == 0 {
+		return ""
 	}
+	return "annex answered its lean gets (annex_lean_get_requests_total by answer): " + strings.Join(parts, ", ")
 }
 
 func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
@@ -409,10 +407,12 @@ func (r *results) runCRUD(ctx context.Context, p *progress, b *bench) {
 			if t == b.CM {
 				ns = "ops-cm"
 			}
-			answersBefore := r.leanGetAnswers(ctx, b)
+			answersBefore := leanGetAnswers(ctx, b.annex)
 			st := crud(ctx, p, t, s, ns, pl.Ops[s.Name], pl.Clients, r.limit(pl.PhaseLimit))
 			if t == b.B || t == b.C {
-				r.noteLeanGets(p, t.Name+" "+s.Name, answersBefore, r.leanGetAnswers(ctx, b))
+				if n := leanGetsNote(answersBefore, leanGetAnswers(ctx, b.annex)); n != "" {
+					r.note(p, "%s %s: %s", t.Name, s.Name, n)
+				}
 			}
 			r.CRUD[s.Name][t.Name] = st
 			if srv != nil && st.Create.Ops > 0 {
