@@ -24,10 +24,12 @@ var (
 		Give a CustomResourceDefinition that annex adopted back to the cluster, with
 		the objects annex holds.
 
-		annex refuses writes to the type's group (a ValidatingAdmissionPolicy answers
-		them with a message asking to retry) while it writes its objects back into
-		the cluster's etcd, through a version of the CRD that only it writes to;
-		clients keep reading annex's objects meanwhile. Objects that changed while
+		annex writes its objects back into the cluster's etcd, through a version of
+		the CRD that only it writes to, while it still serves the type: clients keep
+		reading and writing annex's objects meanwhile. Then annex refuses writes to
+		the type's group for a few seconds (a ValidatingAdmissionPolicy answers them
+		with a message asking to retry) while it writes back what changed since.
+		Objects that changed while
 		annex served the type are updated and keep their uid; those deleted are
 		deleted; those created are created, and the cluster gives them a new uid and
 		creation time, which no client can set: the command lists them. Then annex
@@ -139,7 +141,7 @@ func (o *ReleaseOptions) Run(ctx context.Context, crdName string) error {
 	}
 	estimate := (time.Duration(objects) * time.Second / copyRate).Round(time.Second)
 	summary := fmt.Sprintf("give CustomResourceDefinition %s back to the cluster with annex's %d objects; %d were created while annex served the type "+
-		"and will get a new uid and creation time; writes to the type are refused for about %s while the objects are written back",
+		"and will get a new uid and creation time; about %s to write them back, writes accepted, then writes to the type are refused for a few seconds",
 		crdName, objects, created, max(estimate, time.Second))
 
 	if o.dryRun {

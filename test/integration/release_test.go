@@ -213,8 +213,10 @@ func (f *adoptionFixture) verifyReleased(t *testing.T, ctx context.Context, held
 	}
 	for _, resource := range []string{"validatingadmissionpolicies", "validatingadmissionpolicybindings"} {
 		gvr := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: resource}
-		if _, err := adminClient(t).Resource(gvr).Get(ctx, "annex-adoption-freeze."+group, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-			t.Errorf("the freeze's %s: %v, want it deleted", resource, err)
+		for _, name := range []string{"annex-adoption-freeze." + group, "annex-release-guard." + group} {
+			if _, err := adminClient(t).Resource(gvr).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Errorf("%s %s: %v, want it deleted", resource, name, err)
+			}
 		}
 	}
 	// annex forgot the type: its HostedResource is gone (the plugin
@@ -353,16 +355,112 @@ func TestReleaseAnAdoptedCRD(t *testing.T) {
 	removeFinalizers(t, f.gvr, f.ns)
 }
 
+// TestAReleaseAcceptsWritesUntilItsLastChanges gives a type back while
+// clients write to it. Until its last changes annex serves the type and
+// accepts writes (the test holds the release there, before the cluster
+// serves the version it writes back through), and what they wrote goes
+// back with the rest. Through that version only annex writes: a client's
+// write is refused, and leaves nothing in the cluster.
+func TestAReleaseAcceptsWritesUntilItsLastChanges(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	f := newAdoptionFixture(t, ctx, 100)
+	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
+	f.adopt(t, ctx)
+	held, deleted, _ := f.changeWhileAdopted(t, ctx)
+
+	unhold := holdCRD(t, ctx, f.crd.Name, "!object.spec.versions.exists(v, v.name == '"+adoption.ReleaseVersion+"')", "the test holds the release",
+		func(versions []any) []any {
+			extra := maps.Clone(versions[0].(map[string]any))
+			extra["name"], extra["storage"] = adoption.ReleaseVersion, false
+			return append(versions, extra)
+		})
+	type result struct {
+		stdout string
+		err    error
+	}
+	released := make(chan result, 1)
+	go func() {
+		stdout, err := f.tryRelease(t, ctx)
+		released <- result{stdout, err}
+	}()
+	var phase string
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		phase, _ = adoptionPhase(t, ctx, f.crd.Name)
+		return phase == "RollingBack", nil
+	}); err != nil {
+		t.Fatalf("the release never reached RollingBack: %v (last: %s)", err, phase)
+	}
+
+	// The release waits for the hold; annex serves the type, and takes a
+	// create and an update.
+	created, err := f.dyn.Create(ctx, widget(f.gvr, f.ns, "during-release", 11), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("a create while the release writes back: %v", err)
+	}
+	held[created.GetName()] = created
+	obj, err := f.dyn.Get(ctx, "w-0002", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = unstructured.SetNestedField(obj.Object, int64(222), "spec", "size")
+	updated, err := f.dyn.Update(ctx, obj, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatalf("an update while the release writes back: %v", err)
+	}
+	held[updated.GetName()] = updated
+	if phase, _ := adoptionPhase(t, ctx, f.crd.Name); phase != "RollingBack" {
+		t.Fatalf("the release is %s, want it held in RollingBack", phase)
+	}
+	unhold()
+
+	// From here the cluster serves ReleaseVersion until the end: a
+	// client's write through it is refused, by the guard or the freeze.
+	release := f.gvr
+	release.Version = adoption.ReleaseVersion
+	stray := adminClient(t).Resource(release).Namespace(f.ns)
+	refused := 0
+	var r result
+	for done := false; !done; {
+		select {
+		case r = <-released:
+			done = true
+		case <-time.After(20 * time.Millisecond):
+		}
+		_, err := stray.Create(ctx, widget(release, f.ns, "stray", 1), metav1.CreateOptions{})
+		switch {
+		case err == nil:
+			t.Errorf("a client created an object through %s during the release", adoption.ReleaseVersion)
+			_ = stray.Delete(ctx, "stray", metav1.DeleteOptions{})
+		case strings.Contains(err.Error(), adoption.ReleaseGuardMessage(f.group)), strings.Contains(err.Error(), adoption.ReleaseFreezeMessage(f.group)):
+			refused++
+		}
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Logf("writes through %s refused during the release: %d", adoption.ReleaseVersion, refused)
+	if refused == 0 {
+		t.Errorf("no write through %s was refused during the release", adoption.ReleaseVersion)
+	}
+	f.verifyReleased(t, ctx, held, deleted, r.stdout, &writer{acked: map[string]int64{}})
+	if _, err := f.dyn.Get(ctx, "stray", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("after the release, the stray object: %v, want it not found", err)
+	}
+	removeFinalizers(t, f.gvr, f.ns)
+}
+
 // TestReleaseSurvivesKills kills annex with SIGKILL while it gives a type
-// back, with writes refused: the release goes on after the restart (the
-// freeze kept, the write-back done again), the plugin that follows it waits
-// through the restart, and nothing is lost. The writer retries the 503s of
+// back, with writes refused for its last changes: the release goes on after
+// the restart (the freeze lifted, the write-back done again, writes
+// accepted meanwhile, then refused again for the last changes), the plugin
+// that follows it waits through the restart, and nothing is lost. The writer retries the 503s of
 // the restart, when annex serves the type and is down.
 func TestReleaseSurvivesKills(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
-	// Writes refused for 10 s before the write-back, long enough to kill
-	// annex meanwhile.
+	// Writes refused for 10 s before the last changes are written back,
+	// long enough to kill annex meanwhile.
 	restartWithFreezeSettle(t, ctx, 10*time.Second)
 	f := newAdoptionFixture(t, ctx, 1000)
 	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
@@ -406,8 +504,8 @@ func TestReleaseSurvivesKills(t *testing.T) {
 func TestDeleteAHostedResourceWhileItsReleaseRuns(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	// Writes refused for 5 s before the write-back: the deletion comes
-	// meanwhile.
+	// Writes refused for 5 s before the last changes are written back: the
+	// deletion comes during the release.
 	restartWithFreezeSettle(t, ctx, 5*time.Second)
 	f := newAdoptionFixture(t, ctx, 300)
 	t.Cleanup(func() { undoAdoption(t, f.crd.Name, f.gvr, f.ns) })
@@ -455,10 +553,9 @@ func TestDeleteAHostedResourceWhileItsReleaseRuns(t *testing.T) {
 }
 
 // TestAStalledReleaseIsUndone holds a release where it cannot go on (a
-// policy of the cluster refuses the version it writes back through) while
-// it refuses writes to the type: after --adoption-release-stall-timeout
-// without progress annex undoes it, writes are accepted again, and the type
-// stays adopted with the reason.
+// policy of the cluster refuses the version it writes back through): after
+// --adoption-release-stall-timeout without progress annex undoes it, writes
+// are accepted, and the type stays adopted with the reason.
 func TestAStalledReleaseIsUndone(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()

@@ -77,8 +77,8 @@ func adoptionSection(r *adoptionResults) string {
 	if pl.Release {
 		w("Once the adoption is checked, `kubectl annex release %s --yes` gives the type back while a writer\n", adoptCRDName)
 		w("writes on (objects of its own, the same rate), and every object is checked again through the cluster, which\n")
-		w("serves the type from its own etcd by then. A release refuses writes for its whole write-back (a read of each\n")
-		w("object, and a write of each one that changed), so its figure grows with the object count.\n")
+		w("serves the type from its own etcd by then. A release writes the objects back with writes accepted, then\n")
+		w("refuses writes only while it writes back the last changes.\n")
 	}
 	w("\n")
 	adoptionSec.reproduce(w, r.runInfo)
@@ -163,7 +163,7 @@ func adoptionSection(r *adoptionResults) string {
 func writeRelease(w func(string, ...any), rel *releaseRun) {
 	w("Then `kubectl annex release %s --yes` gave the type back, the writer writing on:\n\n", adoptCRDName)
 	w("| figure | value |\n|---|---|\n")
-	w("| release: writes refused (releaseStartTime → releasedTime) | **%s** |\n", secs(rel.FreezeSeconds))
+	w("| release: writes refused (releaseFrozenTime → releasedTime) | **%s** |\n", secs(rel.FreezeSeconds))
 	w("| release: write-back (annex's step \"wrote N objects back\") | %s objects (%d recreated with a new uid) in %s: **%s objects/s** |\n",
 		thousands(rel.Objects), rel.Recreated, secs(rel.WriteBackSeconds), num(rel.WriteBackRate))
 	w("| release: writer | %d writes acknowledged (%d creates, %d updates) in %s; %d refused attempts retried (first to last %s, the longest wait %s); **%d other errors**%s |\n",

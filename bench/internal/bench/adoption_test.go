@@ -102,7 +102,7 @@ func TestAdoptionSection(t *testing.T) {
 	}
 	got := replacedReport(t, doc, adoptionSec)
 	for _, want := range []string{"### 10,000 objects", "### 100,000 objects", "writes refused for 12.5 s at 100,000 objects: **not met**",
-		"- copied 10000 objects in 20s", "**500 objects/s**", "| release: writes refused (releaseStartTime → releasedTime) | **95.2 s** |",
+		"- copied 10000 objects in 20s", "**500 objects/s**", "| release: writes refused (releaseFrozenTime → releasedTime) | **95.2 s** |",
 		"100,033 objects (33 recreated with a new uid) in 90.0 s: **1111 objects/s**", "- wrote 100033 objects of x back in 1m30s"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the section lacks %q:\n%s", want, got)

@@ -77,10 +77,11 @@ type AdoptionStatus struct {
 	Reason        string
 	Message       string
 
-	ReleaseStartTime *metav1.Time
-	ReleasedTime     *metav1.Time
-	Recreated        int64
-	RecreatedObjects []string
+	ReleaseStartTime  *metav1.Time
+	ReleaseFrozenTime *metav1.Time
+	ReleasedTime      *metav1.Time
+	Recreated         int64
+	RecreatedObjects  []string
 
 	// ClusterCopies is the deletion that DeleteClusterCopies asks for.
 	ClusterCopies *ClusterCopiesStatus

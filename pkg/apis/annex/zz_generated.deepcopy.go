@@ -71,6 +71,10 @@ func (in *AdoptionStatus) DeepCopyInto(out *AdoptionStatus) {
 		in, out := &in.ReleaseStartTime, &out.ReleaseStartTime
 		*out = (*in).DeepCopy()
 	}
+	if in.ReleaseFrozenTime != nil {
+		in, out := &in.ReleaseFrozenTime, &out.ReleaseFrozenTime
+		*out = (*in).DeepCopy()
+	}
 	if in.ReleasedTime != nil {
 		in, out := &in.ReleasedTime, &out.ReleasedTime
 		*out = (*in).DeepCopy()

@@ -274,16 +274,16 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"is tried again; the wait doubles with each failure in a row, up to 2m or this interval, whichever is longer. Meanwhile the types on it answer 503 with the reason.")
 	fs.DurationVar(&o.StorageBackendProbeInterval, "storage-backend-probe-interval", o.StorageBackendProbeInterval, "How often each StorageBackend is probed. "+
 		"Requests for the types of a backend found unready are answered 503 at once; until the next probe notices an outage they wait for the store.")
-	fs.DurationVar(&o.AdoptionFreezeSettle, "adoption-freeze-settle", o.AdoptionFreezeSettle, "How long the adoption of a CRD waits, once one of the "+
-		"cluster's API servers refuses writes to the type, before it copies the last changes: time for the cluster's other API servers to refuse them too, "+
+	fs.DurationVar(&o.AdoptionFreezeSettle, "adoption-freeze-settle", o.AdoptionFreezeSettle, "How long the adoption of a CRD (or its release) waits, once one of the "+
+		"cluster's API servers refuses writes to the type, before it copies (or writes back) the last changes: time for the cluster's other API servers to refuse them too, "+
 		"and for writes admitted just before to finish. Writes are refused for about this long plus the time to copy the last changes. "+
 		"Raise it for a cluster whose API servers are slow to see admission policies.")
 	fs.IntVar(&o.AdoptionDeleteBatch, "adoption-delete-batch", o.AdoptionDeleteBatch, "How many objects of an adopted type one batch deletes from the cluster's etcd "+
 		"when its HostedResource sets spec.adoption.deleteClusterCopies: one list of them, then their deletions (8 at a time), then the progress in the status. "+
 		"Lower it to spread the load on the cluster's etcd; between 1 and 5000.")
 	fs.DurationVar(&o.AdoptionReleaseStallTimeout, "adoption-release-stall-timeout", o.AdoptionReleaseStallTimeout, "How long the release of an adopted CRD "+
-		"(kubectl annex release) may go without progress, while it refuses writes to the type, before annex undoes it: the type stays adopted, writes are "+
-		"accepted again, and status.adoption says ReleaseFailed with the last error. Progress is each page of objects written back and each phase.")
+		"(kubectl annex release) may go without progress before annex undoes it: the type stays adopted, writes are "+
+		"accepted (again, if the release refused them), and status.adoption says ReleaseFailed with the last error. Progress is each page of objects written back and each phase.")
 	fs.Float64Var(&o.MemoryLimitRatio, "memory-limit-ratio", o.MemoryLimitRatio, "The fraction of the container's memory limit (its cgroup's) "+
 		"that the Go runtime keeps the heap under (its GOMEMLIMIT), so that the collector works harder as the heap nears the limit instead of the "+
 		"container being killed for memory. Checked again every minute. 0 leaves the runtime's limit alone; a GOMEMLIMIT in the environment wins.")

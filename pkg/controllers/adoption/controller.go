@@ -191,6 +191,12 @@ type adoption struct {
 	// copied maps namespace/name to the resourceVersion, in the cluster, of
 	// each object as annex last copied it.
 	copied map[string]string
+	// written maps namespace/name to the resourceVersion, in annex, of each
+	// object as a release last wrote it back (or found it in the cluster),
+	// and inCluster to the uid the cluster gives it; recreated holds those
+	// counted in status.adoption.recreated.
+	written, inCluster map[string]string
+	recreated          map[string]bool
 }
 
 // readCRD reads the cluster's CRD and checks that it is the

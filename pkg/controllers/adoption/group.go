@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -88,7 +89,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if g.releaseStalled() {
 			r.forgetStall(g.name)
 			ctrl.LoggerFrom(ctx).Info("A release made no progress; undoing it", "group", g.name, "for", g.ReleaseStallTimeout, "lastError", err.Error())
-			return reconcile.Result{}, g.releaseFailed(ctx, fmt.Sprintf("it made no progress for %s, writes refused; the last error: %v", g.ReleaseStallTimeout, err))
+			return reconcile.Result{}, g.releaseFailed(ctx, fmt.Sprintf("it made no progress for %s; the last error: %v", g.ReleaseStallTimeout, err))
 		}
 	} else {
 		r.forgetStall(g.name)
@@ -446,18 +447,56 @@ func (g *group) freeze(ctx context.Context) (time.Time, error) {
 // match (all, without any). A freeze left with another message or other
 // conditions is replaced.
 func (g *group) freezeWith(ctx context.Context, message string, matchConditions []admissionregistrationv1.MatchCondition) (time.Time, error) {
-	name := g.freezeName()
+	err := g.refuse(ctx, refusal{name: g.freezeName(), message: message, conditions: matchConditions, probe: g.probeWrite})
+	if err != nil {
+		return time.Time{}, err
+	}
+	g.step("the cluster refused writes")
+	return time.Now(), nil
+}
+
+// refusal is a ValidatingAdmissionPolicy of the cluster's, with its
+// binding of the same name, that refuses writes to the group's types.
+type refusal struct {
+	name, message string
+	// versions are the API versions of the group's types whose writes it
+	// refuses; none means all.
+	versions []string
+	// conditions narrow the writes it refuses (all, without any).
+	conditions []admissionregistrationv1.MatchCondition
+	// probe tries a write that the refusal refuses, with its message,
+	// once the cluster's API server enforces it.
+	probe func(ctx context.Context, refusal string) error
+}
+
+// probeAnnotation marks the dry-run update of a CRD that proves a
+// refusal is enforced: each refusal matches those marked with its name
+// only, so that two in force at once do not answer each other's probe.
+const probeAnnotation = "annex.dev/probe"
+
+// refuse creates r in the cluster, and waits until the cluster's API
+// server enforces it. One left with another message or other conditions
+// is replaced.
+func (g *group) refuse(ctx context.Context, r refusal) error {
+	name := r.name
 	var resources, crds []string
 	for _, a := range g.members {
 		resources = append(resources, a.crd.Spec.Names.Plural, a.crd.Spec.Names.Plural+"/*")
 		crds = append(crds, a.crd.Name)
 	}
-	// The policy refuses dry-run updates of the group's CRDs too: the
-	// probe of a type without objects (probeWrite). annex's own writes to
-	// the CRDs, and any other, pass.
-	matchConditions = append([]admissionregistrationv1.MatchCondition{{
-		Name: "crds-in-dry-run-only", Expression: `request.resource.group != "apiextensions.k8s.io" || request.dryRun`,
-	}}, matchConditions...)
+	versions := r.versions
+	if len(versions) == 0 {
+		versions = []string{"*"}
+	}
+	// The policy refuses its own probe too, a dry-run update of one of
+	// the group's CRDs marked with its name (probeCRD): the probe of a
+	// type without objects. annex's own writes to the CRDs, and any other,
+	// pass.
+	matchConditions := append([]admissionregistrationv1.MatchCondition{{
+		Name: "crds-in-probes-only",
+		Expression: fmt.Sprintf(`request.resource.group != "apiextensions.k8s.io" || (request.dryRun && has(object.metadata.annotations) && `+
+			`%[1]s in object.metadata.annotations && object.metadata.annotations[%[1]s] == %[2]s)`, strconv.Quote(probeAnnotation), strconv.Quote(name)),
+	}}, r.conditions...)
 	labels := map[string]string{v1alpha1.ManagedByLabel: g.managedBy()}
 	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
@@ -470,7 +509,7 @@ func (g *group) freezeWith(ctx context.Context, message string, matchConditions 
 							admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete},
 						Rule: admissionregistrationv1.Rule{
 							APIGroups:   []string{g.name},
-							APIVersions: []string{"*"},
+							APIVersions: versions,
 							Resources:   resources,
 						},
 					},
@@ -489,7 +528,7 @@ func (g *group) freezeWith(ctx context.Context, message string, matchConditions 
 			MatchConditions: matchConditions,
 			Validations: []admissionregistrationv1.Validation{{
 				Expression: "false",
-				Message:    message,
+				Message:    r.message,
 				Reason:     ptr.To(metav1.StatusReasonForbidden),
 			}},
 		},
@@ -497,13 +536,14 @@ func (g *group) freezeWith(ctx context.Context, message string, matchConditions 
 	current := &admissionregistrationv1.ValidatingAdmissionPolicy{}
 	err := g.ClusterReader.Get(ctx, client.ObjectKey{Name: name}, current)
 	switch {
-	case err == nil && (len(current.Spec.Validations) != 1 || current.Spec.Validations[0].Message != message ||
-		!equality.Semantic.DeepEqual(current.Spec.MatchConditions, policy.Spec.MatchConditions)):
-		if err := g.unfreeze(ctx); err != nil {
-			return time.Time{}, err
+	case err == nil && (len(current.Spec.Validations) != 1 || current.Spec.Validations[0].Message != r.message ||
+		!equality.Semantic.DeepEqual(current.Spec.MatchConditions, policy.Spec.MatchConditions) ||
+		!equality.Semantic.DeepEqual(current.Spec.MatchConstraints, policy.Spec.MatchConstraints)):
+		if err := g.lift(ctx, name); err != nil {
+			return err
 		}
 	case err != nil && !apierrors.IsNotFound(err):
-		return time.Time{}, err
+		return err
 	}
 	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
@@ -514,26 +554,25 @@ func (g *group) freezeWith(ctx context.Context, message string, matchConditions 
 	}
 	for _, obj := range []client.Object{policy, binding} {
 		if err := g.Cluster.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
-			return time.Time{}, fmt.Errorf("refusing writes to the resources of %s: creating %T %s: %w", g.name, obj, name, err)
+			return fmt.Errorf("refusing writes to the resources of %s: creating %T %s: %w", g.name, obj, name, err)
 		}
 	}
-	g.step("created the freeze")
+	g.step("created " + name)
 	// A write refused with the policy's message proves that the cluster's
 	// API server enforces it.
 	var last error
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, g.FreezeTimeout, true, func(ctx context.Context) (bool, error) {
-		last = g.probeWrite(ctx)
-		return last != nil && strings.Contains(last.Error(), message), nil
+		last = r.probe(ctx, name)
+		return last != nil && strings.Contains(last.Error(), r.message), nil
 	})
 	if err != nil {
-		if uerr := g.unfreeze(ctx); uerr != nil {
-			return time.Time{}, uerr
+		if uerr := g.lift(ctx, name); uerr != nil {
+			return uerr
 		}
-		return time.Time{}, &waiting{reason: "FreezeNotEnforced", message: fmt.Sprintf(
+		return &waiting{reason: "FreezeNotEnforced", message: fmt.Sprintf(
 			"the cluster did not refuse writes to the resources of %s within %s (the last write tried got: %v); trying again later", g.name, g.FreezeTimeout, last)}
 	}
-	g.step("the cluster refused writes")
-	return time.Now(), nil
+	return nil
 }
 
 // settle waits for the cluster's other API servers to refuse writes too,
@@ -550,10 +589,11 @@ func (g *group) settle(ctx context.Context) error {
 
 // probeWrite tries a write that changes nothing, in dry-run: an update of
 // an object of the group as it is, or, without objects, an update of the
-// first type's CRD as it is. A type's validation comes before the
-// cluster's admission policies, and may refuse any object made up here (a
-// required spec, say); an object as it is, or the CRD, passes it.
-func (g *group) probeWrite(ctx context.Context) error {
+// first type's CRD as it is, marked for refusal (probeCRD). A type's
+// validation comes before the cluster's admission policies, and may refuse
+// any object made up here (a required spec, say); an object as it is, or
+// the CRD, passes it.
+func (g *group) probeWrite(ctx context.Context, refusal string) error {
 	dryRun := []string{metav1.DryRunAll}
 	for _, a := range g.members {
 		list, err := a.Dynamic.Resource(a.gvr).List(ctx, metav1.ListOptions{Limit: 1})
@@ -566,16 +606,27 @@ func (g *group) probeWrite(ctx context.Context) error {
 			return err
 		}
 	}
+	return g.probeCRD(ctx, refusal)
+}
+
+// probeCRD tries a dry-run update of the first type's CRD, as it is but
+// for probeAnnotation naming refusal, which that refusal refuses.
+func (g *group) probeCRD(ctx context.Context, refusal string) error {
 	crd := &apiextensionsv1.CustomResourceDefinition{}
 	if err := g.ClusterReader.Get(ctx, client.ObjectKey{Name: g.members[0].crd.Name}, crd); err != nil {
 		return err
 	}
+	metav1.SetMetaDataAnnotation(&crd.ObjectMeta, probeAnnotation, refusal)
 	return g.Cluster.Update(ctx, crd, client.DryRunAll)
 }
 
 // unfreeze lets writes to the group's types through again.
 func (g *group) unfreeze(ctx context.Context) error {
-	name := g.freezeName()
+	return g.lift(ctx, g.freezeName())
+}
+
+// lift deletes the refusal name, policy and binding.
+func (g *group) lift(ctx context.Context, name string) error {
 	for _, obj := range []client.Object{
 		&admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: name}},
 		&admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}},
@@ -596,7 +647,7 @@ func (g *group) unfreeze(ctx context.Context) error {
 func (g *group) awaitThaw(ctx context.Context, message string) {
 	var last error
 	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, g.FreezeTimeout, true, func(ctx context.Context) (bool, error) {
-		last = g.probeWrite(ctx)
+		last = g.probeWrite(ctx, g.freezeName())
 		return last == nil || !strings.Contains(last.Error(), message), nil
 	})
 	if err != nil {

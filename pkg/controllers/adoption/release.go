@@ -1,6 +1,7 @@
 package adoption
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -124,11 +125,14 @@ func (g *group) noteRelease(ctx context.Context, asking []*adoption) error {
 
 const adoptedMessage = "annex serves the type; its objects as they were before the adoption stay in the cluster's etcd"
 
-// release gives the group's types back to the cluster: it refuses writes,
-// writes annex's objects back into the cluster's etcd through
-// ReleaseVersion, serves the CRDs again, points the APIServices back at
-// the cluster and accepts writes again. Every step can be done again: a
-// release that annex's restart interrupted goes on from where it was.
+// release gives the group's types back to the cluster. It writes annex's
+// objects back into the cluster's etcd through ReleaseVersion while annex
+// still serves the types and accepts writes, then writes back what changed
+// meanwhile, in passes, until few did. Only then does it refuse writes,
+// write back the last changes, serve the CRDs again, point the APIServices
+// back at the cluster and accept writes again. Every step can be done
+// again: a release that annex's restart interrupted goes on from where it
+// was.
 func (g *group) release(ctx context.Context) error {
 	g.step("start")
 	starting := !g.inPhase(v1alpha1.AdoptionRollingBack)
@@ -150,9 +154,9 @@ func (g *group) release(ctx context.Context) error {
 		now := metav1.Now()
 		for _, a := range g.members {
 			s := a.status
-			s.Phase, s.ReleaseStartTime, s.ReleasedTime = v1alpha1.AdoptionRollingBack, &now, nil
+			s.Phase, s.ReleaseStartTime, s.ReleaseFrozenTime, s.ReleasedTime = v1alpha1.AdoptionRollingBack, &now, nil, nil
 			s.Copied, s.Total, s.Recreated, s.RecreatedObjects = 0, 0, 0, nil
-			s.Reason, s.Message = "", "writes to the type are refused while annex writes its objects back into the cluster"
+			s.Reason, s.Message = "", "annex writes its objects back into the cluster"
 			if err := a.writeStatus(ctx); err != nil {
 				return err
 			}
@@ -168,43 +172,12 @@ func (g *group) release(ctx context.Context) error {
 		}
 	}
 	if len(writeBack) > 0 {
-		user, err := g.whoAmI(ctx)
-		if err != nil {
-			return err
-		}
-		if _, err := g.freezeFor(ctx, ReleaseFreezeMessage(g.name), user); err != nil {
-			return err
-		}
-		if err := g.settle(ctx); err != nil {
-			return err
-		}
-		for _, a := range writeBack {
-			if err := a.serveReleaseVersion(ctx); err != nil {
-				return err
-			}
-		}
-		for _, a := range writeBack {
-			if err := a.waitServed(ctx); err != nil {
-				return err
-			}
-		}
-		g.step("served version " + ReleaseVersion)
-		for _, a := range writeBack {
-			objects, err := a.Objects(a.gvr.GroupResource())
-			if err != nil {
-				return fmt.Errorf("opening the store of %s: %w", a.crd.Name, err)
-			}
-			defer objects.Destroy()
-			a.objects = objects
-			err = a.writeBack(ctx)
+		if err := g.writeBackAll(ctx, writeBack, len(writeBack) < len(g.members)); err != nil {
 			var f *failed
 			if errors.As(err, &f) {
 				return g.releaseFailed(ctx, f.message)
 			}
-			if err != nil {
-				return err
-			}
-			g.step(fmt.Sprintf("wrote %d objects of %s back", a.status.Total, a.crd.Name))
+			return err
 		}
 		for _, a := range writeBack {
 			if err := a.serveAgain(ctx); err != nil {
@@ -226,12 +199,15 @@ func (g *group) release(ctx context.Context) error {
 	}
 	g.step("deleted the freeze")
 	g.awaitThaw(ctx, ReleaseFreezeMessage(g.name))
+	if err := g.lift(ctx, g.guardName()); err != nil {
+		return err
+	}
 	now := metav1.Now()
 	for _, a := range g.members {
 		s := a.status
 		s.Phase, s.ReleasedTime = v1alpha1.AdoptionReleased, &now
-		if s.ReleaseStartTime != nil {
-			s.Freeze = &metav1.Duration{Duration: now.Sub(s.ReleaseStartTime.Time).Round(time.Millisecond)}
+		if from := cmp.Or(s.ReleaseFrozenTime, s.ReleaseStartTime); from != nil {
+			s.Freeze = &metav1.Duration{Duration: now.Sub(from.Time).Round(time.Millisecond)}
 		}
 		s.Reason, s.Message = "", "the cluster serves the type again, with the objects annex held; delete the HostedResource to delete annex's copies"
 		if err := a.writeStatus(ctx); err != nil {
@@ -241,6 +217,122 @@ func (g *group) release(ctx context.Context) error {
 			"freeze", ptr.Deref(s.Freeze, metav1.Duration{}).Duration.String(), "steps", strings.Join(g.steps, ", "))
 	}
 	return nil
+}
+
+// writeBackAll writes the objects of members back into the cluster's etcd.
+// Unless frozen, writes are accepted meanwhile: a first pass writes every
+// object that the cluster does not hold as annex does, further passes
+// write what changed in annex since, and once a pass finds at most
+// CatchUpObjects changes (or after CatchUpPasses) writes are refused and a
+// last pass writes the last changes. A process that stopped before the end
+// knew what it wrote; what it left is found again by the first pass, which
+// compares every object. frozen says that other members are served by the
+// cluster again already: their objects there are final, so writes stay
+// refused throughout.
+func (g *group) writeBackAll(ctx context.Context, members []*adoption, frozen bool) error {
+	user, err := g.whoAmI(ctx)
+	if err != nil {
+		return err
+	}
+	if frozen {
+		if err := g.freezeForRelease(ctx, user); err != nil {
+			return err
+		}
+	} else {
+		// Only annex writes through ReleaseVersion, before it is served.
+		if err := g.guard(ctx, user); err != nil {
+			return err
+		}
+		g.step("guarded version " + ReleaseVersion)
+		// A freeze left by a process that stopped during its last pass:
+		// writes are accepted again until the last changes.
+		if err := g.unfreeze(ctx); err != nil {
+			return err
+		}
+		for _, a := range g.members {
+			if a.status.ReleaseFrozenTime != nil {
+				a.status.ReleaseFrozenTime = nil
+				a.status.Message = "annex restarted while writes were refused; it writes its objects back again, writes accepted meanwhile"
+				if err := a.writeStatus(ctx); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for _, a := range members {
+		if err := a.serveReleaseVersion(ctx); err != nil {
+			return err
+		}
+	}
+	for _, a := range members {
+		if err := a.waitServed(ctx); err != nil {
+			return err
+		}
+	}
+	g.step("served version " + ReleaseVersion)
+	for _, a := range members {
+		objects, err := a.Objects(a.gvr.GroupResource())
+		if err != nil {
+			return fmt.Errorf("opening the store of %s: %w", a.crd.Name, err)
+		}
+		defer objects.Destroy()
+		a.objects = objects
+		if err := a.writeBack(ctx, frozen); err != nil {
+			return err
+		}
+		g.step(fmt.Sprintf("wrote %d objects of %s back", a.status.Total, a.crd.Name))
+	}
+	if frozen {
+		return nil
+	}
+	for pass := 1; ; pass++ {
+		changed := 0
+		for _, a := range members {
+			n, err := a.writeBackChanges(ctx)
+			if err != nil {
+				return err
+			}
+			changed += n
+		}
+		g.step(fmt.Sprintf("pass %d wrote %d changes back", pass, changed))
+		if changed <= g.CatchUpObjects || pass >= g.CatchUpPasses {
+			break
+		}
+	}
+	if err := g.freezeForRelease(ctx, user); err != nil {
+		return err
+	}
+	changed := 0
+	for _, a := range members {
+		n, err := a.writeBackChanges(ctx)
+		if err != nil {
+			return err
+		}
+		changed += n
+	}
+	g.step(fmt.Sprintf("wrote the last %d changes back", changed))
+	return nil
+}
+
+// freezeForRelease refuses writes to the group's types, but annex's
+// through ReleaseVersion, notes when in each member's status, and waits
+// for writes admitted just before to end.
+func (g *group) freezeForRelease(ctx context.Context, user string) error {
+	frozen, err := g.freezeFor(ctx, ReleaseFreezeMessage(g.name), user)
+	if err != nil {
+		return err
+	}
+	for _, a := range g.members {
+		if a.status.ReleaseFrozenTime != nil {
+			continue // a freeze kept from a process that stopped
+		}
+		a.status.ReleaseFrozenTime = &metav1.Time{Time: frozen}
+		a.status.Message = "writes to the type are refused while annex writes its last changes back into the cluster"
+		if err := a.writeStatus(ctx); err != nil {
+			return err
+		}
+	}
+	return g.settle(ctx)
 }
 
 // releaseFailed undoes what a release did (the CRDs unserved again, without
@@ -273,8 +365,11 @@ func (g *group) releaseFailed(ctx context.Context, message string) error {
 	if err := g.unfreeze(ctx); err != nil {
 		return err
 	}
+	if err := g.lift(ctx, g.guardName()); err != nil {
+		return err
+	}
 	for _, a := range g.members {
-		a.status.Phase, a.status.ReleasedTime = v1alpha1.AdoptionAdopted, nil
+		a.status.Phase, a.status.ReleasedTime, a.status.ReleaseFrozenTime = v1alpha1.AdoptionAdopted, nil, nil
 		a.status.Reason, a.status.Message = ReasonReleaseFailed, "the release failed and was undone; annex still serves the type: "+message
 		if err := a.writeStatus(ctx); err != nil {
 			return err
@@ -453,8 +548,9 @@ func fingerprint(obj *unstructured.Unstructured, statusSubresource bool) ([sha25
 // creationTimestamp: they are counted in status.adoption.recreated), and
 // deletes those annex does not hold. Objects that did not change are not
 // written, nor read one by one: the cluster's objects are listed a page at
-// a time, and only their fingerprints kept, to compare with annex's.
-func (a *adoption) writeBack(ctx context.Context) error {
+// a time, and only their fingerprints kept, to compare with annex's. It
+// notes what it wrote (or found written) for writeBackChanges.
+func (a *adoption) writeBack(ctx context.Context, frozen bool) error {
 	gvr := a.releaseGVR()
 	statusSubresource := a.hasStatusSubresource()
 	inCluster := map[string]*clusterObject{}
@@ -483,16 +579,18 @@ func (a *adoption) writeBack(ctx context.Context) error {
 	}
 	s := a.status
 	s.Copied, s.Total, s.Recreated, s.RecreatedObjects = 0, int64(total), 0, nil
-	s.Reason, s.Message = "", fmt.Sprintf("writing %d objects back into the cluster; writes to the type are refused meanwhile", total)
+	a.written, a.inCluster, a.recreated = make(map[string]string, total), make(map[string]string, total), map[string]bool{}
+	meanwhile := "writes to the type are accepted meanwhile, and refused only while the last changes are written back"
+	if frozen {
+		meanwhile = "writes to the type are refused meanwhile"
+	}
+	s.Reason, s.Message = "", fmt.Sprintf("writing %d objects back into the cluster; %s", total, meanwhile)
 	if err := a.writeStatus(ctx); err != nil {
 		return err
 	}
 	held := map[string]bool{}
-	var mu sync.Mutex
 	err := eachHeldPage(ctx, a.objects, func(page []unstructured.Unstructured) error {
-		// The group's context ends with Wait; the status is written after.
-		g, writing := errgroup.WithContext(ctx)
-		g.SetLimit(copyWorkers)
+		var write []*unstructured.Unstructured
 		for i := range page {
 			obj := &page[i]
 			k := key(obj.GetNamespace(), obj.GetName())
@@ -502,29 +600,20 @@ func (a *adoption) writeBack(ctx context.Context) error {
 				want := obj.DeepCopy()
 				want.SetAPIVersion(gvr.GroupVersion().String())
 				if sum, err := fingerprint(want, statusSubresource); err == nil && sum == current.fingerprint {
-					continue // the cluster holds it as annex does
+					// The cluster holds it as annex does.
+					a.written[k], a.inCluster[k] = obj.GetResourceVersion(), string(current.uid)
+					continue
 				}
 			}
-			g.Go(func() error {
-				if err := a.writeBackOne(writing, obj, current != nil); err != nil {
-					return err
-				}
-				if current == nil || current.uid != obj.GetUID() {
-					mu.Lock()
-					defer mu.Unlock()
-					s.Recreated++
-					if len(s.RecreatedObjects) < maxRecreatedNames {
-						s.RecreatedObjects = append(s.RecreatedObjects, strings.TrimPrefix(k, "/"))
-					}
-				}
-				return nil
-			})
+			if current != nil {
+				a.inCluster[k] = string(current.uid)
+			}
+			write = append(write, obj)
 		}
-		if err := g.Wait(); err != nil {
+		if err := a.writeBackSome(ctx, write); err != nil {
 			return err
 		}
 		s.Copied += int64(len(page))
-		slices.Sort(s.RecreatedObjects)
 		return a.writeStatus(ctx)
 	})
 	if err != nil {
@@ -534,18 +623,100 @@ func (a *adoption) writeBack(ctx context.Context) error {
 		if held[k] {
 			continue
 		}
-		namespace, name, _ := strings.Cut(k, "/")
-		obj := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, UID: current.uid}}
-		if current.finalizers {
-			obj.Finalizers = []string{"any"} // deleteFromCluster removes them first
-		}
-		if err := a.deleteFromCluster(ctx, obj); err != nil {
-			if permanent(err) {
-				return &failed{reason: ReasonReleaseFailed, message: err.Error()}
-			}
+		if err := a.deleteBack(ctx, k, string(current.uid), current.finalizers); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// writeBackChanges writes back what changed in annex since the last pass:
+// the objects whose resourceVersion moved or that are new, and the
+// deletion of those annex no longer holds. It returns how many.
+func (a *adoption) writeBackChanges(ctx context.Context) (int, error) {
+	held := make(map[string]bool, len(a.written))
+	changed := 0
+	err := eachHeldPage(ctx, a.objects, func(page []unstructured.Unstructured) error {
+		var write []*unstructured.Unstructured
+		for i := range page {
+			obj := &page[i]
+			k := key(obj.GetNamespace(), obj.GetName())
+			held[k] = true
+			if rv, ok := a.written[k]; !ok || rv != obj.GetResourceVersion() {
+				write = append(write, obj)
+			}
+		}
+		changed += len(write)
+		return a.writeBackSome(ctx, write)
+	})
+	if err != nil {
+		return 0, err
+	}
+	for k := range a.written {
+		if held[k] {
+			continue
+		}
+		changed++
+		// Its finalizers, if any, go first: annex removed them before the
+		// object went.
+		if err := a.deleteBack(ctx, k, a.inCluster[k], true); err != nil {
+			return 0, err
+		}
+	}
+	return changed, nil
+}
+
+// writeBackSome writes objs back, copyWorkers at a time, and notes each
+// as written, with the uid the cluster holds it by; one the cluster holds
+// by another uid than annex's, or had to create, is counted as recreated.
+func (a *adoption) writeBackSome(ctx context.Context, objs []*unstructured.Unstructured) error {
+	s := a.status
+	var mu sync.Mutex
+	// The group's context ends with Wait; the status is written after.
+	g, writing := errgroup.WithContext(ctx)
+	g.SetLimit(copyWorkers)
+	for _, obj := range objs {
+		k := key(obj.GetNamespace(), obj.GetName())
+		_, exists := a.inCluster[k]
+		g.Go(func() error {
+			uid, err := a.writeBackOne(writing, obj, exists)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			a.written[k], a.inCluster[k] = obj.GetResourceVersion(), string(uid)
+			if uid != "" && uid != obj.GetUID() && !a.recreated[k] {
+				a.recreated[k] = true
+				s.Recreated++
+				if len(s.RecreatedObjects) < maxRecreatedNames {
+					s.RecreatedObjects = append(s.RecreatedObjects, strings.TrimPrefix(k, "/"))
+				}
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	slices.Sort(s.RecreatedObjects)
+	return err
+}
+
+// deleteBack deletes the object k from the cluster, by its uid there, and
+// forgets it.
+func (a *adoption) deleteBack(ctx context.Context, k, uid string, finalizers bool) error {
+	namespace, name, _ := strings.Cut(k, "/")
+	obj := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, UID: types.UID(uid)}}
+	if finalizers {
+		obj.Finalizers = []string{"any"} // deleteFromCluster removes them first
+	}
+	if err := a.deleteFromCluster(ctx, obj); err != nil {
+		if permanent(err) {
+			return &failed{reason: ReasonReleaseFailed, message: err.Error()}
+		}
+		return err
+	}
+	delete(a.written, k)
+	delete(a.inCluster, k)
 	return nil
 }
 
@@ -571,7 +742,7 @@ var systemFields = []string{"uid", "resourceVersion", "creationTimestamp", "gene
 // ownerReferences), spec and the rest, then status through /status when
 // the type has that subresource, then the deletion of an object being
 // deleted, then annex's managedFields, so that none names ReleaseVersion.
-func (a *adoption) writeBackOne(ctx context.Context, held *unstructured.Unstructured, exists bool) error {
+func (a *adoption) writeBackOne(ctx context.Context, held *unstructured.Unstructured, exists bool) (types.UID, error) {
 	gvr := a.releaseGVR()
 	res := a.Dynamic.Resource(gvr).Namespace(held.GetNamespace())
 	name := held.GetName()
@@ -585,7 +756,7 @@ func (a *adoption) writeBackOne(ctx context.Context, held *unstructured.Unstruct
 		var err error
 		live, err = res.Get(ctx, name, metav1.GetOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
-			return writeBackFailed(k, err)
+			return "", writeBackFailed(k, err)
 		}
 		if err != nil {
 			live = nil
@@ -599,7 +770,7 @@ func (a *adoption) writeBackOne(ctx context.Context, held *unstructured.Unstruct
 		}
 		created, err := res.Create(ctx, create, metav1.CreateOptions{FieldManager: FieldManager})
 		if err != nil {
-			return writeBackFailed(k, err)
+			return "", writeBackFailed(k, err)
 		}
 		live = created
 	case !sameObject(live, want, statusSubresource):
@@ -612,7 +783,7 @@ func (a *adoption) writeBackOne(ctx context.Context, held *unstructured.Unstruct
 		}
 		updated, err := res.Update(ctx, update, metav1.UpdateOptions{FieldManager: FieldManager})
 		if err != nil {
-			return writeBackFailed(k, err)
+			return "", writeBackFailed(k, err)
 		}
 		live = updated
 	}
@@ -625,23 +796,23 @@ func (a *adoption) writeBackOne(ctx context.Context, held *unstructured.Unstruct
 		}
 		updated, err := res.UpdateStatus(ctx, live, metav1.UpdateOptions{FieldManager: FieldManager})
 		if err != nil {
-			return writeBackFailed(k, err)
+			return "", writeBackFailed(k, err)
 		}
 		live = updated
 	}
 	if held.GetDeletionTimestamp() != nil && live.GetDeletionTimestamp() == nil {
 		uid := live.GetUID()
 		if err := res.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil {
-			return writeBackFailed(k, err)
+			return "", writeBackFailed(k, err)
 		}
 		if live, _ = res.Get(ctx, name, metav1.GetOptions{}); live == nil {
-			return nil
+			return "", nil // deleted at once: it had no finalizers
 		}
 	}
 	heldFields, _, _ := unstructured.NestedFieldNoCopy(held.Object, "metadata", "managedFields")
 	liveFields, _, _ := unstructured.NestedFieldNoCopy(live.Object, "metadata", "managedFields")
 	if equality.Semantic.DeepEqual(heldFields, liveFields) {
-		return nil
+		return live.GetUID(), nil
 	}
 	if fields, ok := heldFields.([]any); !ok || len(fields) == 0 {
 		// An empty entry clears them.
@@ -649,12 +820,12 @@ func (a *adoption) writeBackOne(ctx context.Context, held *unstructured.Unstruct
 	}
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"managedFields": heldFields}})
 	if err != nil {
-		return err
+		return "", err
 	}
 	if _, err := res.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
-		return writeBackFailed(k, err)
+		return "", writeBackFailed(k, err)
 	}
-	return nil
+	return live.GetUID(), nil
 }
 
 // sameObject says whether the cluster's object already is annex's, but for
@@ -787,9 +958,7 @@ func (g *group) pointAtAnnex(ctx context.Context, versions []string) error {
 // types but those user makes through ReleaseVersion, and waits until
 // annex does.
 func (g *group) freezeFor(ctx context.Context, message, user string) (time.Time, error) {
-	exempt := fmt.Sprintf("!(request.userInfo.username == %s && request.resource.version == %s)",
-		strconv.Quote(user), strconv.Quote(ReleaseVersion))
-	return g.freezeWith(ctx, message, []admissionregistrationv1.MatchCondition{{Name: "not-annex-writing-back", Expression: exempt}})
+	return g.freezeWith(ctx, message, []admissionregistrationv1.MatchCondition{annexWritingBack(user)})
 }
 
 // stallMark is the progress of a release (each member's phase and objects
@@ -827,4 +996,33 @@ func (r *Reconciler) forgetStall(group string) {
 	r.stallsMu.Lock()
 	defer r.stallsMu.Unlock()
 	delete(r.stalls, group)
+}
+
+// guardName names the admission policy, and its binding, that keep every
+// writer but annex off ReleaseVersion while a release writes back with
+// writes accepted.
+func (g *group) guardName() string { return "annex-release-guard." + g.name }
+
+// ReleaseGuardMessage is what the cluster answers a write through
+// ReleaseVersion by anyone but annex.
+func ReleaseGuardMessage(group string) string {
+	return fmt.Sprintf("version %s of %s is annex's own, for writing its objects back into the cluster while it gives them back; write through the type's other versions",
+		ReleaseVersion, group)
+}
+
+// guard has the cluster refuse every write through ReleaseVersion but
+// user's, and waits until it does: while annex writes back with writes
+// accepted, the type's other versions are annex's, and a write through
+// ReleaseVersion would reach the cluster's etcd without annex knowing.
+func (g *group) guard(ctx context.Context, user string) error {
+	return g.refuse(ctx, refusal{
+		name: g.guardName(), message: ReleaseGuardMessage(g.name), versions: []string{ReleaseVersion},
+		conditions: []admissionregistrationv1.MatchCondition{annexWritingBack(user)}, probe: g.probeCRD,
+	})
+}
+
+// annexWritingBack matches every write but user's through ReleaseVersion.
+func annexWritingBack(user string) admissionregistrationv1.MatchCondition {
+	return admissionregistrationv1.MatchCondition{Name: "not-annex-writing-back", Expression: fmt.Sprintf(
+		"!(request.userInfo.username == %s && request.resource.version == %s)", strconv.Quote(user), strconv.Quote(ReleaseVersion))}
 }

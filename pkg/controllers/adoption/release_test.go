@@ -107,7 +107,7 @@ func writes(fake *dynamicfake.FakeDynamicClient) []string {
 func TestWriteBackCreatesWhatTheClusterLacks(t *testing.T) {
 	a, fake := newWriteBack(t, true)
 	held := heldWidget("new", "uid-annex", 5)
-	if err := a.writeBackOne(context.Background(), held, false); err != nil {
+	if _, err := a.writeBackOne(context.Background(), held, false); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := writes(fake), []string{"create", "update/status", "patch"}; !equality.Semantic.DeepEqual(got, want) {
@@ -138,7 +138,7 @@ func TestWriteBackUpdatesInPlace(t *testing.T) {
 	held := heldWidget("w", "uid-cluster", 2)
 	held.SetLabels(map[string]string{"app": "demo", "changed": "yes"})
 	held.Object["status"] = map[string]any{"ready": false}
-	if err := a.writeBackOne(context.Background(), held, true); err != nil {
+	if _, err := a.writeBackOne(context.Background(), held, true); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := writes(fake), []string{"update", "update/status", "patch"}; !equality.Semantic.DeepEqual(got, want) {
@@ -157,7 +157,7 @@ func TestWriteBackUpdatesInPlace(t *testing.T) {
 func TestWriteBackLeavesWhatDidNotChange(t *testing.T) {
 	held := heldWidget("w", "uid-cluster", 1)
 	a, fake := newWriteBack(t, true, inCluster(held))
-	if err := a.writeBackOne(context.Background(), held, true); err != nil {
+	if _, err := a.writeBackOne(context.Background(), held, true); err != nil {
 		t.Fatal(err)
 	}
 	if got := writes(fake); len(got) != 0 {
@@ -170,7 +170,7 @@ func TestWriteBackWithoutStatusSubresource(t *testing.T) {
 	a, fake := newWriteBack(t, false, inCluster(before))
 	held := heldWidget("w", "uid-cluster", 1)
 	held.Object["status"] = map[string]any{"ready": false}
-	if err := a.writeBackOne(context.Background(), held, true); err != nil {
+	if _, err := a.writeBackOne(context.Background(), held, true); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := writes(fake), []string{"update", "patch"}; !equality.Semantic.DeepEqual(got, want) {
@@ -184,11 +184,47 @@ func TestWriteBackDeletesWhatAnnexIsDeleting(t *testing.T) {
 	held := before.DeepCopy()
 	now := metav1.Now()
 	held.SetDeletionTimestamp(&now)
-	if err := a.writeBackOne(context.Background(), held, true); err != nil {
+	if _, err := a.writeBackOne(context.Background(), held, true); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := writes(fake), []string{"delete"}; !equality.Semantic.DeepEqual(got, want) {
 		t.Errorf("writes %v, want %v", got, want)
+	}
+}
+
+// TestWriteBackSomeCountsRecreatedOnce writes back, twice, an object the
+// cluster holds by annex's uid, one it holds by another (deleted and
+// created again in annex) and one it lacks: the last two are recreated,
+// counted once each, and each is noted with the cluster's uid.
+func TestWriteBackSomeCountsRecreatedOnce(t *testing.T) {
+	a, fake := newWriteBack(t, true, inCluster(heldWidget("kept", "uid-kept", 1)), inCluster(heldWidget("renewed", "uid-old", 1)))
+	// As the cluster does, a create gives the object a uid of its own.
+	fake.PrependReactor("create", "*", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		if action.GetSubresource() == "" {
+			action.(clienttesting.CreateAction).GetObject().(*unstructured.Unstructured).SetUID("uid-cluster-new")
+		}
+		return false, nil, nil
+	})
+	a.status = &v1alpha1.AdoptionStatus{}
+	a.written, a.inCluster, a.recreated = map[string]string{}, map[string]string{"ns/kept": "uid-kept", "ns/renewed": "uid-old"}, map[string]bool{}
+	for size := int64(2); size <= 3; size++ {
+		objs := []*unstructured.Unstructured{heldWidget("kept", "uid-kept", size), heldWidget("renewed", "uid-new", size), heldWidget("new", "uid-annex", size)}
+		for _, obj := range objs {
+			obj.SetResourceVersion(fmt.Sprint(size))
+		}
+		if err := a.writeBackSome(context.Background(), objs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.status.Recreated != 2 || !equality.Semantic.DeepEqual(a.status.RecreatedObjects, []string{"ns/new", "ns/renewed"}) {
+		t.Errorf("recreated %d %v, want 2 [ns/new ns/renewed]", a.status.Recreated, a.status.RecreatedObjects)
+	}
+	wantUIDs := map[string]string{"ns/kept": "uid-kept", "ns/renewed": "uid-old", "ns/new": "uid-cluster-new"}
+	if !equality.Semantic.DeepEqual(a.inCluster, wantUIDs) {
+		t.Errorf("noted the cluster's uids %v, want %v", a.inCluster, wantUIDs)
+	}
+	if want := map[string]string{"ns/kept": "3", "ns/renewed": "3", "ns/new": "3"}; !equality.Semantic.DeepEqual(a.written, want) {
+		t.Errorf("noted as written %v, want %v", a.written, want)
 	}
 }
 

@@ -491,6 +491,12 @@ func schema_pkg_apis_annex_v1alpha1_AdoptionStatus(ref common.ReferenceCallback)
 							Ref:         ref(metav1.Time{}.OpenAPIModelName()),
 						},
 					},
+					"releaseFrozenTime": {
+						SchemaProps: spec.SchemaProps{
+							Description: "releaseFrozenTime is when the cluster began refusing writes to the type for the release's last changes; until then it accepted them.",
+							Ref:         ref(metav1.Time{}.OpenAPIModelName()),
+						},
+					},
 					"releasedTime": {
 						SchemaProps: spec.SchemaProps{
 							Description: "releasedTime is when the cluster served the type again and writes were accepted again.",

@@ -156,6 +156,10 @@ type AdoptionStatus struct {
 	// releaseStartTime is when the release began.
 	// +optional
 	ReleaseStartTime *metav1.Time `json:"releaseStartTime,omitempty"`
+	// releaseFrozenTime is when the cluster began refusing writes to the
+	// type for the release's last changes; until then it accepted them.
+	// +optional
+	ReleaseFrozenTime *metav1.Time `json:"releaseFrozenTime,omitempty"`
 	// releasedTime is when the cluster served the type again and writes
 	// were accepted again.
 	// +optional

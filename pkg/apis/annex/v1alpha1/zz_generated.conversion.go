@@ -248,6 +248,7 @@ func autoConvert_v1alpha1_AdoptionStatus_To_annex_AdoptionStatus(in *AdoptionSta
 	out.Reason = in.Reason
 	out.Message = in.Message
 	out.ReleaseStartTime = (*v1.Time)(unsafe.Pointer(in.ReleaseStartTime))
+	out.ReleaseFrozenTime = (*v1.Time)(unsafe.Pointer(in.ReleaseFrozenTime))
 	out.ReleasedTime = (*v1.Time)(unsafe.Pointer(in.ReleasedTime))
 	out.Recreated = in.Recreated
 	out.RecreatedObjects = *(*[]string)(unsafe.Pointer(&in.RecreatedObjects))
@@ -272,6 +273,7 @@ func autoConvert_annex_AdoptionStatus_To_v1alpha1_AdoptionStatus(in *annex.Adopt
 	out.Reason = in.Reason
 	out.Message = in.Message
 	out.ReleaseStartTime = (*v1.Time)(unsafe.Pointer(in.ReleaseStartTime))
+	out.ReleaseFrozenTime = (*v1.Time)(unsafe.Pointer(in.ReleaseFrozenTime))
 	out.ReleasedTime = (*v1.Time)(unsafe.Pointer(in.ReleasedTime))
 	out.Recreated = in.Recreated
 	out.RecreatedObjects = *(*[]string)(unsafe.Pointer(&in.RecreatedObjects))

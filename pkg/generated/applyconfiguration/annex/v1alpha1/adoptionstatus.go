@@ -50,6 +50,9 @@ type AdoptionStatusApplyConfiguration struct {
 	Message *string `json:"message,omitempty"`
 	// releaseStartTime is when the release began.
 	ReleaseStartTime *v1.Time `json:"releaseStartTime,omitempty"`
+	// releaseFrozenTime is when the cluster began refusing writes to the
+	// type for the release's last changes; until then it accepted them.
+	ReleaseFrozenTime *v1.Time `json:"releaseFrozenTime,omitempty"`
 	// releasedTime is when the cluster served the type again and writes
 	// were accepted again.
 	ReleasedTime *v1.Time `json:"releasedTime,omitempty"`
@@ -157,6 +160,14 @@ func (b *AdoptionStatusApplyConfiguration) WithMessage(value string) *AdoptionSt
 // If called multiple times, the ReleaseStartTime field is set to the value of the last call.
 func (b *AdoptionStatusApplyConfiguration) WithReleaseStartTime(value v1.Time) *AdoptionStatusApplyConfiguration {
 	b.ReleaseStartTime = &value
+	return b
+}
+
+// WithReleaseFrozenTime sets the ReleaseFrozenTime field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the ReleaseFrozenTime field is set to the value of the last call.
+func (b *AdoptionStatusApplyConfiguration) WithReleaseFrozenTime(value v1.Time) *AdoptionStatusApplyConfiguration {
+	b.ReleaseFrozenTime = &value
 	return b
 }
 
