@@ -355,6 +355,43 @@ func TestReleaseAnAdoptedCRD(t *testing.T) {
 	removeFinalizers(t, f.gvr, f.ns)
 }
 
+// releaseResult is what kubectl annex release printed, or why it failed.
+type releaseResult struct {
+	stdout string
+	err    error
+}
+
+// releaseInTheBackground runs kubectl annex release, and returns once the
+// release is RollingBack; its result comes on the channel.
+func (f *adoptionFixture) releaseInTheBackground(t *testing.T, ctx context.Context) <-chan releaseResult {
+	t.Helper()
+	released := make(chan releaseResult, 1)
+	go func() {
+		stdout, err := f.tryRelease(t, ctx)
+		released <- releaseResult{stdout, err}
+	}()
+	var phase string
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		phase, _ = adoptionPhase(t, ctx, f.crd.Name)
+		return phase == "RollingBack", nil
+	}); err != nil {
+		t.Fatalf("the release never reached RollingBack: %v (last: %s)", err, phase)
+	}
+	return released
+}
+
+// holdReleaseVersion has the cluster refuse to add ReleaseVersion to the
+// CRD, which holds a release before it serves that version.
+func holdReleaseVersion(t *testing.T, ctx context.Context, crdName string) (unhold func()) {
+	t.Helper()
+	return holdCRD(t, ctx, crdName, "!object.spec.versions.exists(v, v.name == '"+adoption.ReleaseVersion+"')", "the test holds the release",
+		func(versions []any) []any {
+			extra := maps.Clone(versions[0].(map[string]any))
+			extra["name"], extra["storage"] = adoption.ReleaseVersion, false
+			return append(versions, extra)
+		})
+}
+
 // TestAReleaseAcceptsWritesUntilItsLastChanges gives a type back while
 // clients write to it. Until its last changes annex serves the type and
 // accepts writes (the test holds the release there, before the cluster
@@ -369,28 +406,8 @@ func TestAReleaseAcceptsWritesUntilItsLastChanges(t *testing.T) {
 	f.adopt(t, ctx)
 	held, deleted, _ := f.changeWhileAdopted(t, ctx)
 
-	unhold := holdCRD(t, ctx, f.crd.Name, "!object.spec.versions.exists(v, v.name == '"+adoption.ReleaseVersion+"')", "the test holds the release",
-		func(versions []any) []any {
-			extra := maps.Clone(versions[0].(map[string]any))
-			extra["name"], extra["storage"] = adoption.ReleaseVersion, false
-			return append(versions, extra)
-		})
-	type result struct {
-		stdout string
-		err    error
-	}
-	released := make(chan result, 1)
-	go func() {
-		stdout, err := f.tryRelease(t, ctx)
-		released <- result{stdout, err}
-	}()
-	var phase string
-	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		phase, _ = adoptionPhase(t, ctx, f.crd.Name)
-		return phase == "RollingBack", nil
-	}); err != nil {
-		t.Fatalf("the release never reached RollingBack: %v (last: %s)", err, phase)
-	}
+	unhold := holdReleaseVersion(t, ctx, f.crd.Name)
+	released := f.releaseInTheBackground(t, ctx)
 
 	// The release waits for the hold; annex serves the type, and takes a
 	// create and an update.
@@ -420,7 +437,7 @@ func TestAReleaseAcceptsWritesUntilItsLastChanges(t *testing.T) {
 	release.Version = adoption.ReleaseVersion
 	stray := adminClient(t).Resource(release).Namespace(f.ns)
 	refused := 0
-	var r result
+	var r releaseResult
 	for done := false; !done; {
 		select {
 		case r = <-released:
@@ -454,8 +471,9 @@ func TestAReleaseAcceptsWritesUntilItsLastChanges(t *testing.T) {
 // back, with writes refused for its last changes: the release goes on after
 // the restart (the freeze lifted, the write-back done again, writes
 // accepted meanwhile, then refused again for the last changes), the plugin
-// that follows it waits through the restart, and nothing is lost. The writer retries the 503s of
-// the restart, when annex serves the type and is down.
+// that follows it waits through the restart, and nothing is lost. The
+// writer retries the 503s of the restart, when annex serves the type and is
+// down.
 func TestReleaseSurvivesKills(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
@@ -468,22 +486,7 @@ func TestReleaseSurvivesKills(t *testing.T) {
 	held, deleted, _ := f.changeWhileAdopted(t, ctx)
 
 	w, stopWriter := f.startWriterWith(t, ctx, &writer{freeze: adoption.ReleaseFreezeMessage(f.group), retryUnavailable: true})
-	type result struct {
-		stdout string
-		err    error
-	}
-	released := make(chan result, 1)
-	go func() {
-		stdout, err := f.tryRelease(t, ctx)
-		released <- result{stdout, err}
-	}()
-	var phase string
-	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		phase, _ = adoptionPhase(t, ctx, f.crd.Name)
-		return phase == "RollingBack", nil
-	}); err != nil {
-		t.Fatalf("the release never reached RollingBack: %v (last: %s)", err, phase)
-	}
+	released := f.releaseInTheBackground(t, ctx)
 	time.Sleep(time.Second)
 	killAnnex(t, ctx, "while RollingBack")
 	r := <-released
@@ -572,12 +575,7 @@ func TestAStalledReleaseIsUndone(t *testing.T) {
 	f.adopt(t, ctx)
 
 	// The cluster refuses the version the release writes back through.
-	unhold := holdCRD(t, ctx, f.crd.Name, "!object.spec.versions.exists(v, v.name == '"+adoption.ReleaseVersion+"')", "the test holds the release",
-		func(versions []any) []any {
-			extra := maps.Clone(versions[0].(map[string]any))
-			extra["name"], extra["storage"] = adoption.ReleaseVersion, false
-			return append(versions, extra)
-		})
+	unhold := holdReleaseVersion(t, ctx, f.crd.Name)
 
 	start := time.Now()
 	code, stdout, stderr := kubectlAnnex(t, nil, "release", f.crd.Name, "--yes", "--progress=never", "--timeout=2m")

@@ -286,13 +286,9 @@ func (g *group) writeBackAll(ctx context.Context, members []*adoption, frozen bo
 		return nil
 	}
 	for pass := 1; ; pass++ {
-		changed := 0
-		for _, a := range members {
-			n, err := a.writeBackChanges(ctx)
-			if err != nil {
-				return err
-			}
-			changed += n
+		changed, err := writeBackChanges(ctx, members)
+		if err != nil {
+			return err
 		}
 		g.step(fmt.Sprintf("pass %d wrote %d changes back", pass, changed))
 		if changed <= g.CatchUpObjects || pass >= g.CatchUpPasses {
@@ -302,16 +298,26 @@ func (g *group) writeBackAll(ctx context.Context, members []*adoption, frozen bo
 	if err := g.freezeForRelease(ctx, user); err != nil {
 		return err
 	}
+	changed, err := writeBackChanges(ctx, members)
+	if err != nil {
+		return err
+	}
+	g.step(fmt.Sprintf("wrote the last %d changes back", changed))
+	return nil
+}
+
+// writeBackChanges writes back what changed in the members since their
+// last pass, and returns how many objects did.
+func writeBackChanges(ctx context.Context, members []*adoption) (int, error) {
 	changed := 0
 	for _, a := range members {
 		n, err := a.writeBackChanges(ctx)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		changed += n
 	}
-	g.step(fmt.Sprintf("wrote the last %d changes back", changed))
-	return nil
+	return changed, nil
 }
 
 // freezeForRelease refuses writes to the group's types, but annex's
