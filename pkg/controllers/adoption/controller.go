@@ -300,16 +300,12 @@ func (a *adoption) copyAll(ctx context.Context) error {
 	})
 }
 
-// eachHeld calls f with each object annex holds of the type, read a page at
-// a time: a whole list decoded at once would hold every object in memory.
+// eachHeld calls f with each object annex holds of the type, from a list
+// of their metadata read a page at a time.
 func eachHeld(ctx context.Context, objects *routing.RawObjects, f func(namespace, name string) error) error {
-	return eachHeldPage(ctx, objects, func(page []unstructured.Unstructured) error {
-		for i := range page {
-			if err := f(page[i].GetNamespace(), page[i].GetName()); err != nil {
-				return err
-			}
-		}
-		return nil
+	return eachHeldVersion(ctx, objects, func(k, _ string) error {
+		namespace, name, _ := strings.Cut(k, "/")
+		return f(namespace, name)
 	})
 }
 
@@ -327,6 +323,28 @@ func eachHeldPage(ctx context.Context, objects *routing.RawObjects, f func(page 
 			return err
 		}
 		if predicate.Continue = held.GetContinue(); predicate.Continue == "" {
+			return nil
+		}
+	}
+}
+
+// eachHeldVersion calls f with the key (namespace/name) and resourceVersion
+// of each object annex holds of the type, from a list of their metadata
+// read a page at a time.
+func eachHeldVersion(ctx context.Context, objects *routing.RawObjects, f func(k, resourceVersion string) error) error {
+	predicate := storage.Everything
+	predicate.Limit = pageSize
+	for {
+		held := &metav1.PartialObjectMetadataList{}
+		if err := objects.GetList(ctx, objects.Prefix(), storage.ListOptions{Recursive: true, Predicate: predicate}, held); err != nil {
+			return fmt.Errorf("listing the objects annex holds: %w", err)
+		}
+		for i := range held.Items {
+			if err := f(key(held.Items[i].Namespace, held.Items[i].Name), held.Items[i].ResourceVersion); err != nil {
+				return err
+			}
+		}
+		if predicate.Continue = held.Continue; predicate.Continue == "" {
 			return nil
 		}
 	}

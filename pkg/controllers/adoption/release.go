@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/storage"
 	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -638,38 +639,58 @@ func (a *adoption) writeBack(ctx context.Context, frozen bool) error {
 
 // writeBackChanges writes back what changed in annex since the last pass:
 // the objects whose resourceVersion moved or that are new, and the
-// deletion of those annex no longer holds. It returns how many.
+// deletion of those annex no longer holds. It lists the type's metadata
+// only, and reads the objects that changed. It returns how many.
 func (a *adoption) writeBackChanges(ctx context.Context) (int, error) {
 	held := make(map[string]bool, len(a.written))
-	changed := 0
-	err := eachHeldPage(ctx, a.objects, func(page []unstructured.Unstructured) error {
-		var write []*unstructured.Unstructured
-		for i := range page {
-			obj := &page[i]
-			k := key(obj.GetNamespace(), obj.GetName())
-			held[k] = true
-			if rv, ok := a.written[k]; !ok || rv != obj.GetResourceVersion() {
-				write = append(write, obj)
-			}
+	var changed []string
+	err := eachHeldVersion(ctx, a.objects, func(k, rv string) error {
+		held[k] = true
+		if written, ok := a.written[k]; !ok || written != rv {
+			changed = append(changed, k)
 		}
-		changed += len(write)
-		return a.writeBackSome(ctx, write)
+		return nil
 	})
 	if err != nil {
 		return 0, err
 	}
+	vanished := map[string]bool{}
+	for page := range slices.Chunk(changed, pageSize) {
+		var write []*unstructured.Unstructured
+		for _, k := range page {
+			namespace, name, _ := strings.Cut(k, "/")
+			obj := &unstructured.Unstructured{}
+			err := a.objects.Get(ctx, a.objects.Key(namespace, name), storage.GetOptions{}, obj)
+			if storage.IsNotFound(err) {
+				// Deleted since the list: deleted below.
+				delete(held, k)
+				vanished[k] = true
+				continue
+			}
+			if err != nil {
+				return 0, fmt.Errorf("reading %s in annex: %w", strings.TrimPrefix(k, "/"), err)
+			}
+			write = append(write, obj)
+		}
+		if err := a.writeBackSome(ctx, write); err != nil {
+			return 0, err
+		}
+	}
+	n := len(changed)
 	for k := range a.written {
 		if held[k] {
 			continue
 		}
-		changed++
+		if !vanished[k] {
+			n++
+		}
 		// Its finalizers, if any, go first: annex removed them before the
 		// object went.
 		if err := a.deleteBack(ctx, k, a.inCluster[k], true); err != nil {
 			return 0, err
 		}
 	}
-	return changed, nil
+	return n, nil
 }
 
 // writeBackSome writes objs back, copyWorkers at a time, and notes each
