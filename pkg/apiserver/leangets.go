@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metainternalversionscheme "k8s.io/apimachinery/pkg/apis/meta/internalversion/scheme"
@@ -23,9 +24,15 @@ import (
 // Why a get of a type kept lean was not answered from its encoding, beyond
 // the reasons of the lists; the values of the metric's label "answer".
 const (
-	leanGetStale   = "stale"   // the cache had not yet received the store's current revision
+	leanGetStale   = "stale"   // the cache had not received the store's current revision within leanGetWait
 	leanGetMissing = "missing" // the cache does not hold the object: the upstream handler answers, a 404 as a rule
 )
+
+// leanGetWait is how long a get waits for the lean cache to catch up with
+// the store's current revision before the upstream handler answers it: a
+// progress notification takes a few milliseconds, a read of the store,
+// decoded and encoded again, about as long and a good deal of CPU.
+const leanGetWait = 100 * time.Millisecond
 
 var (
 	leanGets = metrics.NewCounterVec(&metrics.CounterOpts{
@@ -81,7 +88,7 @@ func leanGet(req *http.Request, info *request.RequestInfo, registered lean.Regis
 		return nil, leanListNotServed
 	}
 	s := registered.Storage
-	obj, stale, err := s.GetEncoded(req.Context(), s.ResourcePrefix()+key)
+	obj, stale, err := s.GetEncoded(req.Context(), s.ResourcePrefix()+key, leanGetWait)
 	switch {
 	case err != nil:
 		return nil, leanListError

@@ -31,21 +31,23 @@ var _ runtime.Object = &EncodedObject{}
 // reads it from the store: a state at least as new as every write
 // acknowledged before the call. It asks the store for its current
 // revision, as the cache's consistent lists do, and answers from the cache
-// only when the cache's watch has already brought it that revision (an
-// event or a progress notification), so that the read never waits for the
-// cache. Otherwise, and when the cache does not hold the object, it
-// returns nil, and stale when the cache had not received the revision: the
-// caller reads the store as before. A store that moved on through writes of
-// other keys is asked for a progress notification, so that the next gets
-// find the cache current.
-func (s *Storage) GetEncoded(ctx context.Context, key string) (obj *EncodedObject, stale bool, err error) {
+// only once the cache's watch has brought it that revision (an event or a
+// progress notification). A cache behind it is asked for a progress
+// notification, and waited for up to wait: a store that moves on through
+// writes of other keys, or of other types, is a few milliseconds ahead of
+// the cache's watch at any time. When the cache does not catch up within
+// wait, and when it does not hold the object, GetEncoded returns nil, and
+// stale in the first case: the caller reads the store as before.
+func (s *Storage) GetEncoded(ctx context.Context, key string, wait time.Duration) (obj *EncodedObject, stale bool, err error) {
 	current, err := s.revisions.current(ctx, s.raw.GetCurrentResourceVersion)
 	if err != nil {
 		return nil, false, err
 	}
 	if s.received.Load() < current {
 		s.requestProgress()
-		return nil, true, nil
+		if !s.awaitReceived(ctx, current, wait) {
+			return nil, true, nil
+		}
 	}
 	l := &ObjectList{}
 	opts := storage.ListOptions{
@@ -79,8 +81,54 @@ func (s *Storage) receive(ev watch.Event) {
 	}
 	for {
 		seen := s.received.Load()
-		if rv <= seen || s.received.CompareAndSwap(seen, rv) {
+		if rv <= seen {
 			return
+		}
+		if s.received.CompareAndSwap(seen, rv) {
+			break
+		}
+	}
+	if s.receivedWaiters.Load() > 0 {
+		s.receivedMu.Lock()
+		if s.receivedCh != nil {
+			close(s.receivedCh)
+			s.receivedCh = nil
+		}
+		s.receivedMu.Unlock()
+	}
+}
+
+// awaitReceived waits, up to wait, until the cache's watch has delivered
+// revision rev, and says whether it has.
+func (s *Storage) awaitReceived(ctx context.Context, rev uint64, wait time.Duration) bool {
+	if wait <= 0 {
+		return false
+	}
+	s.receivedWaiters.Add(1)
+	defer s.receivedWaiters.Add(-1)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		// The channel is taken before received is read: receive advances
+		// received, then closes the channel of those who wait.
+		s.receivedMu.Lock()
+		if s.receivedCh == nil {
+			s.receivedCh = make(chan struct{})
+		}
+		advanced := s.receivedCh
+		s.receivedMu.Unlock()
+		if s.received.Load() >= rev {
+			return true
+		}
+		select {
+		case <-advanced:
+			// Not far enough yet: a progress notification asked for
+			// before rev was read may have brought less than rev.
+			s.requestProgress()
+		case <-timer.C:
+			return s.received.Load() >= rev
+		case <-ctx.Done():
+			return false
 		}
 	}
 }

@@ -118,11 +118,15 @@ type Storage struct {
 	// their budget's worth (budget.go).
 	overBudget atomic.Pointer[apierrors.StatusError]
 	// received is the highest resourceVersion the cache's watch delivered,
-	// and progressing says that a progress notification was asked for
-	// (get.go).
-	received    atomic.Uint64
-	progressing atomic.Bool
-	revisions   revisions
+	// and progressing says that a progress notification was asked for;
+	// receivedCh is closed when received advances while receivedWaiters
+	// gets wait for it (get.go).
+	received        atomic.Uint64
+	progressing     atomic.Bool
+	revisions       revisions
+	receivedMu      sync.Mutex
+	receivedCh      chan struct{}
+	receivedWaiters atomic.Int32
 }
 
 var _ storage.Interface = &Storage{}

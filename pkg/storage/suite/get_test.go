@@ -26,11 +26,13 @@ import (
 // TestLeanGetEncoded checks, on each store, the gets the lean cache answers
 // from its encodings (lean.Storage.GetEncoded): the object as the store's
 // get returns it, byte for byte once encoded; never older than a write
-// acknowledged before the get, however soon after it; not from the cache
-// while the store has moved on through writes the cache's watch does not
-// see (other keys), and from the cache again once a progress notification
-// has brought the cache there; and nothing for an object the cache does not
-// hold.
+// acknowledged before the get, however soon after it, and from the cache
+// when the get may wait for the cache's watch to bring the write; not from
+// the cache while the store has moved on through writes the cache's watch
+// does not see (other keys) and the get may not wait, and from the cache
+// again once a progress notification has brought the cache there, which a
+// get that may wait asks for and waits for; and nothing for an object the
+// cache does not hold.
 func TestLeanGetEncoded(t *testing.T) {
 	ctx := context.Background()
 	runSuite(t, map[string]suiteTest{"GetEncoded": func(t *testing.T, c *kubernetes.Client, _ storage.Interface) {
@@ -45,7 +47,7 @@ func TestLeanGetEncoded(t *testing.T) {
 		served := func(what string) *lean.EncodedObject {
 			t.Helper()
 			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-				obj, _, err := s.GetEncoded(ctx, key)
+				obj, _, err := s.GetEncoded(ctx, key, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -76,8 +78,9 @@ func TestLeanGetEncoded(t *testing.T) {
 		}
 
 		// Never older than an acknowledged write: each update is followed
-		// at once by a get, answered from the cache or left to the store.
-		fromCache := 0
+		// at once by a get, answered from the cache or left to the store;
+		// one that may wait is answered from the cache.
+		fromCache, waited := 0, 0
 		for i := range 50 {
 			out := &example.Pod{}
 			if err := s.GuaranteedUpdate(ctx, key, out, false, nil, func(input runtime.Object, _ storage.ResponseMeta) (runtime.Object, *uint64, error) {
@@ -87,19 +90,30 @@ func TestLeanGetEncoded(t *testing.T) {
 			}, nil); err != nil {
 				t.Fatal(err)
 			}
-			obj, _, err := s.GetEncoded(ctx, key)
+			wait := time.Duration(0)
+			if i%2 == 1 {
+				wait = 10 * time.Second
+			}
+			obj, _, err := s.GetEncoded(ctx, key, wait)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if obj == nil {
+				if wait > 0 {
+					t.Fatalf("round %d: a get that may wait %s right after an update was not answered from the cache", i, wait)
+				}
 				continue
 			}
-			fromCache++
+			if wait > 0 {
+				waited++
+			} else {
+				fromCache++
+			}
 			if got, acked := rv(t, obj.ResourceVersion()), rv(t, out.ResourceVersion); got < acked {
 				t.Fatalf("round %d: the cache answered resourceVersion %d after an update acknowledged at %d", i, got, acked)
 			}
 		}
-		t.Logf("%d of 50 gets right after an update were answered from the cache", fromCache)
+		t.Logf("%d of 25 gets right after an update that may not wait were answered from the cache, %d of 25 that may", fromCache, waited)
 
 		// The same from eight clients at once, each on an object of its
 		// own, so that the gets share their reads of the store's revision.
@@ -122,13 +136,14 @@ func TestLeanGetEncoded(t *testing.T) {
 						errs <- err
 						return
 					}
-					obj, _, err := s.GetEncoded(ctx, key)
+					obj, _, err := s.GetEncoded(ctx, key, 10*time.Second)
 					if err != nil {
 						errs <- err
 						return
 					}
 					if obj == nil {
-						continue
+						errs <- fmt.Errorf("client %d, round %d: a get that may wait right after an update was not answered from the cache", client, i)
+						return
 					}
 					got, err1 := strconv.ParseUint(obj.ResourceVersion(), 10, 64)
 					acked, err2 := strconv.ParseUint(out.ResourceVersion, 10, 64)
@@ -157,14 +172,23 @@ func TestLeanGetEncoded(t *testing.T) {
 		if _, err := c.KV.Put(ctx, "/elsewhere/x", "y"); err != nil {
 			t.Fatal(err)
 		}
-		obj, stale, err := s.GetEncoded(ctx, key)
+		obj, stale, err := s.GetEncoded(ctx, key, 0)
 		if err != nil || obj != nil || !stale {
 			t.Fatalf("a get right after a write elsewhere: %v, stale %v, %v; want nothing from the cache, and stale", obj, stale, err)
 		}
 		served("after a write elsewhere")
+		// A get that may wait asks for the progress notification, and
+		// waits for it.
+		if _, err := c.KV.Put(ctx, "/elsewhere/x", "z"); err != nil {
+			t.Fatal(err)
+		}
+		obj, stale, err = s.GetEncoded(ctx, key, 10*time.Second)
+		if err != nil || obj == nil || stale {
+			t.Fatalf("a get that may wait, right after a write elsewhere: %v, stale %v, %v; want it from the cache", obj, stale, err)
+		}
 
 		// An object the cache does not hold.
-		obj, stale, err = s.GetEncoded(ctx, "/pods/get/none")
+		obj, stale, err = s.GetEncoded(ctx, "/pods/get/none", 10*time.Second)
 		if err != nil || obj != nil || stale {
 			t.Fatalf("a get of an object that does not exist: %v, stale %v, %v; want nothing, not stale", obj, stale, err)
 		}
