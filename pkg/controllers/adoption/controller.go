@@ -328,12 +328,19 @@ func eachHeldPage(ctx context.Context, objects *routing.RawObjects, f func(page 
 	}
 }
 
+// metadataPageSize is how many objects a page of a list of annex's
+// objects' metadata holds: a page costs little memory, but the store
+// counts the objects left after each (etcd's range counts every key past
+// the page). On a bare etcd, 100,000 keys of 700 bytes read in pages of
+// 500 took 1.8 to 2.2 s, in pages of 10,000 0.56 to 0.66 s.
+const metadataPageSize = 10_000
+
 // eachHeldVersion calls f with the key (namespace/name) and resourceVersion
 // of each object annex holds of the type, from a list of their metadata
 // read a page at a time.
 func eachHeldVersion(ctx context.Context, objects *routing.RawObjects, f func(k, resourceVersion string) error) error {
 	predicate := storage.Everything
-	predicate.Limit = pageSize
+	predicate.Limit = metadataPageSize
 	for {
 		held := &metav1.PartialObjectMetadataList{}
 		if err := objects.GetList(ctx, objects.Prefix(), storage.ListOptions{Recursive: true, Predicate: predicate}, held); err != nil {
