@@ -154,12 +154,43 @@ func startCluster(ctx context.Context, t *testing.T, annexArgs ...string) *frame
 // LIST's answer through) must stay under theirs, and nothing may be lost.
 func TestListStormThroughTheAggregator(t *testing.T) {
 	longOnly(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	c := startStormCluster(ctx, t)
+	runStorm(ctx, t, c.target, c.objects)
+	logFlowControl(ctx, t, c.env)
+}
+
+// The users of a storm through the aggregator: stormLister sends the
+// LISTs, stormWorker is the other clients.
+const (
+	stormLister = "storm-lister"
+	stormWorker = "storm-worker"
+)
+
+// stormCluster is a kube-apiserver with annex aggregated into it, ready
+// for a storm through the aggregator.
+type stormCluster struct {
+	env *framework.Environment
+	// cs is the cluster's admin client.
+	cs kubernetes.Interface
+	// objects is how many reports annex serves.
+	objects int
+	// target is the storm through the aggregator: its LISTs as the user
+	// storm-lister, its other clients as storm-worker, each allowed the
+	// two types and nothing else.
+	target stormTarget
+}
+
+// startStormCluster starts a kube-apiserver with annex aggregated into it,
+// on stormObjects reports (stormObjectsLong with ANNEX_FAULTS_LONG=1) and
+// the ledgers, and waits until annex's cache of the reports is full.
+func startStormCluster(ctx context.Context, t *testing.T) *stormCluster {
+	t.Helper()
 	objects := stormObjects
 	if long() {
 		objects = stormObjectsLong
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
-	defer cancel()
 	env := startCluster(ctx, t)
 	admin := env.Config
 	cs, err := kubernetes.NewForConfig(admin)
@@ -182,15 +213,15 @@ func TestListStormThroughTheAggregator(t *testing.T) {
 
 	// The lister and the other clients: users of their own, allowed the
 	// two types and nothing else.
-	lister, err := env.NewUser("storm-lister")
+	lister, err := env.NewUser(stormLister)
 	if err != nil {
 		t.Fatal(err)
 	}
-	worker, err := env.NewUser("storm-worker")
+	worker, err := env.NewUser(stormWorker)
 	if err != nil {
 		t.Fatal(err)
 	}
-	allowStormUsers(ctx, t, cs, "storm-lister", "storm-worker")
+	allowStormUsers(ctx, t, cs, stormLister, stormWorker)
 
 	took, err := env.RestartAnnexAfter(ctx, 5*time.Minute, func() error {
 		fillStormReports(ctx, t, env.Dir, env.AnnexDataDir(), objects)
@@ -206,7 +237,7 @@ func TestListStormThroughTheAggregator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runStorm(ctx, t, stormTarget{
+	return &stormCluster{env: env, cs: cs, objects: objects, target: stormTarget{
 		lists: lister, others: worker, url: strings.TrimSuffix(admin.Host, "/"),
 		running: env.AnnexRunning, logTail: func() string { return process.FileTail(env.AnnexLog, 40) },
 		pids:      map[string]int{"annex": env.AnnexPid(), "kube-apiserver": kubeAPIServer},
@@ -216,8 +247,7 @@ func TestListStormThroughTheAggregator(t *testing.T) {
 		// through the kube-apiserver, which proxies the storm's answers on
 		// the same two cores (measured: 9.4 s, with a build beside it).
 		othersP99: 2 * stormOthersP99(),
-	}, objects)
-	logFlowControl(ctx, t, env)
+	}}
 }
 
 // logFlowControl logs, from annex's /metrics, what API Priority and
@@ -230,11 +260,29 @@ func logFlowControl(ctx context.Context, t *testing.T, env *framework.Environmen
 	if err != nil {
 		t.Fatal(err)
 	}
-	type figures struct {
-		dispatched, rejected, seats float64
+	flows := flowControlFigures(families)
+	for _, key := range slices.Sorted(maps.Keys(flows)) {
+		f := flows[key]
+		t.Logf("annex's API Priority and Fairness, flow schema %s: %.0f requests dispatched, %.0f rejected, %.1f seats estimated per request",
+			key, f.dispatched, f.rejected, f.seatsPerRequest())
 	}
-	flows := map[string]*figures{}
-	of := func(m *dto.Metric) *figures {
+}
+
+// flowFigures are what API Priority and Fairness did with the requests of
+// a flow schema: how many it dispatched and rejected, and the seats their
+// work was estimated at, in all.
+type flowFigures struct {
+	dispatched, rejected, seats float64
+}
+
+// seatsPerRequest is the seats estimated per request.
+func (f flowFigures) seatsPerRequest() float64 { return f.seats / max(f.dispatched+f.rejected, 1) }
+
+// flowControlFigures are a server's API Priority and Fairness figures,
+// from its parsed /metrics, by "flow schema (priority level level)".
+func flowControlFigures(families map[string]*dto.MetricFamily) map[string]*flowFigures {
+	flows := map[string]*flowFigures{}
+	of := func(m *dto.Metric) *flowFigures {
 		var level, schema string
 		for _, l := range m.GetLabel() {
 			switch l.GetName() {
@@ -246,7 +294,7 @@ func logFlowControl(ctx context.Context, t *testing.T, env *framework.Environmen
 		}
 		key := schema + " (priority level " + level + ")"
 		if flows[key] == nil {
-			flows[key] = &figures{}
+			flows[key] = &flowFigures{}
 		}
 		return flows[key]
 	}
@@ -259,11 +307,7 @@ func logFlowControl(ctx context.Context, t *testing.T, env *framework.Environmen
 	for _, m := range families["apiserver_flowcontrol_work_estimated_seats"].GetMetric() {
 		of(m).seats += m.GetHistogram().GetSampleSum()
 	}
-	for _, key := range slices.Sorted(maps.Keys(flows)) {
-		f := flows[key]
-		t.Logf("annex's API Priority and Fairness, flow schema %s: %.0f requests dispatched, %.0f rejected, %.1f seats estimated per request",
-			key, f.dispatched, f.rejected, f.seats/max(f.dispatched+f.rejected, 1))
-	}
+	return flows
 }
 
 // stormAPIServerRSSLimit bounds the kube-apiserver's peak resident memory

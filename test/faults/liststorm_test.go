@@ -211,8 +211,9 @@ type stormTarget struct {
 	pids      map[string]int
 	rssLimits map[string]int64
 	// refusable allows a LIST to be refused with 429 and Retry-After (API
-	// Priority and Fairness), rather than served in full.
-	refusable bool
+	// Priority and Fairness), rather than served in full; with mustRefuse
+	// too, at least one must be.
+	refusable, mustRefuse bool
 	// othersP99 bounds the p99 of the other clients' requests during the
 	// storm.
 	othersP99 time.Duration
@@ -220,8 +221,9 @@ type stormTarget struct {
 
 // runStorm starts the other clients, lets them work alone for stormQuiet,
 // runs the storm, lets them work stormQuiet more, and checks and logs what
-// every client got, the processes' memory, and that nothing was lost.
-func runStorm(ctx context.Context, t *testing.T, target stormTarget, objects int) {
+// every client got, the processes' memory, and that nothing was lost. It
+// returns how many LISTs were refused with 429 and Retry-After.
+func runStorm(ctx context.Context, t *testing.T, target stormTarget, objects int) (refused int) {
 	t.Helper()
 	others := startStormOthers(ctx, t, rest.CopyConfig(target.others), objects)
 	time.Sleep(stormQuiet)
@@ -284,6 +286,9 @@ func runStorm(ctx context.Context, t *testing.T, target stormTarget, objects int
 		if len(latencies) == 0 {
 			t.Errorf("no LIST of the storm was served")
 		}
+		if target.mustRefuse && len(refusedIn) == 0 {
+			t.Errorf("no LIST of the storm was refused with 429 and Retry-After")
+		}
 	}
 
 	// What the other clients got.
@@ -344,6 +349,7 @@ func runStorm(ctx context.Context, t *testing.T, target stormTarget, objects int
 			t.Errorf("ledger %s was acknowledged but is not stored", name)
 		}
 	}
+	return len(refusedIn)
 }
 
 // fillStormReports writes reports 1 to objects-1 as copies of report 0,

@@ -21,14 +21,13 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 
+	"annex.dev/annex/test/integration/framework"
 	"annex.dev/annex/test/process"
 )
 
@@ -179,48 +178,15 @@ func configureOverloadLevels(t *testing.T, ctx context.Context) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc := cs.FlowcontrolV1()
 	var users []string
 	for i := range overloadClients {
 		name := uniqueName(fmt.Sprintf("overload-%d", i))
 		users = append(users, name)
-		pl := &flowcontrolv1.PriorityLevelConfiguration{
-			ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec: flowcontrolv1.PriorityLevelConfigurationSpec{
-				Type: flowcontrolv1.PriorityLevelEnablementLimited,
-				Limited: &flowcontrolv1.LimitedPriorityLevelConfiguration{
-					NominalConcurrencyShares: ptr.To[int32](1),
-					LendablePercent:          ptr.To[int32](0),
-					BorrowingLimitPercent:    ptr.To[int32](0),
-					LimitResponse:            flowcontrolv1.LimitResponse{Type: flowcontrolv1.LimitResponseTypeReject},
-				},
-			},
-		}
-		if _, err := fc.PriorityLevelConfigurations().Create(ctx, pl, metav1.CreateOptions{}); err != nil {
+		remove, err := framework.CreateRejectingLevel(ctx, cs, name, name, 1)
+		if err != nil {
 			t.Fatal(err)
 		}
-		fs := &flowcontrolv1.FlowSchema{
-			ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec: flowcontrolv1.FlowSchemaSpec{
-				PriorityLevelConfiguration: flowcontrolv1.PriorityLevelConfigurationReference{Name: name},
-				MatchingPrecedence:         500,
-				DistinguisherMethod:        &flowcontrolv1.FlowDistinguisherMethod{Type: flowcontrolv1.FlowDistinguisherMethodByUserType},
-				Rules: []flowcontrolv1.PolicyRulesWithSubjects{{
-					Subjects: []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: name}}},
-					ResourceRules: []flowcontrolv1.ResourcePolicyRule{{
-						Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"},
-						Namespaces: []string{"*"}, ClusterScope: true,
-					}},
-				}},
-			},
-		}
-		if _, err := fc.FlowSchemas().Create(ctx, fs, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = fc.FlowSchemas().Delete(context.Background(), name, metav1.DeleteOptions{})
-			_ = fc.PriorityLevelConfigurations().Delete(context.Background(), name, metav1.DeleteOptions{})
-		})
+		t.Cleanup(remove)
 	}
 	// The test's users may create the type's objects.
 	bindOverloadUsers(t, ctx, cs, users)
