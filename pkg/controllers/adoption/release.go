@@ -748,9 +748,23 @@ func (a *adoption) deleteBack(ctx context.Context, k, uid string, finalizers boo
 }
 
 // permanent says whether a write's error will not go away by trying again.
+// A refusal by one of annex's own policies (a freeze, the guard) is not:
+// an API server enforces a deleted policy until its next refresh of
+// policies (every second in k8s.io/apiserver), so a write right after an
+// adoption's freeze ended may still be refused by it.
 func permanent(err error) bool {
+	if apierrors.IsForbidden(err) && refusedByAnnex(err) {
+		return false
+	}
 	return apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsForbidden(err) ||
 		apierrors.IsNotFound(err) || apierrors.IsMethodNotSupported(err) || apierrors.IsRequestEntityTooLargeError(err)
+}
+
+// refusedByAnnex says whether err is the refusal of one of annex's own
+// policies, by its binding's name.
+func refusedByAnnex(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "binding 'annex-adoption-freeze.") || strings.Contains(msg, "binding 'annex-release-guard.")
 }
 
 func writeBackFailed(k string, err error) error {

@@ -252,6 +252,10 @@ func TestWriteBackErrors(t *testing.T) {
 	}{
 		{apierrors.NewInvalid(schema.GroupKind{Group: "example.com", Kind: "Widget"}, "w", nil), true},
 		{apierrors.NewForbidden(gr, "w", errors.New("refused")), true},
+		// An API server enforces a deleted freeze until it refreshes its
+		// policies.
+		{apierrors.NewForbidden(gr, "w", errors.New("ValidatingAdmissionPolicy 'annex-adoption-freeze.example.com' with binding "+
+			"'annex-adoption-freeze.example.com' denied request: annex is adopting the resources of example.com")), false},
 		{apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "ns"), true},
 		{apierrors.NewConflict(gr, "w", errors.New("changed")), false},
 		{apierrors.NewServiceUnavailable("restarting"), false},
