@@ -39,7 +39,7 @@ var _ runtime.Object = &EncodedObject{}
 // wait, and when it does not hold the object, GetEncoded returns nil, and
 // stale in the first case: the caller reads the store as before.
 func (s *Storage) GetEncoded(ctx context.Context, key string, wait time.Duration) (obj *EncodedObject, stale bool, err error) {
-	current, err := s.revisions.current(ctx, s.raw.GetCurrentResourceVersion)
+	current, err := s.revisions.current(ctx, s.currentRevision)
 	if err != nil {
 		return nil, false, err
 	}

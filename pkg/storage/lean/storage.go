@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -467,6 +468,39 @@ func (s *Storage) CompactRevision() int64 { return s.delegator.CompactRevision()
 type compacting struct {
 	storage.Interface
 	s *Storage
+}
+
+// GetCurrentResourceVersion is the store's current revision, which the
+// cache asks for on each consistent read.
+func (c *compacting) GetCurrentResourceVersion(ctx context.Context) (uint64, error) {
+	return c.s.currentRevision(ctx)
+}
+
+// currentRevision reads the store's current revision with a read of one
+// key, the resource's prefix, which no object has: the revision of the
+// store's answer is its current one, as for any read. The store's own
+// GetCurrentResourceVersion lists the resource's objects with a limit of
+// one, and etcd and kine count every key of a list's range to answer it:
+// that read costs as much as the resource has objects (about 20 ms of
+// etcd's time at 100,000), where this one costs a lookup of one key.
+func (s *Storage) currentRevision(ctx context.Context) (uint64, error) {
+	list := s.config.NewListFunc()
+	opts := storage.ListOptions{Predicate: storage.Everything, Recursive: false}
+	if err := s.raw.GetList(ctx, s.config.ResourcePrefix, opts, list); err != nil {
+		return 0, err
+	}
+	accessor, err := meta.ListAccessor(list)
+	if err != nil {
+		return 0, err
+	}
+	rv, err := strconv.ParseUint(accessor.GetResourceVersion(), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("the store's current revision %q: %w", accessor.GetResourceVersion(), err)
+	}
+	if rv == 0 {
+		return 0, errors.New("the store's current revision is 0")
+	}
+	return rv, nil
 }
 
 func (c *compacting) Delete(ctx context.Context, key string, out runtime.Object, preconditions *storage.Preconditions,

@@ -203,3 +203,54 @@ func rv(t *testing.T, s string) uint64 {
 	}
 	return v
 }
+
+// TestLeanCurrentResourceVersion checks, on each store, the lean cache's
+// read of the store's current revision (a read of one key, where the
+// store's own lists the resource with a limit of one): the same revision
+// as the store's own read, with the resource empty, holding objects, and
+// after writes of other keys and other types, and never older than the
+// last acknowledged write.
+func TestLeanCurrentResourceVersion(t *testing.T) {
+	ctx := context.Background()
+	runSuite(t, map[string]suiteTest{"CurrentResourceVersion": func(t *testing.T, c *kubernetes.Client, _ storage.Interface) {
+		s, raw := newLeanStoreWith(t, c, false, leanOptions{}), newStore(t, c)
+		same := func(what string, acked uint64) {
+			t.Helper()
+			want, err := raw.GetCurrentResourceVersion(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.GetCurrentResourceVersion(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("%s: the lean cache read the store's revision as %d, the store's own read %d", what, got, want)
+			}
+			if got < acked {
+				t.Errorf("%s: the lean cache read the store's revision as %d after a write acknowledged at %d", what, got, acked)
+			}
+		}
+		put := func(key, value string) uint64 {
+			t.Helper()
+			resp, err := c.KV.Put(ctx, key, value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return uint64(resp.Header.Revision)
+		}
+		same("with the resource empty", put("/elsewhere/first", "x"))
+		var acked uint64
+		for i := range 5 {
+			out := &example.Pod{}
+			name := fmt.Sprintf("p%d", i)
+			if err := s.Create(ctx, "/pods/rv/"+name, &example.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "rv"}}, out, 0); err != nil {
+				t.Fatal(err)
+			}
+			acked = rv(t, out.ResourceVersion)
+		}
+		same("after creates", acked)
+		same("after a write of another type", put("/elsewhere/x", "y"))
+		same("after a write next to the resource's prefix", put("/pods", "z"))
+	}}, newLeanStore)
+}
