@@ -247,7 +247,7 @@ func (r *adoptionResults) runCount(ctx context.Context, p *progress, n int, plug
 	what := thousands(n) + " objects"
 
 	p.stage(what + ": start the cluster's etcd, the kube-apiserver and annex")
-	b, stop, err := startAggregated(ctx, p, logDir, pl.ClusterFsync)
+	b, stop, err := startAggregated(ctx, p, logDir, pl.ClusterFsync, true)
 	if err != nil {
 		return fail("starting the control plane: %v", err)
 	}

@@ -79,7 +79,7 @@ func RunCompare(ctx context.Context, f Flags, opts *CompareOptions) (retErr erro
 	p.logf("%s", pl.budget())
 
 	p.stage("start kube-apiserver, etcd and annex")
-	b, stop, err := startAggregated(ctx, p, f.Out, opts.ClusterEtcdFsync)
+	b, stop, err := startAggregated(ctx, p, f.Out, opts.ClusterEtcdFsync, opts.ConsistencyChecks)
 	if err != nil {
 		return err
 	}
@@ -90,11 +90,12 @@ func RunCompare(ctx context.Context, f Flags, opts *CompareOptions) (retErr erro
 	}()
 	b.hostedCache = opts.HostedCache
 	r := &results{
-		runInfo:          newRunInfo(f, mode, b.versions(ctx)),
-		Plan:             pl,
-		ClusterEtcdFsync: opts.ClusterEtcdFsync,
-		HostedCache:      opts.HostedCache,
-		Phases:           opts.Phases,
+		runInfo:           newRunInfo(f, mode, b.versions(ctx)),
+		Plan:              pl,
+		ClusterEtcdFsync:  opts.ClusterEtcdFsync,
+		HostedCache:       opts.HostedCache,
+		ConsistencyChecks: opts.ConsistencyChecks,
+		Phases:            opts.Phases,
 	}
 	p.logf("versions: %v", r.Versions)
 
@@ -133,9 +134,11 @@ func writeJSON(dir, name string, v any) error {
 // startAggregated starts the control plane of the integration tests: the
 // cluster's etcd (with fsync if asked), the kube-apiserver with its
 // aggregation layer, and annex in aggregated mode registered through its
-// APIService. stop stops them all; after a failed run it keeps their
-// directory, logs included, and says where it is.
-func startAggregated(ctx context.Context, p *progress, outDir string, fsync bool) (b *bench, stop func(failed bool) error, err error) {
+// APIService. Without checks, both servers run without their periodic
+// consistency checks of their caches (consistencyChecksOff). stop stops them
+// all; after a failed run it keeps their directory, logs included, and says
+// where it is.
+func startAggregated(ctx context.Context, p *progress, outDir string, fsync, checks bool) (b *bench, stop func(failed bool) error, err error) {
 	if fsync {
 		restore, err := etcdWithFsync(outDir)
 		if err != nil {
@@ -144,7 +147,12 @@ func startAggregated(ctx context.Context, p *progress, outDir string, fsync bool
 		// The cluster's etcd is started with the assets read at the start.
 		defer restore()
 	}
-	env, err := framework.Start(ctx, strings.Fields(annexFlags)...)
+	annexArgs, apiServerFlags := strings.Fields(annexFlags), map[string]string(nil)
+	if !checks {
+		annexArgs = append(annexArgs, "--feature-gates=kube:"+consistencyChecksOff)
+		apiServerFlags = map[string]string{"feature-gates": consistencyChecksOff}
+	}
+	env, err := framework.StartWithAPIServerFlags(ctx, apiServerFlags, annexArgs...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -161,6 +169,18 @@ func startAggregated(ctx context.Context, p *progress, outDir string, fsync bool
 	}
 	return b, stop, nil
 }
+
+// consistencyChecksOff is the feature gate that turns off the periodic
+// consistency check of the kube-apiserver's watch caches, and of annex's
+// (on by default since 1.34). Every 5 to 7.5 minutes it lists each type from
+// the store and from the cache and compares them: at 100,000 report objects
+// it costs the kube-apiserver about 8 s of CPU, half of these 2 cores for 15 s,
+// and it lands in whichever phase runs then, whatever that phase's target:
+// C's requests pass through the kube-apiserver that holds A's objects. The
+// benchmarks of throughput and latency turn it off in both servers
+// (--consistency-checks turns it back on); the capacity benchmark measures
+// annex's checks.
+const consistencyChecksOff = "DetectCacheInconsistency=false"
 
 // etcdWithFsync points KUBEBUILDER_ASSETS at a copy of the assets directory
 // whose etcd drops the --unsafe-no-fsync=true that envtest adds: the

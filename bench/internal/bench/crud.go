@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"annex.dev/annex/test/integration/framework"
@@ -37,7 +38,7 @@ type crudResults struct {
 	Options CRUDOptions `json:"options"`
 	// Phases is keyed by target, then phase (create, update, get).
 	Phases map[string]map[string]crudPhase `json:"phases"`
-	// Profiles are the CPU profiles taken, by phase ("B update").
+	// Profiles are the CPU profiles taken, by server, target and phase ("annex C create").
 	Profiles map[string]string `json:"profiles,omitempty"`
 	Notes    []string          `json:"notes,omitempty"`
 }
@@ -51,7 +52,7 @@ func RunCRUD(ctx context.Context, f Flags, opts *CRUDOptions) (retErr error) {
 	p := newProgress(f, 5*time.Second)
 	p.logf("bench: crud mode, %d objects per target for %v, output in %s", opts.Count, opts.Targets, f.Out)
 	p.stage("start kube-apiserver, etcd and annex")
-	b, stop, err := startAggregated(ctx, p, f.Out, true)
+	b, stop, err := startAggregated(ctx, p, f.Out, true, opts.ConsistencyChecks)
 	if err != nil {
 		return err
 	}
@@ -76,6 +77,7 @@ func RunCRUD(ctx context.Context, f Flags, opts *CRUDOptions) (retErr error) {
 	}
 
 	const clients = 16
+	var profileMu sync.Mutex
 	p.stage("namespaces and types")
 	if err := b.createNamespaces(ctx, "ops-a", "ops-b", "ops-c", "prefill-a", "prefill-b", "warmup"); err != nil {
 		return err
@@ -105,22 +107,20 @@ func RunCRUD(ctx context.Context, f Flags, opts *CRUDOptions) (retErr error) {
 		p.stage(fmt.Sprintf("%s: create, update, get %d report objects", name, opts.Count))
 		r.Phases[name] = map[string]crudPhase{}
 		hook := func(phase string, run func() opStats) opStats {
-			var profiled <-chan struct{}
+			var profiled sync.WaitGroup
 			if opts.ProfileSeconds > 0 && phase != "get" {
-				srv := map[string]*server{"A": b.kas, "B": b.annex}[name]
-				if srv != nil {
-					file := filepath.Join(f.Out, fmt.Sprintf("%s-cpu-%s.pb.gz", map[string]string{"A": "kas", "B": "annex"}[name], phase))
-					ch := make(chan struct{})
-					profiled = ch
-					go func() {
-						defer close(ch)
+				for _, srv := range profiledServers(b, name) {
+					file := filepath.Join(f.Out, fmt.Sprintf("%s-cpu-%s-%s.pb.gz", srv.label, name, phase))
+					profiled.Go(func() {
 						path := fmt.Sprintf("/debug/pprof/profile?seconds=%d", opts.ProfileSeconds)
 						if err := srv.saveProfile(ctx, path, file); err != nil {
-							note("CPU profile of %s %s: %v", name, phase, err)
+							note("CPU profile of %s during %s %s: %v", srv.label, name, phase, err)
 							return
 						}
-						r.Profiles[name+" "+phase] = file
-					}()
+						profileMu.Lock()
+						r.Profiles[srv.label+" "+name+" "+phase] = file
+						profileMu.Unlock()
+					})
 				}
 			}
 			// A nil count before is none yet: the counter appears with the first get.
@@ -137,9 +137,7 @@ func RunCRUD(ctx context.Context, f Flags, opts *CRUDOptions) (retErr error) {
 					note("%s get: %s", name, n)
 				}
 			}
-			if profiled != nil {
-				<-profiled
-			}
+			profiled.Wait()
 			ph := crudPhase{opStats: st, OthersCPU: othersCPU(before, after), CPUMsPerOp: map[string]float64{}}
 			if st.Ops > 0 {
 				for proc, ticks := range procsAfter {
@@ -162,6 +160,28 @@ func RunCRUD(ctx context.Context, f Flags, opts *CRUDOptions) (retErr error) {
 	}
 	fmt.Fprint(f.Log, crudTable(r))
 	p.logf("wrote %s", filepath.Join(f.Out, "crud.json"))
+	return nil
+}
+
+// labelledServer is a server with the name its profiles are filed under.
+type labelledServer struct {
+	*server
+	label string
+}
+
+// profiledServers are the servers a target's requests go through: the
+// kube-apiserver for A, annex for B, and both for C (the aggregator
+// proxies to annex).
+func profiledServers(b *bench, target string) []labelledServer {
+	kas, annex := labelledServer{b.kas, "kas"}, labelledServer{b.annex, "annex"}
+	switch target {
+	case "A":
+		return []labelledServer{kas}
+	case "B":
+		return []labelledServer{annex}
+	case "C":
+		return []labelledServer{kas, annex}
+	}
 	return nil
 }
 

@@ -116,6 +116,11 @@ func fsyncFlag(fs *flag.FlagSet, p *bool) {
 	fs.BoolVar(p, "cluster-etcd-fsync", true, "run the cluster's etcd with fsync, as in production and as annex's embedded etcd runs (envtest turns fsync off)")
 }
 
+// consistencyChecksFlag adds --consistency-checks.
+func consistencyChecksFlag(fs *flag.FlagSet, p *bool) {
+	fs.BoolVar(p, "consistency-checks", false, "leave on the periodic consistency checks of the servers' caches (DetectCacheInconsistency), which land in whichever phase runs when they do")
+}
+
 // annexFlagsFlag adds --annex-flags, for the commands that start annex
 // behind a kube-apiserver.
 func annexFlagsFlag(fs *flag.FlagSet) {
@@ -130,6 +135,8 @@ type CompareOptions struct {
 	ClusterEtcdFsync bool
 	// HostedCache is spec.storage.cache of the HostedResources of B and C.
 	HostedCache string
+	// ConsistencyChecks leaves the servers' periodic consistency checks on.
+	ConsistencyChecks bool
 	// Phases are the phases run, in the plan's order: ladder, watch, crud.
 	Phases []string
 	phases string
@@ -138,6 +145,7 @@ type CompareOptions struct {
 func (o *CompareOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Plots, "plots", "", "directory for the PNG plots (default <out>)")
 	fsyncFlag(fs, &o.ClusterEtcdFsync)
+	consistencyChecksFlag(fs, &o.ConsistencyChecks)
 	fs.StringVar(&o.HostedCache, "hosted-cache", "", "spec.storage.cache of the HostedResources of B and C: Lean (the default), WatchCache or None")
 	fs.StringVar(&o.phases, "phases", strings.Join(comparePhases, ","), "the phases to run, comma-separated: a part of the report, for measuring one figure while working on it")
 	annexFlagsFlag(fs)
@@ -232,9 +240,11 @@ type CRUDOptions struct {
 	// so that the servers hold a cache of that size while the phases run.
 	Prefill int `json:"prefill"`
 	// ProfileSeconds, when not zero, is the length of the CPU profiles of
-	// the phases: annex's during B's create and update, the
-	// kube-apiserver's during A's.
+	// create and update phases, of the servers each target goes through:
+	// the kube-apiserver for A, annex for B, both for C.
 	ProfileSeconds int `json:"profileSeconds"`
+	// ConsistencyChecks leaves the servers' periodic consistency checks on.
+	ConsistencyChecks bool `json:"consistencyChecks"`
 
 	count, targets string
 }
@@ -243,7 +253,8 @@ func (o *CRUDOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.count, "count", "", "the objects each target creates, updates and gets (default 3,000)")
 	fs.StringVar(&o.targets, "targets", "A,B", "the targets measured, in order (A, B, C)")
 	fs.IntVar(&o.Prefill, "prefill", 0, "report objects created in A and B before the phases")
-	fs.IntVar(&o.ProfileSeconds, "profile-seconds", 0, "profile annex during B's create and update, and the kube-apiserver during A's, for this many seconds")
+	consistencyChecksFlag(fs, &o.ConsistencyChecks)
+	fs.IntVar(&o.ProfileSeconds, "profile-seconds", 0, "profile the servers each target goes through (A: the kube-apiserver, B: annex, C: both) during its create and update, for this many seconds")
 	annexFlagsFlag(fs)
 }
 

@@ -24,6 +24,9 @@ type results struct {
 	// HostedCache is spec.storage.cache of B's and C's HostedResources;
 	// empty for the default, the lean cache.
 	HostedCache string `json:"hostedCache,omitempty"`
+	// ConsistencyChecks says that the servers' periodic consistency checks
+	// were left on.
+	ConsistencyChecks bool `json:"consistencyChecks"`
 	// Phases are the phases run (--phases); the report has only their
 	// figures.
 	Phases []string `json:"phases"`
