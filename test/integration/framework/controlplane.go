@@ -42,7 +42,7 @@ func StartControlPlane(ctx context.Context) (_ *Environment, retErr error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := e.startCluster(); err != nil {
+	if err := e.startCluster(nil); err != nil {
 		return nil, err
 	}
 	return e, nil

@@ -96,14 +96,31 @@ type Environment struct {
 	frontProxyCA *certs.CA
 	annex        *annexserver.Server
 	annexCA      []byte
-	logFiles     []*os.File
+	// replicas are the annex processes of StartReplicas, annex first; nil
+	// for one.
+	replicas []*annexserver.Server
+	// proxy is the Service's emulated kube-proxy in front of replicas.
+	proxy    *serviceProxy
+	logFiles []*os.File
 }
 
 // Start brings up etcd, the kube-apiserver and annex, with annexArgs added to
 // annex's flags, registers annex with the kube-apiserver and waits until
 // annex's API answers through it. On error it stops whatever it started and
 // the error carries annex's last log lines.
-func Start(ctx context.Context, annexArgs ...string) (_ *Environment, retErr error) {
+func Start(ctx context.Context, annexArgs ...string) (*Environment, error) {
+	return start(ctx, 1, nil, annexArgs)
+}
+
+// StartWithAPIServerFlags is Start with further flags of the kube-apiserver,
+// by name without the dashes.
+func StartWithAPIServerFlags(ctx context.Context, apiServerFlags map[string]string, annexArgs ...string) (*Environment, error) {
+	return start(ctx, 1, apiServerFlags, annexArgs)
+}
+
+// start starts the environment with replicas annex processes (see
+// StartReplicas).
+func start(ctx context.Context, replicas int, apiServerFlags map[string]string, annexArgs []string) (_ *Environment, retErr error) {
 	assets := os.Getenv(AssetsEnv)
 	if assets == "" {
 		return nil, fmt.Errorf("%s is not set: point it at the directory printed by hack/tools/install.sh", AssetsEnv)
@@ -134,10 +151,18 @@ func Start(ctx context.Context, annexArgs ...string) (_ *Environment, retErr err
 		}
 	}()
 
-	if err := e.startCluster(); err != nil {
+	if err := e.startCluster(apiServerFlags); err != nil {
 		return nil, err
 	}
+	if replicas > 1 {
+		if e.proxy, err = startServiceProxy(); err != nil {
+			return nil, err
+		}
+	}
 	if err := e.startAnnex(annexBin, annexArgs); err != nil {
+		return nil, err
+	}
+	if err := e.launchReplicas(replicas); err != nil {
 		return nil, err
 	}
 	if err := e.register(ctx); err != nil {
@@ -146,13 +171,17 @@ func Start(ctx context.Context, annexArgs ...string) (_ *Environment, retErr err
 	if err := e.waitForAnnex(ctx); err != nil {
 		return nil, err
 	}
+	if err := e.waitForReplicas(ctx); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
 // startCluster starts etcd and a kube-apiserver whose aggregator can proxy to
 // annex: it trusts a front-proxy CA for request headers and presents the
-// front-proxy client certificate to annex.
-func (e *Environment) startCluster() error {
+// front-proxy client certificate to annex. apiServerFlags are further flags
+// of the kube-apiserver.
+func (e *Environment) startCluster(apiServerFlags map[string]string) error {
 	frontProxyCA, err := newCA(e.Dir, "front-proxy-ca")
 	if err != nil {
 		return err
@@ -206,6 +235,9 @@ func (e *Environment) startCluster() error {
 		Set("requestheader-extra-headers-prefix", "X-Remote-Extra-").
 		Set("proxy-client-cert-file", clientCert).
 		Set("proxy-client-key-file", clientKey)
+	for name, value := range apiServerFlags {
+		apiServer.Configure().Set(name, value)
+	}
 
 	cfg, err := e.env.Start()
 	if err != nil {
@@ -259,7 +291,7 @@ func (e *Environment) startAnnex(bin string, extraArgs []string) error {
 		// Hosted groups are registered through the same Service as annex.dev.
 		"--apiservice-namespace=" + Namespace,
 		"--apiservice-service-name=" + ServiceName,
-		"--apiservice-service-port=" + strconv.Itoa(e.AnnexPort),
+		"--apiservice-service-port=" + strconv.Itoa(e.serviceport()),
 		"--apiservice-ca-bundle-file=" + ca.CertFile,
 	}
 	e.AnnexLog = filepath.Join(e.Dir, "annex.log")
@@ -300,7 +332,7 @@ func (e *Environment) register(ctx context.Context) error {
 		Spec: corev1.ServiceSpec{
 			Type:         corev1.ServiceTypeExternalName,
 			ExternalName: "localhost",
-			Ports:        []corev1.ServicePort{{Name: "https", Port: int32(e.AnnexPort)}},
+			Ports:        []corev1.ServicePort{{Name: "https", Port: int32(e.serviceport())}},
 		},
 	}
 	if _, err := cs.CoreV1().Services(Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
@@ -321,7 +353,7 @@ func (e *Environment) register(ctx context.Context) error {
 			"service": map[string]any{
 				"namespace": Namespace,
 				"name":      ServiceName,
-				"port":      int64(e.AnnexPort),
+				"port":      int64(e.serviceport()),
 			},
 			// []byte fields are base64 strings in JSON.
 			"caBundle":             base64.StdEncoding.EncodeToString(e.annexCA),
@@ -430,6 +462,14 @@ func (e *Environment) Stop() error {
 		if err := e.annex.Stop(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	for _, r := range e.replicas[min(1, len(e.replicas)):] {
+		if err := r.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if e.proxy != nil {
+		e.proxy.stop()
 	}
 	if e.env != nil {
 		if err := e.env.Stop(); err != nil {
