@@ -194,7 +194,7 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 	// the etcd version in a Status answer says so. Its checker is global to
 	// the process: a kine with no version would turn them off for every
 	// store, etcd included.
-	server.New(newAvailability(databaseRevisions{backend}, opts.DSN, logger), "unix", opts.NotifyInterval, emulatedEtcdVersion).Register(grpcServer)
+	server.New(newAvailability(databaseRevisions{lostDeletes{backend}}, opts.DSN, logger), "unix", opts.NotifyInterval, emulatedEtcdVersion).Register(grpcServer)
 
 	s := &Server{Endpoint: "unix://" + socket, grpc: grpcServer, cancel: cancel, wg: wg, stopped: make(chan struct{}), closeMetrics: closeMetrics}
 	go func() {
@@ -288,6 +288,31 @@ func (b databaseRevisions) latest(ctx context.Context, rev int64) (int64, error)
 		return 0, err
 	}
 	return max(rev, current), nil
+}
+
+// lostDeletes answers a delete that lost a race with another replica's
+// delete of the same key as a delete of a key already deleted. Two kines
+// on one database (two annex replicas) that delete a key at once both find
+// it, and both insert its deletion; the database's unique index refuses
+// the second, and that kine answers with the key's latest row as its
+// current state, which is the other's deletion: a row with no value. The
+// apiserver's conditional delete decodes that as the object and fails
+// with "unexpected end of JSON input", a 500 for a delete that was not
+// applied (of unknown outcome to its client), where the object is in fact
+// gone: a 404, as when the other delete had come first.
+type lostDeletes struct{ server.Backend }
+
+func (b lostDeletes) Delete(ctx context.Context, key string, revision int64) (int64, *server.KeyValue, bool, error) {
+	rev, kv, deleted, err := b.Backend.Delete(ctx, key, revision)
+	if err != nil || deleted || kv == nil || len(kv.Value) > 0 {
+		return rev, kv, deleted, err
+	}
+	// The row may be a deletion: the key's live state, if any, says.
+	liveRev, live, err := b.Backend.Get(ctx, key, 0, false)
+	if err != nil {
+		return rev, kv, deleted, nil
+	}
+	return max(rev, liveRev), live, false, nil
 }
 
 // tolerantRegisterer lets kine register its connection pool's collector

@@ -5,6 +5,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -119,5 +120,87 @@ func progressReaches(ctx context.Context, client *clientv3.Client, last *atomic.
 		case <-deadline:
 			return fmt.Errorf("its progress notifications reached revision %d in 10 s; A had written revision %d when they were asked for", seen, want)
 		}
+	}
+}
+
+// TestDeletesRacingOnTwoReplicas runs two kines on one database, as two
+// annex replicas do, and deletes each of many keys from both at once with
+// the apiserver's conditional delete (the key's modification revision
+// compared, the key read back when the compare fails). One delete of each
+// key applies; the other must answer that the key is gone, never with a
+// row that holds no object: the apiserver decodes what a failed delete
+// reads back, and a deletion's row, which kine v0.16 returned, failed it
+// with a 500.
+func TestDeletesRacingOnTwoReplicas(t *testing.T) {
+	pg := postgrestest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a, clientA, _ := start(t, pg.DSN, 0)
+	defer a.Close()
+	defer clientA.Close()
+	b, clientB, _ := start(t, pg.DSN, 0)
+	defer b.Close()
+	defer clientB.Close()
+
+	const keys = 300
+	revisions := make([]int64, keys)
+	for i := range keys {
+		resp, err := clientA.Put(ctx, fmt.Sprintf("/registry/test/race/key-%d", i), `{"kind":"Ledger"}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		revisions[i] = resp.Header.Revision
+	}
+	deleteAt := func(client *clientv3.Client, key string, rev int64) (*clientv3.TxnResponse, error) {
+		return client.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+			Then(clientv3.OpDelete(key)).
+			Else(clientv3.OpGet(key)).
+			Commit()
+	}
+	var applied, lost, emptyRows atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*keys)
+	// A few keys at a time: the two deletes of a key race each other, and
+	// the kines' connections stay within the database's max_connections.
+	inFlight := make(chan struct{}, 16)
+	for i := range keys {
+		key := fmt.Sprintf("/registry/test/race/key-%d", i)
+		inFlight <- struct{}{}
+		var pair sync.WaitGroup
+		for _, client := range []*clientv3.Client{clientA, clientB} {
+			pair.Add(1)
+			wg.Go(func() {
+				defer pair.Done()
+				resp, err := deleteAt(client, key, revisions[i])
+				if err != nil {
+					errs <- fmt.Errorf("deleting %s: %w", key, err)
+					return
+				}
+				if resp.Succeeded {
+					applied.Add(1)
+					return
+				}
+				lost.Add(1)
+				for _, kv := range resp.Responses[0].GetResponseRange().GetKvs() {
+					if len(kv.Value) == 0 {
+						emptyRows.Add(1)
+					}
+				}
+			})
+		}
+		go func() { pair.Wait(); <-inFlight }()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("%d keys deleted from two replicas at once: %d deletes applied, %d lost the race", keys, applied.Load(), lost.Load())
+	if applied.Load() != keys {
+		t.Errorf("%d deletes applied, want one per key (%d)", applied.Load(), keys)
+	}
+	if n := emptyRows.Load(); n > 0 {
+		t.Errorf("%d lost deletes read back a row with no object (a deletion) as the key's state; want the key gone", n)
 	}
 }

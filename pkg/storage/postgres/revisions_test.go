@@ -74,3 +74,49 @@ func TestEmptyReadsCarryTheDatabaseRevision(t *testing.T) {
 		}
 	}
 }
+
+// racedBackend is kine after a delete that lost a race: its Delete answers
+// with the key's latest row, deleted or not, and Get with the live state.
+type racedBackend struct {
+	server.Backend
+	latest *server.KeyValue
+	live   *server.KeyValue
+	gets   int
+}
+
+func (b *racedBackend) Delete(context.Context, string, int64) (int64, *server.KeyValue, bool, error) {
+	return 12, b.latest, false, nil
+}
+
+func (b *racedBackend) Get(context.Context, string, int64, bool) (int64, *server.KeyValue, error) {
+	b.gets++
+	return 13, b.live, nil
+}
+
+// TestALostDeleteOfADeletedKeyFindsNothing: a delete that lost a race to
+// another replica's deletion answers that the key is gone, not with the
+// deletion's row as the object; one that lost to a write answers with the
+// object that write left, as kine does.
+func TestALostDeleteOfADeletedKeyFindsNothing(t *testing.T) {
+	ctx := context.Background()
+	object := &server.KeyValue{Key: "/k", ModRevision: 11, Value: []byte(`{"kind":"Ledger"}`)}
+	deletion := &server.KeyValue{Key: "/k", ModRevision: 11}
+	for _, tc := range []struct {
+		what         string
+		latest, live *server.KeyValue
+		want         *server.KeyValue
+	}{
+		{"lost to a deletion", deletion, nil, nil},
+		{"lost to a deletion, then a create", deletion, object, object},
+		{"lost to an update", object, object, object},
+	} {
+		b := &racedBackend{latest: tc.latest, live: tc.live}
+		_, kv, deleted, err := lostDeletes{b}.Delete(ctx, "/k", 10)
+		if err != nil || deleted || kv != tc.want {
+			t.Errorf("%s: answered %+v, deleted %v, %v; want %+v, not deleted", tc.what, kv, deleted, err, tc.want)
+		}
+		if tc.latest == object && b.gets != 0 {
+			t.Errorf("%s: the key was read again", tc.what)
+		}
+	}
+}
