@@ -105,7 +105,7 @@ const maxViolations = 20
 // causes are the fragments of error messages that name what a client saw.
 var causes = []string{
 	"connection refused", "connection reset by peer", "broken pipe", "EOF", "context deadline exceeded",
-	"Client.Timeout", "TLS handshake", "the server is currently unable to handle the request",
+	"Client.Timeout", "TLS handshake", "GOAWAY", "service unavailable", "the server is currently unable to handle the request",
 	"etcdserver", "Internal error", "Too many requests", "timeout",
 }
 

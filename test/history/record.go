@@ -490,6 +490,7 @@ func classify(err error) (Result, string) {
 	var status apierrors.APIStatus
 	if errors.As(err, &status) {
 		s := status.Status()
+		msg += serverResponse(s)
 		code := int(s.Code)
 		// A 4xx other than a timeout was answered before anything was
 		// written (429: refused by priority and fairness).
@@ -501,6 +502,26 @@ func classify(err error) (Result, string) {
 		}
 	}
 	return Unknown, msg
+}
+
+// serverResponse is the body of an answer that was not a Status, which
+// client-go keeps as a cause and leaves out of its error's message (for a
+// 503: "the server is currently unable to handle the request"), as ": "
+// and its first 200 bytes; "" for a Status.
+func serverResponse(s metav1.Status) string {
+	if s.Details == nil {
+		return ""
+	}
+	for _, c := range s.Details.Causes {
+		if c.Type == metav1.CauseTypeUnexpectedServerResponse {
+			body := strings.TrimSpace(c.Message)
+			if len(body) > 200 {
+				body = body[:200] + "..."
+			}
+			return ": " + body
+		}
+	}
+	return ""
 }
 
 // notSent says whether a 503 is one the write's server answered without
