@@ -3,11 +3,13 @@
 package faults
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	"annex.dev/annex/pkg/storage/postgres/postgrestest"
+	"annex.dev/annex/test/integration/framework"
 )
 
 // TestRollingRestartOnPostgres runs two annex replicas (standalone, each
@@ -52,4 +54,58 @@ func TestRollingRestartOnPostgres(t *testing.T) {
 		}
 	}
 	r.finish(between, fmt.Sprintf("%d rolling restarts of two replicas on PostgreSQL (%d restarts)", rounds, restarts))
+}
+
+// TestRollingRestartThroughTheAggregator is TestRollingRestartOnPostgres as
+// a cluster's clients meet it: two annex replicas on one PostgreSQL
+// database, run as the Helm chart runs them (--leader-elect, a shutdown
+// delay), behind annex's APIService and a Service whose connections go to
+// the replicas whose endpoints are ready, with the clients and watchers on
+// the kube-apiserver. Each replica is restarted in turn as a rollout
+// restarts a pod: its endpoint marked terminating and SIGTERM at once,
+// annex serving on for its --shutdown-delay-duration, then started again
+// and marked ready once ready. The history must check, and no client may
+// see an error: no write refused or of unknown outcome.
+func TestRollingRestartThroughTheAggregator(t *testing.T) {
+	rounds, between := 1, 4*time.Second
+	if long() {
+		rounds, between = 4, 10*time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	pg := postgrestest.Start(t)
+	env, err := framework.StartReplicas(ctx, 2, "--postgres-dsn-file="+writeDSNFile(t, pg), "--leader-elect", "--shutdown-delay-duration=2s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			env.KeepDir = true
+			t.Logf("the logs of annex's replicas and of the kube-apiserver are in %s", env.Dir)
+		}
+		if err := env.Stop(); err != nil {
+			t.Errorf("stopping the control plane: %v", err)
+		}
+	})
+	declareLedgers(t, env.Config)
+
+	r := startRun(t, 10*time.Second, env.Config)
+	restarts := 0
+	for round := 1; round <= rounds; round++ {
+		for i := range env.Replicas() {
+			time.Sleep(between)
+			restarts++
+			r.fault("replica %d terminating and SIGTERM (round %d of %d)", i, round, rounds)
+			took, err := env.RollReplica(ctx, i, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.recovered("replica %d ready again, %s after its start", i, took.Round(time.Millisecond))
+			t.Logf("round %d: replica %d ready again %s after its start", round, i, took.Round(time.Millisecond))
+		}
+	}
+	rep := r.finish(between, fmt.Sprintf("%d rolling restarts of two replicas behind the aggregator (%d restarts)", rounds, restarts))
+	if rep.UnknownWrites > 0 || rep.RefusedWrites > 0 {
+		t.Errorf("the clients saw errors during the rollout: %d writes of unknown outcome and %d refused (%v); want none", rep.UnknownWrites, rep.RefusedWrites, rep.Causes)
+	}
 }
