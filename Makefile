@@ -205,7 +205,7 @@ test-integration: tools build postgres ## Run the integration tests: a real kube
 		go test -tags integration -count=1 -timeout 10m $(GO_TEST_FLAGS) ./test/faults/
 
 .PHONY: test-faults
-test-faults: tools build postgres ## Run the fault tests' long version under clients whose history is checked (test/history): annex killed 10 times, PostgreSQL killed 6 times, annex stopped (SIGSTOP) 5 times, the etcd leader killed 5 times, 4 rolling restarts of two replicas on PostgreSQL, the embedded etcd's and PostgreSQL's disks filled (a tmpfs, as root) and etcd's quota reached; a storm of 20 concurrent full LISTs of 100,000 reports beside other clients; and the kills, stops and storm again through a real kube-apiserver's aggregator, the storm also against a priority level that cannot borrow; about 30 minutes; ANNEX_HISTORY_DIR=dir keeps each history.
+test-faults: tools build postgres ## Run the fault tests' long version under clients whose history is checked (test/history): annex killed 10 times, PostgreSQL killed 6 times, annex stopped (SIGSTOP) 5 times, the etcd leader killed 5 times, 4 rolling restarts of two replicas on PostgreSQL (directly and through the aggregator), the embedded etcd's and PostgreSQL's disks filled (a tmpfs, as root) and etcd's quota reached; a storm of 20 concurrent full LISTs of 100,000 reports beside other clients; and the kills, stops and storm again through a real kube-apiserver's aggregator, the storm also against a priority level that cannot borrow; about 30 minutes; ANNEX_HISTORY_DIR=dir keeps each history.
 	KUBEBUILDER_ASSETS=$(TOOLS_BIN) ANNEX_APISERVER_BIN=$(CURDIR)/$(ANNEX) ANNEX_FAULTS_LONG=1 \
 		go test -tags integration -count=1 -timeout 50m -v $(GO_TEST_FLAGS) ./test/faults/
 
