@@ -37,6 +37,7 @@ only the data directory, the runtime directory (/run/annex, in memory) and /tmp 
 {{- if eq .Values.storage.mode "postgres" }}
 - --postgres-dsn-file=/etc/annex/postgres/{{ .Values.storage.postgres.dsnSecret.key }}
 - --postgres-compact-interval={{ .Values.storage.postgres.compactInterval }}
+- --postgres-max-connections={{ .Values.storage.postgres.maxConnections }}
 {{- if .Values.storage.postgres.insecure }}
 - --storage-insecure
 {{- end }}

@@ -94,6 +94,9 @@ type Options struct {
 	PostgresConnectTimeout time.Duration
 	// PostgresStartTimeout bounds kine's start on a PostgreSQL database.
 	PostgresStartTimeout time.Duration
+	// PostgresMaxConnections bounds the connections to each PostgreSQL
+	// database (--postgres-dsn-file, each StorageBackend).
+	PostgresMaxConnections int
 	// StorageInsecure lets annex reach its own store (--etcd-servers,
 	// --postgres-dsn-file) without TLS over the network, as a
 	// StorageBackend's spec.etcd.insecure and spec.postgres.insecure do.
@@ -196,6 +199,7 @@ func NewOptions() *Options {
 		EmbeddedEtcdQuotaBytes:      8 << 30,
 		EmbeddedEtcdLogLevel:        "error",
 		PostgresCompactInterval:     5 * time.Minute,
+		PostgresMaxConnections:      postgres.DefaultMaxConnections,
 		PostgresConnectTimeout:      postgres.DefaultConnectTimeout,
 		PostgresStartTimeout:        postgres.DefaultStartTimeout,
 		StorageCompression:          string(compression.S2),
@@ -268,6 +272,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.PostgresCompactInterval, "postgres-compact-interval", o.PostgresCompactInterval, "How often old revisions are removed from PostgreSQL.")
 	fs.DurationVar(&o.PostgresConnectTimeout, "postgres-connect-timeout", o.PostgresConnectTimeout, "How long annex waits for a PostgreSQL database "+
 		"(--postgres-dsn-file or a StorageBackend) to accept a connection before it reports it unreachable and tries again later.")
+	fs.IntVar(&o.PostgresMaxConnections, "postgres-max-connections", o.PostgresMaxConnections, "The most connections annex keeps open to each "+
+		"PostgreSQL database (--postgres-dsn-file, and each StorageBackend's), per replica; a request that finds them all busy waits for one. "+
+		"Keep replicas times this below the server's max_connections (100 by default), with room for its other clients.")
 	fs.DurationVar(&o.PostgresStartTimeout, "postgres-start-timeout", o.PostgresStartTimeout, "How long kine may take to start on a PostgreSQL database "+
 		"that accepted annex's connection; at most "+postgres.MaxStartTimeout.String()+".")
 	fs.DurationVar(&o.StorageBackendRetryInterval, "storage-backend-retry-interval", o.StorageBackendRetryInterval, "How long after a failed start a StorageBackend "+
@@ -461,6 +468,9 @@ func (o *Options) Validate() error {
 	}
 	if o.PostgresDSNFile != "" && o.PostgresCompactInterval <= 0 {
 		errs = append(errs, errors.New("--postgres-compact-interval must be positive: without compaction the database grows without bound"))
+	}
+	if o.PostgresMaxConnections <= 0 {
+		errs = append(errs, fmt.Errorf("--postgres-max-connections must be at least 1, not %d", o.PostgresMaxConnections))
 	}
 	errs = append(errs, o.validateEtcd()...)
 	if !o.StorageInsecure {

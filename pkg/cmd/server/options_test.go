@@ -389,3 +389,21 @@ func TestStorageCompression(t *testing.T) {
 		t.Errorf("--storage-compression=gzip: %v, want it refused, naming the modes", err)
 	}
 }
+
+// --postgres-max-connections bounds each PostgreSQL store's connections:
+// 32 by default, reaching every store, and at least 1.
+func TestPostgresMaxConnections(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	if got := parsed(t).postgres().MaxConnections; got != 32 {
+		t.Errorf("by default every PostgreSQL store gets %d connections, want 32", got)
+	}
+	if got := parsed(t, "--postgres-max-connections=8").postgres().MaxConnections; got != 8 {
+		t.Errorf("--postgres-max-connections=8: every PostgreSQL store gets %d connections, want 8", got)
+	}
+	for _, arg := range []string{"--postgres-max-connections=0", "--postgres-max-connections=-3"} {
+		err := parsed(t, arg).Validate()
+		if err == nil || !strings.Contains(err.Error(), "--postgres-max-connections must be at least 1") {
+			t.Errorf("%s: %v, want an error saying it must be at least 1", arg, err)
+		}
+	}
+}

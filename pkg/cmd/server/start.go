@@ -91,6 +91,7 @@ func (o *Options) postgres() backend.Postgres {
 		CompactInterval:   o.PostgresCompactInterval,
 		ConnectTimeout:    o.PostgresConnectTimeout,
 		StartTimeout:      o.PostgresStartTimeout,
+		MaxConnections:    o.PostgresMaxConnections,
 		MetricsRegisterer: legacyregistry.Registerer(),
 	}
 }

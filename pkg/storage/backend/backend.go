@@ -77,6 +77,9 @@ type Postgres struct {
 	ConnectTimeout time.Duration
 	// StartTimeout bounds kine's start; postgres.DefaultStartTimeout when zero.
 	StartTimeout time.Duration
+	// MaxConnections bounds kine's connections to each database;
+	// postgres.DefaultMaxConnections when zero.
+	MaxConnections int
 	// MetricsRegisterer receives the database's metrics; nil for none.
 	MetricsRegisterer prometheus.Registerer
 }
@@ -98,6 +101,7 @@ func (p Postgres) Start(ctx context.Context, name, dsn, socketDir string) (*post
 		Backend:           name,
 		ConnectTimeout:    p.ConnectTimeout,
 		StartTimeout:      p.StartTimeout,
+		MaxConnections:    p.MaxConnections,
 	})
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/k3s-io/kine/pkg/drivers"
+	"github.com/k3s-io/kine/pkg/drivers/generic"
 	"github.com/k3s-io/kine/pkg/drivers/pgsql"
 	"github.com/k3s-io/kine/pkg/server"
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,7 +59,19 @@ type Options struct {
 	// StartTimeout bounds kine's start once that connection succeeded;
 	// DefaultStartTimeout when zero, and never more than MaxStartTimeout.
 	StartTimeout time.Duration
+	// MaxConnections bounds the connections kine keeps open to the
+	// database; DefaultMaxConnections when zero. A request that finds them
+	// all busy waits for one.
+	MaxConnections int
 }
+
+// DefaultMaxConnections bounds kine's connections to a database. kine's
+// own default is no bound: a burst of writes opened a connection each, up
+// to PostgreSQL's max_connections (100 by default), and then the database
+// refused every new connection, annex's other replicas' and other
+// clients' of the same server alike. Two replicas at this bound stay
+// within that default with room for others; kine keeps up to 20 idle.
+const DefaultMaxConnections = 32
 
 // ErrUnavailable marks a failure to start that may pass by itself: the
 // database did not answer, refused the connection, or kine could not start
@@ -207,6 +220,14 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 	return s, nil
 }
 
+// maxConnections is n, or DefaultMaxConnections when n is zero.
+func maxConnections(n int) int {
+	if n <= 0 {
+		return DefaultMaxConnections
+	}
+	return n
+}
+
 // startKine creates kine's PostgreSQL backend and starts it.
 func startKine(ctx context.Context, wg *sync.WaitGroup, opts Options, scheme, dataSource string) (server.Backend, error) {
 	var poolMetrics prometheus.Registerer
@@ -214,10 +235,11 @@ func startKine(ctx context.Context, wg *sync.WaitGroup, opts Options, scheme, da
 		poolMetrics = tolerantRegisterer{opts.MetricsRegisterer}
 	}
 	_, backend, err := pgsql.New(ctx, wg, &drivers.Config{
-		Scheme:            scheme,
-		DataSourceName:    dataSource,
-		CompactInterval:   opts.CompactInterval,
-		MetricsRegisterer: poolMetrics,
+		Scheme:               scheme,
+		DataSourceName:       dataSource,
+		CompactInterval:      opts.CompactInterval,
+		MetricsRegisterer:    poolMetrics,
+		ConnectionPoolConfig: generic.ConnectionPoolConfig{MaxOpen: maxConnections(opts.MaxConnections)},
 		// kine's own defaults for the rest.
 		CompactTimeout:   5 * time.Second,
 		CompactMinRetain: 1000,

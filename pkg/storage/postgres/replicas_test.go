@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"annex.dev/annex/pkg/storage/postgres"
 	"annex.dev/annex/pkg/storage/postgres/postgrestest"
 )
 
@@ -202,5 +204,78 @@ func TestDeletesRacingOnTwoReplicas(t *testing.T) {
 	}
 	if n := emptyRows.Load(); n > 0 {
 		t.Errorf("%d lost deletes read back a row with no object (a deletion) as the key's state; want the key gone", n)
+	}
+}
+
+// TestConnectionsStayWithinTheBound sends a burst of concurrent writes
+// through a kine bounded to a few connections: every write succeeds (each
+// waits for a connection), and the database never holds more than the
+// bound of kine's connections (without it, such a burst took 96 of them).
+func TestConnectionsStayWithinTheBound(t *testing.T) {
+	const bound, writes = 6, 200
+	pg := postgrestest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := postgres.Start(ctx, postgres.Options{DSN: pg.DSN, SocketDir: t.TempDir(), NotifyInterval: time.Second, MaxConnections: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	client, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint}, DialTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+
+	// The connections to the database other than this one, all kine's,
+	// counted until the burst is over.
+	watch, err := pgx.Connect(ctx, pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(context.Background())
+	var most atomic.Int64
+	counted := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		for {
+			var n int64
+			if err := watch.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()").Scan(&n); err != nil {
+				counted <- err
+				return
+			}
+			if n > most.Load() {
+				most.Store(n)
+			}
+			select {
+			case <-done:
+				counted <- nil
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, writes)
+	for i := range writes {
+		wg.Go(func() {
+			if _, err := client.Put(ctx, fmt.Sprintf("/registry/test/burst/key-%d", i), fmt.Sprintf("value %d", i)); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(done)
+	if err := <-counted; err != nil {
+		t.Fatalf("counting the database's connections: %v", err)
+	}
+	close(errs)
+	for err := range errs {
+		t.Errorf("a write of the burst: %v", err)
+	}
+	t.Logf("%d concurrent writes through a kine bounded to %d connections: at most %d connections seen", writes, bound, most.Load())
+	if most.Load() > bound {
+		t.Errorf("the database held %d of kine's connections during the burst; the bound is %d", most.Load(), bound)
 	}
 }
