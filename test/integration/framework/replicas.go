@@ -97,13 +97,18 @@ func (e *Environment) waitForReplicas(ctx context.Context) error {
 type serviceProxy struct {
 	ln net.Listener
 	mu sync.Mutex
-	// backends are the replicas' addresses, and ready which of them new
-	// connections may go to.
-	backends []string
-	ready    []bool
+	// backends are the replicas, in the order they were added.
+	backends []proxyBackend
 	// conns are the connections open, closed at stop.
 	conns map[net.Conn]struct{}
 	done  sync.WaitGroup
+}
+
+// proxyBackend is a replica's address, and whether new connections may
+// go to it.
+type proxyBackend struct {
+	addr  string
+	ready bool
 }
 
 // startServiceProxy listens on a reserved port of 127.0.0.1 for
@@ -126,8 +131,7 @@ func startServiceProxy() (*serviceProxy, error) {
 func (p *serviceProxy) add(addr string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.backends = append(p.backends, addr)
-	p.ready = append(p.ready, true)
+	p.backends = append(p.backends, proxyBackend{addr: addr, ready: true})
 }
 
 func (p *serviceProxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
@@ -147,9 +151,9 @@ func (p *serviceProxy) serve() {
 func (p *serviceProxy) forward(c net.Conn) {
 	p.mu.Lock()
 	var ready []string
-	for i, addr := range p.backends {
-		if p.ready[i] {
-			ready = append(ready, addr)
+	for _, b := range p.backends {
+		if b.ready {
+			ready = append(ready, b.addr)
 		}
 	}
 	p.mu.Unlock()
@@ -204,7 +208,7 @@ func (p *serviceProxy) untrack(conns ...net.Conn) {
 func (p *serviceProxy) setReady(i int, ready bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.ready[i] = ready
+	p.backends[i].ready = ready
 }
 
 // stop closes the listener and every connection, and waits for the
@@ -223,10 +227,10 @@ func (p *serviceProxy) stop() {
 // Replicas is how many annex replicas run behind the APIService.
 func (e *Environment) Replicas() int { return max(1, len(e.replicas)) }
 
-// SetReplicaReady marks the endpoint of replica i ready or not, as the
+// setReplicaReady marks the endpoint of replica i ready or not, as the
 // cluster does for a pod that is ready, or being deleted: new connections
 // to the Service go to the ready replicas only.
-func (e *Environment) SetReplicaReady(i int, ready bool) error {
+func (e *Environment) setReplicaReady(i int, ready bool) error {
 	if i < 0 || i >= len(e.replicas) {
 		return fmt.Errorf("no replica %d: %d run", i, len(e.replicas))
 	}
@@ -244,7 +248,7 @@ func (e *Environment) RollReplica(ctx context.Context, i int, timeout time.Durat
 		return 0, fmt.Errorf("no replica %d: %d run", i, len(e.replicas))
 	}
 	r := e.replicas[i]
-	if err := e.SetReplicaReady(i, false); err != nil {
+	if err := e.setReplicaReady(i, false); err != nil {
 		return 0, err
 	}
 	if err := r.Stop(); err != nil {
@@ -254,7 +258,7 @@ func (e *Environment) RollReplica(ctx context.Context, i int, timeout time.Durat
 	if err := r.Start(ctx); err != nil {
 		return 0, fmt.Errorf("starting replica %d again: %w", i, err)
 	}
-	if err := e.SetReplicaReady(i, true); err != nil {
+	if err := e.setReplicaReady(i, true); err != nil {
 		return 0, err
 	}
 	return r.ReadyIn(), nil
