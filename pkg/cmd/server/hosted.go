@@ -67,7 +67,8 @@ func (o *Options) hostedResourcesConfig(annex *genericapiserver.RecommendedConfi
 		}
 	}
 	backends := backend.NewFactory(backendOptions)
-	router := routing.New(routing.Options{Backends: backends, RetryInterval: o.StorageBackendRetryInterval})
+	router := routing.New(routing.Options{Backends: backends, RetryInterval: o.StorageBackendRetryInterval,
+		ReuseWrittenObjects: o.LeanReuseWrittenObjects})
 
 	sharedInformers := annex.SharedInformerFactory
 	if sharedInformers == nil {

@@ -2,14 +2,19 @@ package lean
 
 import (
 	"bytes"
+	"context"
 	"hash/maphash"
 	"io"
 	"sync"
 	"sync/atomic"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/legacyregistry"
 )
 
 // A write decodes the same bytes twice: the store decodes what it wrote to
@@ -47,11 +52,18 @@ type WriteMemo struct {
 	// cache (deferred.go).
 	storeCodec runtime.Codec
 	deferring  atomic.Bool
+	// reuse, when set, is the apiVersion whose objects the store's codec
+	// decodes back from their encoding unchanged (see ReuseWritten), and
+	// reused counts the writes that returned their object instead.
+	reuse  string
+	reused metrics.CounterMetric
 
 	mu sync.Mutex
 	// writing maps the objects that writes are about to encode to their
-	// write.
-	writing map[runtime.Object]*memoWrite
+	// write, and returning the objects writes decode what they wrote into
+	// (those whose object may be reused) to their write.
+	writing   map[runtime.Object]*memoWrite
+	returning map[runtime.Object]*memoWrite
 	// encoded maps the hash of the bytes a write encoded to the write,
 	// until a watch takes it or it is among the oldest beyond memoSize.
 	encoded map[uint64]*memoWrite
@@ -68,9 +80,14 @@ const memoSize = 1024
 type memoWrite struct {
 	// objects are the objects the write may encode (an update's tries).
 	objects []runtime.Object
-	// encoded is what the write encoded last, and sum its hash.
+	// encoded is what the write encoded last, sum its hash, and last the
+	// object it encoded then.
 	encoded []byte
 	sum     uint64
+	last    runtime.Object
+	// into is the object the write decodes what it wrote into, when it
+	// may reuse last instead.
+	into runtime.Object
 	// object is the write's compact form once it has finished; taken says
 	// that the watch came to the write's bytes first.
 	object *Object
@@ -87,9 +104,10 @@ type memoWrite struct {
 // NewWriteMemo returns an empty memo.
 func NewWriteMemo() *WriteMemo {
 	return &WriteMemo{
-		seed:    maphash.MakeSeed(),
-		writing: map[runtime.Object]*memoWrite{},
-		encoded: map[uint64]*memoWrite{},
+		seed:      maphash.MakeSeed(),
+		writing:   map[runtime.Object]*memoWrite{},
+		returning: map[runtime.Object]*memoWrite{},
+		encoded:   map[uint64]*memoWrite{},
 	}
 }
 
@@ -98,6 +116,35 @@ func NewWriteMemo() *WriteMemo {
 func (m *WriteMemo) Codec(codec runtime.Codec) runtime.Codec {
 	m.storeCodec = codec
 	return &memoCodec{Codec: codec, memo: m}
+}
+
+// ReuseWritten makes the creates and updates of objects of apiVersion
+// return the object they wrote, with the write's resourceVersion, instead
+// of decoding what they stored, and counts them in reused. The caller
+// vouches that the store's codec decodes such an object back unchanged
+// from its encoding: it encodes it as it is (it is in the stored version),
+// and the decoding's coercion (metadata, pruning, defaults) has nothing to
+// change in an object that a create or update request decoded with the
+// same schema, which sets no defaults. Other writes (patches, deletes,
+// annex's own) decode as before.
+func (m *WriteMemo) ReuseWritten(apiVersion string, reused metrics.CounterMetric) {
+	m.reuse, m.reused = apiVersion, reused
+}
+
+var (
+	writtenReused = metrics.NewCounterVec(&metrics.CounterOpts{
+		Name: "annex_lean_written_objects_reused_total",
+		Help: "Creates and updates of a hosted type kept lean that returned the object they wrote instead of decoding it again " +
+			"from what they stored (annex's --lean-reuse-written-objects).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"group", "resource"})
+	registerWrittenReused sync.Once
+)
+
+// reusedWrites is the counter of the writes of gr that reuse their object.
+func reusedWrites(gr schema.GroupResource) metrics.CounterMetric {
+	registerWrittenReused.Do(func() { legacyregistry.MustRegister(writtenReused) })
+	return writtenReused.WithLabelValues(gr.Group, gr.Resource)
 }
 
 // begin starts a write.
@@ -119,6 +166,48 @@ func (m *WriteMemo) note(w *memoWrite, obj runtime.Object) {
 	w.objects = append(w.objects, obj)
 }
 
+// returns says that w decodes what it wrote into into, the object the
+// write returns, for the request in ctx: when the request is a create or
+// an update and the memo reuses written objects, the decoding copies the
+// object w wrote instead (reusedInto).
+func (m *WriteMemo) returns(ctx context.Context, w *memoWrite, into runtime.Object) {
+	if w == nil || m.reuse == "" || into == nil {
+		return
+	}
+	info, ok := request.RequestInfoFrom(ctx)
+	if !ok || !info.IsResourceRequest || info.Verb != "create" && info.Verb != "update" {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w.into = into
+	m.returning[into] = w
+}
+
+// reusedInto fills into with a copy of the object its write encoded as
+// data, and says so, when the write may reuse it.
+func (m *WriteMemo) reusedInto(into runtime.Object, data []byte) bool {
+	u, ok := into.(*unstructured.Unstructured)
+	if !ok {
+		return false
+	}
+	m.mu.Lock()
+	w := m.returning[into]
+	m.mu.Unlock()
+	// Only the write itself decodes into into, on its own goroutine: its
+	// object does not change under the copy.
+	if w == nil || !bytes.Equal(w.encoded, data) {
+		return false
+	}
+	written, ok := w.last.(*unstructured.Unstructured)
+	if !ok || written.GetAPIVersion() != m.reuse {
+		return false
+	}
+	u.Object = runtime.DeepCopyJSON(written.Object)
+	m.reused.Inc()
+	return true
+}
+
 // encodedBy says that encoded is obj's encoding, and returns the write
 // that encodes obj, if any.
 func (m *WriteMemo) encodedBy(obj runtime.Object, encoded []byte) {
@@ -132,7 +221,7 @@ func (m *WriteMemo) encodedBy(obj runtime.Object, encoded []byte) {
 		// An earlier try of the same update.
 		delete(m.encoded, w.sum)
 	}
-	w.encoded, w.sum = encoded, maphash.Bytes(m.seed, encoded)
+	w.encoded, w.sum, w.last = encoded, maphash.Bytes(m.seed, encoded), obj
 	m.encoded[w.sum] = w
 	m.order = append(m.order, w.sum)
 	for len(m.encoded) > memoSize && len(m.order) > 0 {
@@ -163,9 +252,12 @@ func (m *WriteMemo) end(w *memoWrite, s *Storage, out runtime.Object, err error)
 			delete(m.writing, obj)
 		}
 	}
+	if w.into != nil && m.returning[w.into] == w {
+		delete(m.returning, w.into)
+	}
 	// The objects are the write's decoded tries, which the memo no longer
 	// needs: let them go while it keeps the write for the watch.
-	w.objects = nil
+	w.objects, w.last, w.into = nil, nil, nil
 	// A watch that took the write before it finished has decoded its bytes
 	// itself, unless the cache defers decoding: then it keeps them as
 	// stored for the write to fill.
@@ -278,6 +370,10 @@ func (c *memoCodec) Decode(data []byte, defaults *schema.GroupVersionKind, into 
 	if item, ok := into.(*storedItem); ok {
 		item.data = data
 		return item, nil, nil
+	}
+	if into != nil && c.memo.reuse != "" && c.memo.reusedInto(into, data) {
+		gvk := into.GetObjectKind().GroupVersionKind()
+		return into, &gvk, nil
 	}
 	if into == nil {
 		if o, w := c.memo.take(data); o != nil || c.memo.deferring.Load() {

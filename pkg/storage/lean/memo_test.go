@@ -2,16 +2,22 @@ package lean
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	goruntime "runtime"
 	"testing"
 	"weak"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/apiserver/pkg/endpoints/request"
 )
 
 // countingCodec counts the decodings it makes.
@@ -365,4 +371,111 @@ func TestWriteLeavesOtherDeferredObjects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writeFor is write for a request with verb: the write returns the object
+// the store decodes what it stored into, as the store's Create does.
+func (m *memoStore) writeFor(verb string, obj runtime.Object) (*memoWrite, *unstructured.Unstructured) {
+	m.t.Helper()
+	ctx := request.WithRequestInfo(context.Background(), &request.RequestInfo{IsResourceRequest: true, Verb: verb})
+	w := m.s.config.Memo.begin()
+	m.s.config.Memo.note(w, obj)
+	out := &unstructured.Unstructured{}
+	m.s.config.Memo.returns(ctx, w, out)
+	var buf bytes.Buffer
+	if err := m.codec.Encode(obj, &buf); err != nil {
+		m.t.Fatal(err)
+	}
+	m.stored = buf.Bytes()
+	if _, _, err := m.codec.Decode(m.stored, nil, out); err != nil {
+		m.t.Fatal(err)
+	}
+	return w, out
+}
+
+// A create or an update of an object of the memo's reused apiVersion
+// returns a copy of the object it wrote, without decoding what it stored;
+// any other write decodes.
+func TestCreatesAndUpdatesReuseTheirObject(t *testing.T) {
+	m := newMemoStore(t)
+	var reused prometheus.Counter = prometheus.NewCounter(prometheus.CounterOpts{Name: "reused"})
+	m.s.config.Memo.ReuseWritten("reports.example.com/v1", reused)
+
+	for _, verb := range []string{"create", "update"} {
+		written := report("r-"+verb, "3")
+		before := m.inner.decodes
+		w, out := m.writeFor(verb, written)
+		if m.inner.decodes != before {
+			t.Errorf("%s: the write decoded what it stored (%d decodings), want its object", verb, m.inner.decodes-before)
+		}
+		if !equality.Semantic.DeepEqual(out.Object, written.Object) {
+			t.Errorf("%s: the write returned %v, want %v", verb, out.Object, written.Object)
+		}
+		// A copy: what the caller does to the answer leaves the written
+		// object, which the memo may still hold, alone.
+		out.Object["spec"].(map[string]any)["size"] = "4"
+		if written.Object["spec"].(map[string]any)["size"] != "3" {
+			t.Errorf("%s: the answer shares its maps with the written object", verb)
+		}
+		m.s.config.Memo.end(w, m.s, out, nil)
+	}
+	if got := testutil.ToFloat64(reused); got != 2 {
+		t.Errorf("the memo counted %v reused writes, want 2", got)
+	}
+
+	other := report("r-other", "3")
+	other.SetAPIVersion("reports.example.com/v2")
+	for name, write := range map[string]func() (*memoWrite, *unstructured.Unstructured){
+		"a patch":                      func() (*memoWrite, *unstructured.Unstructured) { return m.writeFor("patch", report("r-patch", "3")) },
+		"a delete":                     func() (*memoWrite, *unstructured.Unstructured) { return m.writeFor("delete", report("r-delete", "3")) },
+		"an object of another version": func() (*memoWrite, *unstructured.Unstructured) { return m.writeFor("create", other) },
+		"a write without a request": func() (*memoWrite, *unstructured.Unstructured) {
+			w, out := m.write(report("r-none", "3"), "7")
+			return w, out.(*unstructured.Unstructured)
+		},
+	} {
+		before := m.inner.decodes
+		w, out := write()
+		if m.inner.decodes != before+1 {
+			t.Errorf("%s: %d decodings of what it stored, want 1", name, m.inner.decodes-before)
+		}
+		if out.GetName() == "" {
+			t.Errorf("%s: the write returned %v", name, out.Object)
+		}
+		m.s.config.Memo.end(w, m.s, out, nil)
+	}
+	if got := testutil.ToFloat64(reused); got != 2 {
+		t.Errorf("the memo counted %v reused writes, want still 2", got)
+	}
+	if n := len(m.s.config.Memo.returning); n != 0 {
+		t.Errorf("the memo still holds %d finished writes' answers", n)
+	}
+}
+
+// A decoding of other bytes into the write's answer (an update that
+// found the object unchanged decodes what the store held) decodes them.
+func TestReuseNeedsTheWrittenBytes(t *testing.T) {
+	m := newMemoStore(t)
+	m.s.config.Memo.ReuseWritten("reports.example.com/v1", prometheus.NewCounter(prometheus.CounterOpts{Name: "reused"}))
+	ctx := request.WithRequestInfo(context.Background(), &request.RequestInfo{IsResourceRequest: true, Verb: "update"})
+	written := report("r1", "3")
+	w := m.s.config.Memo.begin()
+	m.s.config.Memo.note(w, written)
+	out := &unstructured.Unstructured{}
+	m.s.config.Memo.returns(ctx, w, out)
+	if err := m.codec.Encode(written, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	held, err := runtime.Encode(unstructured.UnstructuredJSONScheme, report("r1", "5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := m.inner.decodes
+	if _, _, err := m.codec.Decode(held, nil, out); err != nil {
+		t.Fatal(err)
+	}
+	if m.inner.decodes != before+1 || out.Object["spec"].(map[string]any)["size"] != "5" {
+		t.Errorf("%d decodings, answer %v: want the bytes held decoded", m.inner.decodes-before, out.Object)
+	}
+	m.s.config.Memo.end(w, m.s, out, nil)
 }

@@ -61,9 +61,11 @@ func (r *Registry) Storages() []*Storage {
 
 // Decorator returns the storage decorator of a custom resource kept lean,
 // for the definition with uid at generation: Decorator's storage, which
-// the registry knows until it is destroyed.
-func (r *Registry) Decorator(uid types.UID, generation int64) generic.StorageDecorator {
-	return registering{r: r, uid: uid, generation: generation}.decorate
+// the registry knows until it is destroyed. The creates and updates of
+// objects of reuse, an apiVersion, when set, return the object they wrote
+// instead of decoding it again (WriteMemo.ReuseWritten).
+func (r *Registry) Decorator(uid types.UID, generation int64, reuse string) generic.StorageDecorator {
+	return registering{r: r, uid: uid, generation: generation, reuse: reuse}.decorate
 }
 
 // registering decorates with the lean storage, and registers it.
@@ -71,11 +73,12 @@ type registering struct {
 	r          *Registry
 	uid        types.UID
 	generation int64
+	reuse      string
 }
 
 func (d registering) decorate(config *storagebackend.ConfigForResource, resourcePrefix string, keyFunc func(runtime.Object) (string, error),
-	newFunc, newListFunc func() runtime.Object, getAttrsFunc storage.AttrFunc, triggerFuncs storage.IndexerFuncs, indexers *cache.Indexers) (storage.Interface, factory.DestroyFunc, error) {
-	s, destroy, err := Decorator(config, resourcePrefix, keyFunc, newFunc, newListFunc, getAttrsFunc, triggerFuncs, indexers)
+	newFunc, newListFunc func() runtime.Object, getAttrsFunc storage.AttrFunc, _ storage.IndexerFuncs, _ *cache.Indexers) (storage.Interface, factory.DestroyFunc, error) {
+	s, destroy, err := decorate(config, resourcePrefix, keyFunc, newFunc, newListFunc, getAttrsFunc, d.reuse)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -190,7 +190,17 @@ func (s *Storage) Stop() {
 // compact form is its JSON.
 func Decorator(config *storagebackend.ConfigForResource, resourcePrefix string, keyFunc func(runtime.Object) (string, error),
 	newFunc, newListFunc func() runtime.Object, getAttrsFunc storage.AttrFunc, _ storage.IndexerFuncs, _ *cache.Indexers) (storage.Interface, factory.DestroyFunc, error) {
+	return decorate(config, resourcePrefix, keyFunc, newFunc, newListFunc, getAttrsFunc, "")
+}
+
+// decorate is Decorator; the creates and updates of objects of reuse, when
+// set, return the object they wrote (WriteMemo.ReuseWritten).
+func decorate(config *storagebackend.ConfigForResource, resourcePrefix string, keyFunc func(runtime.Object) (string, error),
+	newFunc, newListFunc func() runtime.Object, getAttrsFunc storage.AttrFunc, reuse string) (storage.Interface, factory.DestroyFunc, error) {
 	memo := NewWriteMemo()
+	if reuse != "" {
+		memo.ReuseWritten(reuse, reusedWrites(config.GroupResource))
+	}
 	memoized := *config
 	memoized.Codec = memo.Codec(config.Codec)
 	raw, destroyRaw, err := generic.NewRawStorage(&memoized, newFunc, newListFunc, resourcePrefix)
@@ -318,6 +328,7 @@ func (s *Storage) Create(ctx context.Context, key string, obj, out runtime.Objec
 	}
 	w := s.config.Memo.begin()
 	s.config.Memo.note(w, obj)
+	s.config.Memo.returns(ctx, w, out)
 	err := s.delegator.Create(ctx, key, obj, out, ttl)
 	s.config.Memo.end(w, s, out, err)
 	return err
@@ -342,6 +353,7 @@ func (s *Storage) GuaranteedUpdate(ctx context.Context, key string, destination 
 			}
 			return out, ttl, err
 		}
+		s.config.Memo.returns(ctx, w, destination)
 	}
 	err := s.delegator.GuaranteedUpdate(ctx, key, destination, ignoreNotFound, preconditions, tryUpdate, cachedExistingObject)
 	s.config.Memo.end(w, s, destination, err)

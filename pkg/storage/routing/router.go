@@ -24,7 +24,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/features"
 	"k8s.io/apiserver/pkg/registry/generic"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
 
 	"annex.dev/annex/pkg/apis/annex"
 	"annex.dev/annex/pkg/apis/annex/v1alpha1"
@@ -70,6 +72,10 @@ type Options struct {
 	// tried again, doubled with each failure in a row;
 	// DefaultRetryInterval when zero.
 	RetryInterval time.Duration
+	// ReuseWrittenObjects lets the creates and updates of a type kept lean
+	// return the object they wrote instead of decoding it again, where that
+	// gives the same object (reusableVersion).
+	ReuseWrittenObjects bool
 }
 
 // Router is the RESTOptionsGetter of the hosted types: it returns the
@@ -180,9 +186,82 @@ func (r *Router) restOptions(gr schema.GroupResource, example runtime.Object) (g
 	case v1alpha1.StorageCacheNone:
 		opts.Decorator = generic.UndecoratedStorage
 	case v1alpha1.StorageCacheLean:
-		opts.Decorator = r.lean.Decorator(crd.UID, crd.Generation)
+		reuse := ""
+		if r.opts.ReuseWrittenObjects {
+			reuse = reusableVersion(crd)
+		}
+		opts.Decorator = r.lean.Decorator(crd.UID, crd.Generation, reuse)
 	}
 	return opts, err
+}
+
+// reusableVersion is the apiVersion of the objects of crd that its storage
+// codec decodes back unchanged from their encoding, when a create or
+// update request has decoded them: those of its stored version, when that
+// version's schema sets no defaults, and none with CBOR on. Such an object
+// is encoded as it is, and the decoding's coercion (metadata, pruning,
+// nulls, defaults) has nothing left to do to it; the decoding can give
+// other Go types for the same JSON numbers (int64 for a float64 1.0), the
+// same in JSON but not in CBOR.
+func reusableVersion(crd *apiextensionsv1.CustomResourceDefinition) string {
+	if utilfeature.DefaultFeatureGate.Enabled(features.CBORServingAndStorage) {
+		return ""
+	}
+	for _, v := range crd.Spec.Versions {
+		if !v.Storage {
+			continue
+		}
+		if v.Schema == nil || v.Schema.OpenAPIV3Schema == nil || setsDefaults(v.Schema.OpenAPIV3Schema) {
+			return ""
+		}
+		return crd.Spec.Group + "/" + v.Name
+	}
+	return ""
+}
+
+// setsDefaults says that a schema, or one under it, has a default.
+func setsDefaults(s *apiextensionsv1.JSONSchemaProps) bool {
+	if s == nil {
+		return false
+	}
+	if s.Default != nil || setsDefaults(s.Not) {
+		return true
+	}
+	for _, list := range [][]apiextensionsv1.JSONSchemaProps{s.AllOf, s.AnyOf, s.OneOf} {
+		for i := range list {
+			if setsDefaults(&list[i]) {
+				return true
+			}
+		}
+	}
+	for _, m := range []map[string]apiextensionsv1.JSONSchemaProps{s.Properties, s.PatternProperties, s.Definitions} {
+		for _, p := range m {
+			if setsDefaults(&p) {
+				return true
+			}
+		}
+	}
+	if s.Items != nil {
+		if setsDefaults(s.Items.Schema) {
+			return true
+		}
+		for i := range s.Items.JSONSchemas {
+			if setsDefaults(&s.Items.JSONSchemas[i]) {
+				return true
+			}
+		}
+	}
+	for _, b := range []*apiextensionsv1.JSONSchemaPropsOrBool{s.AdditionalProperties, s.AdditionalItems} {
+		if b != nil && setsDefaults(b.Schema) {
+			return true
+		}
+	}
+	for _, d := range s.Dependencies {
+		if setsDefaults(d.Schema) {
+			return true
+		}
+	}
+	return false
 }
 
 // Lean knows the lean storage of every version of the types kept lean.

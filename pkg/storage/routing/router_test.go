@@ -241,8 +241,8 @@ func TestStorageCache(t *testing.T) {
 		annexlisters.NewHostedResourceLister(indexer()), annexlisters.NewStorageBackendLister(indexer()), func() bool { return true })
 
 	decorator := map[uintptr]string{
-		reflect.ValueOf(generic.UndecoratedStorage).Pointer(): "none",
-		reflect.ValueOf(r.Lean().Decorator("", 0)).Pointer():  "lean",
+		reflect.ValueOf(generic.UndecoratedStorage).Pointer():    "none",
+		reflect.ValueOf(r.Lean().Decorator("", 0, "")).Pointer(): "lean",
 	}
 	for _, tc := range []struct{ resource, want string }{
 		{"busy", "the watch cache"},
