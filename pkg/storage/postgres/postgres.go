@@ -63,7 +63,15 @@ type Options struct {
 	// database; DefaultMaxConnections when zero. A request that finds them
 	// all busy waits for one.
 	MaxConnections int
+	// GapFillInterval is how often annex fills the revisions that failed
+	// writes left unused (gaps.go); DefaultGapFillInterval when zero, never
+	// when negative.
+	GapFillInterval time.Duration
 }
+
+// DefaultGapFillInterval is how often annex fills unused revisions: a gap
+// is filled one to two intervals after the write that left it.
+const DefaultGapFillInterval = time.Second
 
 // DefaultMaxConnections bounds kine's connections to a database. kine's
 // own default is no bound: a burst of writes opened a connection each, up
@@ -171,6 +179,18 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if interval := opts.GapFillInterval; interval >= 0 {
+		filler, err := newGapFiller(opts.DSN, logger)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		if interval == 0 {
+			interval = DefaultGapFillInterval
+		}
+		// It stops with kine's backend (cancel), and Close waits for it.
+		filler.run(bctx, wg, interval)
 	}
 
 	closeMetrics := func() {}
