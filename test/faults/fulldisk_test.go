@@ -165,14 +165,34 @@ func (f filling) log(t *testing.T, saw string) {
 	}
 }
 
+// writeTarget is where fill sends its writes: annex itself, or the
+// kube-apiserver that proxies to it.
+type writeTarget struct {
+	config *rest.Config
+	host   string
+	// exited says whether annex has exited, and log where to read why.
+	exited func() bool
+	log    func() string
+}
+
+// target is the writeTarget of annex itself.
+func (a *annex) target() writeTarget {
+	return writeTarget{
+		config: a.restConfig(),
+		host:   fmt.Sprintf("https://127.0.0.1:%d", a.Port),
+		exited: func() bool { exited, _ := a.Process().Exited(); return exited },
+		log:    a.Log,
+	}
+}
+
 // fill creates ballasts, one after the other, until refusals writes in a row
 // have failed, annex has exited, or budget has passed. Each write is sent
 // once, with a plain HTTP client and 10 s to be answered: client-go would
 // resend a write answered with Retry-After by itself, and the test wants
 // each answer as annex gave it.
-func fill(t *testing.T, a *annex, first, refusals int, budget time.Duration) filling {
+func fill(t *testing.T, to writeTarget, first, refusals int, budget time.Duration) filling {
 	t.Helper()
-	cfg, host := a.restConfig(), fmt.Sprintf("https://127.0.0.1:%d", a.Port)
+	cfg, host := to.config, to.host
 	path := "/apis/" + ballasts.Group + "/" + ballasts.Version + "/" + ballasts.Resource
 	var f filling
 	started := time.Now()
@@ -207,7 +227,7 @@ func fill(t *testing.T, a *annex, first, refusals int, budget time.Duration) fil
 			}
 		}
 		f.refusals = append(f.refusals, r)
-		if exited, _ := a.Process().Exited(); exited {
+		if to.exited() {
 			f.exited = true
 			break
 		}
@@ -255,10 +275,7 @@ func TestFullDisk(t *testing.T) {
 	// etcd preallocates its write-ahead log in segments of 64 MiB, and one
 	// more ahead: 128 MiB before any data.
 	const size, leave = 192 << 20, 16 << 20
-	between := 4 * time.Second
-	if long() {
-		between = 15 * time.Second
-	}
+	between := pause()
 	tmpfs := mountTmpfs(t, size)
 	a := startAnnex(t, "--data-dir="+filepath.Join(tmpfs, "data"))
 	cfg := a.restConfig()
@@ -270,7 +287,7 @@ func TestFullDisk(t *testing.T) {
 	r := startRun(t, 10*time.Second, cfg)
 	time.Sleep(between)
 	r.fault("filling the disk (%.1f MiB left) with ballasts of %d KiB", float64(freeBytes(t, tmpfs))/(1<<20), ballastBytes>>10)
-	f := fill(t, a, 0, 3, 60*time.Second)
+	f := fill(t, a.target(), 0, 3, 60*time.Second)
 	f.log(t, fmt.Sprintf("%.1f MiB left", float64(freeBytes(t, tmpfs))/(1<<20)))
 	if len(f.refusals) == 0 {
 		t.Fatalf("the disk did not fill: %d ballasts acknowledged in %s", len(f.acked), f.took)
@@ -317,7 +334,7 @@ func TestFullDisk(t *testing.T) {
 		t.Fatalf("once space was freed: %v", err)
 	}
 	t.Logf("space freed: a write acknowledged %s later", took.Round(time.Millisecond))
-	again := fill(t, a, len(f.acked)+len(f.refusals), 1, 2*time.Second)
+	again := fill(t, a.target(), len(f.acked)+len(f.refusals), 1, 2*time.Second)
 	if len(again.acked) == 0 {
 		t.Errorf("no ballast was acknowledged once space was freed: %v", again.refusals)
 	}
@@ -328,22 +345,73 @@ func TestFullDisk(t *testing.T) {
 }
 
 // TestEtcdQuota fills annex's embedded etcd up to its backend quota
-// (--embedded-etcd-quota-backend-bytes) with the objects of a hosted type:
-// etcd raises its NOSPACE alarm and refuses writes. Writes must then be
-// refused with a 507 that says the store is out of space, at once; annex
-// must keep running and serving reads; every write acknowledged before must
-// read back. Once half the objects are deleted, annex must end the alarm by
-// itself (a compaction, a defragmentation, the alarm disarmed) and take
-// creates again.
+// (--embedded-etcd-quota-backend-bytes) with the objects of a hosted type,
+// while the history's clients write, read and watch another: etcd raises
+// its NOSPACE alarm and refuses writes. Writes must then be refused with a
+// 507 that says the store is out of space, at once; annex must keep running
+// and serving reads; every write acknowledged before must read back. Once
+// half the objects are deleted, annex must end the alarm by itself (a
+// compaction, a defragmentation, the alarm disarmed) and take creates
+// again. The history must check across all of it.
 func TestEtcdQuota(t *testing.T) {
-	const quota = 24 << 20
-	a := startAnnex(t, "--embedded-etcd-quota-backend-bytes="+strconv.Itoa(quota))
-	cfg := a.restConfig()
+	a := startAnnex(t, "--embedded-etcd-quota-backend-bytes="+strconv.Itoa(quotaBytes))
+	fillToQuota(t, a.target(), "annex's embedded etcd filled to its quota and freed")
+}
+
+// TestEtcdQuotaThroughTheAggregator is TestEtcdQuota with every client on a
+// real kube-apiserver, whose aggregator proxies the hosted types to annex:
+// a cluster's users must get annex's 507 as annex gave it. It starts a
+// control plane of its own, so it runs in the long version only.
+func TestEtcdQuotaThroughTheAggregator(t *testing.T) {
+	longOnly(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	env := startCluster(ctx, t, "--embedded-etcd-quota-backend-bytes="+strconv.Itoa(quotaBytes))
+	fillToQuota(t, writeTarget{
+		config: env.Config,
+		host:   serverURL(env.Config),
+		exited: func() bool { return env.AnnexRunning() != nil },
+		log:    func() string { return "annex's log is " + env.AnnexLog },
+	}, "annex's embedded etcd filled to its quota and freed, behind the aggregator")
+}
+
+// pause is how long the full-disk tests let the history's clients run
+// before the fault and after it.
+func pause() time.Duration {
+	if long() {
+		return 15 * time.Second
+	}
+	return 4 * time.Second
+}
+
+// serverURL is cfg's server as a URL to put a path after: a rest.Config's
+// Host may lack the scheme, and may end with a slash.
+func serverURL(cfg *rest.Config) string {
+	host := strings.TrimSuffix(cfg.Host, "/")
+	if !strings.Contains(host, "://") {
+		host = "https://" + host
+	}
+	return host
+}
+
+// quotaBytes is the embedded etcd's quota in the quota tests: a few
+// seconds of ballasts.
+const quotaBytes = 24 << 20
+
+// fillToQuota is the schedule of TestEtcdQuota, through to.
+func fillToQuota(t *testing.T, to writeTarget, what string) {
+	t.Helper()
+	between := pause()
+	cfg := to.config
+	declareLedgers(t, cfg)
 	declareBallasts(t, cfg)
-	f := fill(t, a, 0, 3, 60*time.Second)
-	f.log(t, fmt.Sprintf("quota %d MiB", quota>>20))
+	r := startRun(t, 10*time.Second, cfg)
+	time.Sleep(between)
+	r.fault("filling the embedded etcd to its quota (%d MiB) with ballasts of %d KiB", quotaBytes>>20, ballastBytes>>10)
+	f := fill(t, to, 0, 3, 60*time.Second)
+	f.log(t, fmt.Sprintf("quota %d MiB", quotaBytes>>20))
 	if f.exited {
-		t.Fatalf("annex exited at its quota:\n%s", a.Log())
+		t.Fatalf("annex exited at its quota:\n%s", to.log())
 	}
 	if len(f.refusals) == 0 {
 		t.Fatalf("the quota was not reached: %d ballasts acknowledged in %s", len(f.acked), f.took)
@@ -381,21 +449,23 @@ func TestEtcdQuota(t *testing.T) {
 	next, freed := len(f.acked)+len(f.refusals), time.Now()
 	var after filling
 	for len(after.acked) == 0 && time.Since(freed) < time.Minute {
-		if after = fill(t, a, next, 1, 20*time.Second); len(after.acked) == 0 {
+		if after = fill(t, to, next, 1, 20*time.Second); len(after.acked) == 0 {
 			time.Sleep(time.Second)
 		}
 	}
 	t.Logf("at the quota, %d of %d deletes taken; creates taken again %s after them: %d acknowledged, then refused: %v",
 		deleted, len(f.acked)-len(f.acked)/2, time.Since(freed).Round(100*time.Millisecond), len(after.acked), after.refusals)
-	if exited, err := a.Process().Exited(); exited {
-		t.Fatalf("annex exited: %v", err)
+	if to.exited() {
+		t.Fatalf("annex exited:\n%s", to.log())
 	}
 	if len(after.acked) == 0 {
 		t.Fatalf("a minute after %d deletes freed half the store, creates are still refused: %v", deleted, after.refusals)
 	}
+	r.recovered("%d ballasts deleted; creates taken again", deleted)
 	if lost := readBack(t, cfg, append(f.acked[:len(f.acked)/2], after.acked...)); len(lost) > 0 {
 		t.Errorf("after the store's space was recovered, %d acknowledged ballasts do not read back: %v", len(lost), lost)
 	}
+	r.finish(between, what)
 }
 
 // TestFullDiskPostgres fills the disk under the PostgreSQL database of an
@@ -405,7 +475,8 @@ func TestEtcdQuota(t *testing.T) {
 // that names the database; annex must keep running; every write
 // acknowledged before must read back; and once the filler is removed (and
 // PostgreSQL started again if it stopped), annex must take writes again
-// without being restarted itself.
+// without being restarted itself. Meanwhile the history's clients write,
+// read and watch another type, and the history must check.
 func TestFullDiskPostgres(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("a full disk needs a tmpfs of its own, which only root may mount")
@@ -417,10 +488,15 @@ func TestFullDiskPostgres(t *testing.T) {
 	a := startAnnex(t, "--postgres-dsn-file="+dsnFile)
 	cfg := a.restConfig()
 	declareBallasts(t, cfg)
+	declareLedgers(t, cfg)
 	filler := placeFiller(t, tmpfs, leave)
 	t.Logf("tmpfs of %d MiB, %.1f MiB left after the filler", size>>20, float64(freeBytes(t, tmpfs))/(1<<20))
 
-	f := fill(t, a, 0, 3, 60*time.Second)
+	between := pause()
+	r := startRun(t, 10*time.Second, cfg)
+	time.Sleep(between)
+	r.fault("filling PostgreSQL's disk (%.1f MiB left) with ballasts of %d KiB", float64(freeBytes(t, tmpfs))/(1<<20), ballastBytes>>10)
+	f := fill(t, a.target(), 0, 3, 60*time.Second)
 	f.log(t, fmt.Sprintf("%.1f MiB left; PostgreSQL runs: %v", float64(freeBytes(t, tmpfs))/(1<<20), pg.Running()))
 	if f.exited {
 		t.Fatalf("annex exited when PostgreSQL's disk filled:\n%s", a.Log())
@@ -459,7 +535,7 @@ func TestFullDiskPostgres(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	var again filling
 	for {
-		again = fill(t, a, len(f.acked)+len(f.refusals)+len(again.acked)+len(again.refusals), 1, time.Second)
+		again = fill(t, a.target(), len(f.acked)+len(f.refusals)+len(again.acked)+len(again.refusals), 1, time.Second)
 		if len(again.acked) > 0 || time.Now().After(deadline) {
 			break
 		}
@@ -468,12 +544,14 @@ func TestFullDiskPostgres(t *testing.T) {
 	if len(again.acked) == 0 {
 		t.Fatalf("no ballast was acknowledged within 60s once space was freed: %v", again.refusals)
 	}
+	r.recovered("space freed: a ballast acknowledged")
 	if lost := readBack(t, cfg, append(f.acked, again.acked...)); len(lost) > 0 {
 		t.Errorf("%d acknowledged ballasts do not read back once space was freed: %v", len(lost), lost)
 	}
 	if exited, err := a.Process().Exited(); exited {
 		t.Fatalf("annex exited: %v", err)
 	}
+	r.finish(between, "PostgreSQL's disk filled and freed")
 }
 
 // TestFullTablespacePostgres fills the disk under the tables of an annex
@@ -485,7 +563,8 @@ func TestFullDiskPostgres(t *testing.T) {
 // the database; annex and PostgreSQL must keep running; every write
 // acknowledged before must read back while the disk is full; and once the
 // filler is removed, annex must take writes again without anything being
-// restarted.
+// restarted. Meanwhile the history's clients write, read and watch another
+// type, and the history must check.
 func TestFullTablespacePostgres(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("a full disk needs a tmpfs of its own, which only root may mount")
@@ -498,11 +577,16 @@ func TestFullTablespacePostgres(t *testing.T) {
 	a := startAnnex(t, "--postgres-dsn-file="+dsnFile)
 	cfg := a.restConfig()
 	declareBallasts(t, cfg)
+	declareLedgers(t, cfg)
 	delivered := watchBallasts(t, cfg)
 	filler := placeFiller(t, tmpfs, leave)
 	t.Logf("tmpfs of %d MiB for the tables, %.1f MiB left after the filler", size>>20, float64(freeBytes(t, tmpfs))/(1<<20))
 
-	f := fill(t, a, 0, 3, 60*time.Second)
+	between := pause()
+	r := startRun(t, 10*time.Second, cfg)
+	time.Sleep(between)
+	r.fault("filling the disk under PostgreSQL's tables (%.1f MiB left) with ballasts of %d KiB", float64(freeBytes(t, tmpfs))/(1<<20), ballastBytes>>10)
+	f := fill(t, a.target(), 0, 3, 60*time.Second)
 	f.log(t, fmt.Sprintf("%.1f MiB left; PostgreSQL runs: %v", float64(freeBytes(t, tmpfs))/(1<<20), pg.Running()))
 	if f.exited {
 		t.Fatalf("annex exited when the disk under its tables filled:\n%s", a.Log())
@@ -537,7 +621,7 @@ func TestFullTablespacePostgres(t *testing.T) {
 	freed := time.Now()
 	var again filling
 	for {
-		again = fill(t, a, len(f.acked)+len(f.refusals)+len(again.acked)+len(again.refusals), 1, time.Second)
+		again = fill(t, a.target(), len(f.acked)+len(f.refusals)+len(again.acked)+len(again.refusals), 1, time.Second)
 		if len(again.acked) > 0 || time.Since(freed) > 30*time.Second {
 			break
 		}
@@ -546,6 +630,7 @@ func TestFullTablespacePostgres(t *testing.T) {
 	if len(again.acked) == 0 {
 		t.Fatalf("no ballast was acknowledged within 30 s once space was freed: %v", again.refusals)
 	}
+	r.recovered("space freed: a ballast acknowledged")
 	t.Logf("space freed: writes acknowledged again %s later", time.Since(freed).Round(time.Millisecond))
 	if lost := readBack(t, cfg, append(f.acked, again.acked...)); len(lost) > 0 {
 		t.Errorf("%d acknowledged ballasts do not read back once space was freed: %v", len(lost), lost)
@@ -579,6 +664,7 @@ func TestFullTablespacePostgres(t *testing.T) {
 	if !pg.Running() {
 		t.Fatalf("PostgreSQL stopped")
 	}
+	r.finish(between, "the disk under PostgreSQL's tables filled and freed")
 }
 
 // watchBallasts watches the ballasts from now until the test ends. What it
