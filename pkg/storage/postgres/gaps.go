@@ -3,12 +3,9 @@ package postgres
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 	"k8s.io/klog/v2"
 )
 
@@ -59,17 +56,11 @@ ON CONFLICT DO NOTHING`
 // newGapFiller opens (lazily) a connection of its own to the database that
 // kine uses for dsn.
 func newGapFiller(dsn string, logger klog.Logger) (*gapFiller, error) {
-	cfg, err := pgx.ParseConfig(kineDSN(dsn))
-	if err != nil {
-		// The parse error may quote the connection string.
-		return nil, errors.New("the PostgreSQL connection string does not parse")
-	}
 	// The name tells its connection from kine's in pg_stat_activity.
-	cfg.RuntimeParams["application_name"] = gapFillerName
-	db := stdlib.OpenDB(*cfg)
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	db.SetConnMaxIdleTime(5 * time.Minute)
+	db, err := openOwnConnection(dsn, gapFillerName)
+	if err != nil {
+		return nil, err
+	}
 	return &gapFiller{db: db, dsn: dsn, logger: logger}, nil
 }
 

@@ -44,15 +44,8 @@ func TestGapsDoNotStopWatches(t *testing.T) {
 			pg := postgrestest.Start(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			s, err := postgres.Start(ctx, postgres.Options{DSN: pg.DSN, SocketDir: t.TempDir(), NotifyInterval: time.Second, GapFillInterval: tc.interval})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s, client := startKine(t, ctx, postgres.Options{DSN: pg.DSN, GapFillInterval: tc.interval})
 			defer s.Close()
-			client, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint}, DialTimeout: 10 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
 			defer client.Close()
 
 			first, err := client.Put(ctx, "/gaps/first", "1")

@@ -64,16 +64,30 @@ type statsCollector struct {
 // newStatsCollector opens (lazily) a connection to the database that kine
 // uses for dsn.
 func newStatsCollector(dsn string, logger klog.Logger) (*statsCollector, error) {
+	db, err := openOwnConnection(dsn, "")
+	if err != nil {
+		return nil, err
+	}
+	return &statsCollector{db: db, logger: logger}, nil
+}
+
+// openOwnConnection opens (lazily) a pool of one connection of annex's
+// own to the database that kine uses for dsn, named application (in
+// pg_stat_activity) unless empty.
+func openOwnConnection(dsn, application string) (*sql.DB, error) {
 	cfg, err := pgx.ParseConfig(kineDSN(dsn))
 	if err != nil {
 		// The parse error may quote the connection string.
 		return nil, errors.New("the PostgreSQL connection string does not parse")
 	}
+	if application != "" {
+		cfg.RuntimeParams["application_name"] = application
+	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	return &statsCollector{db: db, logger: logger}, nil
+	return db, nil
 }
 
 // kineDSN is the connection string kine connects with for dsn: kine

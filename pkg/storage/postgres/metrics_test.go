@@ -64,9 +64,17 @@ func write(ctx context.Context, t *testing.T, client *clientv3.Client, round, n 
 func start(t *testing.T, dsn string, compactInterval time.Duration) (*postgres.Server, *clientv3.Client, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	s, err := postgres.Start(context.Background(), postgres.Options{
-		DSN: dsn, SocketDir: t.TempDir(), NotifyInterval: time.Second, MetricsRegisterer: reg, CompactInterval: compactInterval,
-	})
+	s, client := startKine(t, context.Background(), postgres.Options{DSN: dsn, MetricsRegisterer: reg, CompactInterval: compactInterval})
+	return s, client, reg
+}
+
+// startKine runs kine with opts, in a socket directory of the test's and
+// with progress notifications every second, and connects a client to it.
+// The caller closes both.
+func startKine(t *testing.T, ctx context.Context, opts postgres.Options) (*postgres.Server, *clientv3.Client) {
+	t.Helper()
+	opts.SocketDir, opts.NotifyInterval = t.TempDir(), time.Second
+	s, err := postgres.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +83,7 @@ func start(t *testing.T, dsn string, compactInterval time.Duration) (*postgres.S
 		s.Close()
 		t.Fatal(err)
 	}
-	return s, client, reg
+	return s, client
 }
 
 var statsGauges = []string{

@@ -216,15 +216,8 @@ func TestConnectionsStayWithinTheBound(t *testing.T) {
 	pg := postgrestest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := postgres.Start(ctx, postgres.Options{DSN: pg.DSN, SocketDir: t.TempDir(), NotifyInterval: time.Second, MaxConnections: bound})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, client := startKine(t, ctx, postgres.Options{DSN: pg.DSN, MaxConnections: bound})
 	defer s.Close()
-	client, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint}, DialTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer client.Close()
 
 	// The connections to the database other than this one and annex's gap
