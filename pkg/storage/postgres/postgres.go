@@ -27,8 +27,11 @@ import (
 	"github.com/k3s-io/kine/pkg/drivers/pgsql"
 	"github.com/k3s-io/kine/pkg/server"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/server/v3/embed"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"k8s.io/klog/v2"
 )
@@ -209,8 +212,15 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 		closeMetrics = func() { unregister(); stats.db.Close() }
 	}
 
+	progressDB, err := openOwnConnection(opts.DSN, watchProgressName)
+	if err != nil {
+		closeMetrics()
+		cancel()
+		return nil, err
+	}
 	listener, err := net.Listen("unix", socket)
 	if err != nil {
+		progressDB.Close()
 		closeMetrics()
 		cancel()
 		return nil, fmt.Errorf("listening on %s: %w", socket, err)
@@ -227,9 +237,26 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 	// the etcd version in a Status answer says so. Its checker is global to
 	// the process: a kine with no version would turn them off for every
 	// store, etcd included.
-	server.New(newAvailability(databaseRevisions{lostDeletes{backend}}, opts.DSN, logger), "unix", opts.NotifyInterval, emulatedEtcdVersion).Register(grpcServer)
+	served := newAvailability(databaseRevisions{lostDeletes{backend}}, opts.DSN, logger)
+	bridge := server.New(served, "unix", opts.NotifyInterval, emulatedEtcdVersion)
+	etcdserverpb.RegisterKVServer(grpcServer, bridge)
+	etcdserverpb.RegisterLeaseServer(grpcServer, bridge)
+	etcdserverpb.RegisterClusterServer(grpcServer, bridge)
+	etcdserverpb.RegisterMaintenanceServer(grpcServer, bridge)
+	// Watches are annex's own (watch.go): kine's progress notifications
+	// could overtake events.
+	etcdserverpb.RegisterWatchServer(grpcServer, &watchServer{
+		backend:        served,
+		notifyInterval: opts.NotifyInterval,
+		lastWrite:      lastWriteReader{progressDB}.lastWrite,
+		logger:         logger.WithName("watch"),
+	})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(grpcServer, hs)
+	closeAll := func() { closeMetrics(); progressDB.Close() }
 
-	s := &Server{Endpoint: "unix://" + socket, grpc: grpcServer, cancel: cancel, wg: wg, stopped: make(chan struct{}), closeMetrics: closeMetrics}
+	s := &Server{Endpoint: "unix://" + socket, grpc: grpcServer, cancel: cancel, wg: wg, stopped: make(chan struct{}), closeMetrics: closeAll}
 	go func() {
 		defer close(s.stopped)
 		if err := grpcServer.Serve(listener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
