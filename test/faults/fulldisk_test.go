@@ -553,9 +553,8 @@ func TestFullDiskPostgres(t *testing.T) {
 // the database; annex and PostgreSQL must keep running; every write
 // acknowledged before must read back while the disk is full; and once the
 // filler is removed, annex must take writes again without anything being
-// restarted. It runs without the history's clients: with them, the
-// history found stale lists after space was freed (docs/reliability.md,
-// the stale reads on PostgreSQL), a failure not fixed yet.
+// restarted. Meanwhile the history's clients write, read and watch another
+// type, and the history must check.
 func TestFullTablespacePostgres(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("a full disk needs a tmpfs of its own, which only root may mount")
@@ -568,10 +567,15 @@ func TestFullTablespacePostgres(t *testing.T) {
 	a := startAnnex(t, "--postgres-dsn-file="+dsnFile)
 	cfg := a.restConfig()
 	declareBallasts(t, cfg)
+	declareLedgers(t, cfg)
 	delivered := watchBallasts(t, cfg)
 	filler := placeFiller(t, tmpfs, leave)
 	t.Logf("tmpfs of %d MiB for the tables, %.1f MiB left after the filler", size>>20, float64(freeBytes(t, tmpfs))/(1<<20))
 
+	between := pause()
+	r := startRun(t, 10*time.Second, cfg)
+	time.Sleep(between)
+	r.fault("filling the disk under PostgreSQL's tables (%.1f MiB left) with ballasts of %d KiB", float64(freeBytes(t, tmpfs))/(1<<20), ballastBytes>>10)
 	f := fill(t, a.target(), 0, 3, 60*time.Second)
 	f.log(t, fmt.Sprintf("%.1f MiB left; PostgreSQL runs: %v", float64(freeBytes(t, tmpfs))/(1<<20), pg.Running()))
 	if f.exited {
@@ -616,6 +620,7 @@ func TestFullTablespacePostgres(t *testing.T) {
 	if len(again.acked) == 0 {
 		t.Fatalf("no ballast was acknowledged within 30 s once space was freed: %v", again.refusals)
 	}
+	r.recovered("space freed: a ballast acknowledged")
 	t.Logf("space freed: writes acknowledged again %s later", time.Since(freed).Round(time.Millisecond))
 	if lost := readBack(t, cfg, append(f.acked, again.acked...)); len(lost) > 0 {
 		t.Errorf("%d acknowledged ballasts do not read back once space was freed: %v", len(lost), lost)
@@ -649,6 +654,7 @@ func TestFullTablespacePostgres(t *testing.T) {
 	if !pg.Running() {
 		t.Fatalf("PostgreSQL stopped")
 	}
+	r.finish(between, "the disk under PostgreSQL's tables filled and freed")
 }
 
 // watchBallasts watches the ballasts from now until the test ends. What it

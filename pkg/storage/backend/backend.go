@@ -84,7 +84,7 @@ type Postgres struct {
 	MetricsRegisterer prometheus.Registerer
 }
 
-// notifyInterval is how often kine sends watch progress notifications, from
+// notifyInterval is how often annex sends watch progress notifications, from
 // which the watch cache's bookmarks come.
 const notifyInterval = 5 * time.Second
 

@@ -45,8 +45,9 @@ type Options struct {
 	// CompactInterval is how often kine removes old revisions from the
 	// database; without it the table grows without bound.
 	CompactInterval time.Duration
-	// NotifyInterval is how often kine sends watch progress notifications,
-	// from which the watch cache's bookmarks come.
+	// NotifyInterval is how often a watch that asks for them gets a
+	// progress notification (watch.go), from which the watch cache's
+	// bookmarks come.
 	NotifyInterval time.Duration
 	// MetricsRegisterer receives kine's SQL and compaction metrics and the
 	// database's size and compaction lag (metrics.go); nil for none.

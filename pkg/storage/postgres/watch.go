@@ -199,11 +199,12 @@ func (st *stream) run(ctx context.Context, w *watch) {
 		return
 	}
 	for batch := range wr.Events {
-		// Take what else is there, to send it in one message.
+		// Take what else is there, to send it in one message. kine may
+		// share a batch's array between watches: a merge copies.
 		for more := true; more; {
 			select {
 			case next, ok := <-wr.Events:
-				batch = append(batch, next...)
+				batch = append(batch[:len(batch):len(batch)], next...)
 				more = ok
 			default:
 				more = false
