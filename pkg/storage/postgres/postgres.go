@@ -219,8 +219,16 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 		cancel()
 		return nil, err
 	}
+	lists, err := newPagedLists(backend, opts.DSN)
+	if err != nil {
+		progressDB.Close()
+		closeMetrics()
+		cancel()
+		return nil, err
+	}
 	listener, err := net.Listen("unix", socket)
 	if err != nil {
+		lists.db.Close()
 		progressDB.Close()
 		closeMetrics()
 		cancel()
@@ -238,7 +246,7 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 	// the etcd version in a Status answer says so. Its checker is global to
 	// the process: a kine with no version would turn them off for every
 	// store, etcd included.
-	served := newAvailability(databaseRevisions{lostDeletes{backend}}, opts.DSN, logger)
+	served := newAvailability(databaseRevisions{lostDeletes{lists}}, opts.DSN, logger)
 	bridge := server.New(served, "unix", opts.NotifyInterval, emulatedEtcdVersion)
 	etcdserverpb.RegisterKVServer(grpcServer, bridge)
 	etcdserverpb.RegisterLeaseServer(grpcServer, bridge)
@@ -255,7 +263,7 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(grpcServer, hs)
-	closeAll := func() { closeMetrics(); progressDB.Close() }
+	closeAll := func() { closeMetrics(); progressDB.Close(); lists.db.Close() }
 
 	s := &Server{Endpoint: "unix://" + socket, grpc: grpcServer, cancel: cancel, wg: wg, stopped: make(chan struct{}), closeMetrics: closeAll}
 	go func() {

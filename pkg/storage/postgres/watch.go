@@ -149,14 +149,15 @@ func (st *stream) send(resp *etcdserverpb.WatchResponse) error {
 // create starts a watch. Its Created answer goes out before anything else
 // is received: the client pairs them with its requests in order.
 func (st *stream) create(r *etcdserverpb.WatchCreateRequest) {
-	current, err := st.server.backend.CurrentRevision(st.ctx)
-	if err == nil && r.WatchId != clientv3.AutoWatchID {
-		err = errors.New("the server assigns watch ids")
+	current, currentErr := st.server.backend.CurrentRevision(st.ctx)
+	var invalid error
+	switch {
+	case r.WatchId != clientv3.AutoWatchID:
+		invalid = errors.New("the server assigns watch ids")
+	case r.StartRevision < 0:
+		invalid = server.ErrCompacted
 	}
-	if err == nil && r.StartRevision < 0 {
-		err = server.ErrCompacted
-	}
-	if err != nil {
+	if invalid != nil {
 		st.mu.Lock()
 		defer st.mu.Unlock()
 		_ = st.send(&etcdserverpb.WatchResponse{
@@ -164,7 +165,7 @@ func (st *stream) create(r *etcdserverpb.WatchCreateRequest) {
 			WatchId:      clientv3.InvalidWatchID,
 			Created:      true,
 			Canceled:     true,
-			CancelReason: err.Error(),
+			CancelReason: invalid.Error(),
 		})
 		return
 	}
@@ -183,10 +184,15 @@ func (st *stream) create(r *etcdserverpb.WatchCreateRequest) {
 
 	st.mu.Lock()
 	st.watches[w.id] = w
-	err = st.send(&etcdserverpb.WatchResponse{Header: &etcdserverpb.ResponseHeader{Revision: current}, WatchId: w.id, Created: true})
+	err := st.send(&etcdserverpb.WatchResponse{Header: &etcdserverpb.ResponseHeader{Revision: current}, WatchId: w.id, Created: true})
 	st.mu.Unlock()
 	if err != nil {
 		cancel()
+	}
+	if currentErr != nil && r.StartRevision == 0 {
+		// "Now" is not known: the watch ends, and its client starts another.
+		st.end(w.id, 0, 0, currentErr)
+		return
 	}
 	st.wg.Go(func() { st.run(ctx, w) })
 }
