@@ -704,7 +704,10 @@ func (a *adoption) writeBackSome(ctx context.Context, objs []*unstructured.Unstr
 	g.SetLimit(copyWorkers)
 	for _, obj := range objs {
 		k := key(obj.GetNamespace(), obj.GetName())
+		// The writers started before this one note theirs meanwhile.
+		mu.Lock()
 		_, exists := a.inCluster[k]
+		mu.Unlock()
 		g.Go(func() error {
 			uid, err := a.writeBackOne(writing, obj, exists)
 			if err != nil {
