@@ -45,9 +45,7 @@ const maxListConnections = 8
 // 533 to 1,611 ms). %s is the columns
 // (the value or not), the same kine's list query returns after the current
 // and compacted revisions.
-const listSQL = `SELECT
-  (SELECT MAX(id) FROM kine) AS current_rev,
-  (SELECT MAX(prev_revision) FROM kine WHERE name = 'compact_rev_key') AS compact_rev,
+const listSQL = `SELECT ` + revisionsColumns + `,
   %[1]s
 FROM (
   SELECT DISTINCT ON (name) %[1]s
@@ -72,9 +70,7 @@ var (
 // revisions. kine counts the rest of the range after each page (the
 // apiserver's remainingItemCount): it reads that much in any case, but
 // here from the index alone, without grouping and joining.
-const countSQL = `SELECT
-  (SELECT MAX(id) FROM kine) AS current_rev,
-  (SELECT MAX(prev_revision) FROM kine WHERE name = 'compact_rev_key') AS compact_rev,
+const countSQL = `SELECT ` + revisionsColumns + `,
   COUNT(*)
 FROM (
   SELECT DISTINCT ON (name) deleted
@@ -84,8 +80,13 @@ FROM (
 ) AS latest
 WHERE deleted = 0`
 
-// revisionsSQL reads the current and compacted revisions, as kine does.
-const revisionsSQL = `SELECT (SELECT MAX(id) FROM kine), (SELECT MAX(prev_revision) FROM kine WHERE name = 'compact_rev_key')`
+// revisionsColumns are the current and compacted revisions, as kine reads
+// them.
+const revisionsColumns = `(SELECT MAX(id) FROM kine) AS current_rev,
+  (SELECT MAX(prev_revision) FROM kine WHERE name = 'compact_rev_key') AS compact_rev`
+
+// revisionsSQL reads the revisions alone.
+const revisionsSQL = `SELECT ` + revisionsColumns
 
 func newPagedLists(backend server.Backend, dsn string) (*pagedLists, error) {
 	db, err := openOwnConnection(dsn, listsName)
