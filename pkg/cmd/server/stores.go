@@ -13,6 +13,7 @@ import (
 
 	"annex.dev/annex/pkg/storage/backend"
 	"annex.dev/annex/pkg/storage/embedded"
+	"annex.dev/annex/pkg/storage/inprocess"
 	"annex.dev/annex/pkg/storage/postgres"
 )
 
@@ -66,6 +67,8 @@ func (o *Options) startStores(ctx context.Context) (_ *stores, err error) {
 			}
 		}()
 		transport.ServerList = []string{etcd.ClientURL}
+		// The hosted types kept lean reach it in-process.
+		s.closers = append(s.closers, inprocess.Register(etcd.ClientURL, etcd.NewClient))
 		transport.TrustedCAFile, transport.CertFile, transport.KeyFile = etcd.CAFile, etcd.CertFile, etcd.KeyFile
 	case backend.StorePostgres:
 		dsn, err := os.ReadFile(o.PostgresDSNFile)

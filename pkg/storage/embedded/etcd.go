@@ -18,7 +18,9 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/logutil"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.etcd.io/etcd/server/v3/storage"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -165,6 +167,13 @@ func Start(ctx context.Context, opts Options) (*Etcd, error) {
 // ClientTLS returns the TLS configuration of a client of this etcd.
 func (e *Etcd) ClientTLS() (*tls.Config, error) {
 	return transport.TLSInfo{CertFile: e.CertFile, KeyFile: e.KeyFile, TrustedCAFile: e.CAFile}.ClientConfig()
+}
+
+// NewClient returns a client of this etcd in annex's own process: its
+// requests are calls into the server, with no connection, TLS or encoding
+// between them (pkg/storage/inprocess). The caller closes it.
+func (e *Etcd) NewClient() *clientv3.Client {
+	return v3client.New(e.etcd.Server)
 }
 
 // Err reports a failure of the running etcd.

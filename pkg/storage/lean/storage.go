@@ -36,13 +36,14 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/apiserver/pkg/registry/generic"
 	"k8s.io/apiserver/pkg/storage"
 	cacherstorage "k8s.io/apiserver/pkg/storage/cacher"
 	"k8s.io/apiserver/pkg/storage/storagebackend"
 	"k8s.io/apiserver/pkg/storage/storagebackend/factory"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+
+	"annex.dev/annex/pkg/storage/inprocess"
 )
 
 // Config configures the lean storage of one resource.
@@ -203,7 +204,7 @@ func decorate(config *storagebackend.ConfigForResource, resourcePrefix string, k
 	}
 	memoized := *config
 	memoized.Codec = memo.Codec(config.Codec)
-	raw, destroyRaw, err := generic.NewRawStorage(&memoized, newFunc, newListFunc, resourcePrefix)
+	raw, destroyRaw, err := inprocess.NewRawStorage(&memoized, newFunc, newListFunc, resourcePrefix)
 	if err != nil {
 		return nil, nil, err
 	}

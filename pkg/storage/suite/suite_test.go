@@ -34,6 +34,7 @@ import (
 
 	"annex.dev/annex/pkg/storage/compression"
 	"annex.dev/annex/pkg/storage/embedded"
+	"annex.dev/annex/pkg/storage/inprocess"
 	"annex.dev/annex/pkg/storage/postgres"
 	"annex.dev/annex/pkg/storage/postgres/postgrestest"
 	"annex.dev/annex/test/integration/framework"
@@ -84,6 +85,21 @@ func startEmbeddedEtcd(t *testing.T) *kubernetes.Client {
 	return client(t, clientv3.Config{Endpoints: []string{e.ClientURL}, TLS: tlsConfig})
 }
 
+// embeddedEtcdInProcess is the embedded etcd as annex's hosted types kept
+// lean reach it: through an in-process client (pkg/storage/inprocess).
+func embeddedEtcdInProcess(*testing.T) func(t *testing.T) *kubernetes.Client {
+	return func(t *testing.T) *kubernetes.Client {
+		e, err := embedded.Start(context.Background(), embedded.Options{DataDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.Close)
+		c := inprocess.KubernetesClient(e.NewClient())
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+}
+
 // externalEtcd starts, for each test, an etcd of its own: the etcd binary of
 // the test control plane (KUBEBUILDER_ASSETS, as `make test-integration`
 // sets it) as a separate process on 127.0.0.1, serving clients over TLS and
@@ -125,9 +141,10 @@ func postgreSQL(t *testing.T) func(t *testing.T) *kubernetes.Client {
 }
 
 var backends = map[string]backend{
-	"embedded-etcd": embeddedEtcd,
-	"external-etcd": externalEtcd,
-	"postgres":      postgreSQL,
+	"embedded-etcd":            embeddedEtcd,
+	"embedded-etcd-in-process": embeddedEtcdInProcess,
+	"external-etcd":            externalEtcd,
+	"postgres":                 postgreSQL,
 }
 
 // skipped are the tests that do not apply to a backend, with the reason.
