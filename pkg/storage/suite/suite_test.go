@@ -2,7 +2,8 @@
 
 // Package suite runs the upstream storage test suite of k8s.io/apiserver
 // (k8s.io/apiserver/pkg/storage/testing) against every store annex offers:
-// its embedded etcd, configured as annex configures it, an external etcd
+// its embedded etcd, configured as annex configures it, both over TLS and
+// through the in-process client its hosted types kept lean use, an external etcd
 // (the etcd binary of the test control plane, a separate process that
 // requires client certificates, as --etcd-servers meets it), and PostgreSQL
 // through kine. The suite is exported for exactly this: a store that
@@ -73,11 +74,7 @@ func embeddedEtcd(*testing.T) func(t *testing.T) *kubernetes.Client {
 }
 
 func startEmbeddedEtcd(t *testing.T) *kubernetes.Client {
-	e, err := embedded.Start(context.Background(), embedded.Options{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
+	e := startEmbedded(t)
 	tlsConfig, err := e.ClientTLS()
 	if err != nil {
 		t.Fatal(err)
@@ -89,15 +86,20 @@ func startEmbeddedEtcd(t *testing.T) *kubernetes.Client {
 // lean reach it: through an in-process client (pkg/storage/inprocess).
 func embeddedEtcdInProcess(*testing.T) func(t *testing.T) *kubernetes.Client {
 	return func(t *testing.T) *kubernetes.Client {
-		e, err := embedded.Start(context.Background(), embedded.Options{DataDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(e.Close)
-		c := inprocess.KubernetesClient(e.NewClient())
+		c := inprocess.KubernetesClient(startEmbedded(t).NewClient())
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
+}
+
+// startEmbedded starts an embedded etcd for one test.
+func startEmbedded(t *testing.T) *embedded.Etcd {
+	e, err := embedded.Start(context.Background(), embedded.Options{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
 }
 
 // externalEtcd starts, for each test, an etcd of its own: the etcd binary of
